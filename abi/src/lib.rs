@@ -1,0 +1,1 @@
+//! The common HTTP request/response model every wasmgate middleware works on.

@@ -1,0 +1,1 @@
+//! The ABI conformance suite. Its cases arrive with the ABI hosts.

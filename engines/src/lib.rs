@@ -1,0 +1,1 @@
+//! WebAssembly engines behind one interface. Nothing is implemented here yet.

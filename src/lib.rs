@@ -1,0 +1,1 @@
+//! wasmgate: a reverse proxy that runs WebAssembly plugins as chained HTTP middlewares.
