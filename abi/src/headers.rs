@@ -1,0 +1,199 @@
+//! Headers as an ordered list of field lines.
+//!
+//! Plugins observe header order and repeated fields (http-wasm returns values
+//! "in order", proxy-wasm serialises pairs), so the model keeps every field
+//! line as received instead of grouping them the way `http::HeaderMap` does.
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+/// An ordered multi-value header list. Names compare case-insensitively.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Headers {
+    entries: Vec<(String, Bytes)>,
+}
+
+/// A header name or value that cannot go on the wire.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum InvalidHeader {
+    /// The name is empty or holds bytes a field name may not hold.
+    #[error("invalid header name {0:?}")]
+    Name(String),
+    /// The value holds CR, LF, NUL or another forbidden byte.
+    #[error("invalid value for header {0:?}")]
+    Value(String),
+}
+
+impl Headers {
+    /// An empty list.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of field lines.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether there are no field lines.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Every field line, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.entries.iter().map(|(n, v)| (n.as_str(), v.as_ref()))
+    }
+
+    /// The first value of `name`.
+    pub fn get(&self, name: &str) -> Option<&[u8]> {
+        self.entries
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_ref())
+    }
+
+    /// The first value of `name` as text, if it is valid UTF-8.
+    pub fn get_str(&self, name: &str) -> Option<&str> {
+        self.get(name).and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    /// Every value of `name`, in order.
+    pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.entries
+            .iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_ref())
+    }
+
+    /// Whether `name` has at least one value.
+    pub fn contains(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    /// Distinct names, lower-cased, in order of first appearance.
+    pub fn names(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for (n, _) in &self.entries {
+            if !out.iter().any(|o| o.eq_ignore_ascii_case(n)) {
+                out.push(n.to_ascii_lowercase());
+            }
+        }
+        out
+    }
+
+    /// Adds one field line at the end.
+    pub fn append(&mut self, name: impl Into<String>, value: impl Into<Bytes>) {
+        self.entries.push((name.into(), value.into()));
+    }
+
+    /// Replaces every value of `name` by `value`, keeping the place of the first one.
+    pub fn set(&mut self, name: &str, value: impl Into<Bytes>) {
+        let value = value.into();
+        match self
+            .entries
+            .iter()
+            .position(|(n, _)| n.eq_ignore_ascii_case(name))
+        {
+            Some(first) => {
+                self.entries[first].1 = value;
+                let mut i = 0;
+                self.entries.retain(|(n, _)| {
+                    let keep = i <= first || !n.eq_ignore_ascii_case(name);
+                    i += 1;
+                    keep
+                });
+            }
+            None => self.entries.push((name.to_string(), value)),
+        }
+    }
+
+    /// Removes every value of `name`; returns whether there was one.
+    pub fn remove(&mut self, name: &str) -> bool {
+        let before = self.entries.len();
+        self.entries.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+        before != self.entries.len()
+    }
+
+    /// Builds an `http::HeaderMap`, rejecting names and values that cannot go on the wire.
+    pub fn to_header_map(&self) -> Result<HeaderMap, InvalidHeader> {
+        let mut map = HeaderMap::with_capacity(self.entries.len());
+        for (n, v) in &self.entries {
+            let name =
+                HeaderName::from_bytes(n.as_bytes()).map_err(|_| InvalidHeader::Name(n.clone()))?;
+            let value = HeaderValue::from_maybe_shared(v.clone())
+                .map_err(|_| InvalidHeader::Value(n.clone()))?;
+            map.append(name, value);
+        }
+        Ok(map)
+    }
+}
+
+impl From<&HeaderMap> for Headers {
+    fn from(map: &HeaderMap) -> Self {
+        let entries = map
+            .iter()
+            .map(|(n, v)| (n.as_str().to_string(), Bytes::copy_from_slice(v.as_bytes())))
+            .collect();
+        Headers { entries }
+    }
+}
+
+impl<N: Into<String>, V: Into<Bytes>> FromIterator<(N, V)> for Headers {
+    fn from_iter<I: IntoIterator<Item = (N, V)>>(iter: I) -> Self {
+        Headers {
+            entries: iter
+                .into_iter()
+                .map(|(n, v)| (n.into(), v.into()))
+                .collect(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Headers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(
+                self.entries
+                    .iter()
+                    .map(|(n, v)| (n, String::from_utf8_lossy(v))),
+            )
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_order_and_repeats() {
+        let mut h = Headers::new();
+        h.append("Accept", "a");
+        h.append("X-B", "1");
+        h.append("accept", "b");
+        assert_eq!(h.get_all("ACCEPT").collect::<Vec<_>>(), vec![b"a", b"b"]);
+        assert_eq!(h.names(), vec!["accept", "x-b"]);
+    }
+
+    #[test]
+    fn set_replaces_all_in_place_of_first() {
+        let mut h: Headers = [("a", "1"), ("b", "2"), ("A", "3")].into_iter().collect();
+        h.set("a", "9");
+        let lines: Vec<_> = h.iter().map(|(n, v)| (n.to_string(), v.to_vec())).collect();
+        assert_eq!(
+            lines,
+            vec![("a".into(), b"9".to_vec()), ("b".into(), b"2".to_vec())]
+        );
+        assert!(h.remove("B"));
+        assert!(!h.remove("b"));
+    }
+
+    #[test]
+    fn rejects_crlf_on_the_way_out() {
+        let h: Headers = [("x", "a\r\nb")].into_iter().collect();
+        assert_eq!(h.to_header_map(), Err(InvalidHeader::Value("x".into())));
+        let h: Headers = [("bad name", "v")].into_iter().collect();
+        assert!(matches!(h.to_header_map(), Err(InvalidHeader::Name(_))));
+    }
+}

@@ -1,0 +1,110 @@
+//! Requests and responses as middlewares see them.
+
+use std::net::SocketAddr;
+
+use http::{Extensions, Method, StatusCode, Uri, Version};
+
+use crate::body::Body;
+use crate::headers::Headers;
+
+/// A request on its way through the chain.
+#[derive(Debug)]
+pub struct Request {
+    /// The method as received.
+    pub method: Method,
+    /// The request target exactly as received: percent-encoding untouched.
+    pub uri: Uri,
+    /// The protocol version the client spoke.
+    pub version: Version,
+    /// Header field lines, in order.
+    pub headers: Headers,
+    /// The body, streamed unless a middleware buffered it.
+    pub body: Body,
+    /// The client's address (the TCP peer).
+    pub source_addr: SocketAddr,
+    /// The address the client connected to.
+    pub local_addr: SocketAddr,
+    /// Per-request values the proxy passes along (router name, ...).
+    pub extensions: Extensions,
+}
+
+impl Request {
+    /// A request with no headers and an empty body; mainly for tests and built-in services.
+    pub fn new(method: Method, uri: Uri, source_addr: SocketAddr) -> Self {
+        Request {
+            method,
+            uri,
+            version: Version::HTTP_11,
+            headers: Headers::new(),
+            body: Body::empty(),
+            source_addr,
+            local_addr: source_addr,
+            extensions: Extensions::new(),
+        }
+    }
+
+    /// The path as received, without the query.
+    pub fn path(&self) -> &str {
+        self.uri.path()
+    }
+
+    /// The path and query as received (`/a%2Fb?x=1`); `/` when the target had none.
+    pub fn path_and_query(&self) -> &str {
+        self.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
+    }
+
+    /// The host the client asked for: the URI's authority, else the Host header.
+    pub fn host(&self) -> &str {
+        match self.uri.authority() {
+            Some(a) => a.as_str(),
+            None => self.headers.get_str("host").unwrap_or(""),
+        }
+    }
+}
+
+/// A response on its way back through the chain.
+#[derive(Debug)]
+pub struct Response {
+    /// The status code.
+    pub status: StatusCode,
+    /// The protocol version the upstream spoke.
+    pub version: Version,
+    /// Header field lines, in order.
+    pub headers: Headers,
+    /// The body, streamed unless a middleware buffered it.
+    pub body: Body,
+    /// Per-response values (which upstream answered, ...).
+    pub extensions: Extensions,
+}
+
+impl Response {
+    /// A response with the given status, no headers and an empty body.
+    pub fn new(status: StatusCode) -> Self {
+        Response {
+            status,
+            version: Version::HTTP_11,
+            headers: Headers::new(),
+            body: Body::empty(),
+            extensions: Extensions::new(),
+        }
+    }
+
+    /// A plain-text response.
+    pub fn text(status: StatusCode, text: impl Into<bytes::Bytes>) -> Self {
+        let mut r = Response::new(status);
+        r.headers.append("content-type", "text/plain; charset=utf-8");
+        r.body = Body::full(text);
+        r
+    }
+}
+
+/// Names `HTTP/1.0`, `HTTP/1.1`, `HTTP/2.0` the way Go's `Request.Proto` does (http-wasm's convention).
+pub fn go_proto(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_2 => "HTTP/2.0",
+        Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/1.1",
+    }
+}
