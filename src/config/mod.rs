@@ -1,0 +1,190 @@
+//! Configuration: the install file, the routing file, and errors that say where.
+//!
+//! Loading has two stages. Parsing ([`load`], [`load_routing`]) turns YAML into
+//! the typed structs of [`types`], rejecting unknown fields and bad values with
+//! the parser's line and column. Resolving (in [`crate::snapshot`]) checks the
+//! references between routers, middlewares, services and plugins; its errors
+//! carry a config path that [`locate::Locator`] turns into a line.
+
+pub mod duration;
+pub mod error;
+pub mod locate;
+pub mod types;
+
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+
+pub use error::{ConfigError, ConfigErrors};
+pub use types::*;
+
+/// The install file, parsed, with where its routing configuration lives.
+#[derive(Debug)]
+pub struct LoadedConfig {
+    /// The install file's path.
+    pub file: PathBuf,
+    /// Its contents.
+    pub config: StaticConfig,
+    /// The routing file when the file provider is used.
+    pub routing_file: Option<PathBuf>,
+}
+
+impl LoadedConfig {
+    /// The directory relative paths in the install file are resolved against.
+    pub fn base_dir(&self) -> &Path {
+        self.file.parent().unwrap_or(Path::new("."))
+    }
+}
+
+/// Routing configuration and the file (and text) it came from.
+#[derive(Debug, Clone)]
+pub struct RoutingSource {
+    /// The file it was read from.
+    pub file: PathBuf,
+    /// The file's text, kept to locate later errors.
+    pub text: String,
+    /// The `http` section; under `http.` in config paths.
+    pub http: HttpConfig,
+}
+
+impl RoutingSource {
+    /// Adds line and column to errors that point into this source.
+    pub fn locate(&self, mut errors: ConfigErrors) -> ConfigErrors {
+        let locator = locate::Locator::new(&self.text);
+        for e in errors.0.iter_mut().filter(|e| e.file == self.file) {
+            if e.position.is_none() {
+                e.position = locator.position(&e.path);
+            }
+        }
+        errors
+    }
+}
+
+fn read(path: &Path) -> Result<String, ConfigErrors> {
+    std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::at(path, "", format!("cannot read file: {e}")).into())
+}
+
+/// Parses YAML text into `T`, with the parser's position and the config path on failure.
+pub fn parse_yaml<T: DeserializeOwned>(file: &Path, text: &str) -> Result<T, ConfigError> {
+    // An empty file is an empty configuration, not an error.
+    let text = if text.trim().is_empty() { "{}" } else { text };
+    let de = serde_yaml::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let position = inner.location().map(|l| (l.line(), l.column()));
+        let mut message = inner.to_string();
+        // serde_yaml appends " at line L column C"; the position is shown in front instead.
+        if let Some(cut) = message.find(" at line ") {
+            message.truncate(cut);
+        }
+        // ...and may prefix the path, which is shown separately.
+        if let Some(rest) = message.strip_prefix(&format!("{path}: ")) {
+            message = rest.to_string();
+        }
+        ConfigError {
+            file: file.to_path_buf(),
+            position,
+            path: if path == "." { String::new() } else { path },
+            message,
+        }
+    })
+}
+
+/// Reads and parses the install file.
+pub fn load(file: &Path) -> Result<LoadedConfig, ConfigErrors> {
+    let text = read(file)?;
+    let config: StaticConfig = parse_yaml(file, &text)?;
+    let base = file.parent().unwrap_or(Path::new("."));
+    let routing_file = config
+        .providers
+        .file
+        .as_ref()
+        .map(|f| base.join(&f.filename));
+    let loaded = LoadedConfig {
+        file: file.to_path_buf(),
+        config,
+        routing_file,
+    };
+    if loaded.config.http.is_some() && loaded.routing_file.is_some() {
+        let mut e = ConfigError::at(
+            file,
+            "http",
+            "routing is configured both inline and through providers.file; use one of them",
+        );
+        e.position = locate::Locator::new(&text).position("http");
+        return Err(e.into());
+    }
+    Ok(loaded)
+}
+
+/// Reads the routing configuration: the file provider's file, or the install file's `http` section.
+pub fn load_routing(loaded: &LoadedConfig) -> Result<RoutingSource, ConfigErrors> {
+    match &loaded.routing_file {
+        Some(path) => {
+            let text = read(path)?;
+            let parsed: RoutingFile = parse_yaml(path, &text)?;
+            Ok(RoutingSource {
+                file: path.clone(),
+                text,
+                http: parsed.http,
+            })
+        }
+        None => Ok(RoutingSource {
+            file: loaded.file.clone(),
+            text: read(&loaded.file)?,
+            http: loaded.config.http.clone().unwrap_or_default(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_field_names_path_and_line() {
+        let text = "entryPoints:\n  web:\n    address: \"127.0.0.1:1\"\n    adress: x\n";
+        let e = parse_yaml::<StaticConfig>(Path::new("c.yaml"), text).unwrap_err();
+        assert_eq!(e.path, "entryPoints.web.adress");
+        assert_eq!(e.position.map(|p| p.0), Some(4));
+        assert!(e.message.contains("unknown field `adress`"), "{}", e.message);
+    }
+
+    #[test]
+    fn middleware_kinds_and_plugin_config() {
+        let text = r#"
+http:
+  middlewares:
+    a: { headers: { customRequestHeaders: { X-A: "1" } } }
+    b: { stripPrefix: { prefixes: ["/api"] } }
+    c: { chain: { middlewares: [a, b] } }
+    d: { plugin: { example: { headers: { Foo: Bar } } } }
+"#;
+        let c: StaticConfig = parse_yaml(Path::new("c.yaml"), text).unwrap();
+        let m = &c.http.unwrap().middlewares;
+        assert!(matches!(m["a"].kind(), Ok(MiddlewareKind::Headers(_))));
+        assert!(matches!(m["b"].kind(), Ok(MiddlewareKind::StripPrefix(_))));
+        assert!(matches!(m["c"].kind(), Ok(MiddlewareKind::Chain(_))));
+        match m["d"].kind() {
+            Ok(MiddlewareKind::Plugin(p)) => {
+                assert_eq!(p["example"], serde_json::json!({"headers": {"Foo": "Bar"}}))
+            }
+            other => panic!("{other:?}"),
+        }
+        match (MiddlewareConfig::default().kind(), m["a"].chain.is_none()) {
+            (Err(e), true) => assert!(e.contains("exactly one kind"), "{e}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn unknown_middleware_kind_lists_known_ones() {
+        let text = "http:\n  middlewares:\n    a:\n      rateLimit: {}\n";
+        let e = parse_yaml::<StaticConfig>(Path::new("c.yaml"), text).unwrap_err();
+        assert!(e.message.contains("unknown field `rateLimit`"), "{}", e.message);
+        assert!(e.message.contains("stripPrefix"), "{}", e.message);
+        assert_eq!(e.position.map(|p| p.0), Some(4));
+    }
+}

@@ -1,0 +1,366 @@
+//! The configuration as written: Traefik's names, deserialised strictly.
+//!
+//! Every struct denies unknown fields, so a typo is an error that names the
+//! field instead of a setting silently ignored.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::duration::deserialize_opt_duration;
+
+/// The install file: entry points, providers, plugin declarations and, optionally, inline routing.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct StaticConfig {
+    /// Where wasmgate listens, by name.
+    #[serde(default)]
+    pub entry_points: BTreeMap<String, EntryPointConfig>,
+    /// Where the routing configuration comes from when it is not inline.
+    #[serde(default)]
+    pub providers: ProvidersConfig,
+    /// WebAssembly plugins, declared once and compiled once.
+    #[serde(default)]
+    pub plugins: BTreeMap<String, PluginDecl>,
+    /// Traefik's own plugin declarations, accepted unchanged.
+    #[serde(default)]
+    pub experimental: ExperimentalConfig,
+    /// Inline routing configuration.
+    #[serde(default)]
+    pub http: Option<HttpConfig>,
+}
+
+/// One listening address.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct EntryPointConfig {
+    /// `host:port`, e.g. `127.0.0.1:8080`; port 0 picks a free port.
+    pub address: String,
+    /// Timeouts and shutdown behaviour.
+    #[serde(default)]
+    pub transport: EntryPointTransport,
+    /// HTTP limits.
+    #[serde(default)]
+    pub http: EntryPointHttp,
+}
+
+/// Timeouts and shutdown behaviour of an entry point.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct EntryPointTransport {
+    /// Timeouts toward clients.
+    #[serde(default)]
+    pub responding_timeouts: RespondingTimeouts,
+    /// Shutdown behaviour.
+    #[serde(default)]
+    pub life_cycle: LifeCycle,
+}
+
+/// Timeouts toward clients.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RespondingTimeouts {
+    /// How long a client may take to send its request headers (default 60s).
+    #[serde(default, deserialize_with = "deserialize_opt_duration")]
+    pub read_timeout: Option<Duration>,
+    /// How long an idle keep-alive connection stays open (default 180s).
+    #[serde(default, deserialize_with = "deserialize_opt_duration")]
+    pub idle_timeout: Option<Duration>,
+}
+
+/// Shutdown behaviour.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LifeCycle {
+    /// How long in-flight requests may take to finish at shutdown (default 10s).
+    #[serde(default, deserialize_with = "deserialize_opt_duration")]
+    pub grace_time_out: Option<Duration>,
+}
+
+/// HTTP limits of an entry point.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct EntryPointHttp {
+    /// Largest request head accepted (default 1 MiB); larger gets 431.
+    #[serde(default)]
+    pub max_header_bytes: Option<usize>,
+}
+
+/// Where the routing configuration comes from.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ProvidersConfig {
+    /// The file provider.
+    #[serde(default)]
+    pub file: Option<FileProvider>,
+}
+
+/// The file provider: routing configuration in one YAML file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct FileProvider {
+    /// The routing file, relative to the install file.
+    pub filename: String,
+    /// Reload the routing when the file changes (default true, as in Traefik).
+    #[serde(default = "default_true")]
+    pub watch: bool,
+}
+
+/// Which engine runs a plugin.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineChoice {
+    /// wasmtime (the default).
+    #[default]
+    Wasmtime,
+    /// wasmer.
+    Wasmer,
+}
+
+/// Which ABI a plugin speaks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AbiChoice {
+    /// Detected from the module's exports (the default).
+    #[default]
+    Auto,
+    /// http-wasm (`http_handler` imports), as Traefik runs.
+    HttpWasm,
+    /// proxy-wasm, as Envoy runs.
+    ProxyWasm,
+}
+
+/// A plugin declaration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PluginDecl {
+    /// The .wasm file, relative to the install file.
+    pub path: String,
+    /// The engine that runs it.
+    #[serde(default)]
+    pub engine: EngineChoice,
+    /// The ABI it speaks.
+    #[serde(default)]
+    pub abi: AbiChoice,
+}
+
+/// Traefik's `experimental` section.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ExperimentalConfig {
+    /// Plugins found under `plugins-local/src/<moduleName>/`.
+    #[serde(default)]
+    pub local_plugins: BTreeMap<String, LocalPlugin>,
+    /// Remote plugins: Traefik downloads these; wasmgate cannot and says so.
+    #[serde(default)]
+    pub plugins: BTreeMap<String, serde_yaml::Value>,
+}
+
+/// One of Traefik's local plugins.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LocalPlugin {
+    /// The directory under `plugins-local/src/`.
+    pub module_name: String,
+    /// Traefik's per-plugin settings (accepted, unused).
+    #[serde(default)]
+    pub settings: Option<serde_yaml::Value>,
+}
+
+/// The routing configuration: Traefik's `http` section.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HttpConfig {
+    /// Routers by name.
+    #[serde(default)]
+    pub routers: BTreeMap<String, RouterConfig>,
+    /// Middlewares by name.
+    #[serde(default)]
+    pub middlewares: BTreeMap<String, MiddlewareConfig>,
+    /// Services by name.
+    #[serde(default)]
+    pub services: BTreeMap<String, ServiceConfig>,
+    /// How wasmgate talks to upstream servers, by name.
+    #[serde(default)]
+    pub servers_transports: BTreeMap<String, ServersTransportConfig>,
+}
+
+/// The routing file: only an `http` section.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingFile {
+    /// The routing configuration.
+    #[serde(default)]
+    pub http: HttpConfig,
+}
+
+/// A router: a rule, the middlewares to run and the service to call.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RouterConfig {
+    /// The rule, e.g. ``Host(`a.localhost`) && PathPrefix(`/api`)``.
+    pub rule: String,
+    /// Entry points it serves; all of them when empty.
+    #[serde(default)]
+    pub entry_points: Vec<String>,
+    /// Middlewares, in order.
+    #[serde(default)]
+    pub middlewares: Vec<String>,
+    /// The service.
+    pub service: String,
+    /// Higher first; defaults to the rule's length.
+    #[serde(default)]
+    pub priority: Option<i64>,
+}
+
+/// A middleware definition as written: a map with exactly one kind set (checked by [`MiddlewareConfig::kind`]).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MiddlewareConfig {
+    /// Adds, replaces or removes headers.
+    #[serde(default)]
+    pub headers: Option<HeadersMiddlewareConfig>,
+    /// Removes a path prefix.
+    #[serde(default)]
+    pub strip_prefix: Option<StripPrefixConfig>,
+    /// Runs other middlewares in order.
+    #[serde(default)]
+    pub chain: Option<ChainConfig>,
+    /// A WebAssembly plugin: `{ pluginName: config }`.
+    #[serde(default)]
+    pub plugin: Option<BTreeMap<String, serde_json::Value>>,
+}
+
+/// The one kind a middleware definition has.
+#[derive(Debug, Clone, Copy)]
+pub enum MiddlewareKind<'a> {
+    /// `headers`.
+    Headers(&'a HeadersMiddlewareConfig),
+    /// `stripPrefix`.
+    StripPrefix(&'a StripPrefixConfig),
+    /// `chain`.
+    Chain(&'a ChainConfig),
+    /// `plugin`.
+    Plugin(&'a BTreeMap<String, serde_json::Value>),
+}
+
+impl MiddlewareConfig {
+    /// The kind that is set, or an error when none or several are.
+    pub fn kind(&self) -> Result<MiddlewareKind<'_>, String> {
+        let mut kinds = Vec::new();
+        if let Some(h) = &self.headers {
+            kinds.push(MiddlewareKind::Headers(h));
+        }
+        if let Some(s) = &self.strip_prefix {
+            kinds.push(MiddlewareKind::StripPrefix(s));
+        }
+        if let Some(c) = &self.chain {
+            kinds.push(MiddlewareKind::Chain(c));
+        }
+        if let Some(p) = &self.plugin {
+            kinds.push(MiddlewareKind::Plugin(p));
+        }
+        match kinds.len() {
+            1 => Ok(kinds[0]),
+            0 => Err("a middleware needs exactly one kind: headers, stripPrefix, chain or plugin".into()),
+            _ => Err("a middleware has exactly one kind, but several are given".into()),
+        }
+    }
+}
+
+/// The `headers` middleware.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HeadersMiddlewareConfig {
+    /// Set on the request; an empty value removes the header.
+    #[serde(default)]
+    pub custom_request_headers: BTreeMap<String, String>,
+    /// Set on the response; an empty value removes the header.
+    #[serde(default)]
+    pub custom_response_headers: BTreeMap<String, String>,
+}
+
+/// The `stripPrefix` middleware.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct StripPrefixConfig {
+    /// Prefixes to remove; the first that matches is removed.
+    #[serde(default)]
+    pub prefixes: Vec<String>,
+    /// Deprecated in Traefik; accepted and ignored.
+    #[serde(default)]
+    pub force_slash: Option<bool>,
+}
+
+/// The `chain` middleware.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ChainConfig {
+    /// Middlewares, in order.
+    pub middlewares: Vec<String>,
+}
+
+/// A service definition. `loadBalancer` is the one kind wasmgate has.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ServiceConfig {
+    /// Spreads requests over servers.
+    pub load_balancer: LoadBalancerConfig,
+}
+
+/// The `loadBalancer` service.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LoadBalancerConfig {
+    /// The servers.
+    pub servers: Vec<ServerConfig>,
+    /// Forward the client's Host header (default true).
+    #[serde(default = "default_true")]
+    pub pass_host_header: bool,
+    /// The servers transport to use.
+    #[serde(default)]
+    pub servers_transport: Option<String>,
+}
+
+/// One upstream server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ServerConfig {
+    /// `http://host:port[/path]`, or `h2c://host:port` for cleartext HTTP/2.
+    pub url: String,
+    /// Relative share of requests (default 1).
+    #[serde(default)]
+    pub weight: Option<u32>,
+}
+
+/// How wasmgate talks to upstream servers.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ServersTransportConfig {
+    /// Timeouts toward upstreams.
+    #[serde(default)]
+    pub forwarding_timeouts: ForwardingTimeouts,
+    /// Idle connections kept per upstream host (default 2, as in Traefik).
+    #[serde(default)]
+    pub max_idle_conns_per_host: Option<usize>,
+}
+
+/// Timeouts toward upstreams.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ForwardingTimeouts {
+    /// Connecting (default 30s); a failure is a 502.
+    #[serde(default, deserialize_with = "deserialize_opt_duration")]
+    pub dial_timeout: Option<Duration>,
+    /// Waiting for the response head (default 60s); a timeout is a 504.
+    #[serde(default, deserialize_with = "deserialize_opt_duration")]
+    pub response_header_timeout: Option<Duration>,
+    /// How long an idle pooled connection is kept (default 90s).
+    #[serde(default, deserialize_with = "deserialize_opt_duration")]
+    pub idle_conn_timeout: Option<Duration>,
+}
+
+fn default_true() -> bool {
+    true
+}
