@@ -6,3 +6,6 @@
 //! routing file changes, and [`cli`] is the command line.
 
 pub mod config;
+pub mod middlewares;
+pub mod proxy;
+pub mod service;

@@ -1,0 +1,109 @@
+//! Between hyper's types and the common model, at the edges of the chain only.
+
+use std::net::SocketAddr;
+
+use http::Uri;
+use hyper::body::Incoming;
+use wasmgate_abi::{Body, Headers, ProxyError, Request, Response};
+
+/// Hop-by-hop headers: they describe one connection and are never forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "proxy-connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Removes hop-by-hop headers, including those the Connection header names.
+pub fn strip_hop_by_hop(headers: &mut Headers) {
+    let listed: Vec<String> = headers
+        .get_all("connection")
+        .flat_map(|v| String::from_utf8_lossy(v).split(',').map(|s| s.trim().to_ascii_lowercase()).collect::<Vec<_>>())
+        .filter(|s| !s.is_empty())
+        .collect();
+    for name in HOP_BY_HOP.iter().copied().chain(listed.iter().map(String::as_str)) {
+        headers.remove(name);
+    }
+}
+
+/// A request from a client, as the chain sees it.
+pub fn request_from_hyper(
+    req: hyper::Request<Incoming>,
+    source_addr: SocketAddr,
+    local_addr: SocketAddr,
+) -> Request {
+    let (parts, body) = req.into_parts();
+    Request {
+        method: parts.method,
+        uri: parts.uri,
+        version: parts.version,
+        headers: Headers::from(&parts.headers),
+        body: Body::from_stream(body),
+        source_addr,
+        local_addr,
+        extensions: parts.extensions,
+    }
+}
+
+/// A response from the chain, ready for hyper to send.
+pub fn response_to_hyper(resp: Response) -> Result<hyper::Response<Body>, ProxyError> {
+    let headers = resp
+        .headers
+        .to_header_map()
+        .map_err(|e| ProxyError::plugin(format!("response header rejected: {e}")))?;
+    let mut out = hyper::Response::new(resp.body);
+    *out.status_mut() = resp.status;
+    *out.headers_mut() = headers;
+    *out.extensions_mut() = resp.extensions;
+    Ok(out)
+}
+
+/// A request for an upstream at `uri` (absolute form).
+pub fn request_to_hyper(req: Request, uri: Uri) -> Result<hyper::Request<Body>, ProxyError> {
+    let headers = req
+        .headers
+        .to_header_map()
+        .map_err(|e| ProxyError::plugin(format!("request header rejected: {e}")))?;
+    let mut out = hyper::Request::new(req.body);
+    *out.method_mut() = req.method;
+    *out.uri_mut() = uri;
+    *out.headers_mut() = headers;
+    Ok(out)
+}
+
+/// A response from an upstream, as the chain sees it.
+pub fn response_from_hyper(resp: hyper::Response<Incoming>) -> Response {
+    let (parts, body) = resp.into_parts();
+    Response {
+        status: parts.status,
+        version: parts.version,
+        headers: Headers::from(&parts.headers),
+        body: Body::from_stream(body),
+        extensions: parts.extensions,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_connection_listed_headers_go() {
+        let mut h: Headers = [
+            ("connection", "keep-alive, X-Secret"),
+            ("x-secret", "1"),
+            ("keep-alive", "timeout=5"),
+            ("transfer-encoding", "chunked"),
+            ("x-kept", "yes"),
+        ]
+        .into_iter()
+        .collect();
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.names(), vec!["x-kept"]);
+    }
+}

@@ -1,0 +1,3 @@
+//! The proxy: entry points, the per-request path through router and chain, and the conversions at its edges.
+
+pub mod convert;

@@ -1,0 +1,205 @@
+//! `loadBalancer`: spreads requests over servers by weight and forwards them.
+
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use http::uri::{Authority, Scheme};
+use http::{StatusCode, Uri};
+use wasmgate_abi::{Endpoint, ErrorSource, ProxyError, Request, Response};
+
+use super::transport::Transport;
+use crate::proxy::convert;
+
+/// One upstream server, parsed.
+#[derive(Debug, Clone)]
+pub struct Server {
+    /// The URL as configured, for logs.
+    pub url: String,
+    scheme: Scheme,
+    authority: Authority,
+    /// Path the server is mounted at, without a trailing slash ("" for none).
+    base_path: String,
+    h2c: bool,
+    weight: u32,
+}
+
+impl Server {
+    /// Parses `http://host:port[/path]` or `h2c://host:port[/path]`.
+    pub fn parse(url: &str, weight: u32) -> Result<Server, String> {
+        let uri: Uri = url.parse().map_err(|e| format!("invalid url {url:?}: {e}"))?;
+        let (scheme, h2c) = match uri.scheme_str() {
+            Some("http") => (Scheme::HTTP, false),
+            Some("h2c") => (Scheme::HTTP, true),
+            Some("https") => {
+                return Err(format!(
+                    "url {url:?}: https upstreams are not supported yet (use http:// or h2c://)"
+                ))
+            }
+            _ => return Err(format!("url {url:?} needs a scheme: http:// or h2c://")),
+        };
+        let authority = uri
+            .authority()
+            .cloned()
+            .ok_or_else(|| format!("url {url:?} has no host"))?;
+        Ok(Server {
+            url: url.to_string(),
+            scheme,
+            authority,
+            base_path: uri.path().trim_end_matches('/').to_string(),
+            h2c,
+            weight,
+        })
+    }
+
+    fn target(&self, path_and_query: &str) -> Result<Uri, ProxyError> {
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(format!("{}{}", self.base_path, path_and_query))
+            .build()
+            .map_err(|e| ProxyError::bad_request(format!("cannot forward request target: {e}")))
+    }
+}
+
+/// Smooth weighted round-robin (as nginx does): over any window, each server
+/// gets its share, and picks of one server are spread out, not bunched.
+struct Wrr {
+    current: Vec<i64>,
+}
+
+impl Wrr {
+    fn pick(&mut self, servers: &[Server]) -> Option<usize> {
+        let total: i64 = servers.iter().map(|s| s.weight as i64).sum();
+        if total == 0 {
+            return None;
+        }
+        let mut best = 0;
+        for (i, s) in servers.iter().enumerate() {
+            self.current[i] += s.weight as i64;
+            if self.current[i] > self.current[best] {
+                best = i;
+            }
+        }
+        self.current[best] -= total;
+        Some(best)
+    }
+}
+
+/// The upstream server that answered, put in the response's extensions for the access log.
+#[derive(Debug, Clone)]
+pub struct UpstreamUsed(pub String);
+
+/// A load-balanced service.
+pub struct LoadBalancer {
+    servers: Vec<Server>,
+    wrr: Mutex<Wrr>,
+    pass_host_header: bool,
+    transport: Arc<Transport>,
+}
+
+impl LoadBalancer {
+    /// A balancer over `servers`.
+    pub fn new(servers: Vec<Server>, pass_host_header: bool, transport: Arc<Transport>) -> Self {
+        LoadBalancer {
+            wrr: Mutex::new(Wrr {
+                current: vec![0; servers.len()],
+            }),
+            servers,
+            pass_host_header,
+            transport,
+        }
+    }
+}
+
+#[async_trait]
+impl Endpoint for LoadBalancer {
+    async fn call(&self, mut req: Request) -> Result<Response, ProxyError> {
+        let picked = self
+            .wrr
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pick(&self.servers);
+        let Some(server) = picked.map(|i| &self.servers[i]) else {
+            return Err(ProxyError::new(
+                ErrorSource::Internal,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no server available",
+            ));
+        };
+        let target = server.target(req.path_and_query())?;
+        convert::strip_hop_by_hop(&mut req.headers);
+        if self.pass_host_header {
+            // HTTP/2 clients send :authority instead of Host; an HTTP/1 upstream needs Host.
+            if !req.headers.contains("host") {
+                if let Some(a) = req.uri.authority() {
+                    req.headers.set("host", a.as_str().to_string());
+                }
+            }
+        } else {
+            req.headers.set("host", server.authority.as_str().to_string());
+        }
+        if server.h2c {
+            // HTTP/2 carries the host as :authority, taken from the target URI.
+            req.headers.remove("host");
+        }
+        let upstream_req = convert::request_to_hyper(req, target)?;
+        let client = self.transport.client(server.h2c);
+        let sent = tokio::time::timeout(
+            self.transport.response_header_timeout,
+            client.request(upstream_req),
+        )
+        .await;
+        let resp = match sent {
+            Err(_) => {
+                return Err(ProxyError::gateway_timeout(format!(
+                    "{} did not answer within {:?}",
+                    server.url, self.transport.response_header_timeout
+                )))
+            }
+            Ok(Err(e)) => {
+                let what = if e.is_connect() { "cannot connect to" } else { "failed talking to" };
+                let cause = std::error::Error::source(&e)
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| e.to_string());
+                return Err(ProxyError::bad_gateway(format!("{what} {}: {cause}", server.url)));
+            }
+            Ok(Ok(resp)) => resp,
+        };
+        let mut resp = convert::response_from_hyper(resp);
+        convert::strip_hop_by_hop(&mut resp.headers);
+        resp.extensions.insert(UpstreamUsed(server.url.clone()));
+        Ok(resp)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weighted_round_robin_spreads_by_weight() {
+        let servers: Vec<Server> = [("http://a:1", 3), ("http://b:1", 1), ("http://c:1", 0)]
+            .iter()
+            .map(|(u, w)| Server::parse(u, *w).unwrap())
+            .collect();
+        let mut wrr = Wrr { current: vec![0; 3] };
+        let picks: Vec<usize> = (0..8).map(|_| wrr.pick(&servers).unwrap()).collect();
+        assert_eq!(picks.iter().filter(|&&i| i == 0).count(), 6);
+        assert_eq!(picks.iter().filter(|&&i| i == 1).count(), 2);
+        assert!(!picks.contains(&2));
+        // Smooth: b is not picked twice in a row.
+        assert!(picks.windows(2).all(|w| !(w[0] == 1 && w[1] == 1)));
+    }
+
+    #[test]
+    fn server_urls() {
+        let s = Server::parse("http://127.0.0.1:5000/base/", 1).unwrap();
+        assert_eq!(
+            s.target("/a%2Fb?x=1").unwrap().to_string(),
+            "http://127.0.0.1:5000/base/a%2Fb?x=1"
+        );
+        assert!(Server::parse("h2c://127.0.0.1:5000", 1).unwrap().h2c);
+        assert!(Server::parse("127.0.0.1:5000", 1).is_err());
+        assert!(Server::parse("https://x", 1).unwrap_err().contains("not supported"));
+    }
+}
