@@ -1,11 +1,17 @@
 //! wasmgate: a reverse proxy that runs WebAssembly plugins as chained HTTP middlewares.
 //!
 //! The crate is organised by concern: [`config`] reads YAML, [`snapshot`]
-//! resolves it into routers, middleware chains and services, [`proxy`] serves
-//! entry points and forwards to upstreams, [`reload`] swaps snapshots when the
-//! routing file changes, and [`cli`] is the command line.
+//! resolves it into routers, middleware chains and services, [`gateway`] holds
+//! the current snapshot, [`proxy`] serves entry points, [`reload`] swaps
+//! snapshots when the routing file changes, and [`cli`] is the command line.
 
+pub mod cli;
 pub mod config;
+pub mod gateway;
 pub mod middlewares;
+pub mod plugins;
 pub mod proxy;
+pub mod reload;
+pub mod router;
 pub mod service;
+pub mod snapshot;

@@ -1,1 +1,70 @@
-fn main() {}
+//! The `wasmgate` binary: the command line's edge, where errors become exit codes.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use wasmgate::cli::{self, Cli, Command};
+use wasmgate::gateway::Gateway;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    cli::init_logging(cli.log_format, &cli.log_level);
+    let Some(config) = cli.config.as_deref() else {
+        eprintln!("error: no configuration file; pass -c FILE");
+        return ExitCode::from(2);
+    };
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Validate => validate(config),
+        Command::Run => match run(config) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn validate(config: &Path) -> ExitCode {
+    match Gateway::load(config) {
+        Ok(_) => {
+            println!("{}: configuration is valid", config.display());
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            for e in &errors.0 {
+                eprintln!("error: {e}");
+            }
+            eprintln!("{} error(s) in the configuration", errors.0.len());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(config: &Path) -> anyhow::Result<()> {
+    let gateway = Gateway::load(config).map_err(|errors| anyhow::anyhow!("{errors}"))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let server = wasmgate::proxy::start(gateway.clone()).await?;
+        let _watcher = wasmgate::reload::watch(gateway).context("watching the routing file")?;
+        shutdown_signal().await;
+        tracing::info!("shutting down: draining in-flight requests");
+        server.shutdown().await;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+}

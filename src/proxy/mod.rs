@@ -1,3 +1,7 @@
 //! The proxy: entry points, the per-request path through router and chain, and the conversions at its edges.
 
 pub mod convert;
+pub mod handler;
+pub mod server;
+
+pub use server::{start, RunningServer, StartError};

@@ -81,6 +81,13 @@ pub trait HeaderLookup {
 
 impl Rule {
     /// Parses and validates a rule, compiling its regular expressions.
+    ///
+    /// # Errors
+    ///
+    /// A [`RuleError`] locating the first problem: a syntax error, an unknown
+    /// matcher, a wrong number of arguments, an empty argument, or an argument
+    /// the matcher rejects (bad regex, bad IP/CIDR, path without a leading `/`,
+    /// non-ASCII host).
     pub fn parse(text: &str) -> Result<Rule, RuleError> {
         let mut parser = Parser::new(text);
         if parser.peek()?.tok == Tok::End {
@@ -102,6 +109,7 @@ impl Rule {
     }
 
     /// Whether the request described by `input` satisfies this rule.
+    #[must_use]
     pub fn matches(&self, input: &MatchInput<'_>) -> bool {
         let ctx = Ctx {
             input,
@@ -381,6 +389,9 @@ struct Token {
     col: usize,
 }
 
+const SINGLE_QUOTE: &str =
+    "unexpected character `'`; strings are delimited by backticks or double quotes";
+
 /// Deepest nesting of parentheses and `!` accepted, so that parsing,
 /// evaluating and dropping a rule cannot overflow the stack.
 const MAX_DEPTH: usize = 100;
@@ -460,12 +471,7 @@ impl Parser {
             }
             '`' => Tok::Str(self.lex_raw_string()?),
             '"' => Tok::Str(self.lex_quoted_string()?),
-            '\'' => {
-                return Err(RuleError::new(
-                    col,
-                    "unexpected character `'`; strings are delimited by backticks or double quotes",
-                ))
-            }
+            '\'' => return Err(RuleError::new(col, SINGLE_QUOTE)),
             c if c.is_alphabetic() || c == '_' => {
                 while self.pos < self.chars.len()
                     && (self.chars[self.pos].is_alphanumeric() || self.chars[self.pos] == '_')
@@ -579,7 +585,9 @@ impl Parser {
         match e {
             'u' | 'U' => {
                 let ch = char::from_u32(value).ok_or_else(|| {
-                    invalid(&format!("`\\{e}` value {value:#x} is not a Unicode scalar value"))
+                    invalid(&format!(
+                        "`\\{e}` value {value:#x} is not a Unicode scalar value"
+                    ))
                 })?;
                 let mut buf = [0u8; 4];
                 out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
@@ -678,10 +686,7 @@ impl Parser {
             )),
             other => Err(RuleError::new(
                 t.col,
-                format!(
-                    "expected a matcher, `!` or `(`, found {}",
-                    other.describe()
-                ),
+                format!("expected a matcher, `!` or `(`, found {}", other.describe()),
             )),
         }
     }
@@ -692,10 +697,7 @@ impl Parser {
         if open.tok != Tok::LParen {
             return Err(RuleError::new(
                 open.col,
-                format!(
-                    "expected `(` after `{name}`, found {}",
-                    open.tok.describe()
-                ),
+                format!("expected `(` after `{name}`, found {}", open.tok.describe()),
             ));
         }
         let mut args: Vec<(String, usize)> = Vec::new();
@@ -716,7 +718,7 @@ impl Parser {
             }
             let sep = self.next()?;
             match sep.tok {
-                Tok::Comma => continue,
+                Tok::Comma => {}
                 Tok::RParen => break,
                 other => {
                     return Err(RuleError::new(
@@ -767,11 +769,7 @@ const KINDS: [(Kind, &str); 11] = [
 ];
 
 fn known_list() -> String {
-    KINDS
-        .iter()
-        .map(|(_, n)| *n)
-        .collect::<Vec<_>>()
-        .join(", ")
+    KINDS.iter().map(|(_, n)| *n).collect::<Vec<_>>().join(", ")
 }
 
 fn unknown_matcher(name: &str) -> String {
@@ -918,9 +916,9 @@ impl Kind {
                     re: regex(&pattern, c, false)?,
                 },
             },
-            Kind::ClientIp => Matcher::ClientIp(
-                parse_ip_range(&first).map_err(|msg| err(first_col, msg))?,
-            ),
+            Kind::ClientIp => {
+                Matcher::ClientIp(parse_ip_range(&first).map_err(|msg| err(first_col, msg))?)
+            }
         })
     }
 }
@@ -1055,14 +1053,22 @@ mod tests {
         assert!(r.matches("Host(`EXAMPLE.com`)"));
         assert!(!r.matches("Host(`example.com:8080`)"));
         assert!(!r.matches("Host(`other.com`)"));
-        assert!(Req::new().host("example.com:").matches("Host(`example.com`)"));
+        assert!(Req::new()
+            .host("example.com:")
+            .matches("Host(`example.com`)"));
     }
 
     #[test]
     fn host_trailing_dot() {
-        assert!(Req::new().host("example.com.").matches("Host(`example.com`)"));
-        assert!(Req::new().host("example.com").matches("Host(`example.com.`)"));
-        assert!(!Req::new().host("example.com..").matches("Host(`example.com`)"));
+        assert!(Req::new()
+            .host("example.com.")
+            .matches("Host(`example.com`)"));
+        assert!(Req::new()
+            .host("example.com")
+            .matches("Host(`example.com.`)"));
+        assert!(!Req::new()
+            .host("example.com..")
+            .matches("Host(`example.com`)"));
     }
 
     #[test]
@@ -1307,13 +1313,11 @@ mod tests {
     #[test]
     fn nested_parentheses_and_whitespace() {
         let r = Req::new().host("a.com").path("/api/x").method("POST");
-        assert!(r.matches(
-            "((Host(`a.com`) && (PathPrefix(`/api`) || Path(`/`))) && !(Method(`GET`)))"
-        ));
+        assert!(
+            r.matches("((Host(`a.com`) && (PathPrefix(`/api`) || Path(`/`))) && !(Method(`GET`)))")
+        );
         assert!(!r.matches("((Host(`a.com`)) && ((Method(`GET`))))"));
-        assert!(r.matches(
-            "  Host ( `a.com` )\n\t&&\r\n(\tMethod(`POST`)||Method(`PUT`) ) "
-        ));
+        assert!(r.matches("  Host ( `a.com` )\n\t&&\r\n(\tMethod(`POST`)||Method(`PUT`) ) "));
         assert!(r.matches("Host(`a.com`,)"));
         assert!(r.matches("HOST(`a.com`) && pathprefix(`/api`) && Method(`post`)"));
     }
@@ -1451,7 +1455,11 @@ mod tests {
         assert_err("()", 2, "found `)`");
         assert_err("Host(`a`) && ` `", 14, "found a string");
         assert_err("Host(`a`) # x", 11, "unexpected character `#`");
-        assert_err("(Host(`a`) Path(`/`))", 12, "expected `)` to close the `(` at column 1");
+        assert_err(
+            "(Host(`a`) Path(`/`))",
+            12,
+            "expected `)` to close the `(` at column 1",
+        );
     }
 
     #[test]
@@ -1473,7 +1481,8 @@ mod tests {
         assert_eq!(e.column, 12, "{e}");
         assert!(e.message.contains("invalid regular expression"), "{e}");
         // regex's own message is included.
-        let re_msg = Regex::new("^/(a").unwrap_err().to_string();
+        let pattern = String::from("^/(a");
+        let re_msg = Regex::new(&pattern).unwrap_err().to_string();
         assert!(e.message.contains(&re_msg), "{e}");
         assert_err("HostRegexp(`[`)", 12, "invalid regular expression");
         assert_err(
@@ -1538,11 +1547,53 @@ mod tests {
             state
         };
         const PIECES: &[&str] = &[
-            "Host", "HostRegexp", "Path", "PathPrefix", "PathRegexp", "Method", "Header",
-            "HeaderRegexp", "Query", "QueryRegexp", "ClientIP", "Foo", "(", ")", ",", "&&",
-            "||", "&", "|", "!", "`", "\"", "\\", " ", "\n", "`a`", "`/`", "`/x`", "`.*`",
-            "`(`", "`10.0.0.0/8`", "`::1`", "\"\\x41\"", "\"\\u00e9\"", "\"\\7\"", "é",
-            "\u{0}", "'", "#", "[", "]", "?", "*", "{", "}", "0", "_",
+            "Host",
+            "HostRegexp",
+            "Path",
+            "PathPrefix",
+            "PathRegexp",
+            "Method",
+            "Header",
+            "HeaderRegexp",
+            "Query",
+            "QueryRegexp",
+            "ClientIP",
+            "Foo",
+            "(",
+            ")",
+            ",",
+            "&&",
+            "||",
+            "&",
+            "|",
+            "!",
+            "`",
+            "\"",
+            "\\",
+            " ",
+            "\n",
+            "`a`",
+            "`/`",
+            "`/x`",
+            "`.*`",
+            "`(`",
+            "`10.0.0.0/8`",
+            "`::1`",
+            "\"\\x41\"",
+            "\"\\u00e9\"",
+            "\"\\7\"",
+            "é",
+            "\u{0}",
+            "'",
+            "#",
+            "[",
+            "]",
+            "?",
+            "*",
+            "{",
+            "}",
+            "0",
+            "_",
         ];
         let headers = Headers(vec![("X", b"v".to_vec())]);
         let input = MatchInput {
@@ -1553,18 +1604,42 @@ mod tests {
             headers: &headers,
             client_ip: IpAddr::V6(Ipv6Addr::LOCALHOST),
         };
+        const SEEDS: &[&str] = &[
+            "Host(`a.com`) && (PathPrefix(`/api`) || !Method(`GET`))",
+            "HostRegexp(`^.+\\.a\\.com$`) || Header(`X`, \"v\") && ClientIP(`::1`)",
+            "!(Query(`a`, `1`) || QueryRegexp(`b`, `^x`)) && PathRegexp(\"^/v\\\\d\")",
+            "((Path(`/é`)) && HeaderRegexp(`X`, `.`)) || ClientIP(`10.0.0.0/8`, )",
+        ];
         let mut parsed = 0;
         for _ in 0..20_000 {
-            let len = (rand() % 16) as usize;
             let mut text = String::new();
-            for _ in 0..len {
-                if rand() % 8 == 0 {
-                    // An arbitrary character, including multi-byte ones.
-                    let c = char::from_u32((rand() % 0x3_0000) as u32).unwrap_or('\u{FFFD}');
-                    text.push(c);
-                } else {
+            if rand() % 2 == 0 {
+                let len = (rand() % 16) as usize;
+                for _ in 0..len {
                     text.push_str(PIECES[(rand() as usize) % PIECES.len()]);
                 }
+            } else {
+                // Mutate a valid rule: delete, insert or replace a few characters.
+                let mut chars: Vec<char> = SEEDS[(rand() as usize) % SEEDS.len()].chars().collect();
+                for _ in 0..rand() % 4 {
+                    let at = (rand() as usize) % (chars.len() + 1);
+                    match rand() % 3 {
+                        0 if at < chars.len() => {
+                            chars.remove(at);
+                        }
+                        1 => {
+                            let piece = PIECES[(rand() as usize) % PIECES.len()];
+                            chars.splice(at..at, piece.chars());
+                        }
+                        _ => {
+                            // An arbitrary character, including multi-byte ones.
+                            let c =
+                                char::from_u32((rand() % 0x3_0000) as u32).unwrap_or('\u{FFFD}');
+                            chars.insert(at, c);
+                        }
+                    }
+                }
+                text = chars.into_iter().collect();
             }
             match Rule::parse(&text) {
                 Ok(rule) => {
@@ -1580,6 +1655,9 @@ mod tests {
                 }
             }
         }
-        assert!(parsed > 0, "the fuzzer never produced a valid rule");
+        assert!(
+            parsed > 1000,
+            "the fuzzer produced only {parsed} valid rules"
+        );
     }
 }

@@ -1,0 +1,163 @@
+//! Entry points: listening sockets, HTTP/1.1 and h2c connections, graceful shutdown.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::config::EntryPointConfig;
+use crate::gateway::Gateway;
+
+const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(60);
+const DEFAULT_GRACE: Duration = Duration::from_secs(10);
+const DEFAULT_MAX_HEADER_BYTES: usize = 1024 * 1024;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// An entry point's address did not bind.
+    #[error("entry point {entry_point:?}: cannot listen on {address}: {source}")]
+    Bind {
+        /// The entry point's name.
+        entry_point: String,
+        /// Its address.
+        address: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// A running server: its bound addresses and the switch that stops it.
+pub struct RunningServer {
+    /// Each entry point's bound address (useful with port 0).
+    pub addrs: BTreeMap<String, SocketAddr>,
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl RunningServer {
+    /// Stops accepting, lets in-flight requests finish (each entry point within its grace
+    /// period), then returns.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Binds every entry point and starts serving.
+pub async fn start(gateway: Arc<Gateway>) -> Result<RunningServer, StartError> {
+    let (stop, stop_rx) = watch::channel(false);
+    let mut addrs = BTreeMap::new();
+    let mut listeners = Vec::new();
+    for (name, ep) in &gateway.loaded.config.entry_points {
+        let listener = TcpListener::bind(&ep.address)
+            .await
+            .map_err(|source| StartError::Bind {
+                entry_point: name.clone(),
+                address: ep.address.clone(),
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind {
+            entry_point: name.clone(),
+            address: ep.address.clone(),
+            source,
+        })?;
+        tracing::info!(entry_point = %name, %addr, "listening");
+        addrs.insert(name.clone(), addr);
+        listeners.push((name.clone(), ep.clone(), listener));
+    }
+    let mut tasks = JoinSet::new();
+    for (name, ep, listener) in listeners {
+        tasks.spawn(serve_entry_point(
+            gateway.clone(),
+            name.into(),
+            ep,
+            listener,
+            stop_rx.clone(),
+        ));
+    }
+    Ok(RunningServer { addrs, stop, tasks })
+}
+
+fn connection_builder(ep: &EntryPointConfig) -> auto::Builder<TokioExecutor> {
+    let max_header = ep
+        .http
+        .max_header_bytes
+        .unwrap_or(DEFAULT_MAX_HEADER_BYTES)
+        .max(8192);
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        // A client that never finishes its headers is cut off (slowloris).
+        .header_read_timeout(
+            ep.transport
+                .responding_timeouts
+                .read_timeout
+                .unwrap_or(DEFAULT_READ_TIMEOUT),
+        )
+        .max_buf_size(max_header)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(max_header as u32);
+    builder
+}
+
+async fn serve_entry_point(
+    gateway: Arc<Gateway>,
+    name: Arc<str>,
+    ep: EntryPointConfig,
+    listener: TcpListener,
+    mut stop: watch::Receiver<bool>,
+) {
+    let builder = connection_builder(&ep);
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a little instead of spinning.
+                    tracing::warn!(entry_point = &*name, "accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let local = stream.local_addr().unwrap_or(peer);
+        let gateway = gateway.clone();
+        let ep_name = name.clone();
+        let service = hyper::service::service_fn(move |req| {
+            super::handler::handle(gateway.clone(), ep_name.clone(), req, peer, local)
+        });
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(client = %peer, "connection ended: {e}");
+            }
+        });
+    }
+    drop(listener);
+    let grace = ep
+        .transport
+        .life_cycle
+        .grace_time_out
+        .unwrap_or(DEFAULT_GRACE);
+    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+        tracing::warn!(entry_point = &*name, "grace period over; closing remaining connections");
+    }
+}

@@ -1,0 +1,261 @@
+//! A snapshot: the routing configuration resolved into routes, chains and services.
+//!
+//! Requests take the current snapshot when they arrive and keep it until they
+//! finish, so a reload never changes the chain under a request in flight.
+//! Building a snapshot is also where references are checked: every error
+//! names its config path and, for dangling references, what exists instead.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use wasmgate_abi::{Endpoint, Middleware};
+
+use crate::config::error::missing;
+use crate::config::{
+    ConfigError, ConfigErrors, EntryPointConfig, MiddlewareKind, RoutingSource,
+    ServersTransportConfig,
+};
+use crate::middlewares::{HeadersMiddleware, StripPrefixMiddleware};
+use crate::plugins::PluginCatalog;
+use crate::router::{Route, RouteTable, Rule};
+use crate::service::{EchoService, LoadBalancer, Server, TransportCache, ECHO_SERVICE};
+
+/// Resolved routing, ready to serve.
+pub struct Snapshot {
+    /// Routes by entry point.
+    pub routes: RouteTable,
+    /// Counts reloads: 1 for the first snapshot.
+    pub generation: u64,
+}
+
+/// What a snapshot is built against besides the routing config itself.
+pub struct BuildContext<'a> {
+    /// The entry points routers may name.
+    pub entry_points: &'a BTreeMap<String, EntryPointConfig>,
+    /// The declared plugins.
+    pub plugins: &'a PluginCatalog,
+    /// Upstream connection pools, kept across reloads.
+    pub transports: &'a TransportCache,
+    /// The generation number to give the snapshot.
+    pub generation: u64,
+}
+
+/// Traefik lets references carry a provider suffix (`auth@file`); there is one provider here.
+fn local_name(reference: &str) -> &str {
+    reference.strip_suffix("@file").unwrap_or(reference)
+}
+
+struct Builder<'a> {
+    src: &'a RoutingSource,
+    ctx: &'a BuildContext<'a>,
+    errors: Vec<ConfigError>,
+    services: HashMap<String, Arc<dyn Endpoint>>,
+    /// Middlewares built so far, flattened; `None` marks one being built (to catch cycles) or broken.
+    middlewares: HashMap<String, Option<Vec<Arc<dyn Middleware>>>>,
+    /// The chain of middleware names being built, outermost first.
+    building: Vec<String>,
+}
+
+impl Builder<'_> {
+    fn error(&mut self, path: String, message: String) {
+        self.errors
+            .push(ConfigError::at(&self.src.file, path, message));
+    }
+
+    fn build_services(&mut self) {
+        let http = &self.src.http;
+        for (name, svc) in &http.services {
+            let lb = &svc.load_balancer;
+            let mut servers = Vec::new();
+            for (i, s) in lb.servers.iter().enumerate() {
+                match Server::parse(&s.url, s.weight.unwrap_or(1)) {
+                    Ok(server) => servers.push(server),
+                    Err(e) => self.error(
+                        format!("http.services.{name}.loadBalancer.servers[{i}].url"),
+                        e,
+                    ),
+                }
+            }
+            let transport_cfg = match &lb.servers_transport {
+                None => ServersTransportConfig::default(),
+                Some(t) => match http.servers_transports.get(local_name(t)) {
+                    Some(cfg) => cfg.clone(),
+                    None => {
+                        let msg = missing("serversTransport", t, http.servers_transports.keys());
+                        self.error(
+                            format!("http.services.{name}.loadBalancer.serversTransport"),
+                            msg,
+                        );
+                        continue;
+                    }
+                },
+            };
+            let transport = self.ctx.transports.get(&transport_cfg);
+            self.services.insert(
+                name.clone(),
+                Arc::new(LoadBalancer::new(servers, lb.pass_host_header, transport)),
+            );
+        }
+        self.services.insert(
+            ECHO_SERVICE.to_string(),
+            Arc::new(EchoService::new(ECHO_SERVICE)),
+        );
+    }
+
+    /// The flattened chain for middleware `name`, building it on first use.
+    fn middleware(&mut self, name: &str, path: &str) -> Option<Vec<Arc<dyn Middleware>>> {
+        let name = local_name(name);
+        if let Some(built) = self.middlewares.get(name).cloned() {
+            if built.is_none() && self.building.contains(&name.to_string()) {
+                self.error(
+                    path.to_string(),
+                    format!(
+                        "middleware {name:?} includes itself: {} -> {name}",
+                        self.building.join(" -> ")
+                    ),
+                );
+            }
+            return built;
+        }
+        let Some(cfg) = self.src.http.middlewares.get(name) else {
+            let msg = missing("middleware", name, self.src.http.middlewares.keys());
+            self.error(path.to_string(), msg);
+            return None;
+        };
+        let here = format!("http.middlewares.{name}");
+        self.middlewares.insert(name.to_string(), None);
+        self.building.push(name.to_string());
+        let built: Option<Vec<Arc<dyn Middleware>>> = match cfg.kind() {
+            Err(e) => {
+                self.error(here, e);
+                None
+            }
+            Ok(MiddlewareKind::Headers(h)) => Some(vec![Arc::new(HeadersMiddleware::new(h))]),
+            Ok(MiddlewareKind::StripPrefix(s)) => {
+                Some(vec![Arc::new(StripPrefixMiddleware::new(s))])
+            }
+            Ok(MiddlewareKind::Chain(c)) => {
+                let mut all = Vec::new();
+                let mut ok = true;
+                for (i, m) in c.middlewares.iter().enumerate() {
+                    match self.middleware(m, &format!("{here}.chain.middlewares[{i}]")) {
+                        Some(list) => all.extend(list),
+                        None => ok = false,
+                    }
+                }
+                ok.then_some(all)
+            }
+            Ok(MiddlewareKind::Plugin(p)) => {
+                if p.len() != 1 {
+                    self.error(
+                        format!("{here}.plugin"),
+                        format!(
+                            "a plugin middleware names exactly one plugin; declared plugins: {}",
+                            self.ctx.plugins.names().collect::<Vec<_>>().join(", ")
+                        ),
+                    );
+                    None
+                } else {
+                    let (plugin, config) = p.iter().next().expect("one entry");
+                    match self.ctx.plugins.middleware(plugin, config) {
+                        Ok(m) => Some(vec![m]),
+                        Err(e) => {
+                            self.error(format!("{here}.plugin.{plugin}"), e);
+                            None
+                        }
+                    }
+                }
+            }
+        };
+        self.building.pop();
+        self.middlewares.insert(name.to_string(), built.clone());
+        built
+    }
+}
+
+impl<'a> Builder<'a> {
+    fn new(src: &'a RoutingSource, ctx: &'a BuildContext<'a>) -> Self {
+        Builder {
+            src,
+            ctx,
+            errors: Vec::new(),
+            services: HashMap::new(),
+            middlewares: HashMap::new(),
+            building: Vec::new(),
+        }
+    }
+}
+
+/// Resolves `src` into a snapshot, or lists every mistake in it.
+pub fn build(src: &RoutingSource, ctx: &BuildContext<'_>) -> Result<Snapshot, ConfigErrors> {
+    let mut b = Builder::new(src, ctx);
+    b.build_services();
+    // Every middleware is checked, used or not.
+    for name in src.http.middlewares.keys() {
+        b.middleware(name, &format!("http.middlewares.{name}"));
+    }
+    let mut table = RouteTable::default();
+    for (name, r) in &src.http.routers {
+        let here = format!("http.routers.{name}");
+        let rule = match Rule::parse(&r.rule) {
+            Ok(rule) => Some(rule),
+            Err(e) => {
+                b.error(
+                    format!("{here}.rule"),
+                    format!("router {name:?}: rule does not parse at {e}"),
+                );
+                None
+            }
+        };
+        let mut chain = Vec::new();
+        let mut ok = rule.is_some();
+        for (i, m) in r.middlewares.iter().enumerate() {
+            match b.middleware(m, &format!("{here}.middlewares[{i}]")) {
+                Some(list) => chain.extend(list),
+                None => ok = false,
+            }
+        }
+        let service = b.services.get(local_name(&r.service)).cloned();
+        if service.is_none() {
+            let mut names: Vec<&String> = src.http.services.keys().collect();
+            let echo = ECHO_SERVICE.to_string();
+            names.push(&echo);
+            let msg = missing("service", &r.service, names);
+            b.error(format!("{here}.service"), msg);
+        }
+        let entry_points: Vec<String> = if r.entry_points.is_empty() {
+            ctx.entry_points.keys().cloned().collect()
+        } else {
+            r.entry_points.clone()
+        };
+        for (i, ep) in entry_points.iter().enumerate() {
+            if !ctx.entry_points.contains_key(ep) {
+                let msg = missing("entry point", ep, ctx.entry_points.keys());
+                b.error(format!("{here}.entryPoints[{i}]"), msg);
+                ok = false;
+            }
+        }
+        let (Some(rule), Some(service), true) = (rule, service, ok) else {
+            continue;
+        };
+        let route = Arc::new(Route {
+            name: name.clone(),
+            priority: r.priority.unwrap_or(r.rule.chars().count() as i64),
+            rule,
+            chain,
+            service_name: local_name(&r.service).to_string(),
+            service,
+        });
+        for ep in &entry_points {
+            table.add(ep, route.clone());
+        }
+    }
+    if !b.errors.is_empty() {
+        return Err(src.locate(ConfigErrors(b.errors)));
+    }
+    table.sort();
+    Ok(Snapshot {
+        routes: table,
+        generation: ctx.generation,
+    })
+}
