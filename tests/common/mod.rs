@@ -1,0 +1,180 @@
+//! Test helpers: config files in a temp dir, a real server on 127.0.0.1, real upstreams, a client.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use wasmgate::gateway::Gateway;
+use wasmgate::proxy::RunningServer;
+
+/// A response as the test client saw it.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// Writes `files` into a fresh temp dir; returns it (kept alive by the caller).
+pub fn write_files(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in files {
+        let p = dir.path().join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+    dir
+}
+
+/// Replaces `path` atomically, the way a careful deploy does.
+pub fn replace_file(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// An install file with one entry point `web` on a free port, routing inline.
+pub fn inline_config(http: &str) -> String {
+    format!("entryPoints:\n  web:\n    address: \"127.0.0.1:0\"\n{http}")
+}
+
+/// A started server and the directory its config lives in.
+pub struct TestServer {
+    pub server: Option<RunningServer>,
+    pub gateway: Arc<Gateway>,
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+}
+
+/// Starts wasmgate on `files` (the install file is `wasmgate.yaml`).
+pub async fn start(files: &[(&str, &str)]) -> TestServer {
+    let dir = write_files(files);
+    let gateway = Gateway::load(&dir.path().join("wasmgate.yaml"))
+        .unwrap_or_else(|e| panic!("config did not load:\n{e}"));
+    let server = wasmgate::proxy::start(gateway.clone()).await.unwrap();
+    let addr = server.addrs["web"];
+    TestServer {
+        server: Some(server),
+        gateway,
+        addr,
+        dir,
+    }
+}
+
+/// A real upstream: the echo service on its own port.
+pub async fn echo_upstream(name: &str) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(wasmgate::service::serve_echo(listener, name.to_string()));
+    addr
+}
+
+/// An upstream that counts requests and answers 200 "counted", after `delay`.
+pub async fn counting_upstream(delay: Duration) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let count = Arc::new(AtomicUsize::new(0));
+    let c = count.clone();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let c = c.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |_req| {
+                    let c = c.clone();
+                    async move {
+                        c.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(delay).await;
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                            Bytes::from_static(b"counted"),
+                        )))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, count)
+}
+
+/// A request to send.
+pub struct Req<'a> {
+    pub method: &'a str,
+    pub url: String,
+    pub headers: Vec<(&'a str, &'a str)>,
+    pub body: &'a str,
+}
+
+pub fn get(url: String) -> Req<'static> {
+    Req {
+        method: "GET",
+        url,
+        headers: vec![],
+        body: "",
+    }
+}
+
+impl<'a> Req<'a> {
+    pub fn header(mut self, n: &'a str, v: &'a str) -> Self {
+        self.headers.push((n, v));
+        self
+    }
+}
+
+/// Sends a request over HTTP/1.1 (or h2c with `h2`) on a fresh client.
+pub async fn send_with(req: Req<'_>, h2: bool) -> Reply {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .http2_only(h2)
+        .build_http();
+    let mut b = hyper::Request::builder()
+        .method(req.method)
+        .uri(req.url.as_str());
+    for (n, v) in &req.headers {
+        b = b.header(*n, *v);
+    }
+    let request = b
+        .body(Full::new(Bytes::copy_from_slice(req.body.as_bytes())))
+        .unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(20), client.request(request))
+        .await
+        .expect("request hung")
+        .expect("request failed");
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    Reply {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
+pub async fn send(req: Req<'_>) -> Reply {
+    send_with(req, false).await
+}
