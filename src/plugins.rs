@@ -197,9 +197,10 @@ impl PluginCatalog {
         name: &str,
         config: &serde_json::Value,
     ) -> Result<Arc<dyn Middleware>, String> {
-        let plugin = self.plugins.get(name).ok_or_else(|| {
-            crate::config::error::missing("plugin", name, self.plugins.keys())
-        })?;
+        let plugin = self
+            .plugins
+            .get(name)
+            .ok_or_else(|| crate::config::error::missing("plugin", name, self.plugins.keys()))?;
         let _config = plugin_config_bytes(config);
         Err(format!(
             "plugin {:?} ({}) cannot run: this build of wasmgate has no WebAssembly engine yet \

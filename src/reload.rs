@@ -49,7 +49,11 @@ pub fn watch(gateway: Arc<Gateway>) -> notify::Result<Option<ReloadWatcher>> {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
         if let Ok(ev) = ev {
-            if ev.paths.iter().any(|p| p.file_name().map(|n| n.to_os_string()) == name) {
+            if ev
+                .paths
+                .iter()
+                .any(|p| p.file_name().map(|n| n.to_os_string()) == name)
+            {
                 let _ = tx.send(());
             }
         }

@@ -10,13 +10,19 @@ use common::*;
 fn matcher_routes() -> String {
     let routers = [
         ("host", "Host(`a.localhost`)"),
-        ("hostregexp", "HostRegexp(`^[a-z]+\\\\.regexp\\\\.localhost$`)"),
+        (
+            "hostregexp",
+            "HostRegexp(`^[a-z]+\\\\.regexp\\\\.localhost$`)",
+        ),
         ("path", "Path(`/exact`)"),
         ("pathprefix", "PathPrefix(`/prefix`)"),
         ("pathregexp", "PathRegexp(`^/v[0-9]+/items$`)"),
         ("method", "Method(`DELETE`)"),
         ("header", "Header(`X-Route`, `yes`)"),
-        ("headerregexp", "HeaderRegexp(`X-Version`, `^2\\\\.[0-9]+$`)"),
+        (
+            "headerregexp",
+            "HeaderRegexp(`X-Version`, `^2\\\\.[0-9]+$`)",
+        ),
         ("query", "Query(`mode`, `fast`)"),
         ("clientip", "ClientIP(`127.0.0.0/8`) && Path(`/by-ip`)"),
     ];
@@ -38,17 +44,31 @@ async fn routes_by_each_matcher() {
     let t = start(&[("wasmgate.yaml", &inline_config(&matcher_routes()))]).await;
     let cases: Vec<(Req, Option<&str>)> = vec![
         (get(t.url("/")).header("host", "a.localhost"), Some("host")),
-        (get(t.url("/")).header("host", "A.LOCALHOST:80"), Some("host")),
-        (get(t.url("/")).header("host", "x.regexp.localhost"), Some("hostregexp")),
+        (
+            get(t.url("/")).header("host", "A.LOCALHOST:80"),
+            Some("host"),
+        ),
+        (
+            get(t.url("/")).header("host", "x.regexp.localhost"),
+            Some("hostregexp"),
+        ),
         (get(t.url("/exact")), Some("path")),
         (get(t.url("/prefix/more")), Some("pathprefix")),
         (get(t.url("/v2/items")), Some("pathregexp")),
         (
-            Req { method: "DELETE", url: t.url("/"), headers: vec![], body: "" },
+            Req {
+                method: "DELETE",
+                url: t.url("/"),
+                headers: vec![],
+                body: "",
+            },
             Some("method"),
         ),
         (get(t.url("/")).header("x-route", "yes"), Some("header")),
-        (get(t.url("/")).header("x-version", "2.17"), Some("headerregexp")),
+        (
+            get(t.url("/")).header("x-version", "2.17"),
+            Some("headerregexp"),
+        ),
         (get(t.url("/?a=1&mode=fast")), Some("query")),
         (get(t.url("/by-ip")), Some("clientip")),
         (get(t.url("/exact/not")), None),
@@ -144,7 +164,11 @@ async fn chain_runs_forward_on_requests_and_in_reverse_on_responses() {
     assert_eq!(r.status, 200);
     // Request phase: first, then second — the last writer wins upstream.
     assert!(r.body.contains("\nx-order: second\n"), "{}", r.body);
-    assert!(!r.body.to_ascii_lowercase().contains("x-removed"), "{}", r.body);
+    assert!(
+        !r.body.to_ascii_lowercase().contains("x-removed"),
+        "{}",
+        r.body
+    );
     // The prefix was stripped and the encoding kept.
     assert!(r.body.contains("GET /x%20y?q=1 HTTP/1.1"), "{}", r.body);
     // Response phase in reverse: second, then first — first wins.
@@ -206,7 +230,11 @@ async fn pass_host_header_on_and_off() {
     // Over h2c the client sends :authority; the HTTP/1 upstream still gets a Host header.
     let r = send_with(get(t.url("/pass")), true).await;
     assert_eq!(r.status, 200);
-    assert!(r.body.contains(&format!("\nhost: {}\n", t.addr)), "{}", r.body);
+    assert!(
+        r.body.contains(&format!("\nhost: {}\n", t.addr)),
+        "{}",
+        r.body
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -265,7 +293,8 @@ async fn h2c_clients_are_served() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unmatched_requests_get_404() {
-    let http = "http:\n  routers:\n    r: { rule: \"Host(`only.localhost`)\", service: echo@internal }\n";
+    let http =
+        "http:\n  routers:\n    r: { rule: \"Host(`only.localhost`)\", service: echo@internal }\n";
     let t = start(&[("wasmgate.yaml", &inline_config(http))]).await;
     let r = send(get(t.url("/"))).await;
     assert_eq!(r.status, 404);

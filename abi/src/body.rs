@@ -194,6 +194,14 @@ mod tests {
     async fn buffer_limit_is_enforced() {
         let err = Body::full("0123456789").buffer(9).await.unwrap_err();
         assert!(matches!(err, BufferError::TooLarge { limit: 9 }));
-        assert_eq!(Body::full("0123456789").buffer(10).await.unwrap().data.len(), 10);
+        assert_eq!(
+            Body::full("0123456789")
+                .buffer(10)
+                .await
+                .unwrap()
+                .data
+                .len(),
+            10
+        );
     }
 }

@@ -62,3 +62,79 @@ impl<'a> Next<'a> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use http::{Method, StatusCode};
+
+    use super::*;
+
+    /// Records its position in the request and response phases.
+    struct Tag(&'static str, Arc<std::sync::Mutex<Vec<String>>>);
+
+    #[async_trait]
+    impl Middleware for Tag {
+        async fn handle(&self, req: Request, next: Next<'_>) -> Result<Response, ProxyError> {
+            self.1.lock().unwrap().push(format!("req {}", self.0));
+            let resp = next.run(req).await;
+            self.1.lock().unwrap().push(format!("resp {}", self.0));
+            resp
+        }
+    }
+
+    /// Answers 403 itself.
+    struct Deny;
+
+    #[async_trait]
+    impl Middleware for Deny {
+        async fn handle(&self, _req: Request, _next: Next<'_>) -> Result<Response, ProxyError> {
+            Ok(Response::new(StatusCode::FORBIDDEN))
+        }
+    }
+
+    struct Counting(AtomicUsize);
+
+    #[async_trait]
+    impl Endpoint for Counting {
+        async fn call(&self, _req: Request) -> Result<Response, ProxyError> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Ok(Response::new(StatusCode::OK))
+        }
+    }
+
+    fn request() -> Request {
+        Request::new(
+            Method::GET,
+            "/".parse().unwrap(),
+            "127.0.0.1:1".parse().unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn phases_run_forward_then_reverse_and_short_circuit_skips_the_rest() {
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let endpoint = Counting(AtomicUsize::new(0));
+        let chain: Vec<Arc<dyn Middleware>> = vec![
+            Arc::new(Tag("a", log.clone())),
+            Arc::new(Tag("b", log.clone())),
+        ];
+        let resp = Next::new(&chain, &endpoint).run(request()).await.unwrap();
+        assert_eq!(resp.status, StatusCode::OK);
+        assert_eq!(*log.lock().unwrap(), ["req a", "req b", "resp b", "resp a"]);
+        assert_eq!(endpoint.0.load(Ordering::SeqCst), 1);
+
+        log.lock().unwrap().clear();
+        let chain: Vec<Arc<dyn Middleware>> = vec![
+            Arc::new(Tag("a", log.clone())),
+            Arc::new(Deny),
+            Arc::new(Tag("c", log.clone())),
+        ];
+        let resp = Next::new(&chain, &endpoint).run(request()).await.unwrap();
+        assert_eq!(resp.status, StatusCode::FORBIDDEN);
+        // `c` and the endpoint never ran; `a` still saw the response.
+        assert_eq!(*log.lock().unwrap(), ["req a", "resp a"]);
+        assert_eq!(endpoint.0.load(Ordering::SeqCst), 1);
+    }
+}

@@ -92,7 +92,8 @@ impl Response {
     /// A plain-text response.
     pub fn text(status: StatusCode, text: impl Into<bytes::Bytes>) -> Self {
         let mut r = Response::new(status);
-        r.headers.append("content-type", "text/plain; charset=utf-8");
+        r.headers
+            .append("content-type", "text/plain; charset=utf-8");
         r.body = Body::full(text);
         r
     }

@@ -27,7 +27,9 @@ pub fn deserialize_opt_duration<'de, D: Deserializer<'de>>(
     match Option::<RawDuration>::deserialize(d)? {
         None => Ok(None),
         Some(RawDuration::Seconds(s)) => Ok(Some(Duration::from_secs(s))),
-        Some(RawDuration::Text(t)) => parse_duration(&t).map(Some).map_err(serde::de::Error::custom),
+        Some(RawDuration::Text(t)) => parse_duration(&t)
+            .map(Some)
+            .map_err(serde::de::Error::custom),
     }
 }
 

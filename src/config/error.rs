@@ -66,8 +66,15 @@ impl From<ConfigError> for ConfigErrors {
 }
 
 /// "`x` does not exist; defined: a, b" — the names that do exist, for a dangling reference.
-pub fn missing(kind: &str, name: &str, existing: impl IntoIterator<Item = impl AsRef<str>>) -> String {
-    let names: Vec<String> = existing.into_iter().map(|n| n.as_ref().to_string()).collect();
+pub fn missing(
+    kind: &str,
+    name: &str,
+    existing: impl IntoIterator<Item = impl AsRef<str>>,
+) -> String {
+    let names: Vec<String> = existing
+        .into_iter()
+        .map(|n| n.as_ref().to_string())
+        .collect();
     if names.is_empty() {
         format!("{kind} {name:?} does not exist; no {kind}s are defined")
     } else {

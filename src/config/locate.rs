@@ -45,7 +45,9 @@ impl Walker {
     fn record(&mut self, mark: Marker) {
         let p = self.joined();
         // yaml-rust2 counts columns from 0.
-        self.positions.entry(p).or_insert((mark.line(), mark.col() + 1));
+        self.positions
+            .entry(p)
+            .or_insert((mark.line(), mark.col() + 1));
     }
 
     /// A node begins. Returns true when it is a mapping key (consumed here).
@@ -76,15 +78,14 @@ impl Walker {
 impl MarkedEventReceiver for Walker {
     fn on_event(&mut self, ev: Event, mark: Marker) {
         match ev {
-            Event::Scalar(text, ..) => {
-                if !self.node_starts(Some(&text), mark) && !self.stack.is_empty() {
-                    self.path.pop();
-                }
+            // A scalar or alias value ends where it starts: drop its path segment at once.
+            Event::Scalar(text, ..)
+                if !self.node_starts(Some(&text), mark) && !self.stack.is_empty() =>
+            {
+                self.path.pop();
             }
-            Event::Alias(_) => {
-                if !self.node_starts(None, mark) && !self.stack.is_empty() {
-                    self.path.pop();
-                }
+            Event::Alias(_) if !self.node_starts(None, mark) && !self.stack.is_empty() => {
+                self.path.pop();
             }
             Event::MappingStart(..) => {
                 self.node_starts(None, mark);

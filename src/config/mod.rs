@@ -80,8 +80,10 @@ pub fn parse_yaml<T: DeserializeOwned>(file: &Path, text: &str) -> Result<T, Con
             message.truncate(cut);
         }
         // ...and may prefix the path, which is shown separately.
-        if let Some(rest) = message.strip_prefix(&format!("{path}: ")) {
-            message = rest.to_string();
+        if let Some((prefix, rest)) = message.split_once(": ") {
+            if !prefix.is_empty() && !prefix.contains(' ') && path.starts_with(prefix) {
+                message = rest.to_string();
+            }
         }
         ConfigError {
             file: file.to_path_buf(),
@@ -149,7 +151,11 @@ mod tests {
         let e = parse_yaml::<StaticConfig>(Path::new("c.yaml"), text).unwrap_err();
         assert_eq!(e.path, "entryPoints.web.adress");
         assert_eq!(e.position.map(|p| p.0), Some(4));
-        assert!(e.message.contains("unknown field `adress`"), "{}", e.message);
+        assert!(
+            e.message.contains("unknown field `adress`"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]
@@ -183,7 +189,11 @@ http:
     fn unknown_middleware_kind_lists_known_ones() {
         let text = "http:\n  middlewares:\n    a:\n      rateLimit: {}\n";
         let e = parse_yaml::<StaticConfig>(Path::new("c.yaml"), text).unwrap_err();
-        assert!(e.message.contains("unknown field `rateLimit`"), "{}", e.message);
+        assert!(
+            e.message.contains("unknown field `rateLimit`"),
+            "{}",
+            e.message
+        );
         assert!(e.message.contains("stripPrefix"), "{}", e.message);
         assert_eq!(e.position.map(|p| p.0), Some(4));
     }

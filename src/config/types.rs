@@ -263,7 +263,9 @@ impl MiddlewareConfig {
         }
         match kinds.len() {
             1 => Ok(kinds[0]),
-            0 => Err("a middleware needs exactly one kind: headers, stripPrefix, chain or plugin".into()),
+            0 => Err(
+                "a middleware needs exactly one kind: headers, stripPrefix, chain or plugin".into(),
+            ),
             _ => Err("a middleware has exactly one kind, but several are given".into()),
         }
     }

@@ -21,7 +21,10 @@ impl StripPrefixMiddleware {
 
     /// The new path-and-query and the removed prefix, if a prefix matched.
     fn strip(&self, path: &str, query: Option<&str>) -> Option<(String, String)> {
-        let prefix = self.prefixes.iter().find(|p| path.starts_with(p.as_str()))?;
+        let prefix = self
+            .prefixes
+            .iter()
+            .find(|p| path.starts_with(p.as_str()))?;
         let rest = &path[prefix.len()..];
         let mut new = if rest.starts_with('/') {
             rest.to_string()

@@ -59,13 +59,20 @@ pub async fn handle(
         None => (
             None,
             None,
-            Ok(Response::text(StatusCode::NOT_FOUND, "404 page not found\n")),
+            Ok(Response::text(
+                StatusCode::NOT_FOUND,
+                "404 page not found\n",
+            )),
         ),
         Some(route) => {
             let result = Next::new(&route.chain, route.service.as_ref())
                 .run(req)
                 .await;
-            (Some(route.name.clone()), Some(route.service_name.clone()), result)
+            (
+                Some(route.name.clone()),
+                Some(route.service_name.clone()),
+                result,
+            )
         }
     };
     let resp = match result {

@@ -157,7 +157,13 @@ async fn serve_entry_point(
         .life_cycle
         .grace_time_out
         .unwrap_or(DEFAULT_GRACE);
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
-        tracing::warn!(entry_point = &*name, "grace period over; closing remaining connections");
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            entry_point = &*name,
+            "grace period over; closing remaining connections"
+        );
     }
 }

@@ -44,15 +44,7 @@ impl Endpoint for EchoService {
         let mut out = BytesMut::new();
         out.put_slice(format!("Name: {}\n", self.name).as_bytes());
         out.put_slice(format!("RemoteAddr: {}\n", req.source_addr).as_bytes());
-        out.put_slice(
-            format!(
-                "{} {} {}\n",
-                req.method,
-                req.uri,
-                go_proto(req.version)
-            )
-            .as_bytes(),
-        );
+        out.put_slice(format!("{} {} {}\n", req.method, req.uri, go_proto(req.version)).as_bytes());
         for (n, v) in req.headers.iter() {
             out.put_slice(n.as_bytes());
             out.put_slice(b": ");
@@ -97,11 +89,10 @@ pub async fn serve_echo(listener: tokio::net::TcpListener, name: impl Into<Strin
                     crate::proxy::convert::response_to_hyper(resp)
                 }
             });
-            let _ = hyper_util::server::conn::auto::Builder::new(
-                hyper_util::rt::TokioExecutor::new(),
-            )
-            .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-            .await;
+            let _ =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
         });
     }
 }

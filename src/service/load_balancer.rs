@@ -26,7 +26,9 @@ pub struct Server {
 impl Server {
     /// Parses `http://host:port[/path]` or `h2c://host:port[/path]`.
     pub fn parse(url: &str, weight: u32) -> Result<Server, String> {
-        let uri: Uri = url.parse().map_err(|e| format!("invalid url {url:?}: {e}"))?;
+        let uri: Uri = url
+            .parse()
+            .map_err(|e| format!("invalid url {url:?}: {e}"))?;
         let (scheme, h2c) = match uri.scheme_str() {
             Some("http") => (Scheme::HTTP, false),
             Some("h2c") => (Scheme::HTTP, true),
@@ -136,7 +138,8 @@ impl Endpoint for LoadBalancer {
                 }
             }
         } else {
-            req.headers.set("host", server.authority.as_str().to_string());
+            req.headers
+                .set("host", server.authority.as_str().to_string());
         }
         if server.h2c {
             // HTTP/2 carries the host as :authority, taken from the target URI.
@@ -157,11 +160,18 @@ impl Endpoint for LoadBalancer {
                 )))
             }
             Ok(Err(e)) => {
-                let what = if e.is_connect() { "cannot connect to" } else { "failed talking to" };
+                let what = if e.is_connect() {
+                    "cannot connect to"
+                } else {
+                    "failed talking to"
+                };
                 let cause = std::error::Error::source(&e)
                     .map(|s| s.to_string())
                     .unwrap_or_else(|| e.to_string());
-                return Err(ProxyError::bad_gateway(format!("{what} {}: {cause}", server.url)));
+                return Err(ProxyError::bad_gateway(format!(
+                    "{what} {}: {cause}",
+                    server.url
+                )));
             }
             Ok(Ok(resp)) => resp,
         };
@@ -182,7 +192,9 @@ mod tests {
             .iter()
             .map(|(u, w)| Server::parse(u, *w).unwrap())
             .collect();
-        let mut wrr = Wrr { current: vec![0; 3] };
+        let mut wrr = Wrr {
+            current: vec![0; 3],
+        };
         let picks: Vec<usize> = (0..8).map(|_| wrr.pick(&servers).unwrap()).collect();
         assert_eq!(picks.iter().filter(|&&i| i == 0).count(), 6);
         assert_eq!(picks.iter().filter(|&&i| i == 1).count(), 2);
@@ -200,6 +212,8 @@ mod tests {
         );
         assert!(Server::parse("h2c://127.0.0.1:5000", 1).unwrap().h2c);
         assert!(Server::parse("127.0.0.1:5000", 1).is_err());
-        assert!(Server::parse("https://x", 1).unwrap_err().contains("not supported"));
+        assert!(Server::parse("https://x", 1)
+            .unwrap_err()
+            .contains("not supported"));
     }
 }

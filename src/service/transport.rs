@@ -62,10 +62,13 @@ impl Transport {
     }
 }
 
+/// What makes two transports the same: timeouts and pool size.
+type TransportKey = (ForwardingTimeouts, Option<usize>);
+
 /// Transports by settings, so a reload that keeps the settings keeps the pooled connections.
 #[derive(Default)]
 pub struct TransportCache {
-    by_settings: Mutex<HashMap<(ForwardingTimeouts, Option<usize>), Arc<Transport>>>,
+    by_settings: Mutex<HashMap<TransportKey, Arc<Transport>>>,
 }
 
 impl TransportCache {

@@ -1,0 +1,202 @@
+//! The `wasmgate` binary: `validate` and `run`.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn wasmgate() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_wasmgate"))
+}
+
+/// Runs `wasmgate validate` on `files`; returns (exit code, stdout + stderr).
+fn validate(files: &[(&str, &str)]) -> (i32, String) {
+    let dir = write_files(files);
+    let out = wasmgate()
+        .args(["validate", "-c"])
+        .arg(dir.path().join("wasmgate.yaml"))
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn validate_accepts_the_quick_start() {
+    let out = wasmgate()
+        .args(["validate", "-c", "examples/quickstart/wasmgate.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("configuration is valid"));
+}
+
+#[test]
+fn validate_reports_each_kind_of_mistake_with_its_line() {
+    let good_routing = "http:\n  routers:\n    r:\n      rule: \"PathPrefix(`/`)\"\n      service: echo@internal\n";
+    type Case<'a> = (&'a str, Vec<(&'a str, String)>, &'a [&'a str]);
+    let cases: Vec<Case> = vec![
+        (
+            "unknown field",
+            vec![("wasmgate.yaml", "entryPoints:\n  web:\n    address: \"127.0.0.1:0\"\n    adress: typo\n".into())],
+            &["wasmgate.yaml:4:5: entryPoints.web.adress: unknown field `adress`, expected one of `address`"],
+        ),
+        (
+            "missing service, listing the ones that exist",
+            vec![("wasmgate.yaml", inline_config(
+                "http:\n  routers:\n    r:\n      rule: \"Path(`/`)\"\n      service: svc-b\n  services:\n    svc-a:\n      loadBalancer: { servers: [ { url: \"http://127.0.0.1:1\" } ] }\n",
+            ))],
+            &["wasmgate.yaml:8:7: http.routers.r.service: service \"svc-b\" does not exist; defined services: svc-a, echo@internal"],
+        ),
+        (
+            "rule that does not parse, with its column",
+            vec![("wasmgate.yaml", inline_config(
+                "http:\n  routers:\n    r:\n      rule: \"Host(`a`) && Foo(`b`)\"\n      service: echo@internal\n",
+            ))],
+            &["wasmgate.yaml:7:7: http.routers.r.rule: router \"r\": rule does not parse at column 14:"],
+        ),
+        (
+            "missing middleware",
+            vec![("wasmgate.yaml", inline_config(
+                "http:\n  routers:\n    r:\n      rule: \"Path(`/`)\"\n      middlewares: [nope]\n      service: echo@internal\n",
+            ))],
+            &["wasmgate.yaml:8:21: http.routers.r.middlewares[0]: middleware \"nope\" does not exist; no middlewares are defined"],
+        ),
+        (
+            "unknown entry point",
+            vec![("wasmgate.yaml", inline_config(
+                "http:\n  routers:\n    r:\n      rule: \"Path(`/`)\"\n      entryPoints: [websecure]\n      service: echo@internal\n",
+            ))],
+            &["http.routers.r.entryPoints[0]: entry point \"websecure\" does not exist; defined entry points: web"],
+        ),
+        (
+            "bad duration",
+            vec![("wasmgate.yaml", inline_config(
+                "http:\n  serversTransports:\n    t:\n      forwardingTimeouts:\n        dialTimeout: soon\n",
+            ))],
+            &["wasmgate.yaml:8:9: http.serversTransports.t.forwardingTimeouts.dialTimeout: invalid duration \"soon\""],
+        ),
+        (
+            "YAML syntax error",
+            vec![("wasmgate.yaml", "entryPoints:\n  web: { address: \"127.0.0.1:0\"\n".into())],
+            &["wasmgate.yaml:3:1:"],
+        ),
+        (
+            "middleware cycle",
+            vec![("wasmgate.yaml", inline_config(
+                "http:\n  middlewares:\n    a: { chain: { middlewares: [b] } }\n    b: { chain: { middlewares: [a] } }\n",
+            ))],
+            &["includes itself: a -> b -> a"],
+        ),
+        (
+            "plugin module that does not exist",
+            vec![("wasmgate.yaml", format!("plugins:\n  example:\n    path: plugins/missing.wasm\n{}", inline_config(good_routing)))],
+            &["wasmgate.yaml:3:5: plugins.example.path: cannot read plugin module"],
+        ),
+        (
+            "routing file with an error, named as the file",
+            vec![
+                ("wasmgate.yaml", "entryPoints:\n  web: { address: \"127.0.0.1:0\" }\nproviders:\n  file: { filename: dynamic.yaml }\n".into()),
+                ("dynamic.yaml", good_routing.replace("echo@internal", "gone")),
+            ],
+            &["dynamic.yaml:5:7: http.routers.r.service: service \"gone\" does not exist"],
+        ),
+    ];
+    for (what, files, expected) in cases {
+        let files: Vec<(&str, &str)> = files.iter().map(|(n, t)| (*n, t.as_str())).collect();
+        let (code, text) = validate(&files);
+        assert_eq!(code, 1, "{what}: {text}");
+        for e in expected {
+            assert!(text.contains(e), "{what}: expected {e:?} in:\n{text}");
+        }
+    }
+    let (code, text) = validate(&[("wasmgate.yaml", &inline_config(good_routing))]);
+    assert_eq!(code, 0, "{text}");
+}
+
+#[test]
+fn missing_file_and_no_file_are_clear_errors() {
+    let out = wasmgate()
+        .args(["validate", "-c", "/nonexistent/wasmgate.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("/nonexistent/wasmgate.yaml: cannot read file"));
+    let out = wasmgate().arg("validate").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_serves_then_drains_in_flight_requests_on_sigterm() {
+    let (up, _) = counting_upstream(Duration::from_millis(1500)).await;
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let dir = write_files(&[(
+        "wasmgate.yaml",
+        &format!(
+            "entryPoints:\n  web:\n    address: \"127.0.0.1:{port}\"\nhttp:\n  routers:\n    r: {{ rule: \"PathPrefix(`/`)\", service: slow }}\n  services:\n    slow:\n      loadBalancer: {{ servers: [ {{ url: \"http://{up}\" }} ] }}\n"
+        ),
+    )]);
+    let mut child = wasmgate()
+        .arg("-c")
+        .arg(dir.path().join("wasmgate.yaml"))
+        .args(["--log-format", "json"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}/");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "wasmgate never listened");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let in_flight = tokio::spawn(send(get(url.clone())));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    // The request that was in flight completes.
+    let r = in_flight.await.unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, "counted");
+    let status = tokio::task::spawn_blocking(move || {
+        let s = child.wait().unwrap();
+        let mut err = String::new();
+        std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+        (s, err)
+    })
+    .await
+    .unwrap();
+    assert_eq!(status.0.code(), Some(0), "{}", status.1);
+    // One JSON access-log line for the request, with router, service, upstream and status.
+    let access = status
+        .1
+        .lines()
+        .find(|l| l.contains("\"wasmgate::access\""))
+        .unwrap_or_else(|| panic!("no access log line in:\n{}", status.1));
+    let v: serde_json::Value = serde_json::from_str(access).unwrap();
+    assert_eq!(v["router"], "r");
+    assert_eq!(v["service"], "slow");
+    assert_eq!(v["upstream"], format!("http://{up}"));
+    assert_eq!(v["status"], 200);
+    assert!(v["duration_us"].as_u64().unwrap() >= 1_000_000);
+    // After shutdown nothing listens.
+    assert!(tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err());
+}

@@ -1,0 +1,75 @@
+//! Plugin declarations: wasmgate's `plugins` and Traefik's `experimental.localPlugins` layout.
+
+mod common;
+
+use common::write_files;
+use wasmgate::config;
+use wasmgate::plugins::PluginCatalog;
+
+/// The smallest valid module: magic and version.
+const EMPTY_MODULE: &str = "\0asm\u{1}\0\0\0";
+
+#[test]
+fn traefik_local_plugin_layout_is_found() {
+    let dir = write_files(&[
+        (
+            "wasmgate.yaml",
+            "experimental:\n  localPlugins:\n    demo:\n      moduleName: github.com/acme/demo\n    plain:\n      moduleName: plain\n",
+        ),
+        (
+            "plugins-local/src/github.com/acme/demo/.traefik.yml",
+            "displayName: Demo\ntype: middleware\nruntime: wasm\nwasmPath: build/demo.wasm\ntestData:\n  headers: { Foo: Bar }\n",
+        ),
+        ("plugins-local/src/github.com/acme/demo/build/demo.wasm", EMPTY_MODULE),
+        ("plugins-local/src/plain/.traefik.yml", "displayName: Plain\nruntime: wasm\n"),
+        ("plugins-local/src/plain/plugin.wasm", EMPTY_MODULE),
+    ]);
+    let loaded = config::load(&dir.path().join("wasmgate.yaml")).unwrap();
+    let catalog = PluginCatalog::load(&loaded).unwrap();
+    let demo = catalog.get("demo").unwrap();
+    assert!(demo
+        .wasm_path
+        .ends_with("github.com/acme/demo/build/demo.wasm"));
+    assert_eq!(demo.wasm.as_slice(), EMPTY_MODULE.as_bytes());
+    // Without wasmPath, Traefik's default name.
+    assert!(catalog
+        .get("plain")
+        .unwrap()
+        .wasm_path
+        .ends_with("plain/plugin.wasm"));
+}
+
+#[test]
+fn bad_declarations_are_named() {
+    let dir = write_files(&[
+        (
+            "wasmgate.yaml",
+            "plugins:\n  notwasm:\n    path: notwasm.wasm\n    engine: wasmer\nexperimental:\n  localPlugins:\n    goplugin:\n      moduleName: goplugin\n  plugins:\n    remote:\n      moduleName: github.com/x/y\n      version: v1.0.0\n",
+        ),
+        ("notwasm.wasm", "hello"),
+        ("plugins-local/src/goplugin/.traefik.yml", "runtime: yaegi\n"),
+    ]);
+    let loaded = config::load(&dir.path().join("wasmgate.yaml")).unwrap();
+    let text = PluginCatalog::load(&loaded).unwrap_err().to_string();
+    for expected in [
+        "wasmgate.yaml:3:5: plugins.notwasm.path:",
+        "is not a WebAssembly module",
+        "experimental.localPlugins.goplugin.moduleName:",
+        "runtime \"yaegi\"; wasmgate runs only wasm plugins",
+        "wasmgate.yaml:10:5: experimental.plugins.remote: remote plugins",
+    ] {
+        assert!(text.contains(expected), "expected {expected:?} in:\n{text}");
+    }
+}
+
+#[test]
+fn unknown_engine_is_a_config_error() {
+    let dir = write_files(&[(
+        "wasmgate.yaml",
+        "plugins:\n  p:\n    path: p.wasm\n    engine: v8\n",
+    )]);
+    let e = config::load(&dir.path().join("wasmgate.yaml"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("wasmgate.yaml:4:13: plugins.p.engine: unknown variant `v8`, expected `wasmtime` or `wasmer`"), "{e}");
+}
