@@ -1,0 +1,353 @@
+//! A small WASI preview 1 implementation on the engine-neutral host table.
+//!
+//! It grants nothing: no files, preopens, arguments, environment or sockets;
+//! those calls return the proper errno (`BADF` for descriptors that do not
+//! exist, `NOTCAPABLE` for operations stdio lacks the right for, `NOTSUP`
+//! for `poll_oneoff`). stdout and stderr go to a caller-supplied
+//! [`LogSink`]; stdin reads as empty. Clocks (realtime, monotonic) and
+//! `random_get` work. `proc_exit(code)` unwinds the guest with
+//! [`HostError::Exit`], reported as [`crate::TrapReason::Exit`]; `Exit(0)`
+//! from `_start` is success (see [`crate::Trap::is_success_exit`]).
+//!
+//! Every function is registered under both `wasi_snapshot_preview1` and
+//! `wasi_unstable`.
+
+use std::sync::{Arc, LazyLock};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use crate::{Caller, FuncType, HostError, HostFunctions, Val, ValType};
+
+/// The module names this implementation registers.
+pub const MODULES: [&str; 2] = ["wasi_snapshot_preview1", "wasi_unstable"];
+
+/// Which output stream a guest wrote to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WasiStream {
+    /// fd 1.
+    Stdout,
+    /// fd 2.
+    Stderr,
+}
+
+/// Receives what the guest writes to stdout / stderr (the plugin's log).
+pub type LogSink = Arc<dyn Fn(WasiStream, &[u8]) + Send + Sync>;
+
+/// WASI errno values used here.
+pub mod errno {
+    /// Success.
+    pub const SUCCESS: i32 = 0;
+    /// Bad file descriptor.
+    pub const BADF: i32 = 8;
+    /// Bad address.
+    pub const FAULT: i32 = 21;
+    /// Invalid argument.
+    pub const INVAL: i32 = 28;
+    /// Function not supported.
+    pub const NOSYS: i32 = 52;
+    /// Not supported.
+    pub const NOTSUP: i32 = 58;
+    /// Invalid seek.
+    pub const SPIPE: i32 = 70;
+    /// Capabilities insufficient.
+    pub const NOTCAPABLE: i32 = 76;
+}
+
+static MONO_BASE: LazyLock<Instant> = LazyLock::new(Instant::now);
+
+const RIGHT_FD_READ: u64 = 1 << 1;
+const RIGHT_FD_WRITE: u64 = 1 << 6;
+const FILETYPE_CHARACTER_DEVICE: u8 = 2;
+
+fn fault(_: HostError) -> i32 {
+    errno::FAULT
+}
+
+/// Gathers the bytes of an iovec array.
+fn gather(c: &dyn Caller, iovs: u32, n: u32) -> Result<Vec<u8>, HostError> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        let base = iovs.checked_add(i.checked_mul(8).ok_or(HostError::msg("iovec overflow"))?);
+        let base = base.ok_or(HostError::msg("iovec overflow"))?;
+        let ptr = c.read_u32(base)?;
+        let len = c.read_u32(base + 4)?;
+        out.extend_from_slice(&c.read(ptr, len)?);
+    }
+    Ok(out)
+}
+
+fn i(args: &[Val], k: usize) -> i32 {
+    args[k].i32().unwrap_or(0)
+}
+
+fn u(args: &[Val], k: usize) -> u32 {
+    i(args, k) as u32
+}
+
+/// Errno for a file operation on `fd`: stdio lacks the right, others do not exist.
+fn fd_refused(fd: i32) -> i32 {
+    if (0..=2).contains(&fd) {
+        errno::NOTCAPABLE
+    } else {
+        errno::BADF
+    }
+}
+
+type Body = dyn Fn(&mut dyn Caller, &[Val]) -> Result<i32, HostError> + Send + Sync;
+
+/// Returns the WASI functions, writing stdout/stderr to `sink`.
+pub fn functions(sink: LogSink) -> HostFunctions {
+    use ValType::{I32, I64};
+    let mut defs: Vec<(&'static str, Vec<ValType>, Arc<Body>)> = Vec::new();
+    let mut def = |name: &'static str, params: &[ValType], f: Arc<Body>| {
+        defs.push((name, params.to_vec(), f))
+    };
+
+    // Arguments and environment: none.
+    let zero_sizes: Arc<Body> = Arc::new(|c, a| {
+        let r = c
+            .write_u32(u(a, 0), 0)
+            .and_then(|_| c.write_u32(u(a, 1), 0));
+        Ok(r.map(|_| errno::SUCCESS).unwrap_or_else(fault))
+    });
+    let nothing: Arc<Body> = Arc::new(|_, _| Ok(errno::SUCCESS));
+    def("args_sizes_get", &[I32, I32], zero_sizes.clone());
+    def("environ_sizes_get", &[I32, I32], zero_sizes);
+    def("args_get", &[I32, I32], nothing.clone());
+    def("environ_get", &[I32, I32], nothing.clone());
+
+    // Clocks.
+    def(
+        "clock_res_get",
+        &[I32, I32],
+        Arc::new(|c, a| {
+            Ok(match i(a, 0) {
+                0 | 1 => c
+                    .write_u64(u(a, 1), 1_000)
+                    .map(|_| errno::SUCCESS)
+                    .unwrap_or_else(fault),
+                2 | 3 => errno::NOTSUP,
+                _ => errno::INVAL,
+            })
+        }),
+    );
+    def(
+        "clock_time_get",
+        &[I32, I64, I32],
+        Arc::new(|c, a| {
+            let t = match i(a, 0) {
+                0 => SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as u64)
+                    .unwrap_or(0),
+                // Offset by one second so a guest never sees 0.
+                1 => MONO_BASE.elapsed().as_nanos() as u64 + 1_000_000_000,
+                2 | 3 => return Ok(errno::NOTSUP),
+                _ => return Ok(errno::INVAL),
+            };
+            Ok(c.write_u64(u(a, 2), t)
+                .map(|_| errno::SUCCESS)
+                .unwrap_or_else(fault))
+        }),
+    );
+
+    // stdio.
+    def(
+        "fd_write",
+        &[I32, I32, I32, I32],
+        Arc::new(move |c, a| {
+            let stream = match i(a, 0) {
+                1 => WasiStream::Stdout,
+                2 => WasiStream::Stderr,
+                0 => return Ok(errno::NOTCAPABLE),
+                _ => return Ok(errno::BADF),
+            };
+            let bytes = match gather(c, u(a, 1), u(a, 2)) {
+                Ok(b) => b,
+                Err(_) => return Ok(errno::FAULT),
+            };
+            if c.write_u32(u(a, 3), bytes.len() as u32).is_err() {
+                return Ok(errno::FAULT);
+            }
+            if !bytes.is_empty() {
+                sink(stream, &bytes);
+            }
+            Ok(errno::SUCCESS)
+        }),
+    );
+    def(
+        "fd_read",
+        &[I32, I32, I32, I32],
+        Arc::new(|c, a| {
+            Ok(match i(a, 0) {
+                // stdin is empty: EOF.
+                0 => c
+                    .write_u32(u(a, 3), 0)
+                    .map(|_| errno::SUCCESS)
+                    .unwrap_or_else(fault),
+                fd => fd_refused(fd),
+            })
+        }),
+    );
+    def(
+        "fd_close",
+        &[I32],
+        Arc::new(|_, a| {
+            Ok(if (0..=2).contains(&i(a, 0)) {
+                errno::SUCCESS
+            } else {
+                errno::BADF
+            })
+        }),
+    );
+    def(
+        "fd_seek",
+        &[I32, I64, I32, I32],
+        Arc::new(|_, a| {
+            Ok(if (0..=2).contains(&i(a, 0)) {
+                errno::SPIPE
+            } else {
+                errno::BADF
+            })
+        }),
+    );
+    def(
+        "fd_tell",
+        &[I32, I32],
+        Arc::new(|_, a| {
+            Ok(if (0..=2).contains(&i(a, 0)) {
+                errno::SPIPE
+            } else {
+                errno::BADF
+            })
+        }),
+    );
+    def(
+        "fd_fdstat_get",
+        &[I32, I32],
+        Arc::new(|c, a| {
+            let fd = i(a, 0);
+            if !(0..=2).contains(&fd) {
+                return Ok(errno::BADF);
+            }
+            let rights = if fd == 0 {
+                RIGHT_FD_READ
+            } else {
+                RIGHT_FD_WRITE
+            };
+            let mut stat = [0u8; 24];
+            stat[0] = FILETYPE_CHARACTER_DEVICE;
+            stat[8..16].copy_from_slice(&rights.to_le_bytes());
+            Ok(c.write(u(a, 1), &stat)
+                .map(|_| errno::SUCCESS)
+                .unwrap_or_else(fault))
+        }),
+    );
+    // No preopened directories: every probe says BADF, ending the scan.
+    def(
+        "fd_prestat_get",
+        &[I32, I32],
+        Arc::new(|_, _| Ok(errno::BADF)),
+    );
+    def(
+        "fd_prestat_dir_name",
+        &[I32, I32, I32],
+        Arc::new(|_, _| Ok(errno::BADF)),
+    );
+
+    // Process, randomness, scheduling.
+    def(
+        "random_get",
+        &[I32, I32],
+        Arc::new(|c, a| {
+            let (mut ptr, mut left) = (u(a, 0), u(a, 1));
+            let mut buf = [0u8; 4096];
+            while left > 0 {
+                let n = left.min(buf.len() as u32);
+                if getrandom::fill(&mut buf[..n as usize]).is_err() {
+                    return Ok(errno::NOSYS);
+                }
+                if c.write(ptr, &buf[..n as usize]).is_err() {
+                    return Ok(errno::FAULT);
+                }
+                ptr = ptr.wrapping_add(n);
+                left -= n;
+            }
+            Ok(errno::SUCCESS)
+        }),
+    );
+    def("sched_yield", &[], nothing);
+    def(
+        "poll_oneoff",
+        &[I32, I32, I32, I32],
+        Arc::new(|_, _| Ok(errno::NOTSUP)),
+    );
+    def("proc_raise", &[I32], Arc::new(|_, _| Ok(errno::NOSYS)));
+
+    // File-descriptor operations that need a capability stdio lacks.
+    let fd_ops: [(&'static str, &[ValType]); 15] = [
+        ("fd_advise", &[I32, I64, I64, I32]),
+        ("fd_allocate", &[I32, I64, I64]),
+        ("fd_datasync", &[I32]),
+        ("fd_fdstat_set_flags", &[I32, I32]),
+        ("fd_fdstat_set_rights", &[I32, I64, I64]),
+        ("fd_filestat_get", &[I32, I32]),
+        ("fd_filestat_set_size", &[I32, I64]),
+        ("fd_filestat_set_times", &[I32, I64, I64, I32]),
+        ("fd_pread", &[I32, I32, I32, I64, I32]),
+        ("fd_pwrite", &[I32, I32, I32, I64, I32]),
+        ("fd_readdir", &[I32, I32, I32, I64, I32]),
+        ("fd_renumber", &[I32, I32]),
+        ("fd_sync", &[I32]),
+        ("sock_accept", &[I32, I32, I32]),
+        ("sock_shutdown", &[I32, I32]),
+    ];
+    for (name, params) in fd_ops {
+        def(name, params, Arc::new(|_, a| Ok(fd_refused(i(a, 0)))));
+    }
+    let sock_io: [(&'static str, &[ValType]); 2] = [
+        ("sock_recv", &[I32, I32, I32, I32, I32, I32]),
+        ("sock_send", &[I32, I32, I32, I32, I32]),
+    ];
+    for (name, params) in sock_io {
+        def(name, params, Arc::new(|_, a| Ok(fd_refused(i(a, 0)))));
+    }
+    // Path operations: there is no directory descriptor to resolve them against.
+    let path_ops: [(&'static str, &[ValType]); 10] = [
+        ("path_create_directory", &[I32, I32, I32]),
+        ("path_filestat_get", &[I32, I32, I32, I32, I32]),
+        (
+            "path_filestat_set_times",
+            &[I32, I32, I32, I32, I64, I64, I32],
+        ),
+        ("path_link", &[I32, I32, I32, I32, I32, I32, I32]),
+        ("path_open", &[I32, I32, I32, I32, I32, I64, I64, I32, I32]),
+        ("path_readlink", &[I32, I32, I32, I32, I32, I32]),
+        ("path_remove_directory", &[I32, I32, I32]),
+        ("path_rename", &[I32, I32, I32, I32, I32, I32]),
+        ("path_symlink", &[I32, I32, I32, I32, I32]),
+        ("path_unlink_file", &[I32, I32, I32]),
+    ];
+    for (name, params) in path_ops {
+        def(name, params, Arc::new(|_, _| Ok(errno::BADF)));
+    }
+
+    let mut table = HostFunctions::new();
+    for module in MODULES {
+        for (name, params, body) in &defs {
+            let body = body.clone();
+            table.add(
+                module,
+                name,
+                FuncType::new(params.clone(), [I32]),
+                move |c, a, r| {
+                    r[0] = Val::I32(body(c, a)?);
+                    Ok(())
+                },
+            );
+        }
+        table.add(module, "proc_exit", FuncType::new([I32], []), |_, a, _| {
+            Err(HostError::Exit(i(a, 0)))
+        });
+    }
+    table
+}

@@ -1,0 +1,722 @@
+//! wasmer (Cranelift, sys backend) behind the engine-neutral interface.
+//!
+//! * Each instance gets its own `Store` (wasmer keeps every instance of a
+//!   store alive until the store is dropped).
+//! * Deadlines: wasmer 7.4's `experimental-host-interrupt` (a signal sent to
+//!   the thread running the store). One watchdog thread per engine scans the
+//!   running calls every [`TICK`] and interrupts, repeatedly, every store past
+//!   its deadline; host functions also refuse to run past the deadline, so a
+//!   guest that loops through host calls stops too.
+//! * Memory and stack limits: per-module `Tunables` on a clone of the engine
+//!   (clones share the compiler and code memory).
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use wasmer::sys::vm::{
+    MemoryError, MemoryStyle, TableStyle, TrapCode, VMConfig, VMMemory, VMMemoryDefinition,
+    VMTable, VMTableDefinition,
+};
+use wasmer::sys::{BaseTunables, NativeEngineExt, Tunables};
+use wasmer::{
+    AsStoreMut, Function, FunctionEnv, FunctionEnvMut, Imports, Memory, MemoryType, Module, Pages,
+    RuntimeError, Store, TableType, Type, TypedFunction, Value,
+};
+
+use crate::cache::CacheEntry;
+use crate::{
+    check_call, check_range, next_instance_id, prepare, to_binary, Caller, CompiledModule,
+    EngineError, EngineKind, EngineOptions, ExportFunc, FuncType, HostError, HostFn, HostFunctions,
+    ImportKind, Instance, Limits, ModuleInfo, Trap, TrapReason, Val, ValType, INSTANTIATE,
+};
+
+/// wasmer version this crate links.
+pub(crate) const VERSION: &str = "7.4.2";
+const KIND: EngineKind = EngineKind::Wasmer;
+/// Watchdog period: a runaway guest stops within about one tick of its deadline.
+pub(crate) const TICK: Duration = Duration::from_millis(5);
+/// Host functions run on wasmer's guest stack, so it gets this much on top of
+/// [`Limits::max_stack_bytes`] for host frames.
+const HOST_STACK_MARGIN: usize = 128 << 10;
+
+static BASE: LazyLock<Instant> = LazyLock::new(Instant::now);
+
+fn now_nanos() -> u64 {
+    BASE.elapsed().as_nanos() as u64 + 1
+}
+
+/// Deadline state of one store.
+struct Slot {
+    /// Deadline in `now_nanos` units; 0 = no call running.
+    deadline: AtomicU64,
+    interrupter: wasmer::Interrupter,
+}
+
+impl Slot {
+    fn expired(&self) -> bool {
+        let d = self.deadline.load(Ordering::Acquire);
+        d != 0 && now_nanos() >= d
+    }
+}
+
+struct Watchdog {
+    slots: Mutex<Vec<Weak<Slot>>>,
+}
+
+pub(crate) struct WmEngine {
+    engine: wasmer::Engine,
+    opts: EngineOptions,
+    watchdog: Arc<Watchdog>,
+}
+
+impl WmEngine {
+    pub(crate) fn new(opts: EngineOptions) -> Result<Self, EngineError> {
+        let engine = wasmer::Engine::from(wasmer::sys::Cranelift::default());
+        let watchdog = Arc::new(Watchdog {
+            slots: Mutex::new(Vec::new()),
+        });
+        let weak = Arc::downgrade(&watchdog);
+        std::thread::Builder::new()
+            .name("wasmer-watchdog".into())
+            .spawn(move || loop {
+                std::thread::sleep(TICK);
+                let Some(w) = weak.upgrade() else { break };
+                let mut slots = w.slots.lock().unwrap_or_else(|p| p.into_inner());
+                slots.retain(|s| match s.upgrade() {
+                    Some(s) => {
+                        if s.expired() {
+                            s.interrupter.interrupt();
+                        }
+                        true
+                    }
+                    None => false,
+                });
+            })
+            .map_err(EngineError::Io)?;
+        Ok(WmEngine {
+            engine,
+            opts,
+            watchdog,
+        })
+    }
+}
+
+/// Caps memories at the plugin's limit and sets the guest stack size.
+struct LimitTunables {
+    base: BaseTunables,
+    max_pages: u32,
+    vmconfig: VMConfig,
+}
+
+impl LimitTunables {
+    fn adjust(&self, ty: &MemoryType) -> Result<MemoryType, MemoryError> {
+        if ty.minimum.0 > self.max_pages {
+            return Err(MemoryError::Generic(format!(
+                "initial memory of {} pages exceeds the limit of {} pages",
+                ty.minimum.0, self.max_pages
+            )));
+        }
+        let mut t = *ty;
+        t.maximum = Some(Pages(
+            ty.maximum
+                .map_or(self.max_pages, |m| m.0.min(self.max_pages)),
+        ));
+        Ok(t)
+    }
+}
+
+impl Tunables for LimitTunables {
+    fn memory_style(&self, memory: &MemoryType) -> MemoryStyle {
+        self.base.memory_style(memory)
+    }
+    fn table_style(&self, table: &TableType) -> TableStyle {
+        self.base.table_style(table)
+    }
+    fn create_host_memory(
+        &self,
+        ty: &MemoryType,
+        style: &MemoryStyle,
+    ) -> Result<VMMemory, MemoryError> {
+        let t = self.adjust(ty)?;
+        self.base.create_host_memory(&t, style)
+    }
+    unsafe fn create_vm_memory(
+        &self,
+        ty: &MemoryType,
+        style: &MemoryStyle,
+        vm_definition_location: NonNull<VMMemoryDefinition>,
+    ) -> Result<VMMemory, MemoryError> {
+        let t = self.adjust(ty)?;
+        // SAFETY: forwarded unchanged from the caller's contract.
+        unsafe {
+            self.base
+                .create_vm_memory(&t, style, vm_definition_location)
+        }
+    }
+    fn create_host_table(&self, ty: &TableType, style: &TableStyle) -> Result<VMTable, String> {
+        self.base.create_host_table(ty, style)
+    }
+    unsafe fn create_vm_table(
+        &self,
+        ty: &TableType,
+        style: &TableStyle,
+        vm_definition_location: NonNull<VMTableDefinition>,
+    ) -> Result<VMTable, String> {
+        // SAFETY: forwarded unchanged from the caller's contract.
+        unsafe { self.base.create_vm_table(ty, style, vm_definition_location) }
+    }
+    fn vmconfig(&self) -> &VMConfig {
+        &self.vmconfig
+    }
+}
+
+fn to_wm_ty(t: ValType) -> Type {
+    match t {
+        ValType::I32 => Type::I32,
+        ValType::I64 => Type::I64,
+        ValType::F32 => Type::F32,
+        ValType::F64 => Type::F64,
+    }
+}
+
+fn to_wm(v: Val) -> Value {
+    match v {
+        Val::I32(x) => Value::I32(x),
+        Val::I64(x) => Value::I64(x),
+        Val::F32(x) => Value::F32(x),
+        Val::F64(x) => Value::F64(x),
+    }
+}
+
+fn from_wm(v: &Value) -> Val {
+    match v {
+        Value::I32(x) => Val::I32(*x),
+        Value::I64(x) => Val::I64(*x),
+        Value::F32(x) => Val::F32(*x),
+        Value::F64(x) => Val::F64(*x),
+        _ => Val::I32(0),
+    }
+}
+
+/// Raised by a host function called after the deadline passed.
+#[derive(Debug, thiserror::Error)]
+#[error("deadline exceeded")]
+struct DeadlineExceeded;
+
+fn map_err(err: RuntimeError, export: &str) -> Trap {
+    let reason = if let Some(h) = err.downcast_ref::<HostError>() {
+        match h {
+            HostError::Exit(c) => TrapReason::Exit(*c),
+            HostError::Nested(t) => t.reason.clone(),
+            other => TrapReason::HostError(other.to_string()),
+        }
+    } else if err.downcast_ref::<DeadlineExceeded>().is_some() {
+        TrapReason::Deadline
+    } else {
+        let msg = err.message();
+        match err.to_trap() {
+            Some(
+                TrapCode::HeapAccessOutOfBounds
+                | TrapCode::TableAccessOutOfBounds
+                | TrapCode::UnalignedAtomic,
+            ) => TrapReason::OutOfBounds,
+            Some(TrapCode::UnreachableCodeReached) => TrapReason::Unreachable,
+            Some(TrapCode::StackOverflow) => TrapReason::StackOverflow,
+            Some(TrapCode::HostInterrupt) => TrapReason::Deadline,
+            Some(c) => TrapReason::Other(c.to_string()),
+            None => TrapReason::Other(msg),
+        }
+    };
+    Trap::new(KIND, export, reason)
+}
+
+struct WmEnv {
+    user: Box<dyn Any + Send>,
+    memory: Option<Memory>,
+    instance: Option<wasmer::Instance>,
+    slot: Arc<Slot>,
+}
+
+struct WmCaller<'a> {
+    env: FunctionEnvMut<'a, WmEnv>,
+}
+
+impl Caller for WmCaller<'_> {
+    fn engine(&self) -> EngineKind {
+        KIND
+    }
+    fn memory_size(&self) -> u64 {
+        match &self.env.data().memory {
+            Some(m) => m.view(&self.env).data_size(),
+            None => 0,
+        }
+    }
+    fn read_into(&self, ptr: u32, buf: &mut [u8]) -> Result<(), HostError> {
+        let m = self.env.data().memory.as_ref().ok_or(HostError::NoMemory)?;
+        read_view(&m.view(&self.env), ptr, buf)
+    }
+    fn write(&mut self, ptr: u32, src: &[u8]) -> Result<(), HostError> {
+        let m = self.env.data().memory.clone().ok_or(HostError::NoMemory)?;
+        write_view(&m.view(&self.env), ptr, src)
+    }
+    fn call(&mut self, export: &str, args: &[Val], results: &mut [Val]) -> Result<(), Trap> {
+        let func = self
+            .env
+            .data()
+            .instance
+            .as_ref()
+            .and_then(|i| i.exports.get_function(export).ok().cloned())
+            .ok_or_else(|| {
+                Trap::new(
+                    KIND,
+                    export,
+                    TrapReason::Other(format!("no exported function `{export}`")),
+                )
+            })?;
+        call_dyn(&func, &mut self.env, export, args, results)
+    }
+    fn data(&mut self) -> &mut (dyn Any + Send) {
+        self.env.data_mut().user.as_mut()
+    }
+}
+
+fn read_view(view: &wasmer::MemoryView<'_>, ptr: u32, buf: &mut [u8]) -> Result<(), HostError> {
+    let size = view.data_size();
+    check_range(ptr, buf.len() as u64, size)?;
+    view.read(ptr as u64, buf)
+        .map_err(|_| HostError::OutOfBounds {
+            ptr,
+            len: buf.len() as u64,
+            memory_size: size,
+        })
+}
+
+fn write_view(view: &wasmer::MemoryView<'_>, ptr: u32, src: &[u8]) -> Result<(), HostError> {
+    let size = view.data_size();
+    check_range(ptr, src.len() as u64, size)?;
+    view.write(ptr as u64, src)
+        .map_err(|_| HostError::OutOfBounds {
+            ptr,
+            len: src.len() as u64,
+            memory_size: size,
+        })
+}
+
+fn call_dyn(
+    func: &Function,
+    store: &mut impl AsStoreMut,
+    export: &str,
+    args: &[Val],
+    results: &mut [Val],
+) -> Result<(), Trap> {
+    let wargs: Vec<Value> = args.iter().map(|v| to_wm(*v)).collect();
+    let out = func.call(store, &wargs).map_err(|e| map_err(e, export))?;
+    if out.len() != results.len() {
+        return Err(Trap::new(
+            KIND,
+            export,
+            TrapReason::Other(format!(
+                "export returned {} values, expected {}",
+                out.len(),
+                results.len()
+            )),
+        ));
+    }
+    for (d, s) in results.iter_mut().zip(out.iter()) {
+        *d = from_wm(s);
+    }
+    Ok(())
+}
+
+fn fingerprint(limits: &Limits) -> String {
+    format!(
+        "wasmer {VERSION} {} cranelift stack={}",
+        std::env::consts::ARCH,
+        limits.max_stack_bytes
+    )
+}
+
+impl crate::Engine for WmEngine {
+    fn kind(&self) -> EngineKind {
+        KIND
+    }
+
+    fn compile(
+        &self,
+        wasm: &[u8],
+        host: Arc<HostFunctions>,
+        limits: Limits,
+    ) -> Result<Arc<dyn CompiledModule>, EngineError> {
+        let bin = to_binary(wasm)?;
+        let info = prepare(&bin, &host, &limits)?;
+        let mut engine = self.engine.clone();
+        engine.set_tunables(LimitTunables {
+            base: BaseTunables::new(),
+            max_pages: limits.max_memory_pages() as u32,
+            vmconfig: VMConfig {
+                wasm_stack_size: Some(limits.max_stack_bytes + HOST_STACK_MARGIN),
+            },
+        });
+        let entry = self.opts.cache_dir.as_ref().map(|d| {
+            CacheEntry::new(
+                d,
+                "wasmer",
+                &format!("{} {}", info.sha256, fingerprint(&limits)),
+            )
+        });
+        // SAFETY: the artifact was written by `Module::serialize` of this
+        // engine and version, and its key and checksum were verified by
+        // `CacheEntry::load` before it reaches the deserializer.
+        let cached = entry
+            .as_ref()
+            .and_then(|e| e.load())
+            .and_then(|bytes| unsafe { Module::deserialize(&engine, bytes) }.ok());
+        let from_cache = cached.is_some();
+        let module = match cached {
+            Some(m) => m,
+            None => {
+                let m = Module::new(&engine, &*bin).map_err(|e| EngineError::Compile {
+                    engine: KIND,
+                    message: e.to_string(),
+                })?;
+                if let Some(e) = &entry {
+                    if let Ok(bytes) = m.serialize() {
+                        let _ = e.store(&bytes);
+                    }
+                }
+                m
+            }
+        };
+        let mut imports = Vec::new();
+        for imp in &info.imports {
+            if let (ImportKind::Func(_), Some(hf)) = (&imp.kind, host.get(&imp.module, &imp.name)) {
+                imports.push(ResolvedImport {
+                    module: imp.module.clone(),
+                    name: imp.name.clone(),
+                    ty: wasmer::FunctionType::new(
+                        hf.ty
+                            .params
+                            .iter()
+                            .map(|t| to_wm_ty(*t))
+                            .collect::<Vec<_>>(),
+                        hf.ty
+                            .results
+                            .iter()
+                            .map(|t| to_wm_ty(*t))
+                            .collect::<Vec<_>>(),
+                    ),
+                    results: Arc::new(hf.ty.results.clone()),
+                    func: hf.func.clone(),
+                });
+            }
+        }
+        Ok(Arc::new(WmModule {
+            engine,
+            module,
+            info,
+            limits,
+            from_cache,
+            imports,
+            watchdog: self.watchdog.clone(),
+        }))
+    }
+}
+
+struct ResolvedImport {
+    module: String,
+    name: String,
+    ty: wasmer::FunctionType,
+    results: Arc<Vec<ValType>>,
+    func: Arc<HostFn>,
+}
+
+struct WmModule {
+    engine: wasmer::Engine,
+    module: Module,
+    info: ModuleInfo,
+    limits: Limits,
+    from_cache: bool,
+    imports: Vec<ResolvedImport>,
+    watchdog: Arc<Watchdog>,
+}
+
+fn host_trampoline(
+    f: Arc<HostFn>,
+    rty: Arc<Vec<ValType>>,
+) -> impl Fn(FunctionEnvMut<WmEnv>, &[Value]) -> Result<Vec<Value>, RuntimeError> + Send + Sync + 'static
+{
+    move |env, params| {
+        if env.data().slot.expired() {
+            return Err(RuntimeError::user(Box::new(DeadlineExceeded)));
+        }
+        let np = params.len();
+        let mut buf = [Val::I32(0); 16];
+        let mut heap;
+        let vals: &mut [Val] = if np + rty.len() <= 16 {
+            &mut buf[..np + rty.len()]
+        } else {
+            heap = vec![Val::I32(0); np + rty.len()];
+            &mut heap
+        };
+        let (a, r) = vals.split_at_mut(np);
+        for (d, s) in a.iter_mut().zip(params) {
+            *d = from_wm(s);
+        }
+        for (d, t) in r.iter_mut().zip(rty.iter()) {
+            *d = Val::default_for(*t);
+        }
+        let mut c = WmCaller { env };
+        f(&mut c, a, r).map_err(|e| RuntimeError::user(Box::new(e)))?;
+        Ok(r.iter().map(|v| to_wm(*v)).collect())
+    }
+}
+
+impl CompiledModule for WmModule {
+    fn engine(&self) -> EngineKind {
+        KIND
+    }
+    fn info(&self) -> &ModuleInfo {
+        &self.info
+    }
+    fn limits(&self) -> &Limits {
+        &self.limits
+    }
+    fn from_cache(&self) -> bool {
+        self.from_cache
+    }
+    fn instantiate(&self, data: Box<dyn Any + Send>) -> Result<Box<dyn Instance>, Trap> {
+        if let Some(min) = self.info.memory_min_pages {
+            if min > self.limits.max_memory_pages() {
+                return Err(Trap::new(KIND, INSTANTIATE, TrapReason::MemoryLimit));
+            }
+        }
+        let mut store = Store::new(self.engine.clone());
+        let slot = Arc::new(Slot {
+            deadline: AtomicU64::new(0),
+            interrupter: store.interrupter(),
+        });
+        self.watchdog
+            .slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Arc::downgrade(&slot));
+        let env = FunctionEnv::new(
+            &mut store,
+            WmEnv {
+                user: data,
+                memory: None,
+                instance: None,
+                slot: slot.clone(),
+            },
+        );
+        let mut imports = Imports::new();
+        for imp in &self.imports {
+            let f = Function::new_with_env(
+                &mut store,
+                &env,
+                imp.ty.clone(),
+                host_trampoline(imp.func.clone(), imp.results.clone()),
+            );
+            imports.define(&imp.module, &imp.name, f);
+        }
+        let deadline = self.limits.call_deadline.as_nanos() as u64;
+        slot.deadline
+            .store(now_nanos() + deadline, Ordering::Release);
+        let inst = wasmer::Instance::new(&mut store, &self.module, &imports);
+        slot.deadline.store(0, Ordering::Release);
+        let inst = inst.map_err(|e| {
+            let reason = match e {
+                wasmer::InstantiationError::Start(rt) => return map_err(rt, INSTANTIATE),
+                other => TrapReason::Other(other.to_string()),
+            };
+            Trap::new(KIND, INSTANTIATE, reason)
+        })?;
+        let memory = inst.exports.get_memory("memory").ok().cloned();
+        {
+            let d = env.as_mut(&mut store);
+            d.memory = memory.clone();
+            d.instance = Some(inst.clone());
+        }
+        Ok(Box::new(WmInstance {
+            store,
+            env,
+            instance: inst,
+            memory,
+            funcs: Vec::new(),
+            by_name: HashMap::new(),
+            id: next_instance_id(),
+            poisoned: false,
+            deadline,
+            slot,
+        }))
+    }
+}
+
+enum WmFunc {
+    VV(TypedFunction<(), ()>),
+    VI32(TypedFunction<(), i32>),
+    VI64(TypedFunction<(), i64>),
+    I32V(TypedFunction<i32, ()>),
+    I32I32(TypedFunction<i32, i32>),
+    I32x2V(TypedFunction<(i32, i32), ()>),
+    I32x2I32(TypedFunction<(i32, i32), i32>),
+    Dyn(Function),
+}
+
+struct WmInstance {
+    store: Store,
+    env: FunctionEnv<WmEnv>,
+    instance: wasmer::Instance,
+    memory: Option<Memory>,
+    funcs: Vec<WmFunc>,
+    by_name: HashMap<Arc<str>, ExportFunc>,
+    id: u64,
+    poisoned: bool,
+    deadline: u64,
+    slot: Arc<Slot>,
+}
+
+fn i32_at(args: &[Val], i: usize) -> i32 {
+    match args[i] {
+        Val::I32(v) => v,
+        _ => 0,
+    }
+}
+
+impl Instance for WmInstance {
+    fn engine(&self) -> EngineKind {
+        KIND
+    }
+
+    fn export(&mut self, name: &str) -> Option<ExportFunc> {
+        if let Some(f) = self.by_name.get(name) {
+            return Some(f.clone());
+        }
+        let func = self.instance.exports.get_function(name).ok()?.clone();
+        let fty = func.ty(&self.store);
+        let conv = |t: &Type| match t {
+            Type::I32 => Some(ValType::I32),
+            Type::I64 => Some(ValType::I64),
+            Type::F32 => Some(ValType::F32),
+            Type::F64 => Some(ValType::F64),
+            _ => None,
+        };
+        let params: Option<Vec<_>> = fty.params().iter().map(conv).collect();
+        let results: Option<Vec<_>> = fty.results().iter().map(conv).collect();
+        let ty = FuncType::new(params?, results?);
+        use ValType::*;
+        let s = &self.store;
+        let wf = match (ty.params.as_slice(), ty.results.as_slice()) {
+            ([], []) => func.typed(s).ok().map(WmFunc::VV),
+            ([], [I32]) => func.typed(s).ok().map(WmFunc::VI32),
+            ([], [I64]) => func.typed(s).ok().map(WmFunc::VI64),
+            ([I32], []) => func.typed(s).ok().map(WmFunc::I32V),
+            ([I32], [I32]) => func.typed(s).ok().map(WmFunc::I32I32),
+            ([I32, I32], []) => func.typed(s).ok().map(WmFunc::I32x2V),
+            ([I32, I32], [I32]) => func.typed(s).ok().map(WmFunc::I32x2I32),
+            _ => None,
+        }
+        .unwrap_or(WmFunc::Dyn(func));
+        self.funcs.push(wf);
+        let name: Arc<str> = name.into();
+        let ef = ExportFunc {
+            index: self.funcs.len() - 1,
+            owner: self.id,
+            name: name.clone(),
+            ty: Arc::new(ty),
+        };
+        self.by_name.insert(name, ef.clone());
+        Some(ef)
+    }
+
+    fn call(&mut self, f: &ExportFunc, args: &[Val], results: &mut [Val]) -> Result<(), Trap> {
+        if f.owner != self.id {
+            return Err(Trap::new(
+                KIND,
+                &*f.name,
+                TrapReason::Other("export handle belongs to another instance".into()),
+            ));
+        }
+        check_call(KIND, f, args, results)?;
+        self.slot
+            .deadline
+            .store(now_nanos() + self.deadline, Ordering::Release);
+        let st = &mut self.store;
+        let r = match &self.funcs[f.index] {
+            WmFunc::VV(t) => t.call(st),
+            WmFunc::VI32(t) => t.call(st).map(|v| results[0] = Val::I32(v)),
+            WmFunc::VI64(t) => t.call(st).map(|v| results[0] = Val::I64(v)),
+            WmFunc::I32V(t) => t.call(st, i32_at(args, 0)),
+            WmFunc::I32I32(t) => t
+                .call(st, i32_at(args, 0))
+                .map(|v| results[0] = Val::I32(v)),
+            WmFunc::I32x2V(t) => t.call(st, i32_at(args, 0), i32_at(args, 1)),
+            WmFunc::I32x2I32(t) => t
+                .call(st, i32_at(args, 0), i32_at(args, 1))
+                .map(|v| results[0] = Val::I32(v)),
+            WmFunc::Dyn(func) => {
+                let func = func.clone();
+                let r = call_dyn(&func, &mut self.store, &f.name, args, results);
+                self.slot.deadline.store(0, Ordering::Release);
+                if let Err(t) = &r {
+                    if !t.is_success_exit() {
+                        self.poisoned = true;
+                    }
+                }
+                return r;
+            }
+        };
+        self.slot.deadline.store(0, Ordering::Release);
+        r.map_err(|e| {
+            let t = map_err(e, &f.name);
+            if !t.is_success_exit() {
+                self.poisoned = true;
+            }
+            t
+        })
+    }
+
+    fn memory_size(&self) -> u64 {
+        self.memory
+            .as_ref()
+            .map_or(0, |m| m.view(&self.store).data_size())
+    }
+
+    fn read_into(&self, ptr: u32, buf: &mut [u8]) -> Result<(), HostError> {
+        let m = self.memory.as_ref().ok_or(HostError::NoMemory)?;
+        read_view(&m.view(&self.store), ptr, buf)
+    }
+
+    fn write(&mut self, ptr: u32, src: &[u8]) -> Result<(), HostError> {
+        let m = self.memory.as_ref().ok_or(HostError::NoMemory)?;
+        write_view(&m.view(&self.store), ptr, src)
+    }
+
+    fn data(&mut self) -> &mut (dyn Any + Send) {
+        self.env.as_mut(&mut self.store).user.as_mut()
+    }
+
+    fn is_poisoned(&self) -> bool {
+        self.poisoned
+    }
+
+    fn poison(&mut self) {
+        self.poisoned = true;
+    }
+}
+
+// SAFETY: wasmer 7 does not mark `Store` as `Send` because it holds raw
+// pointers to the VM objects it owns and an optional `on_called` callback.
+// A `WmInstance` owns its store exclusively (one store per instance), never
+// sets `on_called`, only puts `Send` data (`WmEnv`, `Send + Sync` host
+// closures) into it, and is only used through `&mut self`, so exactly one
+// thread touches the store at a time. The thread-affine state wasmer keeps
+// during a call (the store context and the interrupt registration that
+// records the running thread) is installed on entry to each call and removed
+// when the call returns, so moving the instance between calls is sound. The
+// parity tests call one instance from several threads, deadline included.
+unsafe impl Send for WmInstance {}

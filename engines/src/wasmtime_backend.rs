@@ -1,0 +1,570 @@
+//! wasmtime behind the engine-neutral interface.
+//!
+//! Deadlines use epoch interruption: a ticker thread per engine bumps the
+//! epoch every [`TICK`]; each outermost call sets its store's epoch deadline.
+//! The stack limit is an engine-wide wasmtime setting, so one wasmtime engine
+//! is kept per distinct stack limit (usually just one). Instantiation goes
+//! through a pre-linked `InstancePre` and, by default, the pooling allocator.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use wasmtime::{
+    AsContextMut, Config, Func, InstanceAllocationStrategy, InstancePre, Linker, Memory, Module,
+    PoolingAllocationConfig, ResourceLimiter, Store, TypedFunc,
+};
+
+use crate::cache::CacheEntry;
+use crate::{
+    check_call, check_range, next_instance_id, prepare, to_binary, Caller, CompiledModule,
+    EngineError, EngineKind, EngineOptions, ExportFunc, FuncType, HostError, HostFunctions,
+    ImportKind, Instance, Limits, ModuleInfo, Trap, TrapReason, Val, ValType, INSTANTIATE,
+};
+
+/// wasmtime version this crate links.
+pub(crate) const VERSION: &str = "48.0.0";
+const KIND: EngineKind = EngineKind::Wasmtime;
+/// Epoch tick period: a runaway guest stops within one tick of its deadline.
+pub(crate) const TICK: Duration = Duration::from_millis(5);
+
+struct Shared {
+    opts: EngineOptions,
+    engines: Mutex<HashMap<usize, wasmtime::Engine>>,
+}
+
+pub(crate) struct WtEngine {
+    shared: Arc<Shared>,
+}
+
+impl WtEngine {
+    pub(crate) fn new(opts: EngineOptions) -> Result<Self, EngineError> {
+        let shared = Arc::new(Shared {
+            opts,
+            engines: Mutex::new(HashMap::new()),
+        });
+        // Fail early on a bad configuration.
+        engine_for(&shared, crate::Limits::default().max_stack_bytes)?;
+        let weak: Weak<Shared> = Arc::downgrade(&shared);
+        std::thread::Builder::new()
+            .name("wasmtime-epoch".into())
+            .spawn(move || loop {
+                std::thread::sleep(TICK);
+                let Some(s) = weak.upgrade() else { break };
+                for e in s.engines.lock().unwrap_or_else(|p| p.into_inner()).values() {
+                    e.increment_epoch();
+                }
+            })
+            .map_err(EngineError::Io)?;
+        Ok(WtEngine { shared })
+    }
+}
+
+fn fingerprint(opts: &EngineOptions, stack: usize) -> String {
+    format!(
+        "wasmtime {VERSION} {} stack={stack} pooling={} pool_mem={} epoch opt=speed",
+        std::env::consts::ARCH,
+        opts.pooling,
+        opts.pool_max_memory_bytes
+    )
+}
+
+fn engine_for(shared: &Shared, stack: usize) -> Result<wasmtime::Engine, EngineError> {
+    let mut map = shared.engines.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(e) = map.get(&stack) {
+        return Ok(e.clone());
+    }
+    let opts = &shared.opts;
+    let mut config = Config::new();
+    config.epoch_interruption(true);
+    config.max_wasm_stack(stack);
+    config.cranelift_opt_level(wasmtime::OptLevel::Speed);
+    if opts.pooling {
+        let mut p = PoolingAllocationConfig::default();
+        p.total_core_instances(opts.pool_instances)
+            .total_memories(opts.pool_instances)
+            .total_tables(opts.pool_instances)
+            .max_memory_size(opts.pool_max_memory_bytes as usize);
+        config.memory_reservation(opts.pool_max_memory_bytes);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(p));
+    }
+    let e = wasmtime::Engine::new(&config)
+        .map_err(|e| EngineError::Config(format!("wasmtime: {e:#}")))?;
+    map.insert(stack, e.clone());
+    Ok(e)
+}
+
+pub(crate) fn to_wt_ty(t: ValType) -> wasmtime::ValType {
+    match t {
+        ValType::I32 => wasmtime::ValType::I32,
+        ValType::I64 => wasmtime::ValType::I64,
+        ValType::F32 => wasmtime::ValType::F32,
+        ValType::F64 => wasmtime::ValType::F64,
+    }
+}
+
+fn to_wt(v: Val) -> wasmtime::Val {
+    match v {
+        Val::I32(x) => wasmtime::Val::I32(x),
+        Val::I64(x) => wasmtime::Val::I64(x),
+        Val::F32(x) => wasmtime::Val::F32(x.to_bits()),
+        Val::F64(x) => wasmtime::Val::F64(x.to_bits()),
+    }
+}
+
+fn from_wt(v: &wasmtime::Val) -> Val {
+    match v {
+        wasmtime::Val::I32(x) => Val::I32(*x),
+        wasmtime::Val::I64(x) => Val::I64(*x),
+        wasmtime::Val::F32(x) => Val::F32(f32::from_bits(*x)),
+        wasmtime::Val::F64(x) => Val::F64(f64::from_bits(*x)),
+        _ => Val::I32(0),
+    }
+}
+
+fn map_err(err: &wasmtime::Error, export: &str) -> Trap {
+    let reason = if let Some(h) = err.downcast_ref::<HostError>() {
+        match h {
+            HostError::Exit(c) => TrapReason::Exit(*c),
+            HostError::Nested(t) => t.reason.clone(),
+            other => TrapReason::HostError(other.to_string()),
+        }
+    } else if let Some(t) = err.downcast_ref::<wasmtime::Trap>() {
+        match t {
+            wasmtime::Trap::MemoryOutOfBounds
+            | wasmtime::Trap::HeapMisaligned
+            | wasmtime::Trap::TableOutOfBounds => TrapReason::OutOfBounds,
+            wasmtime::Trap::UnreachableCodeReached => TrapReason::Unreachable,
+            wasmtime::Trap::StackOverflow => TrapReason::StackOverflow,
+            wasmtime::Trap::Interrupt => TrapReason::Deadline,
+            other => TrapReason::Other(other.to_string()),
+        }
+    } else {
+        TrapReason::Other(format!("{err:#}"))
+    };
+    Trap::new(KIND, export, reason)
+}
+
+struct MemLimiter {
+    max_bytes: usize,
+}
+
+impl ResourceLimiter for MemLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= self.max_bytes)
+    }
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 1_000_000)
+    }
+}
+
+struct WtData {
+    user: Box<dyn Any + Send>,
+    limiter: MemLimiter,
+    memory: Option<Memory>,
+    instance: Option<wasmtime::Instance>,
+}
+
+struct WtCaller<'a, 'b> {
+    c: &'a mut wasmtime::Caller<'b, WtData>,
+}
+
+impl Caller for WtCaller<'_, '_> {
+    fn engine(&self) -> EngineKind {
+        KIND
+    }
+    fn memory_size(&self) -> u64 {
+        self.c
+            .data()
+            .memory
+            .map_or(0, |m| m.data_size(&*self.c) as u64)
+    }
+    fn read_into(&self, ptr: u32, buf: &mut [u8]) -> Result<(), HostError> {
+        let m = self.c.data().memory.ok_or(HostError::NoMemory)?;
+        let data = m.data(&*self.c);
+        let start = check_range(ptr, buf.len() as u64, data.len() as u64)?;
+        buf.copy_from_slice(&data[start..start + buf.len()]);
+        Ok(())
+    }
+    fn write(&mut self, ptr: u32, src: &[u8]) -> Result<(), HostError> {
+        let m = self.c.data().memory.ok_or(HostError::NoMemory)?;
+        let data = m.data_mut(&mut *self.c);
+        let start = check_range(ptr, src.len() as u64, data.len() as u64)?;
+        data[start..start + src.len()].copy_from_slice(src);
+        Ok(())
+    }
+    fn call(&mut self, export: &str, args: &[Val], results: &mut [Val]) -> Result<(), Trap> {
+        let inst = self.c.data().instance.ok_or_else(|| {
+            Trap::new(KIND, export, TrapReason::Other("instance not ready".into()))
+        })?;
+        let func = inst.get_func(&mut *self.c, export).ok_or_else(|| {
+            Trap::new(
+                KIND,
+                export,
+                TrapReason::Other(format!("no exported function `{export}`")),
+            )
+        })?;
+        call_dyn(&func, &mut *self.c, export, args, results)
+    }
+    fn data(&mut self) -> &mut (dyn Any + Send) {
+        self.c.data_mut().user.as_mut()
+    }
+}
+
+fn call_dyn(
+    func: &Func,
+    mut store: impl AsContextMut<Data = WtData>,
+    export: &str,
+    args: &[Val],
+    results: &mut [Val],
+) -> Result<(), Trap> {
+    let wargs: Vec<wasmtime::Val> = args.iter().map(|v| to_wt(*v)).collect();
+    let mut wres = vec![wasmtime::Val::I32(0); results.len()];
+    func.call(&mut store, &wargs, &mut wres)
+        .map_err(|e| map_err(&e, export))?;
+    for (d, s) in results.iter_mut().zip(&wres) {
+        *d = from_wt(s);
+    }
+    Ok(())
+}
+
+impl crate::Engine for WtEngine {
+    fn kind(&self) -> EngineKind {
+        KIND
+    }
+
+    fn compile(
+        &self,
+        wasm: &[u8],
+        host: Arc<HostFunctions>,
+        limits: Limits,
+    ) -> Result<Arc<dyn CompiledModule>, EngineError> {
+        let bin = to_binary(wasm)?;
+        let info = prepare(&bin, &host, &limits)?;
+        let opts = &self.shared.opts;
+        if opts.pooling && limits.max_memory_bytes > opts.pool_max_memory_bytes {
+            return Err(EngineError::Config(format!(
+                "max_memory_bytes {} exceeds the wasmtime pool's {} (EngineOptions::pool_max_memory_bytes)",
+                limits.max_memory_bytes, opts.pool_max_memory_bytes
+            )));
+        }
+        let engine = engine_for(&self.shared, limits.max_stack_bytes)?;
+        let cerr = |e: wasmtime::Error| EngineError::Compile {
+            engine: KIND,
+            message: format!("{e:#}"),
+        };
+        let entry = opts.cache_dir.as_ref().map(|d| {
+            CacheEntry::new(
+                d,
+                "wasmtime",
+                &format!(
+                    "{} {}",
+                    info.sha256,
+                    fingerprint(opts, limits.max_stack_bytes)
+                ),
+            )
+        });
+        // SAFETY: the artifact was written by `Module::serialize` of this
+        // engine configuration and its checksum and key were verified by
+        // `CacheEntry::load`; wasmtime additionally checks its own header.
+        let cached = entry
+            .as_ref()
+            .and_then(|e| e.load())
+            .and_then(|bytes| unsafe { Module::deserialize(&engine, &bytes) }.ok());
+        let from_cache = cached.is_some();
+        let module = match cached {
+            Some(m) => m,
+            None => {
+                let m = Module::new(&engine, &bin).map_err(cerr)?;
+                if let Some(e) = &entry {
+                    if let Ok(bytes) = m.serialize() {
+                        let _ = e.store(&bytes);
+                    }
+                }
+                m
+            }
+        };
+        let mut linker: Linker<WtData> = Linker::new(&engine);
+        linker.allow_shadowing(true);
+        for imp in &info.imports {
+            if let (ImportKind::Func(_), Some(hf)) = (&imp.kind, host.get(&imp.module, &imp.name)) {
+                let ty = wasmtime::FuncType::new(
+                    &engine,
+                    hf.ty.params.iter().map(|t| to_wt_ty(*t)),
+                    hf.ty.results.iter().map(|t| to_wt_ty(*t)),
+                );
+                let f = hf.func.clone();
+                let rty = hf.ty.results.clone();
+                linker
+                    .func_new(
+                        &imp.module,
+                        &imp.name,
+                        ty,
+                        move |mut caller, params, results| {
+                            let np = params.len();
+                            let mut buf = [Val::I32(0); 16];
+                            let mut heap;
+                            let vals: &mut [Val] = if np + rty.len() <= 16 {
+                                &mut buf[..np + rty.len()]
+                            } else {
+                                heap = vec![Val::I32(0); np + rty.len()];
+                                &mut heap
+                            };
+                            let (a, r) = vals.split_at_mut(np);
+                            for (d, s) in a.iter_mut().zip(params) {
+                                *d = from_wt(s);
+                            }
+                            for (d, t) in r.iter_mut().zip(&rty) {
+                                *d = Val::default_for(*t);
+                            }
+                            let mut c = WtCaller { c: &mut caller };
+                            f(&mut c, a, r).map_err(wasmtime::Error::new)?;
+                            for (d, s) in results.iter_mut().zip(r.iter()) {
+                                *d = to_wt(*s);
+                            }
+                            Ok(())
+                        },
+                    )
+                    .map_err(cerr)?;
+            }
+        }
+        let pre = linker.instantiate_pre(&module).map_err(cerr)?;
+        Ok(Arc::new(WtModule {
+            engine,
+            info,
+            deadline_ticks: deadline_ticks(limits.call_deadline),
+            limits,
+            from_cache,
+            pre,
+        }))
+    }
+}
+
+fn deadline_ticks(d: Duration) -> u64 {
+    // The epoch may tick right after the deadline is set, so one extra tick
+    // makes the guest run at least `d` and at most `d + TICK`.
+    (d.as_nanos().div_ceil(TICK.as_nanos()) as u64) + 1
+}
+
+struct WtModule {
+    engine: wasmtime::Engine,
+    info: ModuleInfo,
+    limits: Limits,
+    deadline_ticks: u64,
+    from_cache: bool,
+    pre: InstancePre<WtData>,
+}
+
+impl CompiledModule for WtModule {
+    fn engine(&self) -> EngineKind {
+        KIND
+    }
+    fn info(&self) -> &ModuleInfo {
+        &self.info
+    }
+    fn limits(&self) -> &Limits {
+        &self.limits
+    }
+    fn from_cache(&self) -> bool {
+        self.from_cache
+    }
+    fn instantiate(&self, data: Box<dyn Any + Send>) -> Result<Box<dyn Instance>, Trap> {
+        if let Some(min) = self.info.memory_min_pages {
+            if min > self.limits.max_memory_pages() {
+                return Err(Trap::new(KIND, INSTANTIATE, TrapReason::MemoryLimit));
+            }
+        }
+        let mut store = Store::new(
+            &self.engine,
+            WtData {
+                user: data,
+                limiter: MemLimiter {
+                    max_bytes: (self.limits.max_memory_pages() * crate::WASM_PAGE_SIZE) as usize,
+                },
+                memory: None,
+                instance: None,
+            },
+        );
+        store.limiter(|d| &mut d.limiter);
+        store.set_epoch_deadline(self.deadline_ticks);
+        let inst = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| map_err(&e, INSTANTIATE))?;
+        let memory = inst.get_memory(&mut store, "memory");
+        store.data_mut().memory = memory;
+        store.data_mut().instance = Some(inst);
+        Ok(Box::new(WtInstance {
+            store,
+            instance: inst,
+            memory,
+            funcs: Vec::new(),
+            by_name: HashMap::new(),
+            id: next_instance_id(),
+            poisoned: false,
+            deadline_ticks: self.deadline_ticks,
+        }))
+    }
+}
+
+enum WtFunc {
+    VV(TypedFunc<(), ()>),
+    VI32(TypedFunc<(), i32>),
+    VI64(TypedFunc<(), i64>),
+    I32V(TypedFunc<i32, ()>),
+    I32I32(TypedFunc<i32, i32>),
+    I32x2V(TypedFunc<(i32, i32), ()>),
+    I32x2I32(TypedFunc<(i32, i32), i32>),
+    Dyn(Func),
+}
+
+struct WtInstance {
+    store: Store<WtData>,
+    instance: wasmtime::Instance,
+    memory: Option<Memory>,
+    funcs: Vec<WtFunc>,
+    by_name: HashMap<Arc<str>, ExportFunc>,
+    id: u64,
+    poisoned: bool,
+    deadline_ticks: u64,
+}
+
+fn i32_at(args: &[Val], i: usize) -> i32 {
+    match args[i] {
+        Val::I32(v) => v,
+        _ => 0,
+    }
+}
+
+impl Instance for WtInstance {
+    fn engine(&self) -> EngineKind {
+        KIND
+    }
+
+    fn export(&mut self, name: &str) -> Option<ExportFunc> {
+        if let Some(f) = self.by_name.get(name) {
+            return Some(f.clone());
+        }
+        let func = self.instance.get_func(&mut self.store, name)?;
+        let fty = func.ty(&self.store);
+        let conv = |t: wasmtime::ValType| match t {
+            wasmtime::ValType::I32 => Some(ValType::I32),
+            wasmtime::ValType::I64 => Some(ValType::I64),
+            wasmtime::ValType::F32 => Some(ValType::F32),
+            wasmtime::ValType::F64 => Some(ValType::F64),
+            _ => None,
+        };
+        let params: Option<Vec<_>> = fty.params().map(conv).collect();
+        let results: Option<Vec<_>> = fty.results().map(conv).collect();
+        let ty = FuncType::new(params?, results?);
+        use ValType::*;
+        let s = &self.store;
+        let wf = match (ty.params.as_slice(), ty.results.as_slice()) {
+            ([], []) => func.typed(s).ok().map(WtFunc::VV),
+            ([], [I32]) => func.typed(s).ok().map(WtFunc::VI32),
+            ([], [I64]) => func.typed(s).ok().map(WtFunc::VI64),
+            ([I32], []) => func.typed(s).ok().map(WtFunc::I32V),
+            ([I32], [I32]) => func.typed(s).ok().map(WtFunc::I32I32),
+            ([I32, I32], []) => func.typed(s).ok().map(WtFunc::I32x2V),
+            ([I32, I32], [I32]) => func.typed(s).ok().map(WtFunc::I32x2I32),
+            _ => None,
+        }
+        .unwrap_or(WtFunc::Dyn(func));
+        self.funcs.push(wf);
+        let name: Arc<str> = name.into();
+        let ef = ExportFunc {
+            index: self.funcs.len() - 1,
+            owner: self.id,
+            name: name.clone(),
+            ty: Arc::new(ty),
+        };
+        self.by_name.insert(name, ef.clone());
+        Some(ef)
+    }
+
+    fn call(&mut self, f: &ExportFunc, args: &[Val], results: &mut [Val]) -> Result<(), Trap> {
+        if f.owner != self.id {
+            return Err(Trap::new(
+                KIND,
+                &*f.name,
+                TrapReason::Other("export handle belongs to another instance".into()),
+            ));
+        }
+        check_call(KIND, f, args, results)?;
+        self.store.set_epoch_deadline(self.deadline_ticks);
+        let st = &mut self.store;
+        let r = match &self.funcs[f.index] {
+            WtFunc::VV(t) => t.call(st, ()),
+            WtFunc::VI32(t) => t.call(st, ()).map(|v| results[0] = Val::I32(v)),
+            WtFunc::VI64(t) => t.call(st, ()).map(|v| results[0] = Val::I64(v)),
+            WtFunc::I32V(t) => t.call(st, i32_at(args, 0)),
+            WtFunc::I32I32(t) => t
+                .call(st, i32_at(args, 0))
+                .map(|v| results[0] = Val::I32(v)),
+            WtFunc::I32x2V(t) => t.call(st, (i32_at(args, 0), i32_at(args, 1))),
+            WtFunc::I32x2I32(t) => t
+                .call(st, (i32_at(args, 0), i32_at(args, 1)))
+                .map(|v| results[0] = Val::I32(v)),
+            WtFunc::Dyn(func) => {
+                let func = *func;
+                let r = call_dyn(&func, &mut self.store, &f.name, args, results);
+                if let Err(t) = &r {
+                    if !t.is_success_exit() {
+                        self.poisoned = true;
+                    }
+                }
+                return r;
+            }
+        };
+        r.map_err(|e| {
+            let t = map_err(&e, &f.name);
+            if !t.is_success_exit() {
+                self.poisoned = true;
+            }
+            t
+        })
+    }
+
+    fn memory_size(&self) -> u64 {
+        self.memory.map_or(0, |m| m.data_size(&self.store) as u64)
+    }
+
+    fn read_into(&self, ptr: u32, buf: &mut [u8]) -> Result<(), HostError> {
+        let m = self.memory.ok_or(HostError::NoMemory)?;
+        let data = m.data(&self.store);
+        let start = check_range(ptr, buf.len() as u64, data.len() as u64)?;
+        buf.copy_from_slice(&data[start..start + buf.len()]);
+        Ok(())
+    }
+
+    fn write(&mut self, ptr: u32, src: &[u8]) -> Result<(), HostError> {
+        let m = self.memory.ok_or(HostError::NoMemory)?;
+        let data = m.data_mut(&mut self.store);
+        let start = check_range(ptr, src.len() as u64, data.len() as u64)?;
+        data[start..start + src.len()].copy_from_slice(src);
+        Ok(())
+    }
+
+    fn data(&mut self) -> &mut (dyn Any + Send) {
+        self.store.data_mut().user.as_mut()
+    }
+
+    fn is_poisoned(&self) -> bool {
+        self.poisoned
+    }
+
+    fn poison(&mut self) {
+        self.poisoned = true;
+    }
+}
