@@ -1,19 +1,23 @@
-//! The common HTTP request/response model every wasmgate middleware works on.
+//! The common HTTP request/response model every wasmgate middleware works on,
+//! and the plugin ABIs built on it.
 //!
 //! Built-in middlewares and WebAssembly plugins (whatever their ABI) all see
 //! a request as a [`Request`] and answer with a [`Response`]; the chain that
 //! runs them is described by [`Middleware`] and [`Next`]. Nothing here knows
-//! about hyper's server or about which WebAssembly engine runs a plugin, so
-//! that the ABI glue talks to an HTTP model and never to server types.
+//! about hyper's server, so that the ABI glue talks to an HTTP model and never
+//! to server types; engines are reached only through `wasmgate-engines`.
 
 pub mod body;
 pub mod error;
 pub mod headers;
+pub mod http_wasm;
 pub mod middleware;
 pub mod model;
+pub mod plugin;
 
 pub use body::{Body, BodyError, BufferedBody};
 pub use error::{ErrorSource, ProxyError};
 pub use headers::Headers;
 pub use middleware::{Endpoint, Middleware, Next};
 pub use model::{Request, Response};
+pub use plugin::{AbiChoice, AbiKind, Engines, Plugin, PluginError, PluginOptions};

@@ -1,0 +1,578 @@
+//! The `http_handler` host functions, written once against the engine-neutral
+//! [`Caller`] and registered by whichever engine runs the plugin.
+//!
+//! Every guest-caused error (a bad pointer, a call the rules around next
+//! forbid, an unknown kind) is returned as a [`HostError`], which traps the
+//! calling instance only.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderName, HeaderValue, Method};
+use wasmgate_engines::{wasi, Caller, FuncType, HostError, HostFunctions, Val, ValType};
+
+use super::abi::{count_len, eof_len, feature, log_level, BodyKind, HeaderKind, MODULE};
+use super::state::{Exchange, HttpWasmState, Phase, RequestBody};
+use crate::headers::Headers;
+
+use ValType::{I32, I64};
+
+fn trap(msg: impl Into<String>) -> HostError {
+    HostError::msg(msg)
+}
+
+fn state(c: &mut dyn Caller) -> Result<&mut HttpWasmState, HostError> {
+    c.data()
+        .downcast_mut::<HttpWasmState>()
+        .ok_or_else(|| trap("internal: instance data is not http-wasm state"))
+}
+
+fn exchange<'a>(c: &'a mut dyn Caller, func: &str) -> Result<&'a mut Exchange, HostError> {
+    state(c)?
+        .exchange
+        .as_mut()
+        .ok_or_else(|| trap(format!("{func}: only usable while a request is in flight")))
+}
+
+fn arg(args: &[Val], i: usize) -> i32 {
+    args.get(i).and_then(Val::i32).unwrap_or(0)
+}
+
+fn uarg(args: &[Val], i: usize) -> u32 {
+    arg(args, i) as u32
+}
+
+/// Writes `value` at `buf` only if it fits in `limit`; returns its full length either way.
+fn write_value(c: &mut dyn Caller, buf: u32, limit: u32, value: &[u8]) -> Result<i32, HostError> {
+    if !value.is_empty() && value.len() <= limit as usize {
+        c.write(buf, value)?;
+    }
+    Ok(value.len() as i32)
+}
+
+/// Writes a NUL-terminated list if it all fits; returns `count << 32 | length`.
+fn write_list<'a>(
+    c: &mut dyn Caller,
+    buf: u32,
+    limit: u32,
+    items: impl Iterator<Item = &'a [u8]>,
+) -> Result<i64, HostError> {
+    let mut out = Vec::new();
+    let mut count = 0;
+    for item in items {
+        out.extend_from_slice(item);
+        out.push(0);
+        count += 1;
+    }
+    if count == 0 {
+        return Ok(0);
+    }
+    if out.len() <= limit as usize {
+        c.write(buf, &out)?;
+    }
+    Ok(count_len(count, out.len()))
+}
+
+fn read_name(c: &mut dyn Caller, ptr: u32, len: u32, func: &str) -> Result<Vec<u8>, HostError> {
+    if len == 0 {
+        return Err(trap(format!("{func}: empty header name")));
+    }
+    c.read(ptr, len)
+}
+
+fn header_kind(v: i32, func: &str) -> Result<HeaderKind, HostError> {
+    HeaderKind::from_i32(v).ok_or_else(|| trap(format!("{func}: unknown header kind {v}")))
+}
+
+fn body_kind(v: i32, func: &str) -> Result<BodyKind, HostError> {
+    BodyKind::from_i32(v).ok_or_else(|| trap(format!("{func}: unknown body kind {v}")))
+}
+
+/// The header list `kind` names, applying the rules around next and the trailers feature.
+/// `None` means "nothing there" for a getter.
+fn headers_for<'a>(
+    ex: &'a mut Exchange,
+    kind: HeaderKind,
+    write: bool,
+    func: &str,
+) -> Result<Option<&'a mut Headers>, HostError> {
+    if kind.is_trailers() && !ex.has(feature::TRAILERS) {
+        return if write {
+            Err(trap(format!("{func}: trailers are not enabled")))
+        } else {
+            Ok(None)
+        };
+    }
+    if write && ex.phase == Phase::Response {
+        if kind.is_request() {
+            return Err(trap(format!(
+                "{func}: the request cannot change after next"
+            )));
+        }
+        if !ex.has(feature::BUFFER_RESPONSE) {
+            return Err(trap(format!(
+                "{func}: changing the response after next needs buffer_response"
+            )));
+        }
+    }
+    Ok(match kind {
+        HeaderKind::Request => Some(&mut ex.request.headers),
+        HeaderKind::Response => {
+            if ex.phase == Phase::Response && !ex.response.available {
+                None
+            } else {
+                Some(&mut ex.response.headers)
+            }
+        }
+        HeaderKind::RequestTrailers => {
+            if write && ex.request_trailers.is_none() {
+                ex.request_trailers = Some(ex.body.trailers.clone().unwrap_or_default());
+            }
+            match ex.request_trailers.as_mut() {
+                Some(t) => Some(t),
+                None => ex.body.trailers.as_mut(),
+            }
+        }
+        HeaderKind::ResponseTrailers => {
+            if write {
+                Some(ex.response.trailers.get_or_insert_with(Headers::new))
+            } else {
+                ex.response.trailers.as_mut()
+            }
+        }
+    })
+}
+
+/// Pulls more of the request body from inside a guest call.
+///
+/// The guest call is synchronous; the body is an async stream. `block_in_place`
+/// lets this worker thread wait while the runtime's other workers carry on.
+fn pull_blocking(body: &mut RequestBody) -> Result<(), HostError> {
+    let handle = tokio::runtime::Handle::try_current()
+        .map_err(|_| trap("read_body: no async runtime to read the request body from"))?;
+    if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
+        return Err(trap(
+            "read_body: streaming the request body needs the multi-threaded runtime",
+        ));
+    }
+    tokio::task::block_in_place(|| handle.block_on(body.pull()))
+        .map(|_| ())
+        .map_err(|e| trap(format!("read_body: request body failed: {e}")))
+}
+
+fn validate_header(name: &[u8], value: &[u8], func: &str) -> Result<(String, Bytes), HostError> {
+    let name = HeaderName::from_bytes(name).map_err(|_| {
+        trap(format!(
+            "{func}: invalid header name {:?}",
+            String::from_utf8_lossy(name)
+        ))
+    })?;
+    HeaderValue::from_bytes(value)
+        .map_err(|_| trap(format!("{func}: invalid value for header {name}")))?;
+    Ok((name.as_str().to_string(), Bytes::copy_from_slice(value)))
+}
+
+fn tracing_level_min() -> i32 {
+    use tracing::Level;
+    if tracing::enabled!(target: "wasmgate::plugin", Level::DEBUG) {
+        log_level::DEBUG
+    } else if tracing::enabled!(target: "wasmgate::plugin", Level::INFO) {
+        log_level::INFO
+    } else if tracing::enabled!(target: "wasmgate::plugin", Level::WARN) {
+        log_level::WARN
+    } else if tracing::enabled!(target: "wasmgate::plugin", Level::ERROR) {
+        log_level::ERROR
+    } else {
+        log_level::NONE
+    }
+}
+
+/// The lowest http-wasm log level enabled by the `tracing` configuration in force.
+pub fn min_log_level() -> i32 {
+    tracing_level_min()
+}
+
+fn log_message(plugin: &str, middleware: &str, level: i32, text: &str) {
+    match level {
+        log_level::DEBUG => {
+            tracing::debug!(target: "wasmgate::plugin", plugin, middleware, "{text}")
+        }
+        log_level::INFO => tracing::info!(target: "wasmgate::plugin", plugin, middleware, "{text}"),
+        log_level::WARN => tracing::warn!(target: "wasmgate::plugin", plugin, middleware, "{text}"),
+        log_level::ERROR => {
+            tracing::error!(target: "wasmgate::plugin", plugin, middleware, "{text}")
+        }
+        _ => {}
+    }
+}
+
+/// The `http_handler` functions plus WASI (whose stdout and stderr go to the plugin's log).
+pub fn functions(plugin: &str) -> HostFunctions {
+    let mut t = HostFunctions::new();
+    let name = plugin.to_string();
+    t.extend(wasi::functions(Arc::new(move |stream, bytes: &[u8]| {
+        let text = String::from_utf8_lossy(bytes);
+        let text = text.trim_end();
+        match stream {
+            wasi::WasiStream::Stdout => {
+                tracing::info!(target: "wasmgate::plugin", plugin = %name, "{text}")
+            }
+            wasi::WasiStream::Stderr => {
+                tracing::warn!(target: "wasmgate::plugin", plugin = %name, "{text}")
+            }
+        }
+    })));
+
+    t.add(
+        MODULE,
+        "enable_features",
+        FuncType::new([I32], [I32]),
+        |c, a, r| {
+            let asked = uarg(a, 0) & feature::SUPPORTED;
+            let st = state(c)?;
+            let now = match st.exchange.as_mut() {
+                Some(ex) => {
+                    ex.features |= asked;
+                    ex.features
+                }
+                None => {
+                    st.module_features |= asked;
+                    st.module_features
+                }
+            };
+            r[0] = Val::I32(now as i32);
+            Ok(())
+        },
+    );
+    t.add(
+        MODULE,
+        "get_config",
+        FuncType::new([I32, I32], [I32]),
+        |c, a, r| {
+            let config = state(c)?.shared.clone();
+            r[0] = Val::I32(write_value(c, uarg(a, 0), uarg(a, 1), &config.config)?);
+            Ok(())
+        },
+    );
+    t.add(
+        MODULE,
+        "log_enabled",
+        FuncType::new([I32], [I32]),
+        |c, a, r| {
+            let level = arg(a, 0);
+            let min = state(c)?.shared.min_log_level;
+            r[0] = Val::I32((level >= min && level < log_level::NONE) as i32);
+            Ok(())
+        },
+    );
+    t.add(
+        MODULE,
+        "log",
+        FuncType::new([I32, I32, I32], []),
+        |c, a, _| {
+            let level = arg(a, 0);
+            let shared = state(c)?.shared.clone();
+            if level < shared.min_log_level || level >= log_level::NONE {
+                return Ok(());
+            }
+            // Logging never traps on a bad message: it is dropped.
+            if let Ok(bytes) = c.read(uarg(a, 1), uarg(a, 2)) {
+                let text = String::from_utf8_lossy(&bytes);
+                log_message(&shared.plugin, &shared.middleware, level, &text);
+            }
+            Ok(())
+        },
+    );
+    t.add(
+        MODULE,
+        "get_method",
+        FuncType::new([I32, I32], [I32]),
+        |c, a, r| {
+            let m = exchange(c, "get_method")?.request.method.clone();
+            r[0] = Val::I32(write_value(
+                c,
+                uarg(a, 0),
+                uarg(a, 1),
+                m.as_str().as_bytes(),
+            )?);
+            Ok(())
+        },
+    );
+    t.add(
+        MODULE,
+        "set_method",
+        FuncType::new([I32, I32], []),
+        |c, a, _| {
+            let len = uarg(a, 1);
+            if len == 0 {
+                return Err(trap("set_method: empty method"));
+            }
+            let bytes = c.read(uarg(a, 0), len)?;
+            let ex = exchange(c, "set_method")?;
+            if ex.phase == Phase::Response {
+                return Err(trap("set_method: the request cannot change after next"));
+            }
+            ex.request.method = Method::from_bytes(&bytes).map_err(|_| {
+                trap(format!(
+                    "set_method: invalid method {:?}",
+                    String::from_utf8_lossy(&bytes)
+                ))
+            })?;
+            Ok(())
+        },
+    );
+    t.add(
+        MODULE,
+        "get_uri",
+        FuncType::new([I32, I32], [I32]),
+        |c, a, r| {
+            let uri = exchange(c, "get_uri")?.uri_text().to_string();
+            r[0] = Val::I32(write_value(c, uarg(a, 0), uarg(a, 1), uri.as_bytes())?);
+            Ok(())
+        },
+    );
+    t.add(
+        MODULE,
+        "set_uri",
+        FuncType::new([I32, I32], []),
+        |c, a, _| {
+            let bytes = c.read(uarg(a, 0), uarg(a, 1))?;
+            let ex = exchange(c, "set_uri")?;
+            if ex.phase == Phase::Response {
+                return Err(trap("set_uri: the request cannot change after next"));
+            }
+            ex.set_uri(&bytes).map_err(trap)
+        },
+    );
+    t.add(
+        MODULE,
+        "get_protocol_version",
+        FuncType::new([I32, I32], [I32]),
+        |c, a, r| {
+            let v = crate::model::go_proto(exchange(c, "get_protocol_version")?.request.version);
+            r[0] = Val::I32(write_value(c, uarg(a, 0), uarg(a, 1), v.as_bytes())?);
+            Ok(())
+        },
+    );
+    t.add(
+        MODULE,
+        "get_header_names",
+        FuncType::new([I32, I32, I32], [I64]),
+        |c, a, r| {
+            let kind = header_kind(arg(a, 0), "get_header_names")?;
+            let ex = exchange(c, "get_header_names")?;
+            let names = headers_for(ex, kind, false, "get_header_names")?
+                .map(|h| h.names())
+                .unwrap_or_default();
+            r[0] = Val::I64(write_list(
+                c,
+                uarg(a, 1),
+                uarg(a, 2),
+                names.iter().map(|n| n.as_bytes()),
+            )?);
+            Ok(())
+        },
+    );
+    t.add(
+        MODULE,
+        "get_header_values",
+        FuncType::new([I32, I32, I32, I32, I32], [I64]),
+        |c, a, r| {
+            let kind = header_kind(arg(a, 0), "get_header_values")?;
+            let name = read_name(c, uarg(a, 1), uarg(a, 2), "get_header_values")?;
+            let ex = exchange(c, "get_header_values")?;
+            let values: Vec<Bytes> = match (
+                headers_for(ex, kind, false, "get_header_values")?,
+                std::str::from_utf8(&name),
+            ) {
+                (Some(h), Ok(name)) => h.get_all(name).map(Bytes::copy_from_slice).collect(),
+                _ => Vec::new(),
+            };
+            r[0] = Val::I64(write_list(
+                c,
+                uarg(a, 3),
+                uarg(a, 4),
+                values.iter().map(|v| v.as_ref()),
+            )?);
+            Ok(())
+        },
+    );
+    for (func, add) in [("set_header_value", false), ("add_header_value", true)] {
+        t.add(
+            MODULE,
+            func,
+            FuncType::new([I32, I32, I32, I32, I32], []),
+            move |c, a, _| {
+                let kind = header_kind(arg(a, 0), func)?;
+                let name = read_name(c, uarg(a, 1), uarg(a, 2), func)?;
+                let value = c.read(uarg(a, 3), uarg(a, 4))?;
+                let (name, value) = validate_header(&name, &value, func)?;
+                let ex = exchange(c, func)?;
+                let headers = headers_for(ex, kind, true, func)?
+                    .ok_or_else(|| trap(format!("{func}: no such header list now")))?;
+                if add {
+                    headers.append(name, value);
+                } else {
+                    headers.set(&name, value);
+                }
+                Ok(())
+            },
+        );
+    }
+    t.add(
+        MODULE,
+        "remove_header",
+        FuncType::new([I32, I32, I32], []),
+        |c, a, _| {
+            let kind = header_kind(arg(a, 0), "remove_header")?;
+            let name = read_name(c, uarg(a, 1), uarg(a, 2), "remove_header")?;
+            let ex = exchange(c, "remove_header")?;
+            if let (Some(h), Ok(name)) = (
+                headers_for(ex, kind, true, "remove_header")?,
+                std::str::from_utf8(&name),
+            ) {
+                h.remove(name);
+            }
+            Ok(())
+        },
+    );
+    t.add(
+        MODULE,
+        "read_body",
+        FuncType::new([I32, I32, I32], [I64]),
+        |c, a, r| {
+            let kind = body_kind(arg(a, 0), "read_body")?;
+            let (buf, limit) = (uarg(a, 1), uarg(a, 2) as usize);
+            if limit == 0 {
+                return Err(trap("read_body: buf_limit must not be 0"));
+            }
+            let ex = exchange(c, "read_body")?;
+            let (chunk, eof) = match (kind, ex.phase) {
+                (BodyKind::Request, Phase::Request) => {
+                    while ex.body.pending.len() < limit && !ex.body.eof {
+                        pull_blocking(&mut ex.body)?;
+                    }
+                    let chunk = ex.body.take_pending(limit);
+                    if !ex.has(feature::BUFFER_REQUEST) {
+                        // Without buffer_request what the guest reads is gone.
+                        ex.body.consumed.clear();
+                    }
+                    (chunk, ex.body.eof && ex.body.pending.is_empty())
+                }
+                (BodyKind::Request, Phase::Response) => {
+                    if !ex.has(feature::BUFFER_REQUEST) {
+                        return Err(trap(
+                            "read_body: reading the request body after next needs buffer_request",
+                        ));
+                    }
+                    ex.body.read_replay(limit)
+                }
+                (BodyKind::Response, phase) => {
+                    if !ex.has(feature::BUFFER_RESPONSE) {
+                        return Err(trap(
+                            "read_body: reading the response body needs buffer_response",
+                        ));
+                    }
+                    let source = match phase {
+                        Phase::Request => ex
+                            .response
+                            .written
+                            .as_ref()
+                            .map(|(_, w)| w.clone().freeze())
+                            .unwrap_or_default(),
+                        Phase::Response => ex.response.buffered.clone().unwrap_or_default(),
+                    };
+                    let start = ex.response.read_pos.min(source.len());
+                    let end = (start + limit).min(source.len());
+                    ex.response.read_pos = end;
+                    (source.slice(start..end), end == source.len())
+                }
+            };
+            if !chunk.is_empty() {
+                c.write(buf, &chunk)?;
+            }
+            r[0] = Val::I64(eof_len(eof, chunk.len()));
+            Ok(())
+        },
+    );
+    t.add(
+        MODULE,
+        "write_body",
+        FuncType::new([I32, I32, I32], []),
+        |c, a, _| {
+            let kind = body_kind(arg(a, 0), "write_body")?;
+            let data = c.read(uarg(a, 1), uarg(a, 2))?;
+            let ex = exchange(c, "write_body")?;
+            match kind {
+                BodyKind::Request => {
+                    if ex.phase == Phase::Response {
+                        return Err(trap("write_body: the request cannot change after next"));
+                    }
+                    ex.body
+                        .written
+                        .get_or_insert_with(BytesMut::new)
+                        .extend_from_slice(&data);
+                }
+                BodyKind::Response => {
+                    if ex.phase == Phase::Response && !ex.has(feature::BUFFER_RESPONSE) {
+                        return Err(trap(
+                            "write_body: changing the response after next needs buffer_response",
+                        ));
+                    }
+                    // The first write in each phase replaces, later ones append.
+                    match &mut ex.response.written {
+                        Some((p, w)) if *p == ex.phase => w.extend_from_slice(&data),
+                        slot => *slot = Some((ex.phase, BytesMut::from(&data[..]))),
+                    }
+                }
+            }
+            Ok(())
+        },
+    );
+    t.add(
+        MODULE,
+        "get_status_code",
+        FuncType::new([], [I32]),
+        |c, _, r| {
+            let ex = exchange(c, "get_status_code")?;
+            if !ex.has(feature::BUFFER_RESPONSE) {
+                return Err(trap("get_status_code: needs buffer_response"));
+            }
+            r[0] = Val::I32(ex.response.status as i32);
+            Ok(())
+        },
+    );
+    t.add(
+        MODULE,
+        "set_status_code",
+        FuncType::new([I32], []),
+        |c, a, _| {
+            let code = arg(a, 0);
+            let ex = exchange(c, "set_status_code")?;
+            if ex.phase == Phase::Response && !ex.has(feature::BUFFER_RESPONSE) {
+                return Err(trap(
+                    "set_status_code: changing the response after next needs buffer_response",
+                ));
+            }
+            if !(100..=999).contains(&code) {
+                return Err(trap(format!("set_status_code: invalid status {code}")));
+            }
+            ex.response.status = code as u16;
+            Ok(())
+        },
+    );
+    t.add(
+        MODULE,
+        "get_source_addr",
+        FuncType::new([I32, I32], [I32]),
+        |c, a, r| {
+            let addr = exchange(c, "get_source_addr")?
+                .request
+                .source_addr
+                .to_string();
+            r[0] = Val::I32(write_value(c, uarg(a, 0), uarg(a, 1), addr.as_bytes())?);
+            Ok(())
+        },
+    );
+    t
+}

@@ -1,0 +1,400 @@
+//! The http-wasm host: runs `http_handler` guests (Traefik's plugins) as middlewares.
+//!
+//! One compiled module per plugin; per middleware a bounded, pre-warmed pool
+//! of instances, each started once (`_start` / `_initialize`) with that
+//! middleware's configuration. A request holds one instance from
+//! `handle_request` to `handle_response`; an instance that trapped is thrown
+//! away and replaced, and the request that hit the trap gets one 500.
+
+pub mod abi;
+mod host;
+mod state;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use http::StatusCode;
+use tokio::sync::Semaphore;
+use wasmgate_engines::{
+    CompiledModule, Engine, EngineKind, ExportFunc, FuncType, Instance, InstancePool, ModuleInfo,
+    PooledInstance, Trap, Val, ValType,
+};
+
+use self::abi::feature;
+use self::state::{Exchange, HttpWasmState, MiddlewareShared, Phase};
+use crate::body::{Body, BufferError, BufferedBody};
+use crate::error::{ErrorSource, ProxyError};
+use crate::middleware::{Middleware, Next};
+use crate::model::{Request, Response};
+use crate::plugin::{PluginError, PluginOptions};
+
+pub use self::host::functions as host_functions;
+
+/// How many instances a middleware starts with, at most (the rest are made on demand).
+const PREWARM: usize = 2;
+
+/// A compiled http-wasm plugin.
+pub struct HttpWasmPlugin {
+    name: String,
+    module: Arc<dyn CompiledModule>,
+    opts: PluginOptions,
+}
+
+fn check_export(info: &ModuleInfo, name: &str, want: FuncType) -> Result<bool, PluginError> {
+    match info.export_func(name) {
+        None => Ok(false),
+        Some(ty) if *ty == want => Ok(true),
+        Some(ty) => Err(PluginError::Abi(format!(
+            "export `{name}` has type {ty}, http-wasm needs {want}"
+        ))),
+    }
+}
+
+impl HttpWasmPlugin {
+    /// Checks the module against the ABI and compiles it with the `http_handler` host functions.
+    pub fn load(
+        name: &str,
+        wasm: &[u8],
+        info: &ModuleInfo,
+        engine: &dyn Engine,
+        opts: PluginOptions,
+    ) -> Result<HttpWasmPlugin, PluginError> {
+        if !info.has_export("memory") {
+            return Err(PluginError::Abi(
+                "http-wasm guests must export their memory as `memory`".into(),
+            ));
+        }
+        let has_request = check_export(info, "handle_request", FuncType::new([], [ValType::I64]))?;
+        let has_response = check_export(
+            info,
+            "handle_response",
+            FuncType::new([ValType::I32, ValType::I32], []),
+        )?;
+        if !has_request && !has_response {
+            return Err(PluginError::Abi(
+                "an http-wasm guest must export handle_request or handle_response; it has neither"
+                    .into(),
+            ));
+        }
+        let module = engine.compile(wasm, Arc::new(host::functions(name)), opts.limits.clone())?;
+        Ok(HttpWasmPlugin {
+            name: name.to_string(),
+            module,
+            opts,
+        })
+    }
+
+    /// The engine running it.
+    pub fn engine(&self) -> EngineKind {
+        self.module.engine()
+    }
+
+    /// A middleware with its own configuration and instance pool; starts its first instances now.
+    pub fn middleware(
+        &self,
+        middleware: &str,
+        config: Vec<u8>,
+    ) -> Result<HttpWasmMiddleware, PluginError> {
+        let shared = Arc::new(MiddlewareShared {
+            plugin: self.name.clone(),
+            middleware: middleware.to_string(),
+            config,
+            min_log_level: host::min_log_level(),
+            max_body_bytes: self.opts.max_body_bytes,
+        });
+        let for_factory = shared.clone();
+        let pool = InstancePool::new(self.module.clone(), self.opts.pool_size, move || {
+            Box::new(HttpWasmState {
+                shared: for_factory.clone(),
+                module_features: 0,
+                exchange: None,
+                handlers: None,
+            })
+        })
+        .with_init(start_instance);
+        // Pre-warm: a start-up failure is a configuration error now, not a 500 later.
+        let warm: Vec<PooledInstance> = (0..PREWARM.min(self.opts.pool_size))
+            .map(|_| pool.acquire())
+            .collect::<Result<_, _>>()
+            .map_err(|e| match e {
+                wasmgate_engines::PoolError::Instantiate(t) => PluginError::Start(t),
+                other => PluginError::Abi(other.to_string()),
+            })?;
+        drop(warm);
+        Ok(HttpWasmMiddleware {
+            shared,
+            pool,
+            permits: Arc::new(Semaphore::new(self.opts.pool_size.max(1))),
+            pool_wait: self.opts.pool_wait,
+        })
+    }
+}
+
+/// Runs a new instance's start-up and caches its handler exports.
+fn start_instance(inst: &mut dyn Instance) -> Result<(), Trap> {
+    // Traefik runs `_start`, then `_initialize`, whichever exist.
+    for name in ["_start", "_initialize"] {
+        if let Some(f) = inst.export(name) {
+            match inst.call(&f, &[], &mut []) {
+                Ok(()) => {}
+                // TinyGo's `_start` ends in proc_exit(0): that is success.
+                Err(t) if t.is_success_exit() => {}
+                Err(t) => return Err(t),
+            }
+        }
+    }
+    let handlers = Handlers {
+        request: inst.export("handle_request"),
+        response: inst.export("handle_response"),
+    };
+    if let Some(st) = inst.data().downcast_mut::<HttpWasmState>() {
+        st.handlers = Some(handlers);
+    }
+    Ok(())
+}
+
+/// Cached handles of the guest's handler exports.
+#[derive(Clone)]
+pub(crate) struct Handlers {
+    request: Option<ExportFunc>,
+    response: Option<ExportFunc>,
+}
+
+/// A middleware running an http-wasm plugin.
+pub struct HttpWasmMiddleware {
+    shared: Arc<MiddlewareShared>,
+    pool: InstancePool,
+    permits: Arc<Semaphore>,
+    pool_wait: Duration,
+}
+
+impl HttpWasmMiddleware {
+    /// The instance pool (for tests and metrics).
+    pub fn pool(&self) -> &InstancePool {
+        &self.pool
+    }
+
+    fn trap_error(&self, t: &Trap) -> ProxyError {
+        tracing::error!(
+            target: "wasmgate::plugin",
+            plugin = %self.shared.plugin,
+            middleware = %self.shared.middleware,
+            "guest trapped: {t}"
+        );
+        ProxyError::plugin(format!(
+            "plugin {} (middleware {}) trapped: {t}",
+            self.shared.plugin, self.shared.middleware
+        ))
+    }
+}
+
+fn st(inst: &mut PooledInstance) -> &mut HttpWasmState {
+    inst.data()
+        .downcast_mut::<HttpWasmState>()
+        .expect("http-wasm instances carry HttpWasmState")
+}
+
+fn buffer_error(e: BufferError, status: StatusCode) -> ProxyError {
+    match e {
+        BufferError::TooLarge { .. } => ProxyError::new(
+            if status == StatusCode::PAYLOAD_TOO_LARGE {
+                ErrorSource::Downstream
+            } else {
+                ErrorSource::Plugin
+            },
+            status,
+            e.to_string(),
+        ),
+        BufferError::Stream(_) => ProxyError::new(
+            if status == StatusCode::PAYLOAD_TOO_LARGE {
+                ErrorSource::Downstream
+            } else {
+                ErrorSource::Upstream
+            },
+            if status == StatusCode::PAYLOAD_TOO_LARGE {
+                StatusCode::BAD_REQUEST
+            } else {
+                StatusCode::BAD_GATEWAY
+            },
+            e.to_string(),
+        ),
+    }
+}
+
+/// Calls a handler with the exchange moved into the instance, and takes it back out.
+fn call_with(
+    inst: &mut PooledInstance,
+    ex: Exchange,
+    f: &ExportFunc,
+    args: &[Val],
+    results: &mut [Val],
+) -> (Exchange, Result<(), Trap>) {
+    st(inst).exchange = Some(ex);
+    let result = inst.call(f, args, results);
+    let ex = st(inst)
+        .exchange
+        .take()
+        .expect("the exchange stays in the instance during the call");
+    (ex, result)
+}
+
+/// The response a guest built itself (next = 0).
+fn guest_response(ex: Exchange) -> Response {
+    let mut resp = Response::new(state::status_code(ex.response.status));
+    resp.headers = ex.response.headers;
+    // The server frames the body the guest wrote; a guest-set length could disagree with it.
+    resp.headers.remove("content-length");
+    let data = ex
+        .response
+        .written
+        .map(|(_, w)| w.freeze())
+        .unwrap_or_default();
+    resp.body = Body::from(BufferedBody {
+        data,
+        trailers: ex.response.trailers,
+    });
+    resp
+}
+
+#[async_trait]
+impl Middleware for HttpWasmMiddleware {
+    async fn handle(&self, req: Request, next: Next<'_>) -> Result<Response, ProxyError> {
+        // Bounded wait for an instance: under load requests queue instead of multiplying instances.
+        let _permit = tokio::time::timeout(self.pool_wait, self.permits.clone().acquire_owned())
+            .await
+            .map_err(|_| {
+                ProxyError::new(
+                    ErrorSource::Plugin,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "middleware {}: no plugin instance free within {:?}",
+                        self.shared.middleware, self.pool_wait
+                    ),
+                )
+            })?
+            .map_err(|_| ProxyError::internal("instance semaphore closed"))?;
+        let mut inst = self.pool.acquire().map_err(|e| {
+            ProxyError::plugin(format!("middleware {}: {e}", self.shared.middleware))
+        })?;
+        let handlers = st(&mut inst)
+            .handlers
+            .clone()
+            .expect("handlers are cached at start-up");
+        let limit = self.shared.max_body_bytes;
+        let mut ex = Exchange::new(req, st(&mut inst).module_features);
+        if ex.has(feature::BUFFER_REQUEST) {
+            ex.body
+                .buffer_rest(limit)
+                .await
+                .map_err(|e| buffer_error(e, StatusCode::PAYLOAD_TOO_LARGE))?;
+        }
+
+        // Request phase.
+        let (ctx, go_next) = match &handlers.request {
+            Some(f) => {
+                let mut out = [Val::I64(0)];
+                let (back, result) = call_with(&mut inst, ex, f, &[], &mut out);
+                ex = back;
+                if let Err(t) = result {
+                    inst.poison();
+                    return Err(self.trap_error(&t));
+                }
+                let packed = out[0].i64().unwrap_or(0);
+                // Only the low 32 bits say "next" (the reference host's pool leak came from using all 64).
+                ((packed >> 32) as i32, packed as u32 != 0)
+            }
+            None => (0, true),
+        };
+        if !go_next {
+            return Ok(guest_response(ex));
+        }
+        let next_req = ex
+            .request_for_next(limit)
+            .await
+            .map_err(|e| buffer_error(e, StatusCode::PAYLOAD_TOO_LARGE))?;
+        let result = next.run(next_req).await;
+
+        // Response phase.
+        ex.phase = Phase::Response;
+        ex.body.replay_pos = 0;
+        ex.response.read_pos = 0;
+        let guest_set = std::mem::take(&mut ex.response.headers);
+        let mut stream_body = None;
+        let mut extensions = http::Extensions::new();
+        let is_error = result.is_err();
+        let mut upstream_error = None;
+        match result {
+            Ok(mut resp) => {
+                // Headers the guest set before next are merged into next's response.
+                for name in guest_set.names() {
+                    resp.headers.remove(&name);
+                    for v in guest_set.get_all(&name) {
+                        resp.headers
+                            .append(name.clone(), bytes::Bytes::copy_from_slice(v));
+                    }
+                }
+                ex.response.status = resp.status.as_u16();
+                ex.response.headers = resp.headers;
+                ex.response.available = true;
+                extensions = resp.extensions;
+                if ex.has(feature::BUFFER_RESPONSE) {
+                    let buffered = resp
+                        .body
+                        .buffer(limit)
+                        .await
+                        .map_err(|e| buffer_error(e, StatusCode::INTERNAL_SERVER_ERROR))?;
+                    ex.response.buffered = Some(buffered.data);
+                    ex.response.trailers = buffered.trailers;
+                } else {
+                    stream_body = Some(resp.body);
+                }
+            }
+            Err(e) => {
+                ex.response.status = e.status.as_u16();
+                upstream_error = Some(e);
+            }
+        }
+        if let Some(f) = &handlers.response {
+            let (back, result) = call_with(
+                &mut inst,
+                ex,
+                f,
+                &[Val::I32(ctx), Val::I32(is_error as i32)],
+                &mut [],
+            );
+            ex = back;
+            if let Err(t) = result {
+                inst.poison();
+                return Err(self.trap_error(&t));
+            }
+        }
+        drop(inst);
+        if let Some(e) = upstream_error {
+            return Err(e);
+        }
+        let buffered_response = ex.has(feature::BUFFER_RESPONSE);
+        let mut resp = Response::new(state::status_code(ex.response.status));
+        resp.headers = ex.response.headers;
+        resp.extensions = extensions;
+        resp.body = match (ex.response.written, stream_body) {
+            (Some((_, w)), _) => Body::from(BufferedBody {
+                data: w.freeze(),
+                trailers: ex.response.trailers,
+            }),
+            (None, Some(stream)) => stream,
+            (None, None) => Body::from(BufferedBody {
+                data: ex.response.buffered.unwrap_or_default(),
+                trailers: ex.response.trailers,
+            }),
+        };
+        if buffered_response {
+            // The guest may have changed the body's length; the server frames it anew.
+            resp.headers.remove("content-length");
+        }
+        Ok(resp)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,307 @@
+//! Per-instance state: what the host functions of one instance see.
+//!
+//! While no request is in flight only the middleware's configuration and the
+//! module-wide features exist. During a request an [`Exchange`] holds the
+//! request (and later the response) the guest reads and changes; it moves into
+//! the instance before each guest call and back out after it.
+
+use std::sync::Arc;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::{StatusCode, Uri};
+use http_body_util::BodyExt;
+
+use super::abi::feature;
+use crate::body::{Body, BufferError, BufferedBody};
+use crate::headers::Headers;
+use crate::model::Request;
+
+/// What every instance of one middleware shares.
+pub struct MiddlewareShared {
+    /// The plugin's declared name.
+    pub plugin: String,
+    /// The middleware's name.
+    pub middleware: String,
+    /// Bytes `get_config` returns.
+    pub config: Vec<u8>,
+    /// Lowest http-wasm log level that is enabled (from the `tracing` level in force).
+    pub min_log_level: i32,
+    /// Largest body the host buffers.
+    pub max_body_bytes: usize,
+}
+
+/// The host data of one http-wasm instance.
+pub struct HttpWasmState {
+    /// Configuration and names.
+    pub shared: Arc<MiddlewareShared>,
+    /// Features enabled during start-up: in force for every request of this instance.
+    pub module_features: u32,
+    /// The request in flight, if any.
+    pub exchange: Option<Exchange>,
+    /// The guest's handler exports, looked up once at start-up.
+    pub handlers: Option<super::Handlers>,
+}
+
+/// Which handler is running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// `handle_request`: before next.
+    Request,
+    /// `handle_response`: after next.
+    Response,
+}
+
+/// The request body as the guest sees it: a stream it reads from the front.
+#[derive(Default)]
+pub struct RequestBody {
+    /// What has not arrived yet.
+    pub stream: Option<Body>,
+    /// Arrived, not yet read by the guest.
+    pub pending: Bytes,
+    /// Read by the guest (replayed to next when `buffer_request` is on).
+    pub consumed: BytesMut,
+    /// The stream has ended.
+    pub eof: bool,
+    /// Trailers, once the stream has ended.
+    pub trailers: Option<Headers>,
+    /// The whole body, once buffered (for reads in `handle_response`).
+    pub replay: Option<Bytes>,
+    /// Read position in `replay`.
+    pub replay_pos: usize,
+    /// Body written by the guest in `handle_request`.
+    pub written: Option<BytesMut>,
+}
+
+impl RequestBody {
+    /// Pulls the next frame from the stream (async). Returns false at the end.
+    pub async fn pull(&mut self) -> Result<bool, BufferError> {
+        let Some(stream) = self.stream.as_mut() else {
+            self.eof = true;
+            return Ok(false);
+        };
+        match stream.frame().await {
+            None => {
+                self.stream = None;
+                self.eof = true;
+                Ok(false)
+            }
+            Some(Err(e)) => Err(BufferError::Stream(e)),
+            Some(Ok(frame)) => {
+                match frame.into_data() {
+                    Ok(data) => {
+                        if self.pending.is_empty() {
+                            self.pending = data;
+                        } else {
+                            let mut b = BytesMut::from(&self.pending[..]);
+                            b.extend_from_slice(&data);
+                            self.pending = b.freeze();
+                        }
+                    }
+                    Err(frame) => {
+                        if let Ok(t) = frame.into_trailers() {
+                            self.trailers = Some(Headers::from(&t));
+                        }
+                    }
+                }
+                Ok(true)
+            }
+        }
+    }
+
+    /// Reads the rest of the stream into `pending`, within `limit` bytes in all.
+    pub async fn buffer_rest(&mut self, limit: usize) -> Result<(), BufferError> {
+        while !self.eof {
+            self.pull().await?;
+            if self.consumed.len() + self.pending.len() > limit {
+                return Err(BufferError::TooLarge { limit });
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves up to `max` unread bytes to the guest's side, remembering them.
+    pub fn take_pending(&mut self, max: usize) -> Bytes {
+        let n = max.min(self.pending.len());
+        let chunk = self.pending.split_to(n);
+        self.consumed.extend_from_slice(&chunk);
+        chunk
+    }
+
+    /// Everything the stream carried: what was read plus what was not (needs the stream at its end).
+    pub fn whole(&self) -> Bytes {
+        let mut all = self.consumed.clone();
+        all.extend_from_slice(&self.pending);
+        all.freeze()
+    }
+
+    /// Reads from the buffered copy (in `handle_response`).
+    pub fn read_replay(&mut self, max: usize) -> (Bytes, bool) {
+        let data = self.replay.clone().unwrap_or_default();
+        let start = self.replay_pos.min(data.len());
+        let end = (start + max).min(data.len());
+        self.replay_pos = end;
+        (data.slice(start..end), end == data.len())
+    }
+}
+
+/// The response as the guest sees it.
+pub struct ResponseSide {
+    /// Status; 200 until next or the guest sets another.
+    pub status: u16,
+    /// Headers: those the guest set before next, then the merged ones.
+    pub headers: Headers,
+    /// Trailers (buffered or guest-set).
+    pub trailers: Option<Headers>,
+    /// The buffered body of next's response (with `buffer_response`).
+    pub buffered: Option<Bytes>,
+    /// Read position in `buffered`.
+    pub read_pos: usize,
+    /// Body written by the guest and the phase of its first write.
+    pub written: Option<(Phase, BytesMut)>,
+    /// next's response is available to the guest (after next, unless next failed).
+    pub available: bool,
+}
+
+/// One request in flight through one instance.
+pub struct Exchange {
+    /// Which handler runs.
+    pub phase: Phase,
+    /// Features in force for this request (module-wide ones included).
+    pub features: u32,
+    /// The request; its body lives in `body`.
+    pub request: Request,
+    /// The request body.
+    pub body: RequestBody,
+    /// Request trailers set by the guest.
+    pub request_trailers: Option<Headers>,
+    /// The response side.
+    pub response: ResponseSide,
+}
+
+impl Exchange {
+    /// Starts an exchange for `request`, taking its body.
+    pub fn new(mut request: Request, module_features: u32) -> Exchange {
+        let stream = std::mem::take(&mut request.body);
+        let eof = stream.is_end_stream();
+        // HTTP/2 requests carry the host as :authority; guests look for a Host header.
+        if !request.headers.contains("host") {
+            if let Some(a) = request.uri.authority() {
+                request.headers.append("host", a.as_str().to_string());
+            }
+        }
+        Exchange {
+            phase: Phase::Request,
+            features: module_features,
+            request,
+            body: RequestBody {
+                stream: (!eof).then_some(stream),
+                eof,
+                ..RequestBody::default()
+            },
+            request_trailers: None,
+            response: ResponseSide {
+                status: 200,
+                headers: Headers::new(),
+                trailers: None,
+                buffered: None,
+                read_pos: 0,
+                written: None,
+                available: false,
+            },
+        }
+    }
+
+    /// Whether `bit` is enabled for this request.
+    pub fn has(&self, bit: u32) -> bool {
+        self.features & bit != 0
+    }
+
+    /// The request target as path and query, exactly as received (no scheme or authority).
+    pub fn uri_text(&self) -> &str {
+        match self.request.uri.path_and_query() {
+            Some(pq) if !pq.as_str().is_empty() => pq.as_str(),
+            _ => "/",
+        }
+    }
+
+    /// Replaces path and query, keeping scheme and authority; the bytes are already encoded.
+    pub fn set_uri(&mut self, text: &[u8]) -> Result<(), String> {
+        let text = if text.is_empty() { &b"/"[..] } else { text };
+        let pq = http::uri::PathAndQuery::try_from(text).map_err(|e| {
+            format!(
+                "set_uri: invalid URI {:?}: {e}",
+                String::from_utf8_lossy(text)
+            )
+        })?;
+        let mut parts = self.request.uri.clone().into_parts();
+        parts.path_and_query = Some(pq);
+        self.request.uri = Uri::from_parts(parts).map_err(|e| format!("set_uri: {e}"))?;
+        Ok(())
+    }
+
+    /// Finishes the request phase: the request next receives.
+    pub async fn request_for_next(&mut self, limit: usize) -> Result<Request, BufferError> {
+        let keep = self.has(feature::BUFFER_REQUEST) || self.request_trailers.is_some();
+        let mut req = Request::new(
+            self.request.method.clone(),
+            self.request.uri.clone(),
+            self.request.source_addr,
+        );
+        req.version = self.request.version;
+        req.headers = self.request.headers.clone();
+        req.local_addr = self.request.local_addr;
+        req.extensions = std::mem::take(&mut self.request.extensions);
+        if keep {
+            // The guest may read the whole body again in handle_response: buffer it all.
+            self.body.buffer_rest(limit).await?;
+            let whole = self.body.whole();
+            self.body.replay = Some(whole.clone());
+            let data = match &self.body.written {
+                Some(w) => w.clone().freeze(),
+                None => whole,
+            };
+            let trailers = self.request_trailers.clone().or(self.body.trailers.clone());
+            req.body = Body::from(BufferedBody { data, trailers });
+        } else if let Some(w) = &self.body.written {
+            req.body = Body::full(w.clone().freeze());
+        } else {
+            // What the guest read is gone; next gets the rest of the stream.
+            let pending = std::mem::take(&mut self.body.pending);
+            req.body = match self.body.stream.take() {
+                Some(rest) if pending.is_empty() => rest,
+                Some(rest) => Body::from_stream(Prefixed {
+                    prefix: Some(pending),
+                    rest,
+                }),
+                None => Body::full(pending),
+            };
+        }
+        Ok(req)
+    }
+}
+
+/// A body that yields `prefix` first, then `rest`.
+struct Prefixed {
+    prefix: Option<Bytes>,
+    rest: Body,
+}
+
+impl http_body::Body for Prefixed {
+    type Data = Bytes;
+    type Error = crate::body::BodyError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        if let Some(p) = self.prefix.take().filter(|p| p.has_remaining()) {
+            return std::task::Poll::Ready(Some(Ok(http_body::Frame::data(p))));
+        }
+        std::pin::Pin::new(&mut self.rest).poll_frame(cx)
+    }
+}
+
+/// The status of a guest-built response: what it set, if valid.
+pub fn status_code(code: u16) -> StatusCode {
+    StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}

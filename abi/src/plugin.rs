@@ -1,0 +1,201 @@
+//! Plugins: a WebAssembly module, compiled once on the engine its declaration
+//! names, speaking one of the two ABIs; each middleware that uses it gets its
+//! own instances and configuration.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use wasmgate_engines::{
+    new_engine, Engine, EngineError, EngineKind, EngineOptions, Limits, ModuleInfo, Trap,
+};
+
+use crate::http_wasm::HttpWasmPlugin;
+use crate::middleware::Middleware;
+
+/// Which ABI a declaration asks for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum AbiChoice {
+    /// Detect it from the module's imports and exports.
+    #[default]
+    Auto,
+    /// http-wasm (`http_handler`).
+    HttpWasm,
+    /// proxy-wasm.
+    ProxyWasm,
+}
+
+/// The ABI a module speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AbiKind {
+    /// http-wasm (`http_handler` imports, `handle_request` / `handle_response` exports).
+    HttpWasm,
+    /// proxy-wasm (a `proxy_abi_version_*` export).
+    ProxyWasm,
+}
+
+impl std::fmt::Display for AbiKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AbiKind::HttpWasm => "http-wasm",
+            AbiKind::ProxyWasm => "proxy-wasm",
+        })
+    }
+}
+
+/// How a plugin is run.
+#[derive(Debug, Clone)]
+pub struct PluginOptions {
+    /// The engine.
+    pub engine: EngineKind,
+    /// The ABI asked for.
+    pub abi: AbiChoice,
+    /// Memory, deadline and stack limits of each instance.
+    pub limits: Limits,
+    /// Instances per middleware (the most requests one middleware runs at once).
+    pub pool_size: usize,
+    /// How long a request waits for a free instance before a 503.
+    pub pool_wait: Duration,
+    /// Largest body a plugin may have buffered; larger is 413 (requests) or 500 (responses).
+    pub max_body_bytes: usize,
+}
+
+impl Default for PluginOptions {
+    fn default() -> Self {
+        PluginOptions {
+            engine: EngineKind::Wasmtime,
+            abi: AbiChoice::Auto,
+            limits: Limits::default(),
+            pool_size: 16,
+            pool_wait: Duration::from_secs(5),
+            max_body_bytes: 16 << 20,
+        }
+    }
+}
+
+/// Why a plugin could not be loaded or configured.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    /// The engine rejected the module (invalid, missing imports, compile failure).
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The module does not fit the ABI (missing or mistyped exports, no ABI detected).
+    #[error("{0}")]
+    Abi(String),
+    /// The guest failed while starting (`_start`, `_initialize`, a start section).
+    #[error("guest failed during start-up: {0}")]
+    Start(Trap),
+}
+
+/// Engines by kind, created on first use and shared by every plugin.
+pub struct Engines {
+    cache_dir: Option<PathBuf>,
+    engines: Mutex<HashMap<EngineKind, Arc<dyn Engine>>>,
+}
+
+impl Engines {
+    /// Engines that keep compiled modules in `cache_dir` (none: no disk cache).
+    pub fn new(cache_dir: Option<PathBuf>) -> Self {
+        Engines {
+            cache_dir,
+            engines: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The engine of `kind`.
+    pub fn get(&self, kind: EngineKind) -> Result<Arc<dyn Engine>, EngineError> {
+        let mut map = self.engines.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = map.get(&kind) {
+            return Ok(e.clone());
+        }
+        let engine = new_engine(
+            kind,
+            EngineOptions {
+                cache_dir: self.cache_dir.clone(),
+                ..EngineOptions::default()
+            },
+        )?;
+        map.insert(kind, engine.clone());
+        Ok(engine)
+    }
+}
+
+/// Detects the ABI from what the module exports and imports.
+pub fn detect_abi(info: &ModuleInfo) -> Result<AbiKind, PluginError> {
+    if info
+        .exports
+        .iter()
+        .any(|e| e.name.starts_with("proxy_abi_version_"))
+    {
+        return Ok(AbiKind::ProxyWasm);
+    }
+    if info.imports_module("http_handler")
+        || info.has_export("handle_request")
+        || info.has_export("handle_response")
+    {
+        return Ok(AbiKind::HttpWasm);
+    }
+    Err(PluginError::Abi(
+        "cannot tell the module's ABI: it neither imports http_handler nor exports \
+         handle_request/handle_response (http-wasm), nor exports a proxy_abi_version_* marker \
+         (proxy-wasm)"
+            .into(),
+    ))
+}
+
+/// A loaded plugin, ready to make middlewares.
+pub struct Plugin {
+    /// The declared name.
+    pub name: String,
+    /// The ABI it speaks.
+    pub abi: AbiKind,
+    inner: HttpWasmPlugin,
+}
+
+impl Plugin {
+    /// Compiles `wasm` on the engine `opts` names and checks it against its ABI.
+    pub fn load(
+        name: &str,
+        wasm: &[u8],
+        opts: PluginOptions,
+        engines: &Engines,
+    ) -> Result<Plugin, PluginError> {
+        let info = ModuleInfo::parse(wasm)?;
+        let abi = match opts.abi {
+            AbiChoice::Auto => detect_abi(&info)?,
+            AbiChoice::HttpWasm => AbiKind::HttpWasm,
+            AbiChoice::ProxyWasm => AbiKind::ProxyWasm,
+        };
+        match abi {
+            AbiKind::HttpWasm => {
+                let engine = engines.get(opts.engine)?;
+                let inner = HttpWasmPlugin::load(name, wasm, &info, engine.as_ref(), opts)?;
+                Ok(Plugin {
+                    name: name.to_string(),
+                    abi,
+                    inner,
+                })
+            }
+            AbiKind::ProxyWasm => Err(PluginError::Abi(
+                "proxy-wasm plugins are not supported yet (see the support table in README.md)"
+                    .into(),
+            )),
+        }
+    }
+
+    /// The engine running it.
+    pub fn engine(&self) -> EngineKind {
+        self.inner.engine()
+    }
+
+    /// A middleware named `middleware` running this plugin with `config`; its instances
+    /// are created (and started) here, so a bad configuration fails now, not at the first request.
+    pub fn middleware(
+        &self,
+        middleware: &str,
+        config: Vec<u8>,
+    ) -> Result<Arc<dyn Middleware>, PluginError> {
+        Ok(Arc::new(self.inner.middleware(middleware, config)?))
+    }
+}
