@@ -8,9 +8,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::Deserialize;
-use wasmgate_abi::Middleware;
+use wasmgate_abi::plugin::{AbiChoice as AbiKindChoice, EngineKind, Limits};
+use wasmgate_abi::{Engines, Middleware, Plugin, PluginOptions};
 
-use crate::config::{AbiChoice, ConfigError, ConfigErrors, EngineChoice, LoadedConfig};
+use crate::config::{AbiChoice, ConfigError, ConfigErrors, EngineChoice, LoadedConfig, PluginDecl};
 
 /// A declared plugin whose module has been read.
 #[derive(Debug, Clone)]
@@ -25,12 +26,60 @@ pub struct PluginSource {
     pub abi: AbiChoice,
     /// The module's bytes.
     pub wasm: Arc<Vec<u8>>,
+    /// How it runs.
+    pub options: PluginOptions,
 }
 
-/// Every declared plugin, by name.
-#[derive(Debug, Default)]
+/// Every declared plugin, by name, compiled.
+#[derive(Default)]
 pub struct PluginCatalog {
-    plugins: BTreeMap<String, PluginSource>,
+    plugins: BTreeMap<String, (PluginSource, Arc<Plugin>)>,
+}
+
+/// How a declaration asks a plugin to run.
+fn options(decl: Option<&PluginDecl>) -> PluginOptions {
+    let mut o = PluginOptions::default();
+    let Some(d) = decl else { return o };
+    o.engine = match d.engine {
+        EngineChoice::Wasmtime => EngineKind::Wasmtime,
+        EngineChoice::Wasmer => EngineKind::Wasmer,
+    };
+    o.abi = match d.abi {
+        AbiChoice::Auto => AbiKindChoice::Auto,
+        AbiChoice::HttpWasm => AbiKindChoice::HttpWasm,
+        AbiChoice::ProxyWasm => AbiKindChoice::ProxyWasm,
+    };
+    let defaults = Limits::default();
+    o.limits = Limits {
+        max_memory_bytes: d.max_memory_bytes.unwrap_or(defaults.max_memory_bytes),
+        call_deadline: d.call_timeout.unwrap_or(defaults.call_deadline),
+        ..defaults
+    };
+    if let Some(n) = d.pool_size {
+        o.pool_size = n.max(1);
+    }
+    if let Some(w) = d.pool_wait {
+        o.pool_wait = w;
+    }
+    if let Some(b) = d.max_body_bytes {
+        o.max_body_bytes = b;
+    }
+    o
+}
+
+/// The compiled-plugin cache directory the install file asks for.
+fn cache_dir(loaded: &LoadedConfig) -> Option<PathBuf> {
+    let c = &loaded.config.cache;
+    if !c.enabled {
+        return None;
+    }
+    if let Some(dir) = &c.dir {
+        return Some(loaded.base_dir().join(dir));
+    }
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .map(|d| d.join("wasmgate"))
 }
 
 /// The part of Traefik's `.traefik.yml` manifest wasmgate reads.
@@ -75,11 +124,11 @@ fn read_module(file: &Path, path: &str, wasm_path: &Path) -> Result<Arc<Vec<u8>>
 }
 
 impl PluginCatalog {
-    /// Finds and reads every declared plugin; errors name the declaration.
+    /// Finds, reads and compiles every declared plugin; errors name the declaration.
     pub fn load(loaded: &LoadedConfig) -> Result<PluginCatalog, ConfigErrors> {
         let base = loaded.base_dir();
         let file = &loaded.file;
-        let mut plugins = BTreeMap::new();
+        let mut plugins: BTreeMap<String, PluginSource> = BTreeMap::new();
         let mut errors = Vec::new();
         for (name, decl) in &loaded.config.plugins {
             let path = format!("plugins.{name}.path");
@@ -94,6 +143,7 @@ impl PluginCatalog {
                             engine: decl.engine,
                             abi: decl.abi,
                             wasm,
+                            options: options(Some(decl)),
                         },
                     );
                 }
@@ -157,6 +207,10 @@ impl PluginCatalog {
                             // Traefik's wasm plugins are http-wasm plugins.
                             abi: AbiChoice::HttpWasm,
                             wasm,
+                            options: PluginOptions {
+                                abi: AbiKindChoice::HttpWasm,
+                                ..options(None)
+                            },
                         },
                     );
                 }
@@ -171,8 +225,28 @@ impl PluginCatalog {
                  put the plugin under plugins-local and declare it in experimental.localPlugins or plugins",
             ));
         }
+        let engines = Engines::new(cache_dir(loaded));
+        let mut compiled = BTreeMap::new();
+        for (name, source) in plugins {
+            let path = if loaded.config.plugins.contains_key(&name) {
+                format!("plugins.{name}")
+            } else {
+                format!("experimental.localPlugins.{name}")
+            };
+            match Plugin::load(&name, &source.wasm, source.options.clone(), &engines) {
+                Ok(p) => {
+                    tracing::info!(plugin = %name, abi = %p.abi, engine = %p.engine(), "plugin loaded");
+                    compiled.insert(name, (source, Arc::new(p)));
+                }
+                Err(e) => errors.push(ConfigError::at(
+                    file,
+                    path,
+                    format!("plugin {name:?} ({}): {e}", source.wasm_path.display()),
+                )),
+            }
+        }
         if errors.is_empty() {
-            Ok(PluginCatalog { plugins })
+            Ok(PluginCatalog { plugins: compiled })
         } else {
             let text = std::fs::read_to_string(file).unwrap_or_default();
             let locator = crate::config::locate::Locator::new(&text);
@@ -188,26 +262,24 @@ impl PluginCatalog {
 
     /// The plugin called `name`.
     pub fn get(&self, name: &str) -> Option<&PluginSource> {
-        self.plugins.get(name)
+        self.plugins.get(name).map(|(s, _)| s)
     }
 
-    /// A middleware running plugin `name` with `config`.
+    /// A middleware named `middleware` running plugin `name` with `config`; its first
+    /// instances start here, so a configuration the guest rejects is an error now.
     pub fn middleware(
         &self,
         name: &str,
+        middleware: &str,
         config: &serde_json::Value,
     ) -> Result<Arc<dyn Middleware>, String> {
-        let plugin = self
+        let (_, plugin) = self
             .plugins
             .get(name)
             .ok_or_else(|| crate::config::error::missing("plugin", name, self.plugins.keys()))?;
-        let _config = plugin_config_bytes(config);
-        Err(format!(
-            "plugin {:?} ({}) cannot run: this build of wasmgate has no WebAssembly engine yet \
-             (see the support table in README.md)",
-            plugin.name,
-            plugin.wasm_path.display()
-        ))
+        plugin
+            .middleware(middleware, plugin_config_bytes(config))
+            .map_err(|e| format!("plugin {name:?}: {e}"))
     }
 }
 

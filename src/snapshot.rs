@@ -157,7 +157,7 @@ impl Builder<'_> {
                     None
                 } else {
                     let (plugin, config) = p.iter().next().expect("one entry");
-                    match self.ctx.plugins.middleware(plugin, config) {
+                    match self.ctx.plugins.middleware(plugin, name, config) {
                         Ok(m) => Some(vec![m]),
                         Err(e) => {
                             self.error(format!("{here}.plugin.{plugin}"), e);

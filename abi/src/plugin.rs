@@ -7,9 +7,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use wasmgate_engines::{
-    new_engine, Engine, EngineError, EngineKind, EngineOptions, Limits, ModuleInfo, Trap,
-};
+use wasmgate_engines::{new_engine, Engine, EngineError, EngineOptions, ModuleInfo, Trap};
+pub use wasmgate_engines::{EngineKind, Limits};
 
 use crate::http_wasm::HttpWasmPlugin;
 use crate::middleware::Middleware;

@@ -29,6 +29,22 @@ pub struct StaticConfig {
     /// Inline routing configuration.
     #[serde(default)]
     pub http: Option<HttpConfig>,
+    /// Where compiled plugins are kept between runs.
+    #[serde(default)]
+    pub cache: CacheConfig,
+}
+
+/// The on-disk cache of compiled plugins.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CacheConfig {
+    /// The directory, relative to the install file (default: `$XDG_CACHE_HOME/wasmgate`,
+    /// else `$HOME/.cache/wasmgate`).
+    #[serde(default)]
+    pub dir: Option<String>,
+    /// Set to false to compile every plugin at every start.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
 }
 
 /// One listening address.
@@ -143,6 +159,21 @@ pub struct PluginDecl {
     /// The ABI it speaks.
     #[serde(default)]
     pub abi: AbiChoice,
+    /// Instances per middleware: how many requests one middleware runs at once (default 16).
+    #[serde(default)]
+    pub pool_size: Option<usize>,
+    /// How long a request waits for a free instance before a 503 (default 5s).
+    #[serde(default, deserialize_with = "deserialize_opt_duration")]
+    pub pool_wait: Option<Duration>,
+    /// Largest linear memory of one instance, in bytes (default 64 MiB).
+    #[serde(default)]
+    pub max_memory_bytes: Option<u64>,
+    /// CPU deadline of one guest call (default 1s); a guest past it traps.
+    #[serde(default, deserialize_with = "deserialize_opt_duration")]
+    pub call_timeout: Option<Duration>,
+    /// Largest body the plugin may have buffered (default 16 MiB).
+    #[serde(default)]
+    pub max_body_bytes: Option<usize>,
 }
 
 /// Traefik's `experimental` section.

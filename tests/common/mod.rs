@@ -178,3 +178,33 @@ pub async fn send_with(req: Req<'_>, h2: bool) -> Reply {
 pub async fn send(req: Req<'_>) -> Reply {
     send_with(req, false).await
 }
+
+/// Builds the SDK example plugins (once per test binary) and returns the path of `name`.wasm.
+pub fn example_plugin(name: &str) -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let dir = BUILT.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/plugins");
+        let target = root.join("target");
+        let status = std::process::Command::new(env!("CARGO"))
+            .args([
+                "build",
+                "--release",
+                "--target",
+                "wasm32-wasip1",
+                "--manifest-path",
+            ])
+            .arg(root.join("Cargo.toml"))
+            .arg("--target-dir")
+            .arg(&target)
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .status()
+            .expect("running cargo to build the example plugins");
+        assert!(
+            status.success(),
+            "building examples/plugins failed (is the wasm32-wasip1 target installed?)"
+        );
+        target.join("wasm32-wasip1/release")
+    });
+    dir.join(format!("{name}.wasm"))
+}
