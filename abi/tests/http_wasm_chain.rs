@@ -1,0 +1,318 @@
+//! http-wasm guests (WAT) run as middlewares in a real chain, on both engines:
+//! phases, short-circuit, isError, traps in each phase, pool reuse and pinning.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use http::{Method, StatusCode};
+use wasmgate_abi::http_wasm::{HttpWasmMiddleware, HttpWasmPlugin};
+use wasmgate_abi::plugin::{EngineKind, PluginOptions};
+use wasmgate_abi::{Endpoint, Engines, Middleware, Next, ProxyError, Request, Response};
+use wasmgate_engines::ModuleInfo;
+
+/// Upstream stand-in: counts calls, fails with 502 on `x-fail`, may be slow.
+struct Upstream {
+    calls: AtomicUsize,
+    delay: Duration,
+}
+
+#[async_trait]
+impl Endpoint for Upstream {
+    async fn call(&self, req: Request) -> Result<Response, ProxyError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(self.delay).await;
+        if req.headers.contains("x-fail") {
+            return Err(ProxyError::bad_gateway("upstream refused"));
+        }
+        let mut r = Response::text(StatusCode::OK, format!("upstream saw {}", req.uri));
+        for (n, v) in req.headers.iter() {
+            r.headers
+                .append(format!("echo-{n}"), bytes::Bytes::copy_from_slice(v));
+        }
+        Ok(r)
+    }
+}
+
+fn upstream(delay: Duration) -> Arc<Upstream> {
+    Arc::new(Upstream {
+        calls: AtomicUsize::new(0),
+        delay,
+    })
+}
+
+fn middleware(
+    engine: EngineKind,
+    wat: &str,
+    config: &[u8],
+    opts: PluginOptions,
+) -> Arc<HttpWasmMiddleware> {
+    let wasm = wat::parse_str(wat).unwrap();
+    let info = ModuleInfo::parse(&wasm).unwrap();
+    let engines = Engines::new(None);
+    let e = engines.get(engine).unwrap();
+    let plugin = HttpWasmPlugin::load(
+        "test",
+        &wasm,
+        &info,
+        e.as_ref(),
+        PluginOptions { engine, ..opts },
+    )
+    .unwrap();
+    Arc::new(plugin.middleware("test-mw", config.to_vec()).unwrap())
+}
+
+async fn run(
+    mw: &Arc<HttpWasmMiddleware>,
+    up: &Upstream,
+    headers: &[(&str, &str)],
+) -> Result<Response, ProxyError> {
+    let mut req = Request::new(
+        Method::GET,
+        "/path?q=1".parse().unwrap(),
+        "127.0.0.1:4000".parse().unwrap(),
+    );
+    for (n, v) in headers {
+        req.headers.append(n.to_string(), v.to_string());
+    }
+    let chain: Vec<Arc<dyn Middleware>> = vec![mw.clone()];
+    Next::new(&chain, up).run(req).await
+}
+
+async fn body(resp: Response) -> String {
+    String::from_utf8(resp.body.buffer(1 << 20).await.unwrap().data.to_vec()).unwrap()
+}
+
+/// Traps on `x-trap-req` / `x-trap-resp`, answers itself on `x-stop`, checks that handle_response
+/// gets its own request's ctx (pinning), and reports the previous is_error in `x-last-error`.
+const PHASES: &str = r#"(module
+  (import "http_handler" "get_header_values" (func $ghv (param i32 i32 i32 i32 i32) (result i64)))
+  (import "http_handler" "set_header_value" (func $shv (param i32 i32 i32 i32 i32)))
+  (memory (export "memory") 1)
+  (global $count (mut i32) (i32.const 0))
+  (global $last (mut i32) (i32.const 0))
+  (global $last_err (mut i32) (i32.const 0))
+  (data (i32.const 0) "x-trap-req")
+  (data (i32.const 16) "x-trap-resp")
+  (data (i32.const 32) "x-stop")
+  (data (i32.const 48) "x-last-error")
+  (data (i32.const 64) "01")
+  (func $has (param $name i32) (param $len i32) (result i32)
+    (i64.ne (call $ghv (i32.const 0) (local.get $name) (local.get $len) (i32.const 1024) (i32.const 0)) (i64.const 0)))
+  (func (export "handle_request") (result i64)
+    (if (call $has (i32.const 0) (i32.const 10)) (then unreachable))
+    (call $shv (i32.const 0) (i32.const 48) (i32.const 12) (i32.add (i32.const 64) (global.get $last_err)) (i32.const 1))
+    (global.set $count (i32.add (global.get $count) (i32.const 1)))
+    (global.set $last (global.get $count))
+    (if (call $has (i32.const 32) (i32.const 6)) (then (return (i64.shl (i64.const 7) (i64.const 32)))))
+    (i64.or (i64.shl (i64.extend_i32_u (global.get $count)) (i64.const 32)) (i64.const 1)))
+  (func (export "handle_response") (param $ctx i32) (param $err i32)
+    (if (i32.ne (local.get $ctx) (global.get $last)) (then unreachable))
+    (global.set $last_err (local.get $err))
+    (if (call $has (i32.const 16) (i32.const 11)) (then unreachable))))"#;
+
+fn opts(pool: usize) -> PluginOptions {
+    PluginOptions {
+        pool_size: pool,
+        ..PluginOptions::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phases_short_circuit_and_traps_in_each_phase() {
+    for engine in EngineKind::ALL {
+        let mw = middleware(engine, PHASES, b"", opts(2));
+        let up = upstream(Duration::ZERO);
+        let r = run(&mw, &up, &[]).await.unwrap();
+        assert_eq!(r.status, StatusCode::OK, "{engine}");
+        assert_eq!(
+            r.headers.get("echo-x-last-error"),
+            Some(&b"0"[..]),
+            "{engine}"
+        );
+        assert_eq!(body(r).await, "upstream saw /path?q=1");
+        assert_eq!(up.calls.load(Ordering::SeqCst), 1);
+
+        // next = 0 with ctx bits set: the guest's (empty 200) response is final, upstream skipped.
+        let r = run(&mw, &up, &[("x-stop", "1")]).await.unwrap();
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(body(r).await, "");
+        assert_eq!(
+            up.calls.load(Ordering::SeqCst),
+            1,
+            "{engine}: upstream must be skipped"
+        );
+
+        // A trap in handle_request: one 500, the instance is discarded, the next request is fine.
+        let e = run(&mw, &up, &[("x-trap-req", "1")]).await.unwrap_err();
+        assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR, "{engine}");
+        assert!(e.message.contains("unreachable"), "{engine}: {}", e.message);
+        assert_eq!(mw.pool().discarded(), 1);
+        assert_eq!(run(&mw, &up, &[]).await.unwrap().status, StatusCode::OK);
+
+        // A trap in handle_response: the upstream ran, the client still gets one 500.
+        let before = up.calls.load(Ordering::SeqCst);
+        let e = run(&mw, &up, &[("x-trap-resp", "1")]).await.unwrap_err();
+        assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(up.calls.load(Ordering::SeqCst), before + 1);
+        assert_eq!(mw.pool().discarded(), 2);
+        assert_eq!(run(&mw, &up, &[]).await.unwrap().status, StatusCode::OK);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handle_response_sees_is_error_when_next_fails() {
+    for engine in EngineKind::ALL {
+        // One instance, so the next request lands on the instance that saw the error.
+        let mw = middleware(engine, PHASES, b"", opts(1));
+        let up = upstream(Duration::ZERO);
+        let e = run(&mw, &up, &[("x-fail", "1")]).await.unwrap_err();
+        assert_eq!(
+            e.status,
+            StatusCode::BAD_GATEWAY,
+            "{engine}: the upstream error passes through"
+        );
+        let r = run(&mw, &up, &[]).await.unwrap();
+        assert_eq!(
+            r.headers.get("echo-x-last-error"),
+            Some(&b"1"[..]),
+            "{engine}"
+        );
+        let r = run(&mw, &up, &[]).await.unwrap();
+        assert_eq!(
+            r.headers.get("echo-x-last-error"),
+            Some(&b"0"[..]),
+            "{engine}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn instances_are_pinned_reused_and_bounded_under_concurrency() {
+    for engine in EngineKind::ALL {
+        let mw = middleware(engine, PHASES, b"", opts(4));
+        let up = upstream(Duration::from_millis(20));
+        let mut tasks = Vec::new();
+        for _ in 0..40 {
+            let (mw, up) = (mw.clone(), up.clone());
+            tasks.push(tokio::spawn(async move {
+                run(&mw, &up, &[]).await.map(|r| r.status)
+            }));
+        }
+        for t in tasks {
+            // A handle_response on another instance than its handle_request would trap (ctx check).
+            assert_eq!(t.await.unwrap().unwrap(), StatusCode::OK, "{engine}");
+        }
+        assert!(
+            mw.pool().created() <= 4,
+            "{engine}: {} instances",
+            mw.pool().created()
+        );
+        assert_eq!(mw.pool().discarded(), 0);
+        assert_eq!(mw.pool().in_use(), 0, "{engine}: every instance returned");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_exhausted_pool_makes_requests_wait_then_503() {
+    for engine in EngineKind::ALL {
+        let short = PluginOptions {
+            pool_size: 1,
+            pool_wait: Duration::from_millis(100),
+            ..PluginOptions::default()
+        };
+        let mw = middleware(engine, PHASES, b"", short);
+        let up = upstream(Duration::from_millis(600));
+        let first = {
+            let (mw, up) = (mw.clone(), up.clone());
+            tokio::spawn(async move { run(&mw, &up, &[]).await.map(|r| r.status) })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let e = run(&mw, &up, &[]).await.unwrap_err();
+        assert_eq!(e.status, StatusCode::SERVICE_UNAVAILABLE, "{engine}");
+        assert_eq!(first.await.unwrap().unwrap(), StatusCode::OK);
+        assert_eq!(mw.pool().created(), 1);
+
+        // With a longer wait the second request is served after the first.
+        let patient = PluginOptions {
+            pool_size: 1,
+            pool_wait: Duration::from_secs(5),
+            ..PluginOptions::default()
+        };
+        let mw = middleware(engine, PHASES, b"", patient);
+        let a = {
+            let (mw, up) = (mw.clone(), up.clone());
+            tokio::spawn(async move { run(&mw, &up, &[]).await.map(|r| r.status) })
+        };
+        let b = run(&mw, &up, &[]).await.unwrap().status;
+        assert_eq!(b, StatusCode::OK);
+        assert_eq!(a.await.unwrap().unwrap(), StatusCode::OK);
+    }
+}
+
+/// Answers with its configuration as the body, status 201 and a header; enables
+/// buffer_response in its start section; `_start` exits with proc_exit(0).
+const CONFIG_ANSWER: &str = r#"(module
+  (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+  (import "http_handler" "enable_features" (func $ef (param i32) (result i32)))
+  (import "http_handler" "get_config" (func $cfg (param i32 i32) (result i32)))
+  (import "http_handler" "write_body" (func $wb (param i32 i32 i32)))
+  (import "http_handler" "set_status_code" (func $status (param i32)))
+  (import "http_handler" "set_header_value" (func $shv (param i32 i32 i32 i32 i32)))
+  (import "http_handler" "get_status_code" (func $gstatus (result i32)))
+  (memory (export "memory") 1)
+  (global $features (mut i32) (i32.const 0))
+  (data (i32.const 0) "x-guest")
+  (data (i32.const 16) "yes")
+  (func $init (global.set $features (call $ef (i32.const 2))))
+  (start $init)
+  (func (export "_start") (call $exit (i32.const 0)))
+  (func (export "handle_request") (result i64)
+    (local $n i32)
+    (if (i32.ne (global.get $features) (i32.const 2)) (then unreachable))
+    (if (i32.ne (call $gstatus) (i32.const 200)) (then unreachable))
+    (local.set $n (call $cfg (i32.const 1024) (i32.const 4096)))
+    (call $wb (i32.const 1) (i32.const 1024) (local.get $n))
+    (call $status (i32.const 201))
+    (call $shv (i32.const 1) (i32.const 0) (i32.const 7) (i32.const 16) (i32.const 3))
+    (i64.const 0)))"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_reaches_the_guest_and_a_guest_built_response_is_sent() {
+    for engine in EngineKind::ALL {
+        let mw = middleware(engine, CONFIG_ANSWER, b"raw config \x00\xff bytes", opts(2));
+        let up = upstream(Duration::ZERO);
+        let r = run(&mw, &up, &[]).await.unwrap();
+        assert_eq!(r.status, StatusCode::CREATED, "{engine}");
+        assert_eq!(r.headers.get("x-guest"), Some(&b"yes"[..]));
+        let data = r.body.buffer(1024).await.unwrap().data;
+        assert_eq!(&data[..], b"raw config \x00\xff bytes");
+        assert_eq!(up.calls.load(Ordering::SeqCst), 0);
+    }
+}
+
+#[test]
+fn load_errors_name_what_is_wrong() {
+    let engines = Engines::new(None);
+    for engine in EngineKind::ALL {
+        let e = engines.get(engine).unwrap();
+        let load = |wat: &str| {
+            let wasm = wat::parse_str(wat).unwrap();
+            let info = ModuleInfo::parse(&wasm).unwrap();
+            HttpWasmPlugin::load("t", &wasm, &info, e.as_ref(), PluginOptions::default())
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
+        assert!(load(r#"(module (memory (export "memory") 1))"#).contains("neither"));
+        assert!(load(
+            r#"(module (memory (export "memory") 1) (func (export "handle_request") (result i32) (i32.const 1)))"#
+        )
+        .contains("export `handle_request` has type"));
+        assert!(
+            load(r#"(module (func (export "handle_request") (result i64) (i64.const 1)))"#)
+                .contains("memory")
+        );
+    }
+}
