@@ -29,6 +29,9 @@ fn validate(files: &[(&str, &str)]) -> (i32, String) {
 
 #[test]
 fn validate_accepts_the_quick_start() {
+    // The quick start loads the demo plugin, built from source.
+    let built = example_plugin("add-headers");
+    assert!(built.ends_with("examples/plugins/target/wasm32-wasip1/release/add-headers.wasm"));
     let out = wasmgate()
         .args(["validate", "-c", "examples/quickstart/wasmgate.yaml"])
         .output()
