@@ -6,8 +6,13 @@ use common::write_files;
 use wasmgate::config;
 use wasmgate::plugins::PluginCatalog;
 
-/// The smallest valid module: magic and version.
-const EMPTY_MODULE: &str = "\0asm\u{1}\0\0\0";
+/// The smallest http-wasm guest.
+fn tiny_guest() -> Vec<u8> {
+    wat::parse_str(
+        r#"(module (memory (export "memory") 1) (func (export "handle_request") (result i64) (i64.const 1)))"#,
+    )
+    .unwrap()
+}
 
 #[test]
 fn traefik_local_plugin_layout_is_found() {
@@ -20,17 +25,22 @@ fn traefik_local_plugin_layout_is_found() {
             "plugins-local/src/github.com/acme/demo/.traefik.yml",
             "displayName: Demo\ntype: middleware\nruntime: wasm\nwasmPath: build/demo.wasm\ntestData:\n  headers: { Foo: Bar }\n",
         ),
-        ("plugins-local/src/github.com/acme/demo/build/demo.wasm", EMPTY_MODULE),
         ("plugins-local/src/plain/.traefik.yml", "displayName: Plain\nruntime: wasm\n"),
-        ("plugins-local/src/plain/plugin.wasm", EMPTY_MODULE),
     ]);
+    for path in [
+        "plugins-local/src/github.com/acme/demo/build/demo.wasm",
+        "plugins-local/src/plain/plugin.wasm",
+    ] {
+        std::fs::create_dir_all(dir.path().join(path).parent().unwrap()).unwrap();
+        std::fs::write(dir.path().join(path), tiny_guest()).unwrap();
+    }
     let loaded = config::load(&dir.path().join("wasmgate.yaml")).unwrap();
     let catalog = PluginCatalog::load(&loaded).unwrap();
     let demo = catalog.get("demo").unwrap();
     assert!(demo
         .wasm_path
         .ends_with("github.com/acme/demo/build/demo.wasm"));
-    assert_eq!(demo.wasm.as_slice(), EMPTY_MODULE.as_bytes());
+    assert_eq!(demo.wasm.as_slice(), tiny_guest().as_slice());
     // Without wasmPath, Traefik's default name.
     assert!(catalog
         .get("plain")
@@ -50,7 +60,7 @@ fn bad_declarations_are_named() {
         ("plugins-local/src/goplugin/.traefik.yml", "runtime: yaegi\n"),
     ]);
     let loaded = config::load(&dir.path().join("wasmgate.yaml")).unwrap();
-    let text = PluginCatalog::load(&loaded).unwrap_err().to_string();
+    let text = PluginCatalog::load(&loaded).err().unwrap().to_string();
     for expected in [
         "wasmgate.yaml:3:5: plugins.notwasm.path:",
         "is not a WebAssembly module",
