@@ -20,10 +20,6 @@ pub struct PluginSource {
     pub name: String,
     /// Where its module was read from.
     pub wasm_path: PathBuf,
-    /// The engine that runs it.
-    pub engine: EngineChoice,
-    /// The ABI it speaks.
-    pub abi: AbiChoice,
     /// The module's bytes.
     pub wasm: Arc<Vec<u8>>,
     /// How it runs.
@@ -102,8 +98,15 @@ pub fn plugin_config_bytes(value: &serde_json::Value) -> Vec<u8> {
     }
 }
 
-fn read_module(file: &Path, path: &str, wasm_path: &Path) -> Result<Arc<Vec<u8>>, ConfigError> {
-    let bytes = std::fs::read(wasm_path).map_err(|e| {
+/// Reads a declared plugin's module.
+fn read_source(
+    file: &Path,
+    path: &str,
+    name: &str,
+    wasm_path: PathBuf,
+    options: PluginOptions,
+) -> Result<PluginSource, ConfigError> {
+    let bytes = std::fs::read(&wasm_path).map_err(|e| {
         ConfigError::at(
             file,
             path,
@@ -120,7 +123,28 @@ fn read_module(file: &Path, path: &str, wasm_path: &Path) -> Result<Arc<Vec<u8>>
             ),
         ));
     }
-    Ok(Arc::new(bytes))
+    Ok(PluginSource {
+        name: name.to_string(),
+        wasm_path,
+        wasm: Arc::new(bytes),
+        options,
+    })
+}
+
+/// Where Traefik's layout puts a local plugin's module: `.traefik.yml`'s `wasmPath` in its directory.
+fn local_plugin_module(dir: &Path) -> Result<PathBuf, String> {
+    let manifest_path = dir.join(".traefik.yml");
+    let text = std::fs::read_to_string(&manifest_path)
+        .map_err(|e| format!("cannot read {}: {e}", manifest_path.display()))?;
+    let manifest: TraefikManifest =
+        serde_yaml::from_str(&text).map_err(|e| format!("{}: {e}", manifest_path.display()))?;
+    if let Some(runtime) = manifest.runtime.filter(|r| r != "wasm") {
+        return Err(format!(
+            "{} declares runtime {runtime:?}; wasmgate runs only wasm plugins (runtime: wasm)",
+            manifest_path.display()
+        ));
+    }
+    Ok(dir.join(manifest.wasm_path.as_deref().unwrap_or("plugin.wasm")))
 }
 
 impl PluginCatalog {
@@ -132,20 +156,15 @@ impl PluginCatalog {
         let mut errors = Vec::new();
         for (name, decl) in &loaded.config.plugins {
             let path = format!("plugins.{name}.path");
-            let wasm_path = base.join(&decl.path);
-            match read_module(file, &path, &wasm_path) {
-                Ok(wasm) => {
-                    plugins.insert(
-                        name.clone(),
-                        PluginSource {
-                            name: name.clone(),
-                            wasm_path,
-                            engine: decl.engine,
-                            abi: decl.abi,
-                            wasm,
-                            options: options(Some(decl)),
-                        },
-                    );
+            match read_source(
+                file,
+                &path,
+                name,
+                base.join(&decl.path),
+                options(Some(decl)),
+            ) {
+                Ok(source) => {
+                    plugins.insert(name.clone(), source);
                 }
                 Err(e) => errors.push(e),
             }
@@ -160,59 +179,18 @@ impl PluginCatalog {
                 ));
                 continue;
             }
-            let dir = base.join("plugins-local/src").join(&local.module_name);
-            let manifest_path = dir.join(".traefik.yml");
-            let manifest = match std::fs::read_to_string(&manifest_path) {
-                Ok(text) => match serde_yaml::from_str::<TraefikManifest>(&text) {
-                    Ok(m) => m,
-                    Err(e) => {
-                        errors.push(ConfigError::at(
-                            file,
-                            &path,
-                            format!("{}: {e}", manifest_path.display()),
-                        ));
-                        continue;
-                    }
-                },
-                Err(e) => {
-                    errors.push(ConfigError::at(
-                        file,
-                        &path,
-                        format!("cannot read {}: {e}", manifest_path.display()),
-                    ));
-                    continue;
-                }
+            // Traefik's wasm plugins are http-wasm plugins.
+            let opts = PluginOptions {
+                abi: AbiKindChoice::HttpWasm,
+                ..options(None)
             };
-            if manifest.runtime.as_deref().is_some_and(|r| r != "wasm") {
-                errors.push(ConfigError::at(
-                    file,
-                    &path,
-                    format!(
-                        "{} declares runtime {:?}; wasmgate runs only wasm plugins (runtime: wasm)",
-                        manifest_path.display(),
-                        manifest.runtime.unwrap_or_default()
-                    ),
-                ));
-                continue;
-            }
-            let wasm_path = dir.join(manifest.wasm_path.as_deref().unwrap_or("plugin.wasm"));
-            match read_module(file, &path, &wasm_path) {
-                Ok(wasm) => {
-                    plugins.insert(
-                        name.clone(),
-                        PluginSource {
-                            name: name.clone(),
-                            wasm_path,
-                            engine: EngineChoice::default(),
-                            // Traefik's wasm plugins are http-wasm plugins.
-                            abi: AbiChoice::HttpWasm,
-                            wasm,
-                            options: PluginOptions {
-                                abi: AbiKindChoice::HttpWasm,
-                                ..options(None)
-                            },
-                        },
-                    );
+            let dir = base.join("plugins-local/src").join(&local.module_name);
+            match local_plugin_module(&dir)
+                .map_err(|e| ConfigError::at(file, &path, e))
+                .and_then(|wasm_path| read_source(file, &path, name, wasm_path, opts))
+            {
+                Ok(source) => {
+                    plugins.insert(name.clone(), source);
                 }
                 Err(e) => errors.push(e),
             }
