@@ -238,3 +238,26 @@ fn plugin_errors_are_config_errors_naming_the_problem() {
     assert!(e.contains("wasmgate.yaml:2:3: plugins.odd:"), "{e}");
     assert!(e.contains("http_handler.no_such_function"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trapping_guest_gets_one_500_without_its_trap_text() {
+    let wat = r#"(module (memory (export "memory") 1)
+        (func (export "handle_request") (result i64) unreachable))"#;
+    for engine in ["wasmtime", "wasmer"] {
+        let install = format!(
+            "entryPoints:\n  web:\n    address: \"127.0.0.1:0\"\ncache:\n  enabled: false\nplugins:\n  boom:\n    path: boom.wasm\n    engine: {engine}\nhttp:\n  routers:\n    r: {{ rule: \"PathPrefix(`/`)\", middlewares: [boom], service: echo@internal }}\n  middlewares:\n    boom: {{ plugin: {{ boom: {{}} }} }}\n"
+        );
+        let dir = write_files(&[("wasmgate.yaml", &install)]);
+        std::fs::write(dir.path().join("boom.wasm"), wat::parse_str(wat).unwrap()).unwrap();
+        let gateway = wasmgate::gateway::Gateway::load(&dir.path().join("wasmgate.yaml")).unwrap();
+        let server = wasmgate::proxy::start(gateway).await.unwrap();
+        for _ in 0..3 {
+            let r = send(get(format!("http://{}/", server.addrs["web"]))).await;
+            assert_eq!(r.status, 500, "{engine}");
+            assert_eq!(
+                r.body, "Internal Server Error\n",
+                "{engine}: the trap text stays in the log"
+            );
+        }
+    }
+}

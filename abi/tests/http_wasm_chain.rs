@@ -316,3 +316,36 @@ fn load_errors_name_what_is_wrong() {
         );
     }
 }
+
+/// Sets response headers before next and has no handle_response.
+const HEADERS_BEFORE_NEXT: &str = r#"(module
+  (import "http_handler" "set_header_value" (func $shv (param i32 i32 i32 i32 i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "x-from-guest")
+  (data (i32.const 16) "set-before-next")
+  (data (i32.const 32) "content-type")
+  (data (i32.const 48) "text/guest")
+  (func (export "handle_request") (result i64)
+    (call $shv (i32.const 1) (i32.const 0) (i32.const 12) (i32.const 16) (i32.const 15))
+    (call $shv (i32.const 1) (i32.const 32) (i32.const 12) (i32.const 48) (i32.const 10))
+    (i64.const 1)))"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn response_headers_set_before_next_are_merged_into_the_response() {
+    for engine in EngineKind::ALL {
+        let mw = middleware(engine, HEADERS_BEFORE_NEXT, b"", opts(1));
+        let up = upstream(Duration::ZERO);
+        let r = run(&mw, &up, &[]).await.unwrap();
+        assert_eq!(up.calls.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            r.headers.get("x-from-guest"),
+            Some(&b"set-before-next"[..]),
+            "{engine}"
+        );
+        // The guest's value replaces next's for the same name.
+        let types: Vec<_> = r.headers.get_all("content-type").collect();
+        assert_eq!(types, vec![&b"text/guest"[..]], "{engine}");
+        // The body streams through untouched without buffer_response.
+        assert_eq!(body(r).await, "upstream saw /path?q=1");
+    }
+}
