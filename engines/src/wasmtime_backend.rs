@@ -341,6 +341,7 @@ impl crate::Engine for WtEngine {
         }
         let pre = linker.instantiate_pre(&module).map_err(cerr)?;
         Ok(Arc::new(WtModule {
+            shared: self.shared.clone(),
             engine,
             info,
             deadline_ticks: deadline_ticks(limits.call_deadline),
@@ -358,6 +359,8 @@ fn deadline_ticks(d: Duration) -> u64 {
 }
 
 struct WtModule {
+    /// Keeps the epoch ticker alive while the module exists.
+    shared: Arc<Shared>,
     engine: wasmtime::Engine,
     info: ModuleInfo,
     limits: Limits,
@@ -376,7 +379,7 @@ impl CompiledModule for WtModule {
     fn limits(&self) -> &Limits {
         &self.limits
     }
-    fn from_cache(&self) -> bool {
+    fn loaded_from_cache(&self) -> bool {
         self.from_cache
     }
     fn instantiate(&self, data: Box<dyn Any + Send>) -> Result<Box<dyn Instance>, Trap> {
@@ -414,6 +417,7 @@ impl CompiledModule for WtModule {
             id: next_instance_id(),
             poisoned: false,
             deadline_ticks: self.deadline_ticks,
+            _shared: self.shared.clone(),
         }))
     }
 }
@@ -438,6 +442,8 @@ struct WtInstance {
     id: u64,
     poisoned: bool,
     deadline_ticks: u64,
+    /// Keeps the epoch ticker alive while the instance exists.
+    _shared: Arc<Shared>,
 }
 
 fn i32_at(args: &[Val], i: usize) -> i32 {

@@ -25,7 +25,8 @@ macro_rules! parity {
 
 /// One shared engine per kind (no cache), like the proxy would hold.
 fn engine(kind: EngineKind) -> Arc<dyn Engine> {
-    static ENGINES: OnceLock<Mutex<Vec<(EngineKind, Arc<dyn Engine>)>>> = OnceLock::new();
+    type Engines = Mutex<Vec<(EngineKind, Arc<dyn Engine>)>>;
+    static ENGINES: OnceLock<Engines> = OnceLock::new();
     let mut v = ENGINES.get_or_init(Default::default).lock().unwrap();
     if let Some((_, e)) = v.iter().find(|(k, _)| *k == kind) {
         return e.clone();
@@ -319,6 +320,40 @@ fn trap_kinds(kind: EngineKind) {
 }
 parity!(trap_kinds);
 
+const DEPTH_WAT: &str = r#"(module
+  (func $r (export "depth") (param i32) (result i32)
+    (if (result i32) (local.get 0)
+      (then (i32.add (call $r (i32.sub (local.get 0) (i32.const 1))) (i32.const 1)))
+      (else (i32.const 0)))))"#;
+
+fn stack_limit(kind: EngineKind) {
+    let with_stack = |bytes: usize| {
+        let limits = Limits {
+            max_stack_bytes: bytes,
+            ..Limits::default()
+        };
+        compile(kind, DEPTH_WAT, HostFunctions::new(), limits)
+            .instantiate(Box::new(()))
+            .unwrap()
+    };
+    let depth = Val::I32(10_000);
+    let mut big = with_stack(1 << 20);
+    assert_eq!(call1(big.as_mut(), "depth", &[depth]).unwrap(), depth);
+    let mut small = with_stack(64 << 10);
+    assert_eq!(
+        call1(small.as_mut(), "depth", &[Val::I32(100)]).unwrap(),
+        Val::I32(100)
+    );
+    // wasmer 7.4 reuses any cached guest stack at least as large as the one
+    // requested, so a small limit is only a lower bound there (see
+    // `Limits::max_stack_bytes`); wasmtime enforces it exactly.
+    if kind == EngineKind::Wasmtime {
+        let err = call1(small.as_mut(), "depth", &[depth]).unwrap_err();
+        assert_eq!(err.reason, TrapReason::StackOverflow);
+    }
+}
+parity!(stack_limit);
+
 fn pool_discards_trapped(kind: EngineKind) {
     let module = compile(kind, TRAPS_WAT, env_host(), Limits::default());
     let pool = InstancePool::new(module, 2, || Box::new(()) as Box<dyn Any + Send>);
@@ -535,7 +570,7 @@ fn cache(kind: EngineKind) {
     let m = e1
         .compile(TYPES_WAT.as_bytes(), host.clone(), Limits::default())
         .unwrap();
-    assert!(!m.from_cache());
+    assert!(!m.loaded_from_cache());
     check(&m);
     let files = cache_files(dir.path());
     assert_eq!(files.len(), 1, "{files:?}");
@@ -550,7 +585,7 @@ fn cache(kind: EngineKind) {
     let m = e2
         .compile(TYPES_WAT.as_bytes(), host.clone(), Limits::default())
         .unwrap();
-    assert!(m.from_cache());
+    assert!(m.loaded_from_cache());
     check(&m);
     // Different limits (stack) are a different key.
     let other = Limits {
@@ -560,7 +595,7 @@ fn cache(kind: EngineKind) {
     assert!(!e2
         .compile(TYPES_WAT.as_bytes(), host.clone(), other)
         .unwrap()
-        .from_cache());
+        .loaded_from_cache());
     assert_eq!(cache_files(dir.path()).len(), 2);
     let good = std::fs::read(&files[0]).unwrap();
     // Garbage: ignored, recompiled, rewritten.
@@ -568,13 +603,13 @@ fn cache(kind: EngineKind) {
     let m = e2
         .compile(TYPES_WAT.as_bytes(), host.clone(), Limits::default())
         .unwrap();
-    assert!(!m.from_cache());
+    assert!(!m.loaded_from_cache());
     check(&m);
     assert_eq!(std::fs::read(&files[0]).unwrap().len(), good.len());
     assert!(e2
         .compile(TYPES_WAT.as_bytes(), host.clone(), Limits::default())
         .unwrap()
-        .from_cache());
+        .loaded_from_cache());
     // One flipped byte inside the artifact: checksum mismatch, same recovery.
     let mut bad = good.clone();
     let mid = bad.len() / 2;
@@ -583,12 +618,12 @@ fn cache(kind: EngineKind) {
     let m = e2
         .compile(TYPES_WAT.as_bytes(), host.clone(), Limits::default())
         .unwrap();
-    assert!(!m.from_cache());
+    assert!(!m.loaded_from_cache());
     check(&m);
     assert!(e2
         .compile(TYPES_WAT.as_bytes(), host.clone(), Limits::default())
         .unwrap()
-        .from_cache());
+        .loaded_from_cache());
     // The other engine's artifact under this engine's name is foreign: ignored.
     let other_kind = if kind == EngineKind::Wasmtime {
         EngineKind::Wasmer
@@ -612,7 +647,7 @@ fn cache(kind: EngineKind) {
     let m = e2
         .compile(TYPES_WAT.as_bytes(), host, Limits::default())
         .unwrap();
-    assert!(!m.from_cache());
+    assert!(!m.loaded_from_cache());
     check(&m);
 }
 parity!(cache);
@@ -664,7 +699,8 @@ fn read_u64(i: &dyn Instance, p: u32) -> u64 {
 }
 
 fn wasi_preview1(kind: EngineKind) {
-    let log: Arc<Mutex<Vec<(WasiStream, Vec<u8>)>>> = Arc::default();
+    type Log = Mutex<Vec<(WasiStream, Vec<u8>)>>;
+    let log: Arc<Log> = Arc::default();
     let sink_log = log.clone();
     let host = wasi::functions(Arc::new(move |s, b| {
         sink_log.lock().unwrap().push((s, b.to_vec()))
