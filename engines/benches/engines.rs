@@ -39,6 +39,38 @@ fn big_module(n: usize) -> String {
     s
 }
 
+/// The same no-op call straight through each runtime's typed API (same
+/// features and settings as the crate uses), to show what the interface adds.
+fn raw_baselines(c: &mut Criterion) {
+    let wat = "(module (func (export \"noop\")))";
+    {
+        let mut config = wasmtime::Config::new();
+        config.epoch_interruption(true);
+        let engine = wasmtime::Engine::new(&config).unwrap();
+        let module = wasmtime::Module::new(&engine, wat).unwrap();
+        let mut store = wasmtime::Store::new(&engine, ());
+        store.set_epoch_deadline(u64::MAX / 2);
+        let inst = wasmtime::Instance::new(&mut store, &module, &[]).unwrap();
+        let f = inst.get_typed_func::<(), ()>(&mut store, "noop").unwrap();
+        c.bench_function("raw_typed_call_noop/wasmtime", |b| {
+            b.iter(|| f.call(&mut store, ()).unwrap())
+        });
+    }
+    {
+        let engine = wasmer::Engine::from(wasmer::sys::Cranelift::default());
+        let mut store = wasmer::Store::new(engine);
+        let module = wasmer::Module::new(&store, wat).unwrap();
+        let inst = wasmer::Instance::new(&mut store, &module, &wasmer::imports! {}).unwrap();
+        let f = inst
+            .exports
+            .get_typed_function::<(), ()>(&store, "noop")
+            .unwrap();
+        c.bench_function("raw_typed_call_noop/wasmer", |b| {
+            b.iter(|| f.call(&mut store).unwrap())
+        });
+    }
+}
+
 fn bench(c: &mut Criterion) {
     for kind in EngineKind::ALL {
         let engine = new_engine(kind, EngineOptions::default()).unwrap();
@@ -102,5 +134,5 @@ fn bench(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench);
+criterion_group!(benches, raw_baselines, bench);
 criterion_main!(benches);

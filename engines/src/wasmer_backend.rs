@@ -484,6 +484,14 @@ fn host_trampoline(
         }
         let mut c = WmCaller { env };
         f(&mut c, a, r).map_err(|e| RuntimeError::user(Box::new(e)))?;
+        for (v, t) in r.iter().zip(rty.iter()) {
+            if v.ty() != *t {
+                return Err(RuntimeError::user(Box::new(HostError::msg(format!(
+                    "host function returned {} where {t} was declared",
+                    v.ty()
+                )))));
+            }
+        }
         Ok(r.iter().map(|v| to_wm(*v)).collect())
     }
 }

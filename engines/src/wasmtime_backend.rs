@@ -8,12 +8,13 @@
 
 use std::any::Any;
 use std::collections::HashMap;
+use std::mem::MaybeUninit;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use wasmtime::{
     AsContextMut, Config, Func, InstanceAllocationStrategy, InstancePre, Linker, Memory, Module,
-    PoolingAllocationConfig, ResourceLimiter, Store, TypedFunc,
+    PoolingAllocationConfig, ResourceLimiter, Store, TypedFunc, ValRaw,
 };
 
 use crate::cache::CacheEntry;
@@ -305,37 +306,58 @@ impl crate::Engine for WtEngine {
                     hf.ty.results.iter().map(|t| to_wt_ty(*t)),
                 );
                 let f = hf.func.clone();
+                let pty = hf.ty.params.clone();
                 let rty = hf.ty.results.clone();
-                linker
-                    .func_new(
-                        &imp.module,
-                        &imp.name,
-                        ty,
-                        move |mut caller, params, results| {
-                            let np = params.len();
-                            let mut buf = [Val::I32(0); 16];
-                            let mut heap;
-                            let vals: &mut [Val] = if np + rty.len() <= 16 {
-                                &mut buf[..np + rty.len()]
-                            } else {
-                                heap = vec![Val::I32(0); np + rty.len()];
-                                &mut heap
-                            };
-                            let (a, r) = vals.split_at_mut(np);
-                            for (d, s) in a.iter_mut().zip(params) {
-                                *d = from_wt(s);
-                            }
-                            for (d, t) in r.iter_mut().zip(&rty) {
-                                *d = Val::default_for(*t);
-                            }
-                            let mut c = WtCaller { c: &mut caller };
-                            f(&mut c, a, r).map_err(wasmtime::Error::new)?;
-                            for (d, s) in results.iter_mut().zip(r.iter()) {
-                                *d = to_wt(*s);
-                            }
-                            Ok(())
-                        },
-                    )
+                let trampoline = move |mut caller: wasmtime::Caller<'_, WtData>,
+                                       space: &mut [MaybeUninit<ValRaw>]|
+                      -> wasmtime::Result<()> {
+                    let (np, nr) = (pty.len(), rty.len());
+                    let mut buf = [Val::I32(0); 16];
+                    let mut heap;
+                    let vals: &mut [Val] = if np + nr <= 16 {
+                        &mut buf[..np + nr]
+                    } else {
+                        heap = vec![Val::I32(0); np + nr];
+                        &mut heap
+                    };
+                    let (a, r) = vals.split_at_mut(np);
+                    for ((d, t), raw) in a.iter_mut().zip(&pty).zip(space.iter()) {
+                        // SAFETY: wasmtime initialises the first `np` slots with
+                        // the parameters of the signature built from `pty`.
+                        let raw = unsafe { raw.assume_init_ref() };
+                        *d = match t {
+                            ValType::I32 => Val::I32(raw.get_i32()),
+                            ValType::I64 => Val::I64(raw.get_i64()),
+                            ValType::F32 => Val::F32(f32::from_bits(raw.get_f32())),
+                            ValType::F64 => Val::F64(f64::from_bits(raw.get_f64())),
+                        };
+                    }
+                    for (d, t) in r.iter_mut().zip(&rty) {
+                        *d = Val::default_for(*t);
+                    }
+                    let mut c = WtCaller { c: &mut caller };
+                    f(&mut c, a, r).map_err(wasmtime::Error::new)?;
+                    for ((slot, v), t) in space.iter_mut().zip(r.iter()).zip(&rty) {
+                        if v.ty() != *t {
+                            return Err(wasmtime::Error::new(HostError::msg(format!(
+                                "host function returned {} where {t} was declared",
+                                v.ty()
+                            ))));
+                        }
+                        *slot = MaybeUninit::new(match *v {
+                            Val::I32(x) => ValRaw::i32(x),
+                            Val::I64(x) => ValRaw::i64(x),
+                            Val::F32(x) => ValRaw::f32(x.to_bits()),
+                            Val::F64(x) => ValRaw::f64(x.to_bits()),
+                        });
+                    }
+                    Ok(())
+                };
+                // SAFETY: `ty` is built from `pty`/`rty`, and the trampoline
+                // reads exactly those parameter types and writes exactly those
+                // result types (checked above) into `space`, whose length
+                // wasmtime makes max(params, results).
+                unsafe { linker.func_new_unchecked(&imp.module, &imp.name, ty, trampoline) }
                     .map_err(cerr)?;
             }
         }

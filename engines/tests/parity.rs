@@ -180,6 +180,36 @@ fn env_host() -> HostFunctions {
         Ok(())
     });
     h.add("env", "nop", FuncType::new([], []), |_, _, _| Ok(()));
+    // Declared to return i32 but returns an i64: refused, not mis-passed.
+    h.add(
+        "env",
+        "bad_ret",
+        FuncType::new([], [ValType::I32]),
+        |_, _, r| {
+            r[0] = Val::I64(1);
+            Ok(())
+        },
+    );
+    // Echoes every value type through the host.
+    h.add(
+        "env",
+        "echo",
+        FuncType::new(
+            [ValType::I32, ValType::I64, ValType::F32, ValType::F64],
+            [ValType::F64, ValType::I64],
+        ),
+        |_, a, r| {
+            let (x, y, z, w) = (
+                a[0].i32().unwrap(),
+                a[1].i64().unwrap(),
+                a[2].f32().unwrap(),
+                a[3].f64().unwrap(),
+            );
+            r[0] = Val::F64(x as f64 + y as f64 + z as f64 + w);
+            r[1] = Val::I64(y.wrapping_mul(3));
+            Ok(())
+        },
+    );
     h
 }
 
@@ -277,6 +307,8 @@ parity!(reentrant_call);
 const TRAPS_WAT: &str = r#"(module
   (import "env" "fail" (func $fail))
   (import "env" "nested_trap" (func $nested))
+  (import "env" "bad_ret" (func $bad_ret (result i32)))
+  (import "env" "echo" (func $echo (param i32 i64 f32 f64) (result f64 i64)))
   (memory (export "memory") 1)
   (func $die (export "die") unreachable)
   (func (export "oob") (result i32) i32.const 0x7ffffff0 i32.load)
@@ -285,6 +317,9 @@ const TRAPS_WAT: &str = r#"(module
   (func (export "host_fail") call $fail)
   (func (export "nested") call $nested)
   (func (export "ok") (result i32) i32.const 1)
+  (func (export "bad_ret") (result i32) call $bad_ret)
+  (func (export "echo") (param i32 i64 f32 f64) (result f64 i64)
+    local.get 0 local.get 1 local.get 2 local.get 3 call $echo)
 )"#;
 
 fn trap_kinds(kind: EngineKind) {
@@ -313,6 +348,33 @@ fn trap_kinds(kind: EngineKind) {
         other => panic!("expected host error, got {other:?}"),
     }
     assert_eq!(err.export, "host_fail");
+    let mut i = module.instantiate(Box::new(())).unwrap();
+    let err = call1(i.as_mut(), "bad_ret", &[]).unwrap_err();
+    assert!(
+        matches!(&err.reason, TrapReason::HostError(m) if m.contains("returned i64 where i32")),
+        "{err}"
+    );
+    // Every value type through a host function and back.
+    let mut i = module.instantiate(Box::new(())).unwrap();
+    let mut r = [Val::F64(0.0), Val::I64(0)];
+    i.call_by_name(
+        "echo",
+        &[
+            Val::I32(-2),
+            Val::I64(1 << 40),
+            Val::F32(0.5),
+            Val::F64(0.25),
+        ],
+        &mut r,
+    )
+    .unwrap();
+    assert_eq!(
+        r,
+        [
+            Val::F64(-2.0 + (1u64 << 40) as f64 + 0.75),
+            Val::I64(3 << 40)
+        ]
+    );
     // A trap is confined to its instance: a sibling keeps working.
     let mut j = module.instantiate(Box::new(())).unwrap();
     assert_eq!(call1(j.as_mut(), "ok", &[]).unwrap(), Val::I32(1));
