@@ -10,7 +10,7 @@ use std::any::Any;
 use std::collections::HashMap;
 use std::mem::MaybeUninit;
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use wasmtime::{
     AsContextMut, Config, Func, InstanceAllocationStrategy, InstancePre, Linker, Memory, Module,
@@ -50,11 +50,23 @@ impl WtEngine {
         let weak: Weak<Shared> = Arc::downgrade(&shared);
         std::thread::Builder::new()
             .name("wasmtime-epoch".into())
-            .spawn(move || loop {
-                std::thread::sleep(TICK);
-                let Some(s) = weak.upgrade() else { break };
-                for e in s.engines.lock().unwrap_or_else(|p| p.into_inner()).values() {
-                    e.increment_epoch();
+            .spawn(move || {
+                // The epoch follows the wall clock: when the thread wakes late
+                // (a loaded machine), it catches up with several increments,
+                // so scheduling delays do not add up over a long deadline.
+                let start = Instant::now();
+                let mut done: u128 = 0;
+                loop {
+                    std::thread::sleep(TICK);
+                    let Some(s) = weak.upgrade() else { break };
+                    let target = start.elapsed().as_nanos() / TICK.as_nanos();
+                    let delta = target.saturating_sub(done).min(100_000);
+                    done = target;
+                    for e in s.engines.lock().unwrap_or_else(|p| p.into_inner()).values() {
+                        for _ in 0..delta {
+                            e.increment_epoch();
+                        }
+                    }
                 }
             })
             .map_err(EngineError::Io)?;
@@ -375,9 +387,11 @@ impl crate::Engine for WtEngine {
 }
 
 fn deadline_ticks(d: Duration) -> u64 {
-    // The epoch may tick right after the deadline is set, so one extra tick
-    // makes the guest run at least `d` and at most `d + TICK`.
-    (d.as_nanos().div_ceil(TICK.as_nanos()) as u64) + 1
+    // The epoch may tick right after the deadline is set, and the ticker may
+    // be up to a tick behind the wall clock when it is set (it catches up in
+    // one step), so two extra ticks make the guest run at least about `d`;
+    // it stops within about `d + 2 * TICK` plus the ticker's wake-up delay.
+    (d.as_nanos().div_ceil(TICK.as_nanos()) as u64) + 2
 }
 
 struct WtModule {
