@@ -556,6 +556,43 @@ fn deadline(kind: EngineKind) {
 }
 parity!(deadline);
 
+/// A runaway instance is stopped without touching instances busy on other threads.
+fn deadline_hits_only_the_runaway(kind: EngineKind) {
+    let d = Duration::from_millis(150);
+    let limits = Limits {
+        call_deadline: d,
+        ..Limits::default()
+    };
+    let module = compile(kind, LOOP_WAT, env_host(), limits);
+    let busy: Vec<_> = (0..2)
+        .map(|_| {
+            let mut i = module.instantiate(Box::new(())).unwrap();
+            std::thread::spawn(move || {
+                let until = Instant::now() + Duration::from_millis(400);
+                let mut calls = 0u64;
+                while Instant::now() < until {
+                    assert_eq!(call1(i.as_mut(), "ok", &[]).unwrap(), Val::I32(5));
+                    calls += 1;
+                }
+                calls
+            })
+        })
+        .collect();
+    let runaway: Vec<_> = (0..2)
+        .map(|_| {
+            let mut i = module.instantiate(Box::new(())).unwrap();
+            std::thread::spawn(move || assert_deadline(i.as_mut(), "spin", d))
+        })
+        .collect();
+    for h in runaway {
+        h.join().unwrap();
+    }
+    for h in busy {
+        assert!(h.join().unwrap() > 0);
+    }
+}
+parity!(deadline_hits_only_the_runaway);
+
 fn missing_imports(kind: EngineKind) {
     let wat = r#"(module
       (import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32)))
