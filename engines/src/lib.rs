@@ -18,6 +18,8 @@
 //! capability-less WASI preview 1 written on that table, and [`pool`] holds
 //! the instance pooling primitives.
 
+#![warn(missing_docs)]
+
 use std::any::Any;
 use std::fmt;
 use std::path::PathBuf;
@@ -221,7 +223,11 @@ pub struct Limits {
     /// running after it is stopped with [`TrapReason::Deadline`].
     pub call_deadline: Duration,
     /// Maximum stack the guest may use; deeper recursion traps with
-    /// [`TrapReason::StackOverflow`].
+    /// [`TrapReason::StackOverflow`]. Exact on wasmtime. On wasmer the guest
+    /// runs on a separate stack of at least this size plus 64 KiB for host
+    /// frames; wasmer 7.4 reuses cached stacks that are at least that large,
+    /// so there the limit can be as large as the largest limit any plugin in
+    /// the process uses. Runaway recursion traps on both.
     pub max_stack_bytes: usize,
 }
 
@@ -560,7 +566,7 @@ pub trait CompiledModule: Send + Sync {
     /// Limits applied to its instances.
     fn limits(&self) -> &Limits;
     /// True if the code came from the disk cache rather than the compiler.
-    fn from_cache(&self) -> bool;
+    fn loaded_from_cache(&self) -> bool;
     /// Creates a fresh instance with `data` as its per-instance host data.
     /// Runs the module's start section (not `_start`) under the call deadline.
     fn instantiate(&self, data: Box<dyn Any + Send>) -> Result<Box<dyn Instance>, Trap>;

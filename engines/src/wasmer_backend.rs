@@ -39,14 +39,25 @@ pub(crate) const VERSION: &str = "7.4.2";
 const KIND: EngineKind = EngineKind::Wasmer;
 /// Watchdog period: a runaway guest stops within about one tick of its deadline.
 pub(crate) const TICK: Duration = Duration::from_millis(5);
-/// Host functions run on wasmer's guest stack, so it gets this much on top of
-/// [`Limits::max_stack_bytes`] for host frames.
-const HOST_STACK_MARGIN: usize = 128 << 10;
+/// Host functions run on wasmer's guest stack (on wasmtime they use the
+/// thread's own stack), so it gets this much on top of
+/// [`Limits::max_stack_bytes`] for host frames: a guest may recurse up to this
+/// much deeper on wasmer than on wasmtime.
+const HOST_STACK_MARGIN: usize = 64 << 10;
 
 static BASE: LazyLock<Instant> = LazyLock::new(Instant::now);
+/// A coarse clock the watchdogs advance every tick, so a guest call costs an
+/// atomic load instead of a clock read.
+static COARSE_NOW: AtomicU64 = AtomicU64::new(1);
 
 fn now_nanos() -> u64 {
     BASE.elapsed().as_nanos() as u64 + 1
+}
+
+/// Deadline for a call starting now: the coarse clock may lag by one tick,
+/// so the guest gets at least `d` and is stopped within about `d + 2 * TICK`.
+fn deadline_from_now(d: u64) -> u64 {
+    COARSE_NOW.load(Ordering::Relaxed) + d + TICK.as_nanos() as u64
 }
 
 /// Deadline state of one store.
@@ -59,7 +70,7 @@ struct Slot {
 impl Slot {
     fn expired(&self) -> bool {
         let d = self.deadline.load(Ordering::Acquire);
-        d != 0 && now_nanos() >= d
+        d != 0 && COARSE_NOW.load(Ordering::Relaxed) >= d
     }
 }
 
@@ -76,6 +87,7 @@ pub(crate) struct WmEngine {
 impl WmEngine {
     pub(crate) fn new(opts: EngineOptions) -> Result<Self, EngineError> {
         let engine = wasmer::Engine::from(wasmer::sys::Cranelift::default());
+        COARSE_NOW.fetch_max(now_nanos(), Ordering::Relaxed);
         let watchdog = Arc::new(Watchdog {
             slots: Mutex::new(Vec::new()),
         });
@@ -85,6 +97,7 @@ impl WmEngine {
             .spawn(move || loop {
                 std::thread::sleep(TICK);
                 let Some(w) = weak.upgrade() else { break };
+                COARSE_NOW.fetch_max(now_nanos(), Ordering::Relaxed);
                 let mut slots = w.slots.lock().unwrap_or_else(|p| p.into_inner());
                 slots.retain(|s| match s.upgrade() {
                     Some(s) => {
@@ -471,6 +484,14 @@ fn host_trampoline(
         }
         let mut c = WmCaller { env };
         f(&mut c, a, r).map_err(|e| RuntimeError::user(Box::new(e)))?;
+        for (v, t) in r.iter().zip(rty.iter()) {
+            if v.ty() != *t {
+                return Err(RuntimeError::user(Box::new(HostError::msg(format!(
+                    "host function returned {} where {t} was declared",
+                    v.ty()
+                )))));
+            }
+        }
         Ok(r.iter().map(|v| to_wm(*v)).collect())
     }
 }
@@ -485,7 +506,7 @@ impl CompiledModule for WmModule {
     fn limits(&self) -> &Limits {
         &self.limits
     }
-    fn from_cache(&self) -> bool {
+    fn loaded_from_cache(&self) -> bool {
         self.from_cache
     }
     fn instantiate(&self, data: Box<dyn Any + Send>) -> Result<Box<dyn Instance>, Trap> {
@@ -525,7 +546,7 @@ impl CompiledModule for WmModule {
         }
         let deadline = self.limits.call_deadline.as_nanos() as u64;
         slot.deadline
-            .store(now_nanos() + deadline, Ordering::Release);
+            .store(deadline_from_now(deadline), Ordering::Release);
         let inst = wasmer::Instance::new(&mut store, &self.module, &imports);
         slot.deadline.store(0, Ordering::Release);
         let inst = inst.map_err(|e| {
@@ -552,6 +573,7 @@ impl CompiledModule for WmModule {
             poisoned: false,
             deadline,
             slot,
+            _watchdog: self.watchdog.clone(),
         }))
     }
 }
@@ -578,6 +600,8 @@ struct WmInstance {
     poisoned: bool,
     deadline: u64,
     slot: Arc<Slot>,
+    /// Keeps the watchdog thread alive while the instance exists.
+    _watchdog: Arc<Watchdog>,
 }
 
 fn i32_at(args: &[Val], i: usize) -> i32 {
@@ -644,7 +668,7 @@ impl Instance for WmInstance {
         check_call(KIND, f, args, results)?;
         self.slot
             .deadline
-            .store(now_nanos() + self.deadline, Ordering::Release);
+            .store(deadline_from_now(self.deadline), Ordering::Release);
         let st = &mut self.store;
         let r = match &self.funcs[f.index] {
             WmFunc::VV(t) => t.call(st),

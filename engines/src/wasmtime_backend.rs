@@ -8,12 +8,13 @@
 
 use std::any::Any;
 use std::collections::HashMap;
+use std::mem::MaybeUninit;
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use wasmtime::{
     AsContextMut, Config, Func, InstanceAllocationStrategy, InstancePre, Linker, Memory, Module,
-    PoolingAllocationConfig, ResourceLimiter, Store, TypedFunc,
+    PoolingAllocationConfig, ResourceLimiter, Store, TypedFunc, ValRaw,
 };
 
 use crate::cache::CacheEntry;
@@ -49,11 +50,23 @@ impl WtEngine {
         let weak: Weak<Shared> = Arc::downgrade(&shared);
         std::thread::Builder::new()
             .name("wasmtime-epoch".into())
-            .spawn(move || loop {
-                std::thread::sleep(TICK);
-                let Some(s) = weak.upgrade() else { break };
-                for e in s.engines.lock().unwrap_or_else(|p| p.into_inner()).values() {
-                    e.increment_epoch();
+            .spawn(move || {
+                // The epoch follows the wall clock: when the thread wakes late
+                // (a loaded machine), it catches up with several increments,
+                // so scheduling delays do not add up over a long deadline.
+                let start = Instant::now();
+                let mut done: u128 = 0;
+                loop {
+                    std::thread::sleep(TICK);
+                    let Some(s) = weak.upgrade() else { break };
+                    let target = start.elapsed().as_nanos() / TICK.as_nanos();
+                    let delta = target.saturating_sub(done).min(100_000);
+                    done = target;
+                    for e in s.engines.lock().unwrap_or_else(|p| p.into_inner()).values() {
+                        for _ in 0..delta {
+                            e.increment_epoch();
+                        }
+                    }
                 }
             })
             .map_err(EngineError::Io)?;
@@ -305,42 +318,64 @@ impl crate::Engine for WtEngine {
                     hf.ty.results.iter().map(|t| to_wt_ty(*t)),
                 );
                 let f = hf.func.clone();
+                let pty = hf.ty.params.clone();
                 let rty = hf.ty.results.clone();
-                linker
-                    .func_new(
-                        &imp.module,
-                        &imp.name,
-                        ty,
-                        move |mut caller, params, results| {
-                            let np = params.len();
-                            let mut buf = [Val::I32(0); 16];
-                            let mut heap;
-                            let vals: &mut [Val] = if np + rty.len() <= 16 {
-                                &mut buf[..np + rty.len()]
-                            } else {
-                                heap = vec![Val::I32(0); np + rty.len()];
-                                &mut heap
-                            };
-                            let (a, r) = vals.split_at_mut(np);
-                            for (d, s) in a.iter_mut().zip(params) {
-                                *d = from_wt(s);
-                            }
-                            for (d, t) in r.iter_mut().zip(&rty) {
-                                *d = Val::default_for(*t);
-                            }
-                            let mut c = WtCaller { c: &mut caller };
-                            f(&mut c, a, r).map_err(wasmtime::Error::new)?;
-                            for (d, s) in results.iter_mut().zip(r.iter()) {
-                                *d = to_wt(*s);
-                            }
-                            Ok(())
-                        },
-                    )
+                let trampoline = move |mut caller: wasmtime::Caller<'_, WtData>,
+                                       space: &mut [MaybeUninit<ValRaw>]|
+                      -> wasmtime::Result<()> {
+                    let (np, nr) = (pty.len(), rty.len());
+                    let mut buf = [Val::I32(0); 16];
+                    let mut heap;
+                    let vals: &mut [Val] = if np + nr <= 16 {
+                        &mut buf[..np + nr]
+                    } else {
+                        heap = vec![Val::I32(0); np + nr];
+                        &mut heap
+                    };
+                    let (a, r) = vals.split_at_mut(np);
+                    for ((d, t), raw) in a.iter_mut().zip(&pty).zip(space.iter()) {
+                        // SAFETY: wasmtime initialises the first `np` slots with
+                        // the parameters of the signature built from `pty`.
+                        let raw = unsafe { raw.assume_init_ref() };
+                        *d = match t {
+                            ValType::I32 => Val::I32(raw.get_i32()),
+                            ValType::I64 => Val::I64(raw.get_i64()),
+                            ValType::F32 => Val::F32(f32::from_bits(raw.get_f32())),
+                            ValType::F64 => Val::F64(f64::from_bits(raw.get_f64())),
+                        };
+                    }
+                    for (d, t) in r.iter_mut().zip(&rty) {
+                        *d = Val::default_for(*t);
+                    }
+                    let mut c = WtCaller { c: &mut caller };
+                    f(&mut c, a, r).map_err(wasmtime::Error::new)?;
+                    for ((slot, v), t) in space.iter_mut().zip(r.iter()).zip(&rty) {
+                        if v.ty() != *t {
+                            return Err(wasmtime::Error::new(HostError::msg(format!(
+                                "host function returned {} where {t} was declared",
+                                v.ty()
+                            ))));
+                        }
+                        *slot = MaybeUninit::new(match *v {
+                            Val::I32(x) => ValRaw::i32(x),
+                            Val::I64(x) => ValRaw::i64(x),
+                            Val::F32(x) => ValRaw::f32(x.to_bits()),
+                            Val::F64(x) => ValRaw::f64(x.to_bits()),
+                        });
+                    }
+                    Ok(())
+                };
+                // SAFETY: `ty` is built from `pty`/`rty`, and the trampoline
+                // reads exactly those parameter types and writes exactly those
+                // result types (checked above) into `space`, whose length
+                // wasmtime makes max(params, results).
+                unsafe { linker.func_new_unchecked(&imp.module, &imp.name, ty, trampoline) }
                     .map_err(cerr)?;
             }
         }
         let pre = linker.instantiate_pre(&module).map_err(cerr)?;
         Ok(Arc::new(WtModule {
+            shared: self.shared.clone(),
             engine,
             info,
             deadline_ticks: deadline_ticks(limits.call_deadline),
@@ -352,12 +387,16 @@ impl crate::Engine for WtEngine {
 }
 
 fn deadline_ticks(d: Duration) -> u64 {
-    // The epoch may tick right after the deadline is set, so one extra tick
-    // makes the guest run at least `d` and at most `d + TICK`.
-    (d.as_nanos().div_ceil(TICK.as_nanos()) as u64) + 1
+    // The epoch may tick right after the deadline is set, and the ticker may
+    // be up to a tick behind the wall clock when it is set (it catches up in
+    // one step), so two extra ticks make the guest run at least about `d`;
+    // it stops within about `d + 2 * TICK` plus the ticker's wake-up delay.
+    (d.as_nanos().div_ceil(TICK.as_nanos()) as u64) + 2
 }
 
 struct WtModule {
+    /// Keeps the epoch ticker alive while the module exists.
+    shared: Arc<Shared>,
     engine: wasmtime::Engine,
     info: ModuleInfo,
     limits: Limits,
@@ -376,7 +415,7 @@ impl CompiledModule for WtModule {
     fn limits(&self) -> &Limits {
         &self.limits
     }
-    fn from_cache(&self) -> bool {
+    fn loaded_from_cache(&self) -> bool {
         self.from_cache
     }
     fn instantiate(&self, data: Box<dyn Any + Send>) -> Result<Box<dyn Instance>, Trap> {
@@ -414,6 +453,7 @@ impl CompiledModule for WtModule {
             id: next_instance_id(),
             poisoned: false,
             deadline_ticks: self.deadline_ticks,
+            _shared: self.shared.clone(),
         }))
     }
 }
@@ -438,6 +478,8 @@ struct WtInstance {
     id: u64,
     poisoned: bool,
     deadline_ticks: u64,
+    /// Keeps the epoch ticker alive while the instance exists.
+    _shared: Arc<Shared>,
 }
 
 fn i32_at(args: &[Val], i: usize) -> i32 {

@@ -1,0 +1,946 @@
+//! Parity tests: every case runs on both engines with the same expectations.
+
+use std::any::Any;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use wasmgate_engines::wasi::{self, WasiStream};
+use wasmgate_engines::*;
+
+/// Generates one test per engine for a case `fn(EngineKind)`.
+macro_rules! parity {
+    ($name:ident) => {
+        mod $name {
+            #[test]
+            fn wasmtime() {
+                super::$name(wasmgate_engines::EngineKind::Wasmtime);
+            }
+            #[test]
+            fn wasmer() {
+                super::$name(wasmgate_engines::EngineKind::Wasmer);
+            }
+        }
+    };
+}
+
+/// One shared engine per kind (no cache), like the proxy would hold.
+fn engine(kind: EngineKind) -> Arc<dyn Engine> {
+    type Engines = Mutex<Vec<(EngineKind, Arc<dyn Engine>)>>;
+    static ENGINES: OnceLock<Engines> = OnceLock::new();
+    let mut v = ENGINES.get_or_init(Default::default).lock().unwrap();
+    if let Some((_, e)) = v.iter().find(|(k, _)| *k == kind) {
+        return e.clone();
+    }
+    let e = new_engine(kind, EngineOptions::default()).unwrap();
+    v.push((kind, e.clone()));
+    e
+}
+
+fn compile(
+    kind: EngineKind,
+    wat: &str,
+    host: HostFunctions,
+    limits: Limits,
+) -> Arc<dyn CompiledModule> {
+    engine(kind)
+        .compile(wat.as_bytes(), Arc::new(host), limits)
+        .unwrap()
+}
+
+fn instance(kind: EngineKind, wat: &str, host: HostFunctions) -> Box<dyn Instance> {
+    compile(kind, wat, host, Limits::default())
+        .instantiate(Box::new(()))
+        .unwrap()
+}
+
+fn call1(i: &mut dyn Instance, name: &str, args: &[Val]) -> Result<Val, Trap> {
+    let f = i.export(name).unwrap_or_else(|| panic!("no export {name}"));
+    let mut r = [Val::default_for(f.ty().results[0])];
+    i.call(&f, args, &mut r)?;
+    Ok(r[0])
+}
+
+fn call0(i: &mut dyn Instance, name: &str, args: &[Val]) -> Result<(), Trap> {
+    i.call_by_name(name, args, &mut [])
+}
+
+const TYPES_WAT: &str = r#"(module
+  (func (export "add_i32") (param i32 i32) (result i32) local.get 0 local.get 1 i32.add)
+  (func (export "add_i64") (param i64 i64) (result i64) local.get 0 local.get 1 i64.add)
+  (func (export "add_f32") (param f32 f32) (result f32) local.get 0 local.get 1 f32.add)
+  (func (export "add_f64") (param f64 f64) (result f64) local.get 0 local.get 1 f64.add)
+  (func (export "neg_i32") (param i32) (result i32) i32.const 0 local.get 0 i32.sub)
+  (func (export "const_i64") (result i64) i64.const -1234567890123)
+  (func (export "const_i32") (result i32) i32.const 42)
+  (func (export "noop"))
+  (func (export "mixed") (param i32 i64 f32 f64) (result f64 i32)
+    local.get 0 f64.convert_i32_s
+    local.get 1 f64.convert_i64_s f64.add
+    local.get 2 f64.promote_f32 f64.add
+    local.get 3 f64.add
+    i32.const 7)
+)"#;
+
+fn value_types(kind: EngineKind) {
+    let mut i = instance(kind, TYPES_WAT, HostFunctions::new());
+    let i = i.as_mut();
+    assert_eq!(
+        call1(i, "add_i32", &[Val::I32(i32::MAX), Val::I32(1)]).unwrap(),
+        Val::I32(i32::MIN)
+    );
+    assert_eq!(
+        call1(i, "add_i64", &[Val::I64(1 << 40), Val::I64(-5)]).unwrap(),
+        Val::I64((1 << 40) - 5)
+    );
+    assert_eq!(
+        call1(i, "add_f32", &[Val::F32(1.5), Val::F32(2.25)]).unwrap(),
+        Val::F32(3.75)
+    );
+    assert_eq!(
+        call1(i, "add_f64", &[Val::F64(0.1), Val::F64(0.2)]).unwrap(),
+        Val::F64(0.1 + 0.2)
+    );
+    assert_eq!(call1(i, "neg_i32", &[Val::I32(5)]).unwrap(), Val::I32(-5));
+    assert_eq!(
+        call1(i, "const_i64", &[]).unwrap(),
+        Val::I64(-1234567890123)
+    );
+    assert_eq!(call1(i, "const_i32", &[]).unwrap(), Val::I32(42));
+    call0(i, "noop", &[]).unwrap();
+    let f = i.export("mixed").unwrap();
+    assert_eq!(
+        f.ty(),
+        &FuncType::new(
+            [ValType::I32, ValType::I64, ValType::F32, ValType::F64],
+            [ValType::F64, ValType::I32]
+        )
+    );
+    let mut r = [Val::F64(0.0), Val::I32(0)];
+    i.call(
+        &f,
+        &[Val::I32(1), Val::I64(2), Val::F32(0.5), Val::F64(0.25)],
+        &mut r,
+    )
+    .unwrap();
+    assert_eq!(r, [Val::F64(3.75), Val::I32(7)]);
+    // Wrong argument types are refused, not mis-passed.
+    let add = i.export("add_i32").unwrap();
+    let err = i
+        .call(&add, &[Val::I64(1), Val::I32(1)], &mut [Val::I32(0)])
+        .unwrap_err();
+    assert!(matches!(err.reason, TrapReason::Other(_)), "{err}");
+    assert!(i.export("nope").is_none());
+    let err = call0(i, "nope", &[]).unwrap_err();
+    assert_eq!(err.export, "nope");
+    assert_eq!(err.engine, kind);
+}
+parity!(value_types);
+
+/// Host functions used by several guests.
+fn env_host() -> HostFunctions {
+    let mut h = HostFunctions::new();
+    // probe(ptr, len) -> 0 if readable and writable, 1 if out of bounds.
+    h.add(
+        "env",
+        "probe",
+        FuncType::new([ValType::I32, ValType::I32], [ValType::I32]),
+        |c, a, r| {
+            let (ptr, len) = (a[0].i32().unwrap() as u32, a[1].i32().unwrap() as u32);
+            let read = c.read(ptr, len);
+            let write = c.write(ptr, &vec![0xAB; len as usize]);
+            r[0] = Val::I32(match (read, write) {
+                (Ok(_), Ok(())) => 0,
+                (Err(HostError::OutOfBounds { .. }), Err(HostError::OutOfBounds { .. })) => 1,
+                other => panic!("inconsistent: {other:?}"),
+            });
+            Ok(())
+        },
+    );
+    // give() -> ptr: calls the guest's malloc re-entrantly and writes "hello".
+    h.add(
+        "env",
+        "give",
+        FuncType::new([], [ValType::I32]),
+        |c, _, r| {
+            let mut p = [Val::I32(0)];
+            c.call("malloc", &[Val::I32(5)], &mut p)?;
+            let ptr = p[0].i32().unwrap() as u32;
+            c.write(ptr, b"hello")?;
+            *c.data().downcast_mut::<u32>().expect("u32 data") += 1;
+            r[0] = Val::I32(ptr as i32);
+            Ok(())
+        },
+    );
+    h.add("env", "fail", FuncType::new([], []), |_, _, _| {
+        Err(HostError::msg("boom from host"))
+    });
+    // nested_trap(): calls the guest's `unreachable` export.
+    h.add("env", "nested_trap", FuncType::new([], []), |c, _, _| {
+        c.call("die", &[], &mut [])?;
+        Ok(())
+    });
+    h.add("env", "nop", FuncType::new([], []), |_, _, _| Ok(()));
+    // Declared to return i32 but returns an i64: refused, not mis-passed.
+    h.add(
+        "env",
+        "bad_ret",
+        FuncType::new([], [ValType::I32]),
+        |_, _, r| {
+            r[0] = Val::I64(1);
+            Ok(())
+        },
+    );
+    // Echoes every value type through the host.
+    h.add(
+        "env",
+        "echo",
+        FuncType::new(
+            [ValType::I32, ValType::I64, ValType::F32, ValType::F64],
+            [ValType::F64, ValType::I64],
+        ),
+        |_, a, r| {
+            let (x, y, z, w) = (
+                a[0].i32().unwrap(),
+                a[1].i64().unwrap(),
+                a[2].f32().unwrap(),
+                a[3].f64().unwrap(),
+            );
+            r[0] = Val::F64(x as f64 + y as f64 + z as f64 + w);
+            r[1] = Val::I64(y.wrapping_mul(3));
+            Ok(())
+        },
+    );
+    h
+}
+
+const MEM_WAT: &str = r#"(module
+  (import "env" "probe" (func $probe (param i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "load8") (param i32) (result i32) local.get 0 i32.load8_u)
+  (func (export "store8") (param i32 i32) local.get 0 local.get 1 i32.store8)
+  (func (export "probe") (param i32 i32) (result i32) local.get 0 local.get 1 call $probe)
+)"#;
+
+fn memory_edges(kind: EngineKind) {
+    let mut inst = instance(kind, MEM_WAT, env_host());
+    let i = inst.as_mut();
+    assert_eq!(i.memory_size(), 65536);
+    // Host side: last byte fine, one past the end is an error.
+    i.write(65535, &[7]).unwrap();
+    assert_eq!(i.read(65535, 1).unwrap(), vec![7]);
+    assert_eq!(call1(i, "load8", &[Val::I32(65535)]).unwrap(), Val::I32(7));
+    assert!(matches!(
+        i.write(65536, &[1]),
+        Err(HostError::OutOfBounds { .. })
+    ));
+    assert!(matches!(
+        i.write(65535, &[1, 2]),
+        Err(HostError::OutOfBounds { .. })
+    ));
+    assert!(matches!(
+        i.read(65535, 2),
+        Err(HostError::OutOfBounds { .. })
+    ));
+    assert!(matches!(
+        i.read(u32::MAX, 2),
+        Err(HostError::OutOfBounds { .. })
+    ));
+    let mut buf = [0u8; 4];
+    assert!(i.read_into(65534, &mut buf).is_err());
+    i.write(0, b"abcd").unwrap();
+    i.read_into(0, &mut buf).unwrap();
+    assert_eq!(&buf, b"abcd");
+    // Inside a host function: the same bounds.
+    assert_eq!(
+        call1(i, "probe", &[Val::I32(65535), Val::I32(1)]).unwrap(),
+        Val::I32(0)
+    );
+    assert_eq!(
+        call1(i, "probe", &[Val::I32(65535), Val::I32(2)]).unwrap(),
+        Val::I32(1)
+    );
+    assert_eq!(
+        call1(i, "probe", &[Val::I32(-1), Val::I32(1)]).unwrap(),
+        Val::I32(1)
+    );
+    assert_eq!(
+        call1(i, "load8", &[Val::I32(65535)]).unwrap(),
+        Val::I32(0xAB)
+    );
+    // Guest side: one past the end traps out-of-bounds.
+    let err = call1(i, "load8", &[Val::I32(65536)]).unwrap_err();
+    assert_eq!(err.reason, TrapReason::OutOfBounds);
+    assert_eq!(err.export, "load8");
+    assert!(i.is_poisoned());
+}
+parity!(memory_edges);
+
+const REENTRANT_WAT: &str = r#"(module
+  (import "env" "give" (func $give (result i32)))
+  (memory (export "memory") 1)
+  (global $next (mut i32) (i32.const 1024))
+  (func (export "malloc") (param $n i32) (result i32)
+    (local $p i32)
+    global.get $next local.set $p
+    global.get $next local.get $n i32.add global.set $next
+    local.get $p)
+  (func (export "run") (result i32) call $give drop call $give)
+)"#;
+
+fn reentrant_call(kind: EngineKind) {
+    let module = compile(kind, REENTRANT_WAT, env_host(), Limits::default());
+    let mut i = module.instantiate(Box::new(0u32)).unwrap();
+    let ptr = call1(i.as_mut(), "run", &[]).unwrap().i32().unwrap();
+    // Two allocations of 5 bytes from 1024: the second is at 1029.
+    assert_eq!(ptr, 1029);
+    assert_eq!(i.read(1024, 10).unwrap(), b"hellohello");
+    assert_eq!(*i.data().downcast_mut::<u32>().unwrap(), 2);
+    assert!(!i.is_poisoned());
+    // Per-instance state: a second instance starts from its own data.
+    let mut j = module.instantiate(Box::new(100u32)).unwrap();
+    call1(j.as_mut(), "run", &[]).unwrap();
+    assert_eq!(*j.data().downcast_mut::<u32>().unwrap(), 102);
+    assert_eq!(*i.data().downcast_mut::<u32>().unwrap(), 2);
+}
+parity!(reentrant_call);
+
+const TRAPS_WAT: &str = r#"(module
+  (import "env" "fail" (func $fail))
+  (import "env" "nested_trap" (func $nested))
+  (import "env" "bad_ret" (func $bad_ret (result i32)))
+  (import "env" "echo" (func $echo (param i32 i64 f32 f64) (result f64 i64)))
+  (memory (export "memory") 1)
+  (func $die (export "die") unreachable)
+  (func (export "oob") (result i32) i32.const 0x7ffffff0 i32.load)
+  (func $rec (export "recurse") (param i32) (result i32)
+    local.get 0 i32.const 1 i32.add call $rec i32.const 1 i32.add)
+  (func (export "host_fail") call $fail)
+  (func (export "nested") call $nested)
+  (func (export "ok") (result i32) i32.const 1)
+  (func (export "bad_ret") (result i32) call $bad_ret)
+  (func (export "echo") (param i32 i64 f32 f64) (result f64 i64)
+    local.get 0 local.get 1 local.get 2 local.get 3 call $echo)
+)"#;
+
+fn trap_kinds(kind: EngineKind) {
+    let module = compile(kind, TRAPS_WAT, env_host(), Limits::default());
+    let cases: [(&str, &[Val], TrapReason); 4] = [
+        ("die", &[], TrapReason::Unreachable),
+        ("oob", &[], TrapReason::OutOfBounds),
+        ("recurse", &[Val::I32(0)], TrapReason::StackOverflow),
+        ("nested", &[], TrapReason::Unreachable),
+    ];
+    for (export, args, reason) in cases {
+        let mut i = module.instantiate(Box::new(())).unwrap();
+        let f = i.export(export).unwrap();
+        let mut r = vec![Val::I32(0); f.ty().results.len()];
+        let err = i.call(&f, args, &mut r).unwrap_err();
+        assert_eq!(err.reason, reason, "{export}: {err}");
+        assert_eq!(err.export, export);
+        assert_eq!(err.engine, kind);
+        assert!(i.is_poisoned());
+        assert!(err.to_string().contains(kind.as_str()), "{err}");
+    }
+    let mut i = module.instantiate(Box::new(())).unwrap();
+    let err = call0(i.as_mut(), "host_fail", &[]).unwrap_err();
+    match &err.reason {
+        TrapReason::HostError(m) => assert!(m.contains("boom from host"), "{m}"),
+        other => panic!("expected host error, got {other:?}"),
+    }
+    assert_eq!(err.export, "host_fail");
+    let mut i = module.instantiate(Box::new(())).unwrap();
+    let err = call1(i.as_mut(), "bad_ret", &[]).unwrap_err();
+    assert!(
+        matches!(&err.reason, TrapReason::HostError(m) if m.contains("returned i64 where i32")),
+        "{err}"
+    );
+    // Every value type through a host function and back.
+    let mut i = module.instantiate(Box::new(())).unwrap();
+    let mut r = [Val::F64(0.0), Val::I64(0)];
+    i.call_by_name(
+        "echo",
+        &[
+            Val::I32(-2),
+            Val::I64(1 << 40),
+            Val::F32(0.5),
+            Val::F64(0.25),
+        ],
+        &mut r,
+    )
+    .unwrap();
+    assert_eq!(
+        r,
+        [
+            Val::F64(-2.0 + (1u64 << 40) as f64 + 0.75),
+            Val::I64(3 << 40)
+        ]
+    );
+    // A trap is confined to its instance: a sibling keeps working.
+    let mut j = module.instantiate(Box::new(())).unwrap();
+    assert_eq!(call1(j.as_mut(), "ok", &[]).unwrap(), Val::I32(1));
+    assert!(!j.is_poisoned());
+}
+parity!(trap_kinds);
+
+const DEPTH_WAT: &str = r#"(module
+  (func $r (export "depth") (param i32) (result i32)
+    (if (result i32) (local.get 0)
+      (then (i32.add (call $r (i32.sub (local.get 0) (i32.const 1))) (i32.const 1)))
+      (else (i32.const 0)))))"#;
+
+fn stack_limit(kind: EngineKind) {
+    let with_stack = |bytes: usize| {
+        let limits = Limits {
+            max_stack_bytes: bytes,
+            ..Limits::default()
+        };
+        compile(kind, DEPTH_WAT, HostFunctions::new(), limits)
+            .instantiate(Box::new(()))
+            .unwrap()
+    };
+    let depth = Val::I32(10_000);
+    let mut big = with_stack(1 << 20);
+    assert_eq!(call1(big.as_mut(), "depth", &[depth]).unwrap(), depth);
+    let mut small = with_stack(64 << 10);
+    assert_eq!(
+        call1(small.as_mut(), "depth", &[Val::I32(100)]).unwrap(),
+        Val::I32(100)
+    );
+    // wasmer 7.4 reuses any cached guest stack at least as large as the one
+    // requested, so a small limit is only a lower bound there (see
+    // `Limits::max_stack_bytes`); wasmtime enforces it exactly.
+    if kind == EngineKind::Wasmtime {
+        let err = call1(small.as_mut(), "depth", &[depth]).unwrap_err();
+        assert_eq!(err.reason, TrapReason::StackOverflow);
+    }
+}
+parity!(stack_limit);
+
+fn pool_discards_trapped(kind: EngineKind) {
+    let module = compile(kind, TRAPS_WAT, env_host(), Limits::default());
+    let pool = InstancePool::new(module, 2, || Box::new(()) as Box<dyn Any + Send>);
+    {
+        let mut a = pool.acquire().unwrap();
+        assert_eq!(call1(&mut *a, "ok", &[]).unwrap(), Val::I32(1));
+    }
+    {
+        // Reused, not recreated.
+        let mut a = pool.acquire().unwrap();
+        assert_eq!(call1(&mut *a, "ok", &[]).unwrap(), Val::I32(1));
+        let _b = pool.acquire().unwrap();
+        assert!(matches!(pool.acquire(), Err(PoolError::Exhausted(2))));
+    }
+    assert_eq!(pool.created(), 2);
+    assert_eq!(pool.idle(), 2);
+    {
+        let mut a = pool.acquire().unwrap();
+        call0(&mut *a, "die", &[]).unwrap_err();
+    }
+    assert_eq!(pool.discarded(), 1);
+    assert_eq!(pool.idle(), 1);
+    {
+        let mut a = pool.acquire().unwrap();
+        let mut b = pool.acquire().unwrap();
+        assert_eq!(pool.created(), 3);
+        assert_eq!(call1(&mut *a, "ok", &[]).unwrap(), Val::I32(1));
+        assert_eq!(call1(&mut *b, "ok", &[]).unwrap(), Val::I32(1));
+        b.poison();
+    }
+    assert_eq!(pool.discarded(), 2);
+    assert_eq!(pool.in_use(), 0);
+    // An init hook that fails makes acquire fail and leaves no slot taken.
+    let module = compile(kind, TRAPS_WAT, env_host(), Limits::default());
+    let pool = InstancePool::new(module, 1, || Box::new(()) as Box<dyn Any + Send>)
+        .with_init(|i| i.call_by_name("die", &[], &mut []));
+    assert!(
+        matches!(pool.acquire(), Err(PoolError::Instantiate(t)) if t.reason == TrapReason::Unreachable)
+    );
+    assert_eq!(pool.in_use(), 0);
+}
+parity!(pool_discards_trapped);
+
+const GROW_WAT: &str = r#"(module
+  (memory (export "memory") 1)
+  (func (export "grow") (param i32) (result i32) local.get 0 memory.grow)
+  (func (export "size") (result i32) memory.size)
+)"#;
+
+fn memory_cap(kind: EngineKind) {
+    let limits = Limits {
+        max_memory_bytes: 3 * 65536,
+        ..Limits::default()
+    };
+    let module = compile(kind, GROW_WAT, HostFunctions::new(), limits.clone());
+    let mut i = module.instantiate(Box::new(())).unwrap();
+    let i = i.as_mut();
+    assert_eq!(call1(i, "grow", &[Val::I32(1)]).unwrap(), Val::I32(1));
+    assert_eq!(call1(i, "grow", &[Val::I32(2)]).unwrap(), Val::I32(-1));
+    assert_eq!(call1(i, "grow", &[Val::I32(1)]).unwrap(), Val::I32(2));
+    assert_eq!(call1(i, "grow", &[Val::I32(1)]).unwrap(), Val::I32(-1));
+    assert_eq!(call1(i, "size", &[]).unwrap(), Val::I32(3));
+    assert_eq!(i.memory_size(), 3 * 65536);
+    assert!(!i.is_poisoned());
+    // A declared maximum above the cap is capped too.
+    let wat = r#"(module (memory (export "memory") 1 100)
+      (func (export "grow") (param i32) (result i32) local.get 0 memory.grow))"#;
+    let mut i = compile(kind, wat, HostFunctions::new(), limits.clone())
+        .instantiate(Box::new(()))
+        .unwrap();
+    assert_eq!(
+        call1(i.as_mut(), "grow", &[Val::I32(3)]).unwrap(),
+        Val::I32(-1)
+    );
+    assert_eq!(
+        call1(i.as_mut(), "grow", &[Val::I32(2)]).unwrap(),
+        Val::I32(1)
+    );
+    // Initial memory above the cap: instantiation fails clearly.
+    let big = r#"(module (memory (export "memory") 4))"#;
+    let err = compile(kind, big, HostFunctions::new(), limits)
+        .instantiate(Box::new(()))
+        .err()
+        .expect("must fail");
+    assert_eq!(err.reason, TrapReason::MemoryLimit);
+    assert_eq!(err.export, INSTANTIATE);
+    assert_eq!(err.engine, kind);
+}
+parity!(memory_cap);
+
+const LOOP_WAT: &str = r#"(module
+  (import "env" "nop" (func $nop))
+  (func (export "spin") (loop br 0))
+  (func (export "spin_host") (loop call $nop br 0))
+  (func (export "ok") (result i32) i32.const 5)
+)"#;
+
+fn assert_deadline(i: &mut dyn Instance, export: &str, deadline: Duration) {
+    let start = Instant::now();
+    let err = call0(i, export, &[]).unwrap_err();
+    let elapsed = start.elapsed();
+    assert_eq!(err.reason, TrapReason::Deadline, "{err}");
+    assert_eq!(err.export, export);
+    assert!(
+        elapsed >= deadline - Duration::from_millis(10),
+        "stopped early: {elapsed:?}"
+    );
+    assert!(
+        elapsed <= deadline + Duration::from_millis(100),
+        "stopped {:?} after the deadline",
+        elapsed - deadline
+    );
+}
+
+fn deadline(kind: EngineKind) {
+    let d = Duration::from_millis(200);
+    let limits = Limits {
+        call_deadline: d,
+        ..Limits::default()
+    };
+    let module = compile(kind, LOOP_WAT, env_host(), limits);
+    let mut i = module.instantiate(Box::new(())).unwrap();
+    assert_deadline(i.as_mut(), "spin", d);
+    assert!(i.is_poisoned());
+    let mut j = module.instantiate(Box::new(())).unwrap();
+    assert_deadline(j.as_mut(), "spin_host", d);
+    // Other instances of the module are unaffected, and fast calls stay fast.
+    let mut k = module.instantiate(Box::new(())).unwrap();
+    for _ in 0..1000 {
+        assert_eq!(call1(k.as_mut(), "ok", &[]).unwrap(), Val::I32(5));
+    }
+    // An instance moved to another thread still works and still stops.
+    let handle = std::thread::spawn(move || {
+        assert_eq!(call1(k.as_mut(), "ok", &[]).unwrap(), Val::I32(5));
+        assert_deadline(k.as_mut(), "spin", d);
+    });
+    handle.join().unwrap();
+}
+parity!(deadline);
+
+/// A runaway instance is stopped without touching instances busy on other threads.
+fn deadline_hits_only_the_runaway(kind: EngineKind) {
+    let d = Duration::from_millis(150);
+    let limits = Limits {
+        call_deadline: d,
+        ..Limits::default()
+    };
+    let module = compile(kind, LOOP_WAT, env_host(), limits);
+    let busy: Vec<_> = (0..2)
+        .map(|_| {
+            let mut i = module.instantiate(Box::new(())).unwrap();
+            std::thread::spawn(move || {
+                let until = Instant::now() + Duration::from_millis(400);
+                let mut calls = 0u64;
+                while Instant::now() < until {
+                    assert_eq!(call1(i.as_mut(), "ok", &[]).unwrap(), Val::I32(5));
+                    calls += 1;
+                }
+                calls
+            })
+        })
+        .collect();
+    let runaway: Vec<_> = (0..2)
+        .map(|_| {
+            let mut i = module.instantiate(Box::new(())).unwrap();
+            std::thread::spawn(move || assert_deadline(i.as_mut(), "spin", d))
+        })
+        .collect();
+    for h in runaway {
+        h.join().unwrap();
+    }
+    for h in busy {
+        assert!(h.join().unwrap() > 0);
+    }
+}
+parity!(deadline_hits_only_the_runaway);
+
+fn missing_imports(kind: EngineKind) {
+    let wat = r#"(module
+      (import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32)))
+      (import "env" "nope" (func (param i32)))
+      (import "env" "nop" (func (param i32)))
+      (import "env" "tbl" (table 1 funcref))
+      (memory (export "memory") 1)
+      (func (export "handle_request") (result i64) i64.const 1))"#;
+    let mut host = env_host();
+    host.extend(wasi::functions(Arc::new(|_, _| {})));
+    let bin = wat::parse_str(wat).unwrap();
+    let info = ModuleInfo::parse(&bin).unwrap();
+    assert_eq!(
+        info.export_func("handle_request"),
+        Some(&FuncType::new([], [ValType::I64]))
+    );
+    assert!(info.has_export("memory"));
+    assert!(info.imports_module("wasi_snapshot_preview1"));
+    let missing = info.missing_imports(&host);
+    let names: Vec<String> = missing
+        .iter()
+        .map(|m| format!("{}.{}", m.module, m.name))
+        .collect();
+    assert_eq!(names, ["env.nope", "env.nop", "env.tbl"]);
+    assert_eq!(missing[1].host_has, Some(FuncType::new([], [])));
+    match engine(kind).compile(&bin, Arc::new(host), Limits::default()) {
+        Err(EngineError::MissingImports(m)) => {
+            assert_eq!(m, missing);
+            let text = EngineError::MissingImports(m).to_string();
+            assert!(
+                text.contains("env.nope") && text.contains("env.tbl"),
+                "{text}"
+            );
+        }
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("compiled with missing imports"),
+    }
+    // Invalid bytes are a load error too.
+    assert!(matches!(
+        engine(kind).compile(
+            b"\0asm\x01\0\0\0\xff",
+            Arc::new(HostFunctions::new()),
+            Limits::default()
+        ),
+        Err(EngineError::Invalid(_))
+    ));
+}
+parity!(missing_imports);
+
+fn cache_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "wgc"))
+        .collect()
+}
+
+fn cache(kind: EngineKind) {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = EngineOptions {
+        cache_dir: Some(dir.path().to_path_buf()),
+        pool_instances: 4,
+        ..EngineOptions::default()
+    };
+    let check = |m: &Arc<dyn CompiledModule>| {
+        let mut i = m.instantiate(Box::new(())).unwrap();
+        assert_eq!(
+            call1(i.as_mut(), "add_i32", &[Val::I32(2), Val::I32(3)]).unwrap(),
+            Val::I32(5)
+        );
+    };
+    let host = Arc::new(HostFunctions::new());
+    let e1 = new_engine(kind, opts.clone()).unwrap();
+    let m = e1
+        .compile(TYPES_WAT.as_bytes(), host.clone(), Limits::default())
+        .unwrap();
+    assert!(!m.loaded_from_cache());
+    check(&m);
+    let files = cache_files(dir.path());
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(files[0]
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .starts_with(kind.as_str()));
+    // A restart (new engine, same directory) loads from cache.
+    let e2 = new_engine(kind, opts.clone()).unwrap();
+    let m = e2
+        .compile(TYPES_WAT.as_bytes(), host.clone(), Limits::default())
+        .unwrap();
+    assert!(m.loaded_from_cache());
+    check(&m);
+    // Different limits (stack) are a different key.
+    let other = Limits {
+        max_stack_bytes: 256 << 10,
+        ..Limits::default()
+    };
+    assert!(!e2
+        .compile(TYPES_WAT.as_bytes(), host.clone(), other)
+        .unwrap()
+        .loaded_from_cache());
+    assert_eq!(cache_files(dir.path()).len(), 2);
+    let good = std::fs::read(&files[0]).unwrap();
+    // Garbage: ignored, recompiled, rewritten.
+    std::fs::write(&files[0], b"definitely not an artifact").unwrap();
+    let m = e2
+        .compile(TYPES_WAT.as_bytes(), host.clone(), Limits::default())
+        .unwrap();
+    assert!(!m.loaded_from_cache());
+    check(&m);
+    assert_eq!(std::fs::read(&files[0]).unwrap().len(), good.len());
+    assert!(e2
+        .compile(TYPES_WAT.as_bytes(), host.clone(), Limits::default())
+        .unwrap()
+        .loaded_from_cache());
+    // One flipped byte inside the artifact: checksum mismatch, same recovery.
+    let mut bad = good.clone();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 0x55;
+    std::fs::write(&files[0], &bad).unwrap();
+    let m = e2
+        .compile(TYPES_WAT.as_bytes(), host.clone(), Limits::default())
+        .unwrap();
+    assert!(!m.loaded_from_cache());
+    check(&m);
+    assert!(e2
+        .compile(TYPES_WAT.as_bytes(), host.clone(), Limits::default())
+        .unwrap()
+        .loaded_from_cache());
+    // The other engine's artifact under this engine's name is foreign: ignored.
+    let other_kind = if kind == EngineKind::Wasmtime {
+        EngineKind::Wasmer
+    } else {
+        EngineKind::Wasmtime
+    };
+    let odir = tempfile::tempdir().unwrap();
+    let oe = new_engine(
+        other_kind,
+        EngineOptions {
+            cache_dir: Some(odir.path().to_path_buf()),
+            pool_instances: 4,
+            ..EngineOptions::default()
+        },
+    )
+    .unwrap();
+    oe.compile(TYPES_WAT.as_bytes(), host.clone(), Limits::default())
+        .unwrap();
+    let foreign = std::fs::read(&cache_files(odir.path())[0]).unwrap();
+    std::fs::write(&files[0], &foreign).unwrap();
+    let m = e2
+        .compile(TYPES_WAT.as_bytes(), host, Limits::default())
+        .unwrap();
+    assert!(!m.loaded_from_cache());
+    check(&m);
+}
+parity!(cache);
+
+const WASI_WAT: &str = r#"(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "clock_time_get" (func $clock (param i32 i64 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "random_get" (func $random (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "path_open"
+    (func $path_open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_prestat_get" (func $prestat (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_read" (func $fd_read (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "environ_sizes_get" (func $env_sizes (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 8) "hello\n")
+  (data (i32.const 16) "oops")
+  (func (export "_start")
+    ;; iovec at 0: {ptr 8, len 6}
+    (i32.store (i32.const 0) (i32.const 8))
+    (i32.store (i32.const 4) (i32.const 6))
+    (i32.store (i32.const 100) (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 104)))
+    ;; stderr
+    (i32.store (i32.const 0) (i32.const 16))
+    (i32.store (i32.const 4) (i32.const 4))
+    (i32.store (i32.const 108) (call $fd_write (i32.const 2) (i32.const 0) (i32.const 1) (i32.const 104)))
+    (i32.store (i32.const 112) (call $fd_write (i32.const 7) (i32.const 0) (i32.const 1) (i32.const 104)))
+    (i32.store (i32.const 116) (call $clock (i32.const 0) (i64.const 1) (i32.const 200)))
+    (i32.store (i32.const 120) (call $clock (i32.const 1) (i64.const 1) (i32.const 208)))
+    (i32.store (i32.const 124) (call $random (i32.const 300) (i32.const 64)))
+    (i32.store (i32.const 128) (call $path_open (i32.const 3) (i32.const 0) (i32.const 8) (i32.const 5)
+      (i32.const 0) (i64.const -1) (i64.const -1) (i32.const 0) (i32.const 400)))
+    (i32.store (i32.const 132) (call $prestat (i32.const 3) (i32.const 400)))
+    (i32.store (i32.const 136) (call $fd_read (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 140)))
+    (i32.store (i32.const 144) (call $env_sizes (i32.const 148) (i32.const 152)))
+    ;; bad pointer: FAULT, no trap
+    (i32.store (i32.const 156) (call $fd_write (i32.const 1) (i32.const 70000) (i32.const 1) (i32.const 104)))
+    (call $exit (i32.const 0))
+    unreachable)
+  (func (export "fail_exit") (call $exit (i32.const 3)))
+)"#;
+
+fn read_u32(i: &dyn Instance, p: u32) -> u32 {
+    u32::from_le_bytes(i.read(p, 4).unwrap().try_into().unwrap())
+}
+
+fn read_u64(i: &dyn Instance, p: u32) -> u64 {
+    u64::from_le_bytes(i.read(p, 8).unwrap().try_into().unwrap())
+}
+
+fn wasi_preview1(kind: EngineKind) {
+    type Log = Mutex<Vec<(WasiStream, Vec<u8>)>>;
+    let log: Arc<Log> = Arc::default();
+    let sink_log = log.clone();
+    let host = wasi::functions(Arc::new(move |s, b| {
+        sink_log.lock().unwrap().push((s, b.to_vec()))
+    }));
+    let module = compile(kind, WASI_WAT, host, Limits::default());
+    let mut i = module.instantiate(Box::new(())).unwrap();
+    let err = call0(i.as_mut(), "_start", &[]).unwrap_err();
+    assert_eq!(err.reason, TrapReason::Exit(0));
+    assert!(err.is_success_exit());
+    assert!(!i.is_poisoned(), "exit(0) keeps the instance");
+    let i = i.as_ref();
+    assert_eq!(
+        *log.lock().unwrap(),
+        vec![
+            (WasiStream::Stdout, b"hello\n".to_vec()),
+            (WasiStream::Stderr, b"oops".to_vec())
+        ]
+    );
+    assert_eq!(read_u32(i, 100), 0);
+    assert_eq!(read_u32(i, 108), 0);
+    assert_eq!(read_u32(i, 104), 4, "nwritten");
+    assert_eq!(read_u32(i, 112), wasi::errno::BADF as u32);
+    assert_eq!(read_u32(i, 116), 0);
+    assert_eq!(read_u32(i, 120), 0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let realtime = read_u64(i, 200);
+    assert!(
+        realtime <= now && now - realtime < 60_000_000_000,
+        "realtime {realtime} vs {now}"
+    );
+    assert!(read_u64(i, 208) > 0);
+    assert_eq!(read_u32(i, 124), 0);
+    let random = i.read(300, 64).unwrap();
+    assert!(
+        random.iter().filter(|b| **b == 0).count() < 16,
+        "{random:?}"
+    );
+    assert_eq!(
+        read_u32(i, 128),
+        wasi::errno::BADF as u32,
+        "path_open refused"
+    );
+    assert_eq!(read_u32(i, 132), wasi::errno::BADF as u32, "no preopens");
+    assert_eq!(read_u32(i, 136), 0);
+    assert_eq!(read_u32(i, 140), 0, "stdin is empty");
+    assert_eq!(read_u32(i, 144), 0);
+    assert_eq!(
+        (read_u32(i, 148), read_u32(i, 152)),
+        (0, 0),
+        "no environment"
+    );
+    assert_eq!(read_u32(i, 156), wasi::errno::FAULT as u32);
+    // A non-zero exit is a failure and poisons the instance.
+    let mut j = module.instantiate(Box::new(())).unwrap();
+    let err = call0(j.as_mut(), "fail_exit", &[]).unwrap_err();
+    assert_eq!(err.reason, TrapReason::Exit(3));
+    assert!(!err.is_success_exit());
+    assert!(j.is_poisoned());
+    // Monotonic clock advances between calls.
+    let mut k = module.instantiate(Box::new(())).unwrap();
+    let _ = call0(k.as_mut(), "_start", &[]);
+    let t1 = read_u64(k.as_ref(), 208);
+    std::thread::sleep(Duration::from_millis(2));
+    let _ = call0(k.as_mut(), "_start", &[]);
+    assert!(read_u64(k.as_ref(), 208) > t1);
+}
+parity!(wasi_preview1);
+
+fn wasi_unstable_links(kind: EngineKind) {
+    let wat = r#"(module
+      (import "wasi_unstable" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
+      (import "wasi_unstable" "proc_exit" (func $exit (param i32)))
+      (import "wasi_snapshot_preview1" "sched_yield" (func $y (result i32)))
+      (import "wasi_snapshot_preview1" "poll_oneoff" (func $p (param i32 i32 i32 i32) (result i32)))
+      (import "wasi_snapshot_preview1" "args_sizes_get" (func $a (param i32 i32) (result i32)))
+      (import "wasi_snapshot_preview1" "fd_fdstat_get" (func $s (param i32 i32) (result i32)))
+      (import "wasi_snapshot_preview1" "sock_send" (func $ss (param i32 i32 i32 i32 i32) (result i32)))
+      (memory (export "memory") 1)
+      (data (i32.const 8) "hi")
+      (func (export "run") (result i32)
+        (i32.store (i32.const 0) (i32.const 8))
+        (i32.store (i32.const 4) (i32.const 2))
+        (drop (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 100)))
+        (i32.store (i32.const 104) (call $y))
+        (i32.store (i32.const 108) (call $p (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 0)))
+        (i32.store (i32.const 112) (call $s (i32.const 1) (i32.const 200)))
+        (i32.store (i32.const 116) (call $ss (i32.const 5) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0)))
+        (i32.load (i32.const 100))))"#;
+    let out: Arc<Mutex<Vec<u8>>> = Arc::default();
+    let o = out.clone();
+    let host = wasi::functions(Arc::new(move |_, b| o.lock().unwrap().extend_from_slice(b)));
+    let mut i = compile(kind, wat, host, Limits::default())
+        .instantiate(Box::new(()))
+        .unwrap();
+    assert_eq!(call1(i.as_mut(), "run", &[]).unwrap(), Val::I32(2));
+    assert_eq!(*out.lock().unwrap(), b"hi");
+    let i = i.as_ref();
+    assert_eq!(read_u32(i, 104), 0);
+    assert_eq!(read_u32(i, 108), wasi::errno::NOTSUP as u32);
+    assert_eq!(read_u32(i, 112), 0);
+    assert_eq!(i.read(200, 1).unwrap()[0], 2, "character device");
+    assert_eq!(read_u32(i, 116), wasi::errno::BADF as u32);
+}
+parity!(wasi_unstable_links);
+
+/// Both engines give the same answers for the same guest.
+#[test]
+fn engines_agree() {
+    let mut results = Vec::new();
+    for kind in EngineKind::ALL {
+        let mut i = instance(kind, TYPES_WAT, HostFunctions::new());
+        let mut r = [Val::F64(0.0), Val::I32(0)];
+        i.call_by_name(
+            "mixed",
+            &[
+                Val::I32(-3),
+                Val::I64(1 << 33),
+                Val::F32(1e-3),
+                Val::F64(-2.5),
+            ],
+            &mut r,
+        )
+        .unwrap();
+        results.push(r);
+    }
+    assert_eq!(results[0], results[1]);
+}
+
+#[test]
+fn engine_kind_names() {
+    for kind in EngineKind::ALL {
+        assert_eq!(kind.to_string().parse::<EngineKind>().unwrap(), kind);
+        assert_eq!(engine(kind).kind(), kind);
+        assert!(!kind.runtime_version().is_empty());
+    }
+    assert_eq!(
+        " Wasmer ".parse::<EngineKind>().unwrap(),
+        EngineKind::Wasmer
+    );
+    assert!("v8".parse::<EngineKind>().is_err());
+}
