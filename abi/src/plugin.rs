@@ -112,6 +112,9 @@ impl Engines {
             kind,
             EngineOptions {
                 cache_dir: self.cache_dir.clone(),
+                // Every middleware's pool draws on the engine's slots; room for many middlewares.
+                // The slots reserve address space, not memory.
+                pool_instances: 1024,
                 ..EngineOptions::default()
             },
         )?;

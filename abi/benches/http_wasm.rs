@@ -1,0 +1,88 @@
+//! What an http-wasm plugin costs per request, on each engine, beside the same chain without it.
+//!
+//! `cargo bench -p wasmgate-abi --bench http_wasm`
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use criterion::{criterion_group, criterion_main, Criterion};
+use http::{Method, StatusCode};
+use wasmgate_abi::http_wasm::HttpWasmPlugin;
+use wasmgate_abi::plugin::{EngineKind, PluginOptions};
+use wasmgate_abi::{Endpoint, Engines, Middleware, Next, ProxyError, Request, Response};
+use wasmgate_engines::ModuleInfo;
+
+struct Ok200;
+
+#[async_trait]
+impl Endpoint for Ok200 {
+    async fn call(&self, _req: Request) -> Result<Response, ProxyError> {
+        Ok(Response::new(StatusCode::OK))
+    }
+}
+
+/// Does nothing but say "next": the host's fixed cost per request.
+const NOOP: &str = r#"(module (memory (export "memory") 1)
+  (func (export "handle_request") (result i64) (i64.const 1))
+  (func (export "handle_response") (param i32 i32)))"#;
+
+/// Reads the URI and sets a request header: a typical small plugin.
+const HEADER: &str = r#"(module
+  (import "http_handler" "get_uri" (func $uri (param i32 i32) (result i32)))
+  (import "http_handler" "set_header_value" (func $shv (param i32 i32 i32 i32 i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "x-plugin")
+  (func (export "handle_request") (result i64)
+    (local $n i32)
+    (local.set $n (call $uri (i32.const 1024) (i32.const 2048)))
+    (call $shv (i32.const 0) (i32.const 0) (i32.const 8) (i32.const 1024) (local.get $n))
+    (i64.const 1))
+  (func (export "handle_response") (param i32 i32)))"#;
+
+fn request() -> Request {
+    let mut r = Request::new(
+        Method::GET,
+        "/api/items?id=42".parse().unwrap(),
+        "127.0.0.1:40000".parse().unwrap(),
+    );
+    r.headers = [("host", "demo.localhost"), ("accept", "*/*")]
+        .into_iter()
+        .collect();
+    r
+}
+
+fn bench(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let engines = Engines::new(None);
+    let endpoint = Ok200;
+    let empty: Vec<Arc<dyn Middleware>> = vec![];
+    c.bench_function("chain/no_plugin", |b| {
+        b.to_async(&rt)
+            .iter(|| async { Next::new(&empty, &endpoint).run(request()).await.unwrap() })
+    });
+    for engine in EngineKind::ALL {
+        for (name, wat) in [("noop", NOOP), ("uri_to_header", HEADER)] {
+            let wasm = wat::parse_str(wat).unwrap();
+            let info = ModuleInfo::parse(&wasm).unwrap();
+            let e = engines.get(engine).unwrap();
+            let opts = PluginOptions {
+                engine,
+                ..PluginOptions::default()
+            };
+            let plugin = HttpWasmPlugin::load("bench", &wasm, &info, e.as_ref(), opts).unwrap();
+            let chain: Vec<Arc<dyn Middleware>> =
+                vec![Arc::new(plugin.middleware("bench", Vec::new()).unwrap())];
+            c.bench_function(&format!("chain/{engine}/{name}"), |b| {
+                b.to_async(&rt)
+                    .iter(|| async { Next::new(&chain, &endpoint).run(request()).await.unwrap() })
+            });
+        }
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
