@@ -36,6 +36,12 @@ pub struct PluginCatalog {
     plugins: BTreeMap<String, (PluginSource, Arc<Plugin>)>,
 }
 
+impl std::fmt::Debug for PluginCatalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.plugins.keys()).finish()
+    }
+}
+
 /// How a declaration asks a plugin to run.
 fn options(decl: Option<&PluginDecl>) -> PluginOptions {
     let mut o = PluginOptions::default();
