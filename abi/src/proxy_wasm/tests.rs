@@ -47,8 +47,13 @@ fn forwarder_wat(version: AbiVersion) -> String {
         let params: Vec<_> = f.ty.params.iter().map(wat_type).collect();
         let sig = format!("(param {}) (result i32)", params.join(" "));
         imports += &format!("(import \"env\" \"{n}\" (func ${n} {sig}))\n", n = f.name);
-        let gets: String = (0..params.len()).map(|i| format!("local.get {i} ")).collect();
-        exports += &format!("(func (export \"call_{n}\") {sig} {gets} call ${n})\n", n = f.name);
+        let gets: String = (0..params.len())
+            .map(|i| format!("local.get {i} "))
+            .collect();
+        exports += &format!(
+            "(func (export \"call_{n}\") {sig} {gets} call ${n})\n",
+            n = f.name
+        );
     }
     format!(
         r#"(module
@@ -189,7 +194,8 @@ impl Probe {
 
     fn call(&mut self, name: &str, args: &[Val]) -> Result<i32, Trap> {
         let mut out = [Val::I32(0)];
-        self.inst.call_by_name(&format!("call_{name}"), args, &mut out)?;
+        self.inst
+            .call_by_name(&format!("call_{name}"), args, &mut out)?;
         Ok(out[0].i32().unwrap())
     }
 
@@ -242,11 +248,20 @@ fn import_sets_follow_the_version() {
     let v1 = names(AbiVersion::V0_1_0);
     let v20 = names(AbiVersion::V0_2_0);
     let v21 = names(AbiVersion::V0_2_1);
-    for f in ["proxy_get_configuration", "proxy_continue_request", "proxy_continue_response", "proxy_clear_route_cache"] {
+    for f in [
+        "proxy_get_configuration",
+        "proxy_continue_request",
+        "proxy_continue_response",
+        "proxy_clear_route_cache",
+    ] {
         assert!(v1.iter().any(|n| n == f), "{f} in 0.1.0");
         assert!(!v20.iter().any(|n| n == f), "{f} not in 0.2.0");
     }
-    for f in ["proxy_continue_stream", "proxy_close_stream", "proxy_call_foreign_function"] {
+    for f in [
+        "proxy_continue_stream",
+        "proxy_close_stream",
+        "proxy_call_foreign_function",
+    ] {
         assert!(!v1.iter().any(|n| n == f));
         assert!(v20.iter().any(|n| n == f) && v21.iter().any(|n| n == f));
     }
@@ -267,8 +282,14 @@ fn log_time_and_levels() {
             assert_eq!(p.ok("proxy_log", &[2, m, n]), status::OK);
             assert_eq!(p.ok("proxy_log", &[6, m, n]), status::BAD_ARGUMENT);
             assert_eq!(p.ok("proxy_log", &[-1, m, n]), status::BAD_ARGUMENT);
-            assert_eq!(p.ok("proxy_log", &[2, BAD, 100]), status::INVALID_MEMORY_ACCESS);
-            assert_eq!(p.ok("proxy_get_current_time_nanoseconds", &[OUT]), status::OK);
+            assert_eq!(
+                p.ok("proxy_log", &[2, BAD, 100]),
+                status::INVALID_MEMORY_ACCESS
+            );
+            assert_eq!(
+                p.ok("proxy_get_current_time_nanoseconds", &[OUT]),
+                status::OK
+            );
             let b = p.inst.read(OUT as u32, 8).unwrap();
             let t = u64::from_le_bytes(b.try_into().unwrap());
             let now = std::time::SystemTime::now()
@@ -283,10 +304,19 @@ fn log_time_and_levels() {
             if v == AbiVersion::V0_2_1 {
                 assert_eq!(p.ok("proxy_get_log_level", &[OUT]), status::OK);
                 assert_eq!(p.u32_at(OUT), 0);
-                assert_eq!(p.ok("proxy_get_log_level", &[BAD]), status::INVALID_MEMORY_ACCESS);
+                assert_eq!(
+                    p.ok("proxy_get_log_level", &[BAD]),
+                    status::INVALID_MEMORY_ACCESS
+                );
             }
-            assert_eq!(p.ok("proxy_set_tick_period_milliseconds", &[25]), status::OK);
-            assert_eq!(p.state().tick_period, Some(std::time::Duration::from_millis(25)));
+            assert_eq!(
+                p.ok("proxy_set_tick_period_milliseconds", &[25]),
+                status::OK
+            );
+            assert_eq!(
+                p.state().tick_period,
+                Some(std::time::Duration::from_millis(25))
+            );
             assert_eq!(p.ok("proxy_set_tick_period_milliseconds", &[0]), status::OK);
             assert_eq!(p.state().tick_period, None);
         }
@@ -299,28 +329,73 @@ fn header_maps() {
         for v in versions() {
             let mut p = Probe::new(e, v).with_stream();
             // Pairs in the spec's serialization, in order, with pseudo-headers.
-            assert_eq!(p.ok("proxy_get_header_map_pairs", &[map::HTTP_REQUEST_HEADERS, RET, RET_SIZE]), status::OK);
+            assert_eq!(
+                p.ok(
+                    "proxy_get_header_map_pairs",
+                    &[map::HTTP_REQUEST_HEADERS, RET, RET_SIZE]
+                ),
+                status::OK
+            );
             let pairs = deserialize(&p.out()).unwrap();
             assert_eq!(pairs.len(), 7);
             assert_eq!(pairs[1], (b":path".to_vec(), b"/a/b?x=1".to_vec()));
             assert_eq!(pairs[6], (b"x-multi".to_vec(), b"two".to_vec()));
             // Empty map: ptr 0 / size 0.
-            assert_eq!(p.ok("proxy_get_header_map_pairs", &[map::HTTP_REQUEST_TRAILERS, RET, RET_SIZE]), status::OK);
+            assert_eq!(
+                p.ok(
+                    "proxy_get_header_map_pairs",
+                    &[map::HTTP_REQUEST_TRAILERS, RET, RET_SIZE]
+                ),
+                status::OK
+            );
             assert_eq!(p.out(), b"");
             // Absent map (no response yet): pairs empty, value/size/setters BAD_ARGUMENT.
-            assert_eq!(p.ok("proxy_get_header_map_pairs", &[map::HTTP_RESPONSE_HEADERS, RET, RET_SIZE]), status::OK);
+            assert_eq!(
+                p.ok(
+                    "proxy_get_header_map_pairs",
+                    &[map::HTTP_RESPONSE_HEADERS, RET, RET_SIZE]
+                ),
+                status::OK
+            );
             assert_eq!(p.out(), b"");
             let (k, kn) = p.put(b"x-multi");
-            assert_eq!(p.ok("proxy_get_header_map_value", &[map::HTTP_RESPONSE_HEADERS, k, kn, RET, RET_SIZE]), status::BAD_ARGUMENT);
-            assert_eq!(p.ok("proxy_get_header_map_size", &[map::HTTP_RESPONSE_HEADERS, OUT]), status::BAD_ARGUMENT);
-            assert_eq!(p.ok("proxy_get_header_map_pairs", &[99, RET, RET_SIZE]), status::BAD_ARGUMENT);
-            assert_eq!(p.ok("proxy_get_header_map_pairs", &[-1, RET, RET_SIZE]), status::BAD_ARGUMENT);
+            assert_eq!(
+                p.ok(
+                    "proxy_get_header_map_value",
+                    &[map::HTTP_RESPONSE_HEADERS, k, kn, RET, RET_SIZE]
+                ),
+                status::BAD_ARGUMENT
+            );
+            assert_eq!(
+                p.ok(
+                    "proxy_get_header_map_size",
+                    &[map::HTTP_RESPONSE_HEADERS, OUT]
+                ),
+                status::BAD_ARGUMENT
+            );
+            assert_eq!(
+                p.ok("proxy_get_header_map_pairs", &[99, RET, RET_SIZE]),
+                status::BAD_ARGUMENT
+            );
+            assert_eq!(
+                p.ok("proxy_get_header_map_pairs", &[-1, RET, RET_SIZE]),
+                status::BAD_ARGUMENT
+            );
             // First value of a repeated header.
-            assert_eq!(p.ok("proxy_get_header_map_value", &[map::HTTP_REQUEST_HEADERS, k, kn, RET, RET_SIZE]), status::OK);
+            assert_eq!(
+                p.ok(
+                    "proxy_get_header_map_value",
+                    &[map::HTTP_REQUEST_HEADERS, k, kn, RET, RET_SIZE]
+                ),
+                status::OK
+            );
             assert_eq!(p.out(), b"one");
             // Missing key: NOT_FOUND from 0.2.0, OK + empty in 0.1.0.
             let (m, mn) = p.put(b"x-missing");
-            let s = p.ok("proxy_get_header_map_value", &[map::HTTP_REQUEST_HEADERS, m, mn, RET, RET_SIZE]);
+            let s = p.ok(
+                "proxy_get_header_map_value",
+                &[map::HTTP_REQUEST_HEADERS, m, mn, RET, RET_SIZE],
+            );
             if v == AbiVersion::V0_1_0 {
                 assert_eq!(s, status::OK);
                 assert_eq!(p.out(), b"");
@@ -329,60 +404,221 @@ fn header_maps() {
             }
             // Add, replace, remove, size.
             let (val, vn) = p.put(b"three");
-            assert_eq!(p.ok("proxy_add_header_map_value", &[map::HTTP_REQUEST_HEADERS, k, kn, val, vn]), status::OK);
+            assert_eq!(
+                p.ok(
+                    "proxy_add_header_map_value",
+                    &[map::HTTP_REQUEST_HEADERS, k, kn, val, vn]
+                ),
+                status::OK
+            );
             assert_eq!(p.stream().request_headers.get_all("x-multi").count(), 3);
-            assert_eq!(p.ok("proxy_replace_header_map_value", &[map::HTTP_REQUEST_HEADERS, k, kn, val, vn]), status::OK);
-            assert_eq!(p.stream().request_headers.get_all("x-multi").collect::<Vec<_>>(), vec![&b"three"[..]]);
-            assert_eq!(p.ok("proxy_replace_header_map_value", &[map::HTTP_REQUEST_HEADERS, m, mn, val, vn]), status::OK);
-            assert_eq!(p.stream().request_headers.get("x-missing"), Some(&b"three"[..]));
-            assert_eq!(p.ok("proxy_remove_header_map_value", &[map::HTTP_REQUEST_HEADERS, m, mn]), status::OK);
-            assert_eq!(p.ok("proxy_remove_header_map_value", &[map::HTTP_REQUEST_HEADERS, m, mn]), status::OK);
+            assert_eq!(
+                p.ok(
+                    "proxy_replace_header_map_value",
+                    &[map::HTTP_REQUEST_HEADERS, k, kn, val, vn]
+                ),
+                status::OK
+            );
+            assert_eq!(
+                p.stream()
+                    .request_headers
+                    .get_all("x-multi")
+                    .collect::<Vec<_>>(),
+                vec![&b"three"[..]]
+            );
+            assert_eq!(
+                p.ok(
+                    "proxy_replace_header_map_value",
+                    &[map::HTTP_REQUEST_HEADERS, m, mn, val, vn]
+                ),
+                status::OK
+            );
+            assert_eq!(
+                p.stream().request_headers.get("x-missing"),
+                Some(&b"three"[..])
+            );
+            assert_eq!(
+                p.ok(
+                    "proxy_remove_header_map_value",
+                    &[map::HTTP_REQUEST_HEADERS, m, mn]
+                ),
+                status::OK
+            );
+            assert_eq!(
+                p.ok(
+                    "proxy_remove_header_map_value",
+                    &[map::HTTP_REQUEST_HEADERS, m, mn]
+                ),
+                status::OK
+            );
             assert!(p.stream().request_headers.get("x-missing").is_none());
-            assert_eq!(p.ok("proxy_get_header_map_size", &[map::HTTP_REQUEST_HEADERS, OUT]), status::OK);
-            let expect = serialize(p.stream().request_headers.clone().iter().map(|(k, v)| (k.as_bytes(), v))).len();
+            assert_eq!(
+                p.ok(
+                    "proxy_get_header_map_size",
+                    &[map::HTTP_REQUEST_HEADERS, OUT]
+                ),
+                status::OK
+            );
+            let expect = serialize(
+                p.stream()
+                    .request_headers
+                    .clone()
+                    .iter()
+                    .map(|(k, v)| (k.as_bytes(), v)),
+            )
+            .len();
             assert_eq!(p.u32_at(OUT) as usize, expect);
             // Values with CR, LF or NUL and bad names never reach the map.
             for bad in [&b"a\r\nb"[..], b"a\0b", b"a\nb"] {
                 let (bv, bn) = p.put(bad);
-                assert_eq!(p.ok("proxy_add_header_map_value", &[map::HTTP_REQUEST_HEADERS, k, kn, bv, bn]), status::BAD_ARGUMENT);
+                assert_eq!(
+                    p.ok(
+                        "proxy_add_header_map_value",
+                        &[map::HTTP_REQUEST_HEADERS, k, kn, bv, bn]
+                    ),
+                    status::BAD_ARGUMENT
+                );
             }
             let (bk, bkn) = p.put(b"bad name");
-            assert_eq!(p.ok("proxy_add_header_map_value", &[map::HTTP_REQUEST_HEADERS, bk, bkn, val, vn]), status::BAD_ARGUMENT);
+            assert_eq!(
+                p.ok(
+                    "proxy_add_header_map_value",
+                    &[map::HTTP_REQUEST_HEADERS, bk, bkn, val, vn]
+                ),
+                status::BAD_ARGUMENT
+            );
             // Set pairs replaces the map; malformed pairs are BAD_ARGUMENT.
             let ser = serialize([(&b":path"[..], &b"/new"[..]), (&b"x-a"[..], &b""[..])]);
             let (sp, sn) = p.put(&ser);
-            assert_eq!(p.ok("proxy_set_header_map_pairs", &[map::HTTP_REQUEST_HEADERS, sp, sn]), status::OK);
+            assert_eq!(
+                p.ok(
+                    "proxy_set_header_map_pairs",
+                    &[map::HTTP_REQUEST_HEADERS, sp, sn]
+                ),
+                status::OK
+            );
             assert_eq!(p.stream().request_headers.len(), 2);
-            assert_eq!(p.ok("proxy_set_header_map_pairs", &[map::HTTP_REQUEST_HEADERS, sp, sn - 1]), status::BAD_ARGUMENT);
+            assert_eq!(
+                p.ok(
+                    "proxy_set_header_map_pairs",
+                    &[map::HTTP_REQUEST_HEADERS, sp, sn - 1]
+                ),
+                status::BAD_ARGUMENT
+            );
             let bad = serialize([(&b"x-a"[..], &b"v\r\n"[..])]);
             let (bp, bn) = p.put(&bad);
-            assert_eq!(p.ok("proxy_set_header_map_pairs", &[map::HTTP_REQUEST_HEADERS, bp, bn]), status::BAD_ARGUMENT);
+            assert_eq!(
+                p.ok(
+                    "proxy_set_header_map_pairs",
+                    &[map::HTTP_REQUEST_HEADERS, bp, bn]
+                ),
+                status::BAD_ARGUMENT
+            );
             // Bad pointers: statuses.
-            assert_eq!(p.ok("proxy_get_header_map_pairs", &[map::HTTP_REQUEST_HEADERS, BAD, RET_SIZE]), status::INVALID_MEMORY_ACCESS);
-            assert_eq!(p.ok("proxy_get_header_map_value", &[map::HTTP_REQUEST_HEADERS, BAD, 10, RET, RET_SIZE]), status::INVALID_MEMORY_ACCESS);
-            assert_eq!(p.ok("proxy_set_header_map_pairs", &[map::HTTP_REQUEST_HEADERS, BAD, 10]), status::INVALID_MEMORY_ACCESS);
+            assert_eq!(
+                p.ok(
+                    "proxy_get_header_map_pairs",
+                    &[map::HTTP_REQUEST_HEADERS, BAD, RET_SIZE]
+                ),
+                status::INVALID_MEMORY_ACCESS
+            );
+            assert_eq!(
+                p.ok(
+                    "proxy_get_header_map_value",
+                    &[map::HTTP_REQUEST_HEADERS, BAD, 10, RET, RET_SIZE]
+                ),
+                status::INVALID_MEMORY_ACCESS
+            );
+            assert_eq!(
+                p.ok(
+                    "proxy_set_header_map_pairs",
+                    &[map::HTTP_REQUEST_HEADERS, BAD, 10]
+                ),
+                status::INVALID_MEMORY_ACCESS
+            );
             // Writes to the request after it went on are refused.
             p.stream().phase = super::state::Phase::Response;
-            assert_eq!(p.ok("proxy_add_header_map_value", &[map::HTTP_REQUEST_HEADERS, k, kn, val, vn]), status::BAD_ARGUMENT);
+            assert_eq!(
+                p.ok(
+                    "proxy_add_header_map_value",
+                    &[map::HTTP_REQUEST_HEADERS, k, kn, val, vn]
+                ),
+                status::BAD_ARGUMENT
+            );
             p.stream().response_headers = Some(Headers::new());
-            assert_eq!(p.ok("proxy_add_header_map_value", &[map::HTTP_RESPONSE_HEADERS, k, kn, val, vn]), status::OK);
-            assert_eq!(p.ok("proxy_add_header_map_value", &[map::HTTP_RESPONSE_TRAILERS, k, kn, val, vn]), status::OK);
+            assert_eq!(
+                p.ok(
+                    "proxy_add_header_map_value",
+                    &[map::HTTP_RESPONSE_HEADERS, k, kn, val, vn]
+                ),
+                status::OK
+            );
+            assert_eq!(
+                p.ok(
+                    "proxy_add_header_map_value",
+                    &[map::HTTP_RESPONSE_TRAILERS, k, kn, val, vn]
+                ),
+                status::OK
+            );
             // Without the stream as effective context, stream maps are absent.
             p.state().effective_ctx = 1;
-            assert_eq!(p.ok("proxy_get_header_map_size", &[map::HTTP_REQUEST_HEADERS, OUT]), status::BAD_ARGUMENT);
+            assert_eq!(
+                p.ok(
+                    "proxy_get_header_map_size",
+                    &[map::HTTP_REQUEST_HEADERS, OUT]
+                ),
+                status::BAD_ARGUMENT
+            );
             assert_eq!(p.ok("proxy_set_effective_context", &[2]), status::OK);
-            assert_eq!(p.ok("proxy_get_header_map_size", &[map::HTTP_REQUEST_HEADERS, OUT]), status::OK);
-            assert_eq!(p.ok("proxy_set_effective_context", &[3]), status::BAD_ARGUMENT);
+            assert_eq!(
+                p.ok(
+                    "proxy_get_header_map_size",
+                    &[map::HTTP_REQUEST_HEADERS, OUT]
+                ),
+                status::OK
+            );
+            assert_eq!(
+                p.ok("proxy_set_effective_context", &[3]),
+                status::BAD_ARGUMENT
+            );
             // Call response maps: read-only, only while delivered.
-            assert_eq!(p.ok("proxy_get_header_map_size", &[map::HTTP_CALL_RESPONSE_HEADERS, OUT]), status::BAD_ARGUMENT);
+            assert_eq!(
+                p.ok(
+                    "proxy_get_header_map_size",
+                    &[map::HTTP_CALL_RESPONSE_HEADERS, OUT]
+                ),
+                status::BAD_ARGUMENT
+            );
             let mut h = Headers::new();
             h.append(":status", "200");
-            p.state().call_response = Some(CallResponse { headers: h, body: Bytes::from_static(b"xyz"), trailers: Headers::new() });
+            p.state().call_response = Some(CallResponse {
+                headers: h,
+                body: Bytes::from_static(b"xyz"),
+                trailers: Headers::new(),
+            });
             let (st, stn) = p.put(b":status");
-            assert_eq!(p.ok("proxy_get_header_map_value", &[map::HTTP_CALL_RESPONSE_HEADERS, st, stn, RET, RET_SIZE]), status::OK);
+            assert_eq!(
+                p.ok(
+                    "proxy_get_header_map_value",
+                    &[map::HTTP_CALL_RESPONSE_HEADERS, st, stn, RET, RET_SIZE]
+                ),
+                status::OK
+            );
             assert_eq!(p.out(), b"200");
-            assert_eq!(p.ok("proxy_add_header_map_value", &[map::HTTP_CALL_RESPONSE_HEADERS, k, kn, val, vn]), status::BAD_ARGUMENT);
-            assert_eq!(p.ok("proxy_get_buffer_bytes", &[buffer::HTTP_CALL_RESPONSE_BODY, 0, 100, RET, RET_SIZE]), status::OK);
+            assert_eq!(
+                p.ok(
+                    "proxy_add_header_map_value",
+                    &[map::HTTP_CALL_RESPONSE_HEADERS, k, kn, val, vn]
+                ),
+                status::BAD_ARGUMENT
+            );
+            assert_eq!(
+                p.ok(
+                    "proxy_get_buffer_bytes",
+                    &[buffer::HTTP_CALL_RESPONSE_BODY, 0, 100, RET, RET_SIZE]
+                ),
+                status::OK
+            );
             assert_eq!(p.out(), b"xyz");
         }
     }
@@ -392,48 +628,183 @@ fn header_maps() {
 fn buffers() {
     for e in EngineKind::ALL {
         let mut p = Probe::new(e, AbiVersion::V0_2_1).with_stream();
-        assert_eq!(p.ok("proxy_get_buffer_bytes", &[buffer::HTTP_REQUEST_BODY, 0, 10, RET, RET_SIZE]), status::NOT_FOUND);
-        assert_eq!(p.ok("proxy_get_buffer_status", &[buffer::HTTP_REQUEST_BODY, OUT, OUT + 4]), status::NOT_FOUND);
+        assert_eq!(
+            p.ok(
+                "proxy_get_buffer_bytes",
+                &[buffer::HTTP_REQUEST_BODY, 0, 10, RET, RET_SIZE]
+            ),
+            status::NOT_FOUND
+        );
+        assert_eq!(
+            p.ok(
+                "proxy_get_buffer_status",
+                &[buffer::HTTP_REQUEST_BODY, OUT, OUT + 4]
+            ),
+            status::NOT_FOUND
+        );
         p.stream().request_body = Some(BytesMut::from(&b"hello world"[..]));
-        assert_eq!(p.ok("proxy_get_buffer_bytes", &[buffer::HTTP_REQUEST_BODY, 6, 100, RET, RET_SIZE]), status::OK);
+        assert_eq!(
+            p.ok(
+                "proxy_get_buffer_bytes",
+                &[buffer::HTTP_REQUEST_BODY, 6, 100, RET, RET_SIZE]
+            ),
+            status::OK
+        );
         assert_eq!(p.out(), b"world");
-        assert_eq!(p.ok("proxy_get_buffer_bytes", &[buffer::HTTP_REQUEST_BODY, 0, 5, RET, RET_SIZE]), status::OK);
+        assert_eq!(
+            p.ok(
+                "proxy_get_buffer_bytes",
+                &[buffer::HTTP_REQUEST_BODY, 0, 5, RET, RET_SIZE]
+            ),
+            status::OK
+        );
         assert_eq!(p.out(), b"hello");
-        assert_eq!(p.ok("proxy_get_buffer_bytes", &[buffer::HTTP_REQUEST_BODY, 11, 5, RET, RET_SIZE]), status::OK);
+        assert_eq!(
+            p.ok(
+                "proxy_get_buffer_bytes",
+                &[buffer::HTTP_REQUEST_BODY, 11, 5, RET, RET_SIZE]
+            ),
+            status::OK
+        );
         assert_eq!(p.out(), b"");
-        assert_eq!(p.ok("proxy_get_buffer_bytes", &[buffer::HTTP_REQUEST_BODY, 1, -1, RET, RET_SIZE]), status::BAD_ARGUMENT);
-        assert_eq!(p.ok("proxy_get_buffer_status", &[buffer::HTTP_REQUEST_BODY, OUT, OUT + 4]), status::OK);
+        assert_eq!(
+            p.ok(
+                "proxy_get_buffer_bytes",
+                &[buffer::HTTP_REQUEST_BODY, 1, -1, RET, RET_SIZE]
+            ),
+            status::BAD_ARGUMENT
+        );
+        assert_eq!(
+            p.ok(
+                "proxy_get_buffer_status",
+                &[buffer::HTTP_REQUEST_BODY, OUT, OUT + 4]
+            ),
+            status::OK
+        );
         assert_eq!((p.u32_at(OUT), p.u32_at(OUT + 4)), (11, 0));
         let (x, xn) = p.put(b">>");
-        assert_eq!(p.ok("proxy_set_buffer_bytes", &[buffer::HTTP_REQUEST_BODY, 0, 0, x, xn]), status::OK);
-        assert_eq!(&p.stream().request_body.as_ref().unwrap()[..], b">>hello world");
-        assert_eq!(p.ok("proxy_set_buffer_bytes", &[buffer::HTTP_REQUEST_BODY, -1, 0, x, xn]), status::OK);
-        assert_eq!(&p.stream().request_body.as_ref().unwrap()[..], b">>hello world>>");
-        assert_eq!(p.ok("proxy_set_buffer_bytes", &[buffer::HTTP_REQUEST_BODY, 3, 2, x, xn]), status::BAD_ARGUMENT);
-        assert_eq!(p.ok("proxy_set_buffer_bytes", &[buffer::HTTP_REQUEST_BODY, 0, 15, x, xn]), status::OK);
+        assert_eq!(
+            p.ok(
+                "proxy_set_buffer_bytes",
+                &[buffer::HTTP_REQUEST_BODY, 0, 0, x, xn]
+            ),
+            status::OK
+        );
+        assert_eq!(
+            &p.stream().request_body.as_ref().unwrap()[..],
+            b">>hello world"
+        );
+        assert_eq!(
+            p.ok(
+                "proxy_set_buffer_bytes",
+                &[buffer::HTTP_REQUEST_BODY, -1, 0, x, xn]
+            ),
+            status::OK
+        );
+        assert_eq!(
+            &p.stream().request_body.as_ref().unwrap()[..],
+            b">>hello world>>"
+        );
+        assert_eq!(
+            p.ok(
+                "proxy_set_buffer_bytes",
+                &[buffer::HTTP_REQUEST_BODY, 3, 2, x, xn]
+            ),
+            status::BAD_ARGUMENT
+        );
+        assert_eq!(
+            p.ok(
+                "proxy_set_buffer_bytes",
+                &[buffer::HTTP_REQUEST_BODY, 0, 15, x, xn]
+            ),
+            status::OK
+        );
         assert_eq!(&p.stream().request_body.as_ref().unwrap()[..], b">>");
-        assert_eq!(p.ok("proxy_set_buffer_bytes", &[buffer::HTTP_REQUEST_BODY, 0, 2, BAD, 4]), status::INVALID_MEMORY_ACCESS);
+        assert_eq!(
+            p.ok(
+                "proxy_set_buffer_bytes",
+                &[buffer::HTTP_REQUEST_BODY, 0, 2, BAD, 4]
+            ),
+            status::INVALID_MEMORY_ACCESS
+        );
         // Configurations: readable, read-only.
-        assert_eq!(p.ok("proxy_get_buffer_bytes", &[buffer::VM_CONFIGURATION, 0, 100, RET, RET_SIZE]), status::OK);
+        assert_eq!(
+            p.ok(
+                "proxy_get_buffer_bytes",
+                &[buffer::VM_CONFIGURATION, 0, 100, RET, RET_SIZE]
+            ),
+            status::OK
+        );
         assert_eq!(p.out(), b"vm-config");
-        assert_eq!(p.ok("proxy_get_buffer_bytes", &[buffer::PLUGIN_CONFIGURATION, 0, 100, RET, RET_SIZE]), status::OK);
+        assert_eq!(
+            p.ok(
+                "proxy_get_buffer_bytes",
+                &[buffer::PLUGIN_CONFIGURATION, 0, 100, RET, RET_SIZE]
+            ),
+            status::OK
+        );
         assert_eq!(p.out(), b"plugin-config");
-        for ro in [buffer::VM_CONFIGURATION, buffer::PLUGIN_CONFIGURATION, buffer::HTTP_CALL_RESPONSE_BODY] {
-            assert_eq!(p.ok("proxy_set_buffer_bytes", &[ro, 0, 0, x, xn]), status::BAD_ARGUMENT);
+        for ro in [
+            buffer::VM_CONFIGURATION,
+            buffer::PLUGIN_CONFIGURATION,
+            buffer::HTTP_CALL_RESPONSE_BODY,
+        ] {
+            assert_eq!(
+                p.ok("proxy_set_buffer_bytes", &[ro, 0, 0, x, xn]),
+                status::BAD_ARGUMENT
+            );
         }
-        for absent in [buffer::DOWNSTREAM_DATA, buffer::UPSTREAM_DATA, buffer::GRPC_CALL_MESSAGE, buffer::FOREIGN_FUNCTION_ARGUMENTS, buffer::HTTP_RESPONSE_BODY] {
-            assert_eq!(p.ok("proxy_get_buffer_bytes", &[absent, 0, 1, RET, RET_SIZE]), status::NOT_FOUND);
+        for absent in [
+            buffer::DOWNSTREAM_DATA,
+            buffer::UPSTREAM_DATA,
+            buffer::GRPC_CALL_MESSAGE,
+            buffer::FOREIGN_FUNCTION_ARGUMENTS,
+            buffer::HTTP_RESPONSE_BODY,
+        ] {
+            assert_eq!(
+                p.ok("proxy_get_buffer_bytes", &[absent, 0, 1, RET, RET_SIZE]),
+                status::NOT_FOUND
+            );
         }
-        assert_eq!(p.ok("proxy_get_buffer_bytes", &[9, 0, 1, RET, RET_SIZE]), status::BAD_ARGUMENT);
-        assert_eq!(p.ok("proxy_set_buffer_bytes", &[-3, 0, 1, x, xn]), status::BAD_ARGUMENT);
+        assert_eq!(
+            p.ok("proxy_get_buffer_bytes", &[9, 0, 1, RET, RET_SIZE]),
+            status::BAD_ARGUMENT
+        );
+        assert_eq!(
+            p.ok("proxy_set_buffer_bytes", &[-3, 0, 1, x, xn]),
+            status::BAD_ARGUMENT
+        );
         // A failing allocator is INVALID_MEMORY_ACCESS; a trapping one traps this instance only.
         p.alloc_mode(1);
-        assert_eq!(p.ok("proxy_get_buffer_bytes", &[buffer::VM_CONFIGURATION, 0, 100, RET, RET_SIZE]), status::INVALID_MEMORY_ACCESS);
+        assert_eq!(
+            p.ok(
+                "proxy_get_buffer_bytes",
+                &[buffer::VM_CONFIGURATION, 0, 100, RET, RET_SIZE]
+            ),
+            status::INVALID_MEMORY_ACCESS
+        );
         p.alloc_mode(2);
-        assert!(p.call("proxy_get_buffer_bytes", &[Val::I32(buffer::VM_CONFIGURATION), Val::I32(0), Val::I32(100), Val::I32(RET), Val::I32(RET_SIZE)]).is_err());
+        assert!(p
+            .call(
+                "proxy_get_buffer_bytes",
+                &[
+                    Val::I32(buffer::VM_CONFIGURATION),
+                    Val::I32(0),
+                    Val::I32(100),
+                    Val::I32(RET),
+                    Val::I32(RET_SIZE)
+                ]
+            )
+            .is_err());
         assert!(p.inst.is_poisoned());
         let mut fresh = Probe::new(e, AbiVersion::V0_2_1);
-        assert_eq!(fresh.ok("proxy_get_buffer_bytes", &[buffer::VM_CONFIGURATION, 0, 100, RET, RET_SIZE]), status::OK);
+        assert_eq!(
+            fresh.ok(
+                "proxy_get_buffer_bytes",
+                &[buffer::VM_CONFIGURATION, 0, 100, RET, RET_SIZE]
+            ),
+            status::OK
+        );
     }
 }
 
@@ -442,10 +813,16 @@ fn configuration_in_0_1_0() {
     for e in EngineKind::ALL {
         let mut p = Probe::new(e, AbiVersion::V0_1_0);
         p.state().callback = super::state::Callback::VmStart;
-        assert_eq!(p.ok("proxy_get_configuration", &[RET, RET_SIZE]), status::OK);
+        assert_eq!(
+            p.ok("proxy_get_configuration", &[RET, RET_SIZE]),
+            status::OK
+        );
         assert_eq!(p.out(), b"vm-config");
         p.state().callback = super::state::Callback::Configure;
-        assert_eq!(p.ok("proxy_get_configuration", &[RET, RET_SIZE]), status::OK);
+        assert_eq!(
+            p.ok("proxy_get_configuration", &[RET, RET_SIZE]),
+            status::OK
+        );
         assert_eq!(p.out(), b"plugin-config");
         let mut p = p.with_stream();
         assert_eq!(p.ok("proxy_continue_request", &[]), status::OK);
@@ -477,10 +854,16 @@ fn properties() {
         assert_eq!(get(&mut p, b"request\0method").unwrap(), b"GET");
         assert_eq!(get(&mut p, b"request\0host").unwrap(), b"example.com");
         assert_eq!(get(&mut p, b"request\0protocol").unwrap(), b"HTTP/1.1");
-        assert_eq!(get(&mut p, b"request\0headers\0accept").unwrap(), b"text/plain");
+        assert_eq!(
+            get(&mut p, b"request\0headers\0accept").unwrap(),
+            b"text/plain"
+        );
         assert_eq!(get(&mut p, b"source\0address").unwrap(), b"10.0.0.1:5555");
         assert_eq!(get(&mut p, b"source\0port").unwrap(), 5555i64.to_le_bytes());
-        assert_eq!(get(&mut p, b"destination\0port").unwrap(), 80i64.to_le_bytes());
+        assert_eq!(
+            get(&mut p, b"destination\0port").unwrap(),
+            80i64.to_le_bytes()
+        );
         assert_eq!(get(&mut p, b"connection\0id").unwrap(), 7u64.to_le_bytes());
         assert_eq!(get(&mut p, b"response\0code"), None);
         assert_eq!(get(&mut p, b"request\0nope"), None);
@@ -492,9 +875,18 @@ fn properties() {
         let (v, vn) = p.put(b"\x00\x01binary");
         assert_eq!(p.ok("proxy_set_property", &[k, kn, v, vn]), status::OK);
         assert_eq!(get(&mut p, b"my\0prop").unwrap(), b"\x00\x01binary");
-        assert_eq!(p.ok("proxy_set_property", &[k, 0, v, vn]), status::BAD_ARGUMENT);
-        assert_eq!(p.ok("proxy_set_property", &[BAD, 4, v, vn]), status::INVALID_MEMORY_ACCESS);
-        assert_eq!(p.ok("proxy_get_property", &[k, kn, BAD, RET_SIZE]), status::INVALID_MEMORY_ACCESS);
+        assert_eq!(
+            p.ok("proxy_set_property", &[k, 0, v, vn]),
+            status::BAD_ARGUMENT
+        );
+        assert_eq!(
+            p.ok("proxy_set_property", &[BAD, 4, v, vn]),
+            status::INVALID_MEMORY_ACCESS
+        );
+        assert_eq!(
+            p.ok("proxy_get_property", &[k, kn, BAD, RET_SIZE]),
+            status::INVALID_MEMORY_ACCESS
+        );
     }
 }
 
@@ -506,56 +898,120 @@ fn shared_data_queues_and_metrics() {
         let mut b = Probe::with_vm(e, AbiVersion::V0_2_1, vm.clone());
         let (k, kn) = a.put(b"counter");
         let (v1, v1n) = a.put(b"1");
-        assert_eq!(a.ok("proxy_get_shared_data", &[k, kn, RET, RET_SIZE, OUT]), status::NOT_FOUND);
-        assert_eq!(a.ok("proxy_set_shared_data", &[k, kn, v1, v1n, 0]), status::OK);
+        assert_eq!(
+            a.ok("proxy_get_shared_data", &[k, kn, RET, RET_SIZE, OUT]),
+            status::NOT_FOUND
+        );
+        assert_eq!(
+            a.ok("proxy_set_shared_data", &[k, kn, v1, v1n, 0]),
+            status::OK
+        );
         let (k2, k2n) = b.put(b"counter");
-        assert_eq!(b.ok("proxy_get_shared_data", &[k2, k2n, RET, RET_SIZE, OUT]), status::OK);
+        assert_eq!(
+            b.ok("proxy_get_shared_data", &[k2, k2n, RET, RET_SIZE, OUT]),
+            status::OK
+        );
         assert_eq!(b.out(), b"1");
         let cas = b.u32_at(OUT);
         assert_ne!(cas, 0);
         let (v2, v2n) = b.put(b"2");
-        assert_eq!(b.ok("proxy_set_shared_data", &[k2, k2n, v2, v2n, cas as i32]), status::OK);
+        assert_eq!(
+            b.ok("proxy_set_shared_data", &[k2, k2n, v2, v2n, cas as i32]),
+            status::OK
+        );
         // a's cas is stale now.
-        assert_eq!(a.ok("proxy_set_shared_data", &[k, kn, v1, v1n, cas as i32]), status::CAS_MISMATCH);
-        assert_eq!(a.ok("proxy_set_shared_data", &[BAD, 4, v1, v1n, 0]), status::INVALID_MEMORY_ACCESS);
+        assert_eq!(
+            a.ok("proxy_set_shared_data", &[k, kn, v1, v1n, cas as i32]),
+            status::CAS_MISMATCH
+        );
+        assert_eq!(
+            a.ok("proxy_set_shared_data", &[BAD, 4, v1, v1n, 0]),
+            status::INVALID_MEMORY_ACCESS
+        );
 
         // Queues.
         let (q, qn) = a.put(b"jobs");
-        assert_eq!(a.ok("proxy_register_shared_queue", &[q, qn, OUT]), status::OK);
+        assert_eq!(
+            a.ok("proxy_register_shared_queue", &[q, qn, OUT]),
+            status::OK
+        );
         let id = a.u32_at(OUT) as i32;
         assert!(id > 0);
         let (vmn, vmnn) = b.put(b"vm1");
         let (q2, q2n) = b.put(b"jobs");
-        assert_eq!(b.ok("proxy_resolve_shared_queue", &[vmn, vmnn, q2, q2n, OUT]), status::OK);
+        assert_eq!(
+            b.ok("proxy_resolve_shared_queue", &[vmn, vmnn, q2, q2n, OUT]),
+            status::OK
+        );
         assert_eq!(b.u32_at(OUT) as i32, id);
-        assert_eq!(b.ok("proxy_resolve_shared_queue", &[vmn, 0, q2, q2n, OUT]), status::OK);
+        assert_eq!(
+            b.ok("proxy_resolve_shared_queue", &[vmn, 0, q2, q2n, OUT]),
+            status::OK
+        );
         let (other, on) = b.put(b"nope");
-        assert_eq!(b.ok("proxy_resolve_shared_queue", &[vmn, vmnn, other, on, OUT]), status::NOT_FOUND);
-        assert_eq!(b.ok("proxy_dequeue_shared_queue", &[id, RET, RET_SIZE]), status::EMPTY);
+        assert_eq!(
+            b.ok("proxy_resolve_shared_queue", &[vmn, vmnn, other, on, OUT]),
+            status::NOT_FOUND
+        );
+        assert_eq!(
+            b.ok("proxy_dequeue_shared_queue", &[id, RET, RET_SIZE]),
+            status::EMPTY
+        );
         let (item, itn) = b.put(b"item-1");
-        assert_eq!(b.ok("proxy_enqueue_shared_queue", &[id, item, itn]), status::OK);
-        assert_eq!(b.ok("proxy_enqueue_shared_queue", &[id + 5, item, itn]), status::NOT_FOUND);
+        assert_eq!(
+            b.ok("proxy_enqueue_shared_queue", &[id, item, itn]),
+            status::OK
+        );
+        assert_eq!(
+            b.ok("proxy_enqueue_shared_queue", &[id + 5, item, itn]),
+            status::NOT_FOUND
+        );
         // The registering middleware hears of it.
         let waiter = a.state().shared.waiter.clone();
         assert_eq!(*waiter.ready.lock().unwrap(), vec![id as u32]);
-        assert_eq!(a.ok("proxy_dequeue_shared_queue", &[id, RET, RET_SIZE]), status::OK);
+        assert_eq!(
+            a.ok("proxy_dequeue_shared_queue", &[id, RET, RET_SIZE]),
+            status::OK
+        );
         assert_eq!(a.out(), b"item-1");
-        assert_eq!(a.ok("proxy_dequeue_shared_queue", &[0, RET, RET_SIZE]), status::NOT_FOUND);
+        assert_eq!(
+            a.ok("proxy_dequeue_shared_queue", &[0, RET, RET_SIZE]),
+            status::NOT_FOUND
+        );
 
         // Metrics.
         let (m, mn) = a.put(b"requests");
-        assert_eq!(a.ok("proxy_define_metric", &[3, m, mn, OUT]), status::BAD_ARGUMENT);
+        assert_eq!(
+            a.ok("proxy_define_metric", &[3, m, mn, OUT]),
+            status::BAD_ARGUMENT
+        );
         assert_eq!(a.ok("proxy_define_metric", &[0, m, mn, OUT]), status::OK);
         let c = a.u32_at(OUT) as i32;
-        assert_eq!(a.call("proxy_increment_metric", &[Val::I32(c), Val::I64(5)]).unwrap(), status::OK);
-        assert_eq!(a.call("proxy_increment_metric", &[Val::I32(c), Val::I64(-1)]).unwrap(), status::BAD_ARGUMENT);
-        assert_eq!(a.call("proxy_record_metric", &[Val::I32(c + 9), Val::I64(1)]).unwrap(), status::NOT_FOUND);
+        assert_eq!(
+            a.call("proxy_increment_metric", &[Val::I32(c), Val::I64(5)])
+                .unwrap(),
+            status::OK
+        );
+        assert_eq!(
+            a.call("proxy_increment_metric", &[Val::I32(c), Val::I64(-1)])
+                .unwrap(),
+            status::BAD_ARGUMENT
+        );
+        assert_eq!(
+            a.call("proxy_record_metric", &[Val::I32(c + 9), Val::I64(1)])
+                .unwrap(),
+            status::NOT_FOUND
+        );
         assert_eq!(a.ok("proxy_get_metric", &[c, OUT]), status::OK);
         assert_eq!(a.inst.read(OUT as u32, 8).unwrap(), 5u64.to_le_bytes());
         let (g, gn) = a.put(b"temp");
         assert_eq!(a.ok("proxy_define_metric", &[1, g, gn, OUT]), status::OK);
         let gid = a.u32_at(OUT) as i32;
-        assert_eq!(a.call("proxy_increment_metric", &[Val::I32(gid), Val::I64(-3)]).unwrap(), status::OK);
+        assert_eq!(
+            a.call("proxy_increment_metric", &[Val::I32(gid), Val::I64(-3)])
+                .unwrap(),
+            status::OK
+        );
         assert_eq!(vm.metric("temp").unwrap().value, -3);
         assert_eq!(vm.metric("requests").unwrap().value, 5);
     }
@@ -583,29 +1039,85 @@ fn stream_control_calls_and_unimplemented() {
         let (body, bn) = p.put(b"nope");
         let hs = serialize([(&b"x-why"[..], &b"test"[..])]);
         let (h, hn) = p.put(&hs);
-        assert_eq!(p.ok("proxy_send_local_response", &[99, d, dn, body, bn, h, hn, -1]), status::BAD_ARGUMENT);
-        assert_eq!(p.ok("proxy_send_local_response", &[403, d, dn, body, bn, h, hn - 1, -1]), status::BAD_ARGUMENT);
+        assert_eq!(
+            p.ok(
+                "proxy_send_local_response",
+                &[99, d, dn, body, bn, h, hn, -1]
+            ),
+            status::BAD_ARGUMENT
+        );
+        assert_eq!(
+            p.ok(
+                "proxy_send_local_response",
+                &[403, d, dn, body, bn, h, hn - 1, -1]
+            ),
+            status::BAD_ARGUMENT
+        );
         assert!(p.stream().local_response.is_none());
-        assert_eq!(p.ok("proxy_send_local_response", &[403, d, dn, body, bn, h, hn, -1]), status::OK);
+        assert_eq!(
+            p.ok(
+                "proxy_send_local_response",
+                &[403, d, dn, body, bn, h, hn, -1]
+            ),
+            status::OK
+        );
         let l = p.stream().local_response.clone().unwrap();
-        assert_eq!((l.status, &l.body[..], l.headers[0].0.as_str()), (403, &b"nope"[..], "x-why"));
+        assert_eq!(
+            (l.status, &l.body[..], l.headers[0].0.as_str()),
+            (403, &b"nope"[..], "x-why")
+        );
         // http_call: needs :method, :path, :authority and a known service.
-        let good = serialize([(&b":method"[..], &b"GET"[..]), (&b":path"[..], &b"/"[..]), (&b":authority"[..], &b"x"[..])]);
+        let good = serialize([
+            (&b":method"[..], &b"GET"[..]),
+            (&b":path"[..], &b"/"[..]),
+            (&b":authority"[..], &b"x"[..]),
+        ]);
         let partial = serialize([(&b":method"[..], &b"GET"[..]), (&b":path"[..], &b"/"[..])]);
         let (g, gn) = p.put(&good);
         let (pp, ppn) = p.put(&partial);
         let (svc, sn) = p.put(b"auth");
         let (unk, un) = p.put(b"nowhere");
-        assert_eq!(p.ok("proxy_http_call", &[unk, un, g, gn, 0, 0, 0, 0, 100, OUT]), status::BAD_ARGUMENT);
-        assert_eq!(p.ok("proxy_http_call", &[svc, sn, pp, ppn, 0, 0, 0, 0, 100, OUT]), status::BAD_ARGUMENT);
-        assert_eq!(p.ok("proxy_http_call", &[svc, sn, g, gn - 2, 0, 0, 0, 0, 100, OUT]), status::BAD_ARGUMENT);
-        assert_eq!(p.ok("proxy_http_call", &[svc, sn, g, gn, 0, 0, 0, 0, 100, BAD]), status::INVALID_MEMORY_ACCESS);
-        assert_eq!(p.ok("proxy_http_call", &[svc, sn, g, gn, body, bn, 0, 0, 100, OUT]), status::OK);
+        assert_eq!(
+            p.ok("proxy_http_call", &[unk, un, g, gn, 0, 0, 0, 0, 100, OUT]),
+            status::BAD_ARGUMENT
+        );
+        assert_eq!(
+            p.ok("proxy_http_call", &[svc, sn, pp, ppn, 0, 0, 0, 0, 100, OUT]),
+            status::BAD_ARGUMENT
+        );
+        assert_eq!(
+            p.ok(
+                "proxy_http_call",
+                &[svc, sn, g, gn - 2, 0, 0, 0, 0, 100, OUT]
+            ),
+            status::BAD_ARGUMENT
+        );
+        assert_eq!(
+            p.ok("proxy_http_call", &[svc, sn, g, gn, 0, 0, 0, 0, 100, BAD]),
+            status::INVALID_MEMORY_ACCESS
+        );
+        assert_eq!(
+            p.ok(
+                "proxy_http_call",
+                &[svc, sn, g, gn, body, bn, 0, 0, 100, OUT]
+            ),
+            status::OK
+        );
         let token = p.u32_at(OUT);
         let calls = p.state().pending_calls.clone();
         assert_eq!(calls.len(), 1);
-        assert_eq!((calls[0].token, calls[0].service.as_str(), &calls[0].body[..]), (token, "auth", &b"nope"[..]));
-        assert_eq!(calls[0].timeout, Some(std::time::Duration::from_millis(100)));
+        assert_eq!(
+            (
+                calls[0].token,
+                calls[0].service.as_str(),
+                &calls[0].body[..]
+            ),
+            (token, "auth", &b"nope"[..])
+        );
+        assert_eq!(
+            calls[0].timeout,
+            Some(std::time::Duration::from_millis(100))
+        );
         // get_status.
         p.state().last_status = (11, "timeout".into());
         assert_eq!(p.ok("proxy_get_status", &[OUT, RET, RET_SIZE]), status::OK);
@@ -616,7 +1128,10 @@ fn stream_control_calls_and_unimplemented() {
         assert_eq!(p.ok("proxy_grpc_send", &[0; 4]), status::UNIMPLEMENTED);
         assert_eq!(p.ok("proxy_grpc_cancel", &[0]), status::UNIMPLEMENTED);
         assert_eq!(p.ok("proxy_grpc_close", &[0]), status::UNIMPLEMENTED);
-        assert_eq!(p.ok("proxy_call_foreign_function", &[0; 6]), status::UNIMPLEMENTED);
+        assert_eq!(
+            p.ok("proxy_call_foreign_function", &[0; 6]),
+            status::UNIMPLEMENTED
+        );
     }
 }
 
