@@ -98,7 +98,11 @@ async fn sdk_filter_chained_with_http_wasm_and_a_builtin_on_different_engines() 
     .await;
     let r = send(get(t.url("/chain"))).await;
     assert_eq!(r.status, 200, "{}", r.body);
-    for h in ["x-from-proxy-wasm: yes", "x-builtin: yes", "x-http-wasm: yes"] {
+    for h in [
+        "x-from-proxy-wasm: yes",
+        "x-builtin: yes",
+        "x-http-wasm: yes",
+    ] {
         assert!(r.body.to_ascii_lowercase().contains(h), "{h}: {}", r.body);
     }
     assert_eq!(r.header("x-proxy-wasm-response"), Some("rust-sdk"));

@@ -560,6 +560,7 @@ pub trait CompiledModule: Send + Sync {
     /// Limits applied to its instances.
     fn limits(&self) -> &Limits;
     /// True if the code came from the disk cache rather than the compiler.
+    #[allow(clippy::wrong_self_convention)] // "came from the cache", not a conversion
     fn from_cache(&self) -> bool;
     /// Creates a fresh instance with `data` as its per-instance host data.
     /// Runs the module's start section (not `_start`) under the call deadline.

@@ -215,7 +215,7 @@ fn single_value_getters_and_the_too_small_buffer_convention() {
             // Exact fit.
             assert_eq!(p.i32(func, &[BUF as i32, n]), n, "{k} {func}");
             assert_eq!(p.mem(BUF, n as u32), want, "{k} {func}");
-            p.put(BUF, &vec![FILL; 64]);
+            p.put(BUF, &[FILL; 64]);
         }
     });
 }

@@ -29,6 +29,9 @@ pub fn serialize<'a>(pairs: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> V
     out
 }
 
+/// Deserialized pairs, in order.
+pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// Why a serialized map was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MapError {
@@ -46,7 +49,7 @@ fn u32_at(b: &[u8], at: usize) -> Result<usize, MapError> {
 }
 
 /// Parses a serialized map strictly. Size 0 (and a zero count) is the empty map.
-pub fn deserialize(b: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, MapError> {
+pub fn deserialize(b: &[u8]) -> Result<Pairs, MapError> {
     if b.is_empty() {
         return Ok(Vec::new());
     }
