@@ -6,8 +6,14 @@ use common::write_files;
 use wasmgate::config;
 use wasmgate::plugins::PluginCatalog;
 
-/// The smallest valid module: magic and version.
-const EMPTY_MODULE: &str = "\0asm\u{1}\0\0\0";
+/// The smallest module the http-wasm host accepts (plugins are compiled when declared).
+fn http_wasm_module() -> Vec<u8> {
+    wat::parse_str(
+        r#"(module (memory (export "memory") 1)
+             (func (export "handle_request") (result i64) i64.const 1))"#,
+    )
+    .unwrap()
+}
 
 #[test]
 fn traefik_local_plugin_layout_is_found() {
@@ -20,17 +26,26 @@ fn traefik_local_plugin_layout_is_found() {
             "plugins-local/src/github.com/acme/demo/.traefik.yml",
             "displayName: Demo\ntype: middleware\nruntime: wasm\nwasmPath: build/demo.wasm\ntestData:\n  headers: { Foo: Bar }\n",
         ),
-        ("plugins-local/src/github.com/acme/demo/build/demo.wasm", EMPTY_MODULE),
         ("plugins-local/src/plain/.traefik.yml", "displayName: Plain\nruntime: wasm\n"),
-        ("plugins-local/src/plain/plugin.wasm", EMPTY_MODULE),
     ]);
+    let module = http_wasm_module();
+    let demo_dir = dir
+        .path()
+        .join("plugins-local/src/github.com/acme/demo/build");
+    std::fs::create_dir_all(&demo_dir).unwrap();
+    std::fs::write(demo_dir.join("demo.wasm"), &module).unwrap();
+    std::fs::write(
+        dir.path().join("plugins-local/src/plain/plugin.wasm"),
+        &module,
+    )
+    .unwrap();
     let loaded = config::load(&dir.path().join("wasmgate.yaml")).unwrap();
     let catalog = PluginCatalog::load(&loaded).unwrap();
     let demo = catalog.get("demo").unwrap();
     assert!(demo
         .wasm_path
         .ends_with("github.com/acme/demo/build/demo.wasm"));
-    assert_eq!(demo.wasm.as_slice(), EMPTY_MODULE.as_bytes());
+    assert_eq!(demo.wasm.as_slice(), module.as_slice());
     // Without wasmPath, Traefik's default name.
     assert!(catalog
         .get("plain")

@@ -1049,15 +1049,14 @@ async fn run_stream(
         local_addr: req.local_addr,
         extensions: std::mem::take(&mut req.extensions),
     };
+    // With body callbacks the body is buffered (and maybe changed): frame it anew.
+    let mut framed_len = None;
     if has_body_work {
         match run.filter_body(body, false).await? {
             None => return run.stopped(),
             Some(b) => {
                 if b.trailers.as_ref().is_none_or(|t| t.is_empty()) {
-                    next_req
-                        .headers
-                        .set("content-length", b.data.len().to_string());
-                    next_req.headers.remove("transfer-encoding");
+                    framed_len = Some(b.data.len());
                 }
                 next_req.body = Body::from(b);
             }
@@ -1066,11 +1065,14 @@ async fn run_stream(
         next_req.body = body;
     }
     let map = run.stream().request_headers.clone();
-    let keep_len = next_req.headers.get("content-length").map(|v| v.to_vec());
     apply_request_map(&mut next_req, &map);
     if has_body_work {
-        if let Some(l) = keep_len {
-            next_req.headers.set("content-length", l);
+        next_req.headers.remove("transfer-encoding");
+        match framed_len {
+            Some(n) => next_req.headers.set("content-length", n.to_string()),
+            None => {
+                next_req.headers.remove("content-length");
+            }
         }
     }
     run.stream().phase = Phase::Upstream;

@@ -1183,3 +1183,45 @@ proptest! {
         }
     }
 }
+
+fn header_pairs() -> impl Strategy<Value = Vec<(Vec<u8>, Vec<u8>)>> {
+    let name = prop_oneof![
+        Just(b"x-a".to_vec()),
+        Just(b"x-b".to_vec()),
+        Just(b":path".to_vec()),
+        "[a-z0-9-]{1,12}".prop_map(String::into_bytes),
+    ];
+    // Any bytes but CR, LF and NUL (which a filter may not write); empty values included.
+    let value = proptest::collection::vec(
+        any::<u8>().prop_filter("no CR LF NUL", |b| !matches!(b, b'\r' | b'\n' | 0)),
+        0..16,
+    );
+    proptest::collection::vec((name, value), 0..10)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+    /// Any map a filter sets comes back byte for byte; a truncated one is BAD_ARGUMENT and changes nothing.
+    #[test]
+    fn header_maps_round_trip_through_the_host(pairs in header_pairs(), cut in any::<prop::sample::Index>()) {
+        for e in EngineKind::ALL {
+            let mut p = Probe::new(e, AbiVersion::V0_2_1).with_stream();
+            let ser = serialize(pairs.iter().map(|(k, v)| (&k[..], &v[..])));
+            let (ptr, len) = p.put(&ser);
+            prop_assert_eq!(p.ok("proxy_set_header_map_pairs", &[map::HTTP_REQUEST_HEADERS, ptr, len]), status::OK);
+            prop_assert_eq!(p.ok("proxy_get_header_map_pairs", &[map::HTTP_REQUEST_HEADERS, RET, RET_SIZE]), status::OK);
+            prop_assert_eq!(p.out(), ser.clone());
+            if !ser.is_empty() {
+                let short = cut.index(ser.len());
+                if short > 0 {
+                    let before = p.stream().request_headers.clone();
+                    prop_assert_eq!(
+                        p.ok("proxy_set_header_map_pairs", &[map::HTTP_REQUEST_HEADERS, ptr, short as i32]),
+                        status::BAD_ARGUMENT
+                    );
+                    prop_assert!(p.stream().request_headers == before);
+                }
+            }
+        }
+    }
+}
