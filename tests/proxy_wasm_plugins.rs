@@ -154,3 +154,88 @@ async fn sdk_filter_http_call_resumes_or_rejects_and_rewrites_bodies() {
         assert!(!r.body.contains("hello"), "{}", r.body);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_filter_ticks_update_shared_data_with_cas() {
+    for (target, engine) in [(WASI, "wasmtime"), (BARE, "wasmer")] {
+        let up = echo_upstream("up").await;
+        let http = format!(
+            r#"http:
+  routers:
+    r: {{ rule: "PathPrefix(`/`)", middlewares: [pw], service: up }}
+  middlewares:
+    pw: {{ plugin: {{ sdk: "tick_ms=20" }} }}
+  services:
+    up:
+      loadBalancer: {{ servers: [ {{ url: "http://{up}" }} ] }}
+"#
+        );
+        let t = start(&[(
+            "wasmgate.yaml",
+            &install(&[("sdk", filter(target), engine)], &http),
+        )])
+        .await;
+        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+        let r = send(get(t.url("/ticks"))).await;
+        assert_eq!(r.status, 200, "{engine} {target}: {}", r.body);
+        let ticks: u64 = r
+            .body
+            .lines()
+            .find_map(|l| l.strip_prefix("x-sdk-ticks: "))
+            .expect("x-sdk-ticks header")
+            .parse()
+            .unwrap();
+        assert!(ticks >= 3, "{engine} {target}: {ticks} ticks");
+    }
+}
+
+struct Ok200;
+
+#[async_trait::async_trait]
+impl wasmgate_abi::Endpoint for Ok200 {
+    async fn call(
+        &self,
+        _req: wasmgate_abi::Request,
+    ) -> Result<wasmgate_abi::Response, wasmgate_abi::ProxyError> {
+        Ok(wasmgate_abi::Response::text(http::StatusCode::OK, "ok"))
+    }
+}
+
+/// The SDK filter's metrics land in its VM's registry; a bad configuration fails the middleware.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_filter_metrics_and_rejected_configuration() {
+    use wasmgate_abi::plugin::EngineKind;
+    use wasmgate_abi::{Engines, Middleware, Next, Plugin, PluginOptions, Request};
+    let engines = Engines::new(None);
+    for (target, engine) in [(WASI, EngineKind::Wasmer), (BARE, EngineKind::Wasmtime)] {
+        let wasm = std::fs::read(proxy_wasm_example("header-filter", target)).unwrap();
+        let opts = PluginOptions {
+            engine,
+            ..PluginOptions::default()
+        };
+        let plugin = Plugin::load("sdk", &wasm, opts, &engines).unwrap();
+        let err = plugin
+            .middleware("bad", b"bogus=1".to_vec())
+            .err()
+            .expect("on_configure returned false")
+            .to_string();
+        assert!(err.contains("rejected its configuration"), "{err}");
+        let mw = plugin.middleware("good", b"value=x".to_vec()).unwrap();
+        let chain: Vec<std::sync::Arc<dyn Middleware>> = vec![mw];
+        for _ in 0..3 {
+            let req = Request::new(
+                http::Method::GET,
+                "/m".parse().unwrap(),
+                "127.0.0.1:1".parse().unwrap(),
+            );
+            let r = Next::new(&chain, &Ok200).run(req).await.unwrap();
+            assert_eq!(r.status, 200);
+        }
+        let vm = plugin.proxy_wasm().unwrap().vm();
+        assert_eq!(
+            vm.metric("sdk_requests").unwrap().value,
+            3,
+            "{engine} {target}"
+        );
+    }
+}

@@ -6,7 +6,10 @@
 //! * `auth_service=<name>`: requests under `/auth` first call `GET /check` on that service;
 //!   200 lets them through with `x-auth: ok`, anything else is a local 401.
 //! * `rewrite_from=<a>` / `rewrite_to=<b>`: response bodies are buffered (Pause) and `a` replaced by `b`.
-//!   Any other key rejects the configuration (`on_configure` returns false).
+//! * `tick_ms=<n>`: the root context ticks every n ms; each tick increments the counter
+//!   `sdk_ticks` and, with a CAS loop, the shared-data counter `sdk_tick_count`, which requests
+//!   then carry as `x-sdk-ticks`.
+//!   Any other key (or a bad number) rejects the configuration (`on_configure` returns false).
 //!
 //! Every request increments the counter `sdk_requests`.
 
@@ -28,7 +31,17 @@ struct Config {
     deny: Option<String>,
     auth_service: Option<String>,
     rewrite: Option<(String, String)>,
+    tick_ms: u64,
     counter: u32,
+    ticks: u32,
+}
+
+const TICK_COUNT: &str = "sdk_tick_count";
+
+fn tick_count(data: Option<Vec<u8>>) -> u64 {
+    data.and_then(|d| d.try_into().ok())
+        .map(u64::from_le_bytes)
+        .unwrap_or(0)
 }
 
 #[derive(Default)]
@@ -62,6 +75,10 @@ impl RootContext for Root {
                 "auth_service" => c.auth_service = Some(v.trim().to_string()),
                 "rewrite_from" => from = Some(v.to_string()),
                 "rewrite_to" => to = Some(v.to_string()),
+                "tick_ms" => match v.trim().parse() {
+                    Ok(n) => c.tick_ms = n,
+                    Err(_) => return false,
+                },
                 _ => return false,
             }
         }
@@ -72,8 +89,28 @@ impl RootContext for Root {
             Ok(id) => id,
             Err(_) => return false,
         };
+        c.ticks = match hostcalls::define_metric(MetricType::Counter, "sdk_ticks") {
+            Ok(id) => id,
+            Err(_) => return false,
+        };
+        if c.tick_ms > 0 {
+            self.set_tick_period(Duration::from_millis(c.tick_ms));
+        }
         self.config = c;
         true
+    }
+
+    fn on_tick(&mut self) {
+        let _ = hostcalls::increment_metric(self.config.ticks, 1);
+        // Other instances of the VM may tick at the same time: compare and swap.
+        loop {
+            let (data, cas) = self.get_shared_data(TICK_COUNT);
+            let next = tick_count(data) + 1;
+            match self.set_shared_data(TICK_COUNT, Some(&next.to_le_bytes()), cas) {
+                Err(Status::CasMismatch) => continue,
+                _ => break,
+            }
+        }
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
@@ -92,7 +129,13 @@ struct Filter {
 }
 
 impl Context for Filter {
-    fn on_http_call_response(&mut self, _token: u32, _headers: usize, body_size: usize, _trailers: usize) {
+    fn on_http_call_response(
+        &mut self,
+        _token: u32,
+        _headers: usize,
+        body_size: usize,
+        _trailers: usize,
+    ) {
         let status = self.get_http_call_response_header(":status");
         let body = self
             .get_http_call_response_body(0, body_size)
@@ -118,15 +161,27 @@ impl HttpContext for Filter {
         let path = self.get_http_request_header(":path").unwrap_or_default();
         if let Some(deny) = &self.config.deny {
             if path.starts_with(deny.as_str()) {
-                self.send_http_response(403, vec![("x-denied-by", "header-filter")], Some(b"denied by proxy-wasm\n"));
+                self.send_http_response(
+                    403,
+                    vec![("x-denied-by", "header-filter")],
+                    Some(b"denied by proxy-wasm\n"),
+                );
                 return Action::Pause;
             }
         }
         self.set_http_request_header(&self.config.header, Some(&self.config.value));
+        if self.config.tick_ms > 0 {
+            let n = tick_count(self.get_shared_data(TICK_COUNT).0);
+            self.set_http_request_header("x-sdk-ticks", Some(&n.to_string()));
+        }
         if let (Some(svc), true) = (&self.config.auth_service, path.starts_with("/auth")) {
             let r = self.dispatch_http_call(
                 svc,
-                vec![(":method", "GET"), (":path", "/check"), (":authority", "auth")],
+                vec![
+                    (":method", "GET"),
+                    (":path", "/check"),
+                    (":authority", "auth"),
+                ],
                 None,
                 vec![],
                 Duration::from_secs(2),
