@@ -131,6 +131,7 @@ fn filter_wat() -> String {
   (data (i32.const 680) "gauge")
   (data (i32.const 700) "timeout")
   (data (i32.const 720) "call failed")
+  (data (i32.const 740) "x-trap-call")
   (export "proxy_abi_version_0_2_1" (func $marker))
   (func $marker)
   (func (export "malloc") (param i32) (result i32) (local i32)
@@ -237,6 +238,8 @@ fn filter_wat() -> String {
       (then (drop (call $incr (global.get $m_deq) (i64.const 1))))))
   (func (export "proxy_on_http_call_response") (param $root i32) (param $token i32) (param $nh i32) (param $bs i32) (param $nt i32)
     (drop (call $effective (global.get $ctx)))
+    (if (i32.eqz (call $get_value (i32.const 0) (i32.const 740) (i32.const 11) (i32.const 800) (i32.const 804)))
+      (then unreachable))
     (if (i32.eqz (local.get $nh)) (then
       (call $reply (i32.const 504) (i32.const 700) (i32.const 7))
       (return)))
@@ -606,5 +609,89 @@ async fn abi_0_1_0_shapes() {
             "{e}"
         );
         assert_eq!(header(&r, "x-v010").as_deref(), Some("cfg-010"), "{e}");
+    }
+}
+
+#[tokio::test]
+async fn a_trap_in_the_call_response_fails_one_request_only() {
+    for e in EngineKind::ALL {
+        let s = setup(e, "hauth", opts());
+        let up = upstream(Duration::ZERO);
+        let err = run(&s.mw, &up, &[("x-trap-call", "1")], None)
+            .await
+            .unwrap_err();
+        assert_eq!(err.status, StatusCode::INTERNAL_SERVER_ERROR, "{e}");
+        assert!(
+            err.message.contains("proxy_on_http_call_response"),
+            "{}",
+            err.message
+        );
+        let r = run(&s.mw, &up, &[], None).await.unwrap();
+        assert_eq!(
+            header(&r, "echo-x-call-status").as_deref(),
+            Some("200"),
+            "{e}"
+        );
+        assert_eq!(up.calls.load(Ordering::SeqCst), 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_paused_requests_share_a_small_pool() {
+    for e in EngineKind::ALL {
+        let s = setup(e, "hauth", opts());
+        let up = upstream(Duration::from_millis(20));
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let (mw, up) = (s.mw.clone(), up.clone());
+            tasks.push(tokio::spawn(async move {
+                let r = run(&mw, &up, &[], None).await.unwrap();
+                (r.status, header(&r, "echo-x-call-status"))
+            }));
+        }
+        for t in tasks {
+            let (status, call) = t.await.unwrap();
+            assert_eq!(status, StatusCode::OK, "{e}");
+            assert_eq!(call.as_deref(), Some("200"), "{e}");
+        }
+        assert_eq!(up.calls.load(Ordering::SeqCst), 8);
+    }
+}
+
+/// Start-up: `_initialize` then `main` (reactor) must both run before the root context;
+/// a command module whose `_start` ends in `proc_exit(0)` starts fine.
+#[tokio::test]
+async fn start_up_functions_run_before_the_root_context() {
+    let reactor = r#"(module
+  (memory (export "memory") 1)
+  (global $init (mut i32) (i32.const 0))
+  (global $main (mut i32) (i32.const 0))
+  (export "proxy_abi_version_0_2_0" (func $marker))
+  (func $marker)
+  (func (export "malloc") (param i32) (result i32) (i32.const 1024))
+  (func (export "_initialize") (global.set $init (i32.const 1)))
+  (func (export "main") (param i32 i32) (result i32) (global.set $main (global.get $init)) (i32.const 0))
+  (func (export "proxy_on_configure") (param i32 i32) (result i32) (global.get $main)))"#;
+    let command = r#"(module
+  (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+  (memory (export "memory") 1)
+  (global $started (mut i32) (i32.const 0))
+  (export "proxy_abi_version_0_2_1" (func $marker))
+  (func $marker)
+  (func (export "proxy_on_memory_allocate") (param i32) (result i32) (i32.const 1024))
+  (func (export "_start") (global.set $started (i32.const 1)) (call $exit (i32.const 0)))
+  (func (export "proxy_on_vm_start") (param i32 i32) (result i32) (global.get $started)))"#;
+    for e in EngineKind::ALL {
+        for wat in [reactor, command] {
+            let p = plugin(e, wat, opts()).unwrap();
+            let mw = p.middleware("m", Vec::new()).unwrap();
+            let up = upstream(Duration::ZERO);
+            let r = run(&mw, &up, &[], None).await.unwrap();
+            assert_eq!(r.status, StatusCode::OK, "{e}");
+        }
+        // No allocator at all is a load error.
+        let none = reactor.replace("(export \"malloc\")", "");
+        let err = plugin(e, &none, opts()).err().unwrap();
+        assert!(err.contains("allocator"), "{err}");
     }
 }
