@@ -695,3 +695,25 @@ async fn start_up_functions_run_before_the_root_context() {
         assert!(err.contains("allocator"), "{err}");
     }
 }
+
+/// A request dropped while its stream is paused (client gone) never ends its context: the
+/// instance is discarded, not reused.
+#[tokio::test]
+async fn an_abandoned_paused_stream_discards_its_instance() {
+    use wasmgate_abi::proxy_wasm::ProxyWasmPlugin;
+    for e in EngineKind::ALL {
+        let wasm = wat::parse_str(filter_wat()).unwrap();
+        let info = wasmgate_engines::ModuleInfo::parse(&wasm).unwrap();
+        let engines = Engines::new(None);
+        let engine = engines.get(e).unwrap();
+        let p = ProxyWasmPlugin::load("pw", &wasm, &info, engine.as_ref(), opts()).unwrap();
+        let mw = Arc::new(p.middleware("m", b"hslow".to_vec(), services()).unwrap());
+        let as_dyn: Arc<dyn Middleware> = mw.clone();
+        let up = upstream(Duration::ZERO);
+        let dropped =
+            tokio::time::timeout(Duration::from_millis(30), run(&as_dyn, &up, &[], None)).await;
+        assert!(dropped.is_err(), "{e}: the request was still paused");
+        assert_eq!(mw.pool().discarded(), 1, "{e}");
+        assert_eq!(mw.pool().in_use(), 0, "{e}");
+    }
+}

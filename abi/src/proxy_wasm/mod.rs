@@ -453,6 +453,16 @@ struct Run<'a> {
     inst: PooledInstance,
 }
 
+impl Drop for Run<'_> {
+    fn drop(&mut self) {
+        // A stream still in flight here was abandoned (the request future was dropped, say):
+        // its context never ended, so the instance must not serve another request.
+        if !self.inst.is_poisoned() && self.state().stream.is_some() {
+            self.inst.poison();
+        }
+    }
+}
+
 impl Run<'_> {
     fn trap_error(&mut self, t: &Trap) -> ProxyError {
         self.inst.poison();
@@ -1037,8 +1047,10 @@ async fn run_stream(
     {
         return run.stopped();
     }
-    let has_body_work = run.inst.export("proxy_on_request_body").is_some()
-        || run.inst.export("proxy_on_request_trailers").is_some();
+    // A request without a body (headers said end of stream) passes untouched.
+    let has_body_work = !eos
+        && (run.inst.export("proxy_on_request_body").is_some()
+            || run.inst.export("proxy_on_request_trailers").is_some());
     let mut next_req = Request {
         method: req.method.clone(),
         uri: req.uri.clone(),
@@ -1105,8 +1117,10 @@ async fn run_stream(
     {
         return run.stopped();
     }
-    let has_body_work = run.inst.export("proxy_on_response_body").is_some()
-        || run.inst.export("proxy_on_response_trailers").is_some();
+    // A response without a body (HEAD, 204, 304) keeps its framing headers.
+    let has_body_work = !eos
+        && (run.inst.export("proxy_on_response_body").is_some()
+            || run.inst.export("proxy_on_response_trailers").is_some());
     if has_body_work {
         match run.filter_body(body, true).await? {
             None => return run.stopped(),
