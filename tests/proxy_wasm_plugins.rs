@@ -239,3 +239,45 @@ async fn sdk_filter_metrics_and_rejected_configuration() {
         );
     }
 }
+
+/// A filter built with the AssemblyScript SDK (ABI 0.2.0, `wasi_unstable`, root id matched
+/// through `plugin_root_id`), chained with the Rust SDK filter, on both engines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn assemblyscript_filter_with_its_root_id() {
+    let wasm = assemblyscript_example().display().to_string();
+    for (engine, other) in [("wasmtime", "wasmer"), ("wasmer", "wasmtime")] {
+        let up = echo_upstream("up").await;
+        let http = format!(
+            r#"http:
+  routers:
+    r: {{ rule: "PathPrefix(`/`)", middlewares: [as, rs], service: up }}
+  middlewares:
+    as: {{ plugin: {{ asfilter: "from-config-{engine}" }} }}
+    rs: {{ plugin: {{ sdk: "header=x-rust\nvalue=yes" }} }}
+  services:
+    up:
+      loadBalancer: {{ servers: [ {{ url: "http://{up}" }} ] }}
+"#
+        );
+        let install = format!(
+            "entryPoints:\n  web:\n    address: \"127.0.0.1:0\"\ncache:\n  enabled: false\nplugins:\n  asfilter:\n    path: \"{wasm}\"\n    engine: {engine}\n    rootId: add_header\n  sdk:\n    path: \"{}\"\n    engine: {other}\n{http}",
+            filter(WASI)
+        );
+        let t = start(&[("wasmgate.yaml", &install)]).await;
+        for _ in 0..2 {
+            let r = send(get(t.url("/hello"))).await;
+            assert_eq!(r.status, 200, "{engine}: {}", r.body);
+            assert!(
+                r.body
+                    .contains(&format!("\nx-assemblyscript: from-config-{engine}\n")),
+                "{engine}: {}",
+                r.body
+            );
+            assert!(r.body.contains("\nx-rust: yes\n"), "{}", r.body);
+            assert_eq!(r.header("x-as-root"), Some("add_header"));
+        }
+        let r = send(get(t.url("/as-deny"))).await;
+        assert_eq!(r.status, 403, "{engine}: {}", r.body);
+        assert_eq!(r.body, "denied by assemblyscript");
+    }
+}

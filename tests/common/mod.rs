@@ -237,3 +237,30 @@ pub fn proxy_wasm_example(name: &str, target: &str) -> PathBuf {
         .join("release")
         .join(format!("{}.wasm", name.replace('-', "_")))
 }
+
+/// Builds the AssemblyScript proxy-wasm example (once per test binary) with npm and returns
+/// the .wasm path. Needs node and npm (CI installs them, see .ci/run).
+pub fn assemblyscript_example() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/proxy-wasm-as");
+            for args in [
+                &["ci", "--no-audit", "--no-fund"][..],
+                &["run", "build"][..],
+            ] {
+                let status = std::process::Command::new("npm")
+                    .args(args)
+                    .current_dir(&root)
+                    .status()
+                    .expect("running npm (node and npm are needed for the AssemblyScript example)");
+                assert!(
+                    status.success(),
+                    "npm {args:?} in {} failed",
+                    root.display()
+                );
+            }
+            root.join("build/add_header.wasm")
+        })
+        .clone()
+}
