@@ -22,6 +22,7 @@ use wasmgate_abi::{
 struct Upstream {
     calls: AtomicUsize,
     seen_body: Mutex<Vec<u8>>,
+    seen_trailers: Mutex<Option<wasmgate_abi::Headers>>,
     reply: Mutex<Option<Vec<u8>>>,
     delay: Duration,
 }
@@ -31,8 +32,9 @@ impl Endpoint for Upstream {
     async fn call(&self, req: Request) -> Result<Response, ProxyError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         tokio::time::sleep(self.delay).await;
-        let b = req.body.buffer(1 << 20).await.unwrap().data;
-        *self.seen_body.lock().unwrap() = b.to_vec();
+        let buffered = req.body.buffer(1 << 20).await.unwrap();
+        *self.seen_body.lock().unwrap() = buffered.data.to_vec();
+        *self.seen_trailers.lock().unwrap() = buffered.trailers;
         let text = match &*self.reply.lock().unwrap() {
             Some(r) => r.clone(),
             None => format!("upstream saw {}", req.uri).into_bytes(),
@@ -50,6 +52,7 @@ fn upstream(delay: Duration) -> Arc<Upstream> {
     Arc::new(Upstream {
         calls: AtomicUsize::new(0),
         seen_body: Mutex::new(Vec::new()),
+        seen_trailers: Mutex::new(None),
         reply: Mutex::new(None),
         delay,
     })
@@ -132,6 +135,8 @@ fn filter_wat() -> String {
   (data (i32.const 700) "timeout")
   (data (i32.const 720) "call failed")
   (data (i32.const 740) "x-trap-call")
+  (data (i32.const 760) "x-added")
+  (data (i32.const 770) "yes")
   (export "proxy_abi_version_0_2_1" (func $marker))
   (func $marker)
   (func (export "malloc") (param i32) (result i32) (local i32)
@@ -224,6 +229,11 @@ fn filter_wat() -> String {
       (call $reply (i32.const 406) (i32.const 460) (i32.const 6))
       (return (i32.const 1))))
     (i32.const 0))
+  (func (export "proxy_on_request_trailers") (param $ctx i32) (param $n i32) (result i32)
+    (if (call $is (i32.const 122)) (then
+      (drop (call $record (global.get $m_hist) (i64.extend_i32_u (local.get $n))))
+      (drop (call $add_value (i32.const 1) (i32.const 760) (i32.const 7) (i32.const 770) (i32.const 3)))))
+    (i32.const 0))
   (func (export "proxy_on_done") (param $ctx i32) (result i32)
     (call $maybe_trap (i32.const 5))
     (i32.const 1))
@@ -309,6 +319,20 @@ async fn run(
     }
     let chain: Vec<Arc<dyn Middleware>> = vec![mw.clone()];
     Next::new(&chain, up).run(req).await
+}
+
+/// Data frames, then trailers.
+struct WithTrailers(std::collections::VecDeque<http_body::Frame<Bytes>>);
+
+impl http_body::Body for WithTrailers {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        std::task::Poll::Ready(self.0.pop_front().map(Ok))
+    }
 }
 
 /// A body of several data frames.
@@ -715,5 +739,43 @@ async fn an_abandoned_paused_stream_discards_its_instance() {
         assert!(dropped.is_err(), "{e}: the request was still paused");
         assert_eq!(mw.pool().discarded(), 1, "{e}");
         assert_eq!(mw.pool().in_use(), 0, "{e}");
+    }
+}
+
+#[tokio::test]
+async fn request_trailers_reach_the_filter_and_the_upstream() {
+    for e in EngineKind::ALL {
+        let s = setup(e, "z", opts());
+        let up = upstream(Duration::ZERO);
+        let mut req = Request::new(
+            Method::POST,
+            "/t".parse().unwrap(),
+            "127.0.0.1:4000".parse().unwrap(),
+        );
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("x-checksum", "abc".parse().unwrap());
+        trailers.insert("x-other", "1".parse().unwrap());
+        req.body = Body::from_stream(WithTrailers(
+            vec![
+                http_body::Frame::data(Bytes::from_static(b"payload")),
+                http_body::Frame::trailers(trailers),
+            ]
+            .into(),
+        ));
+        let chain: Vec<Arc<dyn Middleware>> = vec![s.mw.clone()];
+        let r = Next::new(&chain, &*up).run(req).await.unwrap();
+        assert_eq!(r.status, StatusCode::OK, "{e}");
+        assert_eq!(&*up.seen_body.lock().unwrap(), b"payload");
+        let seen = up
+            .seen_trailers
+            .lock()
+            .unwrap()
+            .clone()
+            .expect("trailers forwarded");
+        assert_eq!(seen.get_str("x-checksum"), Some("abc"), "{e}");
+        assert_eq!(seen.get_str("x-added"), Some("yes"), "{e}");
+        // on_request_trailers got the number of trailers.
+        let vm = s.plugin.proxy_wasm().unwrap().vm();
+        assert_eq!(vm.metric("body_size").unwrap().samples, vec![2], "{e}");
     }
 }
