@@ -77,6 +77,7 @@ fn options(decl: Option<&PluginDecl>) -> PluginOptions {
     if let Some(r) = &d.root_id {
         o.root_id = r.clone();
     }
+    o.env = d.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     o
 }
 

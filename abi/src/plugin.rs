@@ -65,6 +65,8 @@ pub struct PluginOptions {
     pub root_id: String,
     /// proxy-wasm: the VM id (`plugin_vm_id`); empty means the plugin's name.
     pub vm_id: String,
+    /// proxy-wasm: the environment WASI `environ_get` gives the guest.
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for PluginOptions {
@@ -79,6 +81,7 @@ impl Default for PluginOptions {
             vm_config: Vec::new(),
             root_id: String::new(),
             vm_id: String::new(),
+            env: Vec::new(),
         }
     }
 }

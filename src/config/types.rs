@@ -180,6 +180,9 @@ pub struct PluginDecl {
     /// proxy-wasm only: the root id (`plugin_root_id` property); default empty.
     #[serde(default)]
     pub root_id: Option<String>,
+    /// proxy-wasm only: environment variables the guest sees through WASI `environ_get`.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
 }
 
 /// Traefik's `experimental` section.

@@ -1118,6 +1118,52 @@ pub fn functions(plugin: &str, version: AbiVersion) -> HostFunctions {
             }
         }
     })));
+    // The environment is the plugin's configured variables (cpp-host: `environment_variables`).
+    const FAULT: i32 = 21;
+    for module in ["wasi_snapshot_preview1", "wasi_unstable"] {
+        t.add(
+            module,
+            "environ_sizes_get",
+            FuncType::new([I32, I32], [I32]),
+            |c, a, r| {
+                let env = match state(c) {
+                    Ok(st) => st.shared.env.clone(),
+                    Err(_) => return Err(HostError::msg("internal: not proxy-wasm state")),
+                };
+                let size: usize = env.iter().map(|e| e.len() + 1).sum();
+                let ok = c
+                    .write_u32(u(a, 0), env.len() as u32)
+                    .and_then(|_| c.write_u32(u(a, 1), size as u32));
+                r[0] = Val::I32(if ok.is_ok() { 0 } else { FAULT });
+                Ok(())
+            },
+        );
+        t.add(
+            module,
+            "environ_get",
+            FuncType::new([I32, I32], [I32]),
+            |c, a, r| {
+                let env = match state(c) {
+                    Ok(st) => st.shared.env.clone(),
+                    Err(_) => return Err(HostError::msg("internal: not proxy-wasm state")),
+                };
+                let (mut ptrs, mut buf) = (u(a, 0), u(a, 1));
+                let mut result = Ok(());
+                for e in &env {
+                    let mut bytes = e.as_bytes().to_vec();
+                    bytes.push(0);
+                    result = c.write_u32(ptrs, buf).and_then(|_| c.write(buf, &bytes));
+                    if result.is_err() {
+                        break;
+                    }
+                    ptrs = ptrs.wrapping_add(4);
+                    buf = buf.wrapping_add(bytes.len() as u32);
+                }
+                r[0] = Val::I32(if result.is_ok() { 0 } else { FAULT });
+                Ok(())
+            },
+        );
+    }
     for d in definitions().into_iter().filter(|d| d.in_version(version)) {
         let body = d.body.clone();
         t.add(

@@ -226,6 +226,12 @@ impl ProxyWasmPlugin {
             log_level: host::min_log_level(),
             max_body_bytes: self.opts.max_body_bytes,
             waiter: waiter.clone(),
+            env: self
+                .opts
+                .env
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect(),
         });
         let for_factory = shared.clone();
         let allocator = self.allocator;

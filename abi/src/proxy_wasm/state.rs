@@ -37,6 +37,8 @@ pub struct MiddlewareShared {
     pub max_body_bytes: usize,
     /// Wakes this middleware's dispatcher for queue items.
     pub waiter: Arc<QueueWaiter>,
+    /// `KEY=VALUE` strings WASI `environ_get` hands out.
+    pub env: Vec<String>,
 }
 
 /// The callback running now (decides what configuration 0.1.0 hands out).

@@ -58,6 +58,10 @@ fn forwarder_wat(version: AbiVersion) -> String {
     format!(
         r#"(module
 {imports}
+(import "wasi_snapshot_preview1" "environ_sizes_get" (func $env_sizes (param i32 i32) (result i32)))
+(import "wasi_unstable" "environ_get" (func $env_get (param i32 i32) (result i32)))
+(func (export "call_environ_sizes_get") (param i32 i32) (result i32) local.get 0 local.get 1 call $env_sizes)
+(func (export "call_environ_get") (param i32 i32) (result i32) local.get 0 local.get 1 call $env_get)
 (memory (export "memory") 2)
 (global $heap (mut i32) (i32.const {HEAP}))
 (global $mode (mut i32) (i32.const 0))
@@ -122,6 +126,7 @@ fn shared(version: AbiVersion, vm: Arc<VmShared>) -> Arc<MiddlewareShared> {
             ready: Mutex::new(Vec::new()),
             notify: Notify::new(),
         }),
+        env: vec!["A=1".into(), "GREETING=hello world".into()],
     })
 }
 
@@ -320,6 +325,23 @@ fn log_time_and_levels() {
             assert_eq!(p.ok("proxy_set_tick_period_milliseconds", &[0]), status::OK);
             assert_eq!(p.state().tick_period, None);
         }
+    }
+}
+
+#[test]
+fn wasi_environment_is_the_configured_one() {
+    for e in EngineKind::ALL {
+        let mut p = Probe::new(e, AbiVersion::V0_2_0);
+        assert_eq!(p.ok("environ_sizes_get", &[OUT, OUT + 4]), 0);
+        assert_eq!((p.u32_at(OUT), p.u32_at(OUT + 4)), (2, 4 + 21));
+        assert_eq!(p.ok("environ_get", &[100, 200]), 0);
+        assert_eq!((p.u32_at(100), p.u32_at(104)), (200, 204));
+        assert_eq!(
+            p.inst.read(200, 25).unwrap(),
+            b"A=1\0GREETING=hello world\0"
+        );
+        assert_eq!(p.ok("environ_get", &[BAD, 200]), 21);
+        assert_eq!(p.ok("environ_sizes_get", &[BAD, 0]), 21);
     }
 }
 
