@@ -170,7 +170,7 @@ fn filter_wat() -> String {
     (global.set $m_deq (call $metric (i32.const 0) (i32.const 640) (i32.const 8)))
     (global.set $m_hist (call $metric (i32.const 2) (i32.const 660) (i32.const 9)))
     (global.set $m_gauge (call $metric (i32.const 1) (i32.const 680) (i32.const 5)))
-    (if (call $is (i32.const 84)) (then (drop (call $tick (i32.const 20)))))
+    (if (i32.or (call $is (i32.const 84)) (call $is (i32.const 88))) (then (drop (call $tick (i32.const 20)))))
     (if (call $is (i32.const 113)) (then
       (drop (call $register (i32.const 560) (i32.const 1) (i32.const 808)))
       (global.set $qid (i32.load (i32.const 808)))))
@@ -242,6 +242,7 @@ fn filter_wat() -> String {
   (func (export "proxy_on_delete") (param $ctx i32)
     (call $maybe_trap (i32.const 7)))
   (func (export "proxy_on_tick") (param $root i32)
+    (if (call $is (i32.const 88)) (then unreachable))
     (drop (call $incr (global.get $m_ticks) (i64.const 1))))
   (func (export "proxy_on_queue_ready") (param $root i32) (param $q i32)
     (if (i32.eqz (call $dequeue (local.get $q) (i32.const 800) (i32.const 804)))
@@ -777,5 +778,28 @@ async fn request_trailers_reach_the_filter_and_the_upstream() {
         // on_request_trailers got the number of trailers.
         let vm = s.plugin.proxy_wasm().unwrap().vm();
         assert_eq!(vm.metric("body_size").unwrap().samples, vec![2], "{e}");
+    }
+}
+
+/// A trap in a root callback outside any request (a tick) throws that instance away; requests
+/// keep being served by fresh instances.
+#[tokio::test]
+async fn a_trap_in_a_tick_discards_the_instance_only() {
+    use wasmgate_abi::proxy_wasm::ProxyWasmPlugin;
+    for e in EngineKind::ALL {
+        let wasm = wat::parse_str(filter_wat()).unwrap();
+        let info = wasmgate_engines::ModuleInfo::parse(&wasm).unwrap();
+        let engines = Engines::new(None);
+        let engine = engines.get(e).unwrap();
+        let p = ProxyWasmPlugin::load("pw", &wasm, &info, engine.as_ref(), opts()).unwrap();
+        let mw = Arc::new(p.middleware("m", b"X".to_vec(), services()).unwrap());
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert!(mw.pool().discarded() >= 1, "{e}: {}", mw.pool().discarded());
+        let as_dyn: Arc<dyn Middleware> = mw.clone();
+        let up = upstream(Duration::ZERO);
+        for _ in 0..3 {
+            let r = run(&as_dyn, &up, &[], None).await.unwrap();
+            assert_eq!(r.status, StatusCode::OK, "{e}");
+        }
     }
 }
