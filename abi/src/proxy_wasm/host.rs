@@ -338,7 +338,6 @@ fn property(st: &mut InstanceState, path: &[u8]) -> Option<Vec<u8>> {
 
 /// The lowest proxy-wasm log level `tracing` lets through for plugin logs.
 pub fn min_log_level() -> i32 {
-    let t = "wasmgate::plugin";
     if tracing::enabled!(target: "wasmgate::plugin", Level::TRACE) {
         log_level::TRACE
     } else if tracing::enabled!(target: "wasmgate::plugin", Level::DEBUG) {
@@ -348,7 +347,6 @@ pub fn min_log_level() -> i32 {
     } else if tracing::enabled!(target: "wasmgate::plugin", Level::WARN) {
         log_level::WARN
     } else {
-        let _ = t;
         log_level::ERROR
     }
 }

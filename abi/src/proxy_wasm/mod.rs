@@ -1026,8 +1026,6 @@ async fn run_stream(
         (ctx, s.root_ctx)
     };
     let info = RequestInfo {
-        method: req.method.clone(),
-        uri: req.uri.clone(),
         version: req.version,
         source: req.source_addr,
         destination: req.local_addr,
@@ -1038,8 +1036,6 @@ async fn run_stream(
         response_size: 0,
         connection_id: NEXT_STREAM.fetch_add(1, Ordering::Relaxed),
     };
-    let _ = &info.method;
-    let _ = &info.uri;
     run.state().stream = Some(Stream::new(ctx, request_map(req), info));
     run.call("proxy_on_context_create", ctx, &[ctx as i32, root as i32])?;
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
-use http::{Method, Uri, Version};
+use http::Version;
 
 use super::abi::AbiVersion;
 use super::shared::{QueueWaiter, VmShared};
@@ -113,10 +113,6 @@ pub struct Stream {
 /// Facts about the request the property getters answer from.
 #[derive(Debug, Clone)]
 pub struct RequestInfo {
-    /// Method.
-    pub method: Method,
-    /// Target.
-    pub uri: Uri,
     /// Protocol.
     pub version: Version,
     /// Client address.

@@ -166,8 +166,6 @@ impl Probe {
     /// Puts a stream in flight (request phase) and makes it the effective context.
     fn with_stream(mut self) -> Probe {
         let info = RequestInfo {
-            method: http::Method::GET,
-            uri: "/a/b?x=1".parse().unwrap(),
             version: http::Version::HTTP_11,
             source: "10.0.0.1:5555".parse().unwrap(),
             destination: "10.0.0.2:80".parse().unwrap(),
