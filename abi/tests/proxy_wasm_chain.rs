@@ -577,6 +577,49 @@ async fn load_and_configuration_errors() {
         let future = filter_wat().replace("proxy_abi_version_0_2_1", "proxy_abi_version_0_3_0");
         let err = plugin(e, &future, opts()).err().unwrap();
         assert!(err.contains("unsupported proxy-wasm ABI version"), "{err}");
+        // Each version links only its own import set.
+        for (marker, import) in [
+            (
+                "proxy_abi_version_0_2_0",
+                "(import \"env\" \"proxy_get_log_level\" (func (param i32) (result i32)))",
+            ),
+            (
+                "proxy_abi_version_0_1_0",
+                "(import \"env\" \"proxy_continue_stream\" (func (param i32) (result i32)))",
+            ),
+            (
+                "proxy_abi_version_0_2_1",
+                "(import \"env\" \"proxy_continue_request\" (func (result i32)))",
+            ),
+        ] {
+            let wat = format!(
+                "(module {import} (memory (export \"memory\") 1) (func (export \"{marker}\")) \
+                 (func (export \"malloc\") (param i32) (result i32) (i32.const 0)))"
+            );
+            let err = plugin(e, &wat, opts()).err().expect(marker);
+            assert!(err.contains("missing imports"), "{marker}: {err}");
+        }
+        // ... and the version that has the import links it.
+        for (marker, import) in [
+            (
+                "proxy_abi_version_0_2_1",
+                "(import \"env\" \"proxy_get_log_level\" (func (param i32) (result i32)))",
+            ),
+            (
+                "proxy_abi_version_0_2_0",
+                "(import \"env\" \"proxy_continue_stream\" (func (param i32) (result i32)))",
+            ),
+            (
+                "proxy_abi_version_0_1_0",
+                "(import \"env\" \"proxy_continue_request\" (func (result i32)))",
+            ),
+        ] {
+            let wat = format!(
+                "(module {import} (memory (export \"memory\") 1) (func (export \"{marker}\")) \
+                 (func (export \"malloc\") (param i32) (result i32) (i32.const 0)))"
+            );
+            plugin(e, &wat, opts()).expect(marker);
+        }
         // 0.2.1 with the 0.1.0 header callback shape.
         let v010_shape = filter_wat().replace("proxy_abi_version_0_2_1", "proxy_abi_version_0_1_0");
         let err = plugin(e, &v010_shape, opts()).err().unwrap();
