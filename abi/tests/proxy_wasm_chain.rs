@@ -184,7 +184,7 @@ fn filter_wat() -> String {
       (local.set $r (call $http_call
         (i32.add (global.get $cfg_ptr) (i32.const 1)) (i32.sub (global.get $cfg_len) (i32.const 1))
         (i32.const 200) (i32.const {call_len}) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0)
-        (i32.const 100) (i32.const 808)))
+        (i32.const 300) (i32.const 808)))
       (if (local.get $r) (then (call $reply (i32.const 502) (i32.const 720) (i32.const 11))))
       (return (i32.const 1))))
     (if (call $is (i32.const 112)) (then (return (i32.const 1))))
@@ -379,7 +379,7 @@ async fn http_call_pauses_and_resumes_the_request() {
 async fn http_call_timeout_and_unknown_service() {
     for e in EngineKind::ALL {
         let up = upstream(Duration::ZERO);
-        // The slow service misses the filter's 100 ms timeout: on_http_call_response gets 0 headers.
+        // The slow service misses the filter's 300 ms timeout: on_http_call_response gets 0 headers.
         let s = setup(e, "hslow", opts());
         let started = std::time::Instant::now();
         let r = run(&s.mw, &up, &[], None).await.unwrap();
@@ -779,7 +779,7 @@ async fn an_abandoned_paused_stream_discards_its_instance() {
         let as_dyn: Arc<dyn Middleware> = mw.clone();
         let up = upstream(Duration::ZERO);
         let dropped =
-            tokio::time::timeout(Duration::from_millis(30), run(&as_dyn, &up, &[], None)).await;
+            tokio::time::timeout(Duration::from_millis(120), run(&as_dyn, &up, &[], None)).await;
         assert!(dropped.is_err(), "{e}: the request was still paused");
         assert_eq!(mw.pool().discarded(), 1, "{e}");
         assert_eq!(mw.pool().in_use(), 0, "{e}");
