@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 use wasmgate_abi::plugin::{AbiChoice as AbiKindChoice, EngineKind, Limits};
+use wasmgate_abi::proxy_wasm::ServiceDirectory;
 use wasmgate_abi::{Engines, Middleware, Plugin, PluginOptions};
 
 use crate::config::{AbiChoice, ConfigError, ConfigErrors, EngineChoice, LoadedConfig, PluginDecl};
@@ -30,6 +31,12 @@ pub struct PluginSource {
 #[derive(Default)]
 pub struct PluginCatalog {
     plugins: BTreeMap<String, (PluginSource, Arc<Plugin>)>,
+}
+
+impl std::fmt::Debug for PluginCatalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.plugins.keys()).finish()
+    }
 }
 
 /// How a declaration asks a plugin to run.
@@ -60,6 +67,13 @@ fn options(decl: Option<&PluginDecl>) -> PluginOptions {
     if let Some(b) = d.max_body_bytes {
         o.max_body_bytes = b;
     }
+    if let Some(v) = &d.vm_config {
+        o.vm_config = v.clone().into_bytes();
+    }
+    if let Some(r) = &d.root_id {
+        o.root_id = r.clone();
+    }
+    o.env = d.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     o
 }
 
@@ -250,13 +264,14 @@ impl PluginCatalog {
         name: &str,
         middleware: &str,
         config: &serde_json::Value,
+        services: Arc<dyn ServiceDirectory>,
     ) -> Result<Arc<dyn Middleware>, String> {
         let (_, plugin) = self
             .plugins
             .get(name)
             .ok_or_else(|| crate::config::error::missing("plugin", name, self.plugins.keys()))?;
         plugin
-            .middleware(middleware, plugin_config_bytes(config))
+            .middleware_with_services(middleware, plugin_config_bytes(config), services)
             .map_err(|e| format!("plugin {name:?}: {e}"))
     }
 }

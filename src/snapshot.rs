@@ -157,7 +157,9 @@ impl Builder<'_> {
                     None
                 } else {
                     let (plugin, config) = p.iter().next().expect("one entry");
-                    match self.ctx.plugins.middleware(plugin, name, config) {
+                    // proxy-wasm filters reach the services by name with proxy_http_call.
+                    let services = Arc::new(self.services.clone());
+                    match self.ctx.plugins.middleware(plugin, name, config, services) {
                         Ok(m) => Some(vec![m]),
                         Err(e) => {
                             self.error(format!("{here}.plugin.{plugin}"), e);

@@ -203,3 +203,20 @@ async fn run_serves_then_drains_in_flight_requests_on_sigterm() {
         .await
         .is_err());
 }
+
+#[test]
+fn validate_reports_a_proxy_wasm_filter_rejecting_its_configuration() {
+    let filter = proxy_wasm_example("header-filter", "wasm32-wasip1");
+    let config = |cfg: &str| {
+        format!(
+            "entryPoints:\n  web:\n    address: \"127.0.0.1:0\"\ncache:\n  enabled: false\nplugins:\n  sdk:\n    path: \"{}\"\n    rootId: my_root\nhttp:\n  routers:\n    r: {{ rule: \"PathPrefix(`/`)\", middlewares: [pw], service: echo@internal }}\n  middlewares:\n    pw:\n      plugin:\n        sdk: \"{cfg}\"\n",
+            filter.display()
+        )
+    };
+    let (code, text) = validate(&[("wasmgate.yaml", &config("value=ok"))]);
+    assert_eq!(code, 0, "{text}");
+    let (code, text) = validate(&[("wasmgate.yaml", &config("bogus=1"))]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("http.middlewares.pw.plugin.sdk"), "{text}");
+    assert!(text.contains("rejected its configuration"), "{text}");
+}

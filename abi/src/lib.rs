@@ -14,6 +14,7 @@ pub mod http_wasm;
 pub mod middleware;
 pub mod model;
 pub mod plugin;
+pub mod proxy_wasm;
 
 pub use body::{Body, BodyError, BufferedBody};
 pub use error::{ErrorSource, ProxyError};

@@ -12,6 +12,7 @@ pub use wasmgate_engines::{EngineKind, Limits};
 
 use crate::http_wasm::HttpWasmPlugin;
 use crate::middleware::Middleware;
+use crate::proxy_wasm::{NoServices, ProxyWasmPlugin, ServiceDirectory};
 
 /// Which ABI a declaration asks for.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -58,6 +59,14 @@ pub struct PluginOptions {
     pub pool_wait: Duration,
     /// Largest body a plugin may have buffered; larger is 413 (requests) or 500 (responses).
     pub max_body_bytes: usize,
+    /// proxy-wasm: the VM configuration (buffer 6, `proxy_on_vm_start`'s size).
+    pub vm_config: Vec<u8>,
+    /// proxy-wasm: the root id (`plugin_root_id` property).
+    pub root_id: String,
+    /// proxy-wasm: the VM id (`plugin_vm_id`); empty means the plugin's name.
+    pub vm_id: String,
+    /// proxy-wasm: the environment WASI `environ_get` gives the guest.
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for PluginOptions {
@@ -69,6 +78,10 @@ impl Default for PluginOptions {
             pool_size: 16,
             pool_wait: Duration::from_secs(5),
             max_body_bytes: 16 << 20,
+            vm_config: Vec::new(),
+            root_id: String::new(),
+            vm_id: String::new(),
+            env: Vec::new(),
         }
     }
 }
@@ -152,7 +165,12 @@ pub struct Plugin {
     pub name: String,
     /// The ABI it speaks.
     pub abi: AbiKind,
-    inner: HttpWasmPlugin,
+    inner: Inner,
+}
+
+enum Inner {
+    Http(HttpWasmPlugin),
+    Proxy(ProxyWasmPlugin),
 }
 
 impl Plugin {
@@ -176,19 +194,35 @@ impl Plugin {
                 Ok(Plugin {
                     name: name.to_string(),
                     abi,
-                    inner,
+                    inner: Inner::Http(inner),
                 })
             }
-            AbiKind::ProxyWasm => Err(PluginError::Abi(
-                "proxy-wasm plugins are not supported yet (see the support table in README.md)"
-                    .into(),
-            )),
+            AbiKind::ProxyWasm => {
+                let engine = engines.get(opts.engine)?;
+                let inner = ProxyWasmPlugin::load(name, wasm, &info, engine.as_ref(), opts)?;
+                Ok(Plugin {
+                    name: name.to_string(),
+                    abi,
+                    inner: Inner::Proxy(inner),
+                })
+            }
         }
     }
 
     /// The engine running it.
     pub fn engine(&self) -> EngineKind {
-        self.inner.engine()
+        match &self.inner {
+            Inner::Http(p) => p.engine(),
+            Inner::Proxy(p) => p.engine(),
+        }
+    }
+
+    /// The proxy-wasm plugin, if it is one (its VM holds shared data and metrics).
+    pub fn proxy_wasm(&self) -> Option<&ProxyWasmPlugin> {
+        match &self.inner {
+            Inner::Proxy(p) => Some(p),
+            Inner::Http(_) => None,
+        }
     }
 
     /// A middleware named `middleware` running this plugin with `config`; its instances
@@ -198,6 +232,19 @@ impl Plugin {
         middleware: &str,
         config: Vec<u8>,
     ) -> Result<Arc<dyn Middleware>, PluginError> {
-        Ok(Arc::new(self.inner.middleware(middleware, config)?))
+        self.middleware_with_services(middleware, config, Arc::new(NoServices))
+    }
+
+    /// Like [`Plugin::middleware`]; proxy-wasm filters reach `services` with `proxy_http_call`.
+    pub fn middleware_with_services(
+        &self,
+        middleware: &str,
+        config: Vec<u8>,
+        services: Arc<dyn ServiceDirectory>,
+    ) -> Result<Arc<dyn Middleware>, PluginError> {
+        Ok(match &self.inner {
+            Inner::Http(p) => Arc::new(p.middleware(middleware, config)?),
+            Inner::Proxy(p) => Arc::new(p.middleware(middleware, config, services)?),
+        })
     }
 }

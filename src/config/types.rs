@@ -174,6 +174,15 @@ pub struct PluginDecl {
     /// Largest body the plugin may have buffered (default 16 MiB).
     #[serde(default)]
     pub max_body_bytes: Option<usize>,
+    /// proxy-wasm only: the VM configuration (buffer 6, given to `proxy_on_vm_start`).
+    #[serde(default)]
+    pub vm_config: Option<String>,
+    /// proxy-wasm only: the root id (`plugin_root_id` property); default empty.
+    #[serde(default)]
+    pub root_id: Option<String>,
+    /// proxy-wasm only: environment variables the guest sees through WASI `environ_get`.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
 }
 
 /// Traefik's `experimental` section.

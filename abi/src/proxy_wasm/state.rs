@@ -1,0 +1,245 @@
+//! Per-middleware and per-instance state of the proxy-wasm host.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use http::Version;
+
+use super::abi::AbiVersion;
+use super::shared::{QueueWaiter, VmShared};
+use super::ServiceDirectory;
+use crate::headers::Headers;
+
+/// What one middleware's instances share.
+pub struct MiddlewareShared {
+    /// Plugin declaration name (`plugin_name`).
+    pub plugin: String,
+    /// Middleware name.
+    pub middleware: String,
+    /// `plugin_root_id`.
+    pub root_id: String,
+    /// VM configuration (buffer 6).
+    pub vm_config: Bytes,
+    /// Plugin configuration (buffer 7): the middleware's configuration.
+    pub plugin_config: Bytes,
+    /// The VM's shared data, queues and metrics.
+    pub vm: Arc<VmShared>,
+    /// Services `proxy_http_call` may reach.
+    pub services: Arc<dyn ServiceDirectory>,
+    /// The ABI version the module speaks.
+    pub version: AbiVersion,
+    /// The lowest enabled log level.
+    pub log_level: i32,
+    /// Body buffering limit.
+    pub max_body_bytes: usize,
+    /// Wakes this middleware's dispatcher for queue items.
+    pub waiter: Arc<QueueWaiter>,
+    /// `KEY=VALUE` strings WASI `environ_get` hands out.
+    pub env: Vec<String>,
+}
+
+/// The callback running now (decides what configuration 0.1.0 hands out).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Callback {
+    /// None / another callback.
+    Other,
+    /// `proxy_on_vm_start`.
+    VmStart,
+    /// `proxy_on_configure`.
+    Configure,
+}
+
+/// Where a stream is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Phase {
+    /// Request headers/body/trailers callbacks.
+    Request,
+    /// The request went on; waiting for the response.
+    Upstream,
+    /// Response callbacks.
+    Response,
+    /// `on_done` / `on_log` / `on_delete`.
+    Done,
+}
+
+/// A reply a filter asked for with `proxy_send_local_response`.
+#[derive(Debug, Clone)]
+pub struct LocalResponse {
+    /// Status code.
+    pub status: u16,
+    /// Extra headers.
+    pub headers: Vec<(String, Bytes)>,
+    /// Body.
+    pub body: Bytes,
+}
+
+/// One HTTP stream (request and its response) as the filter sees it.
+pub struct Stream {
+    /// Context id.
+    pub ctx: u32,
+    /// Where it is.
+    pub phase: Phase,
+    /// Request headers with `:method`, `:path`, `:authority`, `:scheme` first.
+    pub request_headers: Headers,
+    /// Request trailers.
+    pub request_trailers: Headers,
+    /// Request body as buffered so far (available in request body callbacks).
+    pub request_body: Option<BytesMut>,
+    /// Response headers with `:status` first (available once the response arrived).
+    pub response_headers: Option<Headers>,
+    /// Response trailers.
+    pub response_trailers: Headers,
+    /// Response body as buffered so far.
+    pub response_body: Option<BytesMut>,
+    /// A local reply asked for.
+    pub local_response: Option<LocalResponse>,
+    /// `proxy_continue_stream(HTTP_REQUEST)` / `proxy_continue_request` was called.
+    pub resume_request: bool,
+    /// `proxy_continue_stream(HTTP_RESPONSE)` / `proxy_continue_response` was called.
+    pub resume_response: bool,
+    /// `proxy_close_stream` was called.
+    pub closed: bool,
+    /// Properties the filter set.
+    pub properties: HashMap<Vec<u8>, Vec<u8>>,
+    /// Request facts for properties.
+    pub info: RequestInfo,
+    /// `on_done` returned false and `proxy_done` was not called yet.
+    pub done_pending: bool,
+}
+
+/// Facts about the request the property getters answer from.
+#[derive(Debug, Clone)]
+pub struct RequestInfo {
+    /// Protocol.
+    pub version: Version,
+    /// Client address.
+    pub source: SocketAddr,
+    /// Address the client connected to.
+    pub destination: SocketAddr,
+    /// When the request reached the filter.
+    pub start: SystemTime,
+    /// Monotonic start.
+    pub started: Instant,
+    /// Request body bytes seen.
+    pub request_size: u64,
+    /// Response status once known.
+    pub response_code: Option<u16>,
+    /// Response body bytes seen.
+    pub response_size: u64,
+    /// A per-process connection id stand-in (the stream id).
+    pub connection_id: u64,
+}
+
+impl Stream {
+    /// A fresh stream.
+    pub fn new(ctx: u32, request_headers: Headers, info: RequestInfo) -> Stream {
+        Stream {
+            ctx,
+            phase: Phase::Request,
+            request_headers,
+            request_trailers: Headers::new(),
+            request_body: None,
+            response_headers: None,
+            response_trailers: Headers::new(),
+            response_body: None,
+            local_response: None,
+            resume_request: false,
+            resume_response: false,
+            closed: false,
+            properties: HashMap::new(),
+            info,
+            done_pending: false,
+        }
+    }
+}
+
+/// An `proxy_http_call` waiting to be sent.
+#[derive(Debug, Clone)]
+pub struct PendingCall {
+    /// Token handed to the guest.
+    pub token: u32,
+    /// Service name.
+    pub service: String,
+    /// Headers with pseudo-headers.
+    pub headers: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Body.
+    pub body: Bytes,
+    /// Trailers.
+    pub trailers: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Timeout (`None`: the host's maximum).
+    pub timeout: Option<Duration>,
+}
+
+/// The response an http call got, visible during `proxy_on_http_call_response`.
+#[derive(Debug, Clone, Default)]
+pub struct CallResponse {
+    /// Headers with `:status`.
+    pub headers: Headers,
+    /// Body.
+    pub body: Bytes,
+    /// Trailers.
+    pub trailers: Headers,
+}
+
+/// The host data of one instance.
+pub struct InstanceState {
+    /// Shared middleware facts.
+    pub shared: Arc<MiddlewareShared>,
+    /// The allocator export (`malloc` or `proxy_on_memory_allocate`).
+    pub allocator: &'static str,
+    /// Root context id (1).
+    pub root_ctx: u32,
+    /// Next context id to hand out.
+    pub next_ctx: u32,
+    /// The context host calls act on (reset to the callee of each callback).
+    pub effective_ctx: u32,
+    /// The callback running now.
+    pub callback: Callback,
+    /// The stream in flight, if any.
+    pub stream: Option<Stream>,
+    /// Tick period of the root context.
+    pub tick_period: Option<Duration>,
+    /// When the root context last ticked.
+    pub last_tick: Instant,
+    /// Calls dispatched and not yet sent.
+    pub pending_calls: Vec<PendingCall>,
+    /// Next http call token.
+    pub next_token: u32,
+    /// The call response being delivered.
+    pub call_response: Option<CallResponse>,
+    /// `proxy_get_status` answer.
+    pub last_status: (u32, String),
+    /// Properties set on the root context.
+    pub root_properties: HashMap<Vec<u8>, Vec<u8>>,
+}
+
+impl InstanceState {
+    /// State for a new instance.
+    pub fn new(shared: Arc<MiddlewareShared>) -> InstanceState {
+        InstanceState {
+            shared,
+            allocator: "malloc",
+            root_ctx: 1,
+            next_ctx: 2,
+            effective_ctx: 1,
+            callback: Callback::Other,
+            stream: None,
+            tick_period: None,
+            last_tick: Instant::now(),
+            pending_calls: Vec::new(),
+            next_token: 1,
+            call_response: None,
+            last_status: (0, String::new()),
+            root_properties: HashMap::new(),
+        }
+    }
+
+    /// The stream, if the effective context is it.
+    pub fn active_stream(&mut self) -> Option<&mut Stream> {
+        let eff = self.effective_ctx;
+        self.stream.as_mut().filter(|s| s.ctx == eff)
+    }
+}

@@ -1,0 +1,1247 @@
+//! Host-function tests on both engines, driven from outside the guest.
+//!
+//! The guest is a generated forwarder: for every proxy-wasm import of a version
+//! it exports `call_<name>` with the same signature, plus a bump allocator
+//! (`malloc`) that can be told to fail. Every case runs on wasmtime and wasmer.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use proptest::prelude::*;
+use tokio::sync::Notify;
+use wasmgate_engines::{
+    new_engine, CompiledModule, EngineKind, EngineOptions, Instance, Limits, Trap, Val, ValType,
+};
+
+use super::abi::{buffer, map, status, AbiVersion, MODULE};
+use super::serial::{deserialize, serialize};
+use super::shared::{QueueWaiter, VmShared};
+use super::state::{CallResponse, InstanceState, MiddlewareShared, RequestInfo, Stream};
+use super::ServiceDirectory;
+use crate::error::ProxyError;
+use crate::headers::Headers;
+use crate::middleware::Endpoint;
+use crate::model::{Request, Response};
+
+const HEAP: i32 = 32768;
+
+fn wat_type(t: &ValType) -> &'static str {
+    match t {
+        ValType::I32 => "i32",
+        ValType::I64 => "i64",
+        ValType::F32 => "f32",
+        ValType::F64 => "f64",
+    }
+}
+
+fn forwarder_wat(version: AbiVersion) -> String {
+    let mut imports = String::new();
+    let mut exports = String::new();
+    for f in super::host_functions("probe", version)
+        .0
+        .iter()
+        .filter(|f| f.module == MODULE)
+    {
+        let params: Vec<_> = f.ty.params.iter().map(wat_type).collect();
+        let sig = format!("(param {}) (result i32)", params.join(" "));
+        imports += &format!("(import \"env\" \"{n}\" (func ${n} {sig}))\n", n = f.name);
+        let gets: String = (0..params.len())
+            .map(|i| format!("local.get {i} "))
+            .collect();
+        exports += &format!(
+            "(func (export \"call_{n}\") {sig} {gets} call ${n})\n",
+            n = f.name
+        );
+    }
+    format!(
+        r#"(module
+{imports}
+(import "wasi_snapshot_preview1" "environ_sizes_get" (func $env_sizes (param i32 i32) (result i32)))
+(import "wasi_unstable" "environ_get" (func $env_get (param i32 i32) (result i32)))
+(func (export "call_environ_sizes_get") (param i32 i32) (result i32) local.get 0 local.get 1 call $env_sizes)
+(func (export "call_environ_get") (param i32 i32) (result i32) local.get 0 local.get 1 call $env_get)
+(memory (export "memory") 2)
+(global $heap (mut i32) (i32.const {HEAP}))
+(global $mode (mut i32) (i32.const 0))
+(func (export "set_alloc_mode") (param i32) local.get 0 global.set $mode)
+(func (export "malloc") (param i32) (result i32) (local i32)
+  global.get $mode i32.const 1 i32.eq if i32.const 0 return end
+  global.get $mode i32.const 2 i32.eq if unreachable end
+  global.get $heap local.set 1
+  global.get $heap local.get 0 i32.add global.set $heap
+  local.get 1)
+{exports})"#
+    )
+}
+
+fn module(engine: EngineKind, version: AbiVersion) -> Arc<dyn CompiledModule> {
+    type Key = (EngineKind, AbiVersion);
+    static MODULES: OnceLock<Mutex<HashMap<Key, Arc<dyn CompiledModule>>>> = OnceLock::new();
+    let mut m = MODULES.get_or_init(Default::default).lock().unwrap();
+    m.entry((engine, version))
+        .or_insert_with(|| {
+            let e = new_engine(engine, EngineOptions::default()).unwrap();
+            e.compile(
+                forwarder_wat(version).as_bytes(),
+                Arc::new(super::host_functions("probe", version)),
+                Limits::default(),
+            )
+            .unwrap()
+        })
+        .clone()
+}
+
+struct Echo;
+
+#[async_trait::async_trait]
+impl Endpoint for Echo {
+    async fn call(&self, _req: Request) -> Result<Response, ProxyError> {
+        Ok(Response::new(http::StatusCode::OK))
+    }
+}
+
+struct OneService;
+
+impl ServiceDirectory for OneService {
+    fn service(&self, name: &str) -> Option<Arc<dyn Endpoint>> {
+        (name == "auth").then(|| Arc::new(Echo) as Arc<dyn Endpoint>)
+    }
+}
+
+fn shared(version: AbiVersion, vm: Arc<VmShared>) -> Arc<MiddlewareShared> {
+    Arc::new(MiddlewareShared {
+        plugin: "probe".into(),
+        middleware: "probe-mw".into(),
+        root_id: "my_root".into(),
+        vm_config: Bytes::from_static(b"vm-config"),
+        plugin_config: Bytes::from_static(b"plugin-config"),
+        vm,
+        services: Arc::new(OneService),
+        version,
+        log_level: 0,
+        max_body_bytes: 1 << 20,
+        waiter: Arc::new(QueueWaiter {
+            ready: Mutex::new(Vec::new()),
+            notify: Notify::new(),
+        }),
+        env: vec!["A=1".into(), "GREETING=hello world".into()],
+    })
+}
+
+struct Probe {
+    inst: Box<dyn Instance>,
+    next: u32,
+}
+
+fn request_headers() -> Headers {
+    let mut h = Headers::new();
+    h.append(":authority", "example.com");
+    h.append(":path", "/a/b?x=1");
+    h.append(":method", "GET");
+    h.append(":scheme", "http");
+    h.append("accept", "text/plain");
+    h.append("x-multi", "one");
+    h.append("x-multi", "two");
+    h
+}
+
+impl Probe {
+    fn new(engine: EngineKind, version: AbiVersion) -> Probe {
+        Probe::with_vm(engine, version, VmShared::new("vm1"))
+    }
+
+    fn with_vm(engine: EngineKind, version: AbiVersion, vm: Arc<VmShared>) -> Probe {
+        let inst = module(engine, version)
+            .instantiate(Box::new(InstanceState::new(shared(version, vm))))
+            .unwrap();
+        Probe { inst, next: 1024 }
+    }
+
+    fn state(&mut self) -> &mut InstanceState {
+        self.inst.data().downcast_mut().unwrap()
+    }
+
+    /// Puts a stream in flight (request phase) and makes it the effective context.
+    fn with_stream(mut self) -> Probe {
+        let info = RequestInfo {
+            version: http::Version::HTTP_11,
+            source: "10.0.0.1:5555".parse().unwrap(),
+            destination: "10.0.0.2:80".parse().unwrap(),
+            start: std::time::SystemTime::now(),
+            started: Instant::now(),
+            request_size: 0,
+            response_code: None,
+            response_size: 0,
+            connection_id: 7,
+        };
+        let st = self.state();
+        st.stream = Some(Stream::new(2, request_headers(), info));
+        st.effective_ctx = 2;
+        self
+    }
+
+    fn stream(&mut self) -> &mut Stream {
+        self.state().stream.as_mut().unwrap()
+    }
+
+    /// Copies bytes into guest memory below the heap; returns (ptr, len).
+    fn put(&mut self, bytes: &[u8]) -> (i32, i32) {
+        let at = self.next;
+        self.inst.write(at, bytes).unwrap();
+        self.next += bytes.len() as u32 + 8;
+        assert!(self.next < HEAP as u32);
+        (at as i32, bytes.len() as i32)
+    }
+
+    fn call(&mut self, name: &str, args: &[Val]) -> Result<i32, Trap> {
+        let mut out = [Val::I32(0)];
+        self.inst
+            .call_by_name(&format!("call_{name}"), args, &mut out)?;
+        Ok(out[0].i32().unwrap())
+    }
+
+    fn ok(&mut self, name: &str, args: &[i32]) -> i32 {
+        let a: Vec<Val> = args.iter().map(|v| Val::I32(*v)).collect();
+        self.call(name, &a).unwrap()
+    }
+
+    fn alloc_mode(&mut self, mode: i32) {
+        self.inst
+            .call_by_name("set_alloc_mode", &[Val::I32(mode)], &mut [])
+            .unwrap();
+    }
+
+    fn u32_at(&self, at: i32) -> u32 {
+        let b = self.inst.read(at as u32, 4).unwrap();
+        u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+    }
+
+    /// Reads the (ptr, size) out-params at 0 and 4.
+    fn out(&self) -> Vec<u8> {
+        let (p, n) = (self.u32_at(0), self.u32_at(4));
+        if n == 0 {
+            assert_eq!(p, 0, "empty results are ptr 0 / size 0");
+            return Vec::new();
+        }
+        self.inst.read(p, n).unwrap()
+    }
+}
+
+const RET: i32 = 0;
+const RET_SIZE: i32 = 4;
+const OUT: i32 = 8;
+const BAD: i32 = 0x7fff_fff0;
+
+fn versions() -> [AbiVersion; 3] {
+    AbiVersion::ALL
+}
+
+#[test]
+fn import_sets_follow_the_version() {
+    let names = |v| {
+        super::host_functions("p", v)
+            .0
+            .iter()
+            .filter(|f| f.module == MODULE)
+            .map(|f| f.name.clone())
+            .collect::<Vec<_>>()
+    };
+    let v1 = names(AbiVersion::V0_1_0);
+    let v20 = names(AbiVersion::V0_2_0);
+    let v21 = names(AbiVersion::V0_2_1);
+    for f in [
+        "proxy_get_configuration",
+        "proxy_continue_request",
+        "proxy_continue_response",
+        "proxy_clear_route_cache",
+    ] {
+        assert!(v1.iter().any(|n| n == f), "{f} in 0.1.0");
+        assert!(!v20.iter().any(|n| n == f), "{f} not in 0.2.0");
+    }
+    for f in [
+        "proxy_continue_stream",
+        "proxy_close_stream",
+        "proxy_call_foreign_function",
+    ] {
+        assert!(!v1.iter().any(|n| n == f));
+        assert!(v20.iter().any(|n| n == f) && v21.iter().any(|n| n == f));
+    }
+    assert!(!v20.iter().any(|n| n == "proxy_get_log_level"));
+    assert!(v21.iter().any(|n| n == "proxy_get_log_level"));
+    // WASI under both module names.
+    let t = super::host_functions("p", AbiVersion::V0_2_1);
+    assert!(t.get("wasi_snapshot_preview1", "fd_write").is_some());
+    assert!(t.get("wasi_unstable", "fd_write").is_some());
+}
+
+#[test]
+fn log_time_and_levels() {
+    for e in EngineKind::ALL {
+        for v in versions() {
+            let mut p = Probe::new(e, v);
+            let (m, n) = p.put(b"hello");
+            assert_eq!(p.ok("proxy_log", &[2, m, n]), status::OK);
+            assert_eq!(p.ok("proxy_log", &[6, m, n]), status::BAD_ARGUMENT);
+            assert_eq!(p.ok("proxy_log", &[-1, m, n]), status::BAD_ARGUMENT);
+            assert_eq!(
+                p.ok("proxy_log", &[2, BAD, 100]),
+                status::INVALID_MEMORY_ACCESS
+            );
+            assert_eq!(
+                p.ok("proxy_get_current_time_nanoseconds", &[OUT]),
+                status::OK
+            );
+            let b = p.inst.read(OUT as u32, 8).unwrap();
+            let t = u64::from_le_bytes(b.try_into().unwrap());
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64;
+            assert!(t <= now && now - t < 10_000_000_000, "{e} {v}");
+            assert_eq!(
+                p.ok("proxy_get_current_time_nanoseconds", &[BAD]),
+                status::INVALID_MEMORY_ACCESS
+            );
+            if v == AbiVersion::V0_2_1 {
+                assert_eq!(p.ok("proxy_get_log_level", &[OUT]), status::OK);
+                assert_eq!(p.u32_at(OUT), 0);
+                assert_eq!(
+                    p.ok("proxy_get_log_level", &[BAD]),
+                    status::INVALID_MEMORY_ACCESS
+                );
+            }
+            assert_eq!(
+                p.ok("proxy_set_tick_period_milliseconds", &[25]),
+                status::OK
+            );
+            assert_eq!(
+                p.state().tick_period,
+                Some(std::time::Duration::from_millis(25))
+            );
+            assert_eq!(p.ok("proxy_set_tick_period_milliseconds", &[0]), status::OK);
+            assert_eq!(p.state().tick_period, None);
+        }
+    }
+}
+
+#[test]
+fn wasi_environment_is_the_configured_one() {
+    for e in EngineKind::ALL {
+        let mut p = Probe::new(e, AbiVersion::V0_2_0);
+        assert_eq!(p.ok("environ_sizes_get", &[OUT, OUT + 4]), 0);
+        assert_eq!((p.u32_at(OUT), p.u32_at(OUT + 4)), (2, 4 + 21));
+        assert_eq!(p.ok("environ_get", &[100, 200]), 0);
+        assert_eq!((p.u32_at(100), p.u32_at(104)), (200, 204));
+        assert_eq!(
+            p.inst.read(200, 25).unwrap(),
+            b"A=1\0GREETING=hello world\0"
+        );
+        assert_eq!(p.ok("environ_get", &[BAD, 200]), 21);
+        assert_eq!(p.ok("environ_sizes_get", &[BAD, 0]), 21);
+    }
+}
+
+#[test]
+fn header_maps() {
+    for e in EngineKind::ALL {
+        for v in versions() {
+            let mut p = Probe::new(e, v).with_stream();
+            // Pairs in the spec's serialization, in order, with pseudo-headers.
+            assert_eq!(
+                p.ok(
+                    "proxy_get_header_map_pairs",
+                    &[map::HTTP_REQUEST_HEADERS, RET, RET_SIZE]
+                ),
+                status::OK
+            );
+            let pairs = deserialize(&p.out()).unwrap();
+            assert_eq!(pairs.len(), 7);
+            assert_eq!(pairs[1], (b":path".to_vec(), b"/a/b?x=1".to_vec()));
+            assert_eq!(pairs[6], (b"x-multi".to_vec(), b"two".to_vec()));
+            // Empty map: ptr 0 / size 0.
+            assert_eq!(
+                p.ok(
+                    "proxy_get_header_map_pairs",
+                    &[map::HTTP_REQUEST_TRAILERS, RET, RET_SIZE]
+                ),
+                status::OK
+            );
+            assert_eq!(p.out(), b"");
+            // Absent map (no response yet): pairs empty, value/size/setters BAD_ARGUMENT.
+            assert_eq!(
+                p.ok(
+                    "proxy_get_header_map_pairs",
+                    &[map::HTTP_RESPONSE_HEADERS, RET, RET_SIZE]
+                ),
+                status::OK
+            );
+            assert_eq!(p.out(), b"");
+            let (k, kn) = p.put(b"x-multi");
+            assert_eq!(
+                p.ok(
+                    "proxy_get_header_map_value",
+                    &[map::HTTP_RESPONSE_HEADERS, k, kn, RET, RET_SIZE]
+                ),
+                status::BAD_ARGUMENT
+            );
+            assert_eq!(
+                p.ok(
+                    "proxy_get_header_map_size",
+                    &[map::HTTP_RESPONSE_HEADERS, OUT]
+                ),
+                status::BAD_ARGUMENT
+            );
+            assert_eq!(
+                p.ok("proxy_get_header_map_pairs", &[99, RET, RET_SIZE]),
+                status::BAD_ARGUMENT
+            );
+            assert_eq!(
+                p.ok("proxy_get_header_map_pairs", &[-1, RET, RET_SIZE]),
+                status::BAD_ARGUMENT
+            );
+            // First value of a repeated header.
+            assert_eq!(
+                p.ok(
+                    "proxy_get_header_map_value",
+                    &[map::HTTP_REQUEST_HEADERS, k, kn, RET, RET_SIZE]
+                ),
+                status::OK
+            );
+            assert_eq!(p.out(), b"one");
+            // Missing key: NOT_FOUND from 0.2.0, OK + empty in 0.1.0.
+            let (m, mn) = p.put(b"x-missing");
+            let s = p.ok(
+                "proxy_get_header_map_value",
+                &[map::HTTP_REQUEST_HEADERS, m, mn, RET, RET_SIZE],
+            );
+            if v == AbiVersion::V0_1_0 {
+                assert_eq!(s, status::OK);
+                assert_eq!(p.out(), b"");
+            } else {
+                assert_eq!(s, status::NOT_FOUND);
+            }
+            // Add, replace, remove, size.
+            let (val, vn) = p.put(b"three");
+            assert_eq!(
+                p.ok(
+                    "proxy_add_header_map_value",
+                    &[map::HTTP_REQUEST_HEADERS, k, kn, val, vn]
+                ),
+                status::OK
+            );
+            assert_eq!(p.stream().request_headers.get_all("x-multi").count(), 3);
+            assert_eq!(
+                p.ok(
+                    "proxy_replace_header_map_value",
+                    &[map::HTTP_REQUEST_HEADERS, k, kn, val, vn]
+                ),
+                status::OK
+            );
+            assert_eq!(
+                p.stream()
+                    .request_headers
+                    .get_all("x-multi")
+                    .collect::<Vec<_>>(),
+                vec![&b"three"[..]]
+            );
+            assert_eq!(
+                p.ok(
+                    "proxy_replace_header_map_value",
+                    &[map::HTTP_REQUEST_HEADERS, m, mn, val, vn]
+                ),
+                status::OK
+            );
+            assert_eq!(
+                p.stream().request_headers.get("x-missing"),
+                Some(&b"three"[..])
+            );
+            assert_eq!(
+                p.ok(
+                    "proxy_remove_header_map_value",
+                    &[map::HTTP_REQUEST_HEADERS, m, mn]
+                ),
+                status::OK
+            );
+            assert_eq!(
+                p.ok(
+                    "proxy_remove_header_map_value",
+                    &[map::HTTP_REQUEST_HEADERS, m, mn]
+                ),
+                status::OK
+            );
+            assert!(p.stream().request_headers.get("x-missing").is_none());
+            assert_eq!(
+                p.ok(
+                    "proxy_get_header_map_size",
+                    &[map::HTTP_REQUEST_HEADERS, OUT]
+                ),
+                status::OK
+            );
+            let expect = serialize(
+                p.stream()
+                    .request_headers
+                    .clone()
+                    .iter()
+                    .map(|(k, v)| (k.as_bytes(), v)),
+            )
+            .len();
+            assert_eq!(p.u32_at(OUT) as usize, expect);
+            // Values with CR, LF or NUL and bad names never reach the map.
+            for bad in [&b"a\r\nb"[..], b"a\0b", b"a\nb"] {
+                let (bv, bn) = p.put(bad);
+                assert_eq!(
+                    p.ok(
+                        "proxy_add_header_map_value",
+                        &[map::HTTP_REQUEST_HEADERS, k, kn, bv, bn]
+                    ),
+                    status::BAD_ARGUMENT
+                );
+            }
+            let (bk, bkn) = p.put(b"bad name");
+            assert_eq!(
+                p.ok(
+                    "proxy_add_header_map_value",
+                    &[map::HTTP_REQUEST_HEADERS, bk, bkn, val, vn]
+                ),
+                status::BAD_ARGUMENT
+            );
+            // Set pairs replaces the map; malformed pairs are BAD_ARGUMENT.
+            let ser = serialize([(&b":path"[..], &b"/new"[..]), (&b"x-a"[..], &b""[..])]);
+            let (sp, sn) = p.put(&ser);
+            assert_eq!(
+                p.ok(
+                    "proxy_set_header_map_pairs",
+                    &[map::HTTP_REQUEST_HEADERS, sp, sn]
+                ),
+                status::OK
+            );
+            assert_eq!(p.stream().request_headers.len(), 2);
+            assert_eq!(
+                p.ok(
+                    "proxy_set_header_map_pairs",
+                    &[map::HTTP_REQUEST_HEADERS, sp, sn - 1]
+                ),
+                status::BAD_ARGUMENT
+            );
+            let bad = serialize([(&b"x-a"[..], &b"v\r\n"[..])]);
+            let (bp, bn) = p.put(&bad);
+            assert_eq!(
+                p.ok(
+                    "proxy_set_header_map_pairs",
+                    &[map::HTTP_REQUEST_HEADERS, bp, bn]
+                ),
+                status::BAD_ARGUMENT
+            );
+            // Bad pointers: statuses.
+            assert_eq!(
+                p.ok(
+                    "proxy_get_header_map_pairs",
+                    &[map::HTTP_REQUEST_HEADERS, BAD, RET_SIZE]
+                ),
+                status::INVALID_MEMORY_ACCESS
+            );
+            assert_eq!(
+                p.ok(
+                    "proxy_get_header_map_value",
+                    &[map::HTTP_REQUEST_HEADERS, BAD, 10, RET, RET_SIZE]
+                ),
+                status::INVALID_MEMORY_ACCESS
+            );
+            assert_eq!(
+                p.ok(
+                    "proxy_set_header_map_pairs",
+                    &[map::HTTP_REQUEST_HEADERS, BAD, 10]
+                ),
+                status::INVALID_MEMORY_ACCESS
+            );
+            // Writes to the request after it went on are refused.
+            p.stream().phase = super::state::Phase::Response;
+            assert_eq!(
+                p.ok(
+                    "proxy_add_header_map_value",
+                    &[map::HTTP_REQUEST_HEADERS, k, kn, val, vn]
+                ),
+                status::BAD_ARGUMENT
+            );
+            p.stream().response_headers = Some(Headers::new());
+            assert_eq!(
+                p.ok(
+                    "proxy_add_header_map_value",
+                    &[map::HTTP_RESPONSE_HEADERS, k, kn, val, vn]
+                ),
+                status::OK
+            );
+            assert_eq!(
+                p.ok(
+                    "proxy_add_header_map_value",
+                    &[map::HTTP_RESPONSE_TRAILERS, k, kn, val, vn]
+                ),
+                status::OK
+            );
+            // Without the stream as effective context, stream maps are absent.
+            p.state().effective_ctx = 1;
+            assert_eq!(
+                p.ok(
+                    "proxy_get_header_map_size",
+                    &[map::HTTP_REQUEST_HEADERS, OUT]
+                ),
+                status::BAD_ARGUMENT
+            );
+            assert_eq!(p.ok("proxy_set_effective_context", &[2]), status::OK);
+            assert_eq!(
+                p.ok(
+                    "proxy_get_header_map_size",
+                    &[map::HTTP_REQUEST_HEADERS, OUT]
+                ),
+                status::OK
+            );
+            assert_eq!(
+                p.ok("proxy_set_effective_context", &[3]),
+                status::BAD_ARGUMENT
+            );
+            // Call response maps: read-only, only while delivered.
+            assert_eq!(
+                p.ok(
+                    "proxy_get_header_map_size",
+                    &[map::HTTP_CALL_RESPONSE_HEADERS, OUT]
+                ),
+                status::BAD_ARGUMENT
+            );
+            let mut h = Headers::new();
+            h.append(":status", "200");
+            p.state().call_response = Some(CallResponse {
+                headers: h,
+                body: Bytes::from_static(b"xyz"),
+                trailers: Headers::new(),
+            });
+            let (st, stn) = p.put(b":status");
+            assert_eq!(
+                p.ok(
+                    "proxy_get_header_map_value",
+                    &[map::HTTP_CALL_RESPONSE_HEADERS, st, stn, RET, RET_SIZE]
+                ),
+                status::OK
+            );
+            assert_eq!(p.out(), b"200");
+            assert_eq!(
+                p.ok(
+                    "proxy_add_header_map_value",
+                    &[map::HTTP_CALL_RESPONSE_HEADERS, k, kn, val, vn]
+                ),
+                status::BAD_ARGUMENT
+            );
+            assert_eq!(
+                p.ok(
+                    "proxy_get_buffer_bytes",
+                    &[buffer::HTTP_CALL_RESPONSE_BODY, 0, 100, RET, RET_SIZE]
+                ),
+                status::OK
+            );
+            assert_eq!(p.out(), b"xyz");
+        }
+    }
+}
+
+#[test]
+fn buffers() {
+    for e in EngineKind::ALL {
+        let mut p = Probe::new(e, AbiVersion::V0_2_1).with_stream();
+        assert_eq!(
+            p.ok(
+                "proxy_get_buffer_bytes",
+                &[buffer::HTTP_REQUEST_BODY, 0, 10, RET, RET_SIZE]
+            ),
+            status::NOT_FOUND
+        );
+        assert_eq!(
+            p.ok(
+                "proxy_get_buffer_status",
+                &[buffer::HTTP_REQUEST_BODY, OUT, OUT + 4]
+            ),
+            status::NOT_FOUND
+        );
+        p.stream().request_body = Some(BytesMut::from(&b"hello world"[..]));
+        assert_eq!(
+            p.ok(
+                "proxy_get_buffer_bytes",
+                &[buffer::HTTP_REQUEST_BODY, 6, 100, RET, RET_SIZE]
+            ),
+            status::OK
+        );
+        assert_eq!(p.out(), b"world");
+        assert_eq!(
+            p.ok(
+                "proxy_get_buffer_bytes",
+                &[buffer::HTTP_REQUEST_BODY, 0, 5, RET, RET_SIZE]
+            ),
+            status::OK
+        );
+        assert_eq!(p.out(), b"hello");
+        assert_eq!(
+            p.ok(
+                "proxy_get_buffer_bytes",
+                &[buffer::HTTP_REQUEST_BODY, 11, 5, RET, RET_SIZE]
+            ),
+            status::OK
+        );
+        assert_eq!(p.out(), b"");
+        assert_eq!(
+            p.ok(
+                "proxy_get_buffer_bytes",
+                &[buffer::HTTP_REQUEST_BODY, 1, -1, RET, RET_SIZE]
+            ),
+            status::BAD_ARGUMENT
+        );
+        assert_eq!(
+            p.ok(
+                "proxy_get_buffer_status",
+                &[buffer::HTTP_REQUEST_BODY, OUT, OUT + 4]
+            ),
+            status::OK
+        );
+        assert_eq!((p.u32_at(OUT), p.u32_at(OUT + 4)), (11, 0));
+        let (x, xn) = p.put(b">>");
+        assert_eq!(
+            p.ok(
+                "proxy_set_buffer_bytes",
+                &[buffer::HTTP_REQUEST_BODY, 0, 0, x, xn]
+            ),
+            status::OK
+        );
+        assert_eq!(
+            &p.stream().request_body.as_ref().unwrap()[..],
+            b">>hello world"
+        );
+        assert_eq!(
+            p.ok(
+                "proxy_set_buffer_bytes",
+                &[buffer::HTTP_REQUEST_BODY, -1, 0, x, xn]
+            ),
+            status::OK
+        );
+        assert_eq!(
+            &p.stream().request_body.as_ref().unwrap()[..],
+            b">>hello world>>"
+        );
+        assert_eq!(
+            p.ok(
+                "proxy_set_buffer_bytes",
+                &[buffer::HTTP_REQUEST_BODY, 3, 2, x, xn]
+            ),
+            status::BAD_ARGUMENT
+        );
+        assert_eq!(
+            p.ok(
+                "proxy_set_buffer_bytes",
+                &[buffer::HTTP_REQUEST_BODY, 0, 15, x, xn]
+            ),
+            status::OK
+        );
+        assert_eq!(&p.stream().request_body.as_ref().unwrap()[..], b">>");
+        assert_eq!(
+            p.ok(
+                "proxy_set_buffer_bytes",
+                &[buffer::HTTP_REQUEST_BODY, 0, 2, BAD, 4]
+            ),
+            status::INVALID_MEMORY_ACCESS
+        );
+        // Configurations: readable, read-only.
+        assert_eq!(
+            p.ok(
+                "proxy_get_buffer_bytes",
+                &[buffer::VM_CONFIGURATION, 0, 100, RET, RET_SIZE]
+            ),
+            status::OK
+        );
+        assert_eq!(p.out(), b"vm-config");
+        assert_eq!(
+            p.ok(
+                "proxy_get_buffer_bytes",
+                &[buffer::PLUGIN_CONFIGURATION, 0, 100, RET, RET_SIZE]
+            ),
+            status::OK
+        );
+        assert_eq!(p.out(), b"plugin-config");
+        for ro in [
+            buffer::VM_CONFIGURATION,
+            buffer::PLUGIN_CONFIGURATION,
+            buffer::HTTP_CALL_RESPONSE_BODY,
+        ] {
+            assert_eq!(
+                p.ok("proxy_set_buffer_bytes", &[ro, 0, 0, x, xn]),
+                status::BAD_ARGUMENT
+            );
+        }
+        for absent in [
+            buffer::DOWNSTREAM_DATA,
+            buffer::UPSTREAM_DATA,
+            buffer::GRPC_CALL_MESSAGE,
+            buffer::FOREIGN_FUNCTION_ARGUMENTS,
+            buffer::HTTP_RESPONSE_BODY,
+        ] {
+            assert_eq!(
+                p.ok("proxy_get_buffer_bytes", &[absent, 0, 1, RET, RET_SIZE]),
+                status::NOT_FOUND
+            );
+        }
+        assert_eq!(
+            p.ok("proxy_get_buffer_bytes", &[9, 0, 1, RET, RET_SIZE]),
+            status::BAD_ARGUMENT
+        );
+        assert_eq!(
+            p.ok("proxy_set_buffer_bytes", &[-3, 0, 1, x, xn]),
+            status::BAD_ARGUMENT
+        );
+        // A failing allocator is INVALID_MEMORY_ACCESS; a trapping one traps this instance only.
+        p.alloc_mode(1);
+        assert_eq!(
+            p.ok(
+                "proxy_get_buffer_bytes",
+                &[buffer::VM_CONFIGURATION, 0, 100, RET, RET_SIZE]
+            ),
+            status::INVALID_MEMORY_ACCESS
+        );
+        p.alloc_mode(2);
+        assert!(p
+            .call(
+                "proxy_get_buffer_bytes",
+                &[
+                    Val::I32(buffer::VM_CONFIGURATION),
+                    Val::I32(0),
+                    Val::I32(100),
+                    Val::I32(RET),
+                    Val::I32(RET_SIZE)
+                ]
+            )
+            .is_err());
+        assert!(p.inst.is_poisoned());
+        let mut fresh = Probe::new(e, AbiVersion::V0_2_1);
+        assert_eq!(
+            fresh.ok(
+                "proxy_get_buffer_bytes",
+                &[buffer::VM_CONFIGURATION, 0, 100, RET, RET_SIZE]
+            ),
+            status::OK
+        );
+    }
+}
+
+#[test]
+fn configuration_in_0_1_0() {
+    for e in EngineKind::ALL {
+        let mut p = Probe::new(e, AbiVersion::V0_1_0);
+        p.state().callback = super::state::Callback::VmStart;
+        assert_eq!(
+            p.ok("proxy_get_configuration", &[RET, RET_SIZE]),
+            status::OK
+        );
+        assert_eq!(p.out(), b"vm-config");
+        p.state().callback = super::state::Callback::Configure;
+        assert_eq!(
+            p.ok("proxy_get_configuration", &[RET, RET_SIZE]),
+            status::OK
+        );
+        assert_eq!(p.out(), b"plugin-config");
+        let mut p = p.with_stream();
+        assert_eq!(p.ok("proxy_continue_request", &[]), status::OK);
+        assert!(p.stream().resume_request);
+        assert_eq!(p.ok("proxy_continue_response", &[]), status::OK);
+        assert!(p.stream().resume_response);
+        assert_eq!(p.ok("proxy_clear_route_cache", &[]), status::OK);
+    }
+}
+
+#[test]
+fn properties() {
+    for e in EngineKind::ALL {
+        let mut p = Probe::new(e, AbiVersion::V0_2_1);
+        let get = |p: &mut Probe, path: &[u8]| {
+            let (a, n) = p.put(path);
+            let s = p.ok("proxy_get_property", &[a, n, RET, RET_SIZE]);
+            (s == status::OK).then(|| p.out())
+        };
+        assert_eq!(get(&mut p, b"plugin_name").unwrap(), b"probe");
+        assert_eq!(get(&mut p, b"plugin_root_id").unwrap(), b"my_root");
+        assert_eq!(get(&mut p, b"plugin_vm_id").unwrap(), b"vm1");
+        // No stream yet: request properties are missing.
+        assert_eq!(get(&mut p, b"request\0path"), None);
+        let mut p = p.with_stream();
+        assert_eq!(get(&mut p, b"request\0path").unwrap(), b"/a/b?x=1");
+        assert_eq!(get(&mut p, b"request\0path\0").unwrap(), b"/a/b?x=1");
+        assert_eq!(get(&mut p, b"request\0url_path").unwrap(), b"/a/b");
+        assert_eq!(get(&mut p, b"request\0method").unwrap(), b"GET");
+        assert_eq!(get(&mut p, b"request\0host").unwrap(), b"example.com");
+        assert_eq!(get(&mut p, b"request\0protocol").unwrap(), b"HTTP/1.1");
+        assert_eq!(
+            get(&mut p, b"request\0headers\0accept").unwrap(),
+            b"text/plain"
+        );
+        assert_eq!(get(&mut p, b"source\0address").unwrap(), b"10.0.0.1:5555");
+        assert_eq!(get(&mut p, b"source\0port").unwrap(), 5555i64.to_le_bytes());
+        assert_eq!(
+            get(&mut p, b"destination\0port").unwrap(),
+            80i64.to_le_bytes()
+        );
+        assert_eq!(get(&mut p, b"connection\0id").unwrap(), 7u64.to_le_bytes());
+        assert_eq!(get(&mut p, b"response\0code"), None);
+        assert_eq!(get(&mut p, b"request\0nope"), None);
+        assert_eq!(get(&mut p, b"request\0method\0extra"), None);
+        let headers = get(&mut p, b"request\0headers").unwrap();
+        assert_eq!(deserialize(&headers).unwrap().len(), 7);
+        // set/get round trip.
+        let (k, kn) = p.put(b"my\0prop\0");
+        let (v, vn) = p.put(b"\x00\x01binary");
+        assert_eq!(p.ok("proxy_set_property", &[k, kn, v, vn]), status::OK);
+        assert_eq!(get(&mut p, b"my\0prop").unwrap(), b"\x00\x01binary");
+        assert_eq!(
+            p.ok("proxy_set_property", &[k, 0, v, vn]),
+            status::BAD_ARGUMENT
+        );
+        assert_eq!(
+            p.ok("proxy_set_property", &[BAD, 4, v, vn]),
+            status::INVALID_MEMORY_ACCESS
+        );
+        assert_eq!(
+            p.ok("proxy_get_property", &[k, kn, BAD, RET_SIZE]),
+            status::INVALID_MEMORY_ACCESS
+        );
+    }
+}
+
+#[test]
+fn shared_data_queues_and_metrics() {
+    for e in EngineKind::ALL {
+        let vm = VmShared::new("vm1");
+        let mut a = Probe::with_vm(e, AbiVersion::V0_2_1, vm.clone());
+        let mut b = Probe::with_vm(e, AbiVersion::V0_2_1, vm.clone());
+        let (k, kn) = a.put(b"counter");
+        let (v1, v1n) = a.put(b"1");
+        assert_eq!(
+            a.ok("proxy_get_shared_data", &[k, kn, RET, RET_SIZE, OUT]),
+            status::NOT_FOUND
+        );
+        assert_eq!(
+            a.ok("proxy_set_shared_data", &[k, kn, v1, v1n, 0]),
+            status::OK
+        );
+        let (k2, k2n) = b.put(b"counter");
+        assert_eq!(
+            b.ok("proxy_get_shared_data", &[k2, k2n, RET, RET_SIZE, OUT]),
+            status::OK
+        );
+        assert_eq!(b.out(), b"1");
+        let cas = b.u32_at(OUT);
+        assert_ne!(cas, 0);
+        let (v2, v2n) = b.put(b"2");
+        assert_eq!(
+            b.ok("proxy_set_shared_data", &[k2, k2n, v2, v2n, cas as i32]),
+            status::OK
+        );
+        // a's cas is stale now.
+        assert_eq!(
+            a.ok("proxy_set_shared_data", &[k, kn, v1, v1n, cas as i32]),
+            status::CAS_MISMATCH
+        );
+        assert_eq!(
+            a.ok("proxy_set_shared_data", &[BAD, 4, v1, v1n, 0]),
+            status::INVALID_MEMORY_ACCESS
+        );
+
+        // Queues.
+        let (q, qn) = a.put(b"jobs");
+        assert_eq!(
+            a.ok("proxy_register_shared_queue", &[q, qn, OUT]),
+            status::OK
+        );
+        let id = a.u32_at(OUT) as i32;
+        assert!(id > 0);
+        let (vmn, vmnn) = b.put(b"vm1");
+        let (q2, q2n) = b.put(b"jobs");
+        assert_eq!(
+            b.ok("proxy_resolve_shared_queue", &[vmn, vmnn, q2, q2n, OUT]),
+            status::OK
+        );
+        assert_eq!(b.u32_at(OUT) as i32, id);
+        assert_eq!(
+            b.ok("proxy_resolve_shared_queue", &[vmn, 0, q2, q2n, OUT]),
+            status::OK
+        );
+        let (other, on) = b.put(b"nope");
+        assert_eq!(
+            b.ok("proxy_resolve_shared_queue", &[vmn, vmnn, other, on, OUT]),
+            status::NOT_FOUND
+        );
+        assert_eq!(
+            b.ok("proxy_dequeue_shared_queue", &[id, RET, RET_SIZE]),
+            status::EMPTY
+        );
+        let (item, itn) = b.put(b"item-1");
+        assert_eq!(
+            b.ok("proxy_enqueue_shared_queue", &[id, item, itn]),
+            status::OK
+        );
+        assert_eq!(
+            b.ok("proxy_enqueue_shared_queue", &[id + 5, item, itn]),
+            status::NOT_FOUND
+        );
+        // The registering middleware hears of it.
+        let waiter = a.state().shared.waiter.clone();
+        assert_eq!(*waiter.ready.lock().unwrap(), vec![id as u32]);
+        assert_eq!(
+            a.ok("proxy_dequeue_shared_queue", &[id, RET, RET_SIZE]),
+            status::OK
+        );
+        assert_eq!(a.out(), b"item-1");
+        assert_eq!(
+            a.ok("proxy_dequeue_shared_queue", &[0, RET, RET_SIZE]),
+            status::NOT_FOUND
+        );
+
+        // Metrics.
+        let (m, mn) = a.put(b"requests");
+        assert_eq!(
+            a.ok("proxy_define_metric", &[3, m, mn, OUT]),
+            status::BAD_ARGUMENT
+        );
+        assert_eq!(a.ok("proxy_define_metric", &[0, m, mn, OUT]), status::OK);
+        let c = a.u32_at(OUT) as i32;
+        assert_eq!(
+            a.call("proxy_increment_metric", &[Val::I32(c), Val::I64(5)])
+                .unwrap(),
+            status::OK
+        );
+        assert_eq!(
+            a.call("proxy_increment_metric", &[Val::I32(c), Val::I64(-1)])
+                .unwrap(),
+            status::BAD_ARGUMENT
+        );
+        assert_eq!(
+            a.call("proxy_record_metric", &[Val::I32(c + 9), Val::I64(1)])
+                .unwrap(),
+            status::NOT_FOUND
+        );
+        assert_eq!(a.ok("proxy_get_metric", &[c, OUT]), status::OK);
+        assert_eq!(a.inst.read(OUT as u32, 8).unwrap(), 5u64.to_le_bytes());
+        let (g, gn) = a.put(b"temp");
+        assert_eq!(a.ok("proxy_define_metric", &[1, g, gn, OUT]), status::OK);
+        let gid = a.u32_at(OUT) as i32;
+        assert_eq!(
+            a.call("proxy_increment_metric", &[Val::I32(gid), Val::I64(-3)])
+                .unwrap(),
+            status::OK
+        );
+        assert_eq!(vm.metric("temp").unwrap().value, -3);
+        assert_eq!(vm.metric("requests").unwrap().value, 5);
+    }
+}
+
+#[test]
+fn stream_control_calls_and_unimplemented() {
+    for e in EngineKind::ALL {
+        let mut p = Probe::new(e, AbiVersion::V0_2_0);
+        // No stream: stream control answers NOT_FOUND.
+        assert_eq!(p.ok("proxy_continue_stream", &[0]), status::NOT_FOUND);
+        let mut p = p.with_stream();
+        assert_eq!(p.ok("proxy_continue_stream", &[0]), status::OK);
+        assert!(p.stream().resume_request);
+        assert_eq!(p.ok("proxy_continue_stream", &[1]), status::OK);
+        assert!(p.stream().resume_response);
+        assert_eq!(p.ok("proxy_continue_stream", &[3]), status::UNIMPLEMENTED);
+        assert_eq!(p.ok("proxy_continue_stream", &[9]), status::BAD_ARGUMENT);
+        assert_eq!(p.ok("proxy_close_stream", &[2]), status::UNIMPLEMENTED);
+        assert_eq!(p.ok("proxy_done", &[]), status::NOT_FOUND);
+        p.stream().done_pending = true;
+        assert_eq!(p.ok("proxy_done", &[]), status::OK);
+        // Local response.
+        let (d, dn) = p.put(b"details");
+        let (body, bn) = p.put(b"nope");
+        let hs = serialize([(&b"x-why"[..], &b"test"[..])]);
+        let (h, hn) = p.put(&hs);
+        assert_eq!(
+            p.ok(
+                "proxy_send_local_response",
+                &[99, d, dn, body, bn, h, hn, -1]
+            ),
+            status::BAD_ARGUMENT
+        );
+        assert_eq!(
+            p.ok(
+                "proxy_send_local_response",
+                &[403, d, dn, body, bn, h, hn - 1, -1]
+            ),
+            status::BAD_ARGUMENT
+        );
+        assert!(p.stream().local_response.is_none());
+        assert_eq!(
+            p.ok(
+                "proxy_send_local_response",
+                &[403, d, dn, body, bn, h, hn, -1]
+            ),
+            status::OK
+        );
+        let l = p.stream().local_response.clone().unwrap();
+        assert_eq!(
+            (l.status, &l.body[..], l.headers[0].0.as_str()),
+            (403, &b"nope"[..], "x-why")
+        );
+        // http_call: needs :method, :path, :authority and a known service.
+        let good = serialize([
+            (&b":method"[..], &b"GET"[..]),
+            (&b":path"[..], &b"/"[..]),
+            (&b":authority"[..], &b"x"[..]),
+        ]);
+        let partial = serialize([(&b":method"[..], &b"GET"[..]), (&b":path"[..], &b"/"[..])]);
+        let (g, gn) = p.put(&good);
+        let (pp, ppn) = p.put(&partial);
+        let (svc, sn) = p.put(b"auth");
+        let (unk, un) = p.put(b"nowhere");
+        assert_eq!(
+            p.ok("proxy_http_call", &[unk, un, g, gn, 0, 0, 0, 0, 100, OUT]),
+            status::BAD_ARGUMENT
+        );
+        assert_eq!(
+            p.ok("proxy_http_call", &[svc, sn, pp, ppn, 0, 0, 0, 0, 100, OUT]),
+            status::BAD_ARGUMENT
+        );
+        assert_eq!(
+            p.ok(
+                "proxy_http_call",
+                &[svc, sn, g, gn - 2, 0, 0, 0, 0, 100, OUT]
+            ),
+            status::BAD_ARGUMENT
+        );
+        assert_eq!(
+            p.ok("proxy_http_call", &[svc, sn, g, gn, 0, 0, 0, 0, 100, BAD]),
+            status::INVALID_MEMORY_ACCESS
+        );
+        assert_eq!(
+            p.ok(
+                "proxy_http_call",
+                &[svc, sn, g, gn, body, bn, 0, 0, 100, OUT]
+            ),
+            status::OK
+        );
+        let token = p.u32_at(OUT);
+        let calls = p.state().pending_calls.clone();
+        assert_eq!(calls.len(), 1);
+        assert_eq!(
+            (
+                calls[0].token,
+                calls[0].service.as_str(),
+                &calls[0].body[..]
+            ),
+            (token, "auth", &b"nope"[..])
+        );
+        assert_eq!(
+            calls[0].timeout,
+            Some(std::time::Duration::from_millis(100))
+        );
+        // get_status.
+        p.state().last_status = (11, "timeout".into());
+        assert_eq!(p.ok("proxy_get_status", &[OUT, RET, RET_SIZE]), status::OK);
+        assert_eq!((p.u32_at(OUT), p.out()), (11, b"timeout".to_vec()));
+        // gRPC and foreign functions are linked and answer UNIMPLEMENTED.
+        assert_eq!(p.ok("proxy_grpc_call", &[0; 12]), status::UNIMPLEMENTED);
+        assert_eq!(p.ok("proxy_grpc_stream", &[0; 9]), status::UNIMPLEMENTED);
+        assert_eq!(p.ok("proxy_grpc_send", &[0; 4]), status::UNIMPLEMENTED);
+        assert_eq!(p.ok("proxy_grpc_cancel", &[0]), status::UNIMPLEMENTED);
+        assert_eq!(p.ok("proxy_grpc_close", &[0]), status::UNIMPLEMENTED);
+        assert_eq!(
+            p.ok("proxy_call_foreign_function", &[0; 6]),
+            status::UNIMPLEMENTED
+        );
+    }
+}
+
+fn random_args(ty: &[ValType], seed: &[i64]) -> Vec<Val> {
+    ty.iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let r = seed[i % seed.len()];
+            match t {
+                ValType::I64 => Val::I64(r),
+                _ => Val::I32(r as i32),
+            }
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    /// Random pointers, lengths and enum values into every host function: statuses or traps, never a panic.
+    #[test]
+    fn random_arguments_give_statuses_or_traps(
+        seed in proptest::collection::vec(
+            prop_oneof![any::<i64>(), 0i64..16, -2i64..2, 0i64..70000, Just(0x7fff_ffffi64)],
+            1..12,
+        ),
+        version in 0usize..3,
+        alloc_mode in 0i32..3,
+    ) {
+        let version = AbiVersion::ALL[version];
+        for e in EngineKind::ALL {
+            let mut p = Probe::new(e, version).with_stream();
+            p.alloc_mode(alloc_mode);
+            let funcs: Vec<_> = super::host_functions("probe", version)
+                .0
+                .into_iter()
+                .filter(|f| f.module == MODULE)
+                .collect();
+            for f in funcs {
+                if p.inst.is_poisoned() {
+                    p = Probe::new(e, version).with_stream();
+                    p.alloc_mode(alloc_mode);
+                }
+                let args = random_args(&f.ty.params, &seed);
+                match p.call(&f.name, &args) {
+                    Ok(s) => prop_assert!((0..=12).contains(&s), "{} returned {}", f.name, s),
+                    Err(t) => prop_assert!(alloc_mode == 2, "{} trapped with a sane allocator: {}", f.name, t),
+                }
+            }
+        }
+    }
+}
+
+fn header_pairs() -> impl Strategy<Value = Vec<(Vec<u8>, Vec<u8>)>> {
+    let name = prop_oneof![
+        Just(b"x-a".to_vec()),
+        Just(b"x-b".to_vec()),
+        Just(b":path".to_vec()),
+        "[a-z0-9-]{1,12}".prop_map(String::into_bytes),
+    ];
+    // Any bytes but CR, LF and NUL (which a filter may not write); empty values included.
+    let value = proptest::collection::vec(
+        any::<u8>().prop_filter("no CR LF NUL", |b| !matches!(b, b'\r' | b'\n' | 0)),
+        0..16,
+    );
+    proptest::collection::vec((name, value), 0..10)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+    /// Any map a filter sets comes back byte for byte; a truncated one is BAD_ARGUMENT and changes nothing.
+    #[test]
+    fn header_maps_round_trip_through_the_host(pairs in header_pairs(), cut in any::<prop::sample::Index>()) {
+        for e in EngineKind::ALL {
+            let mut p = Probe::new(e, AbiVersion::V0_2_1).with_stream();
+            let ser = serialize(pairs.iter().map(|(k, v)| (&k[..], &v[..])));
+            let (ptr, len) = p.put(&ser);
+            prop_assert_eq!(p.ok("proxy_set_header_map_pairs", &[map::HTTP_REQUEST_HEADERS, ptr, len]), status::OK);
+            prop_assert_eq!(p.ok("proxy_get_header_map_pairs", &[map::HTTP_REQUEST_HEADERS, RET, RET_SIZE]), status::OK);
+            prop_assert_eq!(p.out(), ser.clone());
+            if !ser.is_empty() {
+                let short = cut.index(ser.len());
+                if short > 0 {
+                    let before = p.stream().request_headers.clone();
+                    prop_assert_eq!(
+                        p.ok("proxy_set_header_map_pairs", &[map::HTTP_REQUEST_HEADERS, ptr, short as i32]),
+                        status::BAD_ARGUMENT
+                    );
+                    prop_assert!(p.stream().request_headers == before);
+                }
+            }
+        }
+    }
+}

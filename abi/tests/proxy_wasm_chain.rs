@@ -1,0 +1,848 @@
+//! proxy-wasm filters (WAT) run as middlewares in a real chain, on both engines:
+//! Pause/resume, body buffering and its limits, local responses in each phase,
+//! http calls (success, timeout, unknown service), ticks, shared data CAS,
+//! queues, metrics, traps in each callback, and the load-time checks.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use wasmgate_abi::plugin::{EngineKind, PluginOptions};
+use wasmgate_abi::proxy_wasm::serial::serialize;
+use wasmgate_abi::proxy_wasm::ServiceDirectory;
+use wasmgate_abi::{
+    Body, Endpoint, Engines, Middleware, Next, Plugin, ProxyError, Request, Response,
+};
+
+/// Upstream stand-in: echoes request headers as `echo-*`, the body as `body:<...>`.
+struct Upstream {
+    calls: AtomicUsize,
+    seen_body: Mutex<Vec<u8>>,
+    seen_trailers: Mutex<Option<wasmgate_abi::Headers>>,
+    reply: Mutex<Option<Vec<u8>>>,
+    delay: Duration,
+}
+
+#[async_trait]
+impl Endpoint for Upstream {
+    async fn call(&self, req: Request) -> Result<Response, ProxyError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(self.delay).await;
+        let buffered = req.body.buffer(1 << 20).await.unwrap();
+        *self.seen_body.lock().unwrap() = buffered.data.to_vec();
+        *self.seen_trailers.lock().unwrap() = buffered.trailers;
+        let text = match &*self.reply.lock().unwrap() {
+            Some(r) => r.clone(),
+            None => format!("upstream saw {}", req.uri).into_bytes(),
+        };
+        let mut r = Response::text(StatusCode::OK, text);
+        for (n, v) in req.headers.iter() {
+            r.headers
+                .append(format!("echo-{n}"), Bytes::copy_from_slice(v));
+        }
+        Ok(r)
+    }
+}
+
+fn upstream(delay: Duration) -> Arc<Upstream> {
+    Arc::new(Upstream {
+        calls: AtomicUsize::new(0),
+        seen_body: Mutex::new(Vec::new()),
+        seen_trailers: Mutex::new(None),
+        reply: Mutex::new(None),
+        delay,
+    })
+}
+
+fn services() -> Arc<dyn ServiceDirectory> {
+    let mut m: HashMap<String, Arc<dyn Endpoint>> = HashMap::new();
+    m.insert("auth".into(), upstream(Duration::ZERO));
+    m.insert("slow".into(), upstream(Duration::from_millis(800)));
+    Arc::new(m)
+}
+
+fn esc(b: &[u8]) -> String {
+    b.iter().map(|x| format!("\\{x:02x}")).collect()
+}
+
+/// The test filter (ABI 0.2.1). The first byte of its plugin configuration picks a behaviour:
+/// `h<service>` http call then resume; `l`/`L` local response in request/response headers;
+/// `k`/`K` local response in request/response body; `b`/`B` wrap the request/response body in
+/// `<...>` after buffering it (Pause); `s` shared-data CAS; `q` queue; `T` tick; `m` metrics;
+/// `x<n>` trap in callback n when the request has `x-trap`; `r` rejects the configuration;
+/// `p` pauses the request headers with nothing pending.
+fn filter_wat() -> String {
+    let call_headers = serialize([
+        (&b":method"[..], &b"GET"[..]),
+        (&b":path"[..], &b"/check"[..]),
+        (&b":authority"[..], &b"auth"[..]),
+    ]);
+    let local_headers = serialize([(&b"x-by"[..], &b"wat"[..])]);
+    format!(
+        r#"(module
+  (import "env" "proxy_log" (func $log (param i32 i32 i32) (result i32)))
+  (import "env" "proxy_get_buffer_bytes" (func $get_buffer (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_set_buffer_bytes" (func $set_buffer (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_get_header_map_value" (func $get_value (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_add_header_map_value" (func $add_value (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_send_local_response" (func $local (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_http_call" (func $http_call (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_set_effective_context" (func $effective (param i32) (result i32)))
+  (import "env" "proxy_continue_stream" (func $continue (param i32) (result i32)))
+  (import "env" "proxy_set_tick_period_milliseconds" (func $tick (param i32) (result i32)))
+  (import "env" "proxy_define_metric" (func $define (param i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_increment_metric" (func $incr (param i32 i64) (result i32)))
+  (import "env" "proxy_record_metric" (func $record (param i32 i64) (result i32)))
+  (import "env" "proxy_get_shared_data" (func $get_shared (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_set_shared_data" (func $set_shared (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_register_shared_queue" (func $register (param i32 i32 i32) (result i32)))
+  (import "env" "proxy_enqueue_shared_queue" (func $enqueue (param i32 i32 i32) (result i32)))
+  (import "env" "proxy_dequeue_shared_queue" (func $dequeue (param i32 i32 i32) (result i32)))
+  (memory (export "memory") 2)
+  (global $heap (mut i32) (i32.const 4096))
+  (global $mode (mut i32) (i32.const 0))
+  (global $trapat (mut i32) (i32.const 0))
+  (global $cfg_ptr (mut i32) (i32.const 0))
+  (global $cfg_len (mut i32) (i32.const 0))
+  (global $ctx (mut i32) (i32.const 0))
+  (global $qid (mut i32) (i32.const 0))
+  (global $m_ticks (mut i32) (i32.const 0))
+  (global $m_requests (mut i32) (i32.const 0))
+  (global $m_deq (mut i32) (i32.const 0))
+  (global $m_hist (mut i32) (i32.const 0))
+  (global $m_gauge (mut i32) (i32.const 0))
+  (data (i32.const 200) "{call_headers}")
+  (data (i32.const 400) ":status")
+  (data (i32.const 420) "x-call-status")
+  (data (i32.const 440) "x-trap")
+  (data (i32.const 460) "denied")
+  (data (i32.const 480) "{local_headers}")
+  (data (i32.const 520) "<")
+  (data (i32.const 522) ">")
+  (data (i32.const 530) "k")
+  (data (i32.const 540) "x-cas")
+  (data (i32.const 560) "q")
+  (data (i32.const 570) "item")
+  (data (i32.const 600) "ticks")
+  (data (i32.const 620) "requests")
+  (data (i32.const 640) "dequeued")
+  (data (i32.const 660) "body_size")
+  (data (i32.const 680) "gauge")
+  (data (i32.const 700) "timeout")
+  (data (i32.const 720) "call failed")
+  (data (i32.const 740) "x-trap-call")
+  (data (i32.const 760) "x-added")
+  (data (i32.const 770) "yes")
+  (export "proxy_abi_version_0_2_1" (func $marker))
+  (func $marker)
+  (func (export "malloc") (param i32) (result i32) (local i32)
+    global.get $heap local.set 1
+    global.get $heap local.get 0 i32.add global.set $heap
+    local.get 1)
+  (func $is (param $c i32) (result i32) (i32.eq (global.get $mode) (local.get $c)))
+  (func $maybe_trap (param $n i32)
+    (if (i32.and (call $is (i32.const 120)) (i32.eq (global.get $trapat) (local.get $n)))
+      (then (if (i32.eqz (call $get_value (i32.const 0) (i32.const 440) (i32.const 6) (i32.const 800) (i32.const 804)))
+        (then unreachable)))))
+  (func $metric (param $kind i32) (param $name i32) (param $len i32) (result i32)
+    (drop (call $define (local.get $kind) (local.get $name) (local.get $len) (i32.const 808)))
+    (i32.load (i32.const 808)))
+  (func $reply (param $code i32) (param $body i32) (param $len i32)
+    (drop (call $local (local.get $code) (i32.const 0) (i32.const 0) (local.get $body) (local.get $len)
+      (i32.const 480) (i32.const {local_len}) (i32.const -1))))
+  (func (export "proxy_on_context_create") (param i32 i32))
+  (func (export "proxy_on_vm_start") (param i32 i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_configure") (param $root i32) (param $size i32) (result i32)
+    (drop (call $get_buffer (i32.const 7) (i32.const 0) (i32.const 256) (i32.const 800) (i32.const 804)))
+    (global.set $cfg_ptr (i32.load (i32.const 800)))
+    (global.set $cfg_len (i32.load (i32.const 804)))
+    (if (i32.ne (global.get $cfg_len) (local.get $size)) (then unreachable))
+    (if (global.get $cfg_len) (then (global.set $mode (i32.load8_u (global.get $cfg_ptr)))))
+    (if (i32.ge_u (global.get $cfg_len) (i32.const 2))
+      (then (global.set $trapat (i32.sub (i32.load8_u offset=1 (global.get $cfg_ptr)) (i32.const 48)))))
+    (if (call $is (i32.const 114)) (then (return (i32.const 0))))
+    (global.set $m_ticks (call $metric (i32.const 0) (i32.const 600) (i32.const 5)))
+    (global.set $m_requests (call $metric (i32.const 0) (i32.const 620) (i32.const 8)))
+    (global.set $m_deq (call $metric (i32.const 0) (i32.const 640) (i32.const 8)))
+    (global.set $m_hist (call $metric (i32.const 2) (i32.const 660) (i32.const 9)))
+    (global.set $m_gauge (call $metric (i32.const 1) (i32.const 680) (i32.const 5)))
+    (if (i32.or (call $is (i32.const 84)) (call $is (i32.const 88))) (then (drop (call $tick (i32.const 20)))))
+    (if (call $is (i32.const 113)) (then
+      (drop (call $register (i32.const 560) (i32.const 1) (i32.const 808)))
+      (global.set $qid (i32.load (i32.const 808)))))
+    (i32.const 1))
+  (func (export "proxy_on_request_headers") (param $ctx i32) (param $n i32) (param $eos i32) (result i32)
+    (local $r i32)
+    (global.set $ctx (local.get $ctx))
+    (call $maybe_trap (i32.const 1))
+    (drop (call $incr (global.get $m_requests) (i64.const 1)))
+    (if (call $is (i32.const 104)) (then
+      (local.set $r (call $http_call
+        (i32.add (global.get $cfg_ptr) (i32.const 1)) (i32.sub (global.get $cfg_len) (i32.const 1))
+        (i32.const 200) (i32.const {call_len}) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0)
+        (i32.const 300) (i32.const 808)))
+      (if (local.get $r) (then (call $reply (i32.const 502) (i32.const 720) (i32.const 11))))
+      (return (i32.const 1))))
+    (if (call $is (i32.const 112)) (then (return (i32.const 1))))
+    (if (call $is (i32.const 108)) (then
+      (call $reply (i32.const 403) (i32.const 460) (i32.const 6))
+      (return (i32.const 1))))
+    (if (call $is (i32.const 115)) (then
+      (drop (call $set_shared (i32.const 530) (i32.const 1) (i32.const 520) (i32.const 1) (i32.const 0)))
+      (drop (call $get_shared (i32.const 530) (i32.const 1) (i32.const 800) (i32.const 804) (i32.const 808)))
+      (drop (call $set_shared (i32.const 530) (i32.const 1) (i32.const 522) (i32.const 1) (i32.load (i32.const 808))))
+      (local.set $r (call $set_shared (i32.const 530) (i32.const 1) (i32.const 520) (i32.const 1) (i32.load (i32.const 808))))
+      (i32.store8 (i32.const 812) (i32.add (i32.const 48) (local.get $r)))
+      (drop (call $add_value (i32.const 0) (i32.const 540) (i32.const 5) (i32.const 812) (i32.const 1)))))
+    (if (call $is (i32.const 113)) (then
+      (drop (call $enqueue (global.get $qid) (i32.const 570) (i32.const 4)))))
+    (if (call $is (i32.const 109)) (then
+      (drop (call $incr (global.get $m_gauge) (i64.const -2)))))
+    (i32.const 0))
+  (func $body (param $buffer i32) (param $size i32) (param $eos i32) (result i32)
+    (if (i32.eqz (local.get $eos)) (then (return (i32.const 1))))
+    (drop (call $record (global.get $m_hist) (i64.extend_i32_u (local.get $size))))
+    (drop (call $set_buffer (local.get $buffer) (i32.const 0) (i32.const 0) (i32.const 520) (i32.const 1)))
+    (drop (call $set_buffer (local.get $buffer) (i32.const -1) (i32.const 0) (i32.const 522) (i32.const 1)))
+    (i32.const 0))
+  (func (export "proxy_on_request_body") (param $ctx i32) (param $size i32) (param $eos i32) (result i32)
+    (call $maybe_trap (i32.const 2))
+    (if (call $is (i32.const 98)) (then (return (call $body (i32.const 0) (local.get $size) (local.get $eos)))))
+    (if (i32.and (call $is (i32.const 107)) (local.get $eos)) (then
+      (call $reply (i32.const 451) (i32.const 460) (i32.const 6))
+      (return (i32.const 1))))
+    (i32.const 0))
+  (func (export "proxy_on_response_headers") (param $ctx i32) (param $n i32) (param $eos i32) (result i32)
+    (call $maybe_trap (i32.const 3))
+    (if (call $is (i32.const 76)) (then
+      (call $reply (i32.const 418) (i32.const 460) (i32.const 6))
+      (return (i32.const 1))))
+    (i32.const 0))
+  (func (export "proxy_on_response_body") (param $ctx i32) (param $size i32) (param $eos i32) (result i32)
+    (call $maybe_trap (i32.const 4))
+    (if (call $is (i32.const 66)) (then (return (call $body (i32.const 1) (local.get $size) (local.get $eos)))))
+    (if (i32.and (call $is (i32.const 75)) (local.get $eos)) (then
+      (call $reply (i32.const 406) (i32.const 460) (i32.const 6))
+      (return (i32.const 1))))
+    (i32.const 0))
+  (func (export "proxy_on_request_trailers") (param $ctx i32) (param $n i32) (result i32)
+    (if (call $is (i32.const 122)) (then
+      (drop (call $record (global.get $m_hist) (i64.extend_i32_u (local.get $n))))
+      (drop (call $add_value (i32.const 1) (i32.const 760) (i32.const 7) (i32.const 770) (i32.const 3)))))
+    (i32.const 0))
+  (func (export "proxy_on_done") (param $ctx i32) (result i32)
+    (call $maybe_trap (i32.const 5))
+    (i32.const 1))
+  (func (export "proxy_on_log") (param $ctx i32)
+    (call $maybe_trap (i32.const 6)))
+  (func (export "proxy_on_delete") (param $ctx i32)
+    (call $maybe_trap (i32.const 7)))
+  (func (export "proxy_on_tick") (param $root i32)
+    (if (call $is (i32.const 88)) (then unreachable))
+    (drop (call $incr (global.get $m_ticks) (i64.const 1))))
+  (func (export "proxy_on_queue_ready") (param $root i32) (param $q i32)
+    (if (i32.eqz (call $dequeue (local.get $q) (i32.const 800) (i32.const 804)))
+      (then (drop (call $incr (global.get $m_deq) (i64.const 1))))))
+  (func (export "proxy_on_http_call_response") (param $root i32) (param $token i32) (param $nh i32) (param $bs i32) (param $nt i32)
+    (drop (call $effective (global.get $ctx)))
+    (if (i32.eqz (call $get_value (i32.const 0) (i32.const 740) (i32.const 11) (i32.const 800) (i32.const 804)))
+      (then unreachable))
+    (if (i32.eqz (local.get $nh)) (then
+      (call $reply (i32.const 504) (i32.const 700) (i32.const 7))
+      (return)))
+    (drop (call $get_value (i32.const 6) (i32.const 400) (i32.const 7) (i32.const 800) (i32.const 804)))
+    (drop (call $add_value (i32.const 0) (i32.const 420) (i32.const 13) (i32.load (i32.const 800)) (i32.load (i32.const 804))))
+    (drop (call $continue (i32.const 0))))
+)"#,
+        call_headers = esc(&call_headers),
+        call_len = call_headers.len(),
+        local_headers = esc(&local_headers),
+        local_len = local_headers.len(),
+    )
+}
+
+fn plugin(engine: EngineKind, wat: &str, opts: PluginOptions) -> Result<Plugin, String> {
+    let wasm = wat::parse_str(wat).unwrap();
+    let engines = Engines::new(None);
+    Plugin::load("pw", &wasm, PluginOptions { engine, ..opts }, &engines).map_err(|e| e.to_string())
+}
+
+fn opts() -> PluginOptions {
+    PluginOptions {
+        pool_size: 2,
+        ..PluginOptions::default()
+    }
+}
+
+struct Setup {
+    plugin: Plugin,
+    mw: Arc<dyn Middleware>,
+}
+
+fn setup(engine: EngineKind, config: &str, opts: PluginOptions) -> Setup {
+    let plugin = plugin(engine, &filter_wat(), opts).unwrap();
+    let mw = plugin
+        .middleware_with_services("pw-mw", config.as_bytes().to_vec(), services())
+        .unwrap();
+    Setup { plugin, mw }
+}
+
+async fn run(
+    mw: &Arc<dyn Middleware>,
+    up: &Upstream,
+    headers: &[(&str, &str)],
+    body: Option<&'static [u8]>,
+) -> Result<Response, ProxyError> {
+    let mut req = Request::new(
+        if body.is_some() {
+            Method::POST
+        } else {
+            Method::GET
+        },
+        "/path?q=1".parse().unwrap(),
+        "127.0.0.1:4000".parse().unwrap(),
+    );
+    req.headers.append("host", "example.com");
+    for (n, v) in headers {
+        req.headers.append(n.to_string(), v.to_string());
+    }
+    if let Some(b) = body {
+        req.headers.append("content-length", b.len().to_string());
+        // Two chunks, so the filter sees the body arrive in parts.
+        let (a, c) = b.split_at(b.len() / 2);
+        req.body = Body::from_stream(Chunks(
+            vec![Bytes::from_static(a), Bytes::from_static(c)].into(),
+        ));
+    }
+    let chain: Vec<Arc<dyn Middleware>> = vec![mw.clone()];
+    Next::new(&chain, up).run(req).await
+}
+
+/// Data frames, then trailers.
+struct WithTrailers(std::collections::VecDeque<http_body::Frame<Bytes>>);
+
+impl http_body::Body for WithTrailers {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        std::task::Poll::Ready(self.0.pop_front().map(Ok))
+    }
+}
+
+/// A body of several data frames.
+struct Chunks(std::collections::VecDeque<Bytes>);
+
+impl http_body::Body for Chunks {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        std::task::Poll::Ready(self.0.pop_front().map(|b| Ok(http_body::Frame::data(b))))
+    }
+}
+
+async fn text(resp: Response) -> String {
+    String::from_utf8(resp.body.buffer(1 << 20).await.unwrap().data.to_vec()).unwrap()
+}
+
+fn header(resp: &Response, name: &str) -> Option<String> {
+    resp.headers.get_str(name).map(str::to_string)
+}
+
+#[tokio::test]
+async fn http_call_pauses_and_resumes_the_request() {
+    for e in EngineKind::ALL {
+        let s = setup(e, "hauth", opts());
+        let up = upstream(Duration::ZERO);
+        let r = run(&s.mw, &up, &[], None).await.unwrap();
+        assert_eq!(r.status, StatusCode::OK, "{e}");
+        // The call's :status went into the resumed request.
+        assert_eq!(
+            header(&r, "echo-x-call-status").as_deref(),
+            Some("200"),
+            "{e}"
+        );
+        assert_eq!(up.calls.load(Ordering::SeqCst), 1);
+    }
+}
+
+#[tokio::test]
+async fn http_call_timeout_and_unknown_service() {
+    for e in EngineKind::ALL {
+        let up = upstream(Duration::ZERO);
+        // The slow service misses the filter's 300 ms timeout: on_http_call_response gets 0 headers.
+        let s = setup(e, "hslow", opts());
+        let started = std::time::Instant::now();
+        let r = run(&s.mw, &up, &[], None).await.unwrap();
+        assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT, "{e}");
+        assert!(started.elapsed() < Duration::from_millis(700), "{e}");
+        assert_eq!(text(r).await, "timeout");
+        // An unknown service: proxy_http_call answers BAD_ARGUMENT, the filter replies 502.
+        let s = setup(e, "hnowhere", opts());
+        let r = run(&s.mw, &up, &[], None).await.unwrap();
+        assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{e}");
+        assert_eq!(text(r).await, "call failed");
+        assert_eq!(up.calls.load(Ordering::SeqCst), 0);
+    }
+}
+
+#[tokio::test]
+async fn pause_with_nothing_pending_is_an_error() {
+    for e in EngineKind::ALL {
+        let s = setup(e, "p", opts());
+        let up = upstream(Duration::ZERO);
+        let err = run(&s.mw, &up, &[], None).await.unwrap_err();
+        assert_eq!(err.status, StatusCode::INTERNAL_SERVER_ERROR, "{e}");
+        assert!(err.message.contains("nothing pending"), "{}", err.message);
+        assert_eq!(up.calls.load(Ordering::SeqCst), 0);
+    }
+}
+
+#[tokio::test]
+async fn local_responses_in_every_phase() {
+    for e in EngineKind::ALL {
+        for (cfg, code, upstream_called) in
+            [("l", 403, 0), ("k", 451, 0), ("L", 418, 1), ("K", 406, 1)]
+        {
+            let s = setup(e, cfg, opts());
+            let up = upstream(Duration::ZERO);
+            let r = run(&s.mw, &up, &[], Some(b"some body")).await.unwrap();
+            assert_eq!(r.status.as_u16(), code, "{e} {cfg}");
+            assert_eq!(header(&r, "x-by").as_deref(), Some("wat"), "{e} {cfg}");
+            assert_eq!(text(r).await, "denied");
+            assert_eq!(
+                up.calls.load(Ordering::SeqCst),
+                upstream_called,
+                "{e} {cfg}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn bodies_are_buffered_while_paused_and_rewritten() {
+    for e in EngineKind::ALL {
+        let s = setup(e, "b", opts());
+        let up = upstream(Duration::ZERO);
+        let r = run(&s.mw, &up, &[], Some(b"hello body")).await.unwrap();
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(&*up.seen_body.lock().unwrap(), b"<hello body>", "{e}");
+        // body_size at end of stream was everything buffered.
+        let vm = s.plugin.proxy_wasm().unwrap().vm();
+        assert_eq!(vm.metric("body_size").unwrap().samples, vec![10], "{e}");
+
+        let s = setup(e, "B", opts());
+        let up = upstream(Duration::ZERO);
+        *up.reply.lock().unwrap() = Some(b"from upstream".to_vec());
+        let r = run(&s.mw, &up, &[], None).await.unwrap();
+        assert_eq!(text(r).await, "<from upstream>", "{e}");
+    }
+}
+
+#[tokio::test]
+async fn buffer_limits_give_413_and_500() {
+    for e in EngineKind::ALL {
+        let small = PluginOptions {
+            max_body_bytes: 8,
+            ..opts()
+        };
+        let s = setup(e, "b", small.clone());
+        let up = upstream(Duration::ZERO);
+        let err = run(&s.mw, &up, &[], Some(b"this body is too long"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.status, StatusCode::PAYLOAD_TOO_LARGE, "{e}");
+        assert_eq!(up.calls.load(Ordering::SeqCst), 0);
+        // The same middleware still serves a small body (and a small response).
+        *up.reply.lock().unwrap() = Some(b"ok".to_vec());
+        let r = run(&s.mw, &up, &[], Some(b"tiny")).await.unwrap();
+        assert_eq!(r.status, StatusCode::OK);
+
+        let s = setup(e, "B", small);
+        let up = upstream(Duration::ZERO);
+        *up.reply.lock().unwrap() = Some(vec![b'x'; 100]);
+        let err = run(&s.mw, &up, &[], None).await.unwrap_err();
+        assert_eq!(err.status, StatusCode::INTERNAL_SERVER_ERROR, "{e}");
+    }
+}
+
+#[tokio::test]
+async fn shared_data_cas_conflict() {
+    for e in EngineKind::ALL {
+        let s = setup(e, "s", opts());
+        let up = upstream(Duration::ZERO);
+        let r = run(&s.mw, &up, &[], None).await.unwrap();
+        // The second set with the now stale cas got CAS_MISMATCH (8).
+        assert_eq!(header(&r, "echo-x-cas").as_deref(), Some("8"), "{e}");
+    }
+}
+
+#[tokio::test]
+async fn metrics_ticks_and_queues() {
+    for e in EngineKind::ALL {
+        let s = setup(e, "m", opts());
+        let up = upstream(Duration::ZERO);
+        for _ in 0..3 {
+            run(&s.mw, &up, &[], None).await.unwrap();
+        }
+        let vm = s.plugin.proxy_wasm().unwrap().vm();
+        assert_eq!(vm.metric("requests").unwrap().value, 3, "{e}");
+        assert_eq!(vm.metric("gauge").unwrap().value, -6, "{e}");
+
+        // Ticks arrive without requests.
+        let s = setup(e, "T", opts());
+        let vm = s.plugin.proxy_wasm().unwrap().vm().clone();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            vm.metric("ticks").unwrap().value >= 2,
+            "{e}: {:?}",
+            vm.metric("ticks")
+        );
+
+        // A queued item wakes the registering root context, which dequeues it.
+        let s = setup(e, "q", opts());
+        let vm = s.plugin.proxy_wasm().unwrap().vm().clone();
+        run(&s.mw, &up, &[], None).await.unwrap();
+        let mut n = 0;
+        for _ in 0..100 {
+            n = vm.metric("dequeued").unwrap().value;
+            if n == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(n, 1, "{e}");
+    }
+}
+
+#[tokio::test]
+async fn a_trap_in_any_callback_fails_one_request_only() {
+    for e in EngineKind::ALL {
+        for n in 1..=7 {
+            let s = setup(e, &format!("x{n}"), opts());
+            let mw = s.mw.clone();
+            let up = upstream(Duration::ZERO);
+            let err = run(&mw, &up, &[("x-trap", "1")], Some(b"body"))
+                .await
+                .unwrap_err();
+            assert_eq!(
+                err.status,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "{e} callback {n}"
+            );
+            assert!(err.message.contains("trapped"), "{}", err.message);
+            for _ in 0..3 {
+                let r = run(&mw, &up, &[], Some(b"body")).await.unwrap();
+                assert_eq!(r.status, StatusCode::OK, "{e} callback {n}");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn load_and_configuration_errors() {
+    for e in EngineKind::ALL {
+        // on_configure false: the middleware is not created.
+        let p = plugin(e, &filter_wat(), opts()).unwrap();
+        let err = p
+            .middleware("pw-mw", b"r".to_vec())
+            .err()
+            .expect("rejected configuration")
+            .to_string();
+        assert!(err.contains("rejected its configuration"), "{err}");
+        // No marker.
+        let no_marker =
+            filter_wat().replace("(export \"proxy_abi_version_0_2_1\" (func $marker))", "");
+        let err = plugin(
+            e,
+            &no_marker,
+            PluginOptions {
+                abi: wasmgate_abi::AbiChoice::ProxyWasm,
+                ..opts()
+            },
+        )
+        .err()
+        .unwrap();
+        assert!(err.contains("no proxy_abi_version_"), "{err}");
+        // Unknown version marker.
+        let future = filter_wat().replace("proxy_abi_version_0_2_1", "proxy_abi_version_0_3_0");
+        let err = plugin(e, &future, opts()).err().unwrap();
+        assert!(err.contains("unsupported proxy-wasm ABI version"), "{err}");
+        // Each version links only its own import set.
+        for (marker, import) in [
+            (
+                "proxy_abi_version_0_2_0",
+                "(import \"env\" \"proxy_get_log_level\" (func (param i32) (result i32)))",
+            ),
+            (
+                "proxy_abi_version_0_1_0",
+                "(import \"env\" \"proxy_continue_stream\" (func (param i32) (result i32)))",
+            ),
+            (
+                "proxy_abi_version_0_2_1",
+                "(import \"env\" \"proxy_continue_request\" (func (result i32)))",
+            ),
+        ] {
+            let wat = format!(
+                "(module {import} (memory (export \"memory\") 1) (func (export \"{marker}\")) \
+                 (func (export \"malloc\") (param i32) (result i32) (i32.const 0)))"
+            );
+            let err = plugin(e, &wat, opts()).err().expect(marker);
+            assert!(err.contains("missing imports"), "{marker}: {err}");
+        }
+        // ... and the version that has the import links it.
+        for (marker, import) in [
+            (
+                "proxy_abi_version_0_2_1",
+                "(import \"env\" \"proxy_get_log_level\" (func (param i32) (result i32)))",
+            ),
+            (
+                "proxy_abi_version_0_2_0",
+                "(import \"env\" \"proxy_continue_stream\" (func (param i32) (result i32)))",
+            ),
+            (
+                "proxy_abi_version_0_1_0",
+                "(import \"env\" \"proxy_continue_request\" (func (result i32)))",
+            ),
+        ] {
+            let wat = format!(
+                "(module {import} (memory (export \"memory\") 1) (func (export \"{marker}\")) \
+                 (func (export \"malloc\") (param i32) (result i32) (i32.const 0)))"
+            );
+            plugin(e, &wat, opts()).expect(marker);
+        }
+        // 0.2.1 with the 0.1.0 header callback shape.
+        let v010_shape = filter_wat().replace("proxy_abi_version_0_2_1", "proxy_abi_version_0_1_0");
+        let err = plugin(e, &v010_shape, opts()).err().unwrap();
+        assert!(err.contains("proxy_on_request_headers"), "{err}");
+    }
+}
+
+/// An ABI 0.1.0 filter: 2-argument header callbacks, proxy_get_configuration,
+/// OK + empty value for a missing header.
+const V010: &str = r#"(module
+  (import "env" "proxy_get_configuration" (func $cfg (param i32 i32) (result i32)))
+  (import "env" "proxy_get_header_map_value" (func $get (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_add_header_map_value" (func $add (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_continue_request" (func $cont (result i32)))
+  (memory (export "memory") 1)
+  (global $heap (mut i32) (i32.const 4096))
+  (global $cfg_ptr (mut i32) (i32.const 0))
+  (global $cfg_len (mut i32) (i32.const 0))
+  (data (i32.const 100) "x-v010")
+  (data (i32.const 120) "x-missing")
+  (data (i32.const 140) "x-missing-status")
+  (export "proxy_abi_version_0_1_0" (func $marker))
+  (func $marker)
+  (func (export "proxy_on_memory_allocate") (param i32) (result i32) (local i32)
+    global.get $heap local.set 1
+    global.get $heap local.get 0 i32.add global.set $heap
+    local.get 1)
+  (func (export "proxy_on_configure") (param i32 i32) (result i32)
+    (drop (call $cfg (i32.const 0) (i32.const 4)))
+    (global.set $cfg_ptr (i32.load (i32.const 0)))
+    (global.set $cfg_len (i32.load (i32.const 4)))
+    (i32.const 1))
+  (func (export "proxy_on_request_headers") (param $ctx i32) (param $n i32) (result i32)
+    (i32.store8 (i32.const 200) (i32.add (i32.const 48)
+      (call $get (i32.const 0) (i32.const 120) (i32.const 9) (i32.const 8) (i32.const 12))))
+    (drop (call $add (i32.const 0) (i32.const 140) (i32.const 16) (i32.const 200) (i32.const 1)))
+    (drop (call $add (i32.const 0) (i32.const 100) (i32.const 6) (global.get $cfg_ptr) (global.get $cfg_len)))
+    (i32.const 0))
+  (func (export "proxy_on_response_headers") (param $ctx i32) (param $n i32) (result i32)
+    (drop (call $add (i32.const 2) (i32.const 100) (i32.const 6) (global.get $cfg_ptr) (global.get $cfg_len)))
+    (i32.const 0))
+)"#;
+
+#[tokio::test]
+async fn abi_0_1_0_shapes() {
+    for e in EngineKind::ALL {
+        let p = plugin(e, V010, opts()).unwrap();
+        let mw = p.middleware("old", b"cfg-010".to_vec()).unwrap();
+        let up = upstream(Duration::ZERO);
+        let r = run(&mw, &up, &[], None).await.unwrap();
+        assert_eq!(header(&r, "echo-x-v010").as_deref(), Some("cfg-010"), "{e}");
+        assert_eq!(
+            header(&r, "echo-x-missing-status").as_deref(),
+            Some("0"),
+            "{e}"
+        );
+        assert_eq!(header(&r, "x-v010").as_deref(), Some("cfg-010"), "{e}");
+    }
+}
+
+#[tokio::test]
+async fn a_trap_in_the_call_response_fails_one_request_only() {
+    for e in EngineKind::ALL {
+        let s = setup(e, "hauth", opts());
+        let up = upstream(Duration::ZERO);
+        let err = run(&s.mw, &up, &[("x-trap-call", "1")], None)
+            .await
+            .unwrap_err();
+        assert_eq!(err.status, StatusCode::INTERNAL_SERVER_ERROR, "{e}");
+        assert!(
+            err.message.contains("proxy_on_http_call_response"),
+            "{}",
+            err.message
+        );
+        let r = run(&s.mw, &up, &[], None).await.unwrap();
+        assert_eq!(
+            header(&r, "echo-x-call-status").as_deref(),
+            Some("200"),
+            "{e}"
+        );
+        assert_eq!(up.calls.load(Ordering::SeqCst), 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_paused_requests_share_a_small_pool() {
+    for e in EngineKind::ALL {
+        let s = setup(e, "hauth", opts());
+        let up = upstream(Duration::from_millis(20));
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let (mw, up) = (s.mw.clone(), up.clone());
+            tasks.push(tokio::spawn(async move {
+                let r = run(&mw, &up, &[], None).await.unwrap();
+                (r.status, header(&r, "echo-x-call-status"))
+            }));
+        }
+        for t in tasks {
+            let (status, call) = t.await.unwrap();
+            assert_eq!(status, StatusCode::OK, "{e}");
+            assert_eq!(call.as_deref(), Some("200"), "{e}");
+        }
+        assert_eq!(up.calls.load(Ordering::SeqCst), 8);
+    }
+}
+
+/// Start-up: `_initialize` then `main` (reactor) must both run before the root context;
+/// a command module whose `_start` ends in `proc_exit(0)` starts fine.
+#[tokio::test]
+async fn start_up_functions_run_before_the_root_context() {
+    let reactor = r#"(module
+  (memory (export "memory") 1)
+  (global $init (mut i32) (i32.const 0))
+  (global $main (mut i32) (i32.const 0))
+  (export "proxy_abi_version_0_2_0" (func $marker))
+  (func $marker)
+  (func (export "malloc") (param i32) (result i32) (i32.const 1024))
+  (func (export "_initialize") (global.set $init (i32.const 1)))
+  (func (export "main") (param i32 i32) (result i32) (global.set $main (global.get $init)) (i32.const 0))
+  (func (export "proxy_on_configure") (param i32 i32) (result i32) (global.get $main)))"#;
+    let command = r#"(module
+  (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+  (memory (export "memory") 1)
+  (global $started (mut i32) (i32.const 0))
+  (export "proxy_abi_version_0_2_1" (func $marker))
+  (func $marker)
+  (func (export "proxy_on_memory_allocate") (param i32) (result i32) (i32.const 1024))
+  (func (export "_start") (global.set $started (i32.const 1)) (call $exit (i32.const 0)))
+  (func (export "proxy_on_vm_start") (param i32 i32) (result i32) (global.get $started)))"#;
+    for e in EngineKind::ALL {
+        for wat in [reactor, command] {
+            let p = plugin(e, wat, opts()).unwrap();
+            let mw = p.middleware("m", Vec::new()).unwrap();
+            let up = upstream(Duration::ZERO);
+            let r = run(&mw, &up, &[], None).await.unwrap();
+            assert_eq!(r.status, StatusCode::OK, "{e}");
+        }
+        // No allocator at all is a load error.
+        let none = reactor.replace("(export \"malloc\")", "");
+        let err = plugin(e, &none, opts()).err().unwrap();
+        assert!(err.contains("allocator"), "{err}");
+    }
+}
+
+/// A request dropped while its stream is paused (client gone) never ends its context: the
+/// instance is discarded, not reused.
+#[tokio::test]
+async fn an_abandoned_paused_stream_discards_its_instance() {
+    use wasmgate_abi::proxy_wasm::ProxyWasmPlugin;
+    for e in EngineKind::ALL {
+        let wasm = wat::parse_str(filter_wat()).unwrap();
+        let info = wasmgate_engines::ModuleInfo::parse(&wasm).unwrap();
+        let engines = Engines::new(None);
+        let engine = engines.get(e).unwrap();
+        let p = ProxyWasmPlugin::load("pw", &wasm, &info, engine.as_ref(), opts()).unwrap();
+        let mw = Arc::new(p.middleware("m", b"hslow".to_vec(), services()).unwrap());
+        let as_dyn: Arc<dyn Middleware> = mw.clone();
+        let up = upstream(Duration::ZERO);
+        let dropped =
+            tokio::time::timeout(Duration::from_millis(120), run(&as_dyn, &up, &[], None)).await;
+        assert!(dropped.is_err(), "{e}: the request was still paused");
+        assert_eq!(mw.pool().discarded(), 1, "{e}");
+        assert_eq!(mw.pool().in_use(), 0, "{e}");
+    }
+}
+
+#[tokio::test]
+async fn request_trailers_reach_the_filter_and_the_upstream() {
+    for e in EngineKind::ALL {
+        let s = setup(e, "z", opts());
+        let up = upstream(Duration::ZERO);
+        let mut req = Request::new(
+            Method::POST,
+            "/t".parse().unwrap(),
+            "127.0.0.1:4000".parse().unwrap(),
+        );
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("x-checksum", "abc".parse().unwrap());
+        trailers.insert("x-other", "1".parse().unwrap());
+        req.body = Body::from_stream(WithTrailers(
+            vec![
+                http_body::Frame::data(Bytes::from_static(b"payload")),
+                http_body::Frame::trailers(trailers),
+            ]
+            .into(),
+        ));
+        let chain: Vec<Arc<dyn Middleware>> = vec![s.mw.clone()];
+        let r = Next::new(&chain, &*up).run(req).await.unwrap();
+        assert_eq!(r.status, StatusCode::OK, "{e}");
+        assert_eq!(&*up.seen_body.lock().unwrap(), b"payload");
+        let seen = up
+            .seen_trailers
+            .lock()
+            .unwrap()
+            .clone()
+            .expect("trailers forwarded");
+        assert_eq!(seen.get_str("x-checksum"), Some("abc"), "{e}");
+        assert_eq!(seen.get_str("x-added"), Some("yes"), "{e}");
+        // on_request_trailers got the number of trailers.
+        let vm = s.plugin.proxy_wasm().unwrap().vm();
+        assert_eq!(vm.metric("body_size").unwrap().samples, vec![2], "{e}");
+    }
+}
+
+/// A trap in a root callback outside any request (a tick) throws that instance away; requests
+/// keep being served by fresh instances.
+#[tokio::test]
+async fn a_trap_in_a_tick_discards_the_instance_only() {
+    use wasmgate_abi::proxy_wasm::ProxyWasmPlugin;
+    for e in EngineKind::ALL {
+        let wasm = wat::parse_str(filter_wat()).unwrap();
+        let info = wasmgate_engines::ModuleInfo::parse(&wasm).unwrap();
+        let engines = Engines::new(None);
+        let engine = engines.get(e).unwrap();
+        let p = ProxyWasmPlugin::load("pw", &wasm, &info, engine.as_ref(), opts()).unwrap();
+        let mw = Arc::new(p.middleware("m", b"X".to_vec(), services()).unwrap());
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert!(mw.pool().discarded() >= 1, "{e}: {}", mw.pool().discarded());
+        let as_dyn: Arc<dyn Middleware> = mw.clone();
+        let up = upstream(Duration::ZERO);
+        for _ in 0..3 {
+            let r = run(&as_dyn, &up, &[], None).await.unwrap();
+            assert_eq!(r.status, StatusCode::OK, "{e}");
+        }
+    }
+}
