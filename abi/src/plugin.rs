@@ -248,3 +248,36 @@ impl Plugin {
         })
     }
 }
+
+/// Takes an instance from `pool`, waiting up to `wait` for one to be free.
+///
+/// The semaphore holds as many permits as the pool has instances, so under load requests queue
+/// here instead of multiplying instances; past `wait` the request gets a 503.
+pub(crate) async fn acquire_instance(
+    pool: &wasmgate_engines::InstancePool,
+    permits: &Arc<tokio::sync::Semaphore>,
+    wait: Duration,
+    middleware: &str,
+) -> Result<
+    (
+        tokio::sync::OwnedSemaphorePermit,
+        wasmgate_engines::PooledInstance,
+    ),
+    crate::error::ProxyError,
+> {
+    use crate::error::{ErrorSource, ProxyError};
+    let permit = tokio::time::timeout(wait, permits.clone().acquire_owned())
+        .await
+        .map_err(|_| {
+            ProxyError::new(
+                ErrorSource::Plugin,
+                http::StatusCode::SERVICE_UNAVAILABLE,
+                format!("middleware {middleware}: no plugin instance free within {wait:?}"),
+            )
+        })?
+        .map_err(|_| ProxyError::internal("instance semaphore closed"))?;
+    let inst = pool
+        .acquire()
+        .map_err(|e| ProxyError::plugin(format!("middleware {middleware}: {e}")))?;
+    Ok((permit, inst))
+}

@@ -74,7 +74,8 @@ fn esc(b: &[u8]) -> String {
 /// `k`/`K` local response in request/response body; `b`/`B` wrap the request/response body in
 /// `<...>` after buffering it (Pause); `s` shared-data CAS; `q` queue; `T` tick; `m` metrics;
 /// `x<n>` trap in callback n when the request has `x-trap`; `r` rejects the configuration;
-/// `p` pauses the request headers with nothing pending.
+/// `p` pauses the request headers with nothing pending; `R<service>` pauses the response
+/// headers on an http_call to `<service>` and resumes them from the call's response.
 fn filter_wat() -> String {
     let call_headers = serialize([
         (&b":method"[..], &b"GET"[..]),
@@ -217,7 +218,15 @@ fn filter_wat() -> String {
       (return (i32.const 1))))
     (i32.const 0))
   (func (export "proxy_on_response_headers") (param $ctx i32) (param $n i32) (param $eos i32) (result i32)
+    (local $r i32)
     (call $maybe_trap (i32.const 3))
+    (if (call $is (i32.const 82)) (then
+      (local.set $r (call $http_call
+        (i32.add (global.get $cfg_ptr) (i32.const 1)) (i32.sub (global.get $cfg_len) (i32.const 1))
+        (i32.const 200) (i32.const {call_len}) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0)
+        (i32.const 300) (i32.const 808)))
+      (if (local.get $r) (then (call $reply (i32.const 502) (i32.const 720) (i32.const 11))))
+      (return (i32.const 1))))
     (if (call $is (i32.const 76)) (then
       (call $reply (i32.const 418) (i32.const 460) (i32.const 6))
       (return (i32.const 1))))
@@ -255,6 +264,11 @@ fn filter_wat() -> String {
       (call $reply (i32.const 504) (i32.const 700) (i32.const 7))
       (return)))
     (drop (call $get_value (i32.const 6) (i32.const 400) (i32.const 7) (i32.const 800) (i32.const 804)))
+    ;; `R` paused the response headers: the call's status goes on the response, which resumes.
+    (if (call $is (i32.const 82)) (then
+      (drop (call $add_value (i32.const 2) (i32.const 420) (i32.const 13) (i32.load (i32.const 800)) (i32.load (i32.const 804))))
+      (drop (call $continue (i32.const 1)))
+      (return)))
     (drop (call $add_value (i32.const 0) (i32.const 420) (i32.const 13) (i32.load (i32.const 800)) (i32.load (i32.const 804))))
     (drop (call $continue (i32.const 0))))
 )"#,
@@ -371,6 +385,19 @@ async fn http_call_pauses_and_resumes_the_request() {
             Some("200"),
             "{e}"
         );
+        assert_eq!(up.calls.load(Ordering::SeqCst), 1);
+    }
+}
+
+#[tokio::test]
+async fn http_call_pauses_and_resumes_the_response() {
+    for e in EngineKind::ALL {
+        let s = setup(e, "Rauth", opts());
+        let up = upstream(Duration::ZERO);
+        let r = run(&s.mw, &up, &[], None).await.unwrap();
+        assert_eq!(r.status, StatusCode::OK, "{e}");
+        // The response waited in on_response_headers for the call; its :status went on the response.
+        assert_eq!(header(&r, "x-call-status").as_deref(), Some("200"), "{e}");
         assert_eq!(up.calls.load(Ordering::SeqCst), 1);
     }
 }

@@ -260,23 +260,13 @@ fn guest_response(ex: Exchange) -> Response {
 #[async_trait]
 impl Middleware for HttpWasmMiddleware {
     async fn handle(&self, req: Request, next: Next<'_>) -> Result<Response, ProxyError> {
-        // Bounded wait for an instance: under load requests queue instead of multiplying instances.
-        let _permit = tokio::time::timeout(self.pool_wait, self.permits.clone().acquire_owned())
-            .await
-            .map_err(|_| {
-                ProxyError::new(
-                    ErrorSource::Plugin,
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!(
-                        "middleware {}: no plugin instance free within {:?}",
-                        self.shared.middleware, self.pool_wait
-                    ),
-                )
-            })?
-            .map_err(|_| ProxyError::internal("instance semaphore closed"))?;
-        let mut inst = self.pool.acquire().map_err(|e| {
-            ProxyError::plugin(format!("middleware {}: {e}", self.shared.middleware))
-        })?;
+        let (_permit, mut inst) = crate::plugin::acquire_instance(
+            &self.pool,
+            &self.permits,
+            self.pool_wait,
+            &self.shared.middleware,
+        )
+        .await?;
         let handlers = st(&mut inst)
             .handlers
             .clone()

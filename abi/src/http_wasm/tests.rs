@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http::{Method, Version};
 use proptest::prelude::*;
 use wasmgate_engines::{
-    new_engine, CompiledModule, EngineKind, EngineOptions, Instance, Limits, Trap, Val, ValType,
+    new_engine, CompiledModule, EngineKind, EngineOptions, Instance, Limits, Trap, Val,
 };
 
 use super::abi::{count_len, eof_len, feature, MODULE};
@@ -24,15 +24,6 @@ use crate::model::Request;
 const BUF: u32 = 4096;
 const FILL: u8 = 0xAA;
 
-fn wat_type(t: &ValType) -> &'static str {
-    match t {
-        ValType::I32 => "i32",
-        ValType::I64 => "i64",
-        ValType::F32 => "f32",
-        ValType::F64 => "f64",
-    }
-}
-
 /// A module that re-exports every `http_handler` function as `call_<name>`.
 fn forwarder_wat() -> String {
     let mut imports = String::new();
@@ -42,8 +33,8 @@ fn forwarder_wat() -> String {
         .iter()
         .filter(|f| f.module == MODULE)
     {
-        let params: Vec<_> = f.ty.params.iter().map(wat_type).collect();
-        let results: Vec<_> = f.ty.results.iter().map(wat_type).collect();
+        let params: Vec<_> = f.ty.params.iter().map(|t| t.to_string()).collect();
+        let results: Vec<_> = f.ty.results.iter().map(|t| t.to_string()).collect();
         let sig = format!(
             "(param {}) (result {})",
             params.join(" "),

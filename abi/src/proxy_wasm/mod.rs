@@ -979,23 +979,13 @@ impl Middleware for ProxyWasmMiddleware {
     async fn handle(&self, mut req: Request, next: Next<'_>) -> Result<Response, ProxyError> {
         self.start_dispatcher();
         let mw = &*self.inner;
-        let _permit = tokio::time::timeout(mw.pool_wait, mw.permits.clone().acquire_owned())
-            .await
-            .map_err(|_| {
-                ProxyError::new(
-                    ErrorSource::Plugin,
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!(
-                        "middleware {}: no plugin instance free within {:?}",
-                        mw.shared.middleware, mw.pool_wait
-                    ),
-                )
-            })?
-            .map_err(|_| ProxyError::internal("instance semaphore closed"))?;
-        let inst = mw
-            .pool
-            .acquire()
-            .map_err(|e| ProxyError::plugin(format!("middleware {}: {e}", mw.shared.middleware)))?;
+        let (_permit, inst) = crate::plugin::acquire_instance(
+            &mw.pool,
+            &mw.permits,
+            mw.pool_wait,
+            &mw.shared.middleware,
+        )
+        .await?;
         let mut run = Run { mw, inst };
         let result = run_stream(&mut run, &mut req, next).await;
         let t = tick_of(&mut run.inst);

@@ -27,15 +27,6 @@ use crate::model::{Request, Response};
 
 const HEAP: i32 = 32768;
 
-fn wat_type(t: &ValType) -> &'static str {
-    match t {
-        ValType::I32 => "i32",
-        ValType::I64 => "i64",
-        ValType::F32 => "f32",
-        ValType::F64 => "f64",
-    }
-}
-
 fn forwarder_wat(version: AbiVersion) -> String {
     let mut imports = String::new();
     let mut exports = String::new();
@@ -44,7 +35,7 @@ fn forwarder_wat(version: AbiVersion) -> String {
         .iter()
         .filter(|f| f.module == MODULE)
     {
-        let params: Vec<_> = f.ty.params.iter().map(wat_type).collect();
+        let params: Vec<_> = f.ty.params.iter().map(|t| t.to_string()).collect();
         let sig = format!("(param {}) (result i32)", params.join(" "));
         imports += &format!("(import \"env\" \"{n}\" (func ${n} {sig}))\n", n = f.name);
         let gets: String = (0..params.len())
