@@ -6,7 +6,7 @@ use std::task::{Context, Poll};
 use bytes::{Bytes, BytesMut};
 use http_body::{Frame, SizeHint};
 use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::BodyExt;
 
 use crate::headers::Headers;
 
@@ -15,7 +15,14 @@ pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A request or response body: a stream of data frames, optionally ending in trailers.
 pub struct Body {
-    inner: BoxBody<Bytes, BodyError>,
+    inner: Inner,
+}
+
+/// Empty and in-memory bodies need no allocation; only real streams are boxed.
+enum Inner {
+    Empty,
+    Full(Option<Bytes>),
+    Stream(BoxBody<Bytes, BodyError>),
 }
 
 /// A body read to its end: all data and the trailers, if any.
@@ -45,16 +52,19 @@ impl Body {
     /// A body with no data.
     pub fn empty() -> Self {
         Body {
-            inner: Empty::new().map_err(|never| match never {}).boxed(),
+            inner: Inner::Empty,
         }
     }
 
     /// A body of one chunk.
     pub fn full(data: impl Into<Bytes>) -> Self {
+        let data = data.into();
         Body {
-            inner: Full::new(data.into())
-                .map_err(|never| match never {})
-                .boxed(),
+            inner: if data.is_empty() {
+                Inner::Empty
+            } else {
+                Inner::Full(Some(data))
+            },
         }
     }
 
@@ -65,20 +75,20 @@ impl Body {
         B::Error: Into<BodyError>,
     {
         Body {
-            inner: body.map_err(Into::into).boxed(),
+            inner: Inner::Stream(body.map_err(Into::into).boxed()),
         }
     }
 
     /// Whether the stream is known to be over (an empty body, say).
     pub fn is_end_stream(&self) -> bool {
-        http_body::Body::is_end_stream(&self.inner)
+        http_body::Body::is_end_stream(self)
     }
 
     /// Reads the whole body, failing once more than `limit` bytes of data arrive.
     pub async fn buffer(mut self, limit: usize) -> Result<BufferedBody, BufferError> {
         let mut data = BytesMut::new();
         let mut trailers = None;
-        while let Some(frame) = self.inner.frame().await {
+        while let Some(frame) = self.frame().await {
             let frame = frame.map_err(BufferError::Stream)?;
             match frame.into_data() {
                 Ok(chunk) => {
@@ -124,7 +134,7 @@ impl Default for Body {
 impl std::fmt::Debug for Body {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Body")
-            .field("size_hint", &http_body::Body::size_hint(&self.inner))
+            .field("size_hint", &http_body::Body::size_hint(self))
             .finish()
     }
 }
@@ -137,15 +147,27 @@ impl http_body::Body for Body {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+        match &mut self.inner {
+            Inner::Empty => Poll::Ready(None),
+            Inner::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            Inner::Stream(s) => Pin::new(s).poll_frame(cx),
+        }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.inner {
+            Inner::Empty => true,
+            Inner::Full(data) => data.is_none(),
+            Inner::Stream(s) => s.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            Inner::Empty => SizeHint::with_exact(0),
+            Inner::Full(data) => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+            Inner::Stream(s) => s.size_hint(),
+        }
     }
 }
 
@@ -188,6 +210,22 @@ mod tests {
         let got = body.buffer(1024).await.unwrap();
         assert_eq!(got.data, Bytes::from_static(b"hello"));
         assert_eq!(got.trailers, Some(trailers));
+    }
+
+    #[tokio::test]
+    async fn in_memory_bodies_report_exact_sizes_and_end() {
+        use http_body::Body as _;
+        let empty = Body::empty();
+        assert!(empty.is_end_stream());
+        assert_eq!(empty.size_hint().exact(), Some(0));
+        let mut full = Body::full("abc");
+        assert!(!full.is_end_stream());
+        assert_eq!(full.size_hint().exact(), Some(3));
+        let frame = full.frame().await.unwrap().unwrap();
+        assert_eq!(frame.into_data().unwrap(), Bytes::from_static(b"abc"));
+        assert!(full.is_end_stream());
+        assert!(full.frame().await.is_none());
+        assert!(Body::full("").is_end_stream());
     }
 
     #[tokio::test]

@@ -266,16 +266,20 @@ pub(crate) async fn acquire_instance(
     crate::error::ProxyError,
 > {
     use crate::error::{ErrorSource, ProxyError};
-    let permit = tokio::time::timeout(wait, permits.clone().acquire_owned())
-        .await
-        .map_err(|_| {
-            ProxyError::new(
-                ErrorSource::Plugin,
-                http::StatusCode::SERVICE_UNAVAILABLE,
-                format!("middleware {middleware}: no plugin instance free within {wait:?}"),
-            )
-        })?
-        .map_err(|_| ProxyError::internal("instance semaphore closed"))?;
+    // Fast path: a free instance needs no timer.
+    let permit = match permits.clone().try_acquire_owned() {
+        Ok(p) => p,
+        Err(_) => tokio::time::timeout(wait, permits.clone().acquire_owned())
+            .await
+            .map_err(|_| {
+                ProxyError::new(
+                    ErrorSource::Plugin,
+                    http::StatusCode::SERVICE_UNAVAILABLE,
+                    format!("middleware {middleware}: no plugin instance free within {wait:?}"),
+                )
+            })?
+            .map_err(|_| ProxyError::internal("instance semaphore closed"))?,
+    };
     let inst = pool
         .acquire()
         .map_err(|e| ProxyError::plugin(format!("middleware {middleware}: {e}")))?;

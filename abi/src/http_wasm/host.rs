@@ -30,7 +30,7 @@ fn state(c: &mut dyn Caller) -> Result<&mut HttpWasmState, HostError> {
 fn exchange<'a>(c: &'a mut dyn Caller, func: &str) -> Result<&'a mut Exchange, HostError> {
     state(c)?
         .exchange
-        .as_mut()
+        .as_deref_mut()
         .ok_or_else(|| trap(format!("{func}: only usable while a request is in flight")))
 }
 

@@ -225,11 +225,11 @@ fn buffer_error(e: BufferError, status: StatusCode) -> ProxyError {
 /// Calls a handler with the exchange moved into the instance, and takes it back out.
 fn call_with(
     inst: &mut PooledInstance,
-    ex: Exchange,
+    ex: Box<Exchange>,
     f: &ExportFunc,
     args: &[Val],
     results: &mut [Val],
-) -> (Exchange, Result<(), Trap>) {
+) -> (Box<Exchange>, Result<(), Trap>) {
     st(inst).exchange = Some(ex);
     let result = inst.call(f, args, results);
     let ex = st(inst)
@@ -240,7 +240,7 @@ fn call_with(
 }
 
 /// The response a guest built itself (next = 0).
-fn guest_response(ex: Exchange) -> Response {
+fn guest_response(ex: Box<Exchange>) -> Response {
     let mut resp = Response::new(state::status_code(ex.response.status));
     resp.headers = ex.response.headers;
     // The server frames the body the guest wrote; a guest-set length could disagree with it.
@@ -317,7 +317,12 @@ impl Middleware for HttpWasmMiddleware {
         match result {
             Ok(mut resp) => {
                 // Headers the guest set before next are merged into next's response.
-                for name in guest_set.names() {
+                let names = if guest_set.is_empty() {
+                    Vec::new()
+                } else {
+                    guest_set.names()
+                };
+                for name in names {
                     resp.headers.remove(&name);
                     for v in guest_set.get_all(&name) {
                         resp.headers

@@ -36,8 +36,9 @@ pub struct HttpWasmState {
     pub shared: Arc<MiddlewareShared>,
     /// Features enabled during start-up: in force for every request of this instance.
     pub module_features: u32,
-    /// The request in flight, if any.
-    pub exchange: Option<Exchange>,
+    /// The request in flight, if any (boxed: it moves in and out of the instance around every
+    /// guest call, and moving a pointer is cheaper than moving the exchange).
+    pub exchange: Option<Box<Exchange>>,
     /// The guest's handler exports, looked up once at start-up.
     pub handlers: Option<super::Handlers>,
 }
@@ -180,7 +181,7 @@ pub struct Exchange {
 
 impl Exchange {
     /// Starts an exchange for `request`, taking its body.
-    pub fn new(mut request: Request, module_features: u32) -> Exchange {
+    pub fn new(mut request: Request, module_features: u32) -> Box<Exchange> {
         let stream = std::mem::take(&mut request.body);
         let eof = stream.is_end_stream();
         // HTTP/2 requests carry the host as :authority; guests look for a Host header.
@@ -189,7 +190,7 @@ impl Exchange {
                 request.headers.append("host", a.as_str().to_string());
             }
         }
-        Exchange {
+        Box::new(Exchange {
             phase: Phase::Request,
             features: module_features,
             request,
@@ -208,7 +209,7 @@ impl Exchange {
                 written: None,
                 available: false,
             },
-        }
+        })
     }
 
     /// Whether `bit` is enabled for this request.
