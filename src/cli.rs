@@ -29,6 +29,34 @@ pub enum Command {
     Run,
     /// Parse the configuration, resolve every reference, load every plugin; exit 0 or 1.
     Validate,
+    /// Run the ABI conformance suite against this build on every engine; needs no `-c`.
+    Conformance(ConformanceArgs),
+}
+
+/// Options of `wasmgate conformance`.
+#[derive(Debug, clap::Args)]
+pub struct ConformanceArgs {
+    /// Only this engine (repeatable): wasmtime or wasmer.
+    #[arg(long, value_parser = ["wasmtime", "wasmer"])]
+    pub engine: Vec<String>,
+    /// Only this ABI: http-wasm or proxy-wasm.
+    #[arg(long, value_parser = ["http-wasm", "proxy-wasm"])]
+    pub abi: Option<String>,
+    /// Only cases whose name contains PATTERN (or matches it, with `*` and `?`).
+    #[arg(long = "case", value_name = "PATTERN")]
+    pub case: Option<String>,
+    /// Output: a matrix for people or JSON for machines.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+    pub format: ReportFormat,
+}
+
+/// Output format of `wasmgate conformance`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    /// The matrix, failures in detail, the summary line.
+    Text,
+    /// One JSON document.
+    Json,
 }
 
 /// Log output format.

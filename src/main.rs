@@ -11,12 +11,16 @@ use wasmgate::gateway::Gateway;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     cli::init_logging(cli.log_format, &cli.log_level);
+    if let Some(Command::Conformance(args)) = &cli.command {
+        return conformance(args);
+    }
     let Some(config) = cli.config.as_deref() else {
         eprintln!("error: no configuration file; pass -c FILE");
         return ExitCode::from(2);
     };
     match cli.command.unwrap_or(Command::Run) {
         Command::Validate => validate(config),
+        Command::Conformance(ref args) => conformance(args),
         Command::Run => match run(config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -39,6 +43,26 @@ fn validate(config: &Path) -> ExitCode {
             }
             eprintln!("{} error(s) in the configuration", errors.0.len());
             ExitCode::FAILURE
+        }
+    }
+}
+
+fn conformance(args: &cli::ConformanceArgs) -> ExitCode {
+    match wasmgate::conformance::run_cli(args) {
+        Ok(report) => {
+            match args.format {
+                cli::ReportFormat::Text => print!("{}", report.to_text()),
+                cli::ReportFormat::Json => println!("{}", report.to_json()),
+            }
+            if report.failed() == 0 && !report.results.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
         }
     }
 }

@@ -1,1 +1,16 @@
-//! The ABI conformance suite. Its cases arrive with the ABI hosts.
+//! The wasmgate ABI conformance suite: guest modules (WAT), cases (YAML data), an upstream,
+//! the install file that wires them into a proxy, a client and the comparison of results.
+//!
+//! This crate does not depend on the proxy: the caller starts wasmgate on the install file
+//! [`runner::Prepared::config_path`] names and hands the bound address to
+//! [`runner::Prepared::run`].
+
+pub mod case;
+pub mod client;
+pub mod report;
+pub mod runner;
+pub mod upstream;
+
+pub use case::{Abi, Case};
+pub use report::{CaseResult, Report};
+pub use runner::{Prepared, ENGINES};

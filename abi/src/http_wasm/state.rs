@@ -71,6 +71,8 @@ pub struct RequestBody {
     pub replay_pos: usize,
     /// Body written by the guest in `handle_request`.
     pub written: Option<BytesMut>,
+    /// How many bytes the guest has read from the stream.
+    pub taken: u64,
 }
 
 impl RequestBody {
@@ -124,6 +126,7 @@ impl RequestBody {
     pub fn take_pending(&mut self, max: usize) -> Bytes {
         let n = max.min(self.pending.len());
         let chunk = self.pending.split_to(n);
+        self.taken += chunk.len() as u64;
         self.consumed.extend_from_slice(&chunk);
         chunk
     }
@@ -262,11 +265,18 @@ impl Exchange {
                 None => whole,
             };
             let trailers = self.request_trailers.clone().or(self.body.trailers.clone());
+            fix_content_length(&mut req.headers, Some(data.len() as u64));
             req.body = Body::from(BufferedBody { data, trailers });
         } else if let Some(w) = &self.body.written {
+            fix_content_length(&mut req.headers, Some(w.len() as u64));
             req.body = Body::full(w.clone().freeze());
         } else {
             // What the guest read is gone; next gets the rest of the stream.
+            if self.body.taken > 0 {
+                let rest =
+                    content_length(&req.headers).and_then(|n| n.checked_sub(self.body.taken));
+                fix_content_length(&mut req.headers, rest);
+            }
             let pending = std::mem::take(&mut self.body.pending);
             req.body = match self.body.stream.take() {
                 Some(rest) if pending.is_empty() => rest,
@@ -278,6 +288,25 @@ impl Exchange {
             };
         }
         Ok(req)
+    }
+}
+
+fn content_length(headers: &Headers) -> Option<u64> {
+    let v = headers.get_all("content-length").next()?;
+    std::str::from_utf8(v).ok()?.trim().parse().ok()
+}
+
+/// Keeps a `content-length` the request already had true to the body next gets: `len`,
+/// or no `content-length` at all when the length is not known.
+fn fix_content_length(headers: &mut Headers, len: Option<u64>) {
+    if !headers.contains("content-length") {
+        return;
+    }
+    match len {
+        Some(n) => headers.set("content-length", n.to_string()),
+        None => {
+            headers.remove("content-length");
+        }
     }
 }
 

@@ -1,0 +1,130 @@
+//! The upstream the suite's proxy forwards to: it echoes the request, or gives the fixed
+//! answer a case asked for, and counts the requests of each case.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+use crate::case::UpstreamSpec;
+
+/// The request header that tells the upstream which case a request belongs to.
+pub const CASE_KEY_HEADER: &str = "x-conformance-key";
+
+#[derive(Default)]
+struct Shared {
+    answers: HashMap<String, UpstreamSpec>,
+    calls: HashMap<String, u32>,
+}
+
+/// A running upstream on 127.0.0.1; it stops when dropped.
+pub struct Upstream {
+    /// Its address.
+    pub addr: SocketAddr,
+    shared: Arc<Mutex<Shared>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Upstream {
+    /// Binds a free port and serves HTTP/1.1.
+    pub async fn start() -> std::io::Result<Upstream> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let s = shared.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let s = s.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| answer(s.clone(), req));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Ok(Upstream { addr, shared, task })
+    }
+
+    /// Sets what requests carrying `key` get (an echo when `None`).
+    pub fn set_answer(&self, key: &str, answer: Option<UpstreamSpec>) {
+        let mut s = self.shared.lock().unwrap();
+        match answer {
+            Some(a) => s.answers.insert(key.to_string(), a),
+            None => s.answers.remove(key),
+        };
+    }
+
+    /// How many requests carrying `key` arrived.
+    pub fn calls(&self, key: &str) -> u32 {
+        self.shared
+            .lock()
+            .unwrap()
+            .calls
+            .get(key)
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+/// Echo format: `METHOD URI VERSION\n`, one `name: value\n` per header line, `\n`, the body.
+async fn answer(
+    shared: Arc<Mutex<Shared>>,
+    req: hyper::Request<hyper::body::Incoming>,
+) -> Result<hyper::Response<Full<Bytes>>, Infallible> {
+    let key = req
+        .headers()
+        .get(CASE_KEY_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let fixed = {
+        let mut s = shared.lock().unwrap();
+        *s.calls.entry(key.clone()).or_default() += 1;
+        s.answers.get(&key).cloned()
+    };
+    let mut head = format!("{} {} {:?}\n", req.method(), req.uri(), req.version());
+    for (n, v) in req.headers() {
+        head += &format!("{}: {}\n", n, String::from_utf8_lossy(v.as_bytes()));
+    }
+    head.push('\n');
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let mut resp = hyper::Response::builder();
+    let out = match fixed {
+        Some(spec) => {
+            resp = resp.status(spec.status.unwrap_or(200));
+            for (n, v) in &spec.headers {
+                resp = resp.header(n, v);
+            }
+            Bytes::from(spec.body)
+        }
+        None => {
+            resp = resp.header("x-upstream", "echo");
+            let mut v = head.into_bytes();
+            v.extend_from_slice(&body);
+            Bytes::from(v)
+        }
+    };
+    Ok(resp
+        .body(Full::new(out))
+        .unwrap_or_else(|e| hyper::Response::new(Full::new(Bytes::from(e.to_string())))))
+}

@@ -1,0 +1,129 @@
+//! The conformance suite, run in process on both engines, and checks of the runner itself.
+
+use std::process::Command;
+
+use wasmgate_conformance::case::{builtin_cases, load_dir};
+
+fn engines() -> Vec<String> {
+    vec!["wasmtime".to_string(), "wasmer".to_string()]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_whole_suite_passes_on_both_engines_alike() {
+    let cases = builtin_cases().unwrap();
+    let n = cases.len();
+    assert!(n >= 40, "only {n} cases");
+    let report = wasmgate::conformance::run(cases, &engines()).await.unwrap();
+    let text = report.to_text();
+    assert_eq!(report.results.len(), 2 * n);
+    assert_eq!(report.failed(), 0, "{text}");
+    assert!(
+        text.ends_with(&format!("{} passed, 0 failed\n", 2 * n)),
+        "{text}"
+    );
+    for (case, by_engine) in report.matrix() {
+        assert_eq!(by_engine.len(), 2, "{case}");
+        assert!(by_engine.values().all(|p| *p), "{case}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_expectation_is_reported_with_what_came_back() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("wrong.yaml"),
+        r#"
+- name: right
+  spec: "http-handler-abi#get_method"
+  guest: http_wasm
+  test: 1
+  expect: { status: 200, body: "GET" }
+- name: wrong_header_and_body
+  spec: "http-handler-abi#get_method"
+  guest: http_wasm
+  test: 1
+  expect: { status: 200, headers: { x-never: "there" }, body: "POST" }
+"#,
+    )
+    .unwrap();
+    let cases = load_dir(dir.path()).unwrap();
+    let report = wasmgate::conformance::run(cases, &engines()).await.unwrap();
+    assert_eq!(report.summary(), "2 passed, 2 failed");
+    let text = report.to_text();
+    for engine in ["wasmtime", "wasmer"] {
+        let r = report
+            .results
+            .iter()
+            .find(|r| r.case == "wrong_header_and_body" && r.engine == engine)
+            .unwrap();
+        assert!(!r.passed);
+        assert_eq!(
+            r.mismatches,
+            vec![
+                "header x-never: expected \"there\", got absent".to_string(),
+                "body: expected \"POST\", got \"GET\"".to_string(),
+            ]
+        );
+        assert!(
+            text.contains(&format!(
+                "FAILED wrong_header_and_body on {engine} (http-handler-abi#get_method)"
+            )),
+            "{text}"
+        );
+    }
+    assert!(text.contains("header x-never: expected \"there\", got absent"));
+    assert!(text.ends_with("2 passed, 2 failed\n"), "{text}");
+}
+
+#[test]
+fn the_command_filters_prints_the_summary_and_exits_by_result() {
+    let out = Command::new(env!("CARGO_BIN_EXE_wasmgate"))
+        .args([
+            "conformance",
+            "--engine",
+            "wasmtime",
+            "--case",
+            "get_method_*",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    let n = builtin_cases()
+        .unwrap()
+        .iter()
+        .filter(|c| c.name.starts_with("get_method_"))
+        .count();
+    assert!(n >= 3);
+    assert!(
+        stdout.ends_with(&format!("{n} passed, 0 failed\n")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("http-wasm/get_method_get"), "{stdout}");
+    assert!(!stdout.contains("get_uri"), "{stdout}");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_wasmgate"))
+        .args([
+            "conformance",
+            "--engine",
+            "wasmer",
+            "--case",
+            "get_uri_root",
+            "--format",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["passed"], 1);
+    assert_eq!(v["failed"], 0);
+    assert_eq!(v["results"][0]["engine"], "wasmer");
+    assert_eq!(v["results"][0]["case"], "get_uri_root");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_wasmgate"))
+        .args(["conformance", "--case", "no_such_case"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}
