@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use wasmgate_conformance::case::{builtin_cases, load_dir};
+use wasmgate_conformance::case::{builtin_cases, load_dir, Abi};
 
 fn engines() -> Vec<String> {
     vec!["wasmtime".to_string(), "wasmer".to_string()]
@@ -12,7 +12,10 @@ fn engines() -> Vec<String> {
 async fn the_whole_suite_passes_on_both_engines_alike() {
     let cases = builtin_cases().unwrap();
     let n = cases.len();
-    assert!(n >= 40, "only {n} cases");
+    let http_wasm = cases.iter().filter(|c| c.abi() == Abi::HttpWasm).count();
+    let proxy_wasm = cases.iter().filter(|c| c.abi() == Abi::ProxyWasm).count();
+    assert!(http_wasm >= 40, "only {http_wasm} http-wasm cases");
+    assert!(proxy_wasm >= 12, "only {proxy_wasm} proxy-wasm cases");
     let report = wasmgate::conformance::run(cases, &engines()).await.unwrap();
     let text = report.to_text();
     assert_eq!(report.results.len(), 2 * n);

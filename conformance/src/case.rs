@@ -46,11 +46,18 @@ pub struct Guest {
 }
 
 /// The guests of the suite, compiled from WAT when the suite runs.
-pub const GUESTS: &[Guest] = &[Guest {
-    name: "http_wasm",
-    abi: Abi::HttpWasm,
-    wat: include_str!("../guests/http_wasm.wat"),
-}];
+pub const GUESTS: &[Guest] = &[
+    Guest {
+        name: "http_wasm",
+        abi: Abi::HttpWasm,
+        wat: include_str!("../guests/http_wasm.wat"),
+    },
+    Guest {
+        name: "proxy_wasm",
+        abi: Abi::ProxyWasm,
+        wat: include_str!("../guests/proxy_wasm.wat"),
+    },
+];
 
 /// The guest called `name`.
 pub fn guest(name: &str) -> Option<&'static Guest> {
@@ -58,8 +65,10 @@ pub fn guest(name: &str) -> Option<&'static Guest> {
 }
 
 /// The case files shipped with the suite: (file name, text).
-pub const CASE_FILES: &[(&str, &str)] =
-    &[("http_wasm.yaml", include_str!("../cases/http_wasm.yaml"))];
+pub const CASE_FILES: &[(&str, &str)] = &[
+    ("http_wasm.yaml", include_str!("../cases/http_wasm.yaml")),
+    ("proxy_wasm.yaml", include_str!("../cases/proxy_wasm.yaml")),
+];
 
 /// One case: a request through one guest and what must come back.
 #[derive(Debug, Clone, Serialize, Deserialize)]
