@@ -199,28 +199,16 @@ pub fn functions(sink: LogSink) -> HostFunctions {
             })
         }),
     );
-    def(
-        "fd_seek",
-        &[I32, I64, I32, I32],
-        Arc::new(|_, a| {
-            Ok(if (0..=2).contains(&i(a, 0)) {
-                errno::SPIPE
-            } else {
-                errno::BADF
-            })
-        }),
-    );
-    def(
-        "fd_tell",
-        &[I32, I32],
-        Arc::new(|_, a| {
-            Ok(if (0..=2).contains(&i(a, 0)) {
-                errno::SPIPE
-            } else {
-                errno::BADF
-            })
-        }),
-    );
+    // stdio cannot seek (SPIPE); every other descriptor does not exist (BADF).
+    let not_seekable: Arc<Body> = Arc::new(|_, a| {
+        Ok(if (0..=2).contains(&i(a, 0)) {
+            errno::SPIPE
+        } else {
+            errno::BADF
+        })
+    });
+    def("fd_seek", &[I32, I64, I32, I32], not_seekable.clone());
+    def("fd_tell", &[I32, I32], not_seekable);
     def(
         "fd_fdstat_get",
         &[I32, I32],
