@@ -1,4 +1,6 @@
-;; The proxy-wasm (ABI 0.2.1) conformance guest. `proxy_on_request_headers` reads the
+;; The proxy-wasm conformance guest, one template for ABI 0.1.0, 0.2.0 and 0.2.1: a line
+;; starting with `;;@V,..` is kept only for those versions (conformance/src/case.rs).
+;; The `proxy_on_request_headers` reads the
 ;; `x-test-id` request header and runs that test's behaviour; an absent or unknown id
 ;; continues. Observed values come back in a local response the guest sends itself.
 ;;
@@ -14,6 +16,7 @@
   (import "env" "proxy_send_local_response" (func $send_local_response (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_get_property" (func $get_property (param i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_get_buffer_bytes" (func $get_buffer_bytes (param i32 i32 i32 i32 i32) (result i32)))
+  ;;@0.1.0 (import "env" "proxy_get_configuration" (func $get_configuration (param i32 i32) (result i32)))
 
   (memory (export "memory") 2)
 
@@ -38,7 +41,7 @@
   (global $heap (mut i32) (i32.const 65536))
   (global $cfg_len (mut i32) (i32.const 0))
 
-  (func (export "proxy_abi_version_0_2_1"))
+  (func (export "proxy_abi_version_{{abi_version}}"))
 
   (func (export "proxy_on_memory_allocate") (param $size i32) (result i32)
     (local $p i32)
@@ -51,9 +54,10 @@
   (func (export "proxy_on_context_create") (param i32 i32))
   (func (export "proxy_on_vm_start") (param i32 i32) (result i32) (i32.const 1))
 
-  ;; Keeps the plugin configuration for test 8.
+  ;; Keeps the plugin configuration for test 8 (0.1.0 has no configuration buffers).
   (func (export "proxy_on_configure") (param $root i32) (param $size i32) (result i32)
-    (if (i32.eqz (call $get_buffer_bytes (i32.const 7) (i32.const 0) (local.get $size) (i32.const 512) (i32.const 516)))
+    ;;@0.1.0 (if (i32.eqz (call $get_configuration (i32.const 512) (i32.const 516)))
+    ;;@0.2.0,0.2.1 (if (i32.eqz (call $get_buffer_bytes (i32.const 7) (i32.const 0) (local.get $size) (i32.const 512) (i32.const 516)))
       (then
         (global.set $cfg_len (i32.load (i32.const 516)))
         (if (i32.gt_u (global.get $cfg_len) (i32.const 1024)) (then (global.set $cfg_len (i32.const 1024))))
@@ -106,7 +110,8 @@
         (br $l)))
     (local.get $v))
 
-  (func (export "proxy_on_request_headers") (param $ctx i32) (param $n i32) (param $eos i32) (result i32)
+  ;;@0.1.0 (func (export "proxy_on_request_headers") (param $ctx i32) (param $n i32) (result i32)
+  ;;@0.2.0,0.2.1 (func (export "proxy_on_request_headers") (param $ctx i32) (param $n i32) (param $eos i32) (result i32)
     (local $t i32)
     (global.set $heap (i32.const 65536))
     (global.set $out (i32.const 0))
@@ -153,7 +158,8 @@
       (return (i32.const 0))))
     (i32.const 0))
 
-  (func (export "proxy_on_response_headers") (param $ctx i32) (param $n i32) (param $eos i32) (result i32)
+  ;;@0.1.0 (func (export "proxy_on_response_headers") (param $ctx i32) (param $n i32) (result i32)
+  ;;@0.2.0,0.2.1 (func (export "proxy_on_response_headers") (param $ctx i32) (param $n i32) (param $eos i32) (result i32)
     (if (i32.eq (global.get $id) (i32.const 10)) (then
       (drop (call $add_value (i32.const 2) (i32.const 208) (i32.const 6) (i32.const 64) (i32.const 3)))))
     (i32.const 0))

@@ -41,8 +41,45 @@ pub struct Guest {
     pub name: &'static str,
     /// Its ABI.
     pub abi: Abi,
-    /// Its WAT source.
+    /// Its WAT source; a template when the guest has [`Guest::variants`].
     pub wat: &'static str,
+    /// The ABI versions the template is built for (empty: the source is plain WAT, one
+    /// version). A case of such a guest runs once per version (see [`expand_variants`]).
+    pub variants: &'static [&'static str],
+}
+
+/// The proxy-wasm ABI versions a proxy-wasm guest is built for.
+pub const PROXY_WASM_VERSIONS: &[&str] = &["0.1.0", "0.2.0", "0.2.1"];
+
+impl Guest {
+    /// The WAT of `variant` (`None` for a guest without variants).
+    ///
+    /// Template rules, so one source serves every ABI version: a line starting (after
+    /// blanks) with `;;@V1,V2 ` keeps its text after that prefix for the listed versions
+    /// and is dropped for the others; `{{abi_version}}` becomes the version with `_` for
+    /// `.` (`0_2_1`), as in the `proxy_abi_version_0_2_1` marker export.
+    pub fn source(&self, variant: Option<&str>) -> String {
+        let Some(v) = variant else {
+            return self.wat.to_string();
+        };
+        let mut out = String::with_capacity(self.wat.len());
+        for line in self.wat.lines() {
+            let trimmed = line.trim_start();
+            let line = match trimmed.strip_prefix(";;@") {
+                Some(rest) => {
+                    let (versions, text) = rest.split_once(' ').unwrap_or((rest, ""));
+                    if !versions.split(',').any(|x| x == v) {
+                        continue;
+                    }
+                    text
+                }
+                None => line,
+            };
+            out += &line.replace("{{abi_version}}", &v.replace('.', "_"));
+            out.push('\n');
+        }
+        out
+    }
 }
 
 /// The guests of the suite, compiled from WAT when the suite runs.
@@ -51,17 +88,39 @@ pub const GUESTS: &[Guest] = &[
         name: "http_wasm",
         abi: Abi::HttpWasm,
         wat: include_str!("../guests/http_wasm.wat"),
+        variants: &[],
     },
     Guest {
         name: "proxy_wasm",
         abi: Abi::ProxyWasm,
         wat: include_str!("../guests/proxy_wasm.wat"),
+        variants: PROXY_WASM_VERSIONS,
     },
 ];
 
-/// The guest called `name`.
+/// The guest called `name`: a plain guest name, or `guest@variant` for one ABI version of
+/// a guest with variants.
 pub fn guest(name: &str) -> Option<&'static Guest> {
-    GUESTS.iter().find(|g| g.name == name)
+    guest_variant(name).map(|(g, _)| g)
+}
+
+/// The guest and variant `name` names (`proxy_wasm@0.1.0` → proxy_wasm, `0.1.0`).
+pub fn guest_variant(name: &str) -> Option<(&'static Guest, Option<&str>)> {
+    let (base, variant) = match name.split_once('@') {
+        Some((b, v)) => (b, Some(v)),
+        None => (name, None),
+    };
+    let g = GUESTS.iter().find(|g| g.name == base)?;
+    match variant {
+        Some(v) if !g.variants.contains(&v) => None,
+        None if !g.variants.is_empty() => None,
+        _ => Some((g, variant)),
+    }
+}
+
+/// The WAT of the guest (or guest variant) called `name`.
+pub fn guest_source(name: &str) -> Option<String> {
+    guest_variant(name).map(|(g, v)| g.source(v))
 }
 
 /// The case files shipped with the suite: (file name, text).
@@ -82,6 +141,10 @@ pub struct Case {
     pub guest: String,
     /// The value of the `x-test-id` header: which behaviour of the guest runs.
     pub test: u32,
+    /// For a guest with ABI-version variants: the versions to run on (all when empty).
+    /// The case is expanded into one case per version, named `name@version`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub versions: Vec<String>,
     /// The middleware configuration handed to the guest (`{}` when absent).
     #[serde(default)]
     pub config: Option<serde_json::Value>,
@@ -180,18 +243,58 @@ pub struct Expect {
     pub upstream_calls: Option<u32>,
 }
 
-/// Parses one case file.
+/// Parses one case file; cases of guests with variants come back expanded.
 pub fn parse_cases(file: &str, text: &str) -> anyhow::Result<Vec<Case>> {
     let cases: Vec<Case> =
         serde_yaml::from_str(text).with_context(|| format!("case file {file}"))?;
-    for c in &cases {
-        guest(&c.guest)
-            .with_context(|| format!("{file}: case {}: unknown guest {:?}", c.name, c.guest))?;
+    let mut out = Vec::new();
+    for c in cases {
         if c.spec.is_empty() {
             anyhow::bail!("{file}: case {}: no spec section", c.name);
         }
+        out.extend(expand_variants(c).with_context(|| format!("case file {file}"))?);
     }
-    Ok(cases)
+    Ok(out)
+}
+
+/// One case per ABI version of its guest: `name@version`, guest `guest@version`, and in
+/// `spec` the text `{version}` replaced by the version. Cases of plain guests pass as they are.
+pub fn expand_variants(case: Case) -> anyhow::Result<Vec<Case>> {
+    let g = GUESTS
+        .iter()
+        .find(|g| g.name == case.guest)
+        .with_context(|| format!("case {}: unknown guest {:?}", case.name, case.guest))?;
+    if g.variants.is_empty() {
+        if !case.versions.is_empty() {
+            anyhow::bail!("case {}: guest {} has no versions", case.name, g.name);
+        }
+        return Ok(vec![case]);
+    }
+    for v in &case.versions {
+        if !g.variants.contains(&v.as_str()) {
+            anyhow::bail!(
+                "case {}: guest {} has no version {v} (it has {})",
+                case.name,
+                g.name,
+                g.variants.join(", ")
+            );
+        }
+    }
+    let versions: Vec<&str> = if case.versions.is_empty() {
+        g.variants.to_vec()
+    } else {
+        case.versions.iter().map(String::as_str).collect()
+    };
+    Ok(versions
+        .into_iter()
+        .map(|v| Case {
+            name: format!("{}@{v}", case.name),
+            spec: case.spec.replace("{version}", v),
+            guest: format!("{}@{v}", case.guest),
+            versions: vec![v.to_string()],
+            ..case.clone()
+        })
+        .collect())
 }
 
 /// The cases shipped with the suite.
@@ -236,6 +339,17 @@ impl Case {
     pub fn abi(&self) -> Abi {
         guest(&self.guest).map(|g| g.abi).unwrap_or(Abi::HttpWasm)
     }
+
+    /// The ABI version the case runs on: its guest's variant, or the ABI's only version.
+    pub fn abi_version(&self) -> String {
+        match self.guest.split_once('@') {
+            Some((_, v)) => v.to_string(),
+            None => match self.abi() {
+                Abi::HttpWasm => "http_handler".to_string(),
+                Abi::ProxyWasm => "0.2.1".to_string(),
+            },
+        }
+    }
 }
 
 /// Keeps the cases whose ABI is `abi` (if given) and whose name matches `pattern` (if given):
@@ -277,5 +391,40 @@ mod tests {
         assert!(name_matches("get_*_encoded", "get_uri_encoded"));
         assert!(!name_matches("get_*", "set_uri"));
         assert!(name_matches("?et_uri", "set_uri"));
+    }
+
+    #[test]
+    fn variant_templates_keep_only_their_lines() {
+        let g = Guest {
+            name: "t",
+            abi: Abi::ProxyWasm,
+            wat: "a\n  ;;@0.1.0 old\n;;@0.2.0,0.2.1 new {{abi_version}}\nz",
+            variants: PROXY_WASM_VERSIONS,
+        };
+        assert_eq!(g.source(Some("0.1.0")), "a\nold\nz\n");
+        assert_eq!(g.source(Some("0.2.1")), "a\nnew 0_2_1\nz\n");
+    }
+
+    #[test]
+    fn cases_of_versioned_guests_expand_per_version() {
+        let cases = parse_cases(
+            "t.yaml",
+            "- { name: a, spec: \"proxy-wasm-abi-{version}#x\", guest: proxy_wasm, test: 1, expect: {} }\n\
+             - { name: b, spec: s, guest: proxy_wasm, test: 1, versions: [0.1.0], expect: {} }\n\
+             - { name: c, spec: s, guest: http_wasm, test: 1, expect: {} }\n",
+        )
+        .unwrap();
+        let names: Vec<_> = cases.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["a@0.1.0", "a@0.2.0", "a@0.2.1", "b@0.1.0", "c"]);
+        assert_eq!(cases[1].spec, "proxy-wasm-abi-0.2.0#x");
+        assert_eq!(cases[1].guest, "proxy_wasm@0.2.0");
+        assert_eq!(cases[3].abi_version(), "0.1.0");
+        assert_eq!(cases[4].abi_version(), "http_handler");
+        let err = parse_cases(
+            "t.yaml",
+            "- { name: d, spec: s, guest: proxy_wasm, test: 1, versions: [9.9], expect: {} }",
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("has no version 9.9"), "{err:#}");
     }
 }

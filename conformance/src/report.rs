@@ -16,6 +16,8 @@ pub struct CaseResult {
     pub spec: String,
     /// ABI.
     pub abi: String,
+    /// ABI version (`http_handler` for http-wasm, `0.1.0`… for proxy-wasm).
+    pub version: String,
     /// Engine.
     pub engine: String,
     /// Whether everything matched.

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use crate::case::{guest, Case};
+use crate::case::{guest_source, Case};
 use crate::client::{send, Got};
 use crate::report::{CaseResult, Report};
 use crate::upstream::{Upstream, CASE_KEY_HEADER};
@@ -55,9 +55,9 @@ impl Prepared {
         guests.sort();
         guests.dedup();
         for name in &guests {
-            let g = guest(name).with_context(|| format!("unknown guest {name}"))?;
-            let wasm = wat::parse_str(g.wat).with_context(|| format!("guest {name}"))?;
-            std::fs::write(dir.path().join(format!("{name}.wasm")), wasm)?;
+            let wat = guest_source(name).with_context(|| format!("unknown guest {name}"))?;
+            let wasm = wat::parse_str(&wat).with_context(|| format!("guest {name}"))?;
+            std::fs::write(dir.path().join(format!("{}.wasm", file_stem(name))), wasm)?;
         }
         let yaml = install_file(dir.path(), &guests, engines, &slots, upstream.addr)?;
         std::fs::write(dir.path().join("wasmgate.yaml"), yaml)?;
@@ -101,6 +101,7 @@ impl Prepared {
                     case: case.name.clone(),
                     spec: case.spec.clone(),
                     abi: case.abi().name().to_string(),
+                    version: case.abi_version(),
                     engine: engine.clone(),
                     passed: mismatches.is_empty(),
                     mismatches,
@@ -113,6 +114,12 @@ impl Prepared {
             results,
         }
     }
+}
+
+/// `guest@0.2.1` → `guest-0_2_1`: a name fit for files and for wasmgate plugin names, where
+/// `@` would read as a provider suffix.
+fn file_stem(guest: &str) -> String {
+    guest.replace('@', "-").replace('.', "_")
 }
 
 fn slot_of(case: &Case, engine: &str) -> Slot {
@@ -136,9 +143,10 @@ fn install_file(
     let mut plugins = Map::new();
     for g in guests {
         for e in engines {
+            let stem = file_stem(g);
             plugins.insert(
-                format!("{g}-{e}"),
-                json!({"path": dir.join(format!("{g}.wasm")).display().to_string(), "engine": e}),
+                format!("{stem}-{e}"),
+                json!({"path": dir.join(format!("{stem}.wasm")).display().to_string(), "engine": e}),
             );
         }
     }
@@ -147,7 +155,10 @@ fn install_file(
     for (i, s) in slots.iter().enumerate() {
         let m = format!("m{i}");
         let mut plugin = Map::new();
-        plugin.insert(format!("{}-{}", s.guest, s.engine), s.config.clone());
+        plugin.insert(
+            format!("{}-{}", file_stem(&s.guest), s.engine),
+            s.config.clone(),
+        );
         middlewares.insert(m.clone(), json!({ "plugin": Value::Object(plugin) }));
         routers.insert(
             format!("r{i}"),
