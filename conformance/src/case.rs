@@ -96,6 +96,12 @@ pub const GUESTS: &[Guest] = &[
         wat: include_str!("../guests/proxy_wasm.wat"),
         variants: PROXY_WASM_VERSIONS,
     },
+    Guest {
+        name: "proxy_wasm_calls",
+        abi: Abi::ProxyWasm,
+        wat: include_str!("../guests/proxy_wasm_calls.wat"),
+        variants: PROXY_WASM_VERSIONS,
+    },
 ];
 
 /// The guest called `name`: a plain guest name, or `guest@variant` for one ABI version of
@@ -127,6 +133,14 @@ pub fn guest_source(name: &str) -> Option<String> {
 pub const CASE_FILES: &[(&str, &str)] = &[
     ("http_wasm.yaml", include_str!("../cases/http_wasm.yaml")),
     ("proxy_wasm.yaml", include_str!("../cases/proxy_wasm.yaml")),
+    (
+        "proxy_wasm_stream.yaml",
+        include_str!("../cases/proxy_wasm_stream.yaml"),
+    ),
+    (
+        "proxy_wasm_calls.yaml",
+        include_str!("../cases/proxy_wasm_calls.yaml"),
+    ),
 ];
 
 /// One case: a request through one guest and what must come back.
