@@ -57,6 +57,8 @@ pub enum ReportFormat {
     Text,
     /// One JSON document.
     Json,
+    /// The README's support table (host function × ABI version × engine) in Markdown.
+    Markdown,
 }
 
 /// Log output format.

@@ -16,3 +16,4 @@ pub mod reload;
 pub mod router;
 pub mod service;
 pub mod snapshot;
+pub mod support_table;

@@ -53,6 +53,9 @@ fn conformance(args: &cli::ConformanceArgs) -> ExitCode {
             match args.format {
                 cli::ReportFormat::Text => print!("{}", report.to_text()),
                 cli::ReportFormat::Json => println!("{}", report.to_json()),
+                cli::ReportFormat::Markdown => {
+                    println!("{}", wasmgate::support_table::render(&report))
+                }
             }
             if report.failed() == 0 && !report.results.is_empty() {
                 ExitCode::SUCCESS

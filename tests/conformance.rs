@@ -28,6 +28,40 @@ async fn the_whole_suite_passes_on_both_engines_alike() {
         assert_eq!(by_engine.len(), 2, "{case}");
         assert!(by_engine.values().all(|p| *p), "{case}");
     }
+    readme_support_table_is_current(&report);
+}
+
+/// The README's support table must be what this run produces.
+fn readme_support_table_is_current(report: &wasmgate_conformance::Report) {
+    use wasmgate::support_table::{render, replace_in};
+    let table = render(report);
+    assert!(!table.contains("no case"), "{table}");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
+    let readme = std::fs::read_to_string(&path).unwrap();
+    let current = replace_in(&readme, &table).expect("README.md lacks the support-table markers");
+    if current == readme {
+        return;
+    }
+    if std::env::var_os("WASMGATE_BLESS").is_some() {
+        std::fs::write(&path, current).unwrap();
+        return;
+    }
+    panic!(
+        "README.md's support table is stale; rewrite it with \
+         `WASMGATE_BLESS=1 cargo test -p wasmgate --test conformance`. It should be:\n{table}"
+    );
+}
+
+#[test]
+fn every_host_function_has_a_case_on_every_abi_version() {
+    let gaps = wasmgate::support_table::uncovered(&builtin_cases().unwrap());
+    assert!(gaps.is_empty(), "host functions no case checks: {gaps:#?}");
+}
+
+#[test]
+fn the_suite_has_at_least_150_cases() {
+    let n = builtin_cases().unwrap().len();
+    assert!(n >= 150, "only {n} cases");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,6 +16,9 @@ pub mod model;
 pub mod plugin;
 pub mod proxy_wasm;
 
+/// The engine layer this crate runs plugins on, for callers that inspect host tables.
+pub use wasmgate_engines as engines;
+
 pub use body::{Body, BodyError, BufferedBody};
 pub use error::{ErrorSource, ProxyError};
 pub use headers::Headers;
