@@ -61,6 +61,11 @@ impl Gateway {
         }))
     }
 
+    /// The loaded plugin declared as `name`.
+    pub fn plugin(&self, name: &str) -> Option<Arc<wasmgate_abi::Plugin>> {
+        self.plugins.plugin(name).cloned()
+    }
+
     /// The snapshot new requests are served from.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot.load_full()

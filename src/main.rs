@@ -10,7 +10,8 @@ use wasmgate::gateway::Gateway;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    cli::init_logging(cli.log_format, &cli.log_level);
+    let conformance_run = matches!(cli.command, Some(Command::Conformance(_)));
+    cli::init_logging(cli.log_format, &cli.log_level, conformance_run);
     if let Some(Command::Conformance(args)) = &cli.command {
         return conformance(args);
     }

@@ -257,6 +257,11 @@ impl PluginCatalog {
         self.plugins.get(name).map(|(s, _)| s)
     }
 
+    /// The loaded plugin called `name` (a proxy-wasm one holds its VM's metrics).
+    pub fn plugin(&self, name: &str) -> Option<&Arc<Plugin>> {
+        self.plugins.get(name).map(|(_, p)| p)
+    }
+
     /// A middleware named `middleware` running plugin `name` with `config`; its first
     /// instances start here, so a configuration the guest rejects is an error now.
     pub fn middleware(

@@ -164,3 +164,62 @@ fn the_command_filters_prints_the_summary_and_exits_by_result() {
         .unwrap();
     assert!(!out.status.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_and_metric_expectations_that_do_not_hold_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("observed.yaml"),
+        r#"
+- name: logs_right
+  spec: "http-handler-abi#log"
+  guest: http_wasm
+  test: 70
+  expect: { logs: ["^WARN guest says warn$"], logs_absent: ["says none"] }
+- name: logs_wrong
+  spec: "http-handler-abi#log"
+  guest: http_wasm
+  test: 70
+  expect: { logs: ["^INFO never said$"], logs_absent: ["^DEBUG guest says debug$"] }
+- name: metrics_wrong
+  spec: "proxy-wasm-abi-0.2.1#metrics"
+  guest: proxy_wasm
+  test: 41
+  expect: { metrics: { pw_metric_counter: 8, never_defined: 1 } }
+"#,
+    )
+    .unwrap();
+    let cases = load_dir(dir.path()).unwrap();
+    let report = wasmgate::conformance::run(cases, &engines()).await.unwrap();
+    let text = report.to_text();
+    assert_eq!(report.summary(), "2 passed, 4 failed", "{text}");
+    for engine in ["wasmtime", "wasmer"] {
+        let of = |case: &str| {
+            report
+                .results
+                .iter()
+                .find(|r| r.case == case && r.engine == engine)
+                .unwrap()
+                .mismatches
+                .clone()
+        };
+        let logs = of("logs_wrong");
+        assert_eq!(logs.len(), 2, "{logs:?}");
+        assert!(
+            logs[0].starts_with("logs: expected a line matching /^INFO never said$/, got [")
+                && logs[0].contains("\"INFO guest says info\""),
+            "{logs:?}"
+        );
+        assert_eq!(
+            logs[1],
+            "logs: expected no line matching /^DEBUG guest says debug$/, got \"DEBUG guest says debug\""
+        );
+        assert_eq!(
+            of("metrics_wrong"),
+            vec![
+                "metric never_defined: expected 1, got absent".to_string(),
+                "metric pw_metric_counter: expected 8, got 7".to_string(),
+            ]
+        );
+    }
+}

@@ -9,6 +9,8 @@
 
 pub mod body;
 pub mod error;
+#[cfg(feature = "fault-injection")]
+pub mod faults;
 pub mod headers;
 pub mod http_wasm;
 pub mod middleware;

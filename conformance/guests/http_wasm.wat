@@ -51,6 +51,11 @@
   (data (i32.const 384) "logged")          ;; 6
   (data (i32.const 400) "ok")              ;; 2
   (data (i32.const 408) "bad")             ;; 3
+  (data (i32.const 416) "guest says debug") ;; 16
+  (data (i32.const 432) "guest says info")  ;; 15
+  (data (i32.const 448) "guest says warn")  ;; 15
+  (data (i32.const 464) "guest says error") ;; 16
+  (data (i32.const 480) "guest says none")  ;; 15
 
   (global $id (mut i32) (i32.const 0))
   (global $out (mut i32) (i32.const 0))
@@ -405,6 +410,16 @@
     (if (i32.eq (local.get $t) (i32.const 51)) (then
       (call $set_header_value (i32.const 3) (i32.const 32) (i32.const 3) (i32.const 128) (i32.const 3))
       (return (i64.const 1))))
+
+    ;; -- log at every level (test ids above 60 are spaced out: other behaviours may come) --
+    (if (i32.eq (local.get $t) (i32.const 70)) (then
+      (call $log (i32.const -1) (i32.const 416) (i32.const 16))
+      (call $log (i32.const 0) (i32.const 432) (i32.const 15))
+      (call $log (i32.const 1) (i32.const 448) (i32.const 15))
+      (call $log (i32.const 2) (i32.const 464) (i32.const 16))
+      (call $log (i32.const 3) (i32.const 480) (i32.const 15))
+      (call $emit (i32.const 384) (i32.const 6))
+      (return (call $reply))))
 
     ;; Anything else: pass the request on unchanged.
     (i64.const 1))

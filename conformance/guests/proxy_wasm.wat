@@ -17,6 +17,10 @@
   (import "env" "proxy_get_property" (func $get_property (param i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_get_buffer_bytes" (func $get_buffer_bytes (param i32 i32 i32 i32 i32) (result i32)))
   ;;@0.1.0 (import "env" "proxy_get_configuration" (func $get_configuration (param i32 i32) (result i32)))
+  (import "env" "proxy_define_metric" (func $define_metric (param i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_increment_metric" (func $increment_metric (param i32 i64) (result i32)))
+  (import "env" "proxy_record_metric" (func $record_metric (param i32 i64) (result i32)))
+  (import "env" "proxy_get_metric" (func $get_metric (param i32 i32) (result i32)))
 
   (memory (export "memory") 2)
 
@@ -35,6 +39,15 @@
   (data (i32.const 208) "x-resp")           ;; 6
   (data (i32.const 224) "x-new")            ;; 5
   (data (i32.const 240) "v")                ;; 1
+  (data (i32.const 256) "pw says trace")    ;; 13
+  (data (i32.const 272) "pw says debug")    ;; 13
+  (data (i32.const 288) "pw says info")     ;; 12
+  (data (i32.const 304) "pw says warn")     ;; 12
+  (data (i32.const 320) "pw says error")    ;; 13
+  (data (i32.const 336) "pw says critical") ;; 16
+  (data (i32.const 352) "pw says on_log")   ;; 14
+  (data (i32.const 368) "pw_metric_counter") ;; 17
+  (data (i32.const 400) "pw_metric_gauge")  ;; 15
 
   (global $id (mut i32) (i32.const 0))
   (global $out (mut i32) (i32.const 0))
@@ -88,6 +101,17 @@
   (func $reply_result (param $status i32) (result i32)
     (if (i32.eqz (local.get $status))
       (then (call $emit (i32.load (i32.const 512)) (i32.load (i32.const 516))))
+      (else
+        (call $emit (i32.const 200) (i32.const 7))
+        (call $emit_num (local.get $status))))
+    (call $reply))
+
+  ;; The value of the metric whose id is at 520, or `status:N`.
+  (func $reply_metric (result i32)
+    (local $status i32)
+    (local.set $status (call $get_metric (i32.load (i32.const 520)) (i32.const 528)))
+    (if (i32.eqz (local.get $status))
+      (then (call $emit_num (i32.load (i32.const 528))))
       (else
         (call $emit (i32.const 200) (i32.const 7))
         (call $emit_num (local.get $status))))
@@ -156,7 +180,34 @@
     (if (i32.eq (local.get $t) (i32.const 14)) (then
       (drop (call $replace_value (i32.const 0) (i32.const 224) (i32.const 5) (i32.const 240) (i32.const 1)))
       (return (i32.const 0))))
+    ;; -- logs (on_log adds one after the response) and metrics; ids spaced out from 14 --
+    (if (i32.eq (local.get $t) (i32.const 40)) (then
+      (drop (call $log (i32.const 0) (i32.const 256) (i32.const 13)))
+      (drop (call $log (i32.const 1) (i32.const 272) (i32.const 13)))
+      (drop (call $log (i32.const 2) (i32.const 288) (i32.const 12)))
+      (drop (call $log (i32.const 3) (i32.const 304) (i32.const 12)))
+      (drop (call $log (i32.const 4) (i32.const 320) (i32.const 13)))
+      (drop (call $log (i32.const 5) (i32.const 336) (i32.const 16)))
+      (call $emit (i32.const 64) (i32.const 3))
+      (return (call $reply))))
+    ;; A counter: defined, incremented by 3 and by 4; replies with proxy_get_metric.
+    (if (i32.eq (local.get $t) (i32.const 41)) (then
+      (drop (call $define_metric (i32.const 0) (i32.const 368) (i32.const 17) (i32.const 520)))
+      (drop (call $increment_metric (i32.load (i32.const 520)) (i64.const 3)))
+      (drop (call $increment_metric (i32.load (i32.const 520)) (i64.const 4)))
+      (return (call $reply_metric))))
+    ;; A gauge: defined, set to 42, moved by -2; replies with proxy_get_metric.
+    (if (i32.eq (local.get $t) (i32.const 42)) (then
+      (drop (call $define_metric (i32.const 1) (i32.const 400) (i32.const 15) (i32.const 520)))
+      (drop (call $record_metric (i32.load (i32.const 520)) (i64.const 42)))
+      (drop (call $increment_metric (i32.load (i32.const 520)) (i64.const -2)))
+      (return (call $reply_metric))))
     (i32.const 0))
+
+  ;; Runs after the response has gone out.
+  (func (export "proxy_on_log") (param $ctx i32)
+    (if (i32.eq (global.get $id) (i32.const 40)) (then
+      (drop (call $log (i32.const 2) (i32.const 352) (i32.const 14))))))
 
   ;;@0.1.0 (func (export "proxy_on_response_headers") (param $ctx i32) (param $n i32) (result i32)
   ;;@0.2.0,0.2.1 (func (export "proxy_on_response_headers") (param $ctx i32) (param $n i32) (param $eos i32) (result i32)

@@ -255,6 +255,16 @@ pub struct Expect {
     /// How many requests of this case the upstream must have seen.
     #[serde(default)]
     pub upstream_calls: Option<u32>,
+    /// Regular expressions each of which must match (anywhere in) one plugin log line emitted
+    /// while the case ran, the line written `LEVEL message`, e.g. `INFO hello`.
+    #[serde(default)]
+    pub logs: Vec<String>,
+    /// Regular expressions no plugin log line of the case may match.
+    #[serde(default)]
+    pub logs_absent: Vec<String>,
+    /// proxy-wasm metrics of the case's plugin and the values they must have after the case.
+    #[serde(default)]
+    pub metrics: BTreeMap<String, i64>,
 }
 
 /// Parses one case file; cases of guests with variants come back expanded.

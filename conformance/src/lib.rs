@@ -13,4 +13,4 @@ pub mod upstream;
 
 pub use case::{Abi, Case};
 pub use report::{CaseResult, Report};
-pub use runner::{Prepared, ENGINES};
+pub use runner::{LogSource, MetricSource, Observers, Prepared, ENGINES};

@@ -3,10 +3,11 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use crate::case::{guest_source, Case};
+use crate::case::{guest_source, Case, Expect};
 use crate::client::{send, Got};
 use crate::report::{CaseResult, Report};
 use crate::upstream::{Upstream, CASE_KEY_HEADER};
@@ -19,6 +20,34 @@ pub const ROUTE_HEADER: &str = "x-conformance-route";
 
 /// The request header that picks the guest's behaviour.
 pub const TEST_ID_HEADER: &str = "x-test-id";
+
+/// How long the runner waits for expected log lines and metric values after the response:
+/// proxy-wasm `on_log` and `on_delete` may run after the response has been sent.
+pub const SETTLE: Duration = Duration::from_millis(200);
+
+/// The plugin log lines of the proxy under test, for `expect.logs`.
+pub trait LogSource: Send + Sync {
+    /// Forgets the lines seen so far: a case is about to run (cases run one at a time).
+    fn start_case(&self);
+    /// The plugin log lines emitted since [`LogSource::start_case`], each `LEVEL message`.
+    fn lines(&self) -> Vec<String>;
+}
+
+/// The proxy-wasm metrics of the proxy under test, for `expect.metrics`.
+pub trait MetricSource: Send + Sync {
+    /// The value of metric `name` of the plugin declared as `plugin`, if it is defined.
+    fn metric(&self, plugin: &str, name: &str) -> Option<i64>;
+}
+
+/// What the runner can observe of the proxy besides its responses; `None` is "not observable",
+/// and a case expecting it fails with a mismatch that says so.
+#[derive(Default, Clone, Copy)]
+pub struct Observers<'a> {
+    /// Plugin log lines.
+    pub logs: Option<&'a dyn LogSource>,
+    /// proxy-wasm metrics.
+    pub metrics: Option<&'a dyn MetricSource>,
+}
 
 /// A middleware of the install file: one guest on one engine with one configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -75,8 +104,14 @@ impl Prepared {
         self.dir.path().join("wasmgate.yaml")
     }
 
-    /// Runs every case on every engine against the proxy listening on `proxy`.
+    /// Runs every case on every engine against the proxy listening on `proxy`, which
+    /// offers no log lines or metrics.
     pub async fn run(&self, proxy: SocketAddr) -> Report {
+        self.run_observed(proxy, Observers::default()).await
+    }
+
+    /// Like [`Prepared::run`], checking `expect.logs` and `expect.metrics` with `observers`.
+    pub async fn run_observed(&self, proxy: SocketAddr, observers: Observers<'_>) -> Report {
         let mut results = Vec::new();
         for case in &self.cases {
             for engine in &self.engines {
@@ -90,13 +125,18 @@ impl Prepared {
                     (CASE_KEY_HEADER.to_string(), key.clone()),
                 ];
                 headers.extend(case.request.headers.iter().cloned());
+                if let Some(logs) = observers.logs {
+                    logs.start_case();
+                }
                 let r = &case.request;
                 let got = send(proxy, &r.method, &r.uri, &r.version, &headers, &r.body).await;
                 let calls = self.upstream.calls(&key);
-                let (mismatches, got) = match got {
+                let (mut mismatches, got) = match got {
                     Ok(g) => (compare(case, &g, calls), Some(g)),
                     Err(e) => (vec![format!("request failed: {e:#}")], None),
                 };
+                let plugin = plugin_name(&case.guest, engine);
+                mismatches.extend(settle_observed(&case.expect, &plugin, observers).await);
                 results.push(CaseResult {
                     case: case.name.clone(),
                     spec: case.spec.clone(),
@@ -122,6 +162,79 @@ fn file_stem(guest: &str) -> String {
     guest.replace('@', "-").replace('.', "_")
 }
 
+/// The name the install file declares `guest` on `engine` under.
+pub fn plugin_name(guest: &str, engine: &str) -> String {
+    format!("{}-{engine}", file_stem(guest))
+}
+
+/// [`compare_observed`], retried for up to [`SETTLE`] while something expected is missing.
+async fn settle_observed(e: &Expect, plugin: &str, observers: Observers<'_>) -> Vec<String> {
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let out = compare_observed(e, plugin, observers);
+        let unobservable = (observers.logs.is_none()
+            && !(e.logs.is_empty() && e.logs_absent.is_empty()))
+            || (observers.metrics.is_none() && !e.metrics.is_empty());
+        if out.is_empty() || unobservable || Instant::now() >= deadline {
+            return out;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Every way the log lines and metrics `observers` see differ from `e`, as readable lines.
+pub fn compare_observed(e: &Expect, plugin: &str, observers: Observers<'_>) -> Vec<String> {
+    let mut out = Vec::new();
+    if !e.logs.is_empty() || !e.logs_absent.is_empty() {
+        match observers.logs {
+            Some(src) => out.extend(compare_logs(e, &src.lines())),
+            None => out.push("logs: not observable against this host".to_string()),
+        }
+    }
+    if !e.metrics.is_empty() {
+        match observers.metrics {
+            Some(src) => {
+                for (name, want) in &e.metrics {
+                    match src.metric(plugin, name) {
+                        Some(have) if have == *want => {}
+                        Some(have) => {
+                            out.push(format!("metric {name}: expected {want}, got {have}"))
+                        }
+                        None => out.push(format!("metric {name}: expected {want}, got absent")),
+                    }
+                }
+            }
+            None => out.push("metrics: not observable against this host".to_string()),
+        }
+    }
+    out
+}
+
+/// Every way plugin log `lines` differ from `e.logs` and `e.logs_absent`.
+pub fn compare_logs(e: &Expect, lines: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    for re in &e.logs {
+        match regex::Regex::new(re) {
+            Ok(r) if lines.iter().any(|l| r.is_match(l)) => {}
+            Ok(_) => out.push(format!(
+                "logs: expected a line matching /{re}/, got {lines:?}"
+            )),
+            Err(err) => out.push(format!("logs: bad regex {re:?}: {err}")),
+        }
+    }
+    for re in &e.logs_absent {
+        match regex::Regex::new(re) {
+            Ok(r) => {
+                if let Some(l) = lines.iter().find(|l| r.is_match(l)) {
+                    out.push(format!("logs: expected no line matching /{re}/, got {l:?}"));
+                }
+            }
+            Err(err) => out.push(format!("logs_absent: bad regex {re:?}: {err}")),
+        }
+    }
+    out
+}
+
 fn slot_of(case: &Case, engine: &str) -> Slot {
     Slot {
         guest: case.guest.clone(),
@@ -145,7 +258,7 @@ fn install_file(
         for e in engines {
             let stem = file_stem(g);
             plugins.insert(
-                format!("{stem}-{e}"),
+                plugin_name(g, e),
                 json!({"path": dir.join(format!("{stem}.wasm")).display().to_string(), "engine": e}),
             );
         }
@@ -155,10 +268,7 @@ fn install_file(
     for (i, s) in slots.iter().enumerate() {
         let m = format!("m{i}");
         let mut plugin = Map::new();
-        plugin.insert(
-            format!("{}-{}", file_stem(&s.guest), s.engine),
-            s.config.clone(),
-        );
+        plugin.insert(plugin_name(&s.guest, &s.engine), s.config.clone());
         middlewares.insert(m.clone(), json!({ "plugin": Value::Object(plugin) }));
         routers.insert(
             format!("r{i}"),
@@ -248,4 +358,64 @@ pub fn compare(case: &Case, got: &Got, upstream_calls: u32) -> Vec<String> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Lines(Vec<String>);
+
+    impl LogSource for Lines {
+        fn start_case(&self) {}
+        fn lines(&self) -> Vec<String> {
+            self.0.clone()
+        }
+    }
+
+    fn expect(yaml: &str) -> Expect {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn logs_are_regexes_searched_in_each_line() {
+        let e = expect(r#"{ logs: ["^INFO hel+o$", "^WARN bye"], logs_absent: ["^DEBUG"] }"#);
+        let lines = Lines(vec!["INFO hello".into(), "WARN a warning".into()]);
+        let obs = Observers {
+            logs: Some(&lines),
+            metrics: None,
+        };
+        assert_eq!(
+            compare_observed(&e, "p", obs),
+            vec![
+                r#"logs: expected a line matching /^WARN bye/, got ["INFO hello", "WARN a warning"]"#
+            ]
+        );
+        let lines = Lines(vec![
+            "INFO hello".into(),
+            "WARN bye".into(),
+            "DEBUG x".into(),
+        ]);
+        let obs = Observers {
+            logs: Some(&lines),
+            metrics: None,
+        };
+        assert_eq!(
+            compare_observed(&e, "p", obs),
+            vec![r#"logs: expected no line matching /^DEBUG/, got "DEBUG x""#]
+        );
+    }
+
+    #[test]
+    fn without_observers_expectations_are_not_observable() {
+        let e = expect(r#"{ logs: ["x"], metrics: { m: 1 } }"#);
+        assert_eq!(
+            compare_observed(&e, "p", Observers::default()),
+            vec![
+                "logs: not observable against this host",
+                "metrics: not observable against this host"
+            ]
+        );
+        assert!(compare_observed(&expect("{ status: 200 }"), "p", Observers::default()).is_empty());
+    }
 }

@@ -326,8 +326,13 @@ pub fn functions(plugin: &str) -> HostFunctions {
         "get_uri",
         FuncType::new([I32, I32], [I32]),
         |c, a, r| {
-            let uri = exchange(c, "get_uri")?.uri_text().to_string();
-            r[0] = Val::I32(write_value(c, uarg(a, 0), uarg(a, 1), uri.as_bytes())?);
+            let uri = exchange(c, "get_uri")?.uri_text().as_bytes().to_vec();
+            #[cfg(feature = "fault-injection")]
+            let uri = match crate::faults::active(crate::faults::Fault::HttpWasmGetUriDecoded) {
+                true => crate::faults::percent_decode(std::str::from_utf8(&uri).unwrap_or("")),
+                false => uri,
+            };
+            r[0] = Val::I32(write_value(c, uarg(a, 0), uarg(a, 1), &uri)?);
             Ok(())
         },
     );

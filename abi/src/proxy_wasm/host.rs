@@ -645,10 +645,14 @@ pub fn definitions() -> Vec<Def> {
             let st = state(c)?;
             let v1 = st.shared.version == AbiVersion::V0_1_0;
             let value = match map_for(st, arg(a, 0), false) {
-                Ok(h) => std::str::from_utf8(&key)
-                    .ok()
-                    .and_then(|k| h.get(k))
-                    .map(|v| v.to_vec()),
+                Ok(h) => std::str::from_utf8(&key).ok().and_then(|k| {
+                    #[cfg(feature = "fault-injection")]
+                    if crate::faults::active(crate::faults::Fault::ProxyWasmHeaderValueLastNotFirst)
+                    {
+                        return h.get_all(k).last().map(|v| v.to_vec());
+                    }
+                    h.get(k).map(|v| v.to_vec())
+                }),
                 Err(s) => return Ok(s),
             };
             match value {
