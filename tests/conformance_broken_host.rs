@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 
 use wasmgate_abi::faults::{self, Fault};
-use wasmgate_conformance::case::{builtin_cases, Case};
+use wasmgate_conformance::case::{builtin_cases, Case, PROXY_WASM_VERSIONS};
 use wasmgate_conformance::Report;
 
 const ENGINES: [&str; 2] = ["wasmtime", "wasmer"];
@@ -110,17 +110,24 @@ async fn a_broken_host_function_fails_exactly_the_cases_that_check_it() {
         .unwrap();
     faults::clear();
     let text = broken.to_text();
-    assert_eq!(
-        failed(&broken),
-        on_both(&["pw_get_header_map_value_first_of_repeated"]),
-        "{text}"
-    );
+    // Every proxy-wasm case runs once per ABI version (`name@0.1.0`, ...).
+    let repeated: Vec<String> = PROXY_WASM_VERSIONS
+        .iter()
+        .map(|v| format!("pw_get_header_map_value_first_of_repeated@{v}"))
+        .collect();
+    let repeated: Vec<&str> = repeated.iter().map(String::as_str).collect();
+    assert_eq!(failed(&broken), on_both(&repeated), "{text}");
     for engine in ENGINES {
-        assert_eq!(
-            mismatches(&broken, "pw_get_header_map_value_first_of_repeated", engine),
-            [r#"body: expected "one", got "two""#]
-        );
-        assert!(mismatches(&broken, "pw_get_header_map_value", engine).is_empty());
+        for case in &repeated {
+            assert_eq!(
+                mismatches(&broken, case, engine),
+                [r#"body: expected "one", got "two""#]
+            );
+        }
+        for v in PROXY_WASM_VERSIONS {
+            let single = format!("pw_get_header_map_value@{v}");
+            assert!(mismatches(&broken, &single, engine).is_empty(), "{text}");
+        }
     }
     let fixed = wasmgate::conformance::run(get_value, &engines())
         .await
