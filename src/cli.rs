@@ -30,8 +30,10 @@ pub enum Command {
     Run,
     /// Parse the configuration, resolve every reference, load every plugin; exit 0 or 1.
     Validate,
-    /// Run the ABI conformance suite against this build on every engine; needs no `-c`.
-    Conformance(ConformanceArgs),
+    /// Run the ABI conformance suite against this build on every engine, or against another
+    /// proxy (`--target`), or write its guests and configs (`guests --out`); needs no `-c`.
+    // Boxed: its options dwarf the other variants.
+    Conformance(Box<ConformanceArgs>),
 }
 
 /// Options of `wasmgate conformance`: run the suite (in process, or against `--target`), or
