@@ -180,3 +180,66 @@ fn target_urls_and_subcommand_conflicts_are_checked() {
     assert!(!o.status.success());
     assert!(!Path::new(&out).exists());
 }
+
+#[test]
+fn per_slot_target_sends_slot_n_to_base_port_plus_n() {
+    let cases = builtin_cases().unwrap();
+    let case = cases
+        .iter()
+        .find(|c| c.name == "pw_plugin_configuration")
+        .unwrap();
+    let idx = wasmgate_conformance::Slots::new(&cases)
+        .index(case, "wasmtime")
+        .unwrap();
+    assert!(idx > 0, "the test needs a slot past m0");
+    // wasmgate listens only on base + idx, as Envoy's listener for that slot would.
+    let port = free_port();
+    let base = port.checked_sub(idx as u16).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let upstream = format!("127.0.0.1:{}", free_port());
+    let listen: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let o = wasmgate(&[
+        "conformance",
+        "guests",
+        "--out",
+        out.to_str().unwrap(),
+        "--upstream",
+        &upstream,
+        "--listen",
+        &listen.to_string(),
+        "--engine",
+        "wasmtime",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let config = out.join("wasmgate.yaml");
+    let mut proxy = Proxy(
+        Command::new(BIN)
+            .args([
+                "run",
+                "-c",
+                config.to_str().unwrap(),
+                "--log-level",
+                "error",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for(listen, &mut proxy);
+    let o = wasmgate(&[
+        "conformance",
+        "--target-per-slot",
+        &format!("http://127.0.0.1:{base}"),
+        "--upstream",
+        &upstream,
+        "--engine",
+        "wasmtime",
+        "--case",
+        "pw_plugin_configuration",
+    ]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{stdout}");
+    assert!(stdout.ends_with("1 passed, 0 failed\n"), "{stdout}");
+}
