@@ -1,5 +1,6 @@
 //! The command line.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -29,14 +30,22 @@ pub enum Command {
     Run,
     /// Parse the configuration, resolve every reference, load every plugin; exit 0 or 1.
     Validate,
-    /// Run the ABI conformance suite against this build on every engine; needs no `-c`.
-    Conformance(ConformanceArgs),
+    /// Run the ABI conformance suite against this build on every engine, or against another
+    /// proxy (`--target`), or write its guests and configs (`guests --out`); needs no `-c`.
+    // Boxed: its options dwarf the other variants.
+    Conformance(Box<ConformanceArgs>),
 }
 
-/// Options of `wasmgate conformance`.
+/// Options of `wasmgate conformance`: run the suite (in process, or against `--target`), or
+/// write the guests for another host (`guests`).
 #[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct ConformanceArgs {
-    /// Only this engine (repeatable): wasmtime or wasmer.
+    /// Write the suite's files instead of running it.
+    #[command(subcommand)]
+    pub command: Option<ConformanceCommand>,
+    /// Only this engine (repeatable): wasmtime or wasmer. With --target it names the slots
+    /// used; pass `--engine wasmtime` to run each case once against another host.
     #[arg(long, value_parser = ["wasmtime", "wasmer"])]
     pub engine: Vec<String>,
     /// Only this ABI: http-wasm or proxy-wasm.
@@ -48,6 +57,49 @@ pub struct ConformanceArgs {
     /// Output: a matrix for people or JSON for machines.
     #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
     pub format: ReportFormat,
+    /// Send the cases to a proxy already running there (configured by `guests --out`)
+    /// instead of starting wasmgate.
+    #[arg(
+        long,
+        value_name = "http://HOST:PORT",
+        conflicts_with = "target_per_slot"
+    )]
+    pub target: Option<String>,
+    /// Like --target, for hosts with one listener per slot (the written envoy.yaml): slot
+    /// `mN` is sent to port BASEPORT + N.
+    #[arg(long, value_name = "http://HOST:BASEPORT")]
+    pub target_per_slot: Option<String>,
+    /// Where the suite's upstream listens: default 127.0.0.1:9099 with a target (what
+    /// `guests --out` writes), any free port in process.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub upstream: Option<SocketAddr>,
+}
+
+/// Subcommands of `wasmgate conformance`.
+#[derive(Debug, Subcommand)]
+pub enum ConformanceCommand {
+    /// Write every guest (.wasm) and configurations for wasmgate, Traefik 3 and Envoy.
+    Guests(GuestsArgs),
+}
+
+/// Options of `wasmgate conformance guests`.
+#[derive(Debug, clap::Args)]
+pub struct GuestsArgs {
+    /// The directory to write into (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Where `wasmgate conformance --target` will start the upstream.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:9099")]
+    pub upstream: SocketAddr,
+    /// The entry point of the written wasmgate and Traefik configurations.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Engines wasmgate.yaml declares the guests on (repeatable); all when none.
+    #[arg(long, value_parser = ["wasmtime", "wasmer"])]
+    pub engine: Vec<String>,
+    /// Envoy's first port: slot `mN` gets a listener on BASE_PORT + N.
+    #[arg(long, default_value_t = 10000)]
+    pub base_port: u16,
 }
 
 /// Output format of `wasmgate conformance`.

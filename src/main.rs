@@ -49,6 +49,9 @@ fn validate(config: &Path) -> ExitCode {
 }
 
 fn conformance(args: &cli::ConformanceArgs) -> ExitCode {
+    if let Some(cli::ConformanceCommand::Guests(g)) = &args.command {
+        return guests(g);
+    }
     match wasmgate::conformance::run_cli(args) {
         Ok(report) => {
             match args.format {
@@ -63,6 +66,24 @@ fn conformance(args: &cli::ConformanceArgs) -> ExitCode {
             } else {
                 ExitCode::FAILURE
             }
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn guests(args: &cli::GuestsArgs) -> ExitCode {
+    match wasmgate::conformance::guests_cli(args) {
+        Ok(done) => {
+            for f in &done.files {
+                println!("{}", f.display());
+            }
+            for s in &done.skipped {
+                eprintln!("skipped: {s}");
+            }
+            ExitCode::SUCCESS
         }
         Err(e) => {
             eprintln!("error: {e:#}");

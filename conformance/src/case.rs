@@ -188,7 +188,7 @@ pub struct RequestSpec {
     /// Body.
     #[serde(default)]
     pub body: String,
-    /// `HTTP/1.1` (default) or `HTTP/1.0`.
+    /// `HTTP/1.1` (default), `HTTP/1.0` or `HTTP/2` (cleartext, prior knowledge).
     #[serde(default = "default_version")]
     pub version: String,
 }

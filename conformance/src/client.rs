@@ -1,11 +1,13 @@
-//! The client: one HTTP/1 connection per request, the request target sent exactly as written.
+//! The client: one connection per request (HTTP/1, or HTTP/2 with prior knowledge), the
+//! request target sent exactly as written.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use anyhow::Context;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 
 /// What came back.
@@ -41,26 +43,27 @@ pub async fn send(
     headers: &[(String, String)],
     body: &str,
 ) -> anyhow::Result<Got> {
-    let version = match version {
-        "HTTP/1.0" => http::Version::HTTP_10,
-        "HTTP/1.1" => http::Version::HTTP_11,
-        other => anyhow::bail!("unsupported HTTP version {other}"),
+    let req = request(method, uri, version, headers, body)?;
+    let stream = TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("connecting to {addr}"))?;
+    let io = TokioIo::new(stream);
+    let (mut sender, driver) = if version == "HTTP/2" {
+        let (sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await?;
+        (Sender::H2(sender), tokio::spawn(conn))
+    } else {
+        let (sender, conn) = hyper::client::conn::http1::handshake(io).await?;
+        (
+            Sender::H1(sender),
+            tokio::spawn(async { conn.await.map(|_| ()) }),
+        )
     };
-    let stream = TcpStream::connect(addr).await?;
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream)).await?;
-    let driver = tokio::spawn(conn);
-    let mut req = hyper::Request::builder()
-        .method(method)
-        .uri(uri)
-        .version(version)
-        .header("host", "conformance.test");
-    for (n, v) in headers {
-        req = req.header(n, v);
-    }
-    let req = req.body(Full::new(Bytes::from(body.to_string())))?;
     let fut = async {
-        let resp = sender.send_request(req).await?;
+        let resp = match &mut sender {
+            Sender::H1(s) => s.send_request(req).await?,
+            Sender::H2(s) => s.send_request(req).await?,
+        };
         let status = resp.status().as_u16();
         let headers = resp
             .headers()
@@ -85,3 +88,42 @@ pub async fn send(
     driver.abort();
     got
 }
+
+enum Sender {
+    H1(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
+    H2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
+}
+
+/// The request; HTTP/2 carries scheme and authority as pseudo-headers, so its target is made
+/// absolute (path and query still exactly as written) and it has no Host header.
+fn request(
+    method: &str,
+    uri: &str,
+    version: &str,
+    headers: &[(String, String)],
+    body: &str,
+) -> anyhow::Result<hyper::Request<Full<Bytes>>> {
+    let mut req = hyper::Request::builder().method(method);
+    req = match version {
+        "HTTP/2" if uri.starts_with('/') => req
+            .uri(format!("http://{HOST}{uri}"))
+            .version(http::Version::HTTP_2),
+        "HTTP/2" => req.uri(uri).version(http::Version::HTTP_2),
+        "HTTP/1.0" => req
+            .uri(uri)
+            .version(http::Version::HTTP_10)
+            .header("host", HOST),
+        "HTTP/1.1" => req
+            .uri(uri)
+            .version(http::Version::HTTP_11)
+            .header("host", HOST),
+        other => anyhow::bail!("unsupported HTTP version {other}"),
+    };
+    for (n, v) in headers {
+        req = req.header(n, v);
+    }
+    Ok(req.body(Full::new(Bytes::from(body.to_string())))?)
+}
+
+/// The host name every request names.
+const HOST: &str = "conformance.test";

@@ -3,14 +3,16 @@
 //!
 //! This crate does not depend on the proxy: the caller starts wasmgate on the install file
 //! [`runner::Prepared::config_path`] names and hands the bound address to
-//! [`runner::Prepared::run`].
+//! [`runner::Prepared::run`]. [`export`] writes the guests and configurations for other
+//! hosts, and [`runner::Prepared::run_target`] runs the cases against one.
 
 pub mod case;
 pub mod client;
+pub mod export;
 pub mod report;
 pub mod runner;
 pub mod upstream;
 
 pub use case::{Abi, Case};
 pub use report::{CaseResult, Report};
-pub use runner::{LogSource, MetricSource, Observers, Prepared, ENGINES};
+pub use runner::{LogSource, MetricSource, Observers, Prepared, Slots, Target, ENGINES};

@@ -1,4 +1,5 @@
-//! Runs cases against a proxy started on the install file this module writes.
+//! Runs cases against a proxy: wasmgate started on the install file this module writes, or
+//! another host configured from the files `export` writes.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -51,44 +52,149 @@ pub struct Observers<'a> {
 
 /// A middleware of the install file: one guest on one engine with one configuration.
 #[derive(Debug, Clone, PartialEq)]
-struct Slot {
-    guest: String,
-    engine: String,
-    config: serde_json::Value,
+pub struct Slot {
+    /// The guest.
+    pub guest: String,
+    /// The engine it is declared on.
+    pub engine: String,
+    /// The middleware configuration.
+    pub config: serde_json::Value,
+}
+
+/// The numbering of slots (`mN`): every distinct (guest, config) of a case list, in order,
+/// repeated once per engine of [`ENGINES`] (engine-major). It depends only on that list, so
+/// files written for the whole suite match a later run of a few of its cases; and the first
+/// engine's slots come first, so hosts with no engine choice need only `m0`..`m{n-1}`.
+#[derive(Debug, Clone)]
+pub struct Slots {
+    base: Vec<(String, serde_json::Value)>,
+}
+
+impl Slots {
+    /// Numbers the slots of `universe`.
+    pub fn new(universe: &[Case]) -> Slots {
+        let mut base = Vec::new();
+        for case in universe {
+            let b = (case.guest.clone(), config_of(case));
+            if !base.contains(&b) {
+                base.push(b);
+            }
+        }
+        Slots { base }
+    }
+
+    /// The number of `case` on `engine`; `None` when the case's (guest, config) is not in the
+    /// numbered list or the engine is not in [`ENGINES`].
+    pub fn index(&self, case: &Case, engine: &str) -> Option<usize> {
+        let e = ENGINES.iter().position(|x| *x == engine)?;
+        let b = (case.guest.clone(), config_of(case));
+        let i = self.base.iter().position(|x| *x == b)?;
+        Some(e * self.base.len() + i)
+    }
+
+    /// Every slot on `engines`, with its number, in number order.
+    pub fn on(&self, engines: &[String]) -> Vec<(usize, Slot)> {
+        let mut out = Vec::new();
+        for (e, engine) in ENGINES.iter().enumerate() {
+            if !engines.iter().any(|x| x == engine) {
+                continue;
+            }
+            for (i, (g, c)) in self.base.iter().enumerate() {
+                let slot = Slot {
+                    guest: g.clone(),
+                    engine: engine.to_string(),
+                    config: c.clone(),
+                };
+                out.push((e * self.base.len() + i, slot));
+            }
+        }
+        out
+    }
+
+    /// The guests the slots use, sorted.
+    pub fn guests(&self) -> Vec<String> {
+        let mut g: Vec<String> = self.base.iter().map(|(g, _)| g.clone()).collect();
+        g.sort();
+        g.dedup();
+        g
+    }
+}
+
+fn config_of(case: &Case) -> serde_json::Value {
+    case.config.clone().unwrap_or_else(|| serde_json::json!({}))
+}
+
+/// Where the cases go.
+#[derive(Debug, Clone, Copy)]
+pub enum Target {
+    /// One entry point for every slot; the route header picks the middleware.
+    One(SocketAddr),
+    /// One listener per slot: slot `mN` listens on this address's port plus N (how the
+    /// written Envoy configuration works).
+    PerSlot(SocketAddr),
+}
+
+impl Target {
+    /// The address that serves slot `idx`.
+    pub fn addr(&self, idx: usize) -> anyhow::Result<SocketAddr> {
+        match *self {
+            Target::One(a) => Ok(a),
+            Target::PerSlot(base) => {
+                let port = u16::try_from(usize::from(base.port()) + idx)
+                    .ok()
+                    .with_context(|| format!("slot m{idx} is past the last port from {base}"))?;
+                Ok(SocketAddr::new(base.ip(), port))
+            }
+        }
+    }
 }
 
 /// The suite ready to run: guests compiled and written, upstream started, install file written.
 pub struct Prepared {
     cases: Vec<Case>,
     engines: Vec<String>,
-    slots: Vec<Slot>,
+    slots: Slots,
     upstream: Upstream,
     dir: tempfile::TempDir,
 }
 
 impl Prepared {
-    /// Compiles the guests `cases` use, starts the upstream and writes the install file.
+    /// Compiles the guests `cases` use, starts the upstream on a free port and writes the
+    /// install file; the slots are numbered from `cases` themselves.
     pub async fn new(cases: Vec<Case>, engines: &[String]) -> anyhow::Result<Prepared> {
-        let dir = tempfile::tempdir().context("creating a temp dir")?;
-        let upstream = Upstream::start().await.context("starting the upstream")?;
-        let mut slots = Vec::new();
+        let slots = Slots::new(&cases);
+        let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
+        Prepared::start(cases, slots, engines, any_port).await
+    }
+
+    /// Like [`Prepared::new`], with slots numbered by `slots` (which must cover `cases`) and
+    /// the upstream on `upstream` (port 0 for any).
+    pub async fn start(
+        cases: Vec<Case>,
+        slots: Slots,
+        engines: &[String],
+        upstream: SocketAddr,
+    ) -> anyhow::Result<Prepared> {
         for case in &cases {
             for engine in engines {
-                let slot = slot_of(case, engine);
-                if !slots.contains(&slot) {
-                    slots.push(slot);
+                if slots.index(case, engine).is_none() {
+                    anyhow::bail!("case {} on {engine} has no slot", case.name);
                 }
             }
         }
-        let mut guests: Vec<&str> = cases.iter().map(|c| c.guest.as_str()).collect();
-        guests.sort();
-        guests.dedup();
-        for name in &guests {
-            let wat = guest_source(name).with_context(|| format!("unknown guest {name}"))?;
-            let wasm = wat::parse_str(&wat).with_context(|| format!("guest {name}"))?;
-            std::fs::write(dir.path().join(format!("{}.wasm", file_stem(name))), wasm)?;
-        }
-        let yaml = install_file(dir.path(), &guests, engines, &slots, upstream.addr)?;
+        let dir = tempfile::tempdir().context("creating a temp dir")?;
+        let upstream = Upstream::start(upstream)
+            .await
+            .with_context(|| format!("starting the upstream on {upstream}"))?;
+        let guests = write_guests(dir.path(), &slots.guests())?;
+        let yaml = install_file(
+            dir.path(),
+            &guests,
+            engines,
+            &slots,
+            upstream.addr,
+            "127.0.0.1:0",
+        )?;
         std::fs::write(dir.path().join("wasmgate.yaml"), yaml)?;
         Ok(Prepared {
             cases,
@@ -104,19 +210,43 @@ impl Prepared {
         self.dir.path().join("wasmgate.yaml")
     }
 
+    /// Where the upstream listens.
+    pub fn upstream_addr(&self) -> SocketAddr {
+        self.upstream.addr
+    }
+
     /// Runs every case on every engine against the proxy listening on `proxy`, which
     /// offers no log lines or metrics.
     pub async fn run(&self, proxy: SocketAddr) -> Report {
-        self.run_observed(proxy, Observers::default()).await
+        self.run_observed(Target::One(proxy), Observers::default())
+            .await
     }
 
-    /// Like [`Prepared::run`], checking `expect.logs` and `expect.metrics` with `observers`.
-    pub async fn run_observed(&self, proxy: SocketAddr, observers: Observers<'_>) -> Report {
+    /// Runs every case on every engine against `target`, which offers no log lines or metrics.
+    pub async fn run_target(&self, target: Target) -> Report {
+        self.run_observed(target, Observers::default()).await
+    }
+
+    /// The address the first case goes to, to check the target answers before running.
+    pub fn first_addr(&self, target: Target) -> anyhow::Result<Option<SocketAddr>> {
+        for case in &self.cases {
+            for engine in &self.engines {
+                if let Some(idx) = self.slots.index(case, engine) {
+                    return target.addr(idx).map(Some);
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Runs every case on every engine against `target`, checking `expect.logs` and
+    /// `expect.metrics` with `observers`.
+    pub async fn run_observed(&self, target: Target, observers: Observers<'_>) -> Report {
         let mut results = Vec::new();
         for case in &self.cases {
             for engine in &self.engines {
-                let slot = slot_of(case, engine);
-                let idx = self.slots.iter().position(|s| *s == slot).unwrap_or(0);
+                // `start` checked every (case, engine) has a slot.
+                let idx = self.slots.index(case, engine).unwrap_or(0);
                 let key = format!("{}@{}", case.name, engine);
                 self.upstream.set_answer(&key, case.upstream.clone());
                 let mut headers = vec![
@@ -129,7 +259,10 @@ impl Prepared {
                     logs.start_case();
                 }
                 let r = &case.request;
-                let got = send(proxy, &r.method, &r.uri, &r.version, &headers, &r.body).await;
+                let got = match target.addr(idx) {
+                    Ok(addr) => send(addr, &r.method, &r.uri, &r.version, &headers, &r.body).await,
+                    Err(e) => Err(e),
+                };
                 let calls = self.upstream.calls(&key);
                 let (mut mismatches, got) = match got {
                     Ok(g) => (compare(case, &g, calls), Some(g)),
@@ -158,7 +291,7 @@ impl Prepared {
 
 /// `guest@0.2.1` → `guest-0_2_1`: a name fit for files and for wasmgate plugin names, where
 /// `@` would read as a provider suffix.
-fn file_stem(guest: &str) -> String {
+pub fn file_stem(guest: &str) -> String {
     guest.replace('@', "-").replace('.', "_")
 }
 
@@ -235,22 +368,27 @@ pub fn compare_logs(e: &Expect, lines: &[String]) -> Vec<String> {
     out
 }
 
-fn slot_of(case: &Case, engine: &str) -> Slot {
-    Slot {
-        guest: case.guest.clone(),
-        engine: engine.to_string(),
-        config: case.config.clone().unwrap_or_else(|| serde_json::json!({})),
+/// Compiles each guest of `names` into `dir/<file stem>.wasm`; returns the names.
+pub fn write_guests(dir: &Path, names: &[String]) -> anyhow::Result<Vec<String>> {
+    for name in names {
+        let wat = guest_source(name).with_context(|| format!("unknown guest {name}"))?;
+        let wasm = wat::parse_str(&wat).with_context(|| format!("guest {name}"))?;
+        let path = dir.join(format!("{}.wasm", file_stem(name)));
+        std::fs::write(&path, wasm).with_context(|| format!("writing {}", path.display()))?;
     }
+    Ok(names.to_vec())
 }
 
-/// The wasmgate install file: each guest declared once per engine, one middleware per slot,
-/// and one router per middleware, picked by the route header.
-fn install_file(
+/// The wasmgate install file: each guest declared once per engine, one middleware per slot
+/// on `engines`, and one router per middleware, picked by the route header; the guests'
+/// modules are `dir/<guest>.wasm` and the entry point `web` listens on `listen`.
+pub fn install_file(
     dir: &Path,
-    guests: &[&str],
+    guests: &[String],
     engines: &[String],
-    slots: &[Slot],
+    slots: &Slots,
     upstream: SocketAddr,
+    listen: &str,
 ) -> anyhow::Result<String> {
     use serde_json::{json, Map, Value};
     let mut plugins = Map::new();
@@ -265,7 +403,7 @@ fn install_file(
     }
     let mut routers = Map::new();
     let mut middlewares = Map::new();
-    for (i, s) in slots.iter().enumerate() {
+    for (i, s) in slots.on(engines) {
         let m = format!("m{i}");
         let mut plugin = Map::new();
         plugin.insert(plugin_name(&s.guest, &s.engine), s.config.clone());
@@ -285,7 +423,7 @@ fn install_file(
         json!({"loadBalancer": {"servers": [{"url": format!("http://{upstream}")}]}}),
     );
     let doc = json!({
-        "entryPoints": {"web": {"address": "127.0.0.1:0"}},
+        "entryPoints": {"web": {"address": listen}},
         "plugins": Value::Object(plugins),
         "http": {
             "routers": Value::Object(routers),

@@ -22,7 +22,7 @@ struct Shared {
     calls: HashMap<String, u32>,
 }
 
-/// A running upstream on 127.0.0.1; it stops when dropped.
+/// A running upstream; it stops when dropped.
 pub struct Upstream {
     /// Its address.
     pub addr: SocketAddr,
@@ -37,9 +37,9 @@ impl Drop for Upstream {
 }
 
 impl Upstream {
-    /// Binds a free port and serves HTTP/1.1.
-    pub async fn start() -> std::io::Result<Upstream> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+    /// Binds `addr` (port 0 for a free one) and serves HTTP/1.1.
+    pub async fn start(addr: SocketAddr) -> std::io::Result<Upstream> {
+        let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Mutex::new(Shared::default()));
         let s = shared.clone();

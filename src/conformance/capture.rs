@@ -1,24 +1,16 @@
-//! `wasmgate conformance`: the suite of the `wasmgate-conformance` crate run against this
-//! build, in process, on every engine.
-//!
-//! Besides the responses, the suite sees plugin log lines (through [`log_capture_layer`],
-//! part of the global `tracing` subscriber) and proxy-wasm metrics (through the gateway).
+//! Plugin log lines for `expect.logs`: a `tracing` layer that keeps events of target
+//! `wasmgate::plugin` while an in-process run captures.
 
 use std::fmt::Debug;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
-use anyhow::Context;
 use tracing::field::{Field, Visit};
 use tracing::subscriber::Interest;
 use tracing::{Event, Metadata, Subscriber};
 use tracing_subscriber::layer::{self, Layer, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
-use wasmgate_conformance::case::{self, Abi, Case};
-use wasmgate_conformance::{LogSource, MetricSource, Observers, Prepared, Report, ENGINES};
-
-use crate::cli::ConformanceArgs;
-use crate::gateway::Gateway;
+use wasmgate_conformance::LogSource;
 
 /// The `tracing` target of plugin log lines.
 const PLUGIN_TARGET: &str = "wasmgate::plugin";
@@ -26,11 +18,11 @@ const PLUGIN_TARGET: &str = "wasmgate::plugin";
 /// Whether a run is capturing plugin log lines; no line is kept otherwise.
 static CAPTURING: AtomicBool = AtomicBool::new(false);
 /// Whether the global subscriber holds [`log_capture_layer`].
-static INSTALLED: AtomicBool = AtomicBool::new(false);
+pub(super) static INSTALLED: AtomicBool = AtomicBool::new(false);
 /// The plugin log lines of the current case, `LEVEL message`.
 static LINES: Mutex<Vec<String>> = Mutex::new(Vec::new());
 /// Capture, and the faults tests inject, are process-wide: one in-process run at a time.
-static ONE_RUN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+pub(super) static ONE_RUN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The layer that hands plugin log lines to the suite. Add it to the global subscriber and
 /// call [`log_capture_installed`]; it lets events through only while a run captures.
@@ -95,10 +87,10 @@ impl Visit for Message {
 }
 
 /// Turns capture on for as long as it lives.
-struct Capturing;
+pub(super) struct Capturing;
 
 impl Capturing {
-    fn start() -> Capturing {
+    pub(super) fn start() -> Capturing {
         CAPTURING.store(true, Ordering::SeqCst);
         Capturing
     }
@@ -111,7 +103,7 @@ impl Drop for Capturing {
     }
 }
 
-struct CapturedLogs;
+pub(super) struct CapturedLogs;
 
 impl LogSource for CapturedLogs {
     fn start_case(&self) {
@@ -123,69 +115,10 @@ impl LogSource for CapturedLogs {
     }
 }
 
-/// proxy-wasm metrics, read from the VMs of the gateway's plugins.
-struct GatewayMetrics(Arc<Gateway>);
-
-impl MetricSource for GatewayMetrics {
-    fn metric(&self, plugin: &str, name: &str) -> Option<i64> {
-        let plugin = self.0.plugin(plugin)?;
-        plugin.proxy_wasm()?.vm().metric(name).map(|m| m.value)
-    }
-}
-
 /// Without a global subscriber (under `cargo test`), installs one that only captures.
-fn install_capture_if_none() {
+pub(super) fn install_capture_if_none() {
     let subscriber = tracing_subscriber::registry().with(log_capture_layer());
     if tracing::subscriber::set_global_default(subscriber).is_ok() {
         log_capture_installed();
     }
-}
-
-/// Starts wasmgate on the suite's install file, runs `cases` on `engines`, stops it.
-pub async fn run(cases: Vec<Case>, engines: &[String]) -> anyhow::Result<Report> {
-    let _one = ONE_RUN.lock().await;
-    install_capture_if_none();
-    // On before the plugins load: their middlewares read the enabled log level when they start.
-    let _capturing = Capturing::start();
-    let prepared = Prepared::new(cases, engines).await?;
-    let gateway = Gateway::load(&prepared.config_path())
-        .map_err(|e| anyhow::anyhow!("the suite's install file did not load:\n{e}"))?;
-    let metrics = GatewayMetrics(gateway.clone());
-    let server = crate::proxy::start(gateway).await?;
-    let addr = *server
-        .addrs
-        .get("web")
-        .context("the suite's entry point did not start")?;
-    let logs = CapturedLogs;
-    let observers = Observers {
-        logs: INSTALLED
-            .load(Ordering::SeqCst)
-            .then_some(&logs as &dyn LogSource),
-        metrics: Some(&metrics),
-    };
-    let report = prepared.run_observed(addr, observers).await;
-    server.shutdown().await;
-    Ok(report)
-}
-
-/// The built-in cases, filtered as the command line asks, on the engines it names (all when none).
-pub fn run_cli(args: &ConformanceArgs) -> anyhow::Result<Report> {
-    let cases = case::filter(
-        case::builtin_cases()?,
-        args.abi.as_deref().and_then(Abi::parse),
-        args.case.as_deref(),
-    );
-    if cases.is_empty() {
-        anyhow::bail!("no case matches the filters");
-    }
-    let engines: Vec<String> = if args.engine.is_empty() {
-        ENGINES.iter().map(|e| e.to_string()).collect()
-    } else {
-        args.engine.clone()
-    };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    runtime.block_on(run(cases, &engines))
 }

@@ -1,0 +1,174 @@
+//! `wasmgate conformance`: the suite of the `wasmgate-conformance` crate run against this
+//! build, in process, on every engine; or against another proxy (`--target`); or written out
+//! for one (`guests --out`).
+//!
+//! In process the suite also sees plugin log lines (through [`log_capture_layer`], part of
+//! the global `tracing` subscriber) and proxy-wasm metrics (through the gateway).
+
+mod capture;
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use anyhow::Context;
+use wasmgate_conformance::case::{self, Abi, Case};
+use wasmgate_conformance::export::{self, ExportOptions, Exported};
+use wasmgate_conformance::{
+    LogSource, MetricSource, Observers, Prepared, Report, Slots, Target, ENGINES,
+};
+
+pub use self::capture::{log_capture_installed, log_capture_layer};
+use self::capture::{CapturedLogs, Capturing};
+
+use crate::cli::{ConformanceArgs, GuestsArgs};
+use crate::gateway::Gateway;
+
+/// Where `--target` runs start the upstream unless told: what `guests --out` writes.
+pub const DEFAULT_TARGET_UPSTREAM: &str = "127.0.0.1:9099";
+
+/// proxy-wasm metrics, read from the VMs of the gateway's plugins.
+struct GatewayMetrics(Arc<Gateway>);
+
+impl MetricSource for GatewayMetrics {
+    fn metric(&self, plugin: &str, name: &str) -> Option<i64> {
+        let plugin = self.0.plugin(plugin)?;
+        plugin.proxy_wasm()?.vm().metric(name).map(|m| m.value)
+    }
+}
+
+/// Starts wasmgate on the suite's install file, runs `cases` on `engines`, stops it.
+pub async fn run(cases: Vec<Case>, engines: &[String]) -> anyhow::Result<Report> {
+    let slots = Slots::new(&cases);
+    run_in_process(cases, slots, engines, SocketAddr::from(([127, 0, 0, 1], 0))).await
+}
+
+/// Starts the upstream on `upstream` and wasmgate on the install file, runs, stops.
+async fn run_in_process(
+    cases: Vec<Case>,
+    slots: Slots,
+    engines: &[String],
+    upstream: SocketAddr,
+) -> anyhow::Result<Report> {
+    let _one = capture::ONE_RUN.lock().await;
+    capture::install_capture_if_none();
+    // On before the plugins load: their middlewares read the enabled log level when they start.
+    let _capturing = Capturing::start();
+    let prepared = Prepared::start(cases, slots, engines, upstream).await?;
+    let gateway = Gateway::load(&prepared.config_path())
+        .map_err(|e| anyhow::anyhow!("the suite's install file did not load:\n{e}"))?;
+    let metrics = GatewayMetrics(gateway.clone());
+    let server = crate::proxy::start(gateway).await?;
+    let addr = *server
+        .addrs
+        .get("web")
+        .context("the suite's entry point did not start")?;
+    let logs = CapturedLogs;
+    let observers = Observers {
+        logs: capture::INSTALLED
+            .load(Ordering::SeqCst)
+            .then_some(&logs as &dyn LogSource),
+        metrics: Some(&metrics),
+    };
+    let report = prepared.run_observed(Target::One(addr), observers).await;
+    server.shutdown().await;
+    Ok(report)
+}
+
+/// Runs `cases` on `engines` against a proxy already running at `target`, with the upstream
+/// on `upstream` and slots numbered from `all` (the cases the proxy was configured for).
+pub async fn run_target(
+    cases: Vec<Case>,
+    all: &[Case],
+    engines: &[String],
+    target: Target,
+    upstream: SocketAddr,
+) -> anyhow::Result<Report> {
+    let prepared = Prepared::start(cases, Slots::new(all), engines, upstream).await?;
+    eprintln!("upstream listening on {}", prepared.upstream_addr());
+    // Every case would fail alike; one clear error says more.
+    if let Some(addr) = prepared.first_addr(target)? {
+        tokio::net::TcpStream::connect(addr)
+            .await
+            .with_context(|| {
+                format!("nothing answers at {addr}: is the proxy under test running there?")
+            })?;
+    }
+    Ok(prepared.run_target(target).await)
+}
+
+/// The built-in cases, filtered as the command line asks, on the engines it names (all when none).
+pub fn run_cli(args: &ConformanceArgs) -> anyhow::Result<Report> {
+    let all = case::builtin_cases()?;
+    let cases = case::filter(
+        all.clone(),
+        args.abi.as_deref().and_then(Abi::parse),
+        args.case.as_deref(),
+    );
+    if cases.is_empty() {
+        anyhow::bail!("no case matches the filters");
+    }
+    let engines = engines_or_all(&args.engine);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let target = match (&args.target, &args.target_per_slot) {
+            (Some(url), _) => Some(Target::One(resolve(url).await?)),
+            (None, Some(url)) => Some(Target::PerSlot(resolve(url).await?)),
+            (None, None) => None,
+        };
+        match target {
+            Some(t) => {
+                let upstream = match args.upstream {
+                    Some(u) => u,
+                    None => DEFAULT_TARGET_UPSTREAM.parse()?,
+                };
+                run_target(cases, &all, &engines, t, upstream).await
+            }
+            None => {
+                let upstream = args
+                    .upstream
+                    .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+                let slots = Slots::new(&cases);
+                run_in_process(cases, slots, &engines, upstream).await
+            }
+        }
+    })
+}
+
+/// `wasmgate conformance guests --out DIR`: writes the guests and configurations.
+pub fn guests_cli(args: &GuestsArgs) -> anyhow::Result<Exported> {
+    let opts = ExportOptions {
+        upstream: args.upstream,
+        listen: args.listen,
+        engines: engines_or_all(&args.engine),
+        base_port: args.base_port,
+    };
+    export::export(&args.out, &case::builtin_cases()?, &opts)
+}
+
+fn engines_or_all(engines: &[String]) -> Vec<String> {
+    if engines.is_empty() {
+        ENGINES.iter().map(|e| e.to_string()).collect()
+    } else {
+        engines.to_vec()
+    }
+}
+
+/// `http://HOST:PORT` (a trailing `/` allowed) as a socket address.
+async fn resolve(url: &str) -> anyhow::Result<SocketAddr> {
+    let hostport = url
+        .strip_prefix("http://")
+        .with_context(|| format!("target {url:?}: expected http://HOST:PORT"))?
+        .trim_end_matches('/');
+    if hostport.contains('/') || !hostport.contains(':') {
+        anyhow::bail!("target {url:?}: expected http://HOST:PORT");
+    }
+    tokio::net::lookup_host(hostport)
+        .await
+        .with_context(|| format!("resolving {hostport}"))?
+        .next()
+        .with_context(|| format!("{hostport} has no address"))
+}
