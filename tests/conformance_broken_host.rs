@@ -67,16 +67,24 @@ async fn a_broken_host_function_fails_exactly_the_cases_that_check_it() {
     let text = broken.to_text();
     assert_eq!(
         failed(&broken),
-        on_both(&["get_uri_kept_encoded", "set_uri_then_get_uri"]),
+        on_both(&[
+            "get_uri_kept_encoded",
+            "set_uri_then_get_uri",
+            "get_uri_http2_path_and_query"
+        ]),
         "{text}"
     );
-    assert_eq!(broken.failed(), 4, "{text}");
+    assert_eq!(broken.failed(), 6, "{text}");
     for engine in ENGINES {
         assert_eq!(
             mismatches(&broken, "get_uri_kept_encoded", engine),
             [
                 r#"body: expected "/simple%26clean/a%20b?name=kung+fu%2Bpanda", got "/simple&clean/a b?name=kung+fu+panda""#
             ]
+        );
+        assert_eq!(
+            mismatches(&broken, "get_uri_http2_path_and_query", engine),
+            [r#"body: expected "/a%20b/c?x=1&y", got "/a b/c?x=1&y""#]
         );
         assert_eq!(
             mismatches(&broken, "set_uri_then_get_uri", engine),

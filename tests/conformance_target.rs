@@ -68,7 +68,8 @@ fn written_configuration_runs_in_another_wasmgate_and_the_target_run_passes() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     for f in [
         "http_wasm.wasm",
-        "proxy_wasm.wasm",
+        "proxy_wasm-0_1_0.wasm",
+        "proxy_wasm-0_2_1.wasm",
         "wasmgate.yaml",
         "envoy.yaml",
         "traefik/traefik.yml",
@@ -186,7 +187,7 @@ fn per_slot_target_sends_slot_n_to_base_port_plus_n() {
     let cases = builtin_cases().unwrap();
     let case = cases
         .iter()
-        .find(|c| c.name == "pw_plugin_configuration")
+        .find(|c| c.name == "pw_plugin_configuration@0.2.1")
         .unwrap();
     let idx = wasmgate_conformance::Slots::new(&cases)
         .index(case, "wasmtime")
@@ -237,7 +238,7 @@ fn per_slot_target_sends_slot_n_to_base_port_plus_n() {
         "--engine",
         "wasmtime",
         "--case",
-        "pw_plugin_configuration",
+        "pw_plugin_configuration@0.2.1",
     ]);
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{stdout}");
