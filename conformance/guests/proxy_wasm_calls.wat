@@ -312,6 +312,11 @@
     ;; 7: a call that cannot be sent: the response callback sees the failure.
     (if (i32.eq (local.get $t) (i32.const 7))
       (then (return (call $call_and_pause (i32.const 7)))))
+    ;; 9: outside a call response, map 6 is BAD_ARGUMENT and buffer 4 NOT_FOUND.
+    (if (i32.eq (local.get $t) (i32.const 9)) (then
+      (call $st (call $get_value (i32.const 6) (i32.const 208) (i32.const 7) (i32.const 512) (i32.const 516)))
+      (call $emit_num (call $get_buffer_bytes (i32.const 4) (i32.const 0) (i32.const 10) (i32.const 512) (i32.const 516)))
+      (return (call $reply))))
     ;; 10: effective context, unknown then own.
     (if (i32.eq (local.get $t) (i32.const 10)) (then
       (call $st (call $set_effective_context (i32.const 99999)))
@@ -325,8 +330,9 @@
     (if (i32.eq (local.get $t) (i32.const 12)) (then
       ;;@0.2.0,0.2.1 (call $emit_num (call $continue_stream (i32.const 9)))
       (return (call $reply))))
-    ;; 20, 21: pause; ticks resume the request.
-    (if (i32.or (i32.eq (local.get $t) (i32.const 20)) (i32.eq (local.get $t) (i32.const 21))) (then
+    ;; 20, 21, 23: pause; ticks resume the request (23: through a call the tick makes).
+    (if (i32.or (i32.eq (local.get $t) (i32.const 23))
+          (i32.or (i32.eq (local.get $t) (i32.const 20)) (i32.eq (local.get $t) (i32.const 21)))) (then
       (drop (call $set_tick (i32.const 5)))
       (global.set $wait (i32.const 1))
       (return (i32.const 1))))
@@ -532,8 +538,8 @@
       (call $emit_result (call $get_buffer_bytes (i32.const 4) (i32.const 0) (local.get $size) (i32.const 512) (i32.const 516)))
       (call $reply_to_stream)
       (return)))
-    ;; 2: the request goes on with the call's status added.
-    (if (i32.eq (global.get $id) (i32.const 2)) (then
+    ;; 2, 23: the request goes on with the call's status added.
+    (if (i32.or (i32.eq (global.get $id) (i32.const 2)) (i32.eq (global.get $id) (i32.const 23))) (then
       (drop (call $get_value (i32.const 6) (i32.const 208) (i32.const 7) (i32.const 512) (i32.const 516)))
       (drop (call $set_effective_context (global.get $ctx)))
       (drop (call $add_value (i32.const 0) (i32.const 256) (i32.const 13) (i32.load (i32.const 512)) (i32.load (i32.const 516))))
@@ -590,6 +596,13 @@
       (drop (call $set_effective_context (global.get $ctx)))
       (drop (call $add_value (i32.const 2) (i32.const 272) (i32.const 12) (i32.const 288) (i32.const 4)))
       (call $resume_response)
+      (return)))
+    ;; 23: the first tick calls out from the root context; the call response resumes.
+    (if (i32.eq (global.get $id) (i32.const 23)) (then
+      (call $stop_ticks)
+      (if (call $call (i32.const 0)) (then
+        (call $emit (i32.const 192) (i32.const 7))
+        (call $reply_to_stream)))
       (return)))
     ;; 44: answer with what proxy_on_queue_ready dequeued, once it has.
     (if (i32.eq (global.get $id) (i32.const 44)) (then
