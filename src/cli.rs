@@ -15,9 +15,10 @@ pub struct Cli {
     /// Log format.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
-    /// Log level: error, warn, info, debug or trace (or a tracing filter such as `wasmgate=debug`).
-    #[arg(long, global = true, default_value = "info", env = "WASMGATE_LOG")]
-    pub log_level: String,
+    /// Log level: error, warn, info, debug or trace (or a tracing filter such as `wasmgate=debug`);
+    /// `info` by default, `warn` for `conformance` (whose report is the output).
+    #[arg(long, global = true, env = "WASMGATE_LOG")]
+    pub log_level: Option<String>,
     /// What to do; `run` when omitted.
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -73,6 +74,10 @@ pub struct ConformanceArgs {
     /// `guests --out` writes), any free port in process.
     #[arg(long, value_name = "HOST:PORT")]
     pub upstream: Option<SocketAddr>,
+    /// Also run the cases of the SDK-built guests; builds them from the source tree's
+    /// examples (needs cargo with the wasm32 targets, and npm).
+    #[arg(long)]
+    pub sdk: bool,
 }
 
 /// Subcommands of `wasmgate conformance`.
@@ -100,6 +105,9 @@ pub struct GuestsArgs {
     /// Envoy's first port: slot `mN` gets a listener on BASE_PORT + N.
     #[arg(long, default_value_t = 10000)]
     pub base_port: u16,
+    /// Also write the SDK-built guests (built from the source tree's examples).
+    #[arg(long)]
+    pub sdk: bool,
 }
 
 /// Output format of `wasmgate conformance`.

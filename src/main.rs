@@ -11,7 +11,9 @@ use wasmgate::gateway::Gateway;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let conformance_run = matches!(cli.command, Some(Command::Conformance(_)));
-    cli::init_logging(cli.log_format, &cli.log_level, conformance_run);
+    let default_level = if conformance_run { "warn" } else { "info" };
+    let level = cli.log_level.as_deref().unwrap_or(default_level);
+    cli::init_logging(cli.log_format, level, conformance_run);
     if let Some(Command::Conformance(args)) = &cli.command {
         return conformance(args);
     }

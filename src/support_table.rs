@@ -157,8 +157,7 @@ pub fn render(report: &Report) -> String {
             s.push('\n');
         }
     }
-    let _ = writeln!(s, "\n{}", report.summary());
-    let _ = write!(s, "{END}");
+    let _ = write!(s, "\n{END}");
     s
 }
 

@@ -20,7 +20,7 @@ fn install(plugins: &[(&str, String, &str)], http: &str) -> String {
     s + http
 }
 
-fn filter(target: &str) -> String {
+fn filter(target: &'static str) -> String {
     proxy_wasm_example("header-filter", target)
         .display()
         .to_string()

@@ -6,6 +6,8 @@ use std::path::Path;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
+use crate::sdk::{Sdk, SdkBuild};
+
 /// Which ABI a guest speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -46,6 +48,8 @@ pub struct Guest {
     /// The ABI versions the template is built for (empty: the source is plain WAT, one
     /// version). A case of such a guest runs once per version (see [`expand_variants`]).
     pub variants: &'static [&'static str],
+    /// For a guest built with a plugin SDK (then `wat` is empty): where it comes from.
+    pub sdk: Option<Sdk>,
 }
 
 /// The proxy-wasm ABI versions a proxy-wasm guest is built for.
@@ -89,20 +93,108 @@ pub const GUESTS: &[Guest] = &[
         abi: Abi::HttpWasm,
         wat: include_str!("../guests/http_wasm.wat"),
         variants: &[],
+        sdk: None,
     },
     Guest {
         name: "proxy_wasm",
         abi: Abi::ProxyWasm,
         wat: include_str!("../guests/proxy_wasm.wat"),
         variants: PROXY_WASM_VERSIONS,
+        sdk: None,
     },
     Guest {
         name: "proxy_wasm_calls",
         abi: Abi::ProxyWasm,
         wat: include_str!("../guests/proxy_wasm_calls.wat"),
         variants: PROXY_WASM_VERSIONS,
+        sdk: None,
     },
+    // Built with the plugin SDKs from examples/ (see src/sdk.rs); cases in cases/sdk.yaml.
+    sdk_guest(
+        "sdk_http_wasm_add_headers",
+        Abi::HttpWasm,
+        "examples/plugins",
+        WASIP1,
+        "add-headers.wasm",
+        "http_handler",
+        None,
+    ),
+    sdk_guest(
+        "sdk_http_wasm_deny_path",
+        Abi::HttpWasm,
+        "examples/plugins",
+        WASIP1,
+        "deny-path.wasm",
+        "http_handler",
+        None,
+    ),
+    sdk_guest(
+        "sdk_http_wasm_rewrite_body",
+        Abi::HttpWasm,
+        "examples/plugins",
+        WASIP1,
+        "rewrite-body.wasm",
+        "http_handler",
+        None,
+    ),
+    sdk_guest(
+        "sdk_proxy_wasm_rust",
+        Abi::ProxyWasm,
+        "examples/proxy-wasm",
+        WASIP1,
+        "header_filter.wasm",
+        "0.2.1",
+        None,
+    ),
+    sdk_guest(
+        "sdk_proxy_wasm_rust_unknown",
+        Abi::ProxyWasm,
+        "examples/proxy-wasm",
+        SdkBuild::Cargo {
+            target: "wasm32-unknown-unknown",
+        },
+        "header_filter.wasm",
+        "0.2.1",
+        None,
+    ),
+    sdk_guest(
+        "sdk_proxy_wasm_assemblyscript",
+        Abi::ProxyWasm,
+        "examples/proxy-wasm-as",
+        SdkBuild::Npm,
+        "build/add_header.wasm",
+        "0.2.0",
+        Some("add_header"),
+    ),
 ];
+
+const WASIP1: SdkBuild = SdkBuild::Cargo {
+    target: "wasm32-wasip1",
+};
+
+const fn sdk_guest(
+    name: &'static str,
+    abi: Abi,
+    dir: &'static str,
+    build: SdkBuild,
+    artifact: &'static str,
+    version: &'static str,
+    root_id: Option<&'static str>,
+) -> Guest {
+    Guest {
+        name,
+        abi,
+        wat: "",
+        variants: &[],
+        sdk: Some(Sdk {
+            dir,
+            build,
+            artifact,
+            version,
+            root_id,
+        }),
+    }
+}
 
 /// The guest called `name`: a plain guest name, or `guest@variant` for one ABI version of
 /// a guest with variants.
@@ -129,6 +221,19 @@ pub fn guest_source(name: &str) -> Option<String> {
     guest_variant(name).map(|(g, v)| g.source(v))
 }
 
+/// The module of the guest (or guest variant) called `name`: compiled from its WAT, or built
+/// with its SDK.
+pub fn guest_wasm(name: &str) -> anyhow::Result<Vec<u8>> {
+    let (g, v) = guest_variant(name).with_context(|| format!("unknown guest {name}"))?;
+    match &g.sdk {
+        Some(sdk) => {
+            let path = crate::sdk::build(sdk)?;
+            std::fs::read(&path).with_context(|| format!("reading {}", path.display()))
+        }
+        None => wat::parse_str(g.source(v)).with_context(|| format!("guest {name}")),
+    }
+}
+
 /// The case files shipped with the suite: (file name, text).
 pub const CASE_FILES: &[(&str, &str)] = &[
     ("http_wasm.yaml", include_str!("../cases/http_wasm.yaml")),
@@ -141,6 +246,8 @@ pub const CASE_FILES: &[(&str, &str)] = &[
         "proxy_wasm_calls.yaml",
         include_str!("../cases/proxy_wasm_calls.yaml"),
     ),
+    // Last: slot numbers of the cases above do not depend on whether SDK cases run.
+    ("sdk.yaml", include_str!("../cases/sdk.yaml")),
 ];
 
 /// One case: a request through one guest and what must come back.
@@ -359,6 +466,12 @@ fn check_unique(cases: &[Case]) -> anyhow::Result<()> {
 }
 
 impl Case {
+    /// Whether the case's guest is built with an SDK (and so needs the source tree and the
+    /// SDK's toolchain).
+    pub fn is_sdk(&self) -> bool {
+        guest(&self.guest).is_some_and(|g| g.sdk.is_some())
+    }
+
     /// The ABI of the case's guest.
     pub fn abi(&self) -> Abi {
         guest(&self.guest).map(|g| g.abi).unwrap_or(Abi::HttpWasm)
@@ -366,6 +479,9 @@ impl Case {
 
     /// The ABI version the case runs on: its guest's variant, or the ABI's only version.
     pub fn abi_version(&self) -> String {
+        if let Some(sdk) = guest(&self.guest).and_then(|g| g.sdk.as_ref()) {
+            return sdk.version.to_string();
+        }
         match self.guest.split_once('@') {
             Some((_, v)) => v.to_string(),
             None => match self.abi() {
@@ -424,6 +540,7 @@ mod tests {
             abi: Abi::ProxyWasm,
             wat: "a\n  ;;@0.1.0 old\n;;@0.2.0,0.2.1 new {{abi_version}}\nz",
             variants: PROXY_WASM_VERSIONS,
+            sdk: None,
         };
         assert_eq!(g.source(Some("0.1.0")), "a\nold\nz\n");
         assert_eq!(g.source(Some("0.2.1")), "a\nnew 0_2_1\nz\n");

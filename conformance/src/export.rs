@@ -187,6 +187,23 @@ fn envoy(
             .join(format!("{}.wasm", file_stem(&s.guest)))
             .display()
             .to_string();
+        let mut plugin_config = json!({
+            "name": format!("m{i}"),
+            "configuration": {
+                "@type": "type.googleapis.com/google.protobuf.StringValue",
+                "value": configuration,
+            },
+            "vm_config": {
+                "runtime": "envoy.wasm.runtime.v8",
+                "code": {"local": {"filename": filename}},
+            },
+        });
+        if let Some(root_id) = guest(&s.guest)
+            .and_then(|g| g.sdk.as_ref())
+            .and_then(|x| x.root_id)
+        {
+            plugin_config["root_id"] = json!(root_id);
+        }
         listeners.push(json!({
             "name": format!("m{i}"),
             "address": {"socket_address": {
@@ -212,17 +229,7 @@ fn envoy(
                             "name": "envoy.filters.http.wasm",
                             "typed_config": {
                                 "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-                                "config": {
-                                    "name": format!("m{i}"),
-                                    "configuration": {
-                                        "@type": "type.googleapis.com/google.protobuf.StringValue",
-                                        "value": configuration,
-                                    },
-                                    "vm_config": {
-                                        "runtime": "envoy.wasm.runtime.v8",
-                                        "code": {"local": {"filename": filename}},
-                                    },
-                                },
+                                "config": plugin_config,
                             },
                         },
                         {

@@ -11,6 +11,7 @@ pub mod client;
 pub mod export;
 pub mod report;
 pub mod runner;
+pub mod sdk;
 pub mod upstream;
 
 pub use case::{Abi, Case};

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use crate::case::{guest_source, Case, Expect};
+use crate::case::{guest, guest_wasm, Case, Expect};
 use crate::client::{send, Got};
 use crate::report::{CaseResult, Report};
 use crate::upstream::{Upstream, CASE_KEY_HEADER};
@@ -371,8 +371,7 @@ pub fn compare_logs(e: &Expect, lines: &[String]) -> Vec<String> {
 /// Compiles each guest of `names` into `dir/<file stem>.wasm`; returns the names.
 pub fn write_guests(dir: &Path, names: &[String]) -> anyhow::Result<Vec<String>> {
     for name in names {
-        let wat = guest_source(name).with_context(|| format!("unknown guest {name}"))?;
-        let wasm = wat::parse_str(&wat).with_context(|| format!("guest {name}"))?;
+        let wasm = guest_wasm(name)?;
         let path = dir.join(format!("{}.wasm", file_stem(name)));
         std::fs::write(&path, wasm).with_context(|| format!("writing {}", path.display()))?;
     }
@@ -395,10 +394,17 @@ pub fn install_file(
     for g in guests {
         for e in engines {
             let stem = file_stem(g);
-            plugins.insert(
-                plugin_name(g, e),
-                json!({"path": dir.join(format!("{stem}.wasm")).display().to_string(), "engine": e}),
-            );
+            let mut decl = json!({
+                "path": dir.join(format!("{stem}.wasm")).display().to_string(),
+                "engine": e,
+            });
+            if let Some(root_id) = guest(g)
+                .and_then(|g| g.sdk.as_ref())
+                .and_then(|s| s.root_id)
+            {
+                decl["rootId"] = json!(root_id);
+            }
+            plugins.insert(plugin_name(g, e), decl);
         }
     }
     let mut routers = Map::new();

@@ -99,7 +99,7 @@ pub async fn run_target(
 
 /// The built-in cases, filtered as the command line asks, on the engines it names (all when none).
 pub fn run_cli(args: &ConformanceArgs) -> anyhow::Result<Report> {
-    let all = case::builtin_cases()?;
+    let all = builtin_cases(args.sdk)?;
     let cases = case::filter(
         all.clone(),
         args.abi.as_deref().and_then(Abi::parse),
@@ -146,7 +146,20 @@ pub fn guests_cli(args: &GuestsArgs) -> anyhow::Result<Exported> {
         engines: engines_or_all(&args.engine),
         base_port: args.base_port,
     };
-    export::export(&args.out, &case::builtin_cases()?, &opts)
+    export::export(&args.out, &builtin_cases(args.sdk)?, &opts)
+}
+
+/// The built-in cases; those of SDK-built guests only when `sdk`.
+fn builtin_cases(sdk: bool) -> anyhow::Result<Vec<Case>> {
+    let mut all = case::builtin_cases()?;
+    let sdk_cases = all.iter().filter(|c| c.is_sdk()).count();
+    if !sdk {
+        all.retain(|c| !c.is_sdk());
+        if sdk_cases > 0 {
+            eprintln!("({sdk_cases} cases of SDK-built guests left out; --sdk runs them)");
+        }
+    }
+    Ok(all)
 }
 
 fn engines_or_all(engines: &[String]) -> Vec<String> {

@@ -15,6 +15,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use wasmgate::gateway::Gateway;
 use wasmgate::proxy::RunningServer;
+use wasmgate_conformance::sdk::{build_dir, SdkBuild};
 
 /// A response as the test client saw it.
 #[derive(Debug)]
@@ -181,86 +182,26 @@ pub async fn send(req: Req<'_>) -> Reply {
 
 /// Builds the SDK example plugins (once per test binary) and returns the path of `name`.wasm.
 pub fn example_plugin(name: &str) -> PathBuf {
-    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    let dir = BUILT.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/plugins");
-        let target = root.join("target");
-        let status = std::process::Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "--release",
-                "--target",
-                "wasm32-wasip1",
-                "--manifest-path",
-            ])
-            .arg(root.join("Cargo.toml"))
-            .arg("--target-dir")
-            .arg(&target)
-            .env_remove("RUSTFLAGS")
-            .env_remove("CARGO_ENCODED_RUSTFLAGS")
-            .status()
-            .expect("running cargo to build the example plugins");
-        assert!(
-            status.success(),
-            "building examples/plugins failed (is the wasm32-wasip1 target installed?)"
-        );
-        target.join("wasm32-wasip1/release")
-    });
-    dir.join(format!("{name}.wasm"))
+    let target = SdkBuild::Cargo {
+        target: "wasm32-wasip1",
+    };
+    build_dir("examples/plugins", target)
+        .expect("building examples/plugins")
+        .join(format!("{name}.wasm"))
 }
 
 /// Builds the proxy-wasm SDK example filters (once per target and test binary) for
 /// `wasm32-wasip1` or `wasm32-unknown-unknown` and returns the path of `name`.wasm.
-pub fn proxy_wasm_example(name: &str, target: &str) -> PathBuf {
-    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/proxy-wasm");
-    let target_dir = root.join("target");
-    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
-    if !built.iter().any(|t| t == target) {
-        let status = std::process::Command::new(env!("CARGO"))
-            .args(["build", "--release", "--target", target, "--manifest-path"])
-            .arg(root.join("Cargo.toml"))
-            .arg("--target-dir")
-            .arg(&target_dir)
-            .env_remove("RUSTFLAGS")
-            .env_remove("CARGO_ENCODED_RUSTFLAGS")
-            .status()
-            .expect("running cargo to build the proxy-wasm examples");
-        assert!(
-            status.success(),
-            "building examples/proxy-wasm for {target} failed (is the target installed?)"
-        );
-        built.push(target.to_string());
-    }
-    target_dir
-        .join(target)
-        .join("release")
+pub fn proxy_wasm_example(name: &str, target: &'static str) -> PathBuf {
+    build_dir("examples/proxy-wasm", SdkBuild::Cargo { target })
+        .expect("building examples/proxy-wasm")
         .join(format!("{}.wasm", name.replace('-', "_")))
 }
 
 /// Builds the AssemblyScript proxy-wasm example (once per test binary) with npm and returns
 /// the .wasm path. Needs node and npm (CI installs them, see .ci/run).
 pub fn assemblyscript_example() -> PathBuf {
-    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/proxy-wasm-as");
-            for args in [
-                &["ci", "--no-audit", "--no-fund"][..],
-                &["run", "build"][..],
-            ] {
-                let status = std::process::Command::new("npm")
-                    .args(args)
-                    .current_dir(&root)
-                    .status()
-                    .expect("running npm (node and npm are needed for the AssemblyScript example)");
-                assert!(
-                    status.success(),
-                    "npm {args:?} in {} failed",
-                    root.display()
-                );
-            }
-            root.join("build/add_header.wasm")
-        })
-        .clone()
+    build_dir("examples/proxy-wasm-as", SdkBuild::Npm)
+        .expect("building examples/proxy-wasm-as")
+        .join("build/add_header.wasm")
 }
