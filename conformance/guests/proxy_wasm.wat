@@ -536,10 +536,28 @@
       (return (call $reply_map (call $get_pairs (i32.const 2) (i32.const 512) (i32.const 516))))))
     (i32.const -1))
 
-  ;; Trailers: the map as `count|k,v,` in a local response.
+  ;; Trailers (map 1 or 3), ids 190..199: what the callback saw, in a local response.
   (func $stream_trailers (param $map i32) (result i32)
-    (if (i32.eq (global.get $id) (i32.add (i32.const 189) (local.get $map))) (then
+    (local $t i32)
+    (local.set $t (global.get $id))
+    (if (i32.eq (local.get $t) (i32.const 190)) (then
       (return (call $reply_map (call $get_pairs (local.get $map) (i32.const 512) (i32.const 516))))))
+    (if (i32.eq (local.get $t) (i32.const 191)) (then
+      (return (call $reply_result (call $get_value (local.get $map) (i32.const 1312) (i32.const 3) (i32.const 512) (i32.const 516))))))
+    (if (i32.eq (local.get $t) (i32.const 192)) (then
+      (return (call $reply_size_check (local.get $map)))))
+    (if (i32.eq (local.get $t) (i32.const 193)) (then
+      (drop (call $add_value (local.get $map) (i32.const 48) (i32.const 7) (i32.const 64) (i32.const 3)))
+      (drop (call $replace_value (local.get $map) (i32.const 1312) (i32.const 3) (i32.const 80) (i32.const 3)))
+      (return (call $reply_map (call $get_pairs (local.get $map) (i32.const 512) (i32.const 516))))))
+    (if (i32.eq (local.get $t) (i32.const 194)) (then
+      (drop (call $remove_value (local.get $map) (i32.const 1312) (i32.const 3)))
+      (return (call $reply_map (call $get_pairs (local.get $map) (i32.const 512) (i32.const 516))))))
+    (if (i32.eq (local.get $t) (i32.const 195)) (then
+      (drop (call $set_pairs (local.get $map) (i32.const 112) (i32.const 23)))
+      (return (call $reply_map (call $get_pairs (local.get $map) (i32.const 512) (i32.const 516))))))
+    (if (i32.eq (local.get $t) (i32.const 196)) (then
+      (return (call $reply_status (call $get_value (local.get $map) (i32.const 1232) (i32.const 8) (i32.const 512) (i32.const 516))))))
     (i32.const 0))
 
   ;; `<what>ctx=<ctx> test=<id>` at INFO.

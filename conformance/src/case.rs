@@ -188,6 +188,9 @@ pub struct RequestSpec {
     /// Body.
     #[serde(default)]
     pub body: String,
+    /// Trailer fields as `[name, value]` pairs; when given the body is sent chunked.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trailers: Vec<(String, String)>,
     /// `HTTP/1.1` (default) or `HTTP/1.0`.
     #[serde(default = "default_version")]
     pub version: String,
@@ -200,6 +203,7 @@ impl Default for RequestSpec {
             uri: default_uri(),
             headers: Vec::new(),
             body: String::new(),
+            trailers: Vec::new(),
             version: default_version(),
         }
     }

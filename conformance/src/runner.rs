@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 use crate::case::{guest_source, Case};
-use crate::client::{send, Got};
+use crate::client::{send_with_trailers, Got};
 use crate::report::{CaseResult, Report};
 use crate::upstream::{Upstream, CASE_KEY_HEADER};
 
@@ -91,7 +91,16 @@ impl Prepared {
                 ];
                 headers.extend(case.request.headers.iter().cloned());
                 let r = &case.request;
-                let got = send(proxy, &r.method, &r.uri, &r.version, &headers, &r.body).await;
+                let got = send_with_trailers(
+                    proxy,
+                    &r.method,
+                    &r.uri,
+                    &r.version,
+                    &headers,
+                    &r.body,
+                    &r.trailers,
+                )
+                .await;
                 let calls = self.upstream.calls(&key);
                 let (mismatches, got) = match got {
                     Ok(g) => (compare(case, &g, calls), Some(g)),
