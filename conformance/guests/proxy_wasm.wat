@@ -76,6 +76,7 @@
   (global $heap (mut i32) (i32.const 65536))
   (global $cfg_len (mut i32) (i32.const 0))
   (global $sizes (mut i32) (i32.const 0))
+  (global $body_eos (mut i32) (i32.const -1))
 
   (func (export "proxy_abi_version_{{abi_version}}"))
 
@@ -153,6 +154,7 @@
     (global.set $out (i32.const 0))
     (global.set $id (call $read_test_id))
     (global.set $sizes (i32.const 0))
+    (global.set $body_eos (i32.const -1))
     (local.set $t (global.get $id))
     (if (i32.ge_u (local.get $t) (i32.const 100)) (then
       (local.set $t (call $dispatch_stream))
@@ -428,6 +430,7 @@
     (local $t i32)
     (local.set $t (global.get $id))
     (global.set $sizes (i32.add (global.get $sizes) (local.get $size)))
+    (global.set $body_eos (local.get $eos))
     (if (i32.eq (local.get $t) (i32.const 164)) (then
       (if (i32.eqz (local.get $eos)) (then (return (i32.const 0))))
       (call $emit_num (global.get $sizes))
@@ -556,6 +559,11 @@
     (if (i32.eq (local.get $t) (i32.const 195)) (then
       (drop (call $set_pairs (local.get $map) (i32.const 112) (i32.const 23)))
       (return (call $reply_map (call $get_pairs (local.get $map) (i32.const 512) (i32.const 516))))))
+    (if (i32.eq (local.get $t) (i32.const 197)) (then
+      (call $emit_num (global.get $body_eos))
+      (call $emit (i32.const 1224) (i32.const 1))
+      (call $emit_num (global.get $sizes))
+      (return (call $reply))))
     (if (i32.eq (local.get $t) (i32.const 196)) (then
       (return (call $reply_status (call $get_value (local.get $map) (i32.const 1232) (i32.const 8) (i32.const 512) (i32.const 516))))))
     (i32.const 0))
