@@ -295,6 +295,10 @@ pub struct RequestSpec {
     /// Body.
     #[serde(default)]
     pub body: String,
+    /// Trailer fields as `[name, value]` pairs; when given the body is sent with them
+    /// (chunked on HTTP/1).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trailers: Vec<(String, String)>,
     /// `HTTP/1.1` (default), `HTTP/1.0` or `HTTP/2` (cleartext, prior knowledge).
     #[serde(default = "default_version")]
     pub version: String,
@@ -307,6 +311,7 @@ impl Default for RequestSpec {
             uri: default_uri(),
             headers: Vec::new(),
             body: String::new(),
+            trailers: Vec::new(),
             version: default_version(),
         }
     }

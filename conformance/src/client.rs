@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
@@ -34,7 +35,8 @@ impl Got {
     }
 }
 
-/// Sends one request to `addr`.
+/// Sends one request to `addr`; with `trailers` the body carries them (HTTP/1: chunked), the
+/// fields declared in a `Trailer` header (hyper sends only declared ones).
 pub async fn send(
     addr: SocketAddr,
     method: &str,
@@ -42,8 +44,9 @@ pub async fn send(
     version: &str,
     headers: &[(String, String)],
     body: &str,
+    trailers: &[(String, String)],
 ) -> anyhow::Result<Got> {
-    let req = request(method, uri, version, headers, body)?;
+    let req = request(method, uri, version, headers, body, trailers)?;
     let stream = TcpStream::connect(addr)
         .await
         .with_context(|| format!("connecting to {addr}"))?;
@@ -89,9 +92,11 @@ pub async fn send(
     got
 }
 
+type ReqBody = BoxBody<Bytes, std::convert::Infallible>;
+
 enum Sender {
-    H1(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
-    H2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
+    H1(hyper::client::conn::http1::SendRequest<ReqBody>),
+    H2(hyper::client::conn::http2::SendRequest<ReqBody>),
 }
 
 /// The request; HTTP/2 carries scheme and authority as pseudo-headers, so its target is made
@@ -102,7 +107,8 @@ fn request(
     version: &str,
     headers: &[(String, String)],
     body: &str,
-) -> anyhow::Result<hyper::Request<Full<Bytes>>> {
+    trailers: &[(String, String)],
+) -> anyhow::Result<hyper::Request<ReqBody>> {
     let mut req = hyper::Request::builder().method(method);
     req = match version {
         "HTTP/2" if uri.starts_with('/') => req
@@ -122,7 +128,25 @@ fn request(
     for (n, v) in headers {
         req = req.header(n, v);
     }
-    Ok(req.body(Full::new(Bytes::from(body.to_string())))?)
+    let full = Full::new(Bytes::from(body.to_string()));
+    if trailers.is_empty() {
+        return Ok(req.body(full.boxed())?);
+    }
+    let mut map = http::HeaderMap::new();
+    let mut names = Vec::new();
+    for (n, v) in trailers {
+        let name = http::HeaderName::from_bytes(n.as_bytes())?;
+        map.append(name.clone(), http::HeaderValue::from_str(v)?);
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    let declared: Vec<&str> = names.iter().map(|n| n.as_str()).collect();
+    req = req.header("trailer", declared.join(", "));
+    if version != "HTTP/2" {
+        req = req.header("transfer-encoding", "chunked");
+    }
+    Ok(req.body(full.with_trailers(std::future::ready(Some(Ok(map)))).boxed())?)
 }
 
 /// The host name every request names.

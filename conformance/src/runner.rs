@@ -260,7 +260,18 @@ impl Prepared {
                 }
                 let r = &case.request;
                 let got = match target.addr(idx) {
-                    Ok(addr) => send(addr, &r.method, &r.uri, &r.version, &headers, &r.body).await,
+                    Ok(addr) => {
+                        send(
+                            addr,
+                            &r.method,
+                            &r.uri,
+                            &r.version,
+                            &headers,
+                            &r.body,
+                            &r.trailers,
+                        )
+                        .await
+                    }
                     Err(e) => Err(e),
                 };
                 let calls = self.upstream.calls(&key);

@@ -669,6 +669,12 @@ impl Run<'_> {
             loop {
                 let frame = body.frame().await;
                 let (eos, chunk) = match frame {
+                    // With trailers the body never ends itself (Envoy): no end-of-stream
+                    // body call; what a pause held goes on with the trailers.
+                    None if trailers.as_ref().is_some_and(|t| !t.is_empty()) => {
+                        forwarded.extend_from_slice(&held);
+                        break;
+                    }
                     None => (true, Bytes::new()),
                     Some(Err(e)) => {
                         return Err(if response {
