@@ -146,7 +146,10 @@ fn request(
     if version != "HTTP/2" {
         req = req.header("transfer-encoding", "chunked");
     }
-    Ok(req.body(full.with_trailers(std::future::ready(Some(Ok(map)))).boxed())?)
+    Ok(req.body(
+        full.with_trailers(std::future::ready(Some(Ok(map))))
+            .boxed(),
+    )?)
 }
 
 /// The host name every request names.
