@@ -182,9 +182,10 @@ async fn log_and_metric_expectations_that_do_not_hold_are_reported() {
   test: 70
   expect: { logs: ["^INFO never said$"], logs_absent: ["^DEBUG guest says debug$"] }
 - name: metrics_wrong
-  spec: "proxy-wasm-abi-0.2.1#metrics"
+  spec: "proxy-wasm-abi-{version}#proxy_increment_metric"
   guest: proxy_wasm
   test: 41
+  versions: [0.2.1]
   expect: { metrics: { pw_metric_counter: 8, never_defined: 1 } }
 "#,
     )
@@ -215,7 +216,7 @@ async fn log_and_metric_expectations_that_do_not_hold_are_reported() {
             "logs: expected no line matching /^DEBUG guest says debug$/, got \"DEBUG guest says debug\""
         );
         assert_eq!(
-            of("metrics_wrong"),
+            of("metrics_wrong@0.2.1"),
             vec![
                 "metric never_defined: expected 1, got absent".to_string(),
                 "metric pw_metric_counter: expected 8, got 7".to_string(),
