@@ -40,6 +40,39 @@ fn add_forwarded_headers(req: &mut Request) {
     req.headers.set("x-real-ip", ip);
 }
 
+/// Serves one request on a task of its own, so the connection's task goes on reading the
+/// request body: an http-wasm guest reading that body waits for it from inside a synchronous
+/// guest call, blocking its thread, and hyper reads the body in the connection's task. The
+/// request's task is aborted if the connection drops first, as it would be if run inline.
+pub async fn handle_in_task(
+    gateway: Arc<Gateway>,
+    entry_point: Arc<str>,
+    req: hyper::Request<Incoming>,
+    source: SocketAddr,
+    local: SocketAddr,
+) -> Result<hyper::Response<Body>, std::convert::Infallible> {
+    struct AbortOnDrop(tokio::task::JoinHandle<hyper::Response<Body>>);
+    impl Drop for AbortOnDrop {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let fut = handle(gateway, entry_point, req, source, local);
+    let mut task = AbortOnDrop(tokio::spawn(async move {
+        let Ok(resp) = fut.await;
+        resp
+    }));
+    match (&mut task.0).await {
+        Ok(resp) => Ok(resp),
+        Err(e) => {
+            tracing::error!("request task failed: {e}");
+            let mut resp = hyper::Response::new(Body::full("Internal Server Error\n"));
+            *resp.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+            Ok(resp)
+        }
+    }
+}
+
 /// Serves one request that arrived on `entry_point`.
 pub async fn handle(
     gateway: Arc<Gateway>,

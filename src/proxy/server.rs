@@ -139,7 +139,7 @@ async fn serve_entry_point(
         let gateway = gateway.clone();
         let ep_name = name.clone();
         let service = hyper::service::service_fn(move |req| {
-            super::handler::handle(gateway.clone(), ep_name.clone(), req, peer, local)
+            super::handler::handle_in_task(gateway.clone(), ep_name.clone(), req, peer, local)
         });
         let conn = builder
             .serve_connection(TokioIo::new(stream), service)
