@@ -22,6 +22,8 @@ pub struct Body {
 enum Inner {
     Empty,
     Full(Option<Bytes>),
+    /// Buffered data with trailers known in advance (see [`Body::trailer_names`]).
+    Trailed(Box<DataThenTrailers>),
     Stream(BoxBody<Bytes, BodyError>),
 }
 
@@ -79,6 +81,23 @@ impl Body {
         }
     }
 
+    /// The names of the trailers this body will end with, comma-separated, when they are known
+    /// before it is sent (a buffered body a middleware put back). HTTP/1 sends only trailers
+    /// the head declares in a `Trailer` field, so the edge of the proxy declares these.
+    pub fn trailer_names(&self) -> Option<String> {
+        let Inner::Trailed(t) = &self.inner else {
+            return None;
+        };
+        let map = t.trailers.as_ref()?;
+        let mut names: Vec<&str> = Vec::new();
+        for k in map.keys() {
+            if !names.contains(&k.as_str()) {
+                names.push(k.as_str());
+            }
+        }
+        Some(names.join(", "))
+    }
+
     /// Whether the stream is known to be over (an empty body, say).
     pub fn is_end_stream(&self) -> bool {
         http_body::Body::is_end_stream(self)
@@ -118,10 +137,12 @@ impl From<BufferedBody> for Body {
         };
         // Invalid trailer bytes were put there by a middleware; drop them rather than fail the stream.
         let map = trailers.to_header_map().unwrap_or_default();
-        Body::from_stream(DataThenTrailers {
-            data: Some(b.data).filter(|d| !d.is_empty()),
-            trailers: Some(map),
-        })
+        Body {
+            inner: Inner::Trailed(Box::new(DataThenTrailers {
+                data: Some(b.data).filter(|d| !d.is_empty()),
+                trailers: Some(map),
+            })),
+        }
     }
 }
 
@@ -150,6 +171,7 @@ impl http_body::Body for Body {
         match &mut self.inner {
             Inner::Empty => Poll::Ready(None),
             Inner::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            Inner::Trailed(t) => Poll::Ready(t.next_frame().map(Ok)),
             Inner::Stream(s) => Pin::new(s).poll_frame(cx),
         }
     }
@@ -158,6 +180,7 @@ impl http_body::Body for Body {
         match &self.inner {
             Inner::Empty => true,
             Inner::Full(data) => data.is_none(),
+            Inner::Trailed(t) => t.data.is_none() && t.trailers.is_none(),
             Inner::Stream(s) => s.is_end_stream(),
         }
     }
@@ -166,6 +189,13 @@ impl http_body::Body for Body {
         match &self.inner {
             Inner::Empty => SizeHint::with_exact(0),
             Inner::Full(data) => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+            Inner::Trailed(t) => {
+                // Not exact: with a known length HTTP/1 sends content-length, which has no
+                // room for trailers; this way it sends the body chunked.
+                let mut h = SizeHint::new();
+                h.set_lower(t.data.as_ref().map_or(0, |d| d.len() as u64));
+                h
+            }
             Inner::Stream(s) => s.size_hint(),
         }
     }
@@ -177,22 +207,12 @@ struct DataThenTrailers {
     trailers: Option<http::HeaderMap>,
 }
 
-impl http_body::Body for DataThenTrailers {
-    type Data = Bytes;
-    type Error = std::convert::Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+impl DataThenTrailers {
+    fn next_frame(&mut self) -> Option<Frame<Bytes>> {
         if let Some(d) = self.data.take() {
-            return Poll::Ready(Some(Ok(Frame::data(d))));
+            return Some(Frame::data(d));
         }
-        Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(t))))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.data.is_none() && self.trailers.is_none()
+        self.trailers.take().map(Frame::trailers)
     }
 }
 

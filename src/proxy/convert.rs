@@ -7,6 +7,7 @@ use hyper::body::Incoming;
 use wasmgate_abi::{Body, Headers, ProxyError, Request, Response};
 
 /// Hop-by-hop headers: they describe one connection and are never forwarded (RFC 9110 §7.6.1).
+/// `Trailer` is end to end (RFC 9110 §6.6.2): HTTP/1 needs it to send the trailers at all.
 const HOP_BY_HOP: &[&str] = &[
     "connection",
     "proxy-connection",
@@ -14,7 +15,6 @@ const HOP_BY_HOP: &[&str] = &[
     "proxy-authenticate",
     "proxy-authorization",
     "te",
-    "trailer",
     "transfer-encoding",
     "upgrade",
 ];
@@ -40,6 +40,19 @@ pub fn strip_hop_by_hop(headers: &mut Headers) {
     }
 }
 
+/// Whether the TE header says the client accepts trailer fields (RFC 9110 §10.1.4).
+pub fn accepts_trailers(headers: &Headers) -> bool {
+    headers.get_all("te").any(|v| {
+        String::from_utf8_lossy(v).split(',').any(|t| {
+            t.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .eq_ignore_ascii_case("trailers")
+        })
+    })
+}
+
 /// A request from a client, as the chain sees it.
 pub fn request_from_hyper(
     req: hyper::Request<Incoming>,
@@ -59,8 +72,16 @@ pub fn request_from_hyper(
     }
 }
 
+/// Declares the trailers a buffered body will end with (see [`Body::trailer_names`]).
+fn declare_trailers(headers: &mut Headers, body: &Body) {
+    if let Some(names) = body.trailer_names() {
+        headers.set("trailer", names);
+    }
+}
+
 /// A response from the chain, ready for hyper to send.
-pub fn response_to_hyper(resp: Response) -> Result<hyper::Response<Body>, ProxyError> {
+pub fn response_to_hyper(mut resp: Response) -> Result<hyper::Response<Body>, ProxyError> {
+    declare_trailers(&mut resp.headers, &resp.body);
     let headers = resp
         .headers
         .to_header_map()
@@ -73,7 +94,8 @@ pub fn response_to_hyper(resp: Response) -> Result<hyper::Response<Body>, ProxyE
 }
 
 /// A request for an upstream at `uri` (absolute form).
-pub fn request_to_hyper(req: Request, uri: Uri) -> Result<hyper::Request<Body>, ProxyError> {
+pub fn request_to_hyper(mut req: Request, uri: Uri) -> Result<hyper::Request<Body>, ProxyError> {
+    declare_trailers(&mut req.headers, &req.body);
     let headers = req
         .headers
         .to_header_map()
@@ -114,5 +136,14 @@ mod tests {
         .collect();
         strip_hop_by_hop(&mut h);
         assert_eq!(h.names(), vec!["x-kept"]);
+    }
+
+    #[test]
+    fn te_trailers_is_found_among_other_codings() {
+        let h = |v: &'static str| -> Headers { [("te", v)].into_iter().collect() };
+        assert!(accepts_trailers(&h("trailers")));
+        assert!(accepts_trailers(&h("gzip;q=0.5, Trailers")));
+        assert!(!accepts_trailers(&h("gzip")));
+        assert!(!accepts_trailers(&Headers::default()));
     }
 }

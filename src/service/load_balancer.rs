@@ -129,7 +129,13 @@ impl Endpoint for LoadBalancer {
             ));
         };
         let target = server.target(req.path_and_query())?;
+        let trailers = convert::accepts_trailers(&req.headers);
         convert::strip_hop_by_hop(&mut req.headers);
+        if trailers {
+            // As Envoy: TE is hop by hop, but the client's `trailers` is kept, or the upstream
+            // would not send the trailers the client asked for.
+            req.headers.set("te", "trailers".to_string());
+        }
         if self.pass_host_header {
             // HTTP/2 clients send :authority instead of Host; an HTTP/1 upstream needs Host.
             if !req.headers.contains("host") {

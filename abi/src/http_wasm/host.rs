@@ -143,6 +143,40 @@ fn headers_for<'a>(
     })
 }
 
+/// The request trailers come after the body: before the guest reads or writes them during the
+/// request phase, the host reads the rest of the body (kept for next, within
+/// `maxBodyBytes`), so the guest sees and edits the trailers that really arrived.
+fn request_trailers_arrived(
+    c: &mut dyn Caller,
+    kind: HeaderKind,
+    func: &str,
+) -> Result<(), HostError> {
+    let st = state(c)?;
+    let limit = st.shared.max_body_bytes;
+    let Some(ex) = st.exchange.as_deref_mut() else {
+        return Ok(());
+    };
+    if kind != HeaderKind::RequestTrailers
+        || ex.phase != Phase::Request
+        || ex.body.eof
+        || !ex.has(feature::TRAILERS)
+    {
+        return Ok(());
+    }
+    let handle = tokio::runtime::Handle::try_current().map_err(|_| {
+        trap(format!(
+            "{func}: no async runtime to read the request body from"
+        ))
+    })?;
+    if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
+        return Err(trap(format!(
+            "{func}: reading the request body needs the multi-threaded runtime"
+        )));
+    }
+    tokio::task::block_in_place(|| handle.block_on(ex.body.buffer_rest(limit)))
+        .map_err(|e| trap(format!("{func}: request body before the trailers: {e}")))
+}
+
 /// Pulls more of the request body from inside a guest call.
 ///
 /// The guest call is synchronous; the body is an async stream. `block_in_place`
@@ -365,6 +399,7 @@ pub fn functions(plugin: &str) -> HostFunctions {
         FuncType::new([I32, I32, I32], [I64]),
         |c, a, r| {
             let kind = header_kind(arg(a, 0), "get_header_names")?;
+            request_trailers_arrived(c, kind, "get_header_names")?;
             let ex = exchange(c, "get_header_names")?;
             let names = headers_for(ex, kind, false, "get_header_names")?
                 .map(|h| h.names())
@@ -385,6 +420,7 @@ pub fn functions(plugin: &str) -> HostFunctions {
         |c, a, r| {
             let kind = header_kind(arg(a, 0), "get_header_values")?;
             let name = read_name(c, uarg(a, 1), uarg(a, 2), "get_header_values")?;
+            request_trailers_arrived(c, kind, "get_header_values")?;
             let ex = exchange(c, "get_header_values")?;
             let values: Vec<Bytes> = match (
                 headers_for(ex, kind, false, "get_header_values")?,
@@ -412,6 +448,7 @@ pub fn functions(plugin: &str) -> HostFunctions {
                 let name = read_name(c, uarg(a, 1), uarg(a, 2), func)?;
                 let value = c.read(uarg(a, 3), uarg(a, 4))?;
                 let (name, value) = validate_header(&name, &value, func)?;
+                request_trailers_arrived(c, kind, func)?;
                 let ex = exchange(c, func)?;
                 let headers = headers_for(ex, kind, true, func)?
                     .ok_or_else(|| trap(format!("{func}: no such header list now")))?;
@@ -431,6 +468,7 @@ pub fn functions(plugin: &str) -> HostFunctions {
         |c, a, _| {
             let kind = header_kind(arg(a, 0), "remove_header")?;
             let name = read_name(c, uarg(a, 1), uarg(a, 2), "remove_header")?;
+            request_trailers_arrived(c, kind, "remove_header")?;
             let ex = exchange(c, "remove_header")?;
             if let (Some(h), Ok(name)) = (
                 headers_for(ex, kind, true, "remove_header")?,

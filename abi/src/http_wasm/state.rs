@@ -284,7 +284,11 @@ impl Exchange {
                     prefix: Some(pending),
                     rest,
                 }),
-                None => Body::full(pending),
+                // Read to its end (the guest asked for the trailers): keep them for next.
+                None => Body::from(BufferedBody {
+                    data: pending,
+                    trailers: self.body.trailers.clone(),
+                }),
             };
         }
         Ok(req)
