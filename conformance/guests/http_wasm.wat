@@ -56,6 +56,7 @@
   (data (i32.const 448) "guest says warn")  ;; 15
   (data (i32.const 464) "guest says error") ;; 16
   (data (i32.const 480) "guest says none")  ;; 15
+  (data (i32.const 496) "x-trailer-names")  ;; 15
 
   (global $id (mut i32) (i32.const 0))
   (global $out (mut i32) (i32.const 0))
@@ -410,6 +411,23 @@
     (if (i32.eq (local.get $t) (i32.const 51)) (then
       (call $set_header_value (i32.const 3) (i32.const 32) (i32.const 3) (i32.const 128) (i32.const 3))
       (return (i64.const 1))))
+    ;; Request trailers with buffer_request, after reading the body (trailers follow it): the
+    ;; features, then the trailer names.
+    (if (i32.eq (local.get $t) (i32.const 80)) (then
+      (call $emit_num (i64.extend_i32_u (call $enable_features (i32.const 5))))
+      (call $emit_byte (i32.const 59))
+      (drop (call $read_all (i32.const 0) (i32.const 4096)))
+      (call $emit_count_list (call $get_header_names (i32.const 2) (i32.const 65536) (i32.const 4096)) (i32.const 65536))
+      (return (call $reply))))
+    ;; Response trailers (see handle_response).
+    (if (i32.eq (local.get $t) (i32.const 81)) (then
+      (drop (call $enable_features (i32.const 6)))
+      (return (i64.const 1))))
+    ;; Sets request trailer x-a: set (with buffer_request) and goes on.
+    (if (i32.eq (local.get $t) (i32.const 82)) (then
+      (drop (call $enable_features (i32.const 5)))
+      (call $set_header_value (i32.const 2) (i32.const 32) (i32.const 3) (i32.const 128) (i32.const 3))
+      (return (i64.const 1))))
 
     ;; -- log at every level (test ids above 60 are spaced out: other behaviours may come) --
     (if (i32.eq (local.get $t) (i32.const 70)) (then
@@ -441,5 +459,10 @@
       (call $emit_num (i64.extend_i32_u (local.get $is_error)))
       (call $header_from_out (i32.const 368) (i32.const 10))))
     (if (i32.eq (global.get $id) (i32.const 47)) (then
-      (call $set_status_code (i32.const 202)))))
+      (call $set_status_code (i32.const 202))))
+    ;; The upstream's trailer names in header x-trailer-names; trailer x-a: set added.
+    (if (i32.eq (global.get $id) (i32.const 81)) (then
+      (call $emit_count_list (call $get_header_names (i32.const 3) (i32.const 65536) (i32.const 4096)) (i32.const 65536))
+      (call $header_from_out (i32.const 496) (i32.const 15))
+      (call $set_header_value (i32.const 3) (i32.const 32) (i32.const 3) (i32.const 128) (i32.const 3)))))
 )

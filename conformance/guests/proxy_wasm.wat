@@ -611,6 +611,10 @@
       (call $emit (i32.const 1224) (i32.const 1))
       (call $emit_num (global.get $sizes))
       (return (call $reply))))
+    ;; Adds x-added: yes to the trailers and goes on (checked in what arrives).
+    (if (i32.eq (local.get $t) (i32.const 198)) (then
+      (drop (call $add_value (local.get $map) (i32.const 48) (i32.const 7) (i32.const 64) (i32.const 3)))
+      (return (i32.const 0))))
     (if (i32.eq (local.get $t) (i32.const 196)) (then
       (return (call $reply_status (call $get_value (local.get $map) (i32.const 1232) (i32.const 8) (i32.const 512) (i32.const 516))))))
     (i32.const 0))

@@ -340,6 +340,9 @@ pub struct UpstreamSpec {
     /// Response body.
     #[serde(default)]
     pub body: String,
+    /// Response trailers (sent when the request asked for them with `te: trailers`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trailers: Vec<(String, String)>,
 }
 
 /// What must come back. Every field present is checked.
@@ -352,6 +355,9 @@ pub struct Expect {
     /// Response headers: a value the header must have, or `null` for "absent".
     #[serde(default)]
     pub headers: BTreeMap<String, Option<String>>,
+    /// Response trailers: a value the trailer must have, or `null` for "absent".
+    #[serde(default)]
+    pub trailers: BTreeMap<String, Option<String>>,
     /// The exact body.
     #[serde(default)]
     pub body: Option<String>,

@@ -20,18 +20,20 @@ pub struct Got {
     pub headers: Vec<(String, String)>,
     /// Body (lossy UTF-8).
     pub body: String,
+    /// Trailer fields, names lower-cased.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub trailers: Vec<(String, String)>,
 }
 
 impl Got {
     /// Every value of header `name`, joined with `, `; `None` when absent.
     pub fn header(&self, name: &str) -> Option<String> {
-        let vals: Vec<&str> = self
-            .headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-            .collect();
-        (!vals.is_empty()).then(|| vals.join(", "))
+        joined(&self.headers, name)
+    }
+
+    /// Every value of trailer `name`, joined with `, `; `None` when absent.
+    pub fn trailer(&self, name: &str) -> Option<String> {
+        joined(&self.trailers, name)
     }
 }
 
@@ -68,21 +70,15 @@ pub async fn send(
             Sender::H2(s) => s.send_request(req).await?,
         };
         let status = resp.status().as_u16();
-        let headers = resp
-            .headers()
-            .iter()
-            .map(|(n, v)| {
-                (
-                    n.as_str().to_string(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect();
-        let body = resp.into_body().collect().await?.to_bytes();
+        let headers = fields(resp.headers());
+        let collected = resp.into_body().collect().await?;
+        let trailers = collected.trailers().map(fields).unwrap_or_default();
+        let body = collected.to_bytes();
         anyhow::Ok(Got {
             status,
             headers,
             body: String::from_utf8_lossy(&body).into_owned(),
+            trailers,
         })
     };
     let got = tokio::time::timeout(Duration::from_secs(30), fut)
@@ -93,6 +89,26 @@ pub async fn send(
 }
 
 type ReqBody = BoxBody<Bytes, std::convert::Infallible>;
+
+fn joined(fields: &[(String, String)], name: &str) -> Option<String> {
+    let vals: Vec<&str> = fields
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+        .collect();
+    (!vals.is_empty()).then(|| vals.join(", "))
+}
+
+fn fields(map: &http::HeaderMap) -> Vec<(String, String)> {
+    map.iter()
+        .map(|(n, v)| {
+            (
+                n.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
+}
 
 enum Sender {
     H1(hyper::client::conn::http1::SendRequest<ReqBody>),

@@ -460,15 +460,25 @@ pub fn compare(case: &Case, got: &Got, upstream_calls: u32) -> Vec<String> {
             out.push(format!("status: expected {s}, got {}", got.status));
         }
     }
+    let show = |v: &Option<String>| match v {
+        Some(v) => format!("{v:?}"),
+        None => "absent".to_string(),
+    };
     for (name, want) in &e.headers {
         let have = got.header(name);
         if have != *want {
-            let show = |v: &Option<String>| match v {
-                Some(v) => format!("{v:?}"),
-                None => "absent".to_string(),
-            };
             out.push(format!(
                 "header {name}: expected {}, got {}",
+                show(want),
+                show(&have)
+            ));
+        }
+    }
+    for (name, want) in &e.trailers {
+        let have = got.trailer(name);
+        if have != *want {
+            out.push(format!(
+                "trailer {name}: expected {}, got {}",
                 show(want),
                 show(&have)
             ));

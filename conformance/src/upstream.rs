@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
@@ -81,11 +82,12 @@ impl Upstream {
     }
 }
 
-/// Echo format: `METHOD URI VERSION\n`, one `name: value\n` per header line, `\n`, the body.
+/// Echo format: `METHOD URI VERSION\n`, one `name: value\n` per header line, `\n`, the body;
+/// the request's trailers come back as the response's trailers.
 async fn answer(
     shared: Arc<Mutex<Shared>>,
     req: hyper::Request<hyper::body::Incoming>,
-) -> Result<hyper::Response<Full<Bytes>>, Infallible> {
+) -> Result<hyper::Response<BoxBody<Bytes, Infallible>>, Infallible> {
     let key = req
         .headers()
         .get(CASE_KEY_HEADER)
@@ -102,29 +104,51 @@ async fn answer(
         head += &format!("{}: {}\n", n, String::from_utf8_lossy(v.as_bytes()));
     }
     head.push('\n');
-    let body = req
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    let (body, request_trailers) = match req.into_body().collect().await {
+        Ok(c) => {
+            let t = c.trailers().cloned();
+            (c.to_bytes(), t)
+        }
+        Err(_) => (Bytes::new(), None),
+    };
     let mut resp = hyper::Response::builder();
-    let out = match fixed {
+    let (out, trailers) = match fixed {
         Some(spec) => {
             resp = resp.status(spec.status.unwrap_or(200));
             for (n, v) in &spec.headers {
                 resp = resp.header(n, v);
             }
-            Bytes::from(spec.body)
+            let mut t = http::HeaderMap::new();
+            for (n, v) in &spec.trailers {
+                if let (Ok(n), Ok(v)) = (
+                    http::HeaderName::from_bytes(n.as_bytes()),
+                    http::HeaderValue::from_str(v),
+                ) {
+                    t.append(n, v);
+                }
+            }
+            (Bytes::from(spec.body), t)
         }
         None => {
             resp = resp.header("x-upstream", "echo");
             let mut v = head.into_bytes();
             v.extend_from_slice(&body);
-            Bytes::from(v)
+            (Bytes::from(v), request_trailers.unwrap_or_default())
         }
     };
+    let body = if trailers.is_empty() {
+        Full::new(out).boxed()
+    } else {
+        // HTTP/1 sends only trailers the head declares.
+        let names: Vec<&str> = trailers.keys().map(|k| k.as_str()).collect();
+        resp = resp
+            .header("trailer", names.join(", "))
+            .header("transfer-encoding", "chunked");
+        Full::new(out)
+            .with_trailers(std::future::ready(Some(Ok(trailers))))
+            .boxed()
+    };
     Ok(resp
-        .body(Full::new(out))
-        .unwrap_or_else(|e| hyper::Response::new(Full::new(Bytes::from(e.to_string())))))
+        .body(body)
+        .unwrap_or_else(|e| hyper::Response::new(Full::new(Bytes::from(e.to_string())).boxed())))
 }
