@@ -60,6 +60,8 @@
 
   (global $id (mut i32) (i32.const 0))
   (global $out (mut i32) (i32.const 0))
+  ;; Requests this instance has handled: it lives as long as the instance (test 84).
+  (global $served (mut i32) (i32.const 0))
 
   ;; ---- reply assembly at OUT = 8192 ----
   (func $emit_byte (param $b i32)
@@ -169,6 +171,7 @@
     (i32.store8 (i32.const 65536) (i32.const 35)) ;; '#': shows whether a getter wrote
     (global.set $id (call $read_test_id))
     (local.set $t (global.get $id))
+    (global.set $served (i32.add (global.get $served) (i32.const 1)))
 
     ;; -- method --
     (if (i32.eq (local.get $t) (i32.const 1)) (then
@@ -411,6 +414,15 @@
     (if (i32.eq (local.get $t) (i32.const 51)) (then
       (call $set_header_value (i32.const 3) (i32.const 32) (i32.const 3) (i32.const 128) (i32.const 3))
       (return (i64.const 1))))
+    ;; Instance reuse: features enabled in one request are gone in the next (the set in force
+    ;; before this request enables buffer_response), and the instance's own state stays.
+    (if (i32.eq (local.get $t) (i32.const 83)) (then
+      (call $emit_num (i64.extend_i32_u (call $enable_features (i32.const 0))))
+      (drop (call $enable_features (i32.const 2)))
+      (return (call $reply))))
+    (if (i32.eq (local.get $t) (i32.const 84)) (then
+      (call $emit_num (i64.extend_i32_u (global.get $served)))
+      (return (call $reply))))
     ;; Request trailers with buffer_request, after reading the body (trailers follow it): the
     ;; features, then the trailer names.
     (if (i32.eq (local.get $t) (i32.const 80)) (then

@@ -86,6 +86,8 @@
 
   (global $id (mut i32) (i32.const 0))
   (global $out (mut i32) (i32.const 0))
+  ;; Streams this instance has run: it lives as long as the instance (test 44).
+  (global $served (mut i32) (i32.const 0))
   (global $heap (mut i32) (i32.const 65536))
   (global $cfg_len (mut i32) (i32.const 0))
   (global $sizes (mut i32) (i32.const 0))
@@ -177,6 +179,7 @@
     (global.set $heap (i32.const 65536))
     (global.set $out (i32.const 0))
     (global.set $id (call $read_test_id))
+    (global.set $served (i32.add (global.get $served) (i32.const 1)))
     (global.set $sizes (i32.const 0))
     (global.set $body_eos (i32.const -1))
     (local.set $t (global.get $id))
@@ -224,7 +227,15 @@
       (drop (call $replace_value (i32.const 0) (i32.const 224) (i32.const 5) (i32.const 240) (i32.const 1)))
       (return (i32.const 0))))
     ;; -- logs (on_log adds one after the response) and metrics; ids spaced out from 14 --
-    (if (i32.eq (local.get $t) (i32.const 40)) (then
+;; Instance reuse: the stream's context id (new for every stream), then how many streams
+    ;; this instance has run.
+    (if (i32.eq (local.get $t) (i32.const 43)) (then
+      (call $emit_num (local.get $ctx))
+      (return (call $reply))))
+    (if (i32.eq (local.get $t) (i32.const 44)) (then
+      (call $emit_num (global.get $served))
+      (return (call $reply))))
+        (if (i32.eq (local.get $t) (i32.const 40)) (then
       (drop (call $log (i32.const 0) (i32.const 256) (i32.const 13)))
       (drop (call $log (i32.const 1) (i32.const 272) (i32.const 13)))
       (drop (call $log (i32.const 2) (i32.const 288) (i32.const 12)))

@@ -299,6 +299,10 @@ pub struct RequestSpec {
     /// (chunked on HTTP/1).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub trailers: Vec<(String, String)>,
+    /// How many times to send it, one after the other (default 1); the last answer is the
+    /// one compared, `upstream_calls` counts them all. For instance-reuse cases.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub repeat: u32,
     /// `HTTP/1.1` (default), `HTTP/1.0` or `HTTP/2` (cleartext, prior knowledge).
     #[serde(default = "default_version")]
     pub version: String,
@@ -312,6 +316,7 @@ impl Default for RequestSpec {
             headers: Vec::new(),
             body: String::new(),
             trailers: Vec::new(),
+            repeat: 1,
             version: default_version(),
         }
     }
@@ -322,6 +327,12 @@ fn default_method() -> String {
 }
 fn default_uri() -> String {
     "/".into()
+}
+fn one() -> u32 {
+    1
+}
+fn is_one(n: &u32) -> bool {
+    *n == 1
 }
 fn default_version() -> String {
     "HTTP/1.1".into()

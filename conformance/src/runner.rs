@@ -259,21 +259,27 @@ impl Prepared {
                     logs.start_case();
                 }
                 let r = &case.request;
-                let got = match target.addr(idx) {
-                    Ok(addr) => {
-                        send(
-                            addr,
-                            &r.method,
-                            &r.uri,
-                            &r.version,
-                            &headers,
-                            &r.body,
-                            &r.trailers,
-                        )
-                        .await
+                let mut got = Err(anyhow::anyhow!("no request sent"));
+                for _ in 0..r.repeat.max(1) {
+                    got = match target.addr(idx) {
+                        Ok(addr) => {
+                            send(
+                                addr,
+                                &r.method,
+                                &r.uri,
+                                &r.version,
+                                &headers,
+                                &r.body,
+                                &r.trailers,
+                            )
+                            .await
+                        }
+                        Err(e) => Err(e),
+                    };
+                    if got.is_err() {
+                        break;
                     }
-                    Err(e) => Err(e),
-                };
+                }
                 let calls = self.upstream.calls(&key);
                 let (mut mismatches, got) = match got {
                     Ok(g) => (compare(case, &g, calls), Some(g)),
