@@ -47,25 +47,30 @@ fn wait_for(addr: SocketAddr, proxy: &mut Proxy) {
     }
 }
 
-#[test]
-fn written_configuration_runs_in_another_wasmgate_and_the_target_run_passes() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out");
-    let upstream = format!("127.0.0.1:{}", free_port());
-    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+/// `wasmgate conformance guests --out OUT` for wasmtime, upstream and entry point as given.
+fn write_guests(out: &Path, upstream: &str, listen: SocketAddr) {
     let o = wasmgate(&[
         "conformance",
         "guests",
         "--out",
         out.to_str().unwrap(),
         "--upstream",
-        &upstream,
+        upstream,
         "--listen",
         &listen.to_string(),
         "--engine",
         "wasmtime",
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn written_configuration_runs_in_another_wasmgate_and_the_target_run_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let upstream = format!("127.0.0.1:{}", free_port());
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    write_guests(&out, &upstream, listen);
     for f in [
         "http_wasm.wasm",
         "proxy_wasm-0_1_0.wasm",
@@ -200,19 +205,7 @@ fn per_slot_target_sends_slot_n_to_base_port_plus_n() {
     let out = dir.path().join("out");
     let upstream = format!("127.0.0.1:{}", free_port());
     let listen: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let o = wasmgate(&[
-        "conformance",
-        "guests",
-        "--out",
-        out.to_str().unwrap(),
-        "--upstream",
-        &upstream,
-        "--listen",
-        &listen.to_string(),
-        "--engine",
-        "wasmtime",
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    write_guests(&out, &upstream, listen);
     let config = out.join("wasmgate.yaml");
     let mut proxy = Proxy(
         Command::new(BIN)

@@ -11,6 +11,8 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 
+use crate::case::RequestSpec;
+
 /// What came back.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Got {
@@ -39,16 +41,15 @@ impl Got {
 
 /// Sends one request to `addr`; with `trailers` the body carries them (HTTP/1: chunked), the
 /// fields declared in a `Trailer` header (hyper sends only declared ones).
+///
+/// `headers` come first (the suite's own), then the spec's.
 pub async fn send(
     addr: SocketAddr,
-    method: &str,
-    uri: &str,
-    version: &str,
+    spec: &RequestSpec,
     headers: &[(String, String)],
-    body: &str,
-    trailers: &[(String, String)],
 ) -> anyhow::Result<Got> {
-    let req = request(method, uri, version, headers, body, trailers)?;
+    let version = spec.version.as_str();
+    let req = request(spec, headers)?;
     let stream = TcpStream::connect(addr)
         .await
         .with_context(|| format!("connecting to {addr}"))?;
@@ -118,14 +119,11 @@ enum Sender {
 /// The request; HTTP/2 carries scheme and authority as pseudo-headers, so its target is made
 /// absolute (path and query still exactly as written) and it has no Host header.
 fn request(
-    method: &str,
-    uri: &str,
-    version: &str,
+    spec: &RequestSpec,
     headers: &[(String, String)],
-    body: &str,
-    trailers: &[(String, String)],
 ) -> anyhow::Result<hyper::Request<ReqBody>> {
-    let mut req = hyper::Request::builder().method(method);
+    let (uri, version, trailers) = (spec.uri.as_str(), spec.version.as_str(), &spec.trailers);
+    let mut req = hyper::Request::builder().method(spec.method.as_str());
     req = match version {
         "HTTP/2" if uri.starts_with('/') => req
             .uri(format!("http://{HOST}{uri}"))
@@ -141,10 +139,10 @@ fn request(
             .header("host", HOST),
         other => anyhow::bail!("unsupported HTTP version {other}"),
     };
-    for (n, v) in headers {
+    for (n, v) in headers.iter().chain(&spec.headers) {
         req = req.header(n, v);
     }
-    let full = Full::new(Bytes::from(body.to_string()));
+    let full = Full::new(Bytes::from(spec.body.clone()));
     if trailers.is_empty() {
         return Ok(req.body(full.boxed())?);
     }

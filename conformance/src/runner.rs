@@ -249,12 +249,11 @@ impl Prepared {
                 let idx = self.slots.index(case, engine).unwrap_or(0);
                 let key = format!("{}@{}", case.name, engine);
                 self.upstream.set_answer(&key, case.upstream.clone());
-                let mut headers = vec![
+                let headers = vec![
                     (ROUTE_HEADER.to_string(), format!("m{idx}")),
                     (TEST_ID_HEADER.to_string(), case.test.to_string()),
                     (CASE_KEY_HEADER.to_string(), key.clone()),
                 ];
-                headers.extend(case.request.headers.iter().cloned());
                 if let Some(logs) = observers.logs {
                     logs.start_case();
                 }
@@ -262,18 +261,7 @@ impl Prepared {
                 let mut got = Err(anyhow::anyhow!("no request sent"));
                 for _ in 0..r.repeat.max(1) {
                     got = match target.addr(idx) {
-                        Ok(addr) => {
-                            send(
-                                addr,
-                                &r.method,
-                                &r.uri,
-                                &r.version,
-                                &headers,
-                                &r.body,
-                                &r.trailers,
-                            )
-                            .await
-                        }
+                        Ok(addr) => send(addr, r, &headers).await,
                         Err(e) => Err(e),
                     };
                     if got.is_err() {
@@ -470,24 +458,24 @@ pub fn compare(case: &Case, got: &Got, upstream_calls: u32) -> Vec<String> {
         Some(v) => format!("{v:?}"),
         None => "absent".to_string(),
     };
-    for (name, want) in &e.headers {
-        let have = got.header(name);
-        if have != *want {
-            out.push(format!(
-                "header {name}: expected {}, got {}",
-                show(want),
-                show(&have)
-            ));
-        }
-    }
-    for (name, want) in &e.trailers {
-        let have = got.trailer(name);
-        if have != *want {
-            out.push(format!(
-                "trailer {name}: expected {}, got {}",
-                show(want),
-                show(&have)
-            ));
+    let fields = [
+        (
+            "header",
+            &e.headers,
+            Got::header as fn(&Got, &str) -> Option<String>,
+        ),
+        ("trailer", &e.trailers, Got::trailer),
+    ];
+    for (what, expected, get) in fields {
+        for (name, want) in expected {
+            let have = get(got, name);
+            if have != *want {
+                out.push(format!(
+                    "{what} {name}: expected {}, got {}",
+                    show(want),
+                    show(&have)
+                ));
+            }
         }
     }
     if let Some(b) = &e.body {
