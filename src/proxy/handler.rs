@@ -40,10 +40,11 @@ fn add_forwarded_headers(req: &mut Request) {
     req.headers.set("x-real-ip", ip);
 }
 
-/// Serves one request on a task of its own, so the connection's task goes on reading the
-/// request body: an http-wasm guest reading that body waits for it from inside a synchronous
-/// guest call, blocking its thread, and hyper reads the body in the connection's task. The
-/// request's task is aborted if the connection drops first, as it would be if run inline.
+/// Serves one request; one with a body runs on a task of its own, so the connection's task
+/// goes on reading that body: an http-wasm guest reading it waits from inside a synchronous
+/// guest call, blocking its thread, while hyper reads the body in the connection's task. A
+/// request without a body runs inline (a task costs some 5% of throughput, measured with
+/// wrk). The request's task is aborted if the connection drops first, as it would be inline.
 pub async fn handle_in_task(
     gateway: Arc<Gateway>,
     entry_point: Arc<str>,
@@ -56,6 +57,9 @@ pub async fn handle_in_task(
         fn drop(&mut self) {
             self.0.abort();
         }
+    }
+    if http_body::Body::is_end_stream(req.body()) {
+        return handle(gateway, entry_point, req, source, local).await;
     }
     let fut = handle(gateway, entry_point, req, source, local);
     let mut task = AbortOnDrop(tokio::spawn(async move {
