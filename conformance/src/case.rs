@@ -295,6 +295,10 @@ pub struct RequestSpec {
     /// Body.
     #[serde(default)]
     pub body: String,
+    /// The body in pieces, sent one after the other with a short pause between them (instead
+    /// of `body`), so the proxy reads them as separate chunks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chunks: Vec<String>,
     /// Trailer fields as `[name, value]` pairs; when given the body is sent with them
     /// (chunked on HTTP/1).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -315,6 +319,7 @@ impl Default for RequestSpec {
             uri: default_uri(),
             headers: Vec::new(),
             body: String::new(),
+            chunks: Vec::new(),
             trailers: Vec::new(),
             repeat: 1,
             version: default_version(),
@@ -351,6 +356,9 @@ pub struct UpstreamSpec {
     /// Response body.
     #[serde(default)]
     pub body: String,
+    /// The response body in pieces with a short pause between them (instead of `body`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chunks: Vec<String>,
     /// Response trailers (sent when the request asked for them with `te: trailers`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub trailers: Vec<(String, String)>,

@@ -12,6 +12,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 
 use crate::case::RequestSpec;
+use crate::chunks::Chunked;
 
 /// What came back.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -143,20 +144,16 @@ fn request(
         req = req.header(n, v);
     }
     let full = Full::new(Bytes::from(spec.body.clone()));
-    if trailers.is_empty() {
+    if trailers.is_empty() && spec.chunks.is_empty() {
         return Ok(req.body(full.boxed())?);
     }
-    let mut map = http::HeaderMap::new();
-    let mut names = Vec::new();
-    for (n, v) in trailers {
-        let name = http::HeaderName::from_bytes(n.as_bytes())?;
-        map.append(name.clone(), http::HeaderValue::from_str(v)?);
-        if !names.contains(&name) {
-            names.push(name);
-        }
+    let map = trailer_map(trailers)?;
+    if !map.is_empty() {
+        req = req.header("trailer", declared(&map));
     }
-    let declared: Vec<&str> = names.iter().map(|n| n.as_str()).collect();
-    req = req.header("trailer", declared.join(", "));
+    if !spec.chunks.is_empty() {
+        return Ok(req.body(Chunked::new(&spec.chunks, Some(map)).boxed())?);
+    }
     if version != "HTTP/2" {
         req = req.header("transfer-encoding", "chunked");
     }
@@ -164,6 +161,26 @@ fn request(
         full.with_trailers(std::future::ready(Some(Ok(map))))
             .boxed(),
     )?)
+}
+
+/// `[name, value]` pairs as trailer fields.
+pub fn trailer_map(pairs: &[(String, String)]) -> anyhow::Result<http::HeaderMap> {
+    let mut map = http::HeaderMap::new();
+    for (n, v) in pairs {
+        map.append(
+            http::HeaderName::from_bytes(n.as_bytes())?,
+            http::HeaderValue::from_str(v)?,
+        );
+    }
+    Ok(map)
+}
+
+/// The value of a `Trailer` field declaring `map`'s names: HTTP/1 sends only declared ones.
+pub fn declared(map: &http::HeaderMap) -> String {
+    map.keys()
+        .map(|k| k.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The host name every request names.

@@ -7,6 +7,7 @@
 //! hosts, and [`runner::Prepared::run_target`] runs the cases against one.
 
 pub mod case;
+pub mod chunks;
 pub mod client;
 pub mod export;
 pub mod report;

@@ -13,6 +13,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use crate::case::UpstreamSpec;
+use crate::chunks::Chunked;
 
 /// The request header that tells the upstream which case a request belongs to.
 pub const CASE_KEY_HEADER: &str = "x-conformance-key";
@@ -118,14 +119,16 @@ async fn answer(
             for (n, v) in &spec.headers {
                 resp = resp.header(n, v);
             }
-            let mut t = http::HeaderMap::new();
-            for (n, v) in &spec.trailers {
-                if let (Ok(n), Ok(v)) = (
-                    http::HeaderName::from_bytes(n.as_bytes()),
-                    http::HeaderValue::from_str(v),
-                ) {
-                    t.append(n, v);
+            let t = crate::client::trailer_map(&spec.trailers).unwrap_or_default();
+            if !spec.chunks.is_empty() {
+                if !t.is_empty() {
+                    resp = resp.header("trailer", crate::client::declared(&t));
                 }
+                return Ok(resp
+                    .body(Chunked::new(&spec.chunks, Some(t)).boxed())
+                    .unwrap_or_else(|e| {
+                        hyper::Response::new(Full::new(Bytes::from(e.to_string())).boxed())
+                    }));
             }
             (Bytes::from(spec.body), t)
         }
@@ -140,9 +143,8 @@ async fn answer(
         Full::new(out).boxed()
     } else {
         // HTTP/1 sends only trailers the head declares.
-        let names: Vec<&str> = trailers.keys().map(|k| k.as_str()).collect();
         resp = resp
-            .header("trailer", names.join(", "))
+            .header("trailer", crate::client::declared(&trailers))
             .header("transfer-encoding", "chunked");
         Full::new(out)
             .with_trailers(std::future::ready(Some(Ok(trailers))))
