@@ -5,6 +5,7 @@
 //! forbid, an unknown kind) is returned as a [`HostError`], which traps the
 //! calling instance only.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -151,18 +152,34 @@ fn request_trailers_arrived(
     kind: HeaderKind,
     func: &str,
 ) -> Result<(), HostError> {
+    // Header calls are the hot path: other kinds leave at once.
+    if kind != HeaderKind::RequestTrailers {
+        return Ok(());
+    }
     let st = state(c)?;
     let limit = st.shared.max_body_bytes;
     let Some(ex) = st.exchange.as_deref_mut() else {
         return Ok(());
     };
-    if kind != HeaderKind::RequestTrailers
-        || ex.phase != Phase::Request
-        || ex.body.eof
-        || !ex.has(feature::TRAILERS)
-    {
+    if ex.phase != Phase::Request || ex.body.eof || !ex.has(feature::TRAILERS) {
         return Ok(());
     }
+    block_on_body(func, ex.body.buffer_rest(limit))?
+        .map_err(|e| trap(format!("{func}: request body before the trailers: {e}")))
+}
+
+/// Pulls more of the request body from inside a guest call.
+fn pull_blocking(body: &mut RequestBody) -> Result<(), HostError> {
+    block_on_body("read_body", body.pull())?
+        .map(|_| ())
+        .map_err(|e| trap(format!("read_body: request body failed: {e}")))
+}
+
+/// Waits for `fut`, a read of the request body, from inside a guest call (`func`).
+///
+/// The guest call is synchronous; the body is an async stream. `block_in_place`
+/// lets this worker thread wait while the runtime's other workers carry on.
+fn block_on_body<T>(func: &str, fut: impl Future<Output = T>) -> Result<T, HostError> {
     let handle = tokio::runtime::Handle::try_current().map_err(|_| {
         trap(format!(
             "{func}: no async runtime to read the request body from"
@@ -173,25 +190,7 @@ fn request_trailers_arrived(
             "{func}: reading the request body needs the multi-threaded runtime"
         )));
     }
-    tokio::task::block_in_place(|| handle.block_on(ex.body.buffer_rest(limit)))
-        .map_err(|e| trap(format!("{func}: request body before the trailers: {e}")))
-}
-
-/// Pulls more of the request body from inside a guest call.
-///
-/// The guest call is synchronous; the body is an async stream. `block_in_place`
-/// lets this worker thread wait while the runtime's other workers carry on.
-fn pull_blocking(body: &mut RequestBody) -> Result<(), HostError> {
-    let handle = tokio::runtime::Handle::try_current()
-        .map_err(|_| trap("read_body: no async runtime to read the request body from"))?;
-    if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
-        return Err(trap(
-            "read_body: streaming the request body needs the multi-threaded runtime",
-        ));
-    }
-    tokio::task::block_in_place(|| handle.block_on(body.pull()))
-        .map(|_| ())
-        .map_err(|e| trap(format!("read_body: request body failed: {e}")))
+    Ok(tokio::task::block_in_place(|| handle.block_on(fut)))
 }
 
 fn validate_header(name: &[u8], value: &[u8], func: &str) -> Result<(String, Bytes), HostError> {
