@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
 
 /// The pause before each chunk after the first.
 pub const GAP: Duration = Duration::from_millis(20);
@@ -60,4 +62,62 @@ impl Body for Chunked {
     fn is_end_stream(&self) -> bool {
         self.chunks.is_empty() && self.trailers.is_none()
     }
+}
+
+/// A body as a case gives it, and what its head needs for the trailers to be sent.
+pub struct Framed {
+    /// The body: `data` whole, or the chunks apart, then the trailers.
+    pub body: BoxBody<Bytes, Infallible>,
+    /// The `Trailer` field declaring the trailers (HTTP/1 sends only declared ones).
+    pub trailer: Option<String>,
+    /// Whole data with trailers has a known length, which HTTP/1 would send as
+    /// content-length, leaving no room for trailers: the head must say
+    /// `transfer-encoding: chunked` (HTTP/1 only).
+    pub needs_chunked: bool,
+}
+
+/// `data` whole (or `chunks` apart, when there are any) ending with `trailers`.
+pub fn framed(data: Bytes, chunks: &[String], trailers: http::HeaderMap) -> Framed {
+    let trailer = (!trailers.is_empty()).then(|| declared(&trailers));
+    if !chunks.is_empty() {
+        return Framed {
+            body: Chunked::new(chunks, Some(trailers)).boxed(),
+            trailer,
+            needs_chunked: false,
+        };
+    }
+    if trailers.is_empty() {
+        return Framed {
+            body: Full::new(data).boxed(),
+            trailer,
+            needs_chunked: false,
+        };
+    }
+    Framed {
+        body: Full::new(data)
+            .with_trailers(std::future::ready(Some(Ok(trailers))))
+            .boxed(),
+        trailer,
+        needs_chunked: true,
+    }
+}
+
+/// `[name, value]` pairs as trailer fields.
+pub fn trailer_map(pairs: &[(String, String)]) -> anyhow::Result<http::HeaderMap> {
+    let mut map = http::HeaderMap::new();
+    for (n, v) in pairs {
+        map.append(
+            http::HeaderName::from_bytes(n.as_bytes())?,
+            http::HeaderValue::from_str(v)?,
+        );
+    }
+    Ok(map)
+}
+
+/// The value of a `Trailer` field declaring `map`'s names.
+pub fn declared(map: &http::HeaderMap) -> String {
+    map.keys()
+        .map(|k| k.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }

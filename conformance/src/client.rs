@@ -7,12 +7,12 @@ use std::time::Duration;
 use anyhow::Context;
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 
 use crate::case::RequestSpec;
-use crate::chunks::Chunked;
+use crate::chunks::{framed, trailer_map};
 
 /// What came back.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -123,7 +123,7 @@ fn request(
     spec: &RequestSpec,
     headers: &[(String, String)],
 ) -> anyhow::Result<hyper::Request<ReqBody>> {
-    let (uri, version, trailers) = (spec.uri.as_str(), spec.version.as_str(), &spec.trailers);
+    let (uri, version) = (spec.uri.as_str(), spec.version.as_str());
     let mut req = hyper::Request::builder().method(spec.method.as_str());
     req = match version {
         "HTTP/2" if uri.starts_with('/') => req
@@ -143,44 +143,18 @@ fn request(
     for (n, v) in headers.iter().chain(&spec.headers) {
         req = req.header(n, v);
     }
-    let full = Full::new(Bytes::from(spec.body.clone()));
-    if trailers.is_empty() && spec.chunks.is_empty() {
-        return Ok(req.body(full.boxed())?);
+    let f = framed(
+        Bytes::from(spec.body.clone()),
+        &spec.chunks,
+        trailer_map(&spec.trailers)?,
+    );
+    if let Some(t) = f.trailer {
+        req = req.header("trailer", t);
     }
-    let map = trailer_map(trailers)?;
-    if !map.is_empty() {
-        req = req.header("trailer", declared(&map));
-    }
-    if !spec.chunks.is_empty() {
-        return Ok(req.body(Chunked::new(&spec.chunks, Some(map)).boxed())?);
-    }
-    if version != "HTTP/2" {
+    if f.needs_chunked && version != "HTTP/2" {
         req = req.header("transfer-encoding", "chunked");
     }
-    Ok(req.body(
-        full.with_trailers(std::future::ready(Some(Ok(map))))
-            .boxed(),
-    )?)
-}
-
-/// `[name, value]` pairs as trailer fields.
-pub fn trailer_map(pairs: &[(String, String)]) -> anyhow::Result<http::HeaderMap> {
-    let mut map = http::HeaderMap::new();
-    for (n, v) in pairs {
-        map.append(
-            http::HeaderName::from_bytes(n.as_bytes())?,
-            http::HeaderValue::from_str(v)?,
-        );
-    }
-    Ok(map)
-}
-
-/// The value of a `Trailer` field declaring `map`'s names: HTTP/1 sends only declared ones.
-pub fn declared(map: &http::HeaderMap) -> String {
-    map.keys()
-        .map(|k| k.as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
+    Ok(req.body(f.body)?)
 }
 
 /// The host name every request names.

@@ -13,7 +13,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use crate::case::UpstreamSpec;
-use crate::chunks::Chunked;
+use crate::chunks::{framed, trailer_map};
 
 /// The request header that tells the upstream which case a request belongs to.
 pub const CASE_KEY_HEADER: &str = "x-conformance-key";
@@ -113,44 +113,34 @@ async fn answer(
         Err(_) => (Bytes::new(), None),
     };
     let mut resp = hyper::Response::builder();
-    let (out, trailers) = match fixed {
+    let (data, chunks, trailers) = match fixed {
         Some(spec) => {
             resp = resp.status(spec.status.unwrap_or(200));
             for (n, v) in &spec.headers {
                 resp = resp.header(n, v);
             }
-            let t = crate::client::trailer_map(&spec.trailers).unwrap_or_default();
-            if !spec.chunks.is_empty() {
-                if !t.is_empty() {
-                    resp = resp.header("trailer", crate::client::declared(&t));
-                }
-                return Ok(resp
-                    .body(Chunked::new(&spec.chunks, Some(t)).boxed())
-                    .unwrap_or_else(|e| {
-                        hyper::Response::new(Full::new(Bytes::from(e.to_string())).boxed())
-                    }));
-            }
-            (Bytes::from(spec.body), t)
+            let t = trailer_map(&spec.trailers).unwrap_or_default();
+            (Bytes::from(spec.body), spec.chunks, t)
         }
         None => {
             resp = resp.header("x-upstream", "echo");
             let mut v = head.into_bytes();
             v.extend_from_slice(&body);
-            (Bytes::from(v), request_trailers.unwrap_or_default())
+            (
+                Bytes::from(v),
+                Vec::new(),
+                request_trailers.unwrap_or_default(),
+            )
         }
     };
-    let body = if trailers.is_empty() {
-        Full::new(out).boxed()
-    } else {
-        // HTTP/1 sends only trailers the head declares.
-        resp = resp
-            .header("trailer", crate::client::declared(&trailers))
-            .header("transfer-encoding", "chunked");
-        Full::new(out)
-            .with_trailers(std::future::ready(Some(Ok(trailers))))
-            .boxed()
-    };
+    let f = framed(data, &chunks, trailers);
+    if let Some(t) = f.trailer {
+        resp = resp.header("trailer", t);
+    }
+    if f.needs_chunked {
+        resp = resp.header("transfer-encoding", "chunked");
+    }
     Ok(resp
-        .body(body)
+        .body(f.body)
         .unwrap_or_else(|e| hyper::Response::new(Full::new(Bytes::from(e.to_string())).boxed())))
 }
