@@ -83,6 +83,7 @@
   (data (i32.const 1280) "response\00code") ;; 13
   (data (i32.const 1296) "plausible")       ;; 9
   (data (i32.const 1312) "x-t")             ;; 3
+  (data (i32.const 1328) "Hello, world")    ;; 12
 
   (global $id (mut i32) (i32.const 0))
   (global $out (mut i32) (i32.const 0))
@@ -493,8 +494,25 @@
       (if (i32.eqz (local.get $eos)) (then (return (i32.const 0))))
       (call $emit_num (global.get $sizes))
       (return (call $reply))))
+    ;; Traces every call as `size:eos,` and answers with the trace at the end of the stream.
+    (if (i32.eq (local.get $t) (i32.const 167)) (then
+      (call $emit_num (local.get $size))
+      (call $emit (i32.const 1220) (i32.const 1))
+      (call $emit_num (local.get $eos))
+      (call $emit (i32.const 1224) (i32.const 1))
+      (if (i32.eqz (local.get $eos)) (then (return (i32.const 0))))
+      (return (call $reply))))
+    ;; Envoy's example filter on the request side: see test 187.
+    (if (i32.eq (local.get $t) (i32.const 169)) (then
+      (drop (call $set_buffer_bytes (i32.const 0) (i32.const 0) (i32.const 12) (i32.const 1328) (i32.const 12)))
+      (return (i32.const 0))))
     ;; Every other body test buffers until the end of the stream.
     (if (i32.eqz (local.get $eos)) (then (return (i32.const 1))))
+    ;; Envoy's copyFrom at start 0: drain 4 bytes, then prepend `pre-`.
+    (if (i32.eq (local.get $t) (i32.const 168)) (then
+      (local.set $t (call $set_buffer_bytes (i32.const 0) (i32.const 0) (i32.const 4) (i32.const 1088) (i32.const 4)))
+      (if (local.get $t) (then (return (call $reply_status (local.get $t)))))
+      (return (i32.const 0))))
     (if (i32.eq (local.get $t) (i32.const 150)) (then
       (return (call $reply_result (call $get_buffer_bytes (i32.const 0) (i32.const 0) (local.get $size) (i32.const 512) (i32.const 516))))))
     (if (i32.eq (local.get $t) (i32.const 151)) (then
@@ -578,6 +596,19 @@
     (local $t i32)
     (local.set $t (global.get $id))
     (if (i32.lt_u (local.get $t) (i32.const 180)) (then (return (i32.const -1))))
+    ;; Envoy's example filter: every call writes `Hello, world` over the first 12 bytes of
+    ;; the chunk in flight and continues.
+    (if (i32.eq (local.get $t) (i32.const 187)) (then
+      (drop (call $set_buffer_bytes (i32.const 1) (i32.const 0) (i32.const 12) (i32.const 1328) (i32.const 12)))
+      (return (i32.const 0))))
+    ;; Traces every call as `size:eos,` and answers with the trace at the end of the stream.
+    (if (i32.eq (local.get $t) (i32.const 188)) (then
+      (call $emit_num (local.get $size))
+      (call $emit (i32.const 1220) (i32.const 1))
+      (call $emit_num (local.get $eos))
+      (call $emit (i32.const 1224) (i32.const 1))
+      (if (i32.eqz (local.get $eos)) (then (return (i32.const 0))))
+      (return (call $reply))))
     (if (i32.eqz (local.get $eos)) (then (return (i32.const 1))))
     (if (i32.eq (local.get $t) (i32.const 180)) (then
       (call $emit (i32.const 1248) (i32.const 5))

@@ -215,21 +215,19 @@ fn buffer_get(st: &mut InstanceState, ty: i32) -> Result<Bytes, i32> {
     }
 }
 
-/// Applies the spec's replace/prepend/append rules.
+/// Edits a body buffer as Envoy's `Buffer::copyFrom` does: at `start` 0, drain `size`
+/// bytes (all of them when `size` is past the end), then prepend `value` (so (0, 0)
+/// prepends and (0, len) replaces); at or past the end, append; anywhere else
+/// BAD_ARGUMENT. Filters rely on the drain-then-prepend form to rewrite the head of the
+/// chunk in flight (Envoy's example filter writes `Hello, world` over 12 bytes).
 pub(crate) fn splice(buf: &mut BytesMut, start: u32, size: u32, value: &[u8]) -> i32 {
     let len = buf.len();
     if start == 0 {
-        if size == 0 {
-            let mut n = BytesMut::with_capacity(len + value.len());
-            n.extend_from_slice(value);
-            n.extend_from_slice(buf);
-            *buf = n;
-        } else if size as usize >= len {
-            buf.clear();
-            buf.extend_from_slice(value);
-        } else {
-            return status::BAD_ARGUMENT;
-        }
+        let drained = (size as usize).min(len);
+        let mut n = BytesMut::with_capacity(len - drained + value.len());
+        n.extend_from_slice(value);
+        n.extend_from_slice(&buf[drained..]);
+        *buf = n;
     } else if start as usize >= len {
         buf.extend_from_slice(value);
     } else {

@@ -683,8 +683,11 @@ impl Run<'_> {
                             ProxyError::bad_request(format!("request body failed: {e}"))
                         })
                     }
+                    // As Envoy: when the body is known to end with this chunk (Content-Length
+                    // reached, HTTP/2 END_STREAM on the DATA frame), the chunk itself carries
+                    // end_of_stream; an empty end call comes only when the end arrives later.
                     Some(Ok(f)) => match f.into_data() {
-                        Ok(d) => (false, d),
+                        Ok(d) => (body.is_end_stream(), d),
                         Err(f) => {
                             if let Ok(t) = f.into_trailers() {
                                 trailers = Some(Headers::from(&t));
