@@ -22,6 +22,9 @@ pub enum InvalidHeader {
     /// The value holds CR, LF, NUL or another forbidden byte.
     #[error("invalid value for header {0:?}")]
     Value(String),
+    /// More field lines than an `http::HeaderMap` holds (a guest flooding headers).
+    #[error("too many header field lines ({0})")]
+    TooMany(usize),
 }
 
 impl Headers {
@@ -117,13 +120,15 @@ impl Headers {
 
     /// Builds an `http::HeaderMap`, rejecting names and values that cannot go on the wire.
     pub fn to_header_map(&self) -> Result<HeaderMap, InvalidHeader> {
-        let mut map = HeaderMap::with_capacity(self.entries.len());
+        // `with_capacity` and `append` panic past the map's maximum size: ask, never assume.
+        let too_many = |_| InvalidHeader::TooMany(self.entries.len());
+        let mut map = HeaderMap::try_with_capacity(self.entries.len()).map_err(too_many)?;
         for (n, v) in &self.entries {
             let name =
                 HeaderName::from_bytes(n.as_bytes()).map_err(|_| InvalidHeader::Name(n.clone()))?;
             let value = HeaderValue::from_maybe_shared(v.clone())
                 .map_err(|_| InvalidHeader::Value(n.clone()))?;
-            map.append(name, value);
+            map.try_append(name, value).map_err(too_many)?;
         }
         Ok(map)
     }
@@ -187,6 +192,14 @@ mod tests {
         );
         assert!(h.remove("B"));
         assert!(!h.remove("b"));
+    }
+
+    #[test]
+    fn a_header_flood_is_an_error_not_a_panic() {
+        let h: Headers = (0..40_000).map(|i| (format!("x-{i}"), "v")).collect();
+        assert_eq!(h.to_header_map(), Err(InvalidHeader::TooMany(40_000)));
+        let h: Headers = (0..40_000).map(|_| ("x-same", "v")).collect();
+        assert_eq!(h.to_header_map(), Err(InvalidHeader::TooMany(40_000)));
     }
 
     #[test]

@@ -173,7 +173,8 @@ impl DerefMut for PooledInstance {
 impl Drop for PooledInstance {
     fn drop(&mut self) {
         if let Some(i) = self.inst.take() {
-            if i.is_poisoned() {
+            // Dropped while unwinding (a panic mid-request): the guest's state is unknown.
+            if i.is_poisoned() || std::thread::panicking() {
                 self.inner.discarded.fetch_add(1, Ordering::Relaxed);
             } else {
                 self.inner
