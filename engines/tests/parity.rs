@@ -459,6 +459,21 @@ fn pool_discards_trapped(kind: EngineKind) {
 }
 parity!(pool_discards_trapped);
 
+fn pool_discards_an_instance_dropped_while_unwinding(kind: EngineKind) {
+    let module = compile(kind, TRAPS_WAT, env_host(), Limits::default());
+    let pool = InstancePool::new(module, 1, || Box::new(()) as Box<dyn Any + Send>);
+    let p = pool.clone();
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        let _held = p.acquire().unwrap();
+        panic!("a host bug mid-request");
+    }));
+    assert!(r.is_err());
+    assert_eq!(pool.discarded(), 1);
+    assert_eq!(pool.idle(), 0);
+    assert_eq!(pool.in_use(), 0);
+}
+parity!(pool_discards_an_instance_dropped_while_unwinding);
+
 const GROW_WAT: &str = r#"(module
   (memory (export "memory") 1)
   (func (export "grow") (param i32) (result i32) local.get 0 memory.grow)
