@@ -2,6 +2,8 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
@@ -299,4 +301,59 @@ async fn unmatched_requests_get_404() {
     let r = send(get(t.url("/"))).await;
     assert_eq!(r.status, 404);
     assert_eq!(r.body, "404 page not found\n");
+}
+
+/// An upstream that counts the connections it accepts and answers every request 200.
+async fn connection_counting_upstream() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|_req| async {
+                    // A short think time keeps all 16 requests in flight together.
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                        http_body_util::Full::new(bytes::Bytes::from_static(b"ok")),
+                    ))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_connections_are_kept_alive_by_default() {
+    // 16 clients at once, 10 requests each: with Traefik's default of 200 idle connections per
+    // host the upstream sees about 16 connections; with 2 it saw one for almost every request.
+    let (up, accepted) = connection_counting_upstream().await;
+    let http = format!(
+        "http:\n  routers:\n    r: {{ rule: \"PathPrefix(`/`)\", service: s }}\n  services:\n    s: {{ loadBalancer: {{ servers: [{{ url: \"http://{up}\" }}] }} }}\n"
+    );
+    let srv = common::start(&[("wasmgate.yaml", &common::inline_config(&http))]).await;
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let url = srv.url("/");
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..10 {
+                assert_eq!(common::send(common::get(url.clone())).await.status, 200);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let n = accepted.load(Ordering::SeqCst);
+    assert!(
+        n <= 32,
+        "the upstream accepted {n} connections for 160 requests"
+    );
 }

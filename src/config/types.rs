@@ -383,7 +383,7 @@ pub struct ServersTransportConfig {
     /// Timeouts toward upstreams.
     #[serde(default)]
     pub forwarding_timeouts: ForwardingTimeouts,
-    /// Idle connections kept per upstream host (default 2, as in Traefik).
+    /// Idle connections kept per upstream host (default 200, as in Traefik).
     #[serde(default)]
     pub max_idle_conns_per_host: Option<usize>,
 }

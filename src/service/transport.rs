@@ -14,7 +14,9 @@ use crate::config::{ForwardingTimeouts, ServersTransportConfig};
 const DEFAULT_DIAL_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_RESPONSE_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
 const DEFAULT_IDLE_CONN_TIMEOUT: Duration = Duration::from_secs(90);
-const DEFAULT_MAX_IDLE_PER_HOST: usize = 2;
+/// Traefik's default: with fewer than the client connections, every request opens and closes an
+/// upstream connection (thousands of sockets in TIME-WAIT under load).
+const DEFAULT_MAX_IDLE_PER_HOST: usize = 200;
 
 /// How requests reach upstreams: a connection pool per protocol and the timeouts that apply.
 pub struct Transport {
