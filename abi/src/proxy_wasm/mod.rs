@@ -74,27 +74,34 @@ pub const MAX_CALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest a stream may stay paused.
 pub const MAX_PAUSE: Duration = Duration::from_secs(60);
 
-/// The guest callbacks the host calls, with their shapes per version.
-fn callback_types(version: AbiVersion) -> Vec<(&'static str, FuncType)> {
+/// The guest callbacks the host calls, each with the shapes accepted (any version).
+///
+/// Header and trailer callbacks come in two shapes whatever the version marker says: 2
+/// parameters (0.1.0 headers, trailers everywhere: what cpp-host calls) or 3 with
+/// `end_of_stream` last (0.2.x headers; 2020 TinyGo and C++ SDK filters export it under the
+/// 0.1.0 marker, and MOSN's host runs them). Each is called with the arity it exports
+/// (`guest_call` cuts the arguments), so the host always passes `end_of_stream` third.
+fn callback_types() -> Vec<(&'static str, Vec<FuncType>)> {
     use ValType::I32;
     let f = |p: usize, r: usize| FuncType::new(vec![I32; p], vec![I32; r]);
-    let headers = if version == AbiVersion::V0_1_0 { 2 } else { 3 };
+    let one = |p: usize, r: usize| vec![f(p, r)];
+    let two_or_three = || vec![f(2, 1), f(3, 1)];
     vec![
-        ("proxy_on_context_create", f(2, 0)),
-        ("proxy_on_vm_start", f(2, 1)),
-        ("proxy_on_configure", f(2, 1)),
-        ("proxy_on_tick", f(1, 0)),
-        ("proxy_on_done", f(1, 1)),
-        ("proxy_on_log", f(1, 0)),
-        ("proxy_on_delete", f(1, 0)),
-        ("proxy_on_request_headers", f(headers, 1)),
-        ("proxy_on_response_headers", f(headers, 1)),
-        ("proxy_on_request_body", f(3, 1)),
-        ("proxy_on_response_body", f(3, 1)),
-        ("proxy_on_request_trailers", f(2, 1)),
-        ("proxy_on_response_trailers", f(2, 1)),
-        ("proxy_on_http_call_response", f(5, 0)),
-        ("proxy_on_queue_ready", f(2, 0)),
+        ("proxy_on_context_create", one(2, 0)),
+        ("proxy_on_vm_start", one(2, 1)),
+        ("proxy_on_configure", one(2, 1)),
+        ("proxy_on_tick", one(1, 0)),
+        ("proxy_on_done", one(1, 1)),
+        ("proxy_on_log", one(1, 0)),
+        ("proxy_on_delete", one(1, 0)),
+        ("proxy_on_request_headers", two_or_three()),
+        ("proxy_on_response_headers", two_or_three()),
+        ("proxy_on_request_body", one(3, 1)),
+        ("proxy_on_response_body", one(3, 1)),
+        ("proxy_on_request_trailers", two_or_three()),
+        ("proxy_on_response_trailers", two_or_three()),
+        ("proxy_on_http_call_response", one(5, 0)),
+        ("proxy_on_queue_ready", one(2, 0)),
     ]
 }
 
@@ -158,11 +165,13 @@ impl ProxyWasmPlugin {
                         .into(),
                 )
             })?;
-        for (cb, want) in callback_types(version) {
+        for (cb, accepted) in callback_types() {
             if let Some(ty) = info.export_func(cb) {
-                if *ty != want {
+                if !accepted.contains(ty) {
+                    let shapes: Vec<String> = accepted.iter().map(|t| t.to_string()).collect();
                     return Err(PluginError::Abi(format!(
-                        "export `{cb}` has type {ty}, proxy-wasm {version} needs {want}"
+                        "export `{cb}` has type {ty}, proxy-wasm {version} needs {}",
+                        shapes.join(" or ")
                     )));
                 }
             }
@@ -796,7 +805,8 @@ impl Run<'_> {
                         s.request_trailers = t.clone();
                     }
                 }
-                if self.stream_callback(tcb, &[n], response).await? {
+                // Trailers end the stream: a 3-parameter trailers callback gets end_of_stream = 1.
+                if self.stream_callback(tcb, &[n, 1], response).await? {
                     return Ok(None);
                 }
                 let s = self.stream();
