@@ -19,7 +19,7 @@ mod state;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -213,12 +213,19 @@ impl ProxyWasmPlugin {
 
     /// A middleware with its own root contexts (one per instance) configured
     /// with `config`; `services` are what `proxy_http_call` can reach.
+    ///
+    /// Must be called inside a tokio runtime: the middleware's dispatcher (ticks and queue
+    /// readiness outside requests) is spawned on it here, so a tick period set in
+    /// `on_vm_start` or `on_configure` fires from the start. Outside one this is an error,
+    /// never a middleware that stays silent until its first request.
     pub fn middleware(
         &self,
         middleware: &str,
         config: Vec<u8>,
         services: Arc<dyn ServiceDirectory>,
     ) -> Result<ProxyWasmMiddleware, PluginError> {
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| PluginError::NoRuntime(middleware.to_string()))?;
         let waiter = Arc::new(QueueWaiter {
             ready: std::sync::Mutex::new(Vec::new()),
             notify: Notify::new(),
@@ -270,12 +277,10 @@ impl ProxyWasmPlugin {
             permits: Arc::new(Semaphore::new(self.opts.pool_size.max(1))),
             pool_wait: self.opts.pool_wait,
             tick_ms: AtomicU64::new(tick),
-            dispatcher_started: AtomicBool::new(false),
             waiter,
         });
-        let mw = ProxyWasmMiddleware { inner };
-        mw.start_dispatcher();
-        Ok(mw)
+        runtime.spawn(dispatcher(Arc::downgrade(&inner)));
+        Ok(ProxyWasmMiddleware { inner })
     }
 }
 
@@ -379,7 +384,6 @@ struct Inner {
     permits: Arc<Semaphore>,
     pool_wait: Duration,
     tick_ms: AtomicU64,
-    dispatcher_started: AtomicBool,
     waiter: Arc<QueueWaiter>,
 }
 
@@ -392,16 +396,6 @@ impl ProxyWasmMiddleware {
     /// The instance pool (for tests).
     pub fn pool(&self) -> &InstancePool {
         &self.inner.pool
-    }
-
-    fn start_dispatcher(&self) {
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        if self.inner.dispatcher_started.swap(true, Ordering::SeqCst) {
-            return;
-        }
-        rt.spawn(dispatcher(Arc::downgrade(&self.inner)));
     }
 }
 
@@ -993,7 +987,6 @@ fn apply_request_map(req: &mut Request, map: &Headers) {
 #[async_trait]
 impl Middleware for ProxyWasmMiddleware {
     async fn handle(&self, mut req: Request, next: Next<'_>) -> Result<Response, ProxyError> {
-        self.start_dispatcher();
         let mw = &*self.inner;
         let (_permit, inst) = crate::plugin::acquire_instance(
             &mw.pool,
