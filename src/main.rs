@@ -35,7 +35,23 @@ fn main() -> ExitCode {
 }
 
 fn validate(config: &Path) -> ExitCode {
-    match Gateway::load(config) {
+    // Middlewares are built inside a runtime (proxy-wasm ones spawn their dispatcher there).
+    // This one is never driven and is dropped with the gateway: no tick or task runs.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let loaded = {
+        let _in_runtime = runtime.enter();
+        Gateway::load(config)
+    };
+    match loaded {
         Ok(_) => {
             println!("{}: configuration is valid", config.display());
             ExitCode::SUCCESS
@@ -95,11 +111,16 @@ fn guests(args: &cli::GuestsArgs) -> ExitCode {
 }
 
 fn run(config: &Path) -> anyhow::Result<()> {
-    let gateway = Gateway::load(config).map_err(|errors| anyhow::anyhow!("{errors}"))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    // Loaded inside the runtime: proxy-wasm dispatchers (ticks, queues) start with the gateway,
+    // not with the first request.
+    let gateway = {
+        let _in_runtime = runtime.enter();
+        Gateway::load(config).map_err(|errors| anyhow::anyhow!("{errors}"))?
+    };
     runtime.block_on(async move {
         let server = wasmgate::proxy::start(gateway.clone()).await?;
         let _watcher = wasmgate::reload::watch(gateway).context("watching the routing file")?;

@@ -220,3 +220,105 @@ fn validate_reports_a_proxy_wasm_filter_rejecting_its_configuration() {
     assert!(text.contains("http.middlewares.pw.plugin.sdk"), "{text}");
     assert!(text.contains("rejected its configuration"), "{text}");
 }
+
+/// A proxy-wasm filter that asks for ticks in `on_configure` and logs every tick.
+const TICKING_FILTER: &str = r#"(module
+  (import "env" "proxy_set_tick_period_milliseconds" (func $set_tick (param i32) (result i32)))
+  (import "env" "proxy_log" (func $log (param i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "tick without traffic")
+  (global $heap (mut i32) (i32.const 1024))
+  (func (export "proxy_abi_version_0_2_1"))
+  (func (export "malloc") (param i32) (result i32) (local i32)
+    global.get $heap local.set 1
+    global.get $heap local.get 0 i32.add global.set $heap
+    local.get 1)
+  (func (export "proxy_on_configure") (param i32 i32) (result i32)
+    (drop (call $set_tick (i32.const 50)))
+    (i32.const 1))
+  (func (export "proxy_on_tick") (param i32)
+    (drop (call $log (i32.const 2) (i32.const 16) (i32.const 20))))
+)"#;
+
+/// `run` starts proxy-wasm dispatchers with the gateway: a tick period set in `on_configure`
+/// fires with no request ever sent. `validate` runs no tick.
+#[test]
+fn run_delivers_ticks_from_start_up_without_traffic() {
+    let dir = write_files(&[(
+        "wasmgate.yaml",
+        "entryPoints:\n  web:\n    address: \"127.0.0.1:0\"\ncache:\n  enabled: false\nplugins:\n  ticker:\n    path: ticker.wasm\nhttp:\n  routers:\n    r: { rule: \"PathPrefix(`/`)\", middlewares: [pw], service: echo@internal }\n  middlewares:\n    pw:\n      plugin:\n        ticker: {}\n",
+    )]);
+    std::fs::write(
+        dir.path().join("ticker.wasm"),
+        wat::parse_str(TICKING_FILTER).unwrap(),
+    )
+    .unwrap();
+    let config = dir.path().join("wasmgate.yaml");
+
+    let out = wasmgate()
+        .arg("validate")
+        .arg("-c")
+        .arg(&config)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(!text.contains("tick without traffic"), "{text}");
+
+    let mut child = wasmgate()
+        .arg("run")
+        .arg("-c")
+        .arg(&config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Both streams go to one channel, line by line, until the process ends.
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let readers: Vec<_> = [
+        Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+        Box::new(child.stderr.take().unwrap()),
+    ]
+    .into_iter()
+    .map(|stream| {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in
+                std::io::BufRead::lines(std::io::BufReader::new(stream)).map_while(Result::ok)
+            {
+                let _ = tx.send(line);
+            }
+        })
+    })
+    .collect();
+    drop(tx);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut seen = Vec::new();
+    let mut ticks = 0;
+    while ticks < 2 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                if line.contains("tick without traffic") {
+                    ticks += 1;
+                }
+                seen.push(line);
+            }
+            Err(_) => break,
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    for r in readers {
+        r.join().unwrap();
+    }
+    assert!(
+        ticks >= 2,
+        "no tick logged within 5 s of start-up without traffic; output:\n{}",
+        seen.join("\n")
+    );
+}

@@ -98,6 +98,13 @@ pub enum PluginError {
     /// The guest failed while starting (`_start`, `_initialize`, a start section).
     #[error("guest failed during start-up: {0}")]
     Start(Trap),
+    /// A proxy-wasm middleware was created outside a tokio runtime: its dispatcher (ticks,
+    /// queue readiness) would not run until the first request.
+    #[error(
+        "middleware {0}: proxy-wasm middlewares must be created inside a tokio runtime \
+         (their tick and queue dispatcher starts with them)"
+    )]
+    NoRuntime(String),
 }
 
 /// Engines by kind, created on first use and shared by every plugin.

@@ -647,10 +647,42 @@ async fn load_and_configuration_errors() {
             );
             plugin(e, &wat, opts()).expect(marker);
         }
-        // 0.2.1 with the 0.1.0 header callback shape.
-        let v010_shape = filter_wat().replace("proxy_abi_version_0_2_1", "proxy_abi_version_0_1_0");
-        let err = plugin(e, &v010_shape, opts()).err().unwrap();
-        assert!(err.contains("proxy_on_request_headers"), "{err}");
+        // A 0.1.0 marker on 3-parameter header callbacks (2020 SDK filters) passes the shape
+        // check: this filter fails only on its 0.2.x import.
+        let v010_marker =
+            filter_wat().replace("proxy_abi_version_0_2_1", "proxy_abi_version_0_1_0");
+        let err = plugin(e, &v010_marker, opts()).err().unwrap();
+        assert!(
+            err.contains("missing imports: env.proxy_continue_stream"),
+            "{err}"
+        );
+        assert!(!err.contains("proxy_on_request_headers"), "{err}");
+        // A header or trailer callback of neither shape is refused, naming both shapes.
+        for (cb, params, extra) in [
+            (
+                "proxy_on_request_headers",
+                "(param $ctx i32) (param $n i32) (param $eos i32)",
+                "(param i32)",
+            ),
+            (
+                "proxy_on_request_trailers",
+                "(param $ctx i32) (param $n i32)",
+                "(param i32 i32)",
+            ),
+        ] {
+            let export = format!("(func (export \"{cb}\") {params} (result i32)");
+            let four = format!("(func (export \"{cb}\") {params} {extra} (result i32)");
+            assert!(filter_wat().contains(&export), "{cb}");
+            let wat = filter_wat().replace(&export, &four);
+            let err = plugin(e, &wat, opts()).err().expect(cb);
+            assert!(
+                err.contains(&format!(
+                    "export `{cb}` has type (i32, i32, i32, i32) -> (i32), proxy-wasm 0.2.1 \
+                     needs (i32, i32) -> (i32) or (i32, i32, i32) -> (i32)"
+                )),
+                "{err}"
+            );
+        }
     }
 }
 

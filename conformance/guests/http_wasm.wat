@@ -3,7 +3,7 @@
 ;; request on unchanged. Values the guest observes come back as the body of a response the
 ;; guest writes itself, so the runner compares exact bytes.
 ;;
-;; Memory: constant strings below 512, decimal digits built at 960..1000, the test id read
+;; Memory: constant strings below 960, decimal digits built at 960..1000, the test id read
 ;; at 2048, the reply assembled at 8192 (OUT), a scratch buffer at 65536 (S).
 (module
   (import "http_handler" "enable_features" (func $enable_features (param i32) (result i32)))
@@ -57,6 +57,8 @@
   (data (i32.const 464) "guest says error") ;; 16
   (data (i32.const 480) "guest says none")  ;; 15
   (data (i32.const 496) "x-trailer-names")  ;; 15
+  (data (i32.const 512) "content-length")   ;; 14
+  (data (i32.const 528) "0")                ;; 1
 
   (global $id (mut i32) (i32.const 0))
   (global $out (mut i32) (i32.const 0))
@@ -441,6 +443,23 @@
       (call $set_header_value (i32.const 2) (i32.const 32) (i32.const 3) (i32.const 128) (i32.const 3))
       (return (i64.const 1))))
 
+    ;; -- a Content-Length the guest declares on a buffered body it does not write --
+    ;; 90..92: buffer_response, then the response phase declares the length (handle_response).
+    (if (i32.and (i32.ge_u (local.get $t) (i32.const 90)) (i32.le_u (local.get $t) (i32.const 92))) (then
+      (drop (call $enable_features (i32.const 2)))
+      (return (i64.const 0x2a00000001))))
+    ;; buffer_request; request content-length: the value of x-a; next.
+    (if (i32.eq (local.get $t) (i32.const 93)) (then
+      (drop (call $enable_features (i32.const 1)))
+      (call $set_header_value (i32.const 0) (i32.const 512) (i32.const 14) (i32.const 65536) (call $x_a))
+      (return (i64.const 1))))
+    ;; buffer_request; request content-length: 0, then a body written: the body wins.
+    (if (i32.eq (local.get $t) (i32.const 94)) (then
+      (drop (call $enable_features (i32.const 1)))
+      (call $set_header_value (i32.const 0) (i32.const 512) (i32.const 14) (i32.const 528) (i32.const 1))
+      (call $write_body (i32.const 0) (i32.const 176) (i32.const 8))
+      (return (i64.const 1))))
+
     ;; -- log at every level (test ids above 60 are spaced out: other behaviours may come) --
     (if (i32.eq (local.get $t) (i32.const 70)) (then
       (call $log (i32.const -1) (i32.const 416) (i32.const 16))
@@ -472,6 +491,17 @@
       (call $header_from_out (i32.const 368) (i32.const 10))))
     (if (i32.eq (global.get $id) (i32.const 47)) (then
       (call $set_status_code (i32.const 202))))
+    ;; A WAF's block: 403, content-length 0, no body written (TinyGo's `Write(nil)`).
+    (if (i32.eq (global.get $id) (i32.const 90)) (then
+      (call $set_status_code (i32.const 403))
+      (call $set_header_value (i32.const 1) (i32.const 512) (i32.const 14) (i32.const 528) (i32.const 1))))
+    ;; content-length: the value of x-a, no body written.
+    (if (i32.eq (global.get $id) (i32.const 91)) (then
+      (call $set_header_value (i32.const 1) (i32.const 512) (i32.const 14) (i32.const 65536) (call $x_a))))
+    ;; content-length: 0, then a body written: the body wins.
+    (if (i32.eq (global.get $id) (i32.const 92)) (then
+      (call $set_header_value (i32.const 1) (i32.const 512) (i32.const 14) (i32.const 528) (i32.const 1))
+      (call $write_body (i32.const 1) (i32.const 336) (i32.const 20))))
     ;; The upstream's trailer names in header x-trailer-names; trailer x-a: set added.
     (if (i32.eq (global.get $id) (i32.const 81)) (then
       (call $emit_count_list (call $get_header_names (i32.const 3) (i32.const 65536) (i32.const 4096)) (i32.const 65536))

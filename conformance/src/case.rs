@@ -109,6 +109,13 @@ pub const GUESTS: &[Guest] = &[
         variants: PROXY_WASM_VERSIONS,
         sdk: None,
     },
+    Guest {
+        name: "proxy_wasm_arity",
+        abi: Abi::ProxyWasm,
+        wat: include_str!("../guests/proxy_wasm_arity.wat"),
+        variants: PROXY_WASM_VERSIONS,
+        sdk: None,
+    },
     // Built with the plugin SDKs from examples/ (see src/sdk.rs); cases in cases/sdk.yaml.
     sdk_guest(
         "sdk_http_wasm_add_headers",
@@ -245,6 +252,10 @@ pub const CASE_FILES: &[(&str, &str)] = &[
     (
         "proxy_wasm_calls.yaml",
         include_str!("../cases/proxy_wasm_calls.yaml"),
+    ),
+    (
+        "proxy_wasm_arity.yaml",
+        include_str!("../cases/proxy_wasm_arity.yaml"),
     ),
     // Last: slot numbers of the cases above do not depend on whether SDK cases run.
     ("sdk.yaml", include_str!("../cases/sdk.yaml")),

@@ -89,6 +89,16 @@ fn body_kind(v: i32, func: &str) -> Result<BodyKind, HostError> {
     BodyKind::from_i32(v).ok_or_else(|| trap(format!("{func}: unknown body kind {v}")))
 }
 
+/// Records whether the guest declared the length of the request or response body (see
+/// `state::honour_declared_length`); trailers carry no length.
+fn mark_length_set(ex: &mut Exchange, kind: HeaderKind, set: bool) {
+    match kind {
+        HeaderKind::Request => ex.request_length_set = set,
+        HeaderKind::Response => ex.response.length_set = set,
+        HeaderKind::RequestTrailers | HeaderKind::ResponseTrailers => {}
+    }
+}
+
 /// The header list `kind` names, applying the rules around next and the trailers feature.
 /// `None` means "nothing there" for a getter.
 fn headers_for<'a>(
@@ -449,12 +459,16 @@ pub fn functions(plugin: &str) -> HostFunctions {
                 let (name, value) = validate_header(&name, &value, func)?;
                 request_trailers_arrived(c, kind, func)?;
                 let ex = exchange(c, func)?;
+                let is_length = name.eq_ignore_ascii_case("content-length");
                 let headers = headers_for(ex, kind, true, func)?
                     .ok_or_else(|| trap(format!("{func}: no such header list now")))?;
                 if add {
                     headers.append(name, value);
                 } else {
                     headers.set(&name, value);
+                }
+                if is_length {
+                    mark_length_set(ex, kind, true);
                 }
                 Ok(())
             },
@@ -474,6 +488,9 @@ pub fn functions(plugin: &str) -> HostFunctions {
                 std::str::from_utf8(&name),
             ) {
                 h.remove(name);
+                if name.eq_ignore_ascii_case("content-length") {
+                    mark_length_set(ex, kind, false);
+                }
             }
             Ok(())
         },

@@ -372,18 +372,28 @@ impl Middleware for HttpWasmMiddleware {
         let mut resp = Response::new(state::status_code(ex.response.status));
         resp.headers = ex.response.headers;
         resp.extensions = extensions;
+        // A length the guest declared on a body it did not write is honoured (a WAF blocks
+        // with 403 and `content-length: 0`); a body it wrote wins and is framed anew.
+        let mut declared = false;
         resp.body = match (ex.response.written, stream_body) {
             (Some((_, w)), _) => Body::from(BufferedBody {
                 data: w.freeze(),
                 trailers: ex.response.trailers,
             }),
             (None, Some(stream)) => stream,
-            (None, None) => Body::from(BufferedBody {
-                data: ex.response.buffered.unwrap_or_default(),
-                trailers: ex.response.trailers,
-            }),
+            (None, None) => {
+                let mut data = ex.response.buffered.unwrap_or_default();
+                if buffered_response && ex.response.length_set {
+                    data = state::honour_declared_length(&mut resp.headers, data);
+                    declared = true;
+                }
+                Body::from(BufferedBody {
+                    data,
+                    trailers: ex.response.trailers,
+                })
+            }
         };
-        if buffered_response {
+        if buffered_response && !declared {
             // The guest may have changed the body's length; the server frames it anew.
             resp.headers.remove("content-length");
         }

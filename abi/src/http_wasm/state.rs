@@ -164,6 +164,9 @@ pub struct ResponseSide {
     pub written: Option<(Phase, BytesMut)>,
     /// next's response is available to the guest (after next, unless next failed).
     pub available: bool,
+    /// The guest set or added `content-length` (and did not remove it since): with
+    /// `buffer_response` a body it did not write is cut to that length.
+    pub length_set: bool,
 }
 
 /// One request in flight through one instance.
@@ -178,6 +181,9 @@ pub struct Exchange {
     pub body: RequestBody,
     /// Request trailers set by the guest.
     pub request_trailers: Option<Headers>,
+    /// The guest set or added the request's `content-length` (and did not remove it since):
+    /// with `buffer_request` a body it did not write is cut to that length for next.
+    pub request_length_set: bool,
     /// The response side.
     pub response: ResponseSide,
 }
@@ -203,6 +209,7 @@ impl Exchange {
                 ..RequestBody::default()
             },
             request_trailers: None,
+            request_length_set: false,
             response: ResponseSide {
                 status: 200,
                 headers: Headers::new(),
@@ -211,6 +218,7 @@ impl Exchange {
                 read_pos: 0,
                 written: None,
                 available: false,
+                length_set: false,
             },
         })
     }
@@ -262,6 +270,7 @@ impl Exchange {
             self.body.replay = Some(whole.clone());
             let data = match &self.body.written {
                 Some(w) => w.clone().freeze(),
+                None if self.request_length_set => honour_declared_length(&mut req.headers, whole),
                 None => whole,
             };
             let trailers = self.request_trailers.clone().or(self.body.trailers.clone());
@@ -298,6 +307,31 @@ impl Exchange {
 fn content_length(headers: &Headers) -> Option<u64> {
     let v = headers.get_all("content-length").next()?;
     std::str::from_utf8(v).ok()?.trim().parse().ok()
+}
+
+/// A buffered body the guest did not write, under a `content-length` the guest set: cut to
+/// that length, as the reference host (net/http refuses to write past a declared length), so
+/// `content-length: 0` sends no body. The header is then made true to what is sent: a length
+/// larger than the body becomes the body's length (net/http would send the short body and
+/// break the connection; wasmgate never sends more than the guest declared, and never a
+/// length it cannot fill). Of several values the smallest counts; a header with no valid
+/// value is dropped (net/http drops an invalid one) and the body kept whole.
+pub fn honour_declared_length(headers: &mut Headers, body: Bytes) -> Bytes {
+    let declared = headers
+        .get_all("content-length")
+        .filter_map(|v| std::str::from_utf8(v).ok()?.trim().parse::<u64>().ok())
+        .min();
+    match declared {
+        Some(n) => {
+            let keep = usize::try_from(n).unwrap_or(usize::MAX).min(body.len());
+            headers.set("content-length", keep.to_string());
+            body.slice(..keep)
+        }
+        None => {
+            headers.remove("content-length");
+            body
+        }
+    }
 }
 
 /// Keeps a `content-length` the request already had true to the body next gets: `len`,

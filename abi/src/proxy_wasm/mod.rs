@@ -19,7 +19,7 @@ mod state;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -74,27 +74,34 @@ pub const MAX_CALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest a stream may stay paused.
 pub const MAX_PAUSE: Duration = Duration::from_secs(60);
 
-/// The guest callbacks the host calls, with their shapes per version.
-fn callback_types(version: AbiVersion) -> Vec<(&'static str, FuncType)> {
+/// The guest callbacks the host calls, each with the shapes accepted (any version).
+///
+/// Header and trailer callbacks come in two shapes whatever the version marker says: 2
+/// parameters (0.1.0 headers, trailers everywhere: what cpp-host calls) or 3 with
+/// `end_of_stream` last (0.2.x headers; 2020 TinyGo and C++ SDK filters export it under the
+/// 0.1.0 marker, and MOSN's host runs them). Each is called with the arity it exports
+/// (`guest_call` cuts the arguments), so the host always passes `end_of_stream` third.
+fn callback_types() -> Vec<(&'static str, Vec<FuncType>)> {
     use ValType::I32;
     let f = |p: usize, r: usize| FuncType::new(vec![I32; p], vec![I32; r]);
-    let headers = if version == AbiVersion::V0_1_0 { 2 } else { 3 };
+    let one = |p: usize, r: usize| vec![f(p, r)];
+    let two_or_three = || vec![f(2, 1), f(3, 1)];
     vec![
-        ("proxy_on_context_create", f(2, 0)),
-        ("proxy_on_vm_start", f(2, 1)),
-        ("proxy_on_configure", f(2, 1)),
-        ("proxy_on_tick", f(1, 0)),
-        ("proxy_on_done", f(1, 1)),
-        ("proxy_on_log", f(1, 0)),
-        ("proxy_on_delete", f(1, 0)),
-        ("proxy_on_request_headers", f(headers, 1)),
-        ("proxy_on_response_headers", f(headers, 1)),
-        ("proxy_on_request_body", f(3, 1)),
-        ("proxy_on_response_body", f(3, 1)),
-        ("proxy_on_request_trailers", f(2, 1)),
-        ("proxy_on_response_trailers", f(2, 1)),
-        ("proxy_on_http_call_response", f(5, 0)),
-        ("proxy_on_queue_ready", f(2, 0)),
+        ("proxy_on_context_create", one(2, 0)),
+        ("proxy_on_vm_start", one(2, 1)),
+        ("proxy_on_configure", one(2, 1)),
+        ("proxy_on_tick", one(1, 0)),
+        ("proxy_on_done", one(1, 1)),
+        ("proxy_on_log", one(1, 0)),
+        ("proxy_on_delete", one(1, 0)),
+        ("proxy_on_request_headers", two_or_three()),
+        ("proxy_on_response_headers", two_or_three()),
+        ("proxy_on_request_body", one(3, 1)),
+        ("proxy_on_response_body", one(3, 1)),
+        ("proxy_on_request_trailers", two_or_three()),
+        ("proxy_on_response_trailers", two_or_three()),
+        ("proxy_on_http_call_response", one(5, 0)),
+        ("proxy_on_queue_ready", one(2, 0)),
     ]
 }
 
@@ -158,11 +165,13 @@ impl ProxyWasmPlugin {
                         .into(),
                 )
             })?;
-        for (cb, want) in callback_types(version) {
+        for (cb, accepted) in callback_types() {
             if let Some(ty) = info.export_func(cb) {
-                if *ty != want {
+                if !accepted.contains(ty) {
+                    let shapes: Vec<String> = accepted.iter().map(|t| t.to_string()).collect();
                     return Err(PluginError::Abi(format!(
-                        "export `{cb}` has type {ty}, proxy-wasm {version} needs {want}"
+                        "export `{cb}` has type {ty}, proxy-wasm {version} needs {}",
+                        shapes.join(" or ")
                     )));
                 }
             }
@@ -204,12 +213,19 @@ impl ProxyWasmPlugin {
 
     /// A middleware with its own root contexts (one per instance) configured
     /// with `config`; `services` are what `proxy_http_call` can reach.
+    ///
+    /// Must be called inside a tokio runtime: the middleware's dispatcher (ticks and queue
+    /// readiness outside requests) is spawned on it here, so a tick period set in
+    /// `on_vm_start` or `on_configure` fires from the start. Outside one this is an error,
+    /// never a middleware that stays silent until its first request.
     pub fn middleware(
         &self,
         middleware: &str,
         config: Vec<u8>,
         services: Arc<dyn ServiceDirectory>,
     ) -> Result<ProxyWasmMiddleware, PluginError> {
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| PluginError::NoRuntime(middleware.to_string()))?;
         let waiter = Arc::new(QueueWaiter {
             ready: std::sync::Mutex::new(Vec::new()),
             notify: Notify::new(),
@@ -261,12 +277,10 @@ impl ProxyWasmPlugin {
             permits: Arc::new(Semaphore::new(self.opts.pool_size.max(1))),
             pool_wait: self.opts.pool_wait,
             tick_ms: AtomicU64::new(tick),
-            dispatcher_started: AtomicBool::new(false),
             waiter,
         });
-        let mw = ProxyWasmMiddleware { inner };
-        mw.start_dispatcher();
-        Ok(mw)
+        runtime.spawn(dispatcher(Arc::downgrade(&inner)));
+        Ok(ProxyWasmMiddleware { inner })
     }
 }
 
@@ -370,7 +384,6 @@ struct Inner {
     permits: Arc<Semaphore>,
     pool_wait: Duration,
     tick_ms: AtomicU64,
-    dispatcher_started: AtomicBool,
     waiter: Arc<QueueWaiter>,
 }
 
@@ -383,16 +396,6 @@ impl ProxyWasmMiddleware {
     /// The instance pool (for tests).
     pub fn pool(&self) -> &InstancePool {
         &self.inner.pool
-    }
-
-    fn start_dispatcher(&self) {
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        if self.inner.dispatcher_started.swap(true, Ordering::SeqCst) {
-            return;
-        }
-        rt.spawn(dispatcher(Arc::downgrade(&self.inner)));
     }
 }
 
@@ -799,7 +802,8 @@ impl Run<'_> {
                         s.request_trailers = t.clone();
                     }
                 }
-                if self.stream_callback(tcb, &[n], response).await? {
+                // Trailers end the stream: a 3-parameter trailers callback gets end_of_stream = 1.
+                if self.stream_callback(tcb, &[n, 1], response).await? {
                     return Ok(None);
                 }
                 let s = self.stream();
@@ -986,7 +990,6 @@ fn apply_request_map(req: &mut Request, map: &Headers) {
 #[async_trait]
 impl Middleware for ProxyWasmMiddleware {
     async fn handle(&self, mut req: Request, next: Next<'_>) -> Result<Response, ProxyError> {
-        self.start_dispatcher();
         let mw = &*self.inner;
         let (_permit, inst) = crate::plugin::acquire_instance(
             &mw.pool,
