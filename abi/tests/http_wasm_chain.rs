@@ -349,3 +349,28 @@ async fn response_headers_set_before_next_are_merged_into_the_response() {
         assert_eq!(body(r).await, "upstream saw /path?q=1");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_dropped_before_handle_response_discards_its_instance() {
+    for engine in EngineKind::ALL {
+        let mw = middleware(engine, PHASES, b"", opts(1));
+        // The upstream is slow: the request is dropped (a client gone) while next runs,
+        // between handle_request and handle_response.
+        let slow = upstream(Duration::from_secs(5));
+        let dropped = tokio::time::timeout(Duration::from_millis(100), run(&mw, &slow, &[])).await;
+        assert!(
+            dropped.is_err(),
+            "{engine}: the request should still be in flight"
+        );
+        assert_eq!(mw.pool().in_use(), 0, "{engine}");
+        assert_eq!(
+            mw.pool().discarded(),
+            1,
+            "{engine}: an instance that never got handle_response must not serve again"
+        );
+        // The next request gets a fresh instance and works.
+        let up = upstream(Duration::ZERO);
+        assert_eq!(run(&mw, &up, &[]).await.unwrap().status, StatusCode::OK);
+        assert_eq!(mw.pool().created(), 2, "{engine}");
+    }
+}

@@ -257,22 +257,44 @@ fn guest_response(ex: Box<Exchange>) -> Response {
     resp
 }
 
+/// An instance leased for one request. While the guest waits for `handle_response` (after a
+/// `handle_request` that said next), dropping the lease (the client went away, the request
+/// future was cancelled) throws the instance away: its guest state expects a response call that
+/// will never come.
+struct Lease {
+    inst: PooledInstance,
+    awaiting_response: bool,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if self.awaiting_response {
+            self.inst.poison();
+        }
+    }
+}
+
 #[async_trait]
 impl Middleware for HttpWasmMiddleware {
     async fn handle(&self, req: Request, next: Next<'_>) -> Result<Response, ProxyError> {
-        let (_permit, mut inst) = crate::plugin::acquire_instance(
+        let (_permit, inst) = crate::plugin::acquire_instance(
             &self.pool,
             &self.permits,
             self.pool_wait,
             &self.shared.middleware,
         )
         .await?;
-        let handlers = st(&mut inst)
+        let mut lease = Lease {
+            inst,
+            awaiting_response: false,
+        };
+        let inst = &mut lease.inst;
+        let handlers = st(inst)
             .handlers
             .clone()
             .expect("handlers are cached at start-up");
         let limit = self.shared.max_body_bytes;
-        let mut ex = Exchange::new(req, st(&mut inst).module_features);
+        let mut ex = Exchange::new(req, st(inst).module_features);
         if ex.has(feature::BUFFER_REQUEST) {
             ex.body
                 .buffer_rest(limit)
@@ -284,7 +306,7 @@ impl Middleware for HttpWasmMiddleware {
         let (ctx, go_next) = match &handlers.request {
             Some(f) => {
                 let mut out = [Val::I64(0)];
-                let (back, result) = call_with(&mut inst, ex, f, &[], &mut out);
+                let (back, result) = call_with(inst, ex, f, &[], &mut out);
                 ex = back;
                 if let Err(t) = result {
                     inst.poison();
@@ -299,6 +321,8 @@ impl Middleware for HttpWasmMiddleware {
         if !go_next {
             return Ok(guest_response(ex));
         }
+        lease.awaiting_response = handlers.response.is_some();
+        let inst = &mut lease.inst;
         let next_req = ex
             .request_for_next(limit)
             .await
@@ -352,19 +376,20 @@ impl Middleware for HttpWasmMiddleware {
         }
         if let Some(f) = &handlers.response {
             let (back, result) = call_with(
-                &mut inst,
+                inst,
                 ex,
                 f,
                 &[Val::I32(ctx), Val::I32(is_error as i32)],
                 &mut [],
             );
             ex = back;
+            lease.awaiting_response = false;
             if let Err(t) = result {
-                inst.poison();
+                lease.inst.poison();
                 return Err(self.trap_error(&t));
             }
         }
-        drop(inst);
+        drop(lease);
         if let Some(e) = upstream_error {
             return Err(e);
         }

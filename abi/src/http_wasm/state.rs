@@ -367,6 +367,12 @@ impl http_body::Body for Prefixed {
         }
         std::pin::Pin::new(&mut self.rest).poll_frame(cx)
     }
+
+    // Passes the end of the stream on, so a proxy-wasm filter later in the chain gets
+    // end_of_stream with the last chunk (as Envoy) rather than in a separate empty call.
+    fn is_end_stream(&self) -> bool {
+        self.prefix.as_ref().is_none_or(|p| p.is_empty()) && self.rest.is_end_stream()
+    }
 }
 
 /// The status of a guest-built response: what it set, if valid.
