@@ -7,6 +7,12 @@
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
+/// Most field lines a plugin may leave in one header list (proxy-wasm-cpp-host's limit on a
+/// serialized map): past it a guest's add fails instead of growing host memory without bound.
+pub const GUEST_MAX_FIELD_LINES: usize = 1024;
+/// Most bytes of names and values a plugin may leave in one header list.
+pub const GUEST_MAX_HEADER_BYTES: usize = 1 << 20;
+
 /// An ordered multi-value header list. Names compare case-insensitively.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Headers {
@@ -41,6 +47,18 @@ impl Headers {
     /// Whether there are no field lines.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// Bytes of all names and values.
+    pub fn byte_len(&self) -> usize {
+        self.entries.iter().map(|(n, v)| n.len() + v.len()).sum()
+    }
+
+    /// Whether one more field line of `name` and `value_len` bytes keeps the list within
+    /// what a plugin may build ([`GUEST_MAX_FIELD_LINES`], [`GUEST_MAX_HEADER_BYTES`]).
+    pub fn fits_one_more(&self, name: &str, value_len: usize) -> bool {
+        self.entries.len() < GUEST_MAX_FIELD_LINES
+            && self.byte_len() + name.len() + value_len <= GUEST_MAX_HEADER_BYTES
     }
 
     /// Every field line, in order.
@@ -192,6 +210,21 @@ mod tests {
         );
         assert!(h.remove("B"));
         assert!(!h.remove("b"));
+    }
+
+    #[test]
+    fn guest_limits_count_lines_and_bytes() {
+        let mut h = Headers::new();
+        for i in 0..GUEST_MAX_FIELD_LINES - 1 {
+            h.append(format!("x-{i}"), "v");
+        }
+        assert!(h.fits_one_more("x-last", 1));
+        h.append("x-last", "v");
+        assert!(!h.fits_one_more("x-more", 1));
+        let mut h = Headers::new();
+        h.append("big", vec![b'a'; GUEST_MAX_HEADER_BYTES - 10]);
+        assert!(h.fits_one_more("x", 6));
+        assert!(!h.fits_one_more("x", 7));
     }
 
     #[test]

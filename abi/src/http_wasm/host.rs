@@ -14,7 +14,7 @@ use wasmgate_engines::{wasi, Caller, FuncType, HostError, HostFunctions, Val, Va
 
 use super::abi::{count_len, eof_len, feature, log_level, BodyKind, HeaderKind, MODULE};
 use super::state::{Exchange, HttpWasmState, Phase, RequestBody};
-use crate::headers::Headers;
+use crate::headers::{Headers, GUEST_MAX_FIELD_LINES, GUEST_MAX_HEADER_BYTES};
 
 use ValType::{I32, I64};
 
@@ -462,6 +462,12 @@ pub fn functions(plugin: &str) -> HostFunctions {
                 let is_length = name.eq_ignore_ascii_case("content-length");
                 let headers = headers_for(ex, kind, true, func)?
                     .ok_or_else(|| trap(format!("{func}: no such header list now")))?;
+                if !headers.fits_one_more(&name, value.len()) {
+                    return Err(trap(format!(
+                        "{func}: a header list may hold at most {GUEST_MAX_FIELD_LINES} field \
+                         lines and {GUEST_MAX_HEADER_BYTES} bytes"
+                    )));
+                }
                 if add {
                     headers.append(name, value);
                 } else {
@@ -560,6 +566,22 @@ pub fn functions(plugin: &str) -> HostFunctions {
         FuncType::new([I32, I32, I32], []),
         |c, a, _| {
             let kind = body_kind(arg(a, 0), "write_body")?;
+            // What this write leaves in the body is bounded like any body a plugin buffers;
+            // checked before the bytes are copied out of the guest.
+            let limit = state(c)?.shared.max_body_bytes;
+            let ex = exchange(c, "write_body")?;
+            let so_far = match kind {
+                BodyKind::Request => ex.body.written.as_ref().map_or(0, |w| w.len()),
+                BodyKind::Response => match &ex.response.written {
+                    Some((p, w)) if *p == ex.phase => w.len(),
+                    _ => 0,
+                },
+            };
+            if so_far + uarg(a, 2) as usize > limit {
+                return Err(trap(format!(
+                    "write_body: the body would exceed maxBodyBytes ({limit} bytes)"
+                )));
+            }
             let data = c.read(uarg(a, 1), uarg(a, 2))?;
             let ex = exchange(c, "write_body")?;
             match kind {

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{Method, Version};
 use proptest::prelude::*;
 use wasmgate_engines::{
@@ -383,6 +383,33 @@ fn request_body_streams_and_buffer_request_replays() {
             assert_eq!(p.i64("read_body", &[0, BUF as i32, 100]), eof_len(true, 10));
             assert_eq!(p.mem(BUF, 10), b"0123456789");
         });
+    });
+}
+
+#[test]
+fn guest_bodies_and_header_lists_are_bounded() {
+    each_engine(|k| {
+        let mut p = Probe::new(k, b"").with_request(request());
+        let limit = 1 << 20;
+        // Refused before a byte is copied out of the guest.
+        assert!(p
+            .traps("write_body", &[1, 0, limit + 1])
+            .contains("maxBodyBytes"));
+        let (a, al) = p.put(100, b"0123456789");
+        p.ex().body.written = Some(BytesMut::from(&vec![b'a'; limit as usize - 10][..]));
+        p.unit("write_body", &[0, a, al]);
+        assert!(p.traps("write_body", &[0, a, 1]).contains("maxBodyBytes"));
+        // Header lists: at most 1024 field lines after a guest's change.
+        let mut p = Probe::new(k, b"").with_request(request());
+        let room = crate::headers::GUEST_MAX_FIELD_LINES - p.ex().request.headers.len();
+        for i in 0..room {
+            p.ex().request.headers.append(format!("x-{i}"), "v");
+        }
+        let (n, nl) = p.put(100, b"x-one-more");
+        let (v, vl) = p.put(200, b"1");
+        for f in ["add_header_value", "set_header_value"] {
+            assert!(p.traps(f, &[0, n, nl, v, vl]).contains("1024"), "{k} {f}");
+        }
     });
 }
 

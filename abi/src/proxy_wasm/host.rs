@@ -219,16 +219,24 @@ fn buffer_get(st: &mut InstanceState, ty: i32) -> Result<Bytes, i32> {
 /// bytes (all of them when `size` is past the end), then prepend `value` (so (0, 0)
 /// prepends and (0, len) replaces); at or past the end, append; anywhere else
 /// BAD_ARGUMENT. Filters rely on the drain-then-prepend form to rewrite the head of the
-/// chunk in flight (Envoy's example filter writes `Hello, world` over 12 bytes).
-pub(crate) fn splice(buf: &mut BytesMut, start: u32, size: u32, value: &[u8]) -> i32 {
+/// chunk in flight (Envoy's example filter writes `Hello, world` over 12 bytes). A result
+/// longer than `limit` (maxBodyBytes, the bound of every body the host buffers) is
+/// BAD_ARGUMENT and leaves the buffer as it was.
+pub(crate) fn splice(buf: &mut BytesMut, start: u32, size: u32, value: &[u8], limit: usize) -> i32 {
     let len = buf.len();
     if start == 0 {
         let drained = (size as usize).min(len);
+        if len - drained + value.len() > limit {
+            return status::BAD_ARGUMENT;
+        }
         let mut n = BytesMut::with_capacity(len - drained + value.len());
         n.extend_from_slice(value);
         n.extend_from_slice(&buf[drained..]);
         *buf = n;
     } else if start as usize >= len {
+        if len + value.len() > limit {
+            return status::BAD_ARGUMENT;
+        }
         buf.extend_from_slice(value);
     } else {
         return status::BAD_ARGUMENT;
@@ -534,6 +542,11 @@ pub fn definitions() -> Vec<Def> {
         &[I32, I32, I32, I32, I32],
         Arc::new(|c, a| {
             let ty = arg(a, 0);
+            // No body may grow past maxBodyBytes (checked before the bytes are copied).
+            let limit = state(c)?.shared.max_body_bytes;
+            if u(a, 4) as usize > limit {
+                return Ok(status::BAD_ARGUMENT);
+            }
             let value = rd(c, u(a, 3), u(a, 4))?;
             let st = state(c)?;
             match ty {
@@ -549,7 +562,7 @@ pub fn definitions() -> Vec<Def> {
                         None
                     };
                     match b {
-                        Some(b) => Ok(splice(b, u(a, 1), u(a, 2), &value)),
+                        Some(b) => Ok(splice(b, u(a, 1), u(a, 2), &value, limit)),
                         None => Ok(status::NOT_FOUND),
                     }
                 }
@@ -686,6 +699,10 @@ pub fn definitions() -> Vec<Def> {
                     Ok(h) => h,
                     Err(s) => return Ok(s),
                 };
+                // A map may not grow past what a serialized map may hold (1024 pairs, 1 MiB).
+                if !h.fits_one_more(&key, value.len()) {
+                    return Ok(status::BAD_ARGUMENT);
+                }
                 if replace {
                     h.set(&key, value);
                 } else {

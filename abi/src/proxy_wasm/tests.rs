@@ -636,6 +636,39 @@ fn header_maps() {
 }
 
 #[test]
+fn a_header_flood_is_refused_at_the_map_limits() {
+    for e in EngineKind::ALL {
+        let mut p = Probe::new(e, AbiVersion::V0_2_1).with_stream();
+        let (k, kn) = p.put(b"x-flood");
+        let (v, vn) = p.put(b"1");
+        let room = crate::headers::GUEST_MAX_FIELD_LINES - p.stream().request_headers.len();
+        for _ in 0..room {
+            assert_eq!(
+                p.ok(
+                    "proxy_add_header_map_value",
+                    &[map::HTTP_REQUEST_HEADERS, k, kn, v, vn]
+                ),
+                status::OK
+            );
+        }
+        for f in [
+            "proxy_add_header_map_value",
+            "proxy_replace_header_map_value",
+        ] {
+            assert_eq!(
+                p.ok(f, &[map::HTTP_REQUEST_HEADERS, k, kn, v, vn]),
+                status::BAD_ARGUMENT,
+                "{e} {f}"
+            );
+        }
+        assert_eq!(
+            p.stream().request_headers.len(),
+            crate::headers::GUEST_MAX_FIELD_LINES
+        );
+    }
+}
+
+#[test]
 fn buffers() {
     for e in EngineKind::ALL {
         let mut p = Probe::new(e, AbiVersion::V0_2_1).with_stream();
@@ -727,6 +760,43 @@ fn buffers() {
             p.ok(
                 "proxy_set_buffer_bytes",
                 &[buffer::HTTP_REQUEST_BODY, 0, 15, x, xn]
+            ),
+            status::OK
+        );
+        assert_eq!(&p.stream().request_body.as_ref().unwrap()[..], b">>");
+        // Start 0 with a size inside the buffer: drain that many bytes, then prepend.
+        p.stream().request_body = Some(BytesMut::from(&b"0123456789"[..]));
+        assert_eq!(
+            p.ok(
+                "proxy_set_buffer_bytes",
+                &[buffer::HTTP_REQUEST_BODY, 0, 4, x, xn]
+            ),
+            status::OK
+        );
+        assert_eq!(&p.stream().request_body.as_ref().unwrap()[..], b">>456789");
+        // No body grows past maxBodyBytes (1 MiB here): the edit is refused, the body kept.
+        let limit = 1 << 20;
+        p.stream().request_body = Some(BytesMut::from(&vec![b'a'; limit - 1][..]));
+        assert_eq!(
+            p.ok(
+                "proxy_set_buffer_bytes",
+                &[buffer::HTTP_REQUEST_BODY, -1, 0, x, xn]
+            ),
+            status::BAD_ARGUMENT
+        );
+        assert_eq!(p.stream().request_body.as_ref().unwrap().len(), limit - 1);
+        assert_eq!(
+            p.ok(
+                "proxy_set_buffer_bytes",
+                &[buffer::HTTP_REQUEST_BODY, 0, 1, x, xn]
+            ),
+            status::OK
+        );
+        assert_eq!(p.stream().request_body.as_ref().unwrap().len(), limit);
+        assert_eq!(
+            p.ok(
+                "proxy_set_buffer_bytes",
+                &[buffer::HTTP_REQUEST_BODY, 0, -1, x, xn]
             ),
             status::OK
         );
