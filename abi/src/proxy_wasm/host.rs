@@ -999,9 +999,14 @@ pub fn definitions() -> Vec<Def> {
             };
             c.write_u32(u(a, 2), 0)?;
             let sh = state(c)?.shared.clone();
-            let id = sh.vm.register_queue(&name, &sh.waiter);
-            c.write_u32(u(a, 2), id)?;
-            Ok(status::OK)
+            match sh.vm.register_queue(&name, &sh.waiter) {
+                Some(id) => {
+                    c.write_u32(u(a, 2), id)?;
+                    Ok(status::OK)
+                }
+                // The VM's queue registry is full.
+                None => Ok(status::INTERNAL_FAILURE),
+            }
         }),
     );
     def(
@@ -1068,9 +1073,14 @@ pub fn definitions() -> Vec<Def> {
                 return Ok(status::BAD_ARGUMENT);
             };
             c.write_u32(u(a, 3), 0)?;
-            let id = state(c)?.shared.vm.define_metric(kind, &name);
-            c.write_u32(u(a, 3), id)?;
-            Ok(status::OK)
+            match state(c)?.shared.vm.define_metric(kind, &name) {
+                Some(id) => {
+                    c.write_u32(u(a, 3), id)?;
+                    Ok(status::OK)
+                }
+                // The VM's metric registry is full.
+                None => Ok(status::INTERNAL_FAILURE),
+            }
         }),
     );
     def(

@@ -12,6 +12,17 @@ use super::abi::{status, MetricKind};
 pub const MAX_SHARED_DATA_BYTES: usize = 16 << 20;
 /// Bound of one shared queue, in items.
 pub const MAX_QUEUE_ITEMS: usize = 10_000;
+/// Bound of the items waiting in all queues of one VM, in bytes.
+pub const MAX_QUEUE_BYTES: usize = 16 << 20;
+/// Most queues one VM may register.
+pub const MAX_QUEUES: usize = 1024;
+/// Most metrics one VM may define (a filter naming metrics after requests would otherwise
+/// grow the registry with every request).
+pub const MAX_METRICS: usize = 10_000;
+/// Longest metric or queue name, in bytes.
+pub const MAX_NAME_BYTES: usize = 4096;
+/// Samples a histogram keeps (the most recent ones).
+pub const MAX_SAMPLES: usize = 1024;
 
 /// A wake-up target for queue readiness: a middleware's dispatcher.
 pub struct QueueWaiter {
@@ -22,8 +33,6 @@ pub struct QueueWaiter {
 }
 
 struct Queue {
-    vm_id: String,
-    name: String,
     items: VecDeque<Vec<u8>>,
     waiters: Vec<Weak<QueueWaiter>>,
 }
@@ -37,8 +46,24 @@ pub struct Metric {
     pub kind: MetricKind,
     /// Counter and gauge: the value; histogram: the last recorded value.
     pub value: i64,
-    /// Histogram: every recorded value (bounded to the last 1024).
-    pub samples: Vec<u64>,
+    /// Histogram: the most recent recorded values (at most [`MAX_SAMPLES`]).
+    pub samples: VecDeque<u64>,
+}
+
+#[derive(Default)]
+struct Queues {
+    list: Vec<Queue>,
+    /// Index into `list` by (vm id, name).
+    by_name: HashMap<(String, String), usize>,
+    /// Bytes of the items waiting in all queues.
+    bytes: usize,
+}
+
+#[derive(Default)]
+struct Metrics {
+    list: Vec<Metric>,
+    /// Index into `list` by (name, kind).
+    by_key: HashMap<(String, MetricKind), usize>,
 }
 
 #[derive(Default)]
@@ -53,8 +78,8 @@ pub struct VmShared {
     /// The VM id (`plugin_vm_id`).
     pub vm_id: String,
     data: Mutex<Data>,
-    queues: Mutex<Vec<Queue>>,
-    metrics: Mutex<Vec<Metric>>,
+    queues: Mutex<Queues>,
+    metrics: Mutex<Metrics>,
 }
 
 impl VmShared {
@@ -63,8 +88,8 @@ impl VmShared {
         Arc::new(VmShared {
             vm_id: vm_id.to_string(),
             data: Mutex::new(Data::default()),
-            queues: Mutex::new(Vec::new()),
-            metrics: Mutex::new(Vec::new()),
+            queues: Mutex::new(Queues::default()),
+            metrics: Mutex::new(Metrics::default()),
         })
     }
 
@@ -95,25 +120,27 @@ impl VmShared {
         status::OK
     }
 
-    /// `proxy_register_shared_queue`: creates or reopens the queue, and lets `waiter` hear of it.
-    pub fn register_queue(&self, name: &str, waiter: &Arc<QueueWaiter>) -> u32 {
+    /// `proxy_register_shared_queue`: creates or reopens the queue, and lets `waiter` hear of
+    /// it; `None` when the VM already has [`MAX_QUEUES`] queues.
+    pub fn register_queue(&self, name: &str, waiter: &Arc<QueueWaiter>) -> Option<u32> {
         let mut qs = self.queues.lock().unwrap_or_else(|p| p.into_inner());
-        let idx = match qs
-            .iter()
-            .position(|q| q.vm_id == self.vm_id && q.name == name)
-        {
-            Some(i) => i,
+        let key = (self.vm_id.clone(), name.to_string());
+        let idx = match qs.by_name.get(&key) {
+            Some(i) => *i,
             None => {
-                qs.push(Queue {
-                    vm_id: self.vm_id.clone(),
-                    name: name.to_string(),
+                if qs.list.len() >= MAX_QUEUES {
+                    return None;
+                }
+                qs.list.push(Queue {
                     items: VecDeque::new(),
                     waiters: Vec::new(),
                 });
-                qs.len() - 1
+                let i = qs.list.len() - 1;
+                qs.by_name.insert(key, i);
+                i
             }
         };
-        let q = &mut qs[idx];
+        let q = &mut qs.list[idx];
         q.waiters.retain(|w| w.strong_count() > 0);
         if !q
             .waiters
@@ -122,30 +149,33 @@ impl VmShared {
         {
             q.waiters.push(Arc::downgrade(waiter));
         }
-        idx as u32 + 1
+        Some(idx as u32 + 1)
     }
 
     /// `proxy_resolve_shared_queue`: the id of an existing queue of this VM.
     pub fn resolve_queue(&self, vm_id: &str, name: &str) -> Option<u32> {
         let vm_id = if vm_id.is_empty() { &self.vm_id } else { vm_id };
         let qs = self.queues.lock().unwrap_or_else(|p| p.into_inner());
-        qs.iter()
-            .position(|q| q.vm_id == vm_id && q.name == name)
-            .map(|i| i as u32 + 1)
+        qs.by_name
+            .get(&(vm_id.to_string(), name.to_string()))
+            .map(|i| *i as u32 + 1)
     }
 
     /// `proxy_enqueue_shared_queue`: a status; wakes the registering middlewares.
     pub fn enqueue(&self, id: u32, value: Vec<u8>) -> i32 {
         let waiters: Vec<Arc<QueueWaiter>> = {
             let mut qs = self.queues.lock().unwrap_or_else(|p| p.into_inner());
-            let Some(q) = id.checked_sub(1).and_then(|i| qs.get_mut(i as usize)) else {
+            let bytes = qs.bytes + value.len();
+            let Some(q) = id.checked_sub(1).and_then(|i| qs.list.get_mut(i as usize)) else {
                 return status::NOT_FOUND;
             };
-            if q.items.len() >= MAX_QUEUE_ITEMS {
+            if q.items.len() >= MAX_QUEUE_ITEMS || bytes > MAX_QUEUE_BYTES {
                 return status::INTERNAL_FAILURE;
             }
             q.items.push_back(value);
-            q.waiters.iter().filter_map(Weak::upgrade).collect()
+            let waiters = q.waiters.iter().filter_map(Weak::upgrade).collect();
+            qs.bytes = bytes;
+            waiters
         };
         for w in waiters {
             let mut r = w.ready.lock().unwrap_or_else(|p| p.into_inner());
@@ -161,25 +191,34 @@ impl VmShared {
     /// `proxy_dequeue_shared_queue`: the item, or a status.
     pub fn dequeue(&self, id: u32) -> Result<Vec<u8>, i32> {
         let mut qs = self.queues.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(q) = id.checked_sub(1).and_then(|i| qs.get_mut(i as usize)) else {
+        let Some(q) = id.checked_sub(1).and_then(|i| qs.list.get_mut(i as usize)) else {
             return Err(status::NOT_FOUND);
         };
-        q.items.pop_front().ok_or(status::EMPTY)
+        let item = q.items.pop_front().ok_or(status::EMPTY)?;
+        qs.bytes -= item.len();
+        Ok(item)
     }
 
-    /// `proxy_define_metric`: the id (the same for the same name and kind).
-    pub fn define_metric(&self, kind: MetricKind, name: &str) -> u32 {
+    /// `proxy_define_metric`: the id (the same for the same name and kind); `None` when the
+    /// VM already has [`MAX_METRICS`] metrics.
+    pub fn define_metric(&self, kind: MetricKind, name: &str) -> Option<u32> {
         let mut ms = self.metrics.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(i) = ms.iter().position(|m| m.name == name && m.kind == kind) {
-            return i as u32 + 1;
+        let key = (name.to_string(), kind);
+        if let Some(i) = ms.by_key.get(&key) {
+            return Some(*i as u32 + 1);
         }
-        ms.push(Metric {
+        if ms.list.len() >= MAX_METRICS {
+            return None;
+        }
+        ms.list.push(Metric {
             name: name.to_string(),
             kind,
             value: 0,
-            samples: Vec::new(),
+            samples: VecDeque::new(),
         });
-        ms.len() as u32
+        let id = ms.list.len();
+        ms.by_key.insert(key, id - 1);
+        Some(id as u32)
     }
 
     fn with_metric<T>(
@@ -190,7 +229,7 @@ impl VmShared {
         let mut ms = self.metrics.lock().unwrap_or_else(|p| p.into_inner());
         let m = id
             .checked_sub(1)
-            .and_then(|i| ms.get_mut(i as usize))
+            .and_then(|i| ms.list.get_mut(i as usize))
             .ok_or(status::NOT_FOUND)?;
         f(m)
     }
@@ -221,10 +260,10 @@ impl VmShared {
                 MetricKind::Gauge => m.value = value as i64,
                 MetricKind::Histogram => {
                     m.value = value as i64;
-                    if m.samples.len() >= 1024 {
-                        m.samples.remove(0);
+                    if m.samples.len() >= MAX_SAMPLES {
+                        m.samples.pop_front();
                     }
-                    m.samples.push(value);
+                    m.samples.push_back(value);
                 }
             }
             Ok(())
@@ -246,6 +285,7 @@ impl VmShared {
         self.metrics
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+            .list
             .clone()
     }
 
@@ -280,10 +320,10 @@ mod tests {
     #[test]
     fn metric_rules() {
         let vm = VmShared::new("vm");
-        let c = vm.define_metric(MetricKind::Counter, "c");
-        let g = vm.define_metric(MetricKind::Gauge, "g");
-        let h = vm.define_metric(MetricKind::Histogram, "h");
-        assert_eq!(vm.define_metric(MetricKind::Counter, "c"), c);
+        let c = vm.define_metric(MetricKind::Counter, "c").unwrap();
+        let g = vm.define_metric(MetricKind::Gauge, "g").unwrap();
+        let h = vm.define_metric(MetricKind::Histogram, "h").unwrap();
+        assert_eq!(vm.define_metric(MetricKind::Counter, "c"), Some(c));
         assert_eq!(vm.increment_metric(c, 2), status::OK);
         assert_eq!(vm.increment_metric(c, -1), status::BAD_ARGUMENT);
         assert_eq!(vm.record_metric(c, 3), status::OK);
@@ -298,5 +338,44 @@ mod tests {
         assert_eq!(vm.metric("h").unwrap().samples, vec![7]);
         assert_eq!(vm.get_metric(99), Err(status::NOT_FOUND));
         assert_eq!(vm.increment_metric(0, 1), status::NOT_FOUND);
+    }
+
+    #[test]
+    fn registries_are_bounded() {
+        let vm = VmShared::new("vm");
+        for i in 3..MAX_METRICS {
+            assert!(vm
+                .define_metric(MetricKind::Gauge, &format!("m{i}"))
+                .is_some());
+        }
+        vm.define_metric(MetricKind::Gauge, "m0").unwrap();
+        vm.define_metric(MetricKind::Gauge, "m1").unwrap();
+        let h = vm.define_metric(MetricKind::Histogram, "h").unwrap();
+        assert_eq!(vm.define_metric(MetricKind::Gauge, "one too many"), None);
+        // An existing name still resolves.
+        assert_eq!(vm.define_metric(MetricKind::Histogram, "h"), Some(h));
+        for v in 0..MAX_SAMPLES as u64 + 5 {
+            assert_eq!(vm.record_metric(h, v), status::OK);
+        }
+        let samples = vm.metric("h").unwrap().samples;
+        assert_eq!(samples.len(), MAX_SAMPLES);
+        assert_eq!(samples.front(), Some(&5));
+
+        let waiter = Arc::new(QueueWaiter {
+            ready: Mutex::new(Vec::new()),
+            notify: Notify::new(),
+        });
+        for i in 0..MAX_QUEUES {
+            assert!(vm.register_queue(&format!("q{i}"), &waiter).is_some());
+        }
+        assert_eq!(vm.register_queue("one too many", &waiter), None);
+        assert_eq!(vm.register_queue("q0", &waiter), Some(1));
+        // Queue bytes are bounded across the VM's queues, and freed by dequeue.
+        let half = vec![0u8; MAX_QUEUE_BYTES / 2];
+        assert_eq!(vm.enqueue(1, half.clone()), status::OK);
+        assert_eq!(vm.enqueue(2, half.clone()), status::OK);
+        assert_eq!(vm.enqueue(3, vec![1]), status::INTERNAL_FAILURE);
+        assert_eq!(vm.dequeue(1).map(|v| v.len()), Ok(half.len()));
+        assert_eq!(vm.enqueue(3, vec![1]), status::OK);
     }
 }
