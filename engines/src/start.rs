@@ -123,7 +123,9 @@ pub(crate) fn hoist(wasm: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
 
 /// Length of the LEB128 number at the start of `b`.
 fn leb_len(b: &[u8]) -> usize {
-    b.iter().position(|x| x & 0x80 == 0).map_or(b.len(), |i| i + 1)
+    b.iter()
+        .position(|x| x & 0x80 == 0)
+        .map_or(b.len(), |i| i + 1)
 }
 
 #[cfg(test)]
@@ -168,10 +170,9 @@ mod tests {
             ]
         );
 
-        let no_exports = wat::parse_str(
-            r#"(module (import "m" "f" (func $f)) (start $f) (func (call $f)))"#,
-        )
-        .unwrap();
+        let no_exports =
+            wat::parse_str(r#"(module (import "m" "f" (func $f)) (start $f) (func (call $f)))"#)
+                .unwrap();
         let out = hoist(&no_exports).unwrap().unwrap();
         wasmparser::Validator::new().validate_all(&out).unwrap();
         assert!(!has_start(&out));

@@ -96,7 +96,10 @@ impl StdioLines {
     /// Logs the unfinished lines, if any.
     pub fn flush(&mut self) {
         let Some(sink) = &self.sink else { return };
-        for (i, stream) in [WasiStream::Stdout, WasiStream::Stderr].into_iter().enumerate() {
+        for (i, stream) in [WasiStream::Stdout, WasiStream::Stderr]
+            .into_iter()
+            .enumerate()
+        {
             if !self.pending[i].is_empty() {
                 sink(stream, &self.pending[i]);
                 self.pending[i].clear();
@@ -153,7 +156,10 @@ fn gather(c: &dyn Caller, iovs: u32, n: u32) -> Result<Vec<u8>, HostError> {
         let base = iovs.checked_add(i.checked_mul(8).ok_or(HostError::msg("iovec overflow"))?);
         let base = base.ok_or(HostError::msg("iovec overflow"))?;
         let ptr = c.read_u32(base)?;
-        let len = c.read_u32(base.checked_add(4).ok_or(HostError::msg("iovec overflow"))?)?;
+        let len = c.read_u32(
+            base.checked_add(4)
+                .ok_or(HostError::msg("iovec overflow"))?,
+        )?;
         out.extend_from_slice(&c.read(ptr, len.min(left as u32))?);
     }
     Ok(out)

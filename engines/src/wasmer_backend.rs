@@ -155,7 +155,10 @@ impl LimitTunables {
             ));
         }
         let mut t = *ty;
-        t.maximum = Some(ty.maximum.map_or(MAX_TABLE_ELEMENTS, |m| m.min(MAX_TABLE_ELEMENTS)));
+        t.maximum = Some(
+            ty.maximum
+                .map_or(MAX_TABLE_ELEMENTS, |m| m.min(MAX_TABLE_ELEMENTS)),
+        );
         Ok(t)
     }
 }

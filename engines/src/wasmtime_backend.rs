@@ -25,9 +25,8 @@ use crate::wasi::StdioLines;
 use crate::{
     check_call, check_range, compile_input, next_instance_id, prepare, run_start_section,
     to_binary, Caller, CompiledModule, EngineError, EngineKind, EngineOptions, ExportFunc,
-    FuncType, HostError, HostFunctions, ImportKind, Instance, Limits, ModuleInfo, Trap,
-    TrapReason, Val, ValType, DEFAULT_MAX_MEMORY_BYTES, INSTANTIATE, MAX_MEMORY_BYTES,
-    MAX_TABLE_ELEMENTS,
+    FuncType, HostError, HostFunctions, ImportKind, Instance, Limits, ModuleInfo, Trap, TrapReason,
+    Val, ValType, DEFAULT_MAX_MEMORY_BYTES, INSTANTIATE, MAX_MEMORY_BYTES, MAX_TABLE_ELEMENTS,
 };
 
 /// wasmtime version this crate links.

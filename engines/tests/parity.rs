@@ -932,7 +932,11 @@ fn start_section_reaches_memory(kind: EngineKind) {
     for from_cache in [false, true] {
         let e = new_engine(kind, opts.clone()).unwrap();
         let m = e
-            .compile(START_WAT.as_bytes(), Arc::new(env_host()), Limits::default())
+            .compile(
+                START_WAT.as_bytes(),
+                Arc::new(env_host()),
+                Limits::default(),
+            )
             .unwrap();
         assert_eq!(m.loaded_from_cache(), from_cache);
         // The rewrite does not show: the module's own exports only.
@@ -964,7 +968,10 @@ fn start_section_reaches_memory(kind: EngineKind) {
         .instantiate(Box::new(()))
         .err()
         .expect("must fail");
-    assert_eq!((err.export.as_str(), err.reason), (START_SECTION, TrapReason::Unreachable));
+    assert_eq!(
+        (err.export.as_str(), err.reason),
+        (START_SECTION, TrapReason::Unreachable)
+    );
     // A runaway start function stops at the deadline.
     let limits = Limits {
         call_deadline: Duration::from_millis(50),
@@ -979,7 +986,11 @@ fn start_section_reaches_memory(kind: EngineKind) {
     // The reserved name is refused with a clear error.
     let wat = format!(r#"(module (func $s) (export "{START_EXPORT}" (func $s)) (start $s))"#);
     let err = engine(kind)
-        .compile(wat.as_bytes(), Arc::new(HostFunctions::new()), Limits::default())
+        .compile(
+            wat.as_bytes(),
+            Arc::new(HostFunctions::new()),
+            Limits::default(),
+        )
         .err()
         .expect("must fail")
         .to_string();
@@ -998,7 +1009,10 @@ fn table_cap(kind: EngineKind) {
     let i = i.as_mut();
     // A huge request fails the way the spec says: -1, table unchanged.
     assert_eq!(call1(i, "grow", &[Val::I32(-1)]).unwrap(), Val::I32(-1));
-    assert_eq!(call1(i, "grow", &[Val::I32(1 << 30)]).unwrap(), Val::I32(-1));
+    assert_eq!(
+        call1(i, "grow", &[Val::I32(1 << 30)]).unwrap(),
+        Val::I32(-1)
+    );
     let cap = MAX_TABLE_ELEMENTS as i32;
     assert_eq!(call1(i, "grow", &[Val::I32(cap)]).unwrap(), Val::I32(-1));
     assert_eq!(call1(i, "size", &[]).unwrap(), Val::I32(1));
@@ -1010,7 +1024,11 @@ fn table_cap(kind: EngineKind) {
     // A declared minimum above the cap: the module is refused clearly.
     let wat = format!("(module (table {} funcref))", MAX_TABLE_ELEMENTS + 1);
     let err = engine(kind)
-        .compile(wat.as_bytes(), Arc::new(HostFunctions::new()), Limits::default())
+        .compile(
+            wat.as_bytes(),
+            Arc::new(HostFunctions::new()),
+            Limits::default(),
+        )
         .err()
         .expect("must fail")
         .to_string();
@@ -1075,10 +1093,18 @@ fn wasi_lines(kind: EngineKind) {
     // A write without newline inside a call is logged when the instance goes.
     let text = 64 + 21 + 7 + 14;
     assert_eq!(
-        call1(i.as_mut(), "write", &[Val::I32(1), Val::I32(text), Val::I32(4)]).unwrap(),
+        call1(
+            i.as_mut(),
+            "write",
+            &[Val::I32(1), Val::I32(text), Val::I32(4)]
+        )
+        .unwrap(),
         Val::I32(0)
     );
-    assert_eq!(*log.lock().unwrap(), vec![(WasiStream::Stdout, b"next".to_vec())]);
+    assert_eq!(
+        *log.lock().unwrap(),
+        vec![(WasiStream::Stdout, b"next".to_vec())]
+    );
     log.lock().unwrap().clear();
     // A line longer than the pending cap is cut into records of the cap.
     // 200 KiB of zero bytes from the data-less part of memory, no newline.
@@ -1105,7 +1131,11 @@ fn wasi_write_is_capped(kind: EngineKind) {
     // 10000 × 1 MiB asked for; one call takes 64 KiB and says so.
     let n = call1(i.as_mut(), "huge", &[]).unwrap();
     assert_eq!(n, Val::I32(wasi::MAX_WRITE_BYTES as i32));
-    assert!(start.elapsed() < Duration::from_secs(1), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        start.elapsed()
+    );
     let total: usize = log.lock().unwrap().iter().map(|(_, b)| b.len()).sum();
     assert_eq!(total, wasi::MAX_WRITE_BYTES);
     // The pending-line cap holds without a call boundary too.
@@ -1116,12 +1146,20 @@ fn wasi_write_is_capped(kind: EngineKind) {
     for _ in 0..3 {
         lines.write(&sink, WasiStream::Stdout, &[b'x'; 50 << 10]);
     }
-    assert_eq!(*seen.lock().unwrap(), vec![wasi::MAX_PENDING_LINE, wasi::MAX_PENDING_LINE]);
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![wasi::MAX_PENDING_LINE, wasi::MAX_PENDING_LINE]
+    );
     lines.write(&sink, WasiStream::Stdout, b"y\nz");
     drop(lines);
     assert_eq!(
         *seen.lock().unwrap(),
-        vec![wasi::MAX_PENDING_LINE, wasi::MAX_PENDING_LINE, (150 << 10) - 2 * wasi::MAX_PENDING_LINE + 1, 1]
+        vec![
+            wasi::MAX_PENDING_LINE,
+            wasi::MAX_PENDING_LINE,
+            (150 << 10) - 2 * wasi::MAX_PENDING_LINE + 1,
+            1
+        ]
     );
 }
 parity!(wasi_write_is_capped);
