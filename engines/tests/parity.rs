@@ -1039,7 +1039,10 @@ fn table_cap(kind: EngineKind) {
 }
 parity!(table_cap);
 
-fn wasi_host(log: &Arc<Mutex<Vec<(WasiStream, Vec<u8>)>>>) -> HostFunctions {
+/// What a WASI sink received, record by record.
+type StdioLog = Arc<Mutex<Vec<(WasiStream, Vec<u8>)>>>;
+
+fn wasi_host(log: &StdioLog) -> HostFunctions {
     let sink_log = log.clone();
     wasi::functions(Arc::new(move |s, b| {
         sink_log.lock().unwrap().push((s, b.to_vec()))
@@ -1074,7 +1077,7 @@ const FD_WRITE_WAT: &str = r#"(module
 )"#;
 
 fn wasi_lines(kind: EngineKind) {
-    let log: Arc<Mutex<Vec<(WasiStream, Vec<u8>)>>> = Arc::default();
+    let log: StdioLog = Arc::default();
     let module = compile(kind, FD_WRITE_WAT, wasi_host(&log), Limits::default());
     let mut i = module.instantiate(Box::new(())).unwrap();
     call0(i.as_mut(), "three_writes", &[]).unwrap();
@@ -1124,7 +1127,7 @@ fn wasi_lines(kind: EngineKind) {
 parity!(wasi_lines);
 
 fn wasi_write_is_capped(kind: EngineKind) {
-    let log: Arc<Mutex<Vec<(WasiStream, Vec<u8>)>>> = Arc::default();
+    let log: StdioLog = Arc::default();
     let module = compile(kind, FD_WRITE_WAT, wasi_host(&log), Limits::default());
     let mut i = module.instantiate(Box::new(())).unwrap();
     let start = Instant::now();
