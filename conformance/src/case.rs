@@ -116,6 +116,28 @@ pub const GUESTS: &[Guest] = &[
         variants: PROXY_WASM_VERSIONS,
         sdk: None,
     },
+    // Start sections that call host functions, and WASI stdio; cases in cases/start_section.yaml.
+    Guest {
+        name: "http_wasm_start",
+        abi: Abi::HttpWasm,
+        wat: include_str!("../guests/http_wasm_start.wat"),
+        variants: &[],
+        sdk: None,
+    },
+    Guest {
+        name: "proxy_wasm_start",
+        abi: Abi::ProxyWasm,
+        wat: include_str!("../guests/proxy_wasm_start.wat"),
+        variants: PROXY_WASM_VERSIONS,
+        sdk: None,
+    },
+    Guest {
+        name: "wasi_stdio",
+        abi: Abi::HttpWasm,
+        wat: include_str!("../guests/wasi_stdio.wat"),
+        variants: &[],
+        sdk: None,
+    },
     // Built with the plugin SDKs from examples/ (see src/sdk.rs); cases in cases/sdk.yaml.
     sdk_guest(
         "sdk_http_wasm_add_headers",
@@ -256,6 +278,10 @@ pub const CASE_FILES: &[(&str, &str)] = &[
     (
         "proxy_wasm_arity.yaml",
         include_str!("../cases/proxy_wasm_arity.yaml"),
+    ),
+    (
+        "start_section.yaml",
+        include_str!("../cases/start_section.yaml"),
     ),
     // Last: slot numbers of the cases above do not depend on whether SDK cases run.
     ("sdk.yaml", include_str!("../cases/sdk.yaml")),

@@ -91,6 +91,11 @@ pub struct ModuleInfo {
     pub memory_min_pages: Option<u64>,
     /// Declared maximum pages of that memory.
     pub memory_max_pages: Option<u64>,
+    /// The largest minimum size of a table the module defines, in elements.
+    pub table_min: Option<u64>,
+    /// The function the start section names, if the module has one (the
+    /// engines run it right after instantiation, see [`crate::START_EXPORT`]).
+    pub start: Option<u32>,
     /// Lower-case hex sha256 of the binary.
     pub sha256: String,
 }
@@ -147,11 +152,20 @@ impl ModuleInfo {
             });
         }
         for payload in wasmparser::Parser::new(0).parse_all(&wasm) {
-            if let Ok(wasmparser::Payload::MemorySection(r)) = payload {
-                if let Some(Ok(m)) = r.into_iter().next() {
-                    info.memory_min_pages = Some(m.initial);
-                    info.memory_max_pages = m.maximum;
+            match payload {
+                Ok(wasmparser::Payload::MemorySection(r)) => {
+                    if let Some(Ok(m)) = r.into_iter().next() {
+                        info.memory_min_pages = Some(m.initial);
+                        info.memory_max_pages = m.maximum;
+                    }
                 }
+                Ok(wasmparser::Payload::TableSection(r)) => {
+                    for t in r.into_iter().flatten() {
+                        info.table_min = info.table_min.max(Some(t.ty.initial));
+                    }
+                }
+                Ok(wasmparser::Payload::StartSection { func, .. }) => info.start = Some(func),
+                _ => {}
             }
         }
         info.sha256 = sha2::Sha256::digest(&wasm)

@@ -31,12 +31,14 @@ use std::time::Duration;
 mod cache;
 mod info;
 pub mod pool;
+mod start;
 pub mod wasi;
 mod wasmer_backend;
 mod wasmtime_backend;
 
 pub use info::{Export, ExportKind, Import, ImportKind, MissingImport, ModuleInfo};
 pub use pool::{InstancePool, PoolError, PooledInstance};
+pub use start::START_EXPORT;
 
 /// Which runtime runs a plugin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -215,9 +217,11 @@ impl fmt::Display for FuncType {
 /// Per-plugin resource limits, enforced the same way on both engines.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Limits {
-    /// Maximum linear memory in bytes (rounded down to 64 KiB pages).
+    /// Maximum linear memory in bytes (rounded down to 64 KiB pages), at most
+    /// [`MAX_MEMORY_BYTES`]; default [`DEFAULT_MAX_MEMORY_BYTES`].
     /// `memory.grow` beyond it returns -1; a module whose initial memory is
-    /// larger fails to instantiate with [`TrapReason::MemoryLimit`].
+    /// larger fails to instantiate with [`TrapReason::MemoryLimit`]. It costs
+    /// address space, not memory: pages are committed as the guest grows.
     pub max_memory_bytes: u64,
     /// CPU (wall-clock) deadline of one outermost guest call. A guest still
     /// running after it is stopped with [`TrapReason::Deadline`].
@@ -234,7 +238,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_memory_bytes: 64 << 20,
+            max_memory_bytes: DEFAULT_MAX_MEMORY_BYTES,
             call_deadline: Duration::from_secs(1),
             max_stack_bytes: 512 << 10,
         }
@@ -250,6 +254,24 @@ impl Limits {
 
 /// Size of a WebAssembly page.
 pub const WASM_PAGE_SIZE: u64 = 65536;
+
+/// Default [`Limits::max_memory_bytes`]: 1 GiB, as Envoy's Wasm host allows.
+/// Real plugins need more than a few dozen MiB (the Coraza WAF with the OWASP
+/// Core Rule Set fails to start under 64 MiB).
+pub const DEFAULT_MAX_MEMORY_BYTES: u64 = 1 << 30;
+
+/// The largest [`Limits::max_memory_bytes`] accepted: 4 GiB, all a 32-bit
+/// memory can address (what Traefik's wazero allows).
+pub const MAX_MEMORY_BYTES: u64 = 4 << 30;
+
+/// Most elements a guest table may have, on both engines: `table.grow` past
+/// it returns -1, and a module declaring a larger minimum fails to
+/// instantiate. Large Go programs have tables of tens of thousands of entries.
+pub const MAX_TABLE_ELEMENTS: u32 = 1_000_000;
+
+/// Export name in the [`Trap`] of a failing start section (the module's
+/// core start function, run right after instantiation).
+pub const START_SECTION: &str = "<start section>";
 
 /// An error a host function returns; it becomes a trap of the calling
 /// instance (and only that instance).
@@ -491,6 +513,9 @@ pub trait Caller {
     fn call(&mut self, export: &str, args: &[Val], results: &mut [Val]) -> Result<(), Trap>;
     /// The per-instance host data given to [`CompiledModule::instantiate`].
     fn data(&mut self) -> &mut (dyn Any + Send);
+    /// The instance's WASI stdout/stderr line buffers (flushed by the engine
+    /// when an outermost guest call returns and when the instance is dropped).
+    fn stdio(&mut self) -> &mut wasi::StdioLines;
 
     /// Reads `len` bytes at `ptr` into a new vector.
     fn read(&self, ptr: u32, len: u32) -> Result<Vec<u8>, HostError> {
@@ -523,10 +548,17 @@ pub struct EngineOptions {
     /// wasmtime only: use the pooling instance allocator (fast instantiation;
     /// reserves virtual memory for `pool_instances` slots up front).
     pub pooling: bool,
-    /// wasmtime pooling: number of instance/memory slots.
+    /// wasmtime pooling: number of instance/memory slots of each pool.
     pub pool_instances: u32,
-    /// wasmtime pooling: the largest memory any plugin may get. A plugin whose
-    /// [`Limits::max_memory_bytes`] exceeds it is rejected at compile time.
+    /// The largest memory any plugin may get (default and at most
+    /// [`MAX_MEMORY_BYTES`]). A plugin whose [`Limits::max_memory_bytes`]
+    /// exceeds it is rejected at compile time, on both engines.
+    ///
+    /// With pooling, a pool slot reserves (address space only) the plugin's
+    /// size class: its limit rounded up to a power of two, at least
+    /// [`DEFAULT_MAX_MEMORY_BYTES`]; plugins of another class get their own
+    /// pool, so slots × reservation stays near 1 TiB per pool for the default
+    /// and 4 TiB for 4 GiB plugins (47-bit user address space: 128 TiB).
     pub pool_max_memory_bytes: u64,
 }
 
@@ -536,7 +568,7 @@ impl Default for EngineOptions {
             cache_dir: None,
             pooling: true,
             pool_instances: 128,
-            pool_max_memory_bytes: 256 << 20,
+            pool_max_memory_bytes: MAX_MEMORY_BYTES,
         }
     }
 }
@@ -568,7 +600,9 @@ pub trait CompiledModule: Send + Sync {
     /// True if the code came from the disk cache rather than the compiler.
     fn loaded_from_cache(&self) -> bool;
     /// Creates a fresh instance with `data` as its per-instance host data.
-    /// Runs the module's start section (not `_start`) under the call deadline.
+    /// Runs the module's start section (not `_start`) under the call deadline,
+    /// after the instance and its exported memory are in place, so host
+    /// functions called from it reach the memory as from any other export.
     fn instantiate(&self, data: Box<dyn Any + Send>) -> Result<Box<dyn Instance>, Trap>;
 }
 
@@ -694,6 +728,7 @@ pub(crate) fn prepare(
     wasm: &[u8],
     host: &HostFunctions,
     limits: &Limits,
+    opts: &EngineOptions,
 ) -> Result<ModuleInfo, EngineError> {
     let info = ModuleInfo::parse(wasm)?;
     let missing = info.missing_imports(host);
@@ -703,5 +738,53 @@ pub(crate) fn prepare(
     if limits.call_deadline.is_zero() {
         return Err(EngineError::Config("call_deadline must be > 0".into()));
     }
+    // Refused here on both engines (wasmtime's pooling allocator would refuse
+    // it at compile time, wasmer when instantiating).
+    if let Some(min) = info.table_min.filter(|m| *m > MAX_TABLE_ELEMENTS as u64) {
+        return Err(EngineError::Config(format!(
+            "table of {min} elements exceeds the limit of {MAX_TABLE_ELEMENTS} elements"
+        )));
+    }
+    let cap = opts.pool_max_memory_bytes.min(MAX_MEMORY_BYTES);
+    if limits.max_memory_bytes > cap {
+        return Err(EngineError::Config(format!(
+            "max_memory_bytes {} exceeds the maximum of {cap} bytes{}",
+            limits.max_memory_bytes,
+            if cap == MAX_MEMORY_BYTES {
+                " (4 GiB, all a 32-bit memory can address)"
+            } else {
+                " (EngineOptions::pool_max_memory_bytes)"
+            }
+        )));
+    }
     Ok(info)
+}
+
+/// The bytes an engine compiles: `bin` with its start section turned into an
+/// export (see [`start`]) when `info` says it has one.
+pub(crate) fn compile_input<'a>(
+    bin: &'a [u8],
+    info: &ModuleInfo,
+) -> Result<std::borrow::Cow<'a, [u8]>, EngineError> {
+    if info.start.is_none() {
+        return Ok(std::borrow::Cow::Borrowed(bin));
+    }
+    Ok(match start::hoist(bin)? {
+        Some(v) => std::borrow::Cow::Owned(v),
+        None => std::borrow::Cow::Borrowed(bin),
+    })
+}
+
+/// Runs the start section of a fresh instance (exported by the rewrite).
+/// `proc_exit(0)` there is success, as from `_start`; any other trap fails
+/// the instantiation and names [`START_SECTION`].
+pub(crate) fn run_start_section(inst: &mut dyn Instance) -> Result<(), Trap> {
+    match inst.call_by_name(START_EXPORT, &[], &mut []) {
+        Ok(()) => Ok(()),
+        Err(t) if t.is_success_exit() => Ok(()),
+        Err(mut t) => {
+            t.export = START_SECTION.to_string();
+            Err(t)
+        }
+    }
 }

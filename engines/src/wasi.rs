@@ -4,7 +4,9 @@
 //! those calls return the proper errno (`BADF` for descriptors that do not
 //! exist, `NOTCAPABLE` for operations stdio lacks the right for, `NOTSUP`
 //! for `poll_oneoff`). stdout and stderr go to a caller-supplied
-//! [`LogSink`]; stdin reads as empty. Clocks (realtime, monotonic) and
+//! [`LogSink`] one line at a time ([`StdioLines`]); one `fd_write` takes at
+//! most [`MAX_WRITE_BYTES`] (a short write, as WASI allows); stdin reads as
+//! empty. Clocks (realtime, monotonic) and
 //! `random_get` work. `proc_exit(code)` unwinds the guest with
 //! [`HostError::Exit`], reported as [`crate::TrapReason::Exit`]; `Exit(0)`
 //! from `_start` is success (see [`crate::Trap::is_success_exit`]).
@@ -29,8 +31,88 @@ pub enum WasiStream {
     Stderr,
 }
 
-/// Receives what the guest writes to stdout / stderr (the plugin's log).
+/// Receives what the guest writes to stdout / stderr (the plugin's log): one
+/// call per line, without its newline (see [`StdioLines`]).
 pub type LogSink = Arc<dyn Fn(WasiStream, &[u8]) + Send + Sync>;
+
+/// Most bytes one `fd_write` takes; the guest gets the count in `nwritten`
+/// and writes the rest with another call, as after any short write. Bounds
+/// what one call copies however its iovecs repeat a region of memory.
+pub const MAX_WRITE_BYTES: usize = 64 << 10;
+
+/// Most iovecs one `fd_write` looks at (POSIX `IOV_MAX` on Linux).
+pub const MAX_IOVECS: u32 = 1024;
+
+/// Most bytes of an unfinished line kept per stream; past it they are
+/// logged as one record, so a guest cannot grow the buffer without bound.
+pub const MAX_PENDING_LINE: usize = 64 << 10;
+
+/// Line buffers of one instance's stdout and stderr.
+///
+/// Guests write a line in pieces (Rust's `memory allocation of N bytes
+/// failed` is three `fd_write`s); each complete line becomes one [`LogSink`]
+/// record. The engine calls [`StdioLines::flush`] when an outermost guest
+/// call returns, and dropping the buffers flushes too, so an unfinished line
+/// is logged once the guest is done writing.
+#[derive(Default)]
+pub struct StdioLines {
+    pending: [Vec<u8>; 2],
+    sink: Option<LogSink>,
+}
+
+impl std::fmt::Debug for StdioLines {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StdioLines")
+            .field("stdout", &self.pending[0].len())
+            .field("stderr", &self.pending[1].len())
+            .finish()
+    }
+}
+
+impl StdioLines {
+    /// Adds what the guest wrote to `stream`; every completed line goes to `sink`.
+    pub fn write(&mut self, sink: &LogSink, stream: WasiStream, mut bytes: &[u8]) {
+        if self.sink.is_none() {
+            self.sink = Some(sink.clone());
+        }
+        let pending = &mut self.pending[stream as usize];
+        while let Some(nl) = bytes.iter().position(|&b| b == b'\n') {
+            if pending.is_empty() {
+                sink(stream, &bytes[..nl]);
+            } else {
+                pending.extend_from_slice(&bytes[..nl]);
+                sink(stream, pending);
+                pending.clear();
+            }
+            bytes = &bytes[nl + 1..];
+        }
+        pending.extend_from_slice(bytes);
+        while pending.len() >= MAX_PENDING_LINE {
+            sink(stream, &pending[..MAX_PENDING_LINE]);
+            pending.drain(..MAX_PENDING_LINE);
+        }
+    }
+
+    /// Logs the unfinished lines, if any.
+    pub fn flush(&mut self) {
+        let Some(sink) = &self.sink else { return };
+        for (i, stream) in [WasiStream::Stdout, WasiStream::Stderr]
+            .into_iter()
+            .enumerate()
+        {
+            if !self.pending[i].is_empty() {
+                sink(stream, &self.pending[i]);
+                self.pending[i].clear();
+            }
+        }
+    }
+}
+
+impl Drop for StdioLines {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
 
 /// WASI errno values used here.
 pub mod errno {
@@ -62,15 +144,23 @@ fn fault(_: HostError) -> i32 {
     errno::FAULT
 }
 
-/// Gathers the bytes of an iovec array.
+/// Gathers the bytes of an iovec array, at most [`MAX_WRITE_BYTES`] from the
+/// first [`MAX_IOVECS`] entries (the caller reports a short write).
 fn gather(c: &dyn Caller, iovs: u32, n: u32) -> Result<Vec<u8>, HostError> {
     let mut out = Vec::new();
-    for i in 0..n {
+    for i in 0..n.min(MAX_IOVECS) {
+        let left = MAX_WRITE_BYTES - out.len();
+        if left == 0 {
+            break;
+        }
         let base = iovs.checked_add(i.checked_mul(8).ok_or(HostError::msg("iovec overflow"))?);
         let base = base.ok_or(HostError::msg("iovec overflow"))?;
         let ptr = c.read_u32(base)?;
-        let len = c.read_u32(base + 4)?;
-        out.extend_from_slice(&c.read(ptr, len)?);
+        let len = c.read_u32(
+            base.checked_add(4)
+                .ok_or(HostError::msg("iovec overflow"))?,
+        )?;
+        out.extend_from_slice(&c.read(ptr, len.min(left as u32))?);
     }
     Ok(out)
 }
@@ -169,7 +259,7 @@ pub fn functions(sink: LogSink) -> HostFunctions {
                 return Ok(errno::FAULT);
             }
             if !bytes.is_empty() {
-                sink(stream, &bytes);
+                c.stdio().write(&sink, stream, &bytes);
             }
             Ok(errno::SUCCESS)
         }),

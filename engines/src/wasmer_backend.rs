@@ -7,8 +7,8 @@
 //!   running calls every [`TICK`] and interrupts, repeatedly, every store past
 //!   its deadline; host functions also refuse to run past the deadline, so a
 //!   guest that loops through host calls stops too.
-//! * Memory and stack limits: per-module `Tunables` on a clone of the engine
-//!   (clones share the compiler and code memory).
+//! * Memory, table and stack limits: per-module `Tunables` on a clone of the
+//!   engine (clones share the compiler and code memory).
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -28,10 +28,12 @@ use wasmer::{
 };
 
 use crate::cache::CacheEntry;
+use crate::wasi::StdioLines;
 use crate::{
-    check_call, check_range, next_instance_id, prepare, to_binary, Caller, CompiledModule,
-    EngineError, EngineKind, EngineOptions, ExportFunc, FuncType, HostError, HostFn, HostFunctions,
-    ImportKind, Instance, Limits, ModuleInfo, Trap, TrapReason, Val, ValType, INSTANTIATE,
+    check_call, check_range, compile_input, next_instance_id, prepare, run_start_section,
+    to_binary, Caller, CompiledModule, EngineError, EngineKind, EngineOptions, ExportFunc,
+    FuncType, HostError, HostFn, HostFunctions, ImportKind, Instance, Limits, ModuleInfo, Trap,
+    TrapReason, Val, ValType, INSTANTIATE, MAX_TABLE_ELEMENTS,
 };
 
 /// wasmer version this crate links.
@@ -118,7 +120,9 @@ impl WmEngine {
     }
 }
 
-/// Caps memories at the plugin's limit and sets the guest stack size.
+/// Caps memories at the plugin's limit and tables at [`MAX_TABLE_ELEMENTS`]
+/// (wasmer's own cap is 128 Mi elements, whose growth can abort the process
+/// on allocation failure), and sets the guest stack size.
 struct LimitTunables {
     base: BaseTunables,
     max_pages: u32,
@@ -138,6 +142,23 @@ impl LimitTunables {
             ty.maximum
                 .map_or(self.max_pages, |m| m.0.min(self.max_pages)),
         ));
+        Ok(t)
+    }
+
+    /// A table of at most [`MAX_TABLE_ELEMENTS`]: `table.grow` past it
+    /// returns -1, as on wasmtime; a larger minimum fails instantiation.
+    fn adjust_table(ty: &TableType) -> Result<TableType, String> {
+        if ty.minimum > MAX_TABLE_ELEMENTS {
+            return Err(format!(
+                "table of {} elements exceeds the limit of {MAX_TABLE_ELEMENTS} elements",
+                ty.minimum
+            ));
+        }
+        let mut t = *ty;
+        t.maximum = Some(
+            ty.maximum
+                .map_or(MAX_TABLE_ELEMENTS, |m| m.min(MAX_TABLE_ELEMENTS)),
+        );
         Ok(t)
     }
 }
@@ -171,7 +192,7 @@ impl Tunables for LimitTunables {
         }
     }
     fn create_host_table(&self, ty: &TableType, style: &TableStyle) -> Result<VMTable, String> {
-        self.base.create_host_table(ty, style)
+        self.base.create_host_table(&Self::adjust_table(ty)?, style)
     }
     unsafe fn create_vm_table(
         &self,
@@ -179,8 +200,10 @@ impl Tunables for LimitTunables {
         style: &TableStyle,
         vm_definition_location: NonNull<VMTableDefinition>,
     ) -> Result<VMTable, String> {
-        // SAFETY: forwarded unchanged from the caller's contract.
-        unsafe { self.base.create_vm_table(ty, style, vm_definition_location) }
+        let t = Self::adjust_table(ty)?;
+        // SAFETY: forwarded unchanged from the caller's contract (only the
+        // table's maximum is lowered).
+        unsafe { self.base.create_vm_table(&t, style, vm_definition_location) }
     }
     fn vmconfig(&self) -> &VMConfig {
         &self.vmconfig
@@ -249,6 +272,7 @@ fn map_err(err: RuntimeError, export: &str) -> Trap {
 
 struct WmEnv {
     user: Box<dyn Any + Send>,
+    stdio: StdioLines,
     memory: Option<Memory>,
     instance: Option<wasmer::Instance>,
     slot: Arc<Slot>,
@@ -294,6 +318,9 @@ impl Caller for WmCaller<'_> {
     }
     fn data(&mut self) -> &mut (dyn Any + Send) {
         self.env.data_mut().user.as_mut()
+    }
+    fn stdio(&mut self) -> &mut StdioLines {
+        &mut self.env.data_mut().stdio
     }
 }
 
@@ -347,9 +374,10 @@ fn call_dyn(
 
 fn fingerprint(limits: &Limits) -> String {
     format!(
-        "wasmer {VERSION} {} cranelift stack={}",
+        "wasmer {VERSION} {} cranelift stack={} {}",
         std::env::consts::ARCH,
-        limits.max_stack_bytes
+        limits.max_stack_bytes,
+        crate::start::REWRITE_TAG,
     )
 }
 
@@ -365,7 +393,7 @@ impl crate::Engine for WmEngine {
         limits: Limits,
     ) -> Result<Arc<dyn CompiledModule>, EngineError> {
         let bin = to_binary(wasm)?;
-        let info = prepare(&bin, &host, &limits)?;
+        let info = prepare(&bin, &host, &limits, &self.opts)?;
         let mut engine = self.engine.clone();
         engine.set_tunables(LimitTunables {
             base: BaseTunables::new(),
@@ -392,9 +420,11 @@ impl crate::Engine for WmEngine {
         let module = match cached {
             Some(m) => m,
             None => {
-                let m = Module::new(&engine, &*bin).map_err(|e| EngineError::Compile {
-                    engine: KIND,
-                    message: e.to_string(),
+                let m = Module::new(&engine, &*compile_input(&bin, &info)?).map_err(|e| {
+                    EngineError::Compile {
+                        engine: KIND,
+                        message: e.to_string(),
+                    }
                 })?;
                 if let Some(e) = &entry {
                     if let Ok(bytes) = m.serialize() {
@@ -430,6 +460,7 @@ impl crate::Engine for WmEngine {
         Ok(Arc::new(WmModule {
             engine,
             module,
+            start: info.start.is_some(),
             info,
             limits,
             from_cache,
@@ -450,6 +481,8 @@ struct ResolvedImport {
 struct WmModule {
     engine: wasmer::Engine,
     module: Module,
+    /// The module had a start section, now exported (see [`crate::start`]).
+    start: bool,
     info: ModuleInfo,
     limits: Limits,
     from_cache: bool,
@@ -529,6 +562,7 @@ impl CompiledModule for WmModule {
             &mut store,
             WmEnv {
                 user: data,
+                stdio: StdioLines::default(),
                 memory: None,
                 instance: None,
                 slot: slot.clone(),
@@ -562,7 +596,7 @@ impl CompiledModule for WmModule {
             d.memory = memory.clone();
             d.instance = Some(inst.clone());
         }
-        Ok(Box::new(WmInstance {
+        let mut inst: Box<dyn Instance> = Box::new(WmInstance {
             store,
             env,
             instance: inst,
@@ -574,7 +608,11 @@ impl CompiledModule for WmModule {
             deadline,
             slot,
             _watchdog: self.watchdog.clone(),
-        }))
+        });
+        if self.start {
+            run_start_section(inst.as_mut())?;
+        }
+        Ok(inst)
     }
 }
 
@@ -686,6 +724,7 @@ impl Instance for WmInstance {
                 let func = func.clone();
                 let r = call_dyn(&func, &mut self.store, &f.name, args, results);
                 self.slot.deadline.store(0, Ordering::Release);
+                self.env.as_mut(&mut self.store).stdio.flush();
                 if let Err(t) = &r {
                     if !t.is_success_exit() {
                         self.poisoned = true;
@@ -695,6 +734,8 @@ impl Instance for WmInstance {
             }
         };
         self.slot.deadline.store(0, Ordering::Release);
+        // A line the guest left unfinished is logged when its call is over.
+        self.env.as_mut(&mut self.store).stdio.flush();
         r.map_err(|e| {
             let t = map_err(e, &f.name);
             if !t.is_success_exit() {

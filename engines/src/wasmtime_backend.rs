@@ -5,6 +5,9 @@
 //! The stack limit is an engine-wide wasmtime setting, so one wasmtime engine
 //! is kept per distinct stack limit (usually just one). Instantiation goes
 //! through a pre-linked `InstancePre` and, by default, the pooling allocator.
+//! A pool slot's memory reservation is a size class of the plugin's memory
+//! limit ([`memory_class`]), so there is also one engine (and pool) per class
+//! in use: 1 GiB for every plugin within the default limit.
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -18,10 +21,12 @@ use wasmtime::{
 };
 
 use crate::cache::CacheEntry;
+use crate::wasi::StdioLines;
 use crate::{
-    check_call, check_range, next_instance_id, prepare, to_binary, Caller, CompiledModule,
-    EngineError, EngineKind, EngineOptions, ExportFunc, FuncType, HostError, HostFunctions,
-    ImportKind, Instance, Limits, ModuleInfo, Trap, TrapReason, Val, ValType, INSTANTIATE,
+    check_call, check_range, compile_input, next_instance_id, prepare, run_start_section,
+    to_binary, Caller, CompiledModule, EngineError, EngineKind, EngineOptions, ExportFunc,
+    FuncType, HostError, HostFunctions, ImportKind, Instance, Limits, ModuleInfo, Trap, TrapReason,
+    Val, ValType, DEFAULT_MAX_MEMORY_BYTES, INSTANTIATE, MAX_MEMORY_BYTES, MAX_TABLE_ELEMENTS,
 };
 
 /// wasmtime version this crate links.
@@ -32,7 +37,8 @@ pub(crate) const TICK: Duration = Duration::from_millis(5);
 
 struct Shared {
     opts: EngineOptions,
-    engines: Mutex<HashMap<usize, wasmtime::Engine>>,
+    /// By (stack limit, memory class).
+    engines: Mutex<HashMap<(usize, u64), wasmtime::Engine>>,
 }
 
 pub(crate) struct WtEngine {
@@ -46,7 +52,12 @@ impl WtEngine {
             engines: Mutex::new(HashMap::new()),
         });
         // Fail early on a bad configuration.
-        engine_for(&shared, crate::Limits::default().max_stack_bytes)?;
+        let defaults = crate::Limits::default();
+        engine_for(
+            &shared,
+            defaults.max_stack_bytes,
+            memory_class(defaults.max_memory_bytes),
+        )?;
         let weak: Weak<Shared> = Arc::downgrade(&shared);
         std::thread::Builder::new()
             .name("wasmtime-epoch".into())
@@ -74,18 +85,30 @@ impl WtEngine {
     }
 }
 
-fn fingerprint(opts: &EngineOptions, stack: usize) -> String {
+fn fingerprint(opts: &EngineOptions, stack: usize, class: u64) -> String {
     format!(
-        "wasmtime {VERSION} {} stack={stack} pooling={} pool_mem={} epoch opt=speed",
+        "wasmtime {VERSION} {} stack={stack} pooling={} pool_mem={class} tables={MAX_TABLE_ELEMENTS} epoch opt=speed {}",
         std::env::consts::ARCH,
         opts.pooling,
-        opts.pool_max_memory_bytes
+        crate::start::REWRITE_TAG,
     )
 }
 
-fn engine_for(shared: &Shared, stack: usize) -> Result<wasmtime::Engine, EngineError> {
+/// The memory reservation of a pool slot for a plugin limited to `max_bytes`:
+/// the limit rounded up to a power of two, between 1 GiB and 4 GiB. Pool
+/// slots reserve address space, not memory, so the default class costs about
+/// 1 TiB of address space for 1024 slots (plus guard regions); the 4 GiB
+/// class, 4 TiB, and also lets Cranelift drop bounds checks.
+pub(crate) fn memory_class(max_bytes: u64) -> u64 {
+    max_bytes
+        .max(DEFAULT_MAX_MEMORY_BYTES)
+        .next_power_of_two()
+        .min(MAX_MEMORY_BYTES)
+}
+
+fn engine_for(shared: &Shared, stack: usize, class: u64) -> Result<wasmtime::Engine, EngineError> {
     let mut map = shared.engines.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(e) = map.get(&stack) {
+    if let Some(e) = map.get(&(stack, class)) {
         return Ok(e.clone());
     }
     let opts = &shared.opts;
@@ -98,13 +121,14 @@ fn engine_for(shared: &Shared, stack: usize) -> Result<wasmtime::Engine, EngineE
         p.total_core_instances(opts.pool_instances)
             .total_memories(opts.pool_instances)
             .total_tables(opts.pool_instances)
-            .max_memory_size(opts.pool_max_memory_bytes as usize);
-        config.memory_reservation(opts.pool_max_memory_bytes);
+            .table_elements(MAX_TABLE_ELEMENTS as usize)
+            .max_memory_size(class as usize);
+        config.memory_reservation(class);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(p));
     }
     let e = wasmtime::Engine::new(&config)
         .map_err(|e| EngineError::Config(format!("wasmtime: {e:#}")))?;
-    map.insert(stack, e.clone());
+    map.insert((stack, class), e.clone());
     Ok(e)
 }
 
@@ -178,12 +202,13 @@ impl ResourceLimiter for MemLimiter {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= 1_000_000)
+        Ok(desired <= MAX_TABLE_ELEMENTS as usize)
     }
 }
 
 struct WtData {
     user: Box<dyn Any + Send>,
+    stdio: StdioLines,
     limiter: MemLimiter,
     memory: Option<Memory>,
     instance: Option<wasmtime::Instance>,
@@ -233,6 +258,9 @@ impl Caller for WtCaller<'_, '_> {
     fn data(&mut self) -> &mut (dyn Any + Send) {
         self.c.data_mut().user.as_mut()
     }
+    fn stdio(&mut self) -> &mut StdioLines {
+        &mut self.c.data_mut().stdio
+    }
 }
 
 fn call_dyn(
@@ -264,15 +292,10 @@ impl crate::Engine for WtEngine {
         limits: Limits,
     ) -> Result<Arc<dyn CompiledModule>, EngineError> {
         let bin = to_binary(wasm)?;
-        let info = prepare(&bin, &host, &limits)?;
         let opts = &self.shared.opts;
-        if opts.pooling && limits.max_memory_bytes > opts.pool_max_memory_bytes {
-            return Err(EngineError::Config(format!(
-                "max_memory_bytes {} exceeds the wasmtime pool's {} (EngineOptions::pool_max_memory_bytes)",
-                limits.max_memory_bytes, opts.pool_max_memory_bytes
-            )));
-        }
-        let engine = engine_for(&self.shared, limits.max_stack_bytes)?;
+        let info = prepare(&bin, &host, &limits, opts)?;
+        let class = memory_class(limits.max_memory_bytes);
+        let engine = engine_for(&self.shared, limits.max_stack_bytes, class)?;
         let cerr = |e: wasmtime::Error| EngineError::Compile {
             engine: KIND,
             message: format!("{e:#}"),
@@ -284,7 +307,7 @@ impl crate::Engine for WtEngine {
                 &format!(
                     "{} {}",
                     info.sha256,
-                    fingerprint(opts, limits.max_stack_bytes)
+                    fingerprint(opts, limits.max_stack_bytes, class)
                 ),
             )
         });
@@ -299,7 +322,7 @@ impl crate::Engine for WtEngine {
         let module = match cached {
             Some(m) => m,
             None => {
-                let m = Module::new(&engine, &bin).map_err(cerr)?;
+                let m = Module::new(&engine, &compile_input(&bin, &info)?).map_err(cerr)?;
                 if let Some(e) = &entry {
                     if let Ok(bytes) = m.serialize() {
                         let _ = e.store(&bytes);
@@ -377,6 +400,7 @@ impl crate::Engine for WtEngine {
         Ok(Arc::new(WtModule {
             shared: self.shared.clone(),
             engine,
+            start: info.start.is_some(),
             info,
             deadline_ticks: deadline_ticks(limits.call_deadline),
             limits,
@@ -398,6 +422,8 @@ struct WtModule {
     /// Keeps the epoch ticker alive while the module exists.
     shared: Arc<Shared>,
     engine: wasmtime::Engine,
+    /// The module had a start section, now exported (see [`crate::start`]).
+    start: bool,
     info: ModuleInfo,
     limits: Limits,
     deadline_ticks: u64,
@@ -428,6 +454,7 @@ impl CompiledModule for WtModule {
             &self.engine,
             WtData {
                 user: data,
+                stdio: StdioLines::default(),
                 limiter: MemLimiter {
                     max_bytes: (self.limits.max_memory_pages() * crate::WASM_PAGE_SIZE) as usize,
                 },
@@ -444,7 +471,7 @@ impl CompiledModule for WtModule {
         let memory = inst.get_memory(&mut store, "memory");
         store.data_mut().memory = memory;
         store.data_mut().instance = Some(inst);
-        Ok(Box::new(WtInstance {
+        let mut inst: Box<dyn Instance> = Box::new(WtInstance {
             store,
             instance: inst,
             memory,
@@ -454,7 +481,11 @@ impl CompiledModule for WtModule {
             poisoned: false,
             deadline_ticks: self.deadline_ticks,
             _shared: self.shared.clone(),
-        }))
+        });
+        if self.start {
+            run_start_section(inst.as_mut())?;
+        }
+        Ok(inst)
     }
 }
 
@@ -561,6 +592,7 @@ impl Instance for WtInstance {
             WtFunc::Dyn(func) => {
                 let func = *func;
                 let r = call_dyn(&func, &mut self.store, &f.name, args, results);
+                self.store.data_mut().stdio.flush();
                 if let Err(t) = &r {
                     if !t.is_success_exit() {
                         self.poisoned = true;
@@ -569,6 +601,8 @@ impl Instance for WtInstance {
                 return r;
             }
         };
+        // A line the guest left unfinished is logged when its call is over.
+        self.store.data_mut().stdio.flush();
         r.map_err(|e| {
             let t = map_err(&e, &f.name);
             if !t.is_success_exit() {

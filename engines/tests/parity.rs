@@ -829,7 +829,7 @@ fn wasi_preview1(kind: EngineKind) {
     assert_eq!(
         *log.lock().unwrap(),
         vec![
-            (WasiStream::Stdout, b"hello\n".to_vec()),
+            (WasiStream::Stdout, b"hello".to_vec()),
             (WasiStream::Stderr, b"oops".to_vec())
         ]
     );
@@ -922,6 +922,306 @@ fn wasi_unstable_links(kind: EngineKind) {
     assert_eq!(read_u32(i, 116), wasi::errno::BADF as u32);
 }
 parity!(wasi_unstable_links);
+
+const START_WAT: &str = r#"(module
+  (import "env" "give" (func $give (result i32)))
+  (memory (export "memory") 1)
+  (global $given (mut i32) (i32.const 0))
+  (global $order (mut i32) (i32.const 0))
+  (func $malloc (export "malloc") (param i32) (result i32) i32.const 1024)
+  ;; The start function calls a host function that writes into memory.
+  (func $start (global.set $given (call $give)) (global.set $order (i32.const 1)))
+  (start $start)
+  (func (export "_start") (global.set $order (i32.mul (global.get $order) (i32.const 10))))
+  (func (export "given") (result i32) global.get $given)
+  (func (export "order") (result i32) global.get $order)
+)"#;
+
+fn start_section_reaches_memory(kind: EngineKind) {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = EngineOptions {
+        cache_dir: Some(dir.path().to_path_buf()),
+        pool_instances: 4,
+        ..EngineOptions::default()
+    };
+    for from_cache in [false, true] {
+        let e = new_engine(kind, opts.clone()).unwrap();
+        let m = e
+            .compile(
+                START_WAT.as_bytes(),
+                Arc::new(env_host()),
+                Limits::default(),
+            )
+            .unwrap();
+        assert_eq!(m.loaded_from_cache(), from_cache);
+        // The rewrite does not show: the module's own exports only.
+        assert!(!m.info().has_export(START_EXPORT));
+        assert!(m.info().start.is_some());
+        let mut i = m.instantiate(Box::new(0u32)).unwrap();
+        let i = i.as_mut();
+        // The start function ran once, reached memory through the host and
+        // re-entered the guest's malloc.
+        assert_eq!(*i.data().downcast_mut::<u32>().unwrap(), 1);
+        assert_eq!(call1(i, "given", &[]).unwrap(), Val::I32(1024));
+        assert_eq!(i.read(1024, 5).unwrap(), b"hello");
+        // Before `_start`, which the host calls afterwards.
+        assert_eq!(call1(i, "order", &[]).unwrap(), Val::I32(1));
+        call0(i, "_start", &[]).unwrap();
+        assert_eq!(call1(i, "order", &[]).unwrap(), Val::I32(10));
+    }
+    // A trap in the start function fails the instantiation, naming it.
+    let wat = r#"(module (import "env" "fail" (func $f)) (memory (export "memory") 1)
+      (func $s (call $f)) (start $s))"#;
+    let err = compile(kind, wat, env_host(), Limits::default())
+        .instantiate(Box::new(0u32))
+        .err()
+        .expect("must fail");
+    assert_eq!(err.export, START_SECTION);
+    assert_eq!(err.reason, TrapReason::HostError("boom from host".into()));
+    let wat = r#"(module (func $s unreachable) (start $s))"#;
+    let err = compile(kind, wat, HostFunctions::new(), Limits::default())
+        .instantiate(Box::new(()))
+        .err()
+        .expect("must fail");
+    assert_eq!(
+        (err.export.as_str(), err.reason),
+        (START_SECTION, TrapReason::Unreachable)
+    );
+    // A runaway start function stops at the deadline.
+    let limits = Limits {
+        call_deadline: Duration::from_millis(50),
+        ..Limits::default()
+    };
+    let wat = r#"(module (func $s (loop br 0)) (start $s))"#;
+    let err = compile(kind, wat, HostFunctions::new(), limits)
+        .instantiate(Box::new(()))
+        .err()
+        .expect("must fail");
+    assert_eq!(err.reason, TrapReason::Deadline);
+    // The reserved name is refused with a clear error.
+    let wat = format!(r#"(module (func $s) (export "{START_EXPORT}" (func $s)) (start $s))"#);
+    let err = engine(kind)
+        .compile(
+            wat.as_bytes(),
+            Arc::new(HostFunctions::new()),
+            Limits::default(),
+        )
+        .err()
+        .expect("must fail")
+        .to_string();
+    assert!(err.contains("reserves"), "{err}");
+}
+parity!(start_section_reaches_memory);
+
+const TABLE_WAT: &str = r#"(module
+  (table $t 1 funcref)
+  (func (export "grow") (param i32) (result i32) (table.grow $t (ref.null func) (local.get 0)))
+  (func (export "size") (result i32) (table.size $t))
+)"#;
+
+fn table_cap(kind: EngineKind) {
+    let mut i = instance(kind, TABLE_WAT, HostFunctions::new());
+    let i = i.as_mut();
+    // A huge request fails the way the spec says: -1, table unchanged.
+    assert_eq!(call1(i, "grow", &[Val::I32(-1)]).unwrap(), Val::I32(-1));
+    assert_eq!(
+        call1(i, "grow", &[Val::I32(1 << 30)]).unwrap(),
+        Val::I32(-1)
+    );
+    let cap = MAX_TABLE_ELEMENTS as i32;
+    assert_eq!(call1(i, "grow", &[Val::I32(cap)]).unwrap(), Val::I32(-1));
+    assert_eq!(call1(i, "size", &[]).unwrap(), Val::I32(1));
+    // Up to the cap is fine.
+    assert_eq!(call1(i, "grow", &[Val::I32(cap - 1)]).unwrap(), Val::I32(1));
+    assert_eq!(call1(i, "size", &[]).unwrap(), Val::I32(cap));
+    assert_eq!(call1(i, "grow", &[Val::I32(1)]).unwrap(), Val::I32(-1));
+    assert!(!i.is_poisoned());
+    // A declared minimum above the cap: the module is refused clearly.
+    let wat = format!("(module (table {} funcref))", MAX_TABLE_ELEMENTS + 1);
+    let err = engine(kind)
+        .compile(
+            wat.as_bytes(),
+            Arc::new(HostFunctions::new()),
+            Limits::default(),
+        )
+        .err()
+        .expect("must fail")
+        .to_string();
+    assert!(
+        err.contains("table of 1000001 elements exceeds the limit of 1000000"),
+        "{err}"
+    );
+}
+parity!(table_cap);
+
+/// What a WASI sink received, record by record.
+type StdioLog = Arc<Mutex<Vec<(WasiStream, Vec<u8>)>>>;
+
+fn wasi_host(log: &StdioLog) -> HostFunctions {
+    let sink_log = log.clone();
+    wasi::functions(Arc::new(move |s, b| {
+        sink_log.lock().unwrap().push((s, b.to_vec()))
+    }))
+}
+
+const FD_WRITE_WAT: &str = r#"(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 17)
+  (data (i32.const 64) "memory allocation of 2097152 bytes failed\nnext")
+  ;; write(fd, ptr, len) -> errno; nwritten at 8.
+  (func $write (export "write") (param $fd i32) (param $p i32) (param $n i32) (result i32)
+    (i32.store (i32.const 0) (local.get $p))
+    (i32.store (i32.const 4) (local.get $n))
+    (call $fd_write (local.get $fd) (i32.const 0) (i32.const 1) (i32.const 8)))
+  ;; Rust's allocation-failure message arrives in three writes, then the
+  ;; start of another line that the call leaves unfinished.
+  (func (export "three_writes")
+    (drop (call $write (i32.const 2) (i32.const 64) (i32.const 21)))
+    (drop (call $write (i32.const 2) (i32.const 85) (i32.const 7)))
+    (drop (call $write (i32.const 2) (i32.const 92) (i32.const 18))))
+  ;; 10000 iovecs at 4096, each the 1 MiB region at 65536.
+  (func (export "huge") (result i32)
+    (local $i i32)
+    (loop $l
+      (i32.store (i32.add (i32.const 4096) (i32.mul (local.get $i) (i32.const 8))) (i32.const 65536))
+      (i32.store (i32.add (i32.const 4100) (i32.mul (local.get $i) (i32.const 8))) (i32.const 1048576))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br_if $l (i32.lt_u (local.get $i) (i32.const 10000))))
+    (drop (call $fd_write (i32.const 1) (i32.const 4096) (i32.const 10000) (i32.const 8)))
+    (i32.load (i32.const 8)))
+)"#;
+
+fn wasi_lines(kind: EngineKind) {
+    let log: StdioLog = Arc::default();
+    let module = compile(kind, FD_WRITE_WAT, wasi_host(&log), Limits::default());
+    let mut i = module.instantiate(Box::new(())).unwrap();
+    call0(i.as_mut(), "three_writes", &[]).unwrap();
+    // One record for the line; the unfinished "next" when the call returned.
+    assert_eq!(
+        *log.lock().unwrap(),
+        vec![
+            (
+                WasiStream::Stderr,
+                b"memory allocation of 2097152 bytes failed".to_vec()
+            ),
+            (WasiStream::Stderr, b"next".to_vec()),
+        ]
+    );
+    log.lock().unwrap().clear();
+    // A write without newline inside a call is logged when the instance goes.
+    let text = 64 + 21 + 7 + 14;
+    assert_eq!(
+        call1(
+            i.as_mut(),
+            "write",
+            &[Val::I32(1), Val::I32(text), Val::I32(4)]
+        )
+        .unwrap(),
+        Val::I32(0)
+    );
+    assert_eq!(
+        *log.lock().unwrap(),
+        vec![(WasiStream::Stdout, b"next".to_vec())]
+    );
+    log.lock().unwrap().clear();
+    // A line longer than the pending cap is cut into records of the cap.
+    // 200 KiB of zero bytes from the data-less part of memory, no newline.
+    for _ in 0..4 {
+        let r = call1(
+            i.as_mut(),
+            "write",
+            &[Val::I32(1), Val::I32(65536), Val::I32(50 << 10)],
+        );
+        assert_eq!(r.unwrap(), Val::I32(0));
+    }
+    let sizes: Vec<usize> = log.lock().unwrap().iter().map(|(_, b)| b.len()).collect();
+    // Each call's 50 KiB is flushed when it returns (below the cap).
+    assert_eq!(sizes, vec![50 << 10; 4]);
+    drop(i);
+}
+parity!(wasi_lines);
+
+fn wasi_write_is_capped(kind: EngineKind) {
+    let log: StdioLog = Arc::default();
+    let module = compile(kind, FD_WRITE_WAT, wasi_host(&log), Limits::default());
+    let mut i = module.instantiate(Box::new(())).unwrap();
+    let start = Instant::now();
+    // 10000 × 1 MiB asked for; one call takes 64 KiB and says so.
+    let n = call1(i.as_mut(), "huge", &[]).unwrap();
+    assert_eq!(n, Val::I32(wasi::MAX_WRITE_BYTES as i32));
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        start.elapsed()
+    );
+    let total: usize = log.lock().unwrap().iter().map(|(_, b)| b.len()).sum();
+    assert_eq!(total, wasi::MAX_WRITE_BYTES);
+    // The pending-line cap holds without a call boundary too.
+    let mut lines = wasi::StdioLines::default();
+    let seen: Arc<Mutex<Vec<usize>>> = Arc::default();
+    let s = seen.clone();
+    let sink: wasi::LogSink = Arc::new(move |_, b| s.lock().unwrap().push(b.len()));
+    for _ in 0..3 {
+        lines.write(&sink, WasiStream::Stdout, &[b'x'; 50 << 10]);
+    }
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![wasi::MAX_PENDING_LINE, wasi::MAX_PENDING_LINE]
+    );
+    lines.write(&sink, WasiStream::Stdout, b"y\nz");
+    drop(lines);
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![
+            wasi::MAX_PENDING_LINE,
+            wasi::MAX_PENDING_LINE,
+            (150 << 10) - 2 * wasi::MAX_PENDING_LINE + 1,
+            1
+        ]
+    );
+}
+parity!(wasi_write_is_capped);
+
+const BIG_MEMORY_WAT: &str = r#"(module
+  (memory (export "memory") 1)
+  ;; Grows to 100 MiB and writes its last byte.
+  (func (export "grow_big") (result i32)
+    (if (i32.eq (memory.grow (i32.const 1599)) (i32.const -1)) (then (return (i32.const -1))))
+    (i32.store8 (i32.const 104857599) (i32.const 7))
+    (i32.load8_u (i32.const 104857599)))
+)"#;
+
+fn default_memory_fits_real_plugins(kind: EngineKind) {
+    // Default limits, default engine options: more than 64 MiB works.
+    let mut i = instance(kind, BIG_MEMORY_WAT, HostFunctions::new());
+    assert_eq!(call1(i.as_mut(), "grow_big", &[]).unwrap(), Val::I32(7));
+    assert_eq!(i.memory_size(), 100 << 20);
+    assert_eq!(Limits::default().max_memory_bytes, DEFAULT_MAX_MEMORY_BYTES);
+    // The documented maximum is accepted; above it is refused clearly.
+    let e = engine(kind);
+    let host = Arc::new(HostFunctions::new());
+    let max = Limits {
+        max_memory_bytes: MAX_MEMORY_BYTES,
+        ..Limits::default()
+    };
+    let mut i = e
+        .compile(BIG_MEMORY_WAT.as_bytes(), host.clone(), max)
+        .unwrap()
+        .instantiate(Box::new(()))
+        .unwrap();
+    assert_eq!(call1(i.as_mut(), "grow_big", &[]).unwrap(), Val::I32(7));
+    let over = Limits {
+        max_memory_bytes: MAX_MEMORY_BYTES + 1,
+        ..Limits::default()
+    };
+    let err = e
+        .compile(BIG_MEMORY_WAT.as_bytes(), host, over)
+        .err()
+        .expect("must fail")
+        .to_string();
+    assert!(err.contains("4 GiB"), "{err}");
+}
+parity!(default_memory_fits_real_plugins);
 
 /// Both engines give the same answers for the same guest.
 #[test]

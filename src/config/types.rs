@@ -165,7 +165,8 @@ pub struct PluginDecl {
     /// How long a request waits for a free instance before a 503 (default 5s).
     #[serde(default, deserialize_with = "deserialize_opt_duration")]
     pub pool_wait: Option<Duration>,
-    /// Largest linear memory of one instance, in bytes (default 64 MiB).
+    /// Largest linear memory of one instance, in bytes (default 1 GiB, at most 4 GiB); address
+    /// space is reserved for it, memory is committed only as the guest grows.
     #[serde(default)]
     pub max_memory_bytes: Option<u64>,
     /// CPU deadline of one guest call (default 1s); a guest past it traps.
