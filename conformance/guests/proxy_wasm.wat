@@ -502,6 +502,14 @@
       (call $emit (i32.const 1224) (i32.const 1))
       (if (i32.eqz (local.get $eos)) (then (return (i32.const 0))))
       (return (call $reply))))
+    ;; Reads the buffer in the end-of-stream call, whatever its size: `status,size`.
+    (if (i32.eq (local.get $t) (i32.const 145)) (then
+      (if (i32.eqz (local.get $eos)) (then (return (i32.const 0))))
+      (i32.store (i32.const 516) (i32.const 0))
+      (call $emit_num (call $get_buffer_bytes (i32.const 0) (i32.const 0) (local.get $size) (i32.const 512) (i32.const 516)))
+      (call $emit (i32.const 1224) (i32.const 1))
+      (call $emit_num (i32.load (i32.const 516)))
+      (return (call $reply))))
     ;; Envoy's example filter on the request side: see test 187.
     (if (i32.eq (local.get $t) (i32.const 169)) (then
       (drop (call $set_buffer_bytes (i32.const 0) (i32.const 0) (i32.const 12) (i32.const 1328) (i32.const 12)))
