@@ -511,10 +511,13 @@ pub fn functions(plugin: &str) -> HostFunctions {
             if limit == 0 {
                 return Err(trap("read_body: buf_limit must not be 0"));
             }
+            let max_body = state(c)?.shared.max_body_bytes;
             let ex = exchange(c, "read_body")?;
             let (chunk, eof) = match (kind, ex.phase) {
                 (BodyKind::Request, Phase::Request) => {
-                    while ex.body.pending.len() < limit && !ex.body.eof {
+                    // Fill the guest's buffer, but never hold more than maxBodyBytes of a
+                    // streamed body on its behalf.
+                    while ex.body.pending.len() < limit.min(max_body) && !ex.body.eof {
                         pull_blocking(&mut ex.body)?;
                     }
                     let chunk = ex.body.take_pending(limit);

@@ -57,8 +57,9 @@ pub enum Phase {
 pub struct RequestBody {
     /// What has not arrived yet.
     pub stream: Option<Body>,
-    /// Arrived, not yet read by the guest.
-    pub pending: Bytes,
+    /// Arrived, not yet read by the guest. Growable, so a body arriving in many small
+    /// chunks is collected in linear time.
+    pub pending: BytesMut,
     /// Read by the guest (replayed to next when `buffer_request` is on).
     pub consumed: BytesMut,
     /// The stream has ended.
@@ -91,15 +92,7 @@ impl RequestBody {
             Some(Err(e)) => Err(BufferError::Stream(e)),
             Some(Ok(frame)) => {
                 match frame.into_data() {
-                    Ok(data) => {
-                        if self.pending.is_empty() {
-                            self.pending = data;
-                        } else {
-                            let mut b = BytesMut::from(&self.pending[..]);
-                            b.extend_from_slice(&data);
-                            self.pending = b.freeze();
-                        }
-                    }
+                    Ok(data) => self.pending.extend_from_slice(&data),
                     Err(frame) => {
                         if let Ok(t) = frame.into_trailers() {
                             self.trailers = Some(Headers::from(&t));
@@ -125,7 +118,7 @@ impl RequestBody {
     /// Moves up to `max` unread bytes to the guest's side, remembering them.
     pub fn take_pending(&mut self, max: usize) -> Bytes {
         let n = max.min(self.pending.len());
-        let chunk = self.pending.split_to(n);
+        let chunk = self.pending.split_to(n).freeze();
         self.taken += chunk.len() as u64;
         self.consumed.extend_from_slice(&chunk);
         chunk
@@ -286,7 +279,7 @@ impl Exchange {
                     content_length(&req.headers).and_then(|n| n.checked_sub(self.body.taken));
                 fix_content_length(&mut req.headers, rest);
             }
-            let pending = std::mem::take(&mut self.body.pending);
+            let pending = std::mem::take(&mut self.body.pending).freeze();
             req.body = match self.body.stream.take() {
                 Some(rest) if pending.is_empty() => rest,
                 Some(rest) => Body::from_stream(Prefixed {

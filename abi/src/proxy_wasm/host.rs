@@ -185,8 +185,24 @@ fn map_for(st: &mut InstanceState, ty: i32, write: bool) -> Result<&mut Headers,
     }
 }
 
-/// The buffer `ty` names now.
-fn buffer_get(st: &mut InstanceState, ty: i32) -> Result<Bytes, i32> {
+/// The bytes `range` of the buffer `ty` names now (clamped to its end), and its length.
+/// Only the window is copied: a filter that pauses on every chunk and reads a little of the
+/// growing buffer each time must not cost a copy of all of it per call.
+fn buffer_get(
+    st: &mut InstanceState,
+    ty: i32,
+    range: std::ops::Range<usize>,
+) -> Result<(Bytes, usize), i32> {
+    let window = |b: &[u8]| {
+        let start = range.start.min(b.len());
+        let end = range.end.min(b.len()).max(start);
+        (Bytes::copy_from_slice(&b[start..end]), b.len())
+    };
+    let whole = |b: &Bytes| {
+        let start = range.start.min(b.len());
+        let end = range.end.min(b.len()).max(start);
+        (b.slice(start..end), b.len())
+    };
     match ty {
         buffer::HTTP_REQUEST_BODY | buffer::HTTP_RESPONSE_BODY => {
             let s = st.active_stream().ok_or(status::NOT_FOUND)?;
@@ -197,16 +213,15 @@ fn buffer_get(st: &mut InstanceState, ty: i32) -> Result<Bytes, i32> {
             } else {
                 None
             };
-            b.map(|b| Bytes::copy_from_slice(b))
-                .ok_or(status::NOT_FOUND)
+            b.map(|b| window(b)).ok_or(status::NOT_FOUND)
         }
         buffer::HTTP_CALL_RESPONSE_BODY => st
             .call_response
             .as_ref()
-            .map(|r| r.body.clone())
+            .map(|r| whole(&r.body))
             .ok_or(status::NOT_FOUND),
-        buffer::VM_CONFIGURATION => Ok(st.shared.vm_config.clone()),
-        buffer::PLUGIN_CONFIGURATION => Ok(st.shared.plugin_config.clone()),
+        buffer::VM_CONFIGURATION => Ok(whole(&st.shared.vm_config)),
+        buffer::PLUGIN_CONFIGURATION => Ok(whole(&st.shared.plugin_config)),
         buffer::DOWNSTREAM_DATA
         | buffer::UPSTREAM_DATA
         | buffer::GRPC_CALL_MESSAGE
@@ -518,20 +533,18 @@ pub fn definitions() -> Vec<Def> {
         &[I32, I32, I32, I32, I32],
         Arc::new(|c, a| {
             let (start, max) = (u(a, 1), u(a, 2));
-            let data = match buffer_get(state(c)?, arg(a, 0)) {
-                Ok(d) => d,
+            let Some(end) = start.checked_add(max) else {
+                // An unknown buffer type is still BAD_ARGUMENT, an absent one NOT_FOUND.
+                return Ok(match buffer_get(state(c)?, arg(a, 0), 0..0) {
+                    Ok(_) => status::BAD_ARGUMENT,
+                    Err(s) => s,
+                });
+            };
+            let data = match buffer_get(state(c)?, arg(a, 0), start as usize..end as usize) {
+                Ok((d, _)) => d,
                 Err(s) => return Ok(s),
             };
-            let Some(end) = start.checked_add(max) else {
-                return Ok(status::BAD_ARGUMENT);
-            };
-            let start = start as usize;
-            let slice = if start >= data.len() {
-                &[][..]
-            } else {
-                &data[start..(end as usize).min(data.len())]
-            };
-            out(c, slice, u(a, 3), u(a, 4))?;
+            out(c, &data, u(a, 3), u(a, 4))?;
             Ok(status::OK)
         }),
     );
@@ -583,11 +596,11 @@ pub fn definitions() -> Vec<Def> {
         None,
         &[I32, I32, I32],
         Arc::new(|c, a| {
-            let data = match buffer_get(state(c)?, arg(a, 0)) {
-                Ok(d) => d,
+            let len = match buffer_get(state(c)?, arg(a, 0), 0..0) {
+                Ok((_, len)) => len,
                 Err(s) => return Ok(s),
             };
-            c.write_u32(u(a, 1), data.len() as u32)?;
+            c.write_u32(u(a, 1), len as u32)?;
             c.write_u32(u(a, 2), 0)?;
             Ok(status::OK)
         }),
