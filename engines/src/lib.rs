@@ -26,9 +26,10 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 mod cache;
+mod coarse;
 mod info;
 pub mod pool;
 mod start;
@@ -294,6 +295,11 @@ pub enum HostError {
     /// reported as [`TrapReason::Exit`].
     #[error("guest exited with code {0}")]
     Exit(i32),
+    /// The call's deadline ([`Caller::deadline`]) passed while the host
+    /// function waited for the guest (WASI `poll_oneoff`); reported as
+    /// [`TrapReason::Deadline`], as for a runaway guest.
+    #[error("deadline exceeded")]
+    Deadline,
     /// A guest call made from inside the host function trapped.
     #[error("nested guest call failed: {0}")]
     Nested(Box<Trap>),
@@ -516,6 +522,12 @@ pub trait Caller {
     /// The instance's WASI stdout/stderr line buffers (flushed by the engine
     /// when an outermost guest call returns and when the instance is dropped).
     fn stdio(&mut self) -> &mut wasi::StdioLines;
+    /// When the running outermost call reaches [`Limits::call_deadline`]
+    /// (`None` outside a call). A host function that waits (WASI
+    /// `poll_oneoff`) waits at most until then and fails with
+    /// [`HostError::Deadline`]: the engines interrupt guest code, not a host
+    /// function sleeping on the guest's behalf.
+    fn deadline(&self) -> Option<Instant>;
 
     /// Reads `len` bytes at `ptr` into a new vector.
     fn read(&self, ptr: u32, len: u32) -> Result<Vec<u8>, HostError> {

@@ -21,6 +21,7 @@ use wasmtime::{
 };
 
 use crate::cache::CacheEntry;
+use crate::coarse;
 use crate::wasi::StdioLines;
 use crate::{
     check_call, check_range, compile_input, next_instance_id, prepare, run_start_section,
@@ -51,6 +52,7 @@ impl WtEngine {
             opts,
             engines: Mutex::new(HashMap::new()),
         });
+        coarse::refresh();
         // Fail early on a bad configuration.
         let defaults = crate::Limits::default();
         engine_for(
@@ -70,6 +72,7 @@ impl WtEngine {
                 loop {
                     std::thread::sleep(TICK);
                     let Some(s) = weak.upgrade() else { break };
+                    coarse::refresh();
                     let target = start.elapsed().as_nanos() / TICK.as_nanos();
                     let delta = target.saturating_sub(done).min(100_000);
                     done = target;
@@ -164,6 +167,7 @@ fn map_err(err: &wasmtime::Error, export: &str) -> Trap {
     let reason = if let Some(h) = err.downcast_ref::<HostError>() {
         match h {
             HostError::Exit(c) => TrapReason::Exit(*c),
+            HostError::Deadline => TrapReason::Deadline,
             HostError::Nested(t) => t.reason.clone(),
             other => TrapReason::HostError(other.to_string()),
         }
@@ -212,6 +216,9 @@ struct WtData {
     limiter: MemLimiter,
     memory: Option<Memory>,
     instance: Option<wasmtime::Instance>,
+    /// Wall-clock deadline of the running outermost call in [`coarse`]
+    /// units (0: none), for host functions that wait ([`Caller::deadline`]).
+    deadline: u64,
 }
 
 struct WtCaller<'a, 'b> {
@@ -260,6 +267,12 @@ impl Caller for WtCaller<'_, '_> {
     }
     fn stdio(&mut self) -> &mut StdioLines {
         &mut self.c.data_mut().stdio
+    }
+    fn deadline(&self) -> Option<Instant> {
+        match self.c.data().deadline {
+            0 => None,
+            d => Some(coarse::instant(d)),
+        }
     }
 }
 
@@ -418,6 +431,14 @@ fn deadline_ticks(d: Duration) -> u64 {
     (d.as_nanos().div_ceil(TICK.as_nanos()) as u64) + 2
 }
 
+/// The call deadline as host functions see it, added to the coarse clock
+/// when a call starts: the clock may lag by a tick, so one tick is added (as
+/// the epoch deadline adds two); a waiting host function returns no earlier
+/// than about `d` after the call started.
+fn deadline_nanos(d: Duration) -> u64 {
+    (d + TICK).as_nanos().min(u64::MAX as u128 / 2) as u64
+}
+
 struct WtModule {
     /// Keeps the epoch ticker alive while the module exists.
     shared: Arc<Shared>,
@@ -460,6 +481,7 @@ impl CompiledModule for WtModule {
                 },
                 memory: None,
                 instance: None,
+                deadline: 0,
             },
         );
         store.limiter(|d| &mut d.limiter);
@@ -480,6 +502,7 @@ impl CompiledModule for WtModule {
             id: next_instance_id(),
             poisoned: false,
             deadline_ticks: self.deadline_ticks,
+            deadline_nanos: deadline_nanos(self.limits.call_deadline),
             _shared: self.shared.clone(),
         });
         if self.start {
@@ -509,6 +532,8 @@ struct WtInstance {
     id: u64,
     poisoned: bool,
     deadline_ticks: u64,
+    /// [`Limits::call_deadline`] plus a tick, see [`deadline_nanos`].
+    deadline_nanos: u64,
     /// Keeps the epoch ticker alive while the instance exists.
     _shared: Arc<Shared>,
 }
@@ -576,6 +601,7 @@ impl Instance for WtInstance {
         }
         check_call(KIND, f, args, results)?;
         self.store.set_epoch_deadline(self.deadline_ticks);
+        self.store.data_mut().deadline = coarse::now() + self.deadline_nanos;
         let st = &mut self.store;
         let r = match &self.funcs[f.index] {
             WtFunc::VV(t) => t.call(st, ()),
