@@ -556,7 +556,18 @@ pub trait Caller {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct EngineOptions {
     /// Directory for compiled artifacts; `None` disables the cache.
+    ///
+    /// Loaded artifacts are native code, so the directory must be writable
+    /// by the current user alone: a missing one is created with mode 0700;
+    /// an existing one owned by another user or writable by group or others
+    /// is not used (the engine logs a warning and compiles every module),
+    /// and files in it that another user owns are never loaded.
     pub cache_dir: Option<PathBuf>,
+    /// Most bytes of artifacts kept in [`EngineOptions::cache_dir`]; past it,
+    /// each store removes the oldest artifacts (by modification time). An
+    /// artifact larger than the cap is not kept. Default
+    /// [`DEFAULT_CACHE_MAX_BYTES`].
+    pub cache_max_bytes: u64,
     /// wasmtime only: use the pooling instance allocator (fast instantiation;
     /// reserves virtual memory for `pool_instances` slots up front).
     pub pooling: bool,
@@ -578,12 +589,17 @@ impl Default for EngineOptions {
     fn default() -> Self {
         EngineOptions {
             cache_dir: None,
+            cache_max_bytes: DEFAULT_CACHE_MAX_BYTES,
             pooling: true,
             pool_instances: 128,
             pool_max_memory_bytes: MAX_MEMORY_BYTES,
         }
     }
 }
+
+/// Default [`EngineOptions::cache_max_bytes`]: 1 GiB, room for hundreds of
+/// compiled plugins (a large one, such as the Coraza WAF, compiles to tens of MiB).
+pub const DEFAULT_CACHE_MAX_BYTES: u64 = 1 << 30;
 
 /// A process-wide engine. Object safe; share it as `Arc<dyn Engine>`.
 pub trait Engine: Send + Sync {
@@ -687,14 +703,24 @@ pub trait Instance: Send {
     }
 }
 
-/// Creates an engine of the given kind.
+/// Creates an engine of the given kind. A cache directory that cannot be
+/// created or is not safe to load from (see [`EngineOptions::cache_dir`])
+/// is logged and left unused; it never fails the engine.
 pub fn new_engine(kind: EngineKind, opts: EngineOptions) -> Result<Arc<dyn Engine>, EngineError> {
-    if let Some(dir) = &opts.cache_dir {
-        std::fs::create_dir_all(dir)?;
-    }
+    let cache = opts.cache_dir.as_ref().and_then(|dir| {
+        cache::Cache::open(dir, opts.cache_max_bytes)
+            .map_err(|e| {
+                tracing::warn!(
+                    target: "wasmgate::cache",
+                    dir = %dir.display(),
+                    "compile cache not used: {e}; plugins are compiled at every start"
+                )
+            })
+            .ok()
+    });
     match kind {
-        EngineKind::Wasmtime => Ok(Arc::new(wasmtime_backend::WtEngine::new(opts)?)),
-        EngineKind::Wasmer => Ok(Arc::new(wasmer_backend::WmEngine::new(opts)?)),
+        EngineKind::Wasmtime => Ok(Arc::new(wasmtime_backend::WtEngine::new(opts, cache)?)),
+        EngineKind::Wasmer => Ok(Arc::new(wasmer_backend::WmEngine::new(opts, cache)?)),
     }
 }
 

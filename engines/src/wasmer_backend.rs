@@ -27,7 +27,7 @@ use wasmer::{
     RuntimeError, Store, TableType, Type, TypedFunction, Value,
 };
 
-use crate::cache::CacheEntry;
+use crate::cache::Cache;
 use crate::coarse;
 use crate::wasi::StdioLines;
 use crate::{
@@ -76,11 +76,13 @@ struct Watchdog {
 pub(crate) struct WmEngine {
     engine: wasmer::Engine,
     opts: EngineOptions,
+    /// The compile cache, if its directory is safe to use.
+    cache: Option<Cache>,
     watchdog: Arc<Watchdog>,
 }
 
 impl WmEngine {
-    pub(crate) fn new(opts: EngineOptions) -> Result<Self, EngineError> {
+    pub(crate) fn new(opts: EngineOptions, cache: Option<Cache>) -> Result<Self, EngineError> {
         let engine = wasmer::Engine::from(wasmer::sys::Cranelift::default());
         coarse::refresh();
         let watchdog = Arc::new(Watchdog {
@@ -108,6 +110,7 @@ impl WmEngine {
         Ok(WmEngine {
             engine,
             opts,
+            cache,
             watchdog,
         })
     }
@@ -402,16 +405,20 @@ impl crate::Engine for WmEngine {
                 wasm_stack_size: Some(limits.max_stack_bytes + HOST_STACK_MARGIN),
             },
         });
-        let entry = self.opts.cache_dir.as_ref().map(|d| {
-            CacheEntry::new(
-                d,
+        let entry = self.cache.as_ref().map(|c| {
+            c.entry(
                 "wasmer",
                 &format!("{} {}", info.sha256, fingerprint(&limits)),
             )
         });
-        // SAFETY: the artifact was written by `Module::serialize` of this
-        // engine and version, and its key and checksum were verified by
-        // `CacheEntry::load` before it reaches the deserializer.
+        // SAFETY: `Module::deserialize` runs the artifact's code unchecked, so
+        // it must come from `Module::serialize` of this wasmer version and
+        // these options. `Cache::open` only uses a directory that this user
+        // alone can write, `CacheEntry::load` only reads files this user owns,
+        // so only this user's processes wrote it; the key in the file (and
+        // its name) covers the module hash, wasmer version, architecture and
+        // compile-relevant limits (`fingerprint`), and the checksum rules out
+        // torn or corrupted writes.
         let cached = entry
             .as_ref()
             .and_then(|e| e.load())

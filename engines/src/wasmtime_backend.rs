@@ -20,7 +20,7 @@ use wasmtime::{
     PoolingAllocationConfig, ResourceLimiter, Store, TypedFunc, ValRaw,
 };
 
-use crate::cache::CacheEntry;
+use crate::cache::Cache;
 use crate::coarse;
 use crate::wasi::StdioLines;
 use crate::{
@@ -38,6 +38,8 @@ pub(crate) const TICK: Duration = Duration::from_millis(5);
 
 struct Shared {
     opts: EngineOptions,
+    /// The compile cache, if its directory is safe to use.
+    cache: Option<Cache>,
     /// By (stack limit, memory class).
     engines: Mutex<HashMap<(usize, u64), wasmtime::Engine>>,
 }
@@ -47,9 +49,10 @@ pub(crate) struct WtEngine {
 }
 
 impl WtEngine {
-    pub(crate) fn new(opts: EngineOptions) -> Result<Self, EngineError> {
+    pub(crate) fn new(opts: EngineOptions, cache: Option<Cache>) -> Result<Self, EngineError> {
         let shared = Arc::new(Shared {
             opts,
+            cache,
             engines: Mutex::new(HashMap::new()),
         });
         coarse::refresh();
@@ -313,9 +316,8 @@ impl crate::Engine for WtEngine {
             engine: KIND,
             message: format!("{e:#}"),
         };
-        let entry = opts.cache_dir.as_ref().map(|d| {
-            CacheEntry::new(
-                d,
+        let entry = self.shared.cache.as_ref().map(|c| {
+            c.entry(
                 "wasmtime",
                 &format!(
                     "{} {}",
@@ -324,9 +326,15 @@ impl crate::Engine for WtEngine {
                 ),
             )
         });
-        // SAFETY: the artifact was written by `Module::serialize` of this
-        // engine configuration and its checksum and key were verified by
-        // `CacheEntry::load`; wasmtime additionally checks its own header.
+        // SAFETY: `Module::deserialize` runs the artifact's code unchecked, so
+        // it must come from `Module::serialize` of this wasmtime version and
+        // configuration. `Cache::open` only uses a directory that this user
+        // alone can write, `CacheEntry::load` only reads files this user owns,
+        // so only this user's processes wrote it; the key in the file (and
+        // its name) covers the module hash, wasmtime version and every
+        // compile-relevant option (`fingerprint`), and the checksum rules out
+        // torn or corrupted writes. wasmtime also checks its own header
+        // (version and configuration) before using it.
         let cached = entry
             .as_ref()
             .and_then(|e| e.load())

@@ -766,6 +766,100 @@ fn cache(kind: EngineKind) {
 }
 parity!(cache);
 
+/// A cache directory others can write, or another user owns, is not used;
+/// compiling still works and writes nothing there.
+fn cache_refuses_untrusted_dirs(kind: EngineKind) {
+    use std::os::unix::fs::PermissionsExt;
+    let host = Arc::new(HostFunctions::new());
+    let compile_in = |dir: &std::path::Path| {
+        let e = new_engine(
+            kind,
+            EngineOptions {
+                cache_dir: Some(dir.to_path_buf()),
+                pool_instances: 4,
+                ..EngineOptions::default()
+            },
+        )
+        .unwrap();
+        for _ in 0..2 {
+            let m = e
+                .compile(TYPES_WAT.as_bytes(), host.clone(), Limits::default())
+                .unwrap();
+            assert!(!m.loaded_from_cache());
+            let mut i = m.instantiate(Box::new(())).unwrap();
+            assert_eq!(call1(i.as_mut(), "const_i32", &[]).unwrap(), Val::I32(42));
+        }
+        assert_eq!(
+            std::fs::read_dir(dir).unwrap().count(),
+            0,
+            "wrote into {dir:?}"
+        );
+    };
+    for mode in [0o770, 0o777] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(mode)).unwrap();
+        compile_in(dir.path());
+    }
+    // chown needs root; as another user the unit tests cover the check.
+    let dir = tempfile::tempdir().unwrap();
+    if std::os::unix::fs::chown(dir.path(), Some(65534), Some(65534)).is_ok() {
+        compile_in(dir.path());
+    }
+}
+parity!(cache_refuses_untrusted_dirs);
+
+/// The cache directory is created private, and artifacts beyond the cap are
+/// evicted oldest first.
+fn cache_is_private_and_capped(kind: EngineKind) {
+    use std::os::unix::fs::MetadataExt;
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("wasmgate");
+    let opts = EngineOptions {
+        cache_dir: Some(dir.clone()),
+        pool_instances: 4,
+        ..EngineOptions::default()
+    };
+    let host = Arc::new(HostFunctions::new());
+    let e = new_engine(kind, opts.clone()).unwrap();
+    assert_eq!(std::fs::metadata(&dir).unwrap().mode() & 0o777, 0o700);
+    e.compile(TYPES_WAT.as_bytes(), host.clone(), Limits::default())
+        .unwrap();
+    let first = cache_files(&dir);
+    assert_eq!(first.len(), 1);
+    let size = std::fs::metadata(&first[0]).unwrap().len();
+    // Room for one and a half artifacts: each store keeps only the newest.
+    let e = new_engine(
+        kind,
+        EngineOptions {
+            cache_max_bytes: size * 3 / 2,
+            ..opts
+        },
+    )
+    .unwrap();
+    let stack = |kib: usize| Limits {
+        max_stack_bytes: kib << 10,
+        ..Limits::default()
+    };
+    for kib in [256, 384] {
+        let m = e
+            .compile(TYPES_WAT.as_bytes(), host.clone(), stack(kib))
+            .unwrap();
+        assert!(!m.loaded_from_cache());
+        let now = cache_files(&dir);
+        assert_eq!(now.len(), 1, "{now:?}");
+        assert!(!now.contains(&first[0]), "the oldest stays: {now:?}");
+        assert!(e
+            .compile(TYPES_WAT.as_bytes(), host.clone(), stack(kib))
+            .unwrap()
+            .loaded_from_cache());
+    }
+    assert!(!e
+        .compile(TYPES_WAT.as_bytes(), host.clone(), Limits::default())
+        .unwrap()
+        .loaded_from_cache());
+}
+parity!(cache_is_private_and_capped);
+
 const WASI_WAT: &str = r#"(module
   (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
   (import "wasi_snapshot_preview1" "clock_time_get" (func $clock (param i32 i64 i32) (result i32)))
