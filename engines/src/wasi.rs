@@ -7,8 +7,9 @@
 //! ([`StdioLines`]); one `fd_write` takes at most [`MAX_WRITE_BYTES`] (a
 //! short write, as WASI allows); stdin reads as empty. Clocks (realtime,
 //! monotonic) and `random_get` work. `poll_oneoff` sleeps on clock
-//! subscriptions (Go's and TinyGo's `time.Sleep`), at most until the call's
-//! deadline ([`poll_oneoff`](fn@poll_oneoff)). `proc_exit(code)` unwinds the guest with
+//! subscriptions (Go's and TinyGo's `time.Sleep`) at most until the call's
+//! deadline ([`crate::Caller::deadline`]), then fails the call with
+//! [`HostError::Deadline`]. `proc_exit(code)` unwinds the guest with
 //! [`HostError::Exit`], reported as [`crate::TrapReason::Exit`]; `Exit(0)`
 //! from `_start` is success (see [`crate::Trap::is_success_exit`]).
 //!
@@ -559,7 +560,8 @@ fn sleep_until(t: Instant) {
 /// `fd_read` on stdin and `fd_write` on stdout/stderr are ready at once,
 /// other descriptors are ready at once with `BADF`, the CPU-time clocks with
 /// `NOTSUP` and unknown clocks with `INVAL` (per-event errors, as
-/// wasi-common reported them). With nothing ready at once, the call sleeps
+/// wasi-common reported them; wasmtime-wasi's preview 1 fails the whole call
+/// with that errno instead, which leaves the guest no other event). With nothing ready at once, the call sleeps
 /// until the earliest clock, then reports every subscription that is ready
 /// (`nevents` counts only those). A wait that would end past the guest
 /// call's deadline ([`Caller::deadline`]) sleeps until the deadline and
