@@ -231,7 +231,10 @@ impl PluginCatalog {
                  put the plugin under plugins-local and declare it in experimental.localPlugins or plugins",
             ));
         }
-        let engines = Engines::new(cache_dir(loaded));
+        let mut engines = Engines::new(cache_dir(loaded));
+        if let Some(max) = loaded.config.cache.max_size_bytes {
+            engines = engines.with_cache_max_bytes(max);
+        }
         let mut compiled = BTreeMap::new();
         for (name, source) in plugins {
             let path = if loaded.config.plugins.contains_key(&name) {

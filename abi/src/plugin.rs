@@ -110,6 +110,7 @@ pub enum PluginError {
 /// Engines by kind, created on first use and shared by every plugin.
 pub struct Engines {
     cache_dir: Option<PathBuf>,
+    cache_max_bytes: u64,
     engines: Mutex<HashMap<EngineKind, Arc<dyn Engine>>>,
 }
 
@@ -118,8 +119,16 @@ impl Engines {
     pub fn new(cache_dir: Option<PathBuf>) -> Self {
         Engines {
             cache_dir,
+            cache_max_bytes: wasmgate_engines::DEFAULT_CACHE_MAX_BYTES,
             engines: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Caps the bytes the disk cache keeps (see
+    /// [`EngineOptions::cache_max_bytes`]); engines created afterwards use it.
+    pub fn with_cache_max_bytes(mut self, max_bytes: u64) -> Self {
+        self.cache_max_bytes = max_bytes;
+        self
     }
 
     /// The engine of `kind`.
@@ -132,6 +141,7 @@ impl Engines {
             kind,
             EngineOptions {
                 cache_dir: self.cache_dir.clone(),
+                cache_max_bytes: self.cache_max_bytes,
                 // Every middleware's pool draws on the engine's slots; room for many middlewares.
                 // The slots reserve address space, not memory.
                 pool_instances: 1024,

@@ -26,9 +26,10 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 mod cache;
+mod coarse;
 mod info;
 pub mod pool;
 mod start;
@@ -294,6 +295,11 @@ pub enum HostError {
     /// reported as [`TrapReason::Exit`].
     #[error("guest exited with code {0}")]
     Exit(i32),
+    /// The call's deadline ([`Caller::deadline`]) passed while the host
+    /// function waited for the guest (WASI `poll_oneoff`); reported as
+    /// [`TrapReason::Deadline`], as for a runaway guest.
+    #[error("deadline exceeded")]
+    Deadline,
     /// A guest call made from inside the host function trapped.
     #[error("nested guest call failed: {0}")]
     Nested(Box<Trap>),
@@ -516,6 +522,12 @@ pub trait Caller {
     /// The instance's WASI stdout/stderr line buffers (flushed by the engine
     /// when an outermost guest call returns and when the instance is dropped).
     fn stdio(&mut self) -> &mut wasi::StdioLines;
+    /// When the running outermost call reaches [`Limits::call_deadline`]
+    /// (`None` outside a call). A host function that waits (WASI
+    /// `poll_oneoff`) waits at most until then and fails with
+    /// [`HostError::Deadline`]: the engines interrupt guest code, not a host
+    /// function sleeping on the guest's behalf.
+    fn deadline(&self) -> Option<Instant>;
 
     /// Reads `len` bytes at `ptr` into a new vector.
     fn read(&self, ptr: u32, len: u32) -> Result<Vec<u8>, HostError> {
@@ -544,7 +556,18 @@ pub trait Caller {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct EngineOptions {
     /// Directory for compiled artifacts; `None` disables the cache.
+    ///
+    /// Loaded artifacts are native code, so the directory must be writable
+    /// by the current user alone: a missing one is created with mode 0700;
+    /// an existing one owned by another user or writable by group or others
+    /// is not used (the engine logs a warning and compiles every module),
+    /// and files in it that another user owns are never loaded.
     pub cache_dir: Option<PathBuf>,
+    /// Most bytes of artifacts kept in [`EngineOptions::cache_dir`]; past it,
+    /// each store removes the oldest artifacts (by modification time). An
+    /// artifact larger than the cap is not kept. Default
+    /// [`DEFAULT_CACHE_MAX_BYTES`].
+    pub cache_max_bytes: u64,
     /// wasmtime only: use the pooling instance allocator (fast instantiation;
     /// reserves virtual memory for `pool_instances` slots up front).
     pub pooling: bool,
@@ -566,12 +589,17 @@ impl Default for EngineOptions {
     fn default() -> Self {
         EngineOptions {
             cache_dir: None,
+            cache_max_bytes: DEFAULT_CACHE_MAX_BYTES,
             pooling: true,
             pool_instances: 128,
             pool_max_memory_bytes: MAX_MEMORY_BYTES,
         }
     }
 }
+
+/// Default [`EngineOptions::cache_max_bytes`]: 1 GiB, room for hundreds of
+/// compiled plugins (a large one, such as the Coraza WAF, compiles to tens of MiB).
+pub const DEFAULT_CACHE_MAX_BYTES: u64 = 1 << 30;
 
 /// A process-wide engine. Object safe; share it as `Arc<dyn Engine>`.
 pub trait Engine: Send + Sync {
@@ -675,14 +703,24 @@ pub trait Instance: Send {
     }
 }
 
-/// Creates an engine of the given kind.
+/// Creates an engine of the given kind. A cache directory that cannot be
+/// created or is not safe to load from (see [`EngineOptions::cache_dir`])
+/// is logged and left unused; it never fails the engine.
 pub fn new_engine(kind: EngineKind, opts: EngineOptions) -> Result<Arc<dyn Engine>, EngineError> {
-    if let Some(dir) = &opts.cache_dir {
-        std::fs::create_dir_all(dir)?;
-    }
+    let cache = opts.cache_dir.as_ref().and_then(|dir| {
+        cache::Cache::open(dir, opts.cache_max_bytes)
+            .map_err(|e| {
+                tracing::warn!(
+                    target: "wasmgate::cache",
+                    dir = %dir.display(),
+                    "compile cache not used: {e}; plugins are compiled at every start"
+                )
+            })
+            .ok()
+    });
     match kind {
-        EngineKind::Wasmtime => Ok(Arc::new(wasmtime_backend::WtEngine::new(opts)?)),
-        EngineKind::Wasmer => Ok(Arc::new(wasmer_backend::WmEngine::new(opts)?)),
+        EngineKind::Wasmtime => Ok(Arc::new(wasmtime_backend::WtEngine::new(opts, cache)?)),
+        EngineKind::Wasmer => Ok(Arc::new(wasmer_backend::WmEngine::new(opts, cache)?)),
     }
 }
 

@@ -2,12 +2,14 @@
 //!
 //! It grants nothing: no files, preopens, arguments, environment or sockets;
 //! those calls return the proper errno (`BADF` for descriptors that do not
-//! exist, `NOTCAPABLE` for operations stdio lacks the right for, `NOTSUP`
-//! for `poll_oneoff`). stdout and stderr go to a caller-supplied
-//! [`LogSink`] one line at a time ([`StdioLines`]); one `fd_write` takes at
-//! most [`MAX_WRITE_BYTES`] (a short write, as WASI allows); stdin reads as
-//! empty. Clocks (realtime, monotonic) and
-//! `random_get` work. `proc_exit(code)` unwinds the guest with
+//! exist, `NOTCAPABLE` for operations stdio lacks the right for). stdout and
+//! stderr go to a caller-supplied [`LogSink`] one line at a time
+//! ([`StdioLines`]); one `fd_write` takes at most [`MAX_WRITE_BYTES`] (a
+//! short write, as WASI allows); stdin reads as empty. Clocks (realtime,
+//! monotonic) and `random_get` work. `poll_oneoff` sleeps on clock
+//! subscriptions (Go's and TinyGo's `time.Sleep`) at most until the call's
+//! deadline ([`crate::Caller::deadline`]), then fails the call with
+//! [`HostError::Deadline`]. `proc_exit(code)` unwinds the guest with
 //! [`HostError::Exit`], reported as [`crate::TrapReason::Exit`]; `Exit(0)`
 //! from `_start` is success (see [`crate::Trap::is_success_exit`]).
 //!
@@ -15,7 +17,7 @@
 //! `wasi_unstable`.
 
 use std::sync::{Arc, LazyLock};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::{Caller, FuncType, HostError, HostFunctions, Val, ValType};
 
@@ -140,6 +142,20 @@ const RIGHT_FD_READ: u64 = 1 << 1;
 const RIGHT_FD_WRITE: u64 = 1 << 6;
 const FILETYPE_CHARACTER_DEVICE: u8 = 2;
 
+fn realtime_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// Offset of the monotonic clock, so a guest never reads 0.
+const MONO_OFFSET: u64 = 1_000_000_000;
+
+fn monotonic_nanos() -> u64 {
+    MONO_BASE.elapsed().as_nanos() as u64 + MONO_OFFSET
+}
+
 fn fault(_: HostError) -> i32 {
     errno::FAULT
 }
@@ -225,12 +241,8 @@ pub fn functions(sink: LogSink) -> HostFunctions {
         &[I32, I64, I32],
         Arc::new(|c, a| {
             let t = match i(a, 0) {
-                0 => SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map(|d| d.as_nanos() as u64)
-                    .unwrap_or(0),
-                // Offset by one second so a guest never sees 0.
-                1 => MONO_BASE.elapsed().as_nanos() as u64 + 1_000_000_000,
+                0 => realtime_nanos(),
+                1 => monotonic_nanos(),
                 2 | 3 => return Ok(errno::NOTSUP),
                 _ => return Ok(errno::INVAL),
             };
@@ -354,11 +366,7 @@ pub fn functions(sink: LogSink) -> HostFunctions {
         }),
     );
     def("sched_yield", &[], nothing);
-    def(
-        "poll_oneoff",
-        &[I32, I32, I32, I32],
-        Arc::new(|_, _| Ok(errno::NOTSUP)),
-    );
+    def("poll_oneoff", &[I32, I32, I32, I32], Arc::new(poll_oneoff));
     def("proc_raise", &[I32], Arc::new(|_, _| Ok(errno::NOSYS)));
 
     // File-descriptor operations that need a capability stdio lacks.
@@ -428,4 +436,222 @@ pub fn functions(sink: LogSink) -> HostFunctions {
         });
     }
     table
+}
+
+/// Size of a preview 1 `subscription` in guest memory.
+const SUBSCRIPTION_SIZE: u64 = 48;
+/// Size of a preview 1 `event` in guest memory.
+const EVENT_SIZE: u64 = 32;
+const EVENTTYPE_CLOCK: u8 = 0;
+const EVENTTYPE_FD_READ: u8 = 1;
+const EVENTTYPE_FD_WRITE: u8 = 2;
+const SUBCLOCKFLAGS_ABSTIME: u16 = 1;
+/// Subscriptions `poll_oneoff` decodes between two looks at the deadline, so
+/// a huge subscription array cannot keep a host call running past it.
+const DEADLINE_STRIDE: u32 = 1024;
+
+/// When one subscription is ready.
+enum Ready {
+    /// At this instant; `None` is never (a timeout past what `Instant` holds).
+    At(Option<Instant>),
+    /// At once, with this errno and `nbytes` (stdio, unsupported clocks).
+    Now { error: i32, nbytes: u64 },
+}
+
+/// One decoded subscription.
+struct Subscription {
+    userdata: u64,
+    tag: u8,
+    ready: Ready,
+}
+
+/// The time every subscription of one `poll_oneoff` is measured from.
+struct PollStart {
+    now: Instant,
+    realtime: u64,
+}
+
+fn le_u64(b: &[u8], at: usize) -> u64 {
+    let mut v = [0; 8];
+    v.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(v)
+}
+
+/// Decodes subscription `k` of the array at `base` (its bounds were checked);
+/// `None` for an unknown tag (the whole call fails with `INVAL`).
+fn read_subscription(
+    c: &dyn Caller,
+    base: u32,
+    k: u32,
+    start: &PollStart,
+) -> Result<Option<Subscription>, HostError> {
+    let mut b = [0u8; SUBSCRIPTION_SIZE as usize];
+    c.read_into(base + k * SUBSCRIPTION_SIZE as u32, &mut b)?;
+    let userdata = le_u64(&b, 0);
+    let tag = b[8];
+    // The union starts at 16: a clock's id, or an fd_read/fd_write's fd.
+    let id = u32::from_le_bytes([b[16], b[17], b[18], b[19]]);
+    let ready = match tag {
+        EVENTTYPE_CLOCK => {
+            let timeout = le_u64(&b, 24);
+            let abstime = u16::from_le_bytes([b[40], b[41]]) & SUBCLOCKFLAGS_ABSTIME != 0;
+            let at = |base: Instant, nanos: u64| {
+                Ready::At(base.checked_add(Duration::from_nanos(nanos)))
+            };
+            match (id, abstime) {
+                (0 | 1, false) => at(start.now, timeout),
+                (0, true) => at(start.now, timeout.saturating_sub(start.realtime)),
+                // The guest's monotonic readings are MONO_BASE + elapsed + offset.
+                (1, true) => at(*MONO_BASE, timeout.saturating_sub(MONO_OFFSET)),
+                // The CPU-time clocks, as clock_time_get answers them.
+                (2 | 3, _) => Ready::Now {
+                    error: errno::NOTSUP,
+                    nbytes: 0,
+                },
+                _ => Ready::Now {
+                    error: errno::INVAL,
+                    nbytes: 0,
+                },
+            }
+        }
+        // stdin is empty (reads return EOF at once) and stdout/stderr take
+        // every write, so both are ready now; `nbytes` 1 as wasmtime reports.
+        EVENTTYPE_FD_READ | EVENTTYPE_FD_WRITE => {
+            let ok = if tag == EVENTTYPE_FD_READ {
+                id == 0
+            } else {
+                id == 1 || id == 2
+            };
+            Ready::Now {
+                error: if ok { errno::SUCCESS } else { errno::BADF },
+                nbytes: ok as u64,
+            }
+        }
+        _ => return Ok(None),
+    };
+    Ok(Some(Subscription {
+        userdata,
+        tag,
+        ready,
+    }))
+}
+
+fn past(deadline: Option<Instant>) -> bool {
+    deadline.is_some_and(|d| Instant::now() >= d)
+}
+
+/// Blocks the calling thread until `t`. Host functions are synchronous, so
+/// this holds the worker thread that runs the guest call for as long as the
+/// guest sleeps (at most its call deadline); a later redesign moves guest
+/// calls off the async workers.
+fn sleep_until(t: Instant) {
+    loop {
+        let now = Instant::now();
+        if now >= t {
+            return;
+        }
+        std::thread::sleep(t - now);
+    }
+}
+
+/// `poll_oneoff(in, out, nsubscriptions, nevents) -> errno`, WASI preview 1.
+///
+/// Clock subscriptions (realtime and monotonic, relative or absolute) wait;
+/// `fd_read` on stdin and `fd_write` on stdout/stderr are ready at once,
+/// other descriptors are ready at once with `BADF`, the CPU-time clocks with
+/// `NOTSUP` and unknown clocks with `INVAL` (per-event errors, as
+/// wasi-common reported them; wasmtime-wasi's preview 1 fails the whole call
+/// with that errno instead, which leaves the guest no other event). With nothing ready at once, the call sleeps
+/// until the earliest clock, then reports every subscription that is ready
+/// (`nevents` counts only those). A wait that would end past the guest
+/// call's deadline ([`Caller::deadline`]) sleeps until the deadline and
+/// fails with [`HostError::Deadline`], so a guest sleeping too long stops as
+/// a runaway loop would. `nsubscriptions` 0 or an unknown tag: `INVAL`;
+/// arrays outside memory: `FAULT`.
+fn poll_oneoff(c: &mut dyn Caller, a: &[Val]) -> Result<i32, HostError> {
+    let (subs, events, n, nevents) = (u(a, 0), u(a, 1), u(a, 2), u(a, 3));
+    if n == 0 {
+        return Ok(errno::INVAL);
+    }
+    let size = c.memory_size();
+    if subs as u64 + n as u64 * SUBSCRIPTION_SIZE > size
+        || events as u64 + n as u64 * EVENT_SIZE > size
+        || nevents as u64 + 4 > size
+    {
+        return Ok(errno::FAULT);
+    }
+    let deadline = c.deadline();
+    let start = PollStart {
+        now: Instant::now(),
+        realtime: realtime_nanos(),
+    };
+
+    // Pass 1: the earliest wake-up, unless something is ready at once. The
+    // array is read twice rather than copied, so its size costs no host memory.
+    let mut earliest: Option<Instant> = None;
+    let mut at_once = false;
+    for k in 0..n {
+        if k % DEADLINE_STRIDE == DEADLINE_STRIDE - 1 && past(deadline) {
+            return Err(HostError::Deadline);
+        }
+        let sub = match read_subscription(c, subs, k, &start) {
+            Ok(Some(sub)) => sub,
+            Ok(None) => return Ok(errno::INVAL),
+            Err(_) => return Ok(errno::FAULT),
+        };
+        match sub.ready {
+            Ready::Now { .. } => at_once = true,
+            Ready::At(Some(t)) if t <= start.now => at_once = true,
+            Ready::At(Some(t)) => earliest = Some(earliest.map_or(t, |e| e.min(t))),
+            Ready::At(None) => {}
+        }
+    }
+    if !at_once {
+        match (earliest, deadline) {
+            (Some(t), Some(d)) if t > d => {
+                sleep_until(d);
+                return Err(HostError::Deadline);
+            }
+            (Some(t), _) => sleep_until(t),
+            (None, Some(d)) => {
+                sleep_until(d);
+                return Err(HostError::Deadline);
+            }
+            // Never ready and no deadline to end the wait (outside a guest
+            // call): refused rather than blocking the thread for good.
+            (None, None) => return Ok(errno::INVAL),
+        }
+    }
+
+    // Pass 2: one event per ready subscription, in subscription order.
+    let now = Instant::now();
+    let mut count = 0u32;
+    for k in 0..n {
+        if k % DEADLINE_STRIDE == DEADLINE_STRIDE - 1 && past(deadline) {
+            return Err(HostError::Deadline);
+        }
+        let sub = match read_subscription(c, subs, k, &start) {
+            Ok(Some(sub)) => sub,
+            Ok(None) => return Ok(errno::INVAL),
+            Err(_) => return Ok(errno::FAULT),
+        };
+        let (error, nbytes) = match sub.ready {
+            Ready::Now { error, nbytes } => (error, nbytes),
+            Ready::At(Some(t)) if t <= now => (errno::SUCCESS, 0),
+            Ready::At(_) => continue,
+        };
+        let mut e = [0u8; EVENT_SIZE as usize];
+        e[0..8].copy_from_slice(&sub.userdata.to_le_bytes());
+        e[8..10].copy_from_slice(&(error as u16).to_le_bytes());
+        e[10] = sub.tag;
+        e[16..24].copy_from_slice(&nbytes.to_le_bytes());
+        // flags (u16 at 24) stay 0: no hangup is reported.
+        if c.write(events + count * EVENT_SIZE as u32, &e).is_err() {
+            return Ok(errno::FAULT);
+        }
+        count += 1;
+    }
+    Ok(c.write_u32(nevents, count)
+        .map(|_| errno::SUCCESS)
+        .unwrap_or_else(fault))
 }

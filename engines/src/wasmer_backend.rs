@@ -14,7 +14,7 @@ use std::any::Any;
 use std::collections::HashMap;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use wasmer::sys::vm::{
@@ -27,7 +27,8 @@ use wasmer::{
     RuntimeError, Store, TableType, Type, TypedFunction, Value,
 };
 
-use crate::cache::CacheEntry;
+use crate::cache::Cache;
+use crate::coarse;
 use crate::wasi::StdioLines;
 use crate::{
     check_call, check_range, compile_input, next_instance_id, prepare, run_start_section,
@@ -47,24 +48,16 @@ pub(crate) const TICK: Duration = Duration::from_millis(5);
 /// much deeper on wasmer than on wasmtime.
 const HOST_STACK_MARGIN: usize = 64 << 10;
 
-static BASE: LazyLock<Instant> = LazyLock::new(Instant::now);
-/// A coarse clock the watchdogs advance every tick, so a guest call costs an
-/// atomic load instead of a clock read.
-static COARSE_NOW: AtomicU64 = AtomicU64::new(1);
-
-fn now_nanos() -> u64 {
-    BASE.elapsed().as_nanos() as u64 + 1
-}
-
-/// Deadline for a call starting now: the coarse clock may lag by one tick,
-/// so the guest gets at least `d` and is stopped within about `d + 2 * TICK`.
+/// Deadline for a call starting now, in [`coarse`] units: the coarse clock
+/// may lag by one tick, so the guest gets at least `d` and is stopped within
+/// about `d + 2 * TICK`.
 fn deadline_from_now(d: u64) -> u64 {
-    COARSE_NOW.load(Ordering::Relaxed) + d + TICK.as_nanos() as u64
+    coarse::now() + d + TICK.as_nanos() as u64
 }
 
 /// Deadline state of one store.
 struct Slot {
-    /// Deadline in `now_nanos` units; 0 = no call running.
+    /// Deadline in [`coarse`] units; 0 = no call running.
     deadline: AtomicU64,
     interrupter: wasmer::Interrupter,
 }
@@ -72,7 +65,7 @@ struct Slot {
 impl Slot {
     fn expired(&self) -> bool {
         let d = self.deadline.load(Ordering::Acquire);
-        d != 0 && COARSE_NOW.load(Ordering::Relaxed) >= d
+        d != 0 && coarse::now() >= d
     }
 }
 
@@ -83,13 +76,15 @@ struct Watchdog {
 pub(crate) struct WmEngine {
     engine: wasmer::Engine,
     opts: EngineOptions,
+    /// The compile cache, if its directory is safe to use.
+    cache: Option<Cache>,
     watchdog: Arc<Watchdog>,
 }
 
 impl WmEngine {
-    pub(crate) fn new(opts: EngineOptions) -> Result<Self, EngineError> {
+    pub(crate) fn new(opts: EngineOptions, cache: Option<Cache>) -> Result<Self, EngineError> {
         let engine = wasmer::Engine::from(wasmer::sys::Cranelift::default());
-        COARSE_NOW.fetch_max(now_nanos(), Ordering::Relaxed);
+        coarse::refresh();
         let watchdog = Arc::new(Watchdog {
             slots: Mutex::new(Vec::new()),
         });
@@ -99,7 +94,7 @@ impl WmEngine {
             .spawn(move || loop {
                 std::thread::sleep(TICK);
                 let Some(w) = weak.upgrade() else { break };
-                COARSE_NOW.fetch_max(now_nanos(), Ordering::Relaxed);
+                coarse::refresh();
                 let mut slots = w.slots.lock().unwrap_or_else(|p| p.into_inner());
                 slots.retain(|s| match s.upgrade() {
                     Some(s) => {
@@ -115,6 +110,7 @@ impl WmEngine {
         Ok(WmEngine {
             engine,
             opts,
+            cache,
             watchdog,
         })
     }
@@ -247,6 +243,7 @@ fn map_err(err: RuntimeError, export: &str) -> Trap {
     let reason = if let Some(h) = err.downcast_ref::<HostError>() {
         match h {
             HostError::Exit(c) => TrapReason::Exit(*c),
+            HostError::Deadline => TrapReason::Deadline,
             HostError::Nested(t) => t.reason.clone(),
             other => TrapReason::HostError(other.to_string()),
         }
@@ -321,6 +318,12 @@ impl Caller for WmCaller<'_> {
     }
     fn stdio(&mut self) -> &mut StdioLines {
         &mut self.env.data_mut().stdio
+    }
+    fn deadline(&self) -> Option<Instant> {
+        match self.env.data().slot.deadline.load(Ordering::Acquire) {
+            0 => None,
+            d => Some(coarse::instant(d)),
+        }
     }
 }
 
@@ -402,16 +405,20 @@ impl crate::Engine for WmEngine {
                 wasm_stack_size: Some(limits.max_stack_bytes + HOST_STACK_MARGIN),
             },
         });
-        let entry = self.opts.cache_dir.as_ref().map(|d| {
-            CacheEntry::new(
-                d,
+        let entry = self.cache.as_ref().map(|c| {
+            c.entry(
                 "wasmer",
                 &format!("{} {}", info.sha256, fingerprint(&limits)),
             )
         });
-        // SAFETY: the artifact was written by `Module::serialize` of this
-        // engine and version, and its key and checksum were verified by
-        // `CacheEntry::load` before it reaches the deserializer.
+        // SAFETY: `Module::deserialize` runs the artifact's code unchecked, so
+        // it must come from `Module::serialize` of this wasmer version and
+        // these options. `Cache::open` only uses a directory that this user
+        // alone can write, `CacheEntry::load` only reads files this user owns,
+        // so only this user's processes wrote it; the key in the file (and
+        // its name) covers the module hash, wasmer version, architecture and
+        // compile-relevant limits (`fingerprint`), and the checksum rules out
+        // torn or corrupted writes.
         let cached = entry
             .as_ref()
             .and_then(|e| e.load())

@@ -20,7 +20,8 @@ use wasmtime::{
     PoolingAllocationConfig, ResourceLimiter, Store, TypedFunc, ValRaw,
 };
 
-use crate::cache::CacheEntry;
+use crate::cache::Cache;
+use crate::coarse;
 use crate::wasi::StdioLines;
 use crate::{
     check_call, check_range, compile_input, next_instance_id, prepare, run_start_section,
@@ -37,6 +38,8 @@ pub(crate) const TICK: Duration = Duration::from_millis(5);
 
 struct Shared {
     opts: EngineOptions,
+    /// The compile cache, if its directory is safe to use.
+    cache: Option<Cache>,
     /// By (stack limit, memory class).
     engines: Mutex<HashMap<(usize, u64), wasmtime::Engine>>,
 }
@@ -46,11 +49,13 @@ pub(crate) struct WtEngine {
 }
 
 impl WtEngine {
-    pub(crate) fn new(opts: EngineOptions) -> Result<Self, EngineError> {
+    pub(crate) fn new(opts: EngineOptions, cache: Option<Cache>) -> Result<Self, EngineError> {
         let shared = Arc::new(Shared {
             opts,
+            cache,
             engines: Mutex::new(HashMap::new()),
         });
+        coarse::refresh();
         // Fail early on a bad configuration.
         let defaults = crate::Limits::default();
         engine_for(
@@ -70,6 +75,7 @@ impl WtEngine {
                 loop {
                     std::thread::sleep(TICK);
                     let Some(s) = weak.upgrade() else { break };
+                    coarse::refresh();
                     let target = start.elapsed().as_nanos() / TICK.as_nanos();
                     let delta = target.saturating_sub(done).min(100_000);
                     done = target;
@@ -164,6 +170,7 @@ fn map_err(err: &wasmtime::Error, export: &str) -> Trap {
     let reason = if let Some(h) = err.downcast_ref::<HostError>() {
         match h {
             HostError::Exit(c) => TrapReason::Exit(*c),
+            HostError::Deadline => TrapReason::Deadline,
             HostError::Nested(t) => t.reason.clone(),
             other => TrapReason::HostError(other.to_string()),
         }
@@ -212,6 +219,9 @@ struct WtData {
     limiter: MemLimiter,
     memory: Option<Memory>,
     instance: Option<wasmtime::Instance>,
+    /// Wall-clock deadline of the running outermost call in [`coarse`]
+    /// units (0: none), for host functions that wait ([`Caller::deadline`]).
+    deadline: u64,
 }
 
 struct WtCaller<'a, 'b> {
@@ -261,6 +271,12 @@ impl Caller for WtCaller<'_, '_> {
     fn stdio(&mut self) -> &mut StdioLines {
         &mut self.c.data_mut().stdio
     }
+    fn deadline(&self) -> Option<Instant> {
+        match self.c.data().deadline {
+            0 => None,
+            d => Some(coarse::instant(d)),
+        }
+    }
 }
 
 fn call_dyn(
@@ -300,9 +316,8 @@ impl crate::Engine for WtEngine {
             engine: KIND,
             message: format!("{e:#}"),
         };
-        let entry = opts.cache_dir.as_ref().map(|d| {
-            CacheEntry::new(
-                d,
+        let entry = self.shared.cache.as_ref().map(|c| {
+            c.entry(
                 "wasmtime",
                 &format!(
                     "{} {}",
@@ -311,9 +326,15 @@ impl crate::Engine for WtEngine {
                 ),
             )
         });
-        // SAFETY: the artifact was written by `Module::serialize` of this
-        // engine configuration and its checksum and key were verified by
-        // `CacheEntry::load`; wasmtime additionally checks its own header.
+        // SAFETY: `Module::deserialize` runs the artifact's code unchecked, so
+        // it must come from `Module::serialize` of this wasmtime version and
+        // configuration. `Cache::open` only uses a directory that this user
+        // alone can write, `CacheEntry::load` only reads files this user owns,
+        // so only this user's processes wrote it; the key in the file (and
+        // its name) covers the module hash, wasmtime version and every
+        // compile-relevant option (`fingerprint`), and the checksum rules out
+        // torn or corrupted writes. wasmtime also checks its own header
+        // (version and configuration) before using it.
         let cached = entry
             .as_ref()
             .and_then(|e| e.load())
@@ -418,6 +439,14 @@ fn deadline_ticks(d: Duration) -> u64 {
     (d.as_nanos().div_ceil(TICK.as_nanos()) as u64) + 2
 }
 
+/// The call deadline as host functions see it, added to the coarse clock
+/// when a call starts: the clock may lag by a tick, so one tick is added (as
+/// the epoch deadline adds two); a waiting host function returns no earlier
+/// than about `d` after the call started.
+fn deadline_nanos(d: Duration) -> u64 {
+    (d + TICK).as_nanos().min(u64::MAX as u128 / 2) as u64
+}
+
 struct WtModule {
     /// Keeps the epoch ticker alive while the module exists.
     shared: Arc<Shared>,
@@ -460,6 +489,7 @@ impl CompiledModule for WtModule {
                 },
                 memory: None,
                 instance: None,
+                deadline: 0,
             },
         );
         store.limiter(|d| &mut d.limiter);
@@ -480,6 +510,7 @@ impl CompiledModule for WtModule {
             id: next_instance_id(),
             poisoned: false,
             deadline_ticks: self.deadline_ticks,
+            deadline_nanos: deadline_nanos(self.limits.call_deadline),
             _shared: self.shared.clone(),
         });
         if self.start {
@@ -509,6 +540,8 @@ struct WtInstance {
     id: u64,
     poisoned: bool,
     deadline_ticks: u64,
+    /// [`Limits::call_deadline`] plus a tick, see [`deadline_nanos`].
+    deadline_nanos: u64,
     /// Keeps the epoch ticker alive while the instance exists.
     _shared: Arc<Shared>,
 }
@@ -576,6 +609,7 @@ impl Instance for WtInstance {
         }
         check_call(KIND, f, args, results)?;
         self.store.set_epoch_deadline(self.deadline_ticks);
+        self.store.data_mut().deadline = coarse::now() + self.deadline_nanos;
         let st = &mut self.store;
         let r = match &self.funcs[f.index] {
             WtFunc::VV(t) => t.call(st, ()),

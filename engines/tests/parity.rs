@@ -766,6 +766,100 @@ fn cache(kind: EngineKind) {
 }
 parity!(cache);
 
+/// A cache directory others can write, or another user owns, is not used;
+/// compiling still works and writes nothing there.
+fn cache_refuses_untrusted_dirs(kind: EngineKind) {
+    use std::os::unix::fs::PermissionsExt;
+    let host = Arc::new(HostFunctions::new());
+    let compile_in = |dir: &std::path::Path| {
+        let e = new_engine(
+            kind,
+            EngineOptions {
+                cache_dir: Some(dir.to_path_buf()),
+                pool_instances: 4,
+                ..EngineOptions::default()
+            },
+        )
+        .unwrap();
+        for _ in 0..2 {
+            let m = e
+                .compile(TYPES_WAT.as_bytes(), host.clone(), Limits::default())
+                .unwrap();
+            assert!(!m.loaded_from_cache());
+            let mut i = m.instantiate(Box::new(())).unwrap();
+            assert_eq!(call1(i.as_mut(), "const_i32", &[]).unwrap(), Val::I32(42));
+        }
+        assert_eq!(
+            std::fs::read_dir(dir).unwrap().count(),
+            0,
+            "wrote into {dir:?}"
+        );
+    };
+    for mode in [0o770, 0o777] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(mode)).unwrap();
+        compile_in(dir.path());
+    }
+    // chown needs root; as another user the unit tests cover the check.
+    let dir = tempfile::tempdir().unwrap();
+    if std::os::unix::fs::chown(dir.path(), Some(65534), Some(65534)).is_ok() {
+        compile_in(dir.path());
+    }
+}
+parity!(cache_refuses_untrusted_dirs);
+
+/// The cache directory is created private, and artifacts beyond the cap are
+/// evicted oldest first.
+fn cache_is_private_and_capped(kind: EngineKind) {
+    use std::os::unix::fs::MetadataExt;
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("wasmgate");
+    let opts = EngineOptions {
+        cache_dir: Some(dir.clone()),
+        pool_instances: 4,
+        ..EngineOptions::default()
+    };
+    let host = Arc::new(HostFunctions::new());
+    let e = new_engine(kind, opts.clone()).unwrap();
+    assert_eq!(std::fs::metadata(&dir).unwrap().mode() & 0o777, 0o700);
+    e.compile(TYPES_WAT.as_bytes(), host.clone(), Limits::default())
+        .unwrap();
+    let first = cache_files(&dir);
+    assert_eq!(first.len(), 1);
+    let size = std::fs::metadata(&first[0]).unwrap().len();
+    // Room for one and a half artifacts: each store keeps only the newest.
+    let e = new_engine(
+        kind,
+        EngineOptions {
+            cache_max_bytes: size * 3 / 2,
+            ..opts
+        },
+    )
+    .unwrap();
+    let stack = |kib: usize| Limits {
+        max_stack_bytes: kib << 10,
+        ..Limits::default()
+    };
+    for kib in [256, 384] {
+        let m = e
+            .compile(TYPES_WAT.as_bytes(), host.clone(), stack(kib))
+            .unwrap();
+        assert!(!m.loaded_from_cache());
+        let now = cache_files(&dir);
+        assert_eq!(now.len(), 1, "{now:?}");
+        assert!(!now.contains(&first[0]), "the oldest stays: {now:?}");
+        assert!(e
+            .compile(TYPES_WAT.as_bytes(), host.clone(), stack(kib))
+            .unwrap()
+            .loaded_from_cache());
+    }
+    assert!(!e
+        .compile(TYPES_WAT.as_bytes(), host.clone(), Limits::default())
+        .unwrap()
+        .loaded_from_cache());
+}
+parity!(cache_is_private_and_capped);
+
 const WASI_WAT: &str = r#"(module
   (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
   (import "wasi_snapshot_preview1" "clock_time_get" (func $clock (param i32 i64 i32) (result i32)))
@@ -902,7 +996,7 @@ fn wasi_unstable_links(kind: EngineKind) {
         (i32.store (i32.const 4) (i32.const 2))
         (drop (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 100)))
         (i32.store (i32.const 104) (call $y))
-        (i32.store (i32.const 108) (call $p (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 0)))
+        (i32.store (i32.const 108) (call $p (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0)))
         (i32.store (i32.const 112) (call $s (i32.const 1) (i32.const 200)))
         (i32.store (i32.const 116) (call $ss (i32.const 5) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0)))
         (i32.load (i32.const 100))))"#;
@@ -916,7 +1010,11 @@ fn wasi_unstable_links(kind: EngineKind) {
     assert_eq!(*out.lock().unwrap(), b"hi");
     let i = i.as_ref();
     assert_eq!(read_u32(i, 104), 0);
-    assert_eq!(read_u32(i, 108), wasi::errno::NOTSUP as u32);
+    assert_eq!(
+        read_u32(i, 108),
+        wasi::errno::INVAL as u32,
+        "no subscriptions"
+    );
     assert_eq!(read_u32(i, 112), 0);
     assert_eq!(i.read(200, 1).unwrap()[0], 2, "character device");
     assert_eq!(read_u32(i, 116), wasi::errno::BADF as u32);
@@ -1222,6 +1320,279 @@ fn default_memory_fits_real_plugins(kind: EngineKind) {
     assert!(err.contains("4 GiB"), "{err}");
 }
 parity!(default_memory_fits_real_plugins);
+
+const POLL_WAT: &str = r#"(module
+  (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "clock_time_get" (func $clock (param i32 i64 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "poll") (param i32 i32 i32 i32) (result i32)
+    (call $poll (local.get 0) (local.get 1) (local.get 2) (local.get 3)))
+  ;; The guest's monotonic clock.
+  (func (export "now") (result i64)
+    (drop (call $clock (i32.const 1) (i64.const 0) (i32.const 0)))
+    (i64.load (i32.const 0)))
+)"#;
+
+/// Where the poll tests put subscriptions, events and `nevents`.
+const SUBS: u32 = 1024;
+const EVENTS: u32 = 4096;
+const NEVENTS: u32 = 8192;
+
+/// A clock subscription: (userdata, clock id, timeout ns, abstime).
+fn clock_sub(userdata: u64, id: u32, timeout: u64, abstime: bool) -> [u8; 48] {
+    let mut b = [0u8; 48];
+    b[0..8].copy_from_slice(&userdata.to_le_bytes());
+    b[8] = 0; // tag: clock
+    b[16..20].copy_from_slice(&id.to_le_bytes());
+    b[24..32].copy_from_slice(&timeout.to_le_bytes());
+    b[32..40].copy_from_slice(&1_000u64.to_le_bytes()); // precision: ignored
+    b[40..42].copy_from_slice(&(abstime as u16).to_le_bytes());
+    b
+}
+
+/// An fd_read (tag 1) or fd_write (tag 2) subscription.
+fn fd_sub(userdata: u64, tag: u8, fd: u32) -> [u8; 48] {
+    let mut b = [0u8; 48];
+    b[0..8].copy_from_slice(&userdata.to_le_bytes());
+    b[8] = tag;
+    b[16..20].copy_from_slice(&fd.to_le_bytes());
+    b
+}
+
+/// A decoded event: (userdata, error, type, nbytes, flags).
+type Event = (u64, u16, u8, u64, u16);
+
+/// Writes the subscriptions, calls `poll_oneoff`, returns errno, the events
+/// and how long it took.
+fn poll(i: &mut dyn Instance, subs: &[[u8; 48]]) -> (Result<i32, Trap>, Vec<Event>, Duration) {
+    for (k, sub) in subs.iter().enumerate() {
+        i.write(SUBS + 48 * k as u32, sub).unwrap();
+    }
+    i.write(EVENTS, &[0xEE; 32 * 8]).unwrap();
+    i.write(NEVENTS, &[0xEE; 4]).unwrap();
+    let start = Instant::now();
+    let r = call1(
+        i,
+        "poll",
+        &[
+            Val::I32(SUBS as i32),
+            Val::I32(EVENTS as i32),
+            Val::I32(subs.len() as i32),
+            Val::I32(NEVENTS as i32),
+        ],
+    )
+    .map(|v| v.i32().unwrap());
+    let took = start.elapsed();
+    let mut events = Vec::new();
+    if r == Ok(0) {
+        for k in 0..read_u32(i, NEVENTS) {
+            let e = i.read(EVENTS + 32 * k, 32).unwrap();
+            let u16_at = |at: usize| u16::from_le_bytes([e[at], e[at + 1]]);
+            let u64_at = |at: usize| u64::from_le_bytes(e[at..at + 8].try_into().unwrap());
+            events.push((u64_at(0), u16_at(8), e[10], u64_at(16), u16_at(24)));
+        }
+    }
+    (r, events, took)
+}
+
+fn poll_instance(kind: EngineKind, call_deadline: Duration) -> Box<dyn Instance> {
+    let limits = Limits {
+        call_deadline,
+        ..Limits::default()
+    };
+    compile(kind, POLL_WAT, wasi_host(&StdioLog::default()), limits)
+        .instantiate(Box::new(()))
+        .unwrap()
+}
+
+const MS: u64 = 1_000_000;
+
+/// `time.Sleep` in Go and TinyGo: one relative clock subscription.
+fn poll_relative_sleep(kind: EngineKind) {
+    let mut i = poll_instance(kind, Duration::from_secs(10));
+    for id in [1, 0] {
+        let (r, events, took) = poll(
+            i.as_mut(),
+            &[clock_sub(0xdead_beef_0042, id, 50 * MS, false)],
+        );
+        assert_eq!(r, Ok(0), "clock {id}");
+        assert_eq!(events, vec![(0xdead_beef_0042, 0, 0, 0, 0)], "clock {id}");
+        assert!(
+            took >= Duration::from_millis(50),
+            "clock {id}: woke after {took:?}"
+        );
+        assert!(
+            took < Duration::from_secs(5),
+            "clock {id}: woke after {took:?}"
+        );
+    }
+    // A zero timeout is ready at once.
+    let (r, events, _) = poll(i.as_mut(), &[clock_sub(7, 1, 0, false)]);
+    assert_eq!((r, events), (Ok(0), vec![(7, 0, 0, 0, 0)]));
+    assert!(!i.is_poisoned());
+}
+parity!(poll_relative_sleep);
+
+/// Absolute timeouts, on the guest's own monotonic clock and on realtime.
+fn poll_absolute_sleep(kind: EngineKind) {
+    let mut i = poll_instance(kind, Duration::from_secs(10));
+    let now = call1(i.as_mut(), "now", &[]).unwrap().i64().unwrap() as u64;
+    let (r, events, took) = poll(i.as_mut(), &[clock_sub(1, 1, now + 80 * MS, true)]);
+    assert_eq!((r, events), (Ok(0), vec![(1, 0, 0, 0, 0)]));
+    // Measured from the clock reading, before the call started.
+    assert!(took >= Duration::from_millis(60), "woke after {took:?}");
+    assert!(took < Duration::from_secs(5), "woke after {took:?}");
+    let after = call1(i.as_mut(), "now", &[]).unwrap().i64().unwrap() as u64;
+    assert!(after >= now + 80 * MS, "{after} < {now} + 80 ms");
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let (r, events, took) = poll(i.as_mut(), &[clock_sub(2, 0, wall + 60 * MS, true)]);
+    assert_eq!((r, events), (Ok(0), vec![(2, 0, 0, 0, 0)]));
+    assert!(took >= Duration::from_millis(40), "woke after {took:?}");
+    assert!(took < Duration::from_secs(5), "woke after {took:?}");
+    // A time already past is ready at once.
+    let (r, events, took) = poll(i.as_mut(), &[clock_sub(3, 1, now, true)]);
+    assert_eq!((r, events), (Ok(0), vec![(3, 0, 0, 0, 0)]));
+    assert!(took < Duration::from_secs(1), "{took:?}");
+}
+parity!(poll_absolute_sleep);
+
+/// The earlier of two clocks fires; `nevents` counts only ready subscriptions.
+fn poll_two_clocks(kind: EngineKind) {
+    let mut i = poll_instance(kind, Duration::from_secs(20));
+    let (r, events, took) = poll(
+        i.as_mut(),
+        &[
+            clock_sub(10, 1, 8_000 * MS, false),
+            clock_sub(20, 1, 40 * MS, false),
+        ],
+    );
+    assert_eq!((r, events), (Ok(0), vec![(20, 0, 0, 0, 0)]));
+    assert!(took >= Duration::from_millis(40), "woke after {took:?}");
+    assert!(
+        took < Duration::from_secs(6),
+        "waited for the later clock: {took:?}"
+    );
+    // A clock due at once ends the wait; the other is not reported.
+    let (r, events, took) = poll(
+        i.as_mut(),
+        &[
+            clock_sub(30, 1, 8_000 * MS, false),
+            clock_sub(40, 0, 0, false),
+        ],
+    );
+    assert_eq!((r, events), (Ok(0), vec![(40, 0, 0, 0, 0)]));
+    assert!(took < Duration::from_secs(4), "{took:?}");
+    // Two clocks due: both reported, in subscription order.
+    let (r, events, _) = poll(
+        i.as_mut(),
+        &[clock_sub(50, 0, 0, false), clock_sub(60, 1, 0, false)],
+    );
+    assert_eq!(
+        (r, events),
+        (Ok(0), vec![(50, 0, 0, 0, 0), (60, 0, 0, 0, 0)])
+    );
+}
+parity!(poll_two_clocks);
+
+/// stdio subscriptions are ready at once; bad ones report per-event errors.
+fn poll_stdio_and_errors(kind: EngineKind) {
+    use wasi::errno::{BADF, INVAL, NOTSUP};
+    let mut i = poll_instance(kind, Duration::from_secs(20));
+    let (r, events, took) = poll(
+        i.as_mut(),
+        &[
+            clock_sub(1, 1, 8_000 * MS, false),
+            fd_sub(2, 1, 0),
+            fd_sub(3, 2, 1),
+            fd_sub(4, 2, 2),
+            fd_sub(5, 1, 1),
+            fd_sub(6, 2, 9),
+            clock_sub(7, 2, 0, false),
+            clock_sub(8, 9, 0, false),
+        ],
+    );
+    assert_eq!(r, Ok(0));
+    assert_eq!(
+        events,
+        vec![
+            (2, 0, 1, 1, 0),
+            (3, 0, 2, 1, 0),
+            (4, 0, 2, 1, 0),
+            (5, BADF as u16, 1, 0, 0),
+            (6, BADF as u16, 2, 0, 0),
+            (7, NOTSUP as u16, 0, 0, 0),
+            (8, INVAL as u16, 0, 0, 0),
+        ]
+    );
+    assert!(
+        took < Duration::from_secs(4),
+        "waited for the clock: {took:?}"
+    );
+}
+parity!(poll_stdio_and_errors);
+
+/// A sleep past the call deadline stops at the deadline, as a runaway would.
+fn poll_sleep_past_deadline(kind: EngineKind) {
+    let d = Duration::from_millis(200);
+    let mut i = poll_instance(kind, d);
+    for sub in [
+        clock_sub(1, 1, 10_000 * MS, false),
+        // Beyond what an `Instant` holds: never ready.
+        clock_sub(2, 0, u64::MAX, false),
+    ] {
+        let (r, _, took) = poll(i.as_mut(), &[sub]);
+        let err = r.unwrap_err();
+        assert_eq!(err.reason, TrapReason::Deadline, "{err}");
+        assert_eq!(err.export, "poll");
+        assert!(
+            took >= d - Duration::from_millis(10),
+            "stopped early: {took:?}"
+        );
+        assert!(took < d + Duration::from_secs(2), "stopped late: {took:?}");
+        assert!(i.is_poisoned());
+    }
+}
+parity!(poll_sleep_past_deadline);
+
+/// Bad pointers are FAULT, no subscriptions or an unknown tag INVAL; no trap.
+fn poll_bad_arguments(kind: EngineKind) {
+    use wasi::errno::{FAULT, INVAL};
+    let mut i = poll_instance(kind, Duration::from_secs(10));
+    let call = |i: &mut Box<dyn Instance>, args: [i32; 4]| {
+        let args = args.map(Val::I32);
+        call1(i.as_mut(), "poll", &args).unwrap().i32().unwrap()
+    };
+    let (s, e, n) = (SUBS as i32, EVENTS as i32, NEVENTS as i32);
+    assert_eq!(call(&mut i, [s, e, 0, n]), INVAL, "no subscriptions");
+    assert_eq!(
+        call(&mut i, [65536 - 47, e, 1, n]),
+        FAULT,
+        "subscriptions past memory"
+    );
+    assert_eq!(
+        call(&mut i, [-48, e, 1, n]),
+        FAULT,
+        "subscriptions at the top of the address space"
+    );
+    assert_eq!(
+        call(&mut i, [s, 65536 - 31, 1, n]),
+        FAULT,
+        "events past memory"
+    );
+    assert_eq!(call(&mut i, [s, e, 1, 65533]), FAULT, "nevents past memory");
+    assert_eq!(
+        call(&mut i, [s, e, 0x0800_0000, n]),
+        FAULT,
+        "too many subscriptions"
+    );
+    i.write(SUBS, &fd_sub(1, 3, 0)).unwrap();
+    assert_eq!(call(&mut i, [s, e, 1, n]), INVAL, "unknown tag");
+    assert!(!i.is_poisoned());
+}
+parity!(poll_bad_arguments);
 
 /// Both engines give the same answers for the same guest.
 #[test]

@@ -186,6 +186,16 @@ http:
     }
 
     #[test]
+    fn cache_section() {
+        let text = "cache:\n  dir: c\n  maxSizeBytes: 1048576\n";
+        let c: StaticConfig = parse_yaml(Path::new("c.yaml"), text).unwrap();
+        assert_eq!(c.cache.max_size_bytes, Some(1 << 20));
+        assert!(c.cache.enabled);
+        let c: StaticConfig = parse_yaml(Path::new("c.yaml"), "cache: {}\n").unwrap();
+        assert_eq!(c.cache.max_size_bytes, None);
+    }
+
+    #[test]
     fn unknown_middleware_kind_lists_known_ones() {
         let text = "http:\n  middlewares:\n    a:\n      rateLimit: {}\n";
         let e = parse_yaml::<StaticConfig>(Path::new("c.yaml"), text).unwrap_err();

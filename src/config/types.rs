@@ -45,6 +45,10 @@ pub struct CacheConfig {
     /// Set to false to compile every plugin at every start.
     #[serde(default = "default_true")]
     pub enabled: bool,
+    /// Most bytes of compiled plugins kept; past it the oldest are removed
+    /// (default 1 GiB).
+    #[serde(default)]
+    pub max_size_bytes: Option<u64>,
 }
 
 /// One listening address.
