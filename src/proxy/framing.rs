@@ -198,7 +198,12 @@ impl Tracker {
         }
         self.heads_seen += 1;
         self.state = next;
-        self.head.clear();
+        // A large head split across reads leaves no large buffer behind it.
+        if self.head.capacity() > 16 << 10 {
+            self.head = Vec::new();
+        } else {
+            self.head.clear();
+        }
         (next != State::Off).then_some(len - buffered)
     }
 

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use http::StatusCode;
 use hyper::body::Incoming;
-use wasmgate_abi::{Body, Next, ProxyError, Response};
+use wasmgate_abi::{Body, Next, ProxyError, Request, Response};
 
 use super::server::ConnectionContext;
 use super::{convert, edge};
@@ -70,37 +70,14 @@ pub async fn handle(
     let mut req = convert::request_from_hyper(req, source, conn.local);
     let method = req.method.clone();
     let uri = req.uri.to_string();
-    // The edge, before the router and any middleware: a request that could be read two
-    // ways is refused; the path is made canonical; the client's hop-by-hop options and
-    // untrusted forwarded headers go.
-    let refused = if smuggles {
-        Some("request has both Content-Length and Transfer-Encoding".to_string())
-    } else {
-        match conn.edge.clean_target(&req.uri) {
-            Ok(Some(clean)) => {
-                req.uri = clean;
-                None
-            }
-            Ok(None) => None,
-            Err(e) => Some(e.to_string()),
-        }
-    };
-    if refused.is_none() {
-        edge::remove_connection_options(&mut req.headers);
-        let trusted = conn.edge.trusts(source.ip());
-        edge::set_forwarded_headers(&mut req, trusted);
-    }
+    let refused = arrive(&conn, &mut req, smuggles).err();
     let found = match &refused {
         Some(_) => None,
         None => snapshot.routes.find(entry_point, &req),
     };
-    let (router, service, result) = match found {
-        None if refused.is_some() => (
-            None,
-            None,
-            Err(ProxyError::bad_request(refused.unwrap_or_default())),
-        ),
-        None => (
+    let (router, service, result) = match (refused, found) {
+        (Some(why), _) => (None, None, Err(ProxyError::bad_request(why))),
+        (None, None) => (
             None,
             None,
             Ok(Response::text(
@@ -108,7 +85,7 @@ pub async fn handle(
                 "404 page not found\n",
             )),
         ),
-        Some(route) => {
+        (None, Some(route)) => {
             let result = Next::new(&route.chain, route.service.as_ref())
                 .run(req)
                 .await;
@@ -148,6 +125,26 @@ pub async fn handle(
         "request"
     );
     Ok(resp)
+}
+
+/// The edge (see [`edge`]), before the router and any middleware: a request that could be
+/// read two ways, or whose path is refused, is an error (400); the path is made canonical;
+/// the client's `Connection` options and untrusted forwarded headers go.
+fn arrive(conn: &ConnectionContext, req: &mut Request, smuggles: bool) -> Result<(), String> {
+    if smuggles {
+        return Err("request has both Content-Length and Transfer-Encoding".into());
+    }
+    if let Some(clean) = conn
+        .edge
+        .clean_target(&req.uri)
+        .map_err(|e| e.to_string())?
+    {
+        req.uri = clean;
+    }
+    edge::remove_connection_options(&mut req.headers);
+    let trusted = conn.edge.trusts(req.source_addr.ip());
+    edge::set_forwarded_headers(req, trusted);
+    Ok(())
 }
 
 fn log_error(e: &ProxyError, router: Option<&str>) {
