@@ -130,7 +130,14 @@ impl Builder<'_> {
                 self.error(here, e);
                 None
             }
-            Ok(MiddlewareKind::Headers(h)) => Some(vec![Arc::new(HeadersMiddleware::new(h))]),
+            Ok(MiddlewareKind::Headers(h)) => {
+                let bad = HeadersMiddleware::invalid_fields(h);
+                let ok = bad.is_empty();
+                for (field, header, why) in bad {
+                    self.error(format!("{here}.headers.{field}.{header}"), why);
+                }
+                ok.then(|| vec![Arc::new(HeadersMiddleware::new(h)) as Arc<dyn Middleware>])
+            }
             Ok(MiddlewareKind::StripPrefix(s)) => {
                 Some(vec![Arc::new(StripPrefixMiddleware::new(s))])
             }

@@ -6,6 +6,7 @@
 //! references between routers, middlewares, services and plugins; its errors
 //! carry a config path that [`locate::Locator`] turns into a line.
 
+pub mod check;
 pub mod duration;
 pub mod error;
 pub mod locate;
@@ -98,6 +99,11 @@ pub fn parse_yaml<T: DeserializeOwned>(file: &Path, text: &str) -> Result<T, Con
 pub fn load(file: &Path) -> Result<LoadedConfig, ConfigErrors> {
     let text = read(file)?;
     let config: StaticConfig = parse_yaml(file, &text)?;
+    let mut errors = check::check_static(file, &config);
+    if !errors.is_empty() {
+        locate::Locator::new(&text).fill(&mut errors);
+        return Err(ConfigErrors(errors));
+    }
     let base = file.parent().unwrap_or(Path::new("."));
     let routing_file = config
         .providers

@@ -55,14 +55,31 @@ pub struct CacheConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct EntryPointConfig {
-    /// `host:port`, e.g. `127.0.0.1:8080`; port 0 picks a free port.
+    /// `host:port`, e.g. `127.0.0.1:8080`, or Traefik's `:8080` (every interface), optionally
+    /// followed by `/tcp`; port 0 picks a free port.
     pub address: String,
     /// Timeouts and shutdown behaviour.
     #[serde(default)]
     pub transport: EntryPointTransport,
-    /// HTTP limits.
+    /// HTTP limits and request-path handling.
     #[serde(default)]
     pub http: EntryPointHttp,
+    /// Which peers may set `X-Forwarded-*` and `X-Real-Ip`.
+    #[serde(default)]
+    pub forwarded_headers: ForwardedHeadersConfig,
+}
+
+/// Traefik's `forwardedHeaders`: whose `X-Forwarded-*` and `X-Real-Ip` are believed.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ForwardedHeadersConfig {
+    /// Peers (CIDR ranges or addresses) whose forwarded headers are kept and appended to;
+    /// from anyone else they are replaced with what wasmgate saw (default: nobody).
+    #[serde(default, rename = "trustedIPs")]
+    pub trusted_ips: Vec<String>,
+    /// Trust every peer (default false).
+    #[serde(default)]
+    pub insecure: bool,
 }
 
 /// Timeouts and shutdown behaviour of an entry point.
@@ -98,13 +115,76 @@ pub struct LifeCycle {
     pub grace_time_out: Option<Duration>,
 }
 
-/// HTTP limits of an entry point.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// HTTP limits and request-path handling of an entry point.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct EntryPointHttp {
     /// Largest request head accepted (default 1 MiB); larger gets 431.
     #[serde(default)]
     pub max_header_bytes: Option<usize>,
+    /// Percent-encoded characters let through in request paths (default: none; 400).
+    #[serde(default)]
+    pub encoded_characters: EncodedCharactersConfig,
+    /// Remove `.`, `..` and duplicate slashes from request paths (default true).
+    #[serde(default = "default_true")]
+    pub sanitize_path: bool,
+}
+
+impl Default for EntryPointHttp {
+    fn default() -> Self {
+        EntryPointHttp {
+            max_header_bytes: None,
+            encoded_characters: EncodedCharactersConfig::default(),
+            sanitize_path: true,
+        }
+    }
+}
+
+/// Traefik's `encodedCharacters`: each one, when true, lets that percent-encoded character
+/// through in a request path; by default all are answered 400.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct EncodedCharactersConfig {
+    /// `%2F` (`/`).
+    #[serde(default)]
+    pub allow_encoded_slash: bool,
+    /// `%5C` (`\`).
+    #[serde(default)]
+    pub allow_encoded_back_slash: bool,
+    /// `%00`.
+    #[serde(default)]
+    pub allow_encoded_null_character: bool,
+    /// `%3B` (`;`).
+    #[serde(default)]
+    pub allow_encoded_semicolon: bool,
+    /// `%25` (`%`).
+    #[serde(default)]
+    pub allow_encoded_percent: bool,
+    /// `%3F` (`?`).
+    #[serde(default)]
+    pub allow_encoded_question_mark: bool,
+    /// `%23` (`#`).
+    #[serde(default)]
+    pub allow_encoded_hash: bool,
+}
+
+impl EncodedCharactersConfig {
+    /// The decoded bytes whose percent-encoded form is refused.
+    pub fn denied(&self) -> Vec<u8> {
+        [
+            (self.allow_encoded_slash, b'/'),
+            (self.allow_encoded_back_slash, b'\\'),
+            (self.allow_encoded_null_character, 0),
+            (self.allow_encoded_semicolon, b';'),
+            (self.allow_encoded_percent, b'%'),
+            (self.allow_encoded_question_mark, b'?'),
+            (self.allow_encoded_hash, b'#'),
+        ]
+        .into_iter()
+        .filter(|(allowed, _)| !allowed)
+        .map(|(_, byte)| byte)
+        .collect()
+    }
 }
 
 /// Where the routing configuration comes from.

@@ -1,6 +1,7 @@
 //! `headers`: sets request headers before the rest of the chain and response headers after it.
 
 use async_trait::async_trait;
+use http::{HeaderName, HeaderValue};
 use wasmgate_abi::{Middleware, Next, ProxyError, Request, Response};
 
 use crate::config::HeadersMiddlewareConfig;
@@ -21,6 +22,37 @@ impl HeadersMiddleware {
             request: pairs(&cfg.custom_request_headers),
             response: pairs(&cfg.custom_response_headers),
         }
+    }
+}
+
+impl HeadersMiddleware {
+    /// Names and values that could not go on the wire, as (field, header name, why): a
+    /// configuration error at load rather than a 500 on every request.
+    pub fn invalid_fields(cfg: &HeadersMiddlewareConfig) -> Vec<(&'static str, String, String)> {
+        let mut out = Vec::new();
+        for (field, map) in [
+            ("customRequestHeaders", &cfg.custom_request_headers),
+            ("customResponseHeaders", &cfg.custom_response_headers),
+        ] {
+            for (name, value) in map {
+                if HeaderName::from_bytes(name.as_bytes()).is_err() {
+                    out.push((
+                        field,
+                        name.clone(),
+                        format!(
+                            "{name:?} is not a valid header name (RFC 9110 token characters only)"
+                        ),
+                    ));
+                } else if HeaderValue::from_bytes(value.as_bytes()).is_err() {
+                    out.push((
+                        field,
+                        name.clone(),
+                        format!("the value of {name:?} holds a control character (CR, LF, NUL...), which a header value may not"),
+                    ));
+                }
+            }
+        }
+        out
     }
 }
 

@@ -8,7 +8,7 @@ use wasmgate_abi::{Body, Headers, ProxyError, Request, Response};
 
 /// Hop-by-hop headers: they describe one connection and are never forwarded (RFC 9110 §7.6.1).
 /// `Trailer` is end to end (RFC 9110 §6.6.2): HTTP/1 needs it to send the trailers at all.
-const HOP_BY_HOP: &[&str] = &[
+pub const HOP_BY_HOP: &[&str] = &[
     "connection",
     "proxy-connection",
     "keep-alive",
@@ -19,25 +19,22 @@ const HOP_BY_HOP: &[&str] = &[
     "upgrade",
 ];
 
-/// Removes hop-by-hop headers, including those the Connection header names.
+/// Removes the fixed hop-by-hop headers. A request's `Connection` options were removed when
+/// it arrived (see [`super::edge`]), so what a middleware added since goes through even if
+/// the client named it.
 pub fn strip_hop_by_hop(headers: &mut Headers) {
-    let listed: Vec<String> = headers
-        .get_all("connection")
-        .flat_map(|v| {
-            String::from_utf8_lossy(v)
-                .split(',')
-                .map(|s| s.trim().to_ascii_lowercase())
-                .collect::<Vec<_>>()
-        })
-        .filter(|s| !s.is_empty())
-        .collect();
-    for name in HOP_BY_HOP
-        .iter()
-        .copied()
-        .chain(listed.iter().map(String::as_str))
-    {
+    for name in HOP_BY_HOP {
         headers.remove(name);
     }
+}
+
+/// Removes the hop-by-hop headers of a message that just arrived from a peer: the fixed ones
+/// and those its `Connection` header names.
+pub fn strip_arriving_hop_by_hop(headers: &mut Headers) {
+    for name in super::edge::connection_options(headers) {
+        headers.remove(&name);
+    }
+    strip_hop_by_hop(headers);
 }
 
 /// Whether the TE header says the client accepts trailer fields (RFC 9110 §10.1.4).
@@ -134,7 +131,7 @@ mod tests {
         ]
         .into_iter()
         .collect();
-        strip_hop_by_hop(&mut h);
+        strip_arriving_hop_by_hop(&mut h);
         assert_eq!(h.names(), vec!["x-kept"]);
     }
 

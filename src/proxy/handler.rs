@@ -1,6 +1,5 @@
 //! One request's path: snapshot, router, chain, service, and the access log line.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -8,8 +7,8 @@ use http::StatusCode;
 use hyper::body::Incoming;
 use wasmgate_abi::{Body, Next, ProxyError, Request, Response};
 
-use super::convert;
-use crate::gateway::Gateway;
+use super::server::ConnectionContext;
+use super::{convert, edge};
 use crate::service::UpstreamUsed;
 
 /// The client-facing response for an error: its status and reason phrase, nothing of the internals.
@@ -20,37 +19,14 @@ fn error_response(status: StatusCode) -> Response {
     )
 }
 
-/// Adds the `X-Forwarded-*` headers Traefik adds, before any middleware runs.
-fn add_forwarded_headers(req: &mut Request) {
-    let ip = req.source_addr.ip().to_string();
-    let xff = match req.headers.get_str("x-forwarded-for") {
-        Some(prev) => format!("{prev}, {ip}"),
-        None => ip.clone(),
-    };
-    req.headers.set("x-forwarded-for", xff);
-    if !req.headers.contains("x-forwarded-proto") {
-        req.headers.set("x-forwarded-proto", "http");
-    }
-    let host = req.host().to_string();
-    if !host.is_empty() && !req.headers.contains("x-forwarded-host") {
-        req.headers.set("x-forwarded-host", host);
-    }
-    req.headers
-        .set("x-forwarded-port", req.local_addr.port().to_string());
-    req.headers.set("x-real-ip", ip);
-}
-
 /// Serves one request; one with a body runs on a task of its own, so the connection's task
 /// goes on reading that body: an http-wasm guest reading it waits from inside a synchronous
 /// guest call, blocking its thread, while hyper reads the body in the connection's task. A
 /// request without a body runs inline (a task costs some 5% of throughput, measured with
 /// wrk). The request's task is aborted if the connection drops first, as it would be inline.
 pub async fn handle_in_task(
-    gateway: Arc<Gateway>,
-    entry_point: Arc<str>,
+    conn: Arc<ConnectionContext>,
     req: hyper::Request<Incoming>,
-    source: SocketAddr,
-    local: SocketAddr,
 ) -> Result<hyper::Response<Body>, std::convert::Infallible> {
     struct AbortOnDrop(tokio::task::JoinHandle<hyper::Response<Body>>);
     impl Drop for AbortOnDrop {
@@ -58,10 +34,12 @@ pub async fn handle_in_task(
             self.0.abort();
         }
     }
-    if http_body::Body::is_end_stream(req.body()) {
-        return handle(gateway, entry_point, req, source, local).await;
+    // Counted here, in the order hyper hands HTTP/1 requests over, not in a task.
+    let smuggles = req.version() < http::Version::HTTP_2 && conn.framing.next_request_smuggles();
+    if smuggles || http_body::Body::is_end_stream(req.body()) {
+        return handle(conn, req, smuggles).await;
     }
-    let fut = handle(gateway, entry_point, req, source, local);
+    let fut = handle(conn, req, false);
     let mut task = AbortOnDrop(tokio::spawn(async move {
         let Ok(resp) = fut.await;
         resp
@@ -77,23 +55,29 @@ pub async fn handle_in_task(
     }
 }
 
-/// Serves one request that arrived on `entry_point`.
+/// Serves one request that arrived on a connection; `smuggles` when its head carried both
+/// Content-Length and Transfer-Encoding (see [`super::framing`]).
 pub async fn handle(
-    gateway: Arc<Gateway>,
-    entry_point: Arc<str>,
+    conn: Arc<ConnectionContext>,
     req: hyper::Request<Incoming>,
-    source: SocketAddr,
-    local: SocketAddr,
+    smuggles: bool,
 ) -> Result<hyper::Response<Body>, std::convert::Infallible> {
     let start = Instant::now();
     // Held to the end of the request: a reload does not change what this request runs.
-    let snapshot = gateway.snapshot();
-    let mut req = convert::request_from_hyper(req, source, local);
-    add_forwarded_headers(&mut req);
+    let snapshot = conn.gateway.snapshot();
+    let entry_point = &conn.entry_point;
+    let source = conn.peer;
+    let mut req = convert::request_from_hyper(req, source, conn.local);
     let method = req.method.clone();
     let uri = req.uri.to_string();
-    let (router, service, result) = match snapshot.routes.find(&entry_point, &req) {
-        None => (
+    let refused = arrive(&conn, &mut req, smuggles).err();
+    let found = match &refused {
+        Some(_) => None,
+        None => snapshot.routes.find(entry_point, &req),
+    };
+    let (router, service, result) = match (refused, found) {
+        (Some(why), _) => (None, None, Err(ProxyError::bad_request(why))),
+        (None, None) => (
             None,
             None,
             Ok(Response::text(
@@ -101,7 +85,7 @@ pub async fn handle(
                 "404 page not found\n",
             )),
         ),
-        Some(route) => {
+        (None, Some(route)) => {
             let result = Next::new(&route.chain, route.service.as_ref())
                 .run(req)
                 .await;
@@ -129,7 +113,7 @@ pub async fn handle(
     };
     tracing::info!(
         target: "wasmgate::access",
-        entry_point = &*entry_point,
+        entry_point = &**entry_point,
         client = %source,
         method = %method,
         uri = %uri,
@@ -141,6 +125,26 @@ pub async fn handle(
         "request"
     );
     Ok(resp)
+}
+
+/// The edge (see [`edge`]), before the router and any middleware: a request that could be
+/// read two ways, or whose path is refused, is an error (400); the path is made canonical;
+/// the client's `Connection` options and untrusted forwarded headers go.
+fn arrive(conn: &ConnectionContext, req: &mut Request, smuggles: bool) -> Result<(), String> {
+    if smuggles {
+        return Err("request has both Content-Length and Transfer-Encoding".into());
+    }
+    if let Some(clean) = conn
+        .edge
+        .clean_target(&req.uri)
+        .map_err(|e| e.to_string())?
+    {
+        req.uri = clean;
+    }
+    edge::remove_connection_options(&mut req.headers);
+    let trusted = conn.edge.trusts(req.source_addr.ip());
+    edge::set_forwarded_headers(req, trusted);
+    Ok(())
 }
 
 fn log_error(e: &ProxyError, router: Option<&str>) {

@@ -12,8 +12,27 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use super::edge::EdgePolicy;
+use super::framing::{FramingWatch, Watched};
+use crate::config::check::listen_address;
 use crate::config::EntryPointConfig;
 use crate::gateway::Gateway;
+
+/// What every request of one client connection is served with.
+pub struct ConnectionContext {
+    /// The gateway.
+    pub gateway: Arc<Gateway>,
+    /// The entry point's name.
+    pub entry_point: Arc<str>,
+    /// The entry point's edge policy.
+    pub edge: Arc<EdgePolicy>,
+    /// What the framing watcher found on this connection.
+    pub framing: Arc<FramingWatch>,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The local address it connected to.
+    pub local: SocketAddr,
+}
 
 const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(60);
 const DEFAULT_GRACE: Duration = Duration::from_secs(10);
@@ -57,13 +76,11 @@ pub async fn start(gateway: Arc<Gateway>) -> Result<RunningServer, StartError> {
     let mut addrs = BTreeMap::new();
     let mut listeners = Vec::new();
     for (name, ep) in &gateway.loaded.config.entry_points {
-        let listener = TcpListener::bind(&ep.address)
-            .await
-            .map_err(|source| StartError::Bind {
-                entry_point: name.clone(),
-                address: ep.address.clone(),
-                source,
-            })?;
+        let listener = bind(&ep.address).await.map_err(|source| StartError::Bind {
+            entry_point: name.clone(),
+            address: ep.address.clone(),
+            source,
+        })?;
         let addr = listener.local_addr().map_err(|source| StartError::Bind {
             entry_point: name.clone(),
             address: ep.address.clone(),
@@ -86,12 +103,29 @@ pub async fn start(gateway: Arc<Gateway>) -> Result<RunningServer, StartError> {
     Ok(RunningServer { addrs, stop, tasks })
 }
 
-fn connection_builder(ep: &EntryPointConfig) -> auto::Builder<TokioExecutor> {
-    let max_header = ep
-        .http
+/// Binds Traefik's address forms (`:8080` is every interface; see [`listen_address`]).
+async fn bind(address: &str) -> std::io::Result<TcpListener> {
+    let parsed = listen_address(address)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let mut last = None;
+    for candidate in parsed.bind_candidates() {
+        match TcpListener::bind(&candidate).await {
+            Ok(l) => return Ok(l),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("no address to bind")))
+}
+
+fn max_header_bytes(ep: &EntryPointConfig) -> usize {
+    ep.http
         .max_header_bytes
         .unwrap_or(DEFAULT_MAX_HEADER_BYTES)
-        .max(8192);
+        .max(8192)
+}
+
+fn connection_builder(ep: &EntryPointConfig) -> auto::Builder<TokioExecutor> {
+    let max_header = max_header_bytes(ep);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -120,6 +154,8 @@ async fn serve_entry_point(
     mut stop: watch::Receiver<bool>,
 ) {
     let builder = connection_builder(&ep);
+    let edge = Arc::new(EdgePolicy::new(&ep));
+    let max_header = max_header_bytes(&ep);
     let graceful = GracefulShutdown::new();
     loop {
         let (stream, peer) = tokio::select! {
@@ -135,11 +171,23 @@ async fn serve_entry_point(
             _ = stop.changed() => break,
         };
         let _ = stream.set_nodelay(true);
-        let local = stream.local_addr().unwrap_or(peer);
-        let gateway = gateway.clone();
-        let ep_name = name.clone();
+        // On a `[::]` listener IPv4 clients arrive as `::ffff:a.b.c.d`: log, route and
+        // forward them as the IPv4 addresses they are.
+        let canonical = |a: SocketAddr| SocketAddr::new(a.ip().to_canonical(), a.port());
+        let peer = canonical(peer);
+        let local = canonical(stream.local_addr().unwrap_or(peer));
+        let conn_ctx = Arc::new(ConnectionContext {
+            gateway: gateway.clone(),
+            entry_point: name.clone(),
+            edge: edge.clone(),
+            framing: Arc::new(FramingWatch::default()),
+            peer,
+            local,
+        });
+        // The bytes pass a framing watcher on their way to hyper (request smuggling).
+        let stream = Watched::new(stream, max_header, conn_ctx.framing.clone());
         let service = hyper::service::service_fn(move |req| {
-            super::handler::handle_in_task(gateway.clone(), ep_name.clone(), req, peer, local)
+            super::handler::handle_in_task(conn_ctx.clone(), req)
         });
         let conn = builder
             .serve_connection(TokioIo::new(stream), service)

@@ -926,7 +926,7 @@ impl Kind {
 /// Parses `10.0.0.0/8`, `2001:db8::/32` or a bare address (a range of one).
 /// IPv4-mapped IPv6 forms are turned into IPv4, as Go's `net` package treats
 /// them, so they match IPv4 clients.
-fn parse_ip_range(s: &str) -> Result<IpNet, String> {
+pub fn parse_ip_range(s: &str) -> Result<IpNet, String> {
     if s.contains('/') {
         let net: IpNet = s
             .parse()

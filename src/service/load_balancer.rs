@@ -182,7 +182,7 @@ impl Endpoint for LoadBalancer {
             Ok(Ok(resp)) => resp,
         };
         let mut resp = convert::response_from_hyper(resp);
-        convert::strip_hop_by_hop(&mut resp.headers);
+        convert::strip_arriving_hop_by_hop(&mut resp.headers);
         resp.extensions.insert(UpstreamUsed(server.url.clone()));
         Ok(resp)
     }

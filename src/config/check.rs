@@ -1,0 +1,211 @@
+//! Checks of the install file's values that its types cannot express: addresses, CIDR ranges
+//! and limits, so that a value out of range is an error with its line at load, not a panic or
+//! a surprise at the first request.
+
+use std::path::Path;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use super::error::ConfigError;
+use super::types::StaticConfig;
+
+/// Where an entry point listens, from Traefik's `[host]:port[/tcp]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenAddress {
+    /// The host part; `None` for every interface (`:8080`).
+    pub host: Option<String>,
+    /// The port (0: any free port).
+    pub port: u16,
+}
+
+impl ListenAddress {
+    /// The addresses to try binding, in order: `[::]` then `0.0.0.0` for every interface
+    /// (IPv6 sockets take IPv4 clients too where the system maps them), else `host:port`.
+    pub fn bind_candidates(&self) -> Vec<String> {
+        match &self.host {
+            None => vec![
+                format!("[::]:{}", self.port),
+                format!("0.0.0.0:{}", self.port),
+            ],
+            Some(h) => vec![format!("{h}:{}", self.port)],
+        }
+    }
+}
+
+/// Parses an entry point address: `127.0.0.1:8080`, `[::1]:8080`, `localhost:8080`, `:8080`,
+/// each optionally followed by `/tcp`.
+pub fn listen_address(address: &str) -> Result<ListenAddress, String> {
+    let (addr, proto) = match address.rsplit_once('/') {
+        Some((a, p)) => (a, Some(p)),
+        None => (address, None),
+    };
+    match proto {
+        None => {}
+        Some(p) if p.eq_ignore_ascii_case("tcp") => {}
+        Some(p) if p.eq_ignore_ascii_case("udp") => {
+            return Err(format!(
+                "address {address:?}: UDP entry points are not supported (HTTP/3 is not yet)"
+            ))
+        }
+        Some(p) => {
+            return Err(format!(
+                "address {address:?}: unknown protocol {p:?}; write host:port or host:port/tcp"
+            ))
+        }
+    }
+    let Some((host, port)) = addr.rsplit_once(':') else {
+        return Err(format!(
+            "address {address:?} has no port; write host:port, e.g. \"127.0.0.1:8080\" or \":8080\""
+        ));
+    };
+    let port: u16 = port.parse().map_err(|_| {
+        format!("address {address:?}: port {port:?} is not a number from 0 to 65535")
+    })?;
+    if host.is_empty() {
+        return Ok(ListenAddress { host: None, port });
+    }
+    let bracketed = host.starts_with('[') && host.ends_with(']');
+    let valid_host = if bracketed {
+        host[1..host.len() - 1]
+            .parse::<std::net::Ipv6Addr>()
+            .is_ok()
+    } else {
+        !host.contains(':')
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_')
+    };
+    if !valid_host {
+        return Err(format!(
+            "address {address:?}: {host:?} is not an IP address or host name (IPv6 goes in brackets: \"[::1]:8080\")"
+        ));
+    }
+    Ok(ListenAddress {
+        host: Some(host.to_string()),
+        port,
+    })
+}
+
+/// Parses `forwardedHeaders.trustedIPs`: CIDR ranges or single addresses.
+pub fn trusted_ips(list: &[String]) -> Result<Vec<IpNet>, (usize, String)> {
+    list.iter()
+        .enumerate()
+        .map(|(i, s)| crate::router::rule::parse_ip_range(s.trim()).map_err(|e| (i, e)))
+        .collect()
+}
+
+/// The largest `maxHeaderBytes`: 64 MiB (Traefik's default is 1 MiB).
+pub const MAX_HEADER_BYTES_LIMIT: usize = 64 << 20;
+/// The largest `poolSize`.
+pub const MAX_POOL_SIZE: usize = 4096;
+/// The largest `callTimeout` and `poolWait`.
+pub const MAX_PLUGIN_WAIT: Duration = Duration::from_secs(3600);
+/// The largest `maxMemoryBytes`: 4 GiB, all a 32-bit WebAssembly memory can address.
+pub const MAX_MEMORY_BYTES: u64 = 4 << 30;
+/// The smallest `maxMemoryBytes`: one WebAssembly page.
+pub const MIN_MEMORY_BYTES: u64 = 64 << 10;
+/// The largest `maxBodyBytes`: 4 GiB, all a 32-bit guest can address.
+pub const MAX_BODY_BYTES: usize = 4 << 30;
+
+/// Every value of the install file that parses but cannot be used, each at its config path
+/// (positions are filled in by the caller).
+pub fn check_static(file: &Path, config: &StaticConfig) -> Vec<ConfigError> {
+    let mut errors = Vec::new();
+    let mut error = |path: String, message: String| {
+        errors.push(ConfigError::at(file, path, message));
+    };
+    for (name, ep) in &config.entry_points {
+        let here = format!("entryPoints.{name}");
+        if let Err(e) = listen_address(&ep.address) {
+            error(format!("{here}.address"), e);
+        }
+        if let Err((i, e)) = trusted_ips(&ep.forwarded_headers.trusted_ips) {
+            error(format!("{here}.forwardedHeaders.trustedIPs[{i}]"), e);
+        }
+        if let Some(n) = ep.http.max_header_bytes {
+            if n == 0 || n > MAX_HEADER_BYTES_LIMIT {
+                error(
+                    format!("{here}.http.maxHeaderBytes"),
+                    format!("{n} is out of range: 1 to {MAX_HEADER_BYTES_LIMIT} (64 MiB)"),
+                );
+            }
+        }
+    }
+    for (name, d) in &config.plugins {
+        let here = format!("plugins.{name}");
+        if let Some(n) = d.pool_size {
+            if !(1..=MAX_POOL_SIZE).contains(&n) {
+                error(
+                    format!("{here}.poolSize"),
+                    format!("{n} is out of range: 1 to {MAX_POOL_SIZE} instances"),
+                );
+            }
+        }
+        for (field, value) in [("poolWait", d.pool_wait), ("callTimeout", d.call_timeout)] {
+            let Some(v) = value else { continue };
+            if v > MAX_PLUGIN_WAIT || (field == "callTimeout" && v.is_zero()) {
+                let low = if field == "callTimeout" {
+                    "more than 0s"
+                } else {
+                    "0s or more"
+                };
+                error(
+                    format!("{here}.{field}"),
+                    format!("{v:?} is out of range: {low}, at most 1h"),
+                );
+            }
+        }
+        if let Some(n) = d.max_memory_bytes {
+            if !(MIN_MEMORY_BYTES..=MAX_MEMORY_BYTES).contains(&n) {
+                error(
+                    format!("{here}.maxMemoryBytes"),
+                    format!(
+                        "{n} is out of range: {MIN_MEMORY_BYTES} (one 64 KiB page) to {MAX_MEMORY_BYTES} (4 GiB)"
+                    ),
+                );
+            }
+        }
+        if let Some(n) = d.max_body_bytes {
+            if n > MAX_BODY_BYTES {
+                error(
+                    format!("{here}.maxBodyBytes"),
+                    format!("{n} is out of range: 0 to {MAX_BODY_BYTES} (4 GiB)"),
+                );
+            }
+        }
+    }
+    errors
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traefik_address_forms() {
+        let any = |port| ListenAddress { host: None, port };
+        let host = |h: &str, port| ListenAddress {
+            host: Some(h.to_string()),
+            port,
+        };
+        assert_eq!(listen_address(":8080"), Ok(any(8080)));
+        assert_eq!(listen_address(":8080/tcp"), Ok(any(8080)));
+        assert_eq!(listen_address("127.0.0.1:0"), Ok(host("127.0.0.1", 0)));
+        assert_eq!(listen_address("[::1]:443"), Ok(host("[::1]", 443)));
+        assert_eq!(listen_address("localhost:80"), Ok(host("localhost", 80)));
+        for bad in [
+            "localhost",
+            ":99999",
+            ":http",
+            ":8080/udp",
+            ":8080/sctp",
+            "::1:80",
+            "[zz]:80",
+            "a b:80",
+        ] {
+            assert!(listen_address(bad).is_err(), "{bad}");
+        }
+        assert_eq!(any(80).bind_candidates(), vec!["[::]:80", "0.0.0.0:80"]);
+    }
+}
