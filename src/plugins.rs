@@ -169,20 +169,6 @@ impl PluginCatalog {
         let mut plugins: BTreeMap<String, PluginSource> = BTreeMap::new();
         let mut errors = Vec::new();
         for (name, decl) in &loaded.config.plugins {
-            if let Some(bytes) = decl
-                .max_memory_bytes
-                .filter(|b| *b > wasmgate_abi::engines::MAX_MEMORY_BYTES)
-            {
-                errors.push(ConfigError::at(
-                    file,
-                    format!("plugins.{name}.maxMemoryBytes"),
-                    format!(
-                        "{bytes} is more than a 32-bit WebAssembly memory can hold; the most is {} (4 GiB)",
-                        wasmgate_abi::engines::MAX_MEMORY_BYTES
-                    ),
-                ));
-                continue;
-            }
             let path = format!("plugins.{name}.path");
             match read_source(
                 file,

@@ -102,7 +102,7 @@ pub const MAX_POOL_SIZE: usize = 4096;
 /// The largest `callTimeout` and `poolWait`.
 pub const MAX_PLUGIN_WAIT: Duration = Duration::from_secs(3600);
 /// The largest `maxMemoryBytes`: 4 GiB, all a 32-bit WebAssembly memory can address.
-pub const MAX_MEMORY_BYTES: u64 = 4 << 30;
+pub const MAX_MEMORY_BYTES: u64 = wasmgate_abi::engines::MAX_MEMORY_BYTES;
 /// The smallest `maxMemoryBytes`: one WebAssembly page.
 pub const MIN_MEMORY_BYTES: u64 = 64 << 10;
 /// The largest `maxBodyBytes`: 4 GiB, all a 32-bit guest can address.
