@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use crate::config::{self, ConfigErrors, LoadedConfig};
+use crate::access_log::AccessLog;
+use crate::config::{self, ConfigError, ConfigErrors, LoadedConfig};
 use crate::plugins::PluginCatalog;
 use crate::service::TransportCache;
 use crate::snapshot::{self, BuildContext, Snapshot};
@@ -16,6 +17,8 @@ use crate::snapshot::{self, BuildContext, Snapshot};
 pub struct Gateway {
     /// The install file, parsed.
     pub loaded: LoadedConfig,
+    /// The access log, when `accessLog` is configured.
+    pub access_log: Option<AccessLog>,
     plugins: PluginCatalog,
     transports: TransportCache,
     snapshot: ArcSwap<Snapshot>,
@@ -52,8 +55,19 @@ impl Gateway {
                 generation: 1,
             },
         )?;
+        let access_log = match &loaded.config.access_log {
+            Some(cfg) => Some(AccessLog::open(cfg, loaded.base_dir()).map_err(|e| {
+                ConfigErrors(vec![ConfigError::at(
+                    &loaded.file,
+                    "accessLog.filePath".to_string(),
+                    format!("cannot open the access log: {e}"),
+                )])
+            })?),
+            None => None,
+        };
         Ok(Arc::new(Gateway {
             loaded,
+            access_log,
             plugins,
             transports,
             snapshot: ArcSwap::from_pointee(snapshot),

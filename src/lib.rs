@@ -5,6 +5,7 @@
 //! the current snapshot, [`proxy`] serves entry points, [`reload`] swaps
 //! snapshots when the routing file changes, and [`cli`] is the command line.
 
+pub mod access_log;
 pub mod cli;
 pub mod config;
 pub mod conformance;

@@ -123,10 +123,14 @@ fn run(config: &Path) -> anyhow::Result<()> {
     };
     runtime.block_on(async move {
         let server = wasmgate::proxy::start(gateway.clone()).await?;
-        let _watcher = wasmgate::reload::watch(gateway).context("watching the routing file")?;
+        let _watcher =
+            wasmgate::reload::watch(gateway.clone()).context("watching the routing file")?;
         shutdown_signal().await;
         tracing::info!("shutting down: draining in-flight requests");
         server.shutdown().await;
+        if let Some(log) = &gateway.access_log {
+            log.close();
+        }
         tracing::info!("stopped");
         Ok(())
     })

@@ -146,7 +146,7 @@ async fn run_serves_then_drains_in_flight_requests_on_sigterm() {
     let dir = write_files(&[(
         "wasmgate.yaml",
         &format!(
-            "entryPoints:\n  web:\n    address: \"127.0.0.1:{port}\"\nhttp:\n  routers:\n    r: {{ rule: \"PathPrefix(`/`)\", service: slow }}\n  services:\n    slow:\n      loadBalancer: {{ servers: [ {{ url: \"http://{up}\" }} ] }}\n"
+            "entryPoints:\n  web:\n    address: \"127.0.0.1:{port}\"\naccessLog:\n  filePath: access.log\n  format: json\nhttp:\n  routers:\n    r: {{ rule: \"PathPrefix(`/`)\", service: slow }}\n  services:\n    slow:\n      loadBalancer: {{ servers: [ {{ url: \"http://{up}\" }} ] }}\n"
         ),
     )]);
     let mut child = wasmgate()
@@ -186,18 +186,17 @@ async fn run_serves_then_drains_in_flight_requests_on_sigterm() {
     .await
     .unwrap();
     assert_eq!(status.0.code(), Some(0), "{}", status.1);
-    // One JSON access-log line for the request, with router, service, upstream and status.
-    let access = status
-        .1
-        .lines()
-        .find(|l| l.contains("\"wasmgate::access\""))
-        .unwrap_or_else(|| panic!("no access log line in:\n{}", status.1));
-    let v: serde_json::Value = serde_json::from_str(access).unwrap();
-    assert_eq!(v["router"], "r");
-    assert_eq!(v["service"], "slow");
-    assert_eq!(v["upstream"], format!("http://{up}"));
-    assert_eq!(v["status"], 200);
-    assert!(v["duration_us"].as_u64().unwrap() >= 1_000_000);
+    // One JSON access-log line for the request (Traefik's field names), written out at shutdown.
+    let log = std::fs::read_to_string(dir.path().join("access.log")).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines.len(), 1, "{log}");
+    let v: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+    assert_eq!(v["RouterName"], "r");
+    assert_eq!(v["ServiceName"], "slow");
+    assert_eq!(v["ServiceURL"], format!("http://{up}"));
+    assert_eq!(v["DownstreamStatus"], 200);
+    assert_eq!(v["entryPointName"], "web");
+    assert!(v["Duration"].as_u64().unwrap() >= 1_000_000_000);
     // After shutdown nothing listens.
     assert!(tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
@@ -321,4 +320,13 @@ fn run_delivers_ticks_from_start_up_without_traffic() {
         "no tick logged within 5 s of start-up without traffic; output:\n{}",
         seen.join("\n")
     );
+}
+
+#[test]
+fn a_bad_access_log_filter_is_a_config_error_at_its_path() {
+    let config = "entryPoints:\n  web:\n    address: \"127.0.0.1:0\"\naccessLog:\n  filters:\n    statusCodes: [\"404\", \"5xx\"]\nhttp:\n  routers:\n    r: { rule: \"Path(`/`)\", service: echo@internal }\n";
+    let (code, text) = validate(&[("wasmgate.yaml", config)]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("accessLog.filters.statusCodes[1]"), "{text}");
+    assert!(text.contains("invalid status code range \"5xx\""), "{text}");
 }

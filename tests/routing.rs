@@ -357,3 +357,30 @@ async fn upstream_connections_are_kept_alive_by_default() {
         "the upstream accepted {n} connections for 160 requests"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_log_lines_follow_traefiks_format_and_filters() {
+    let http = "accessLog:\n  filePath: access.log\n  filters:\n    statusCodes: [\"404\", \"500-599\"]\nhttp:\n  routers:\n    r: { rule: \"Path(`/`)\", service: echo@internal }\n";
+    let srv = common::start(&[("wasmgate.yaml", &common::inline_config(http))]).await;
+    assert_eq!(common::send(common::get(srv.url("/"))).await.status, 200);
+    let missing = common::get(srv.url("/nope")).header("user-agent", "probe/1");
+    assert_eq!(common::send(missing).await.status, 404);
+    // Writes out what the writer thread still holds.
+    srv.gateway.access_log.as_ref().unwrap().close();
+    let log = std::fs::read_to_string(srv.path("access.log")).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines.len(), 1, "only the 404 passes the filter:\n{log}");
+    let re = regex::Regex::new(
+        r#"^127\.0\.0\.1 - - \[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d \+0000\] "GET /nope HTTP/1\.1" 404 (\d+|-) "-" "probe/1" 1 "-" "-" \d+ms$"#,
+    )
+    .unwrap();
+    assert!(re.is_match(lines[0]), "{}", lines[0]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_access_log_unless_configured() {
+    let http = "http:\n  routers:\n    r: { rule: \"Path(`/`)\", service: echo@internal }\n";
+    let srv = common::start(&[("wasmgate.yaml", &common::inline_config(http))]).await;
+    assert_eq!(common::send(common::get(srv.url("/"))).await.status, 200);
+    assert!(srv.gateway.access_log.is_none());
+}

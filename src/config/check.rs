@@ -132,6 +132,13 @@ pub fn check_static(file: &Path, config: &StaticConfig) -> Vec<ConfigError> {
             }
         }
     }
+    if let Some(filters) = config.access_log.as_ref().and_then(|a| a.filters.as_ref()) {
+        for (i, range) in filters.status_codes.iter().enumerate() {
+            if let Err(e) = crate::access_log::parse_status_range(range) {
+                error(format!("accessLog.filters.statusCodes[{i}]"), e);
+            }
+        }
+    }
     for (name, d) in &config.plugins {
         let here = format!("plugins.{name}");
         if let Some(n) = d.pool_size {

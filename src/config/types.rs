@@ -32,6 +32,50 @@ pub struct StaticConfig {
     /// Where compiled plugins are kept between runs.
     #[serde(default)]
     pub cache: CacheConfig,
+    /// The access log (Traefik's `accessLog`); none when absent.
+    #[serde(default)]
+    pub access_log: Option<AccessLogConfig>,
+}
+
+/// The access log: one line per request.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AccessLogConfig {
+    /// The file lines are appended to, relative to the install file (default: stdout).
+    #[serde(default)]
+    pub file_path: Option<String>,
+    /// `common` (default) or `json`.
+    #[serde(default)]
+    pub format: AccessLogFormat,
+    /// Lines kept in memory for the writer (default 1024).
+    #[serde(default)]
+    pub buffering_size: Option<usize>,
+    /// Which requests are logged (default: all).
+    #[serde(default)]
+    pub filters: Option<AccessLogFilters>,
+}
+
+/// The access log's line format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum AccessLogFormat {
+    /// Traefik's common log format.
+    #[default]
+    Common,
+    /// One JSON object per line, with Traefik's field names.
+    Json,
+}
+
+/// Access-log filters: a request is logged when any given filter matches.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AccessLogFilters {
+    /// Status codes or ranges: `"404"`, `"500-599"`.
+    #[serde(default)]
+    pub status_codes: Vec<String>,
+    /// Requests that took at least this long.
+    #[serde(default, deserialize_with = "deserialize_opt_duration")]
+    pub min_duration: Option<Duration>,
 }
 
 /// The on-disk cache of compiled plugins.

@@ -9,6 +9,7 @@ use wasmgate_abi::{Body, Next, ProxyError, Request, Response};
 
 use super::server::ConnectionContext;
 use super::{convert, edge};
+use crate::access_log::AccessEntry;
 use crate::service::UpstreamUsed;
 
 /// The client-facing response for an error: its status and reason phrase, nothing of the internals.
@@ -63,13 +64,23 @@ pub async fn handle(
     smuggles: bool,
 ) -> Result<hyper::Response<Body>, std::convert::Infallible> {
     let start = Instant::now();
+    let started = std::time::SystemTime::now();
     // Held to the end of the request: a reload does not change what this request runs.
     let snapshot = conn.gateway.snapshot();
     let entry_point = &conn.entry_point;
     let source = conn.peer;
     let mut req = convert::request_from_hyper(req, source, conn.local);
-    let method = req.method.clone();
-    let uri = req.uri.to_string();
+    // What the access log needs from the request, taken before the chain owns it.
+    let logged = conn.gateway.access_log.as_ref().map(|_| {
+        let header = |n: &str| req.headers.get_str(n).map(str::to_string);
+        (
+            req.method.clone(),
+            req.uri.to_string(),
+            req.version,
+            header("user-agent"),
+            header("referer"),
+        )
+    });
     let refused = arrive(&conn, &mut req, smuggles).err();
     let found = match &refused {
         Some(_) => None,
@@ -111,19 +122,29 @@ pub async fn handle(
             convert::response_to_hyper(error_response(e.status)).expect("plain response")
         }
     };
-    tracing::info!(
-        target: "wasmgate::access",
-        entry_point = &**entry_point,
-        client = %source,
-        method = %method,
-        uri = %uri,
-        router = router.as_deref().unwrap_or("-"),
-        service = service.as_deref().unwrap_or("-"),
-        upstream = upstream.as_deref().unwrap_or("-"),
-        status = resp.status().as_u16(),
-        duration_us = start.elapsed().as_micros() as u64,
-        "request"
-    );
+    if let (Some(log), Some((method, uri, version, user_agent, referer))) =
+        (&conn.gateway.access_log, &logged)
+    {
+        log.log(&AccessEntry {
+            entry_point,
+            client: source,
+            method,
+            uri,
+            version: *version,
+            user_agent: user_agent.as_deref(),
+            referer: referer.as_deref(),
+            router: router.as_deref(),
+            service: service.as_deref(),
+            upstream: upstream.as_deref(),
+            status: resp.status(),
+            size: resp
+                .headers()
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse().ok()),
+            start: started,
+            duration: start.elapsed(),
+        });
+    }
     Ok(resp)
 }
 
