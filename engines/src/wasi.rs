@@ -554,6 +554,26 @@ fn sleep_until(t: Instant) {
     }
 }
 
+/// Subscription `k`, or how `poll_oneoff` ends instead: the deadline passed (checked every
+/// [`DEADLINE_STRIDE`] subscriptions, so a huge array cannot outlive it), an unknown tag
+/// (`INVAL`) or memory out of range (`FAULT`).
+fn subscription_at(
+    c: &dyn Caller,
+    subs: u32,
+    k: u32,
+    start: &PollStart,
+    deadline: Option<Instant>,
+) -> Result<Subscription, Result<i32, HostError>> {
+    if k % DEADLINE_STRIDE == DEADLINE_STRIDE - 1 && past(deadline) {
+        return Err(Err(HostError::Deadline));
+    }
+    match read_subscription(c, subs, k, start) {
+        Ok(Some(sub)) => Ok(sub),
+        Ok(None) => Err(Ok(errno::INVAL)),
+        Err(_) => Err(Ok(errno::FAULT)),
+    }
+}
+
 /// `poll_oneoff(in, out, nsubscriptions, nevents) -> errno`, WASI preview 1.
 ///
 /// Clock subscriptions (realtime and monotonic, relative or absolute) wait;
@@ -591,13 +611,9 @@ fn poll_oneoff(c: &mut dyn Caller, a: &[Val]) -> Result<i32, HostError> {
     let mut earliest: Option<Instant> = None;
     let mut at_once = false;
     for k in 0..n {
-        if k % DEADLINE_STRIDE == DEADLINE_STRIDE - 1 && past(deadline) {
-            return Err(HostError::Deadline);
-        }
-        let sub = match read_subscription(c, subs, k, &start) {
-            Ok(Some(sub)) => sub,
-            Ok(None) => return Ok(errno::INVAL),
-            Err(_) => return Ok(errno::FAULT),
+        let sub = match subscription_at(c, subs, k, &start, deadline) {
+            Ok(sub) => sub,
+            Err(stop) => return stop,
         };
         match sub.ready {
             Ready::Now { .. } => at_once = true,
@@ -627,13 +643,9 @@ fn poll_oneoff(c: &mut dyn Caller, a: &[Val]) -> Result<i32, HostError> {
     let now = Instant::now();
     let mut count = 0u32;
     for k in 0..n {
-        if k % DEADLINE_STRIDE == DEADLINE_STRIDE - 1 && past(deadline) {
-            return Err(HostError::Deadline);
-        }
-        let sub = match read_subscription(c, subs, k, &start) {
-            Ok(Some(sub)) => sub,
-            Ok(None) => return Ok(errno::INVAL),
-            Err(_) => return Ok(errno::FAULT),
+        let sub = match subscription_at(c, subs, k, &start, deadline) {
+            Ok(sub) => sub,
+            Err(stop) => return stop,
         };
         let (error, nbytes) = match sub.ready {
             Ready::Now { error, nbytes } => (error, nbytes),

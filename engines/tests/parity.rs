@@ -47,6 +47,15 @@ fn compile(
         .unwrap()
 }
 
+/// The error compiling `wat` must give, as text.
+fn compile_error(kind: EngineKind, wat: &str, limits: Limits) -> String {
+    engine(kind)
+        .compile(wat.as_bytes(), Arc::new(HostFunctions::new()), limits)
+        .err()
+        .expect("must fail")
+        .to_string()
+}
+
 fn instance(kind: EngineKind, wat: &str, host: HostFunctions) -> Box<dyn Instance> {
     compile(kind, wat, host, Limits::default())
         .instantiate(Box::new(()))
@@ -538,8 +547,9 @@ fn assert_deadline(i: &mut dyn Instance, export: &str, deadline: Duration) {
         elapsed >= deadline - Duration::from_millis(10),
         "stopped early: {elapsed:?}"
     );
+    // Generous: the machines are shared and noisy; a runaway that is not stopped never returns.
     assert!(
-        elapsed <= deadline + Duration::from_millis(100),
+        elapsed <= deadline + Duration::from_secs(2),
         "stopped {:?} after the deadline",
         elapsed - deadline
     );
@@ -1098,15 +1108,7 @@ fn start_section_reaches_memory(kind: EngineKind) {
     assert_eq!(err.reason, TrapReason::Deadline);
     // The reserved name is refused with a clear error.
     let wat = format!(r#"(module (func $s) (export "{START_EXPORT}" (func $s)) (start $s))"#);
-    let err = engine(kind)
-        .compile(
-            wat.as_bytes(),
-            Arc::new(HostFunctions::new()),
-            Limits::default(),
-        )
-        .err()
-        .expect("must fail")
-        .to_string();
+    let err = compile_error(kind, &wat, Limits::default());
     assert!(err.contains("reserves"), "{err}");
 }
 parity!(start_section_reaches_memory);
@@ -1136,15 +1138,7 @@ fn table_cap(kind: EngineKind) {
     assert!(!i.is_poisoned());
     // A declared minimum above the cap: the module is refused clearly.
     let wat = format!("(module (table {} funcref))", MAX_TABLE_ELEMENTS + 1);
-    let err = engine(kind)
-        .compile(
-            wat.as_bytes(),
-            Arc::new(HostFunctions::new()),
-            Limits::default(),
-        )
-        .err()
-        .expect("must fail")
-        .to_string();
+    let err = compile_error(kind, &wat, Limits::default());
     assert!(
         err.contains("table of 1000001 elements exceeds the limit of 1000000"),
         "{err}"
