@@ -61,6 +61,7 @@ fn options(decl: Option<&PluginDecl>) -> PluginOptions {
     if let Some(n) = d.pool_size {
         o.pool_size = n.max(1);
     }
+    o.max_instances = d.max_instances;
     if let Some(w) = d.pool_wait {
         o.pool_wait = w;
     }

@@ -261,3 +261,71 @@ async fn a_trapping_guest_gets_one_500_without_its_trap_text() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_body_senders_do_not_starve_a_plugin_route() {
+    use tokio::io::AsyncWriteExt;
+    // With the default (no cap) other requests are served; with `maxInstances: 16` the same
+    // holders take every instance and the others get 503 after poolWait, which shows the
+    // holders really hold instances.
+    for (engine, cap) in [
+        ("wasmtime", ""),
+        ("wasmer", ""),
+        ("wasmtime", "    maxInstances: 16\n    poolWait: 200ms\n"),
+    ] {
+        let up = echo_upstream("up").await;
+        let http = format!(
+            r#"http:
+  routers:
+    r: {{ rule: "PathPrefix(`/`)", middlewares: [demo], service: up }}
+  middlewares:
+    demo:
+      plugin:
+        example: {{ headers: {{ Foo: Bar }} }}
+  services:
+    up:
+      loadBalancer: {{ servers: [ {{ url: "http://{up}" }} ] }}
+"#
+        );
+        let t = start(&[(
+            "wasmgate.yaml",
+            &install(&[("example", "add-headers", engine)], &http).replace(
+                &format!("    engine: {engine}\n"),
+                &format!("    engine: {engine}\n{cap}"),
+            ),
+        )])
+        .await;
+        // 20 clients (more than the 16 warm instances) send a POST head and 10 bytes of a
+        // 100 kB body, then wait: each request holds an instance while it is in flight.
+        let mut holders = Vec::new();
+        for _ in 0..20 {
+            let mut s = tokio::net::TcpStream::connect(t.addr).await.unwrap();
+            s.write_all(
+                b"POST /upload HTTP/1.1\r\nhost: demo\r\ncontent-length: 100000\r\n\r\n0123456789",
+            )
+            .await
+            .unwrap();
+            holders.push(s);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Requests through the same plugin route are still served, at once (poolWait is 5s).
+        let mut tasks = Vec::new();
+        for _ in 0..20 {
+            let url = t.url("/");
+            tasks.push(tokio::spawn(async move {
+                let started = std::time::Instant::now();
+                (send(get(url)).await.status, started.elapsed())
+            }));
+        }
+        for task in tasks {
+            let (status, took) = task.await.unwrap();
+            if cap.is_empty() {
+                assert_eq!(status, 200, "{engine}");
+                assert!(took < Duration::from_secs(4), "{engine}: waited {took:?}");
+            } else {
+                assert_eq!(status, 503, "{engine} with a cap");
+            }
+        }
+        drop(holders);
+    }
+}

@@ -53,8 +53,12 @@ pub struct PluginOptions {
     pub abi: AbiChoice,
     /// Memory, deadline and stack limits of each instance.
     pub limits: Limits,
-    /// Instances per middleware (the most requests one middleware runs at once).
+    /// Instances per middleware kept warm (idle, ready for the next request).
     pub pool_size: usize,
+    /// The most instances one middleware may have at once; `None`: as many as requests need
+    /// (the reference http-wasm host's pool is unbounded: a cap is a concurrency limit, and
+    /// slow clients holding instances would starve everyone else).
+    pub max_instances: Option<usize>,
     /// How long a request waits for a free instance before a 503.
     pub pool_wait: Duration,
     /// Largest body a plugin may have buffered; larger is 413 (requests) or 500 (responses).
@@ -76,6 +80,7 @@ impl Default for PluginOptions {
             abi: AbiChoice::Auto,
             limits: Limits::default(),
             pool_size: 16,
+            max_instances: None,
             pool_wait: Duration::from_secs(5),
             max_body_bytes: 16 << 20,
             vm_config: Vec::new(),
@@ -266,10 +271,27 @@ impl Plugin {
     }
 }
 
+/// A middleware's instance pool and the permits that bound it: `pool_size` instances kept warm,
+/// at most `max_instances` at once (unbounded when not set).
+pub(crate) fn instance_pool(
+    module: Arc<dyn wasmgate_engines::CompiledModule>,
+    opts: &PluginOptions,
+    factory: impl Fn() -> Box<dyn std::any::Any + Send> + Send + Sync + 'static,
+) -> (wasmgate_engines::InstancePool, Arc<tokio::sync::Semaphore>) {
+    let max = opts
+        .max_instances
+        .unwrap_or(tokio::sync::Semaphore::MAX_PERMITS)
+        .clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
+    let pool =
+        wasmgate_engines::InstancePool::new(module, max, factory).with_idle_limit(opts.pool_size);
+    (pool, Arc::new(tokio::sync::Semaphore::new(max)))
+}
+
 /// Takes an instance from `pool`, waiting up to `wait` for one to be free.
 ///
-/// The semaphore holds as many permits as the pool has instances, so under load requests queue
-/// here instead of multiplying instances; past `wait` the request gets a 503.
+/// The semaphore holds as many permits as the pool may have instances (`maxInstances`), so
+/// when a cap is set requests queue here instead of multiplying instances; past `wait` the
+/// request gets a 503.
 pub(crate) async fn acquire_instance(
     pool: &wasmgate_engines::InstancePool,
     permits: &Arc<tokio::sync::Semaphore>,

@@ -191,7 +191,11 @@ async fn handle_response_sees_is_error_when_next_fails() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn instances_are_pinned_reused_and_bounded_under_concurrency() {
     for engine in EngineKind::ALL {
-        let mw = middleware(engine, PHASES, b"", opts(4));
+        let capped = PluginOptions {
+            max_instances: Some(4),
+            ..opts(4)
+        };
+        let mw = middleware(engine, PHASES, b"", capped);
         let up = upstream(Duration::from_millis(20));
         let mut tasks = Vec::new();
         for _ in 0..40 {
@@ -219,6 +223,7 @@ async fn an_exhausted_pool_makes_requests_wait_then_503() {
     for engine in EngineKind::ALL {
         let short = PluginOptions {
             pool_size: 1,
+            max_instances: Some(1),
             pool_wait: Duration::from_millis(100),
             ..PluginOptions::default()
         };
@@ -237,6 +242,7 @@ async fn an_exhausted_pool_makes_requests_wait_then_503() {
         // With a longer wait the second request is served after the first.
         let patient = PluginOptions {
             pool_size: 1,
+            max_instances: Some(1),
             pool_wait: Duration::from_secs(5),
             ..PluginOptions::default()
         };
@@ -248,6 +254,33 @@ async fn an_exhausted_pool_makes_requests_wait_then_503() {
         let b = run(&mw, &up, &[]).await.unwrap().status;
         assert_eq!(b, StatusCode::OK);
         assert_eq!(a.await.unwrap().unwrap(), StatusCode::OK);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_a_cap_the_pool_grows_for_a_burst_then_keeps_pool_size_warm() {
+    for engine in EngineKind::ALL {
+        // Two warm instances, no cap: 12 slow requests at once all run, none waits.
+        let mw = middleware(engine, PHASES, b"", opts(2));
+        let up = upstream(Duration::from_millis(300));
+        let mut tasks = Vec::new();
+        for _ in 0..12 {
+            let (mw, up) = (mw.clone(), up.clone());
+            tasks.push(tokio::spawn(async move {
+                run(&mw, &up, &[]).await.map(|r| r.status)
+            }));
+        }
+        for t in tasks {
+            assert_eq!(t.await.unwrap().unwrap(), StatusCode::OK, "{engine}");
+        }
+        assert_eq!(
+            mw.pool().created(),
+            12,
+            "{engine}: one instance per request in flight"
+        );
+        assert_eq!(mw.pool().in_use(), 0, "{engine}");
+        // The burst is over: only poolSize instances stay warm.
+        assert_eq!(mw.pool().idle(), 2, "{engine}");
     }
 }
 

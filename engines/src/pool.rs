@@ -27,6 +27,8 @@ pub enum PoolError {
 struct Inner {
     module: Arc<dyn CompiledModule>,
     max: usize,
+    /// Idle instances kept for reuse; one returned beyond this is dropped.
+    keep_idle: usize,
     idle: Mutex<Vec<Box<dyn Instance>>>,
     in_use: Mutex<usize>,
     factory: Arc<DataFactory>,
@@ -53,6 +55,7 @@ impl InstancePool {
             inner: Arc::new(Inner {
                 module,
                 max: max_instances.max(1),
+                keep_idle: usize::MAX,
                 idle: Mutex::new(Vec::new()),
                 in_use: Mutex::new(0),
                 factory: Arc::new(factory),
@@ -71,6 +74,15 @@ impl InstancePool {
     ) -> Self {
         if let Some(inner) = Arc::get_mut(&mut self.inner) {
             inner.init = Some(Arc::new(init));
+        }
+        self
+    }
+
+    /// Keeps at most `keep` idle instances: one given back beyond that is dropped, so a pool
+    /// that grew under a burst shrinks back. Only valid before the pool is shared.
+    pub fn with_idle_limit(mut self, keep: usize) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.keep_idle = keep.max(1);
         }
         self
     }
@@ -177,11 +189,10 @@ impl Drop for PooledInstance {
             if i.is_poisoned() || std::thread::panicking() {
                 self.inner.discarded.fetch_add(1, Ordering::Relaxed);
             } else {
-                self.inner
-                    .idle
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(i);
+                let mut idle = self.inner.idle.lock().unwrap_or_else(|p| p.into_inner());
+                if idle.len() < self.inner.keep_idle {
+                    idle.push(i);
+                }
             }
         }
         *self.inner.in_use.lock().unwrap_or_else(|p| p.into_inner()) -= 1;

@@ -97,7 +97,7 @@ pub fn trusted_ips(list: &[String]) -> Result<Vec<IpNet>, (usize, String)> {
 
 /// The largest `maxHeaderBytes`: 64 MiB (Traefik's default is 1 MiB).
 pub const MAX_HEADER_BYTES_LIMIT: usize = 64 << 20;
-/// The largest `poolSize`.
+/// The largest `poolSize` and `maxInstances`.
 pub const MAX_POOL_SIZE: usize = 4096;
 /// The largest `callTimeout` and `poolWait`.
 pub const MAX_PLUGIN_WAIT: Duration = Duration::from_secs(3600);
@@ -141,10 +141,11 @@ pub fn check_static(file: &Path, config: &StaticConfig) -> Vec<ConfigError> {
     }
     for (name, d) in &config.plugins {
         let here = format!("plugins.{name}");
-        if let Some(n) = d.pool_size {
+        for (field, value) in [("poolSize", d.pool_size), ("maxInstances", d.max_instances)] {
+            let Some(n) = value else { continue };
             if !(1..=MAX_POOL_SIZE).contains(&n) {
                 error(
-                    format!("{here}.poolSize"),
+                    format!("{here}.{field}"),
                     format!("{n} is out of range: 1 to {MAX_POOL_SIZE} instances"),
                 );
             }

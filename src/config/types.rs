@@ -287,10 +287,15 @@ pub struct PluginDecl {
     /// The ABI it speaks.
     #[serde(default)]
     pub abi: AbiChoice,
-    /// Instances per middleware: how many requests one middleware runs at once (default 16).
+    /// Instances per middleware kept warm (default 16); more are created when requests need
+    /// them, up to `maxInstances`.
     #[serde(default)]
     pub pool_size: Option<usize>,
-    /// How long a request waits for a free instance before a 503 (default 5s).
+    /// The most instances one middleware may have at once (default: no cap, as the reference
+    /// http-wasm host).
+    #[serde(default)]
+    pub max_instances: Option<usize>,
+    /// With `maxInstances`, how long a request waits for a free instance before a 503 (default 5s).
     #[serde(default, deserialize_with = "deserialize_opt_duration")]
     pub pool_wait: Option<Duration>,
     /// Largest linear memory of one instance, in bytes (default 1 GiB, at most 4 GiB); address

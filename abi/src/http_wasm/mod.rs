@@ -104,15 +104,16 @@ impl HttpWasmPlugin {
             max_body_bytes: self.opts.max_body_bytes,
         });
         let for_factory = shared.clone();
-        let pool = InstancePool::new(self.module.clone(), self.opts.pool_size, move || {
-            Box::new(HttpWasmState {
-                shared: for_factory.clone(),
-                module_features: 0,
-                exchange: None,
-                handlers: None,
-            })
-        })
-        .with_init(start_instance);
+        let (pool, permits) =
+            crate::plugin::instance_pool(self.module.clone(), &self.opts, move || {
+                Box::new(HttpWasmState {
+                    shared: for_factory.clone(),
+                    module_features: 0,
+                    exchange: None,
+                    handlers: None,
+                })
+            });
+        let pool = pool.with_init(start_instance);
         // Pre-warm: a start-up failure is a configuration error now, not a 500 later.
         let warm: Vec<PooledInstance> = (0..PREWARM.min(self.opts.pool_size))
             .map(|_| pool.acquire())
@@ -125,7 +126,7 @@ impl HttpWasmPlugin {
         Ok(HttpWasmMiddleware {
             shared,
             pool,
-            permits: Arc::new(Semaphore::new(self.opts.pool_size.max(1))),
+            permits,
             pool_wait: self.opts.pool_wait,
         })
     }

@@ -251,12 +251,13 @@ impl ProxyWasmPlugin {
         });
         let for_factory = shared.clone();
         let allocator = self.allocator;
-        let pool = InstancePool::new(self.module.clone(), self.opts.pool_size, move || {
-            let mut st = InstanceState::new(for_factory.clone());
-            st.allocator = allocator;
-            Box::new(st)
-        })
-        .with_init(start_instance);
+        let (pool, permits) =
+            crate::plugin::instance_pool(self.module.clone(), &self.opts, move || {
+                let mut st = InstanceState::new(for_factory.clone());
+                st.allocator = allocator;
+                Box::new(st)
+            });
+        let pool = pool.with_init(start_instance);
         // Pre-warm one instance: a rejected configuration fails the middleware now.
         let warm = pool.acquire().map_err(|e| match e {
             PoolError::Instantiate(t)
@@ -274,7 +275,7 @@ impl ProxyWasmPlugin {
         let inner = Arc::new(Inner {
             shared,
             pool,
-            permits: Arc::new(Semaphore::new(self.opts.pool_size.max(1))),
+            permits,
             pool_wait: self.opts.pool_wait,
             tick_ms: AtomicU64::new(tick),
             waiter,
