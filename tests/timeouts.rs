@@ -232,3 +232,32 @@ async fn response_header_timeout_does_not_count_a_slow_upload() {
     // The echo upstream answers as soon as it has the whole body.
     assert_eq!(read_response(&mut s).await, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_http2_connection_is_closed_after_idle_timeout() {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let up = echo_upstream("up").await;
+    let entry = "    transport:\n      respondingTimeouts: { idleTimeout: 300ms }";
+    let t = start(&[("wasmgate.yaml", &config(entry, up, "{}"))]).await;
+    let stream = TcpStream::connect(t.addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    let conn = tokio::spawn(conn);
+    let req = hyper::Request::get(format!("http://{}/", t.addr))
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.into_body().collect().await.unwrap();
+    // No stream open: the server ends the connection (the old code never did).
+    tokio::time::timeout(Duration::from_secs(5), conn)
+        .await
+        .expect("idle HTTP/2 connection not closed")
+        .unwrap()
+        .ok();
+}
