@@ -123,6 +123,12 @@ pub fn check_static(file: &Path, config: &StaticConfig) -> Vec<ConfigError> {
         if let Err((i, e)) = trusted_ips(&ep.forwarded_headers.trusted_ips) {
             error(format!("{here}.forwardedHeaders.trustedIPs[{i}]"), e);
         }
+        if ep.http2.max_concurrent_streams == Some(0) {
+            error(
+                format!("{here}.http2.maxConcurrentStreams"),
+                "0 is out of range: at least 1 stream (default 250)".into(),
+            );
+        }
         if let Some(n) = ep.http.max_header_bytes {
             if n == 0 || n > MAX_HEADER_BYTES_LIMIT {
                 error(

@@ -111,6 +111,18 @@ pub struct EntryPointConfig {
     /// Which peers may set `X-Forwarded-*` and `X-Real-Ip`.
     #[serde(default)]
     pub forwarded_headers: ForwardedHeadersConfig,
+    /// HTTP/2 settings.
+    #[serde(default)]
+    pub http2: EntryPointHttp2,
+}
+
+/// Traefik's `entryPoints.<n>.http2`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct EntryPointHttp2 {
+    /// Streams one HTTP/2 client connection may have open at once (default 250, as Traefik).
+    #[serde(default)]
+    pub max_concurrent_streams: Option<u32>,
 }
 
 /// Traefik's `forwardedHeaders`: whose `X-Forwarded-*` and `X-Real-Ip` are believed.
@@ -136,16 +148,25 @@ pub struct EntryPointTransport {
     /// Shutdown behaviour.
     #[serde(default)]
     pub life_cycle: LifeCycle,
+    /// Most client connections open at once (wasmgate's own setting; default 0: no limit).
+    /// At the limit, new connections wait in the listen backlog until one closes.
+    #[serde(default)]
+    pub max_connections: Option<usize>,
 }
 
-/// Timeouts toward clients.
+/// Timeouts toward clients (Traefik's `respondingTimeouts`; `0s` means none).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RespondingTimeouts {
-    /// How long a client may take to send its request headers (default 60s).
+    /// How long a client may take to send a whole request, head and body (default 60s).
     #[serde(default, deserialize_with = "deserialize_opt_duration")]
     pub read_timeout: Option<Duration>,
-    /// How long an idle keep-alive connection stays open (default 180s).
+    /// How long writing a response may take, from the end of its request's head (default 0s:
+    /// no limit).
+    #[serde(default, deserialize_with = "deserialize_opt_duration")]
+    pub write_timeout: Option<Duration>,
+    /// How long an idle keep-alive connection stays open (default 180s; `0s` falls back to
+    /// `readTimeout`, as in Go).
     #[serde(default, deserialize_with = "deserialize_opt_duration")]
     pub idle_timeout: Option<Duration>,
 }

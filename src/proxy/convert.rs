@@ -2,9 +2,9 @@
 
 use std::net::SocketAddr;
 
+use bytes::Bytes;
 use http::Uri;
-use hyper::body::Incoming;
-use wasmgate_abi::{Body, Headers, ProxyError, Request, Response};
+use wasmgate_abi::{Body, BodyError, Headers, ProxyError, Request, Response};
 
 /// Hop-by-hop headers: they describe one connection and are never forwarded (RFC 9110 §7.6.1).
 /// `Trailer` is end to end (RFC 9110 §6.6.2): HTTP/1 needs it to send the trailers at all.
@@ -51,11 +51,15 @@ pub fn accepts_trailers(headers: &Headers) -> bool {
 }
 
 /// A request from a client, as the chain sees it.
-pub fn request_from_hyper(
-    req: hyper::Request<Incoming>,
+pub fn request_from_hyper<B>(
+    req: hyper::Request<B>,
     source_addr: SocketAddr,
     local_addr: SocketAddr,
-) -> Request {
+) -> Request
+where
+    B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
+    B::Error: Into<BodyError>,
+{
     let (parts, body) = req.into_parts();
     Request {
         method: parts.method,
@@ -105,7 +109,11 @@ pub fn request_to_hyper(mut req: Request, uri: Uri) -> Result<hyper::Request<Bod
 }
 
 /// A response from an upstream, as the chain sees it.
-pub fn response_from_hyper(resp: hyper::Response<Incoming>) -> Response {
+pub fn response_from_hyper<B>(resp: hyper::Response<B>) -> Response
+where
+    B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
+    B::Error: Into<BodyError>,
+{
     let (parts, body) = resp.into_parts();
     Response {
         status: parts.status,

@@ -5,5 +5,6 @@ pub mod edge;
 pub mod framing;
 pub mod handler;
 pub mod server;
+pub mod timeouts;
 
 pub use server::{start, RunningServer, StartError};

@@ -14,6 +14,7 @@ use tokio::task::JoinSet;
 
 use super::edge::EdgePolicy;
 use super::framing::{FramingWatch, Watched};
+use super::timeouts::{ConnClock, RespondingLimits, Timed};
 use crate::config::check::listen_address;
 use crate::config::EntryPointConfig;
 use crate::gateway::Gateway;
@@ -28,15 +29,22 @@ pub struct ConnectionContext {
     pub edge: Arc<EdgePolicy>,
     /// What the framing watcher found on this connection.
     pub framing: Arc<FramingWatch>,
+    /// The connection's read, write and idle deadlines.
+    pub clock: Arc<ConnClock>,
     /// The client's address.
     pub peer: SocketAddr,
     /// The local address it connected to.
     pub local: SocketAddr,
 }
 
-const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(60);
 const DEFAULT_GRACE: Duration = Duration::from_secs(10);
 const DEFAULT_MAX_HEADER_BYTES: usize = 1024 * 1024;
+/// Traefik's default `http2.maxConcurrentStreams`.
+const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 250;
+/// How often an HTTP/2 connection is pinged (Traefik has no setting: Go's server sends none).
+pub const H2_PING_INTERVAL: Duration = Duration::from_secs(30);
+/// How long a ping may go unanswered before the connection is closed.
+pub const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -130,19 +138,23 @@ fn connection_builder(ep: &EntryPointConfig) -> auto::Builder<TokioExecutor> {
     builder
         .http1()
         .timer(TokioTimer::new())
-        // A client that never finishes its headers is cut off (slowloris).
-        .header_read_timeout(
-            ep.transport
-                .responding_timeouts
-                .read_timeout
-                .unwrap_or(DEFAULT_READ_TIMEOUT),
-        )
+        // hyper's timer would also run while a keep-alive connection is idle; `readTimeout`
+        // (head and body) and `idleTimeout` are kept on the socket instead (see `Timed`).
+        .header_read_timeout(None)
         .max_buf_size(max_header)
         .keep_alive(true);
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(max_header as u32);
+        .max_header_list_size(max_header as u32)
+        .max_concurrent_streams(
+            ep.http2
+                .max_concurrent_streams
+                .unwrap_or(DEFAULT_MAX_CONCURRENT_STREAMS),
+        )
+        // A client that vanished without closing is found and its streams freed.
+        .keep_alive_interval(H2_PING_INTERVAL)
+        .keep_alive_timeout(H2_PING_TIMEOUT);
     builder
 }
 
@@ -156,8 +168,25 @@ async fn serve_entry_point(
     let builder = connection_builder(&ep);
     let edge = Arc::new(EdgePolicy::new(&ep));
     let max_header = max_header_bytes(&ep);
+    let limits = RespondingLimits::new(&ep);
+    // At the limit, no more are accepted: new clients wait in the listen backlog.
+    let slots = ep
+        .transport
+        .max_connections
+        .filter(|&n| n > 0)
+        .map(|n| Arc::new(tokio::sync::Semaphore::new(n)));
     let graceful = GracefulShutdown::new();
     loop {
+        let slot = match &slots {
+            Some(slots) => tokio::select! {
+                slot = slots.clone().acquire_owned() => match slot {
+                    Ok(slot) => Some(slot),
+                    Err(_) => break,
+                },
+                _ = stop.changed() => break,
+            },
+            None => None,
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
@@ -181,11 +210,13 @@ async fn serve_entry_point(
             entry_point: name.clone(),
             edge: edge.clone(),
             framing: Arc::new(FramingWatch::default()),
+            clock: ConnClock::new(limits),
             peer,
             local,
         });
         // The bytes pass a framing watcher on their way to hyper (request smuggling).
         let stream = Watched::new(stream, max_header, conn_ctx.framing.clone());
+        let stream = Timed::new(stream, conn_ctx.clock.clone());
         let service = hyper::service::service_fn(move |req| {
             super::handler::handle_in_task(conn_ctx.clone(), req)
         });
@@ -197,6 +228,7 @@ async fn serve_entry_point(
             if let Err(e) = conn.await {
                 tracing::debug!(client = %peer, "connection ended: {e}");
             }
+            drop(slot);
         });
     }
     drop(listener);

@@ -5,8 +5,9 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use http::uri::{Authority, Scheme};
 use http::{StatusCode, Uri};
-use wasmgate_abi::{Endpoint, ErrorSource, ProxyError, Request, Response};
+use wasmgate_abi::{Body, Endpoint, ErrorSource, ProxyError, Request, Response};
 
+use super::timed_body::{SignalOnEnd, StallCut};
 use super::transport::Transport;
 use crate::proxy::convert;
 
@@ -152,17 +153,36 @@ impl Endpoint for LoadBalancer {
             req.headers.remove("host");
         }
         let upstream_req = convert::request_to_hyper(req, target)?;
+        // As Go's net/http, responseHeaderTimeout starts once the request is written, body
+        // included: a slow upload does not count against it.
+        let (upstream_req, written) = if upstream_req.body().is_end_stream() {
+            (upstream_req, None)
+        } else {
+            let (parts, body) = upstream_req.into_parts();
+            let (body, written) = SignalOnEnd::new(body);
+            (
+                hyper::Request::from_parts(parts, Body::from_stream(body)),
+                Some(written),
+            )
+        };
         let client = self.transport.client(server.h2c);
-        let sent = tokio::time::timeout(
-            self.transport.response_header_timeout,
-            client.request(upstream_req),
-        )
-        .await;
+        let header_timeout = self.transport.response_header_timeout;
+        let waited = async move {
+            if let Some(written) = written {
+                // An error: the body was dropped unfinished and the request is failing anyway.
+                let _ = written.await;
+            }
+            tokio::time::sleep(header_timeout).await;
+        };
+        let sent = tokio::select! {
+            sent = client.request(upstream_req) => Ok(sent),
+            () = waited => Err(()),
+        };
         let resp = match sent {
-            Err(_) => {
+            Err(()) => {
                 return Err(ProxyError::gateway_timeout(format!(
                     "{} did not answer within {:?}",
-                    server.url, self.transport.response_header_timeout
+                    server.url, header_timeout
                 )))
             }
             Ok(Err(e)) => {
@@ -181,7 +201,10 @@ impl Endpoint for LoadBalancer {
             }
             Ok(Ok(resp)) => resp,
         };
-        let mut resp = convert::response_from_hyper(resp);
+        let mut resp = match self.transport.body_stall_timeout {
+            Some(limit) => convert::response_from_hyper(resp.map(|b| StallCut::new(b, limit))),
+            None => convert::response_from_hyper(resp),
+        };
         convert::strip_arriving_hop_by_hop(&mut resp.headers);
         resp.extensions.insert(UpstreamUsed(server.url.clone()));
         Ok(resp)

@@ -2,6 +2,7 @@
 
 pub mod echo;
 pub mod load_balancer;
+pub mod timed_body;
 pub mod transport;
 
 pub use echo::{serve_echo, EchoService, ECHO_SERVICE};

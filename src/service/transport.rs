@@ -22,8 +22,11 @@ const DEFAULT_MAX_IDLE_PER_HOST: usize = 200;
 pub struct Transport {
     http1: Client<HttpConnector, Body>,
     h2c: Client<HttpConnector, Body>,
-    /// How long to wait for a response head before answering 504.
+    /// How long to wait for a response head, once the request is written, before answering 504.
     pub response_header_timeout: Duration,
+    /// How long a response body may go without a byte before it is cut (`idleConnTimeout`;
+    /// `None` for `0s`).
+    pub body_stall_timeout: Option<Duration>,
 }
 
 impl Transport {
@@ -51,6 +54,7 @@ impl Transport {
             response_header_timeout: t
                 .response_header_timeout
                 .unwrap_or(DEFAULT_RESPONSE_HEADER_TIMEOUT),
+            body_stall_timeout: (!idle.is_zero()).then_some(idle),
         }
     }
 
