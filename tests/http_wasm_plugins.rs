@@ -329,3 +329,36 @@ async fn slow_body_senders_do_not_starve_a_plugin_route() {
         drop(holders);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_buffering_plugin_reads_the_body_before_taking_an_instance() {
+    use tokio::io::AsyncWriteExt;
+    // `buffer_request` from start-up: the body must be whole before the guest runs.
+    const BUFFERING: &str = r#"(module
+      (import "http_handler" "enable_features" (func $ef (param i32) (result i32)))
+      (memory (export "memory") 1)
+      (func (export "_start") (drop (call $ef (i32.const 1))))
+      (func (export "handle_request") (result i64) (i64.const 1))
+      (func (export "handle_response") (param i32 i32)))"#;
+    for engine in ["wasmtime", "wasmer"] {
+        let up = echo_upstream("up").await;
+        let dir = tempfile::tempdir().unwrap();
+        let wasm = dir.path().join("buffering.wasm");
+        std::fs::write(&wasm, wat::parse_str(BUFFERING).unwrap()).unwrap();
+        // One instance at most: a slow client holding it would make the next request wait.
+        let config = format!(
+            "entryPoints:\n  web:\n    address: \"127.0.0.1:0\"\ncache:\n  enabled: false\nplugins:\n  buf:\n    path: \"{}\"\n    engine: {engine}\n    poolSize: 1\n    maxInstances: 1\n    poolWait: 200ms\nhttp:\n  routers:\n    r: {{ rule: \"PathPrefix(`/`)\", middlewares: [b], service: up }}\n  middlewares:\n    b: {{ plugin: {{ buf: {{}} }} }}\n  services:\n    up: {{ loadBalancer: {{ servers: [ {{ url: \"http://{up}\" }} ] }} }}\n",
+            wasm.display()
+        );
+        let t = start(&[("wasmgate.yaml", &config)]).await;
+        let mut slow = tokio::net::TcpStream::connect(t.addr).await.unwrap();
+        slow.write_all(
+            b"POST / HTTP/1.1\r\nhost: demo\r\ncontent-length: 100000\r\n\r\n0123456789",
+        )
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(send(get(t.url("/"))).await.status, 200, "{engine}");
+        drop(slow);
+    }
+}

@@ -115,19 +115,23 @@ impl HttpWasmPlugin {
             });
         let pool = pool.with_init(start_instance);
         // Pre-warm: a start-up failure is a configuration error now, not a 500 later.
-        let warm: Vec<PooledInstance> = (0..PREWARM.min(self.opts.pool_size))
+        let mut warm: Vec<PooledInstance> = (0..PREWARM.min(self.opts.pool_size))
             .map(|_| pool.acquire())
             .collect::<Result<_, _>>()
             .map_err(|e| match e {
                 wasmgate_engines::PoolError::Instantiate(t) => PluginError::Start(t),
                 other => PluginError::Abi(other.to_string()),
             })?;
+        let buffers_request = warm
+            .first_mut()
+            .is_some_and(|i| st(i).module_features & feature::BUFFER_REQUEST != 0);
         drop(warm);
         Ok(HttpWasmMiddleware {
             shared,
             pool,
             permits,
             pool_wait: self.opts.pool_wait,
+            buffers_request,
         })
     }
 }
@@ -168,6 +172,9 @@ pub struct HttpWasmMiddleware {
     pool: InstancePool,
     permits: Arc<Semaphore>,
     pool_wait: Duration,
+    /// The guest enables `buffer_request` at start-up (the same on every instance): the body
+    /// is then read before an instance is taken, so a slow client holds no instance.
+    buffers_request: bool,
 }
 
 impl HttpWasmMiddleware {
@@ -277,7 +284,16 @@ impl Drop for Lease {
 
 #[async_trait]
 impl Middleware for HttpWasmMiddleware {
-    async fn handle(&self, req: Request, next: Next<'_>) -> Result<Response, ProxyError> {
+    async fn handle(&self, mut req: Request, next: Next<'_>) -> Result<Response, ProxyError> {
+        let limit = self.shared.max_body_bytes;
+        if self.buffers_request && !req.body.is_end_stream() {
+            // Read the whole body first: no instance waits on a slow client.
+            let body = std::mem::take(&mut req.body)
+                .buffer(limit)
+                .await
+                .map_err(|e| buffer_error(e, StatusCode::PAYLOAD_TOO_LARGE))?;
+            req.body = Body::from(body);
+        }
         let (_permit, inst) = crate::plugin::acquire_instance(
             &self.pool,
             &self.permits,
@@ -294,7 +310,6 @@ impl Middleware for HttpWasmMiddleware {
             .handlers
             .clone()
             .expect("handlers are cached at start-up");
-        let limit = self.shared.max_body_bytes;
         let mut ex = Exchange::new(req, st(inst).module_features);
         if ex.has(feature::BUFFER_REQUEST) {
             ex.body
