@@ -81,6 +81,16 @@ const HTTP_BUFFERING: &str = r#"(module
     (i64.const 1))
   (func (export "handle_response") (param i32 i32)))"#;
 
+/// http-wasm: turns `buffer_request` on for this request only, then passes the request on:
+/// the host buffers the rest of the body for next and for a replay.
+const HTTP_BUFFERING_PER_REQUEST: &str = r#"(module
+  (import "http_handler" "enable_features" (func $features (param i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "handle_request") (result i64)
+    (drop (call $features (i32.const 1)))
+    (i64.const 1))
+  (func (export "handle_response") (param i32 i32)))"#;
+
 /// http-wasm: streams the body through 4 KiB reads, without `buffer_request`.
 const HTTP_STREAMING: &str = r#"(module
   (import "http_handler" "read_body" (func $read (param i32 i32 i32) (result i64)))
@@ -133,6 +143,10 @@ fn bench(c: &mut Criterion) {
     let e = engines.get(engine).unwrap();
     for (name, wat) in [
         ("http_wasm_buffer_request", HTTP_BUFFERING),
+        (
+            "http_wasm_buffer_request_per_request",
+            HTTP_BUFFERING_PER_REQUEST,
+        ),
         ("http_wasm_read_and_write", HTTP_STREAMING),
         ("proxy_wasm_pause_each_chunk", PW_BUFFERING),
     ] {
