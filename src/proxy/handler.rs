@@ -76,7 +76,6 @@ pub async fn handle(
     smuggles: bool,
 ) -> Result<hyper::Response<Body>, std::convert::Infallible> {
     let start = Instant::now();
-    let started = std::time::SystemTime::now();
     // Held to the end of the request: a reload does not change what this request runs.
     let snapshot = conn.gateway.snapshot();
     let entry_point = &conn.entry_point;
@@ -88,6 +87,7 @@ pub async fn handle(
     let logged = conn.gateway.access_log.as_ref().map(|_| {
         let header = |n: &str| req.headers.get_str(n).map(str::to_string);
         (
+            std::time::SystemTime::now(),
             req.method.clone(),
             req.uri.to_string(),
             req.version,
@@ -136,7 +136,7 @@ pub async fn handle(
             convert::response_to_hyper(error_response(e.status)).expect("plain response")
         }
     };
-    if let (Some(log), Some((method, uri, version, user_agent, referer))) =
+    if let (Some(log), Some((started, method, uri, version, user_agent, referer))) =
         (&conn.gateway.access_log, &logged)
     {
         log.log(&AccessEntry {
@@ -155,7 +155,7 @@ pub async fn handle(
                 .headers()
                 .get(http::header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok()?.parse().ok()),
-            start: started,
+            start: *started,
             duration: start.elapsed(),
         });
     }
