@@ -27,9 +27,14 @@ impl std::fmt::Display for ErrorSource {
     }
 }
 
+/// The error an error was caused by, kept so the logs can print the whole chain.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// An error that ends a request, with the status the client gets for it.
 ///
 /// The message is for the logs; the client sees only the status and its reason phrase.
+/// The error it wraps, if any, is its [`std::error::Error::source`] (see
+/// [`ProxyError::with_source`]).
 #[derive(Debug, thiserror::Error)]
 #[error("{source_kind} error: {message}")]
 pub struct ProxyError {
@@ -39,6 +44,9 @@ pub struct ProxyError {
     pub status: StatusCode,
     /// What happened, for the logs.
     pub message: String,
+    /// The underlying error (an I/O error, a trap, a body stream failure).
+    #[source]
+    cause: Option<BoxError>,
 }
 
 impl ProxyError {
@@ -48,7 +56,26 @@ impl ProxyError {
             source_kind,
             status,
             message: message.into(),
+            cause: None,
         }
+    }
+
+    /// The same error, caused by `source` (returned by [`std::error::Error::source`]).
+    pub fn with_source(mut self, source: impl Into<BoxError>) -> Self {
+        self.cause = Some(source.into());
+        self
+    }
+
+    /// The error and every error it was caused by, joined by `: ` (for a log line).
+    pub fn chain(&self) -> String {
+        let mut out = self.to_string();
+        let mut next = std::error::Error::source(self);
+        while let Some(e) = next {
+            out.push_str(": ");
+            out.push_str(&e.to_string());
+            next = e.source();
+        }
+        out
     }
 
     /// The upstream could not be reached or broke the exchange: 502.
@@ -82,5 +109,24 @@ impl ProxyError {
             StatusCode::INTERNAL_SERVER_ERROR,
             message,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_source_chain_is_kept() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by peer");
+        let e = ProxyError::bad_gateway("upstream broke the exchange").with_source(io);
+        let source = std::error::Error::source(&e).expect("a source");
+        assert_eq!(source.to_string(), "reset by peer");
+        assert_eq!(
+            e.chain(),
+            "upstream error: upstream broke the exchange: reset by peer"
+        );
+        // Without one, there is none.
+        assert!(std::error::Error::source(&ProxyError::internal("x")).is_none());
     }
 }

@@ -6,11 +6,19 @@
 //! runs them is described by [`Middleware`] and [`Next`]. Nothing here knows
 //! about hyper's server, so that the ABI glue talks to an HTTP model and never
 //! to server types; engines are reached only through `wasmgate-engines`.
+//!
+//! What both ABIs share (options, errors, the instance pool, traps, guest logs)
+//! lives in [`guest`], which knows neither ABI; [`plugin`] loads a module and
+//! picks its ABI.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod body;
 pub mod error;
 #[cfg(feature = "fault-injection")]
 pub mod faults;
+pub mod guest;
 pub mod headers;
 pub mod http_wasm;
 pub mod middleware;
@@ -22,8 +30,9 @@ pub mod proxy_wasm;
 pub use wasmgate_engines as engines;
 
 pub use body::{Body, BodyError, BufferedBody};
-pub use error::{ErrorSource, ProxyError};
+pub use error::{BoxError, ErrorSource, ProxyError};
+pub use guest::{AbiChoice, AbiKind, PluginError, PluginOptions};
 pub use headers::Headers;
 pub use middleware::{Endpoint, Middleware, Next};
 pub use model::{Request, Response};
-pub use plugin::{AbiChoice, AbiKind, Engines, Plugin, PluginError, PluginOptions};
+pub use plugin::{Engines, Plugin};

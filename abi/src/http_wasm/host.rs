@@ -6,7 +6,6 @@
 //! calling instance only.
 
 use std::future::Future;
-use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderName, HeaderValue, Method};
@@ -215,56 +214,36 @@ fn validate_header(name: &[u8], value: &[u8], func: &str) -> Result<(String, Byt
     Ok((name.as_str().to_string(), Bytes::copy_from_slice(value)))
 }
 
-fn tracing_level_min() -> i32 {
-    use tracing::Level;
-    if tracing::enabled!(target: "wasmgate::plugin", Level::DEBUG) {
-        log_level::DEBUG
-    } else if tracing::enabled!(target: "wasmgate::plugin", Level::INFO) {
-        log_level::INFO
-    } else if tracing::enabled!(target: "wasmgate::plugin", Level::WARN) {
-        log_level::WARN
-    } else if tracing::enabled!(target: "wasmgate::plugin", Level::ERROR) {
-        log_level::ERROR
-    } else {
-        log_level::NONE
-    }
-}
-
 /// The lowest http-wasm log level enabled by the `tracing` configuration in force.
 pub fn min_log_level() -> i32 {
-    tracing_level_min()
+    use tracing::Level;
+    match crate::guest::log::max_enabled_level() {
+        // http-wasm has no trace level: debug is its most verbose.
+        Some(Level::TRACE) | Some(Level::DEBUG) => log_level::DEBUG,
+        Some(Level::INFO) => log_level::INFO,
+        Some(Level::WARN) => log_level::WARN,
+        Some(_) => log_level::ERROR,
+        None => log_level::NONE,
+    }
 }
 
 fn log_message(plugin: &str, middleware: &str, level: i32, text: &str) {
-    match level {
-        log_level::DEBUG => {
-            tracing::debug!(target: "wasmgate::plugin", plugin, middleware, "{text}")
-        }
-        log_level::INFO => tracing::info!(target: "wasmgate::plugin", plugin, middleware, "{text}"),
-        log_level::WARN => tracing::warn!(target: "wasmgate::plugin", plugin, middleware, "{text}"),
-        log_level::ERROR => {
-            tracing::error!(target: "wasmgate::plugin", plugin, middleware, "{text}")
-        }
-        _ => {}
-    }
+    use tracing::Level;
+    let level = match level {
+        log_level::DEBUG => Level::DEBUG,
+        log_level::INFO => Level::INFO,
+        log_level::WARN => Level::WARN,
+        log_level::ERROR => Level::ERROR,
+        _ => return,
+    };
+    crate::guest::log::emit(level, plugin, middleware, text);
 }
 
-/// The `http_handler` functions plus WASI (whose stdout and stderr go to the plugin's log).
+/// The `http_handler` functions plus WASI (whose stdout and stderr go to the plugin's log,
+/// see [`crate::guest::log::wasi_sink`]).
 pub fn functions(plugin: &str) -> HostFunctions {
     let mut t = HostFunctions::new();
-    let name = plugin.to_string();
-    t.extend(wasi::functions(Arc::new(move |stream, bytes: &[u8]| {
-        let text = String::from_utf8_lossy(bytes);
-        let text = text.trim_end();
-        match stream {
-            wasi::WasiStream::Stdout => {
-                tracing::info!(target: "wasmgate::plugin", plugin = %name, "{text}")
-            }
-            wasi::WasiStream::Stderr => {
-                tracing::warn!(target: "wasmgate::plugin", plugin = %name, "{text}")
-            }
-        }
-    })));
+    t.extend(wasi::functions(crate::guest::log::wasi_sink(plugin)));
 
     t.add(
         MODULE,

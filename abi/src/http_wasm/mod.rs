@@ -11,11 +11,9 @@ mod host;
 mod state;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use http::StatusCode;
-use tokio::sync::Semaphore;
 use wasmgate_engines::{
     CompiledModule, Engine, EngineKind, ExportFunc, FuncType, Instance, InstancePool, ModuleInfo,
     PooledInstance, Trap, Val, ValType,
@@ -25,14 +23,11 @@ use self::abi::feature;
 use self::state::{Exchange, HttpWasmState, MiddlewareShared, Phase};
 use crate::body::{Body, BufferError, BufferedBody};
 use crate::error::{ErrorSource, ProxyError};
+use crate::guest::{AbiKind, GuestPool, PluginError, PluginOptions, PREWARM};
 use crate::middleware::{Middleware, Next};
 use crate::model::{Request, Response};
-use crate::plugin::{PluginError, PluginOptions};
 
 pub use self::host::functions as host_functions;
-
-/// How many instances a middleware starts with, at most (the rest are made on demand).
-const PREWARM: usize = 2;
 
 /// A compiled http-wasm plugin.
 pub struct HttpWasmPlugin {
@@ -45,9 +40,12 @@ fn check_export(info: &ModuleInfo, name: &str, want: FuncType) -> Result<bool, P
     match info.export_func(name) {
         None => Ok(false),
         Some(ty) if *ty == want => Ok(true),
-        Some(ty) => Err(PluginError::Abi(format!(
-            "export `{name}` has type {ty}, http-wasm needs {want}"
-        ))),
+        Some(ty) => Err(PluginError::WrongSignature {
+            name: name.to_string(),
+            found: ty.clone(),
+            abi: AbiKind::HttpWasm.to_string(),
+            wanted: want.to_string(),
+        }),
     }
 }
 
@@ -61,9 +59,11 @@ impl HttpWasmPlugin {
         opts: PluginOptions,
     ) -> Result<HttpWasmPlugin, PluginError> {
         if !info.has_export("memory") {
-            return Err(PluginError::Abi(
-                "http-wasm guests must export their memory as `memory`".into(),
-            ));
+            return Err(PluginError::MissingExport {
+                abi: AbiKind::HttpWasm,
+                name: "memory".into(),
+                wanted: "their memory as `memory`".into(),
+            });
         }
         let has_request = check_export(info, "handle_request", FuncType::new([], [ValType::I64]))?;
         let has_response = check_export(
@@ -72,10 +72,11 @@ impl HttpWasmPlugin {
             FuncType::new([ValType::I32, ValType::I32], []),
         )?;
         if !has_request && !has_response {
-            return Err(PluginError::Abi(
-                "an http-wasm guest must export handle_request or handle_response; it has neither"
-                    .into(),
-            ));
+            return Err(PluginError::MissingExport {
+                abi: AbiKind::HttpWasm,
+                name: "handle_request".into(),
+                wanted: "handle_request or handle_response; this one has neither".into(),
+            });
         }
         let module = engine.compile(wasm, Arc::new(host::functions(name)), opts.limits.clone())?;
         Ok(HttpWasmPlugin {
@@ -104,24 +105,22 @@ impl HttpWasmPlugin {
             max_body_bytes: self.opts.max_body_bytes,
         });
         let for_factory = shared.clone();
-        let (pool, permits) =
-            crate::plugin::instance_pool(self.module.clone(), &self.opts, move || {
+        let pool = GuestPool::new(
+            self.module.clone(),
+            &self.opts,
+            middleware,
+            move || {
                 Box::new(HttpWasmState {
                     shared: for_factory.clone(),
                     module_features: 0,
                     exchange: None,
                     handlers: None,
                 })
-            });
-        let pool = pool.with_init(start_instance);
+            },
+            start_instance,
+        );
         // Pre-warm: a start-up failure is a configuration error now, not a 500 later.
-        let mut warm: Vec<PooledInstance> = (0..PREWARM.min(self.opts.pool_size))
-            .map(|_| pool.acquire())
-            .collect::<Result<_, _>>()
-            .map_err(|e| match e {
-                wasmgate_engines::PoolError::Instantiate(t) => PluginError::Start(t),
-                other => PluginError::Abi(other.to_string()),
-            })?;
+        let mut warm = pool.prewarm(PREWARM.min(self.opts.pool_size))?;
         let buffers_request = warm
             .first_mut()
             .is_some_and(|i| st(i).module_features & feature::BUFFER_REQUEST != 0);
@@ -129,8 +128,6 @@ impl HttpWasmPlugin {
         Ok(HttpWasmMiddleware {
             shared,
             pool,
-            permits,
-            pool_wait: self.opts.pool_wait,
             buffers_request,
         })
     }
@@ -169,9 +166,7 @@ pub(crate) struct Handlers {
 /// A middleware running an http-wasm plugin.
 pub struct HttpWasmMiddleware {
     shared: Arc<MiddlewareShared>,
-    pool: InstancePool,
-    permits: Arc<Semaphore>,
-    pool_wait: Duration,
+    pool: GuestPool,
     /// The guest enables `buffer_request` at start-up (the same on every instance): the body
     /// is then read before an instance is taken, so a slow client holds no instance.
     buffers_request: bool,
@@ -180,20 +175,12 @@ pub struct HttpWasmMiddleware {
 impl HttpWasmMiddleware {
     /// The instance pool (for tests and metrics).
     pub fn pool(&self) -> &InstancePool {
-        &self.pool
+        self.pool.instances()
     }
 
-    fn trap_error(&self, t: &Trap) -> ProxyError {
-        tracing::error!(
-            target: "wasmgate::plugin",
-            plugin = %self.shared.plugin,
-            middleware = %self.shared.middleware,
-            "guest trapped: {t}"
-        );
-        ProxyError::plugin(format!(
-            "plugin {} (middleware {}) trapped: {t}",
-            self.shared.plugin, self.shared.middleware
-        ))
+    /// Poisons `inst` and logs the trap: the request gets a 500.
+    fn trap_error(&self, inst: &mut PooledInstance, t: &Trap) -> ProxyError {
+        crate::guest::trap_error(&self.shared.plugin, &self.shared.middleware, &mut **inst, t)
     }
 }
 
@@ -270,7 +257,7 @@ fn guest_response(ex: Box<Exchange>) -> Response {
 /// future was cancelled) throws the instance away: its guest state expects a response call that
 /// will never come.
 struct Lease {
-    inst: PooledInstance,
+    inst: crate::guest::Lease,
     awaiting_response: bool,
 }
 
@@ -294,13 +281,7 @@ impl Middleware for HttpWasmMiddleware {
                 .map_err(|e| buffer_error(e, StatusCode::PAYLOAD_TOO_LARGE))?;
             req.body = Body::from(body);
         }
-        let (_permit, inst) = crate::plugin::acquire_instance(
-            &self.pool,
-            &self.permits,
-            self.pool_wait,
-            &self.shared.middleware,
-        )
-        .await?;
+        let inst = self.pool.acquire().await?;
         let mut lease = Lease {
             inst,
             awaiting_response: false,
@@ -325,8 +306,7 @@ impl Middleware for HttpWasmMiddleware {
                 let (back, result) = call_with(inst, ex, f, &[], &mut out);
                 ex = back;
                 if let Err(t) = result {
-                    inst.poison();
-                    return Err(self.trap_error(&t));
+                    return Err(self.trap_error(inst, &t));
                 }
                 let packed = out[0].i64().unwrap_or(0);
                 // Only the low 32 bits say "next" (the reference host's pool leak came from using all 64).
@@ -401,8 +381,7 @@ impl Middleware for HttpWasmMiddleware {
             ex = back;
             lease.awaiting_response = false;
             if let Err(t) = result {
-                lease.inst.poison();
-                return Err(self.trap_error(&t));
+                return Err(self.trap_error(&mut lease.inst, &t));
             }
         }
         drop(lease);

@@ -359,31 +359,24 @@ fn property(st: &mut InstanceState, path: &[u8]) -> Option<Vec<u8>> {
 
 /// The lowest proxy-wasm log level `tracing` lets through for plugin logs.
 pub fn min_log_level() -> i32 {
-    if tracing::enabled!(target: "wasmgate::plugin", Level::TRACE) {
-        log_level::TRACE
-    } else if tracing::enabled!(target: "wasmgate::plugin", Level::DEBUG) {
-        log_level::DEBUG
-    } else if tracing::enabled!(target: "wasmgate::plugin", Level::INFO) {
-        log_level::INFO
-    } else if tracing::enabled!(target: "wasmgate::plugin", Level::WARN) {
-        log_level::WARN
-    } else {
-        log_level::ERROR
+    match crate::guest::log::max_enabled_level() {
+        Some(Level::TRACE) => log_level::TRACE,
+        Some(Level::DEBUG) => log_level::DEBUG,
+        Some(Level::INFO) => log_level::INFO,
+        Some(Level::WARN) => log_level::WARN,
+        _ => log_level::ERROR,
     }
 }
 
 fn log_message(plugin: &str, middleware: &str, level: i32, text: &str) {
-    match level {
-        log_level::TRACE => {
-            tracing::trace!(target: "wasmgate::plugin", plugin, middleware, "{text}")
-        }
-        log_level::DEBUG => {
-            tracing::debug!(target: "wasmgate::plugin", plugin, middleware, "{text}")
-        }
-        log_level::INFO => tracing::info!(target: "wasmgate::plugin", plugin, middleware, "{text}"),
-        log_level::WARN => tracing::warn!(target: "wasmgate::plugin", plugin, middleware, "{text}"),
-        _ => tracing::error!(target: "wasmgate::plugin", plugin, middleware, "{text}"),
-    }
+    let level = match level {
+        log_level::TRACE => Level::TRACE,
+        log_level::DEBUG => Level::DEBUG,
+        log_level::INFO => Level::INFO,
+        log_level::WARN => Level::WARN,
+        _ => Level::ERROR,
+    };
+    crate::guest::log::emit(level, plugin, middleware, text);
 }
 
 /// Every proxy-wasm host function this host knows, tagged with its versions.
@@ -1145,19 +1138,7 @@ pub const UNIMPLEMENTED: &[&str] = &[
 /// The host functions one ABI version links, plus WASI (stdout → info, stderr → error logs).
 pub fn functions(plugin: &str, version: AbiVersion) -> HostFunctions {
     let mut t = HostFunctions::new();
-    let name = plugin.to_string();
-    t.extend(wasi::functions(Arc::new(move |s, bytes: &[u8]| {
-        let text = String::from_utf8_lossy(bytes);
-        let text = text.trim_end();
-        match s {
-            wasi::WasiStream::Stdout => {
-                tracing::info!(target: "wasmgate::plugin", plugin = %name, "{text}")
-            }
-            wasi::WasiStream::Stderr => {
-                tracing::error!(target: "wasmgate::plugin", plugin = %name, "{text}")
-            }
-        }
-    })));
+    t.extend(wasi::functions(crate::guest::log::wasi_sink(plugin)));
     // The environment is the plugin's configured variables (cpp-host: `environment_variables`).
     const FAULT: i32 = 21;
     for module in ["wasi_snapshot_preview1", "wasi_unstable"] {

@@ -27,7 +27,7 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use http::{Method, StatusCode, Uri};
 use http_body_util::BodyExt;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Notify;
 use wasmgate_engines::{
     CompiledModule, Engine, EngineKind, FuncType, Instance, InstancePool, ModuleInfo, PoolError,
     PooledInstance, Trap, TrapReason, Val, ValType,
@@ -41,10 +41,10 @@ use self::state::{
 };
 use crate::body::{Body, BufferedBody};
 use crate::error::{ErrorSource, ProxyError};
+use crate::guest::{AbiKind, GuestPool, Lease, PluginError, PluginOptions};
 use crate::headers::Headers;
 use crate::middleware::{Endpoint, Middleware, Next};
 use crate::model::{Request, Response};
-use crate::plugin::{PluginError, PluginOptions};
 
 pub use self::host::functions as host_functions;
 
@@ -114,17 +114,10 @@ pub fn detect_version(info: &ModuleInfo) -> Result<AbiVersion, PluginError> {
         .filter(|n| n.starts_with("proxy_abi_version_"))
         .collect();
     let Some(first) = markers.first() else {
-        return Err(PluginError::Abi(
-            "not a proxy-wasm module: it exports no proxy_abi_version_* marker \
-             (proxy_abi_version_0_1_0, _0_2_0 or _0_2_1)"
-                .into(),
-        ));
+        return Err(PluginError::NoAbiVersion);
     };
-    AbiVersion::from_marker(first).ok_or_else(|| {
-        PluginError::Abi(format!(
-            "unsupported proxy-wasm ABI version marker `{first}` (supported: \
-             proxy_abi_version_0_1_0, proxy_abi_version_0_2_0, proxy_abi_version_0_2_1)"
-        ))
+    AbiVersion::from_marker(first).ok_or_else(|| PluginError::UnsupportedAbiVersion {
+        marker: first.to_string(),
     })
 }
 
@@ -149,30 +142,32 @@ impl ProxyWasmPlugin {
     ) -> Result<ProxyWasmPlugin, PluginError> {
         let version = detect_version(info)?;
         if !info.has_export("memory") {
-            return Err(PluginError::Abi(
-                "proxy-wasm guests must export their memory as `memory`".into(),
-            ));
+            return Err(PluginError::MissingExport {
+                abi: AbiKind::ProxyWasm,
+                name: "memory".into(),
+                wanted: "their memory as `memory`".into(),
+            });
         }
         let alloc_ty = FuncType::new([ValType::I32], [ValType::I32]);
         // cpp-host and Kong take malloc first.
         let allocator = ["malloc", "proxy_on_memory_allocate"]
             .into_iter()
             .find(|n| info.export_func(n) == Some(&alloc_ty))
-            .ok_or_else(|| {
-                PluginError::Abi(
-                    "a proxy-wasm guest must export an allocator: `malloc` or \
-                     `proxy_on_memory_allocate`, (i32) -> i32"
-                        .into(),
-                )
+            .ok_or_else(|| PluginError::MissingExport {
+                abi: AbiKind::ProxyWasm,
+                name: "malloc".into(),
+                wanted: "an allocator: `malloc` or `proxy_on_memory_allocate`, (i32) -> i32".into(),
             })?;
         for (cb, accepted) in callback_types() {
             if let Some(ty) = info.export_func(cb) {
                 if !accepted.contains(ty) {
                     let shapes: Vec<String> = accepted.iter().map(|t| t.to_string()).collect();
-                    return Err(PluginError::Abi(format!(
-                        "export `{cb}` has type {ty}, proxy-wasm {version} needs {}",
-                        shapes.join(" or ")
-                    )));
+                    return Err(PluginError::WrongSignature {
+                        name: cb.to_string(),
+                        found: ty.clone(),
+                        abi: format!("proxy-wasm {version}"),
+                        wanted: shapes.join(" or "),
+                    });
                 }
             }
         }
@@ -251,32 +246,34 @@ impl ProxyWasmPlugin {
         });
         let for_factory = shared.clone();
         let allocator = self.allocator;
-        let (pool, permits) =
-            crate::plugin::instance_pool(self.module.clone(), &self.opts, move || {
+        let pool = GuestPool::new(
+            self.module.clone(),
+            &self.opts,
+            middleware,
+            move || {
                 let mut st = InstanceState::new(for_factory.clone());
                 st.allocator = allocator;
                 Box::new(st)
-            });
-        let pool = pool.with_init(start_instance);
+            },
+            start_instance,
+        );
         // Pre-warm one instance: a rejected configuration fails the middleware now.
-        let warm = pool.acquire().map_err(|e| match e {
+        let mut warm = pool.prewarm(1).map_err(|e| match e {
             PoolError::Instantiate(t)
                 if t.export == "proxy_on_vm_start" || t.export == "proxy_on_configure" =>
             {
-                PluginError::Abi(format!(
-                    "plugin {} rejected its configuration: {t}",
-                    self.name
-                ))
+                PluginError::Configure {
+                    plugin: self.name.clone(),
+                    trap: t,
+                }
             }
-            PoolError::Instantiate(t) => PluginError::Start(t),
-            other => PluginError::Abi(other.to_string()),
+            other => PluginError::from(other),
         })?;
-        let tick = tick_of(&mut { warm });
+        let tick = warm.first_mut().map_or(0, tick_of);
+        drop(warm);
         let inner = Arc::new(Inner {
             shared,
             pool,
-            permits,
-            pool_wait: self.opts.pool_wait,
             tick_ms: AtomicU64::new(tick),
             waiter,
         });
@@ -381,9 +378,7 @@ fn start_instance(inst: &mut dyn Instance) -> Result<(), Trap> {
 
 struct Inner {
     shared: Arc<MiddlewareShared>,
-    pool: InstancePool,
-    permits: Arc<Semaphore>,
-    pool_wait: Duration,
+    pool: GuestPool,
     tick_ms: AtomicU64,
     waiter: Arc<QueueWaiter>,
 }
@@ -396,7 +391,7 @@ pub struct ProxyWasmMiddleware {
 impl ProxyWasmMiddleware {
     /// The instance pool (for tests).
     pub fn pool(&self) -> &InstancePool {
-        &self.inner.pool
+        self.inner.pool.instances()
     }
 }
 
@@ -419,7 +414,7 @@ async fn dispatcher(weak: Weak<Inner>) {
         if ready.is_empty() && inner.tick_ms.load(Ordering::Relaxed) == 0 {
             continue;
         }
-        let Ok(_permit) = inner.permits.clone().try_acquire_owned() else {
+        let Some(acquired) = inner.pool.try_acquire_now() else {
             // Every instance is busy: try again next round.
             if !ready.is_empty() {
                 let mut r = waiter.ready.lock().unwrap_or_else(|p| p.into_inner());
@@ -428,7 +423,7 @@ async fn dispatcher(weak: Weak<Inner>) {
             }
             continue;
         };
-        let Ok(inst) = inner.pool.acquire() else {
+        let Ok(inst) = acquired else {
             continue;
         };
         let mut run = Run { mw: &inner, inst };
@@ -460,7 +455,7 @@ async fn dispatcher(weak: Weak<Inner>) {
 /// One acquired instance working for a request or the dispatcher.
 struct Run<'a> {
     mw: &'a Inner,
-    inst: PooledInstance,
+    inst: Lease,
 }
 
 impl Drop for Run<'_> {
@@ -475,21 +470,12 @@ impl Drop for Run<'_> {
 
 impl Run<'_> {
     fn trap_error(&mut self, t: &Trap) -> ProxyError {
-        self.inst.poison();
-        tracing::error!(
-            target: "wasmgate::plugin",
-            plugin = %self.mw.shared.plugin,
-            middleware = %self.mw.shared.middleware,
-            "guest trapped: {t}"
-        );
-        ProxyError::plugin(format!(
-            "plugin {} (middleware {}) trapped: {t}",
-            self.mw.shared.plugin, self.mw.shared.middleware
-        ))
+        let sh = &self.mw.shared;
+        crate::guest::trap_error(&sh.plugin, &sh.middleware, &mut **self.inst, t)
     }
 
     fn call(&mut self, name: &str, ctx: u32, args: &[i32]) -> Result<Option<i32>, ProxyError> {
-        match guest_call(&mut *self.inst, name, ctx, args) {
+        match guest_call(&mut **self.inst, name, ctx, args) {
             Ok(r) => Ok(r),
             Err(t) => Err(self.trap_error(&t)),
         }
@@ -992,13 +978,7 @@ fn apply_request_map(req: &mut Request, map: &Headers) {
 impl Middleware for ProxyWasmMiddleware {
     async fn handle(&self, mut req: Request, next: Next<'_>) -> Result<Response, ProxyError> {
         let mw = &*self.inner;
-        let (_permit, inst) = crate::plugin::acquire_instance(
-            &mw.pool,
-            &mw.permits,
-            mw.pool_wait,
-            &mw.shared.middleware,
-        )
-        .await?;
+        let inst = mw.pool.acquire().await?;
         let mut run = Run { mw, inst };
         let result = run_stream(&mut run, &mut req, next).await;
         let t = tick_of(&mut run.inst);

@@ -1,0 +1,121 @@
+//! Where a guest's logs go: every plugin logs to `tracing` under the target
+//! `wasmgate::plugin`, with its plugin (and middleware) name as fields.
+//!
+//! Each ABI numbers its log levels its own way and maps them to a
+//! [`tracing::Level`]; the WASI stdout/stderr of every guest goes through one
+//! sink, [`wasi_sink`]: stdout at info, stderr at error, as Envoy
+//! (proxy-wasm-cpp-host) does.
+
+use std::sync::Arc;
+
+use tracing::Level;
+use wasmgate_engines::wasi::{LogSink, WasiStream};
+
+/// The target every guest log line is emitted under.
+pub const TARGET: &str = "wasmgate::plugin";
+
+/// The most verbose level enabled for guest logs by the `tracing` configuration in force,
+/// or `None` when guest logs are off. Read once per middleware: guests ask for it often.
+pub fn max_enabled_level() -> Option<Level> {
+    [
+        Level::TRACE,
+        Level::DEBUG,
+        Level::INFO,
+        Level::WARN,
+        Level::ERROR,
+    ]
+    .into_iter()
+    .find(|l| enabled(*l))
+}
+
+/// Whether guest log lines at `level` are enabled.
+fn enabled(level: Level) -> bool {
+    // `tracing::enabled!` needs a constant level, hence one branch per level.
+    if level == Level::TRACE {
+        tracing::enabled!(target: TARGET, Level::TRACE)
+    } else if level == Level::DEBUG {
+        tracing::enabled!(target: TARGET, Level::DEBUG)
+    } else if level == Level::INFO {
+        tracing::enabled!(target: TARGET, Level::INFO)
+    } else if level == Level::WARN {
+        tracing::enabled!(target: TARGET, Level::WARN)
+    } else {
+        tracing::enabled!(target: TARGET, Level::ERROR)
+    }
+}
+
+/// Emits one line a guest logged.
+pub fn emit(level: Level, plugin: &str, middleware: &str, text: &str) {
+    if level == Level::TRACE {
+        tracing::trace!(target: TARGET, plugin, middleware, "{text}")
+    } else if level == Level::DEBUG {
+        tracing::debug!(target: TARGET, plugin, middleware, "{text}")
+    } else if level == Level::INFO {
+        tracing::info!(target: TARGET, plugin, middleware, "{text}")
+    } else if level == Level::WARN {
+        tracing::warn!(target: TARGET, plugin, middleware, "{text}")
+    } else {
+        tracing::error!(target: TARGET, plugin, middleware, "{text}")
+    }
+}
+
+/// The level a WASI stream's lines are logged at: stdout info, stderr error.
+pub fn wasi_level(stream: WasiStream) -> Level {
+    match stream {
+        WasiStream::Stdout => Level::INFO,
+        WasiStream::Stderr => Level::ERROR,
+    }
+}
+
+/// The sink of `plugin`'s WASI stdout and stderr (one call per complete line).
+pub fn wasi_sink(plugin: &str) -> LogSink {
+    let plugin = plugin.to_string();
+    Arc::new(move |stream, bytes: &[u8]| {
+        let text = String::from_utf8_lossy(bytes);
+        let text = text.trim_end();
+        // WASI output is module-wide: no middleware is known here.
+        if wasi_level(stream) == Level::INFO {
+            tracing::info!(target: TARGET, plugin = %plugin, "{text}")
+        } else {
+            tracing::error!(target: TARGET, plugin = %plugin, "{text}")
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wasi_streams_map_as_envoy_does() {
+        assert_eq!(wasi_level(WasiStream::Stdout), Level::INFO);
+        assert_eq!(wasi_level(WasiStream::Stderr), Level::ERROR);
+    }
+
+    #[test]
+    fn the_most_verbose_enabled_level_is_found() {
+        let subscriber = tracing_subscriber_for_tests();
+        tracing::subscriber::with_default(subscriber, || {
+            assert_eq!(max_enabled_level(), Some(Level::INFO));
+        });
+    }
+
+    /// A subscriber enabling info and above.
+    fn tracing_subscriber_for_tests() -> impl tracing::Subscriber {
+        struct Info;
+        impl tracing::Subscriber for Info {
+            fn enabled(&self, m: &tracing::Metadata<'_>) -> bool {
+                *m.level() <= Level::INFO
+            }
+            fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+                tracing::span::Id::from_u64(1)
+            }
+            fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+            fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+            fn event(&self, _: &tracing::Event<'_>) {}
+            fn enter(&self, _: &tracing::span::Id) {}
+            fn exit(&self, _: &tracing::span::Id) {}
+        }
+        Info
+    }
+}

@@ -1,0 +1,36 @@
+//! What both plugin ABIs share, whatever the ABI: how a plugin is run
+//! ([`PluginOptions`]) and why it could not be loaded ([`PluginError`]), the
+//! instance pool a middleware draws on ([`GuestPool`], whose [`Lease`] carries
+//! both the instance and its permit), what a trap does to a request
+//! ([`trap_error`]), and where a guest's logs go ([`log`]).
+//!
+//! This module imports neither ABI: `http_wasm` and `proxy_wasm` build on it,
+//! and `plugin` (loading, ABI detection) builds on all three.
+
+pub mod log;
+mod options;
+mod pool;
+
+use wasmgate_engines::{Instance, Trap};
+
+use crate::error::ProxyError;
+
+pub use self::options::{AbiChoice, AbiKind, PluginError, PluginOptions};
+pub use self::pool::{GuestPool, Lease, PREWARM};
+
+/// What a trap does to the request that hit it: the instance is poisoned (its guest state is
+/// unknown, so it is thrown away rather than reused), the trap is logged, and the request gets
+/// a 500 whose source is the trap.
+pub fn trap_error(plugin: &str, middleware: &str, inst: &mut dyn Instance, t: &Trap) -> ProxyError {
+    inst.poison();
+    tracing::error!(
+        target: "wasmgate::plugin",
+        plugin = %plugin,
+        middleware = %middleware,
+        "guest trapped: {t}"
+    );
+    ProxyError::plugin(format!(
+        "plugin {plugin} (middleware {middleware}) trapped: {t}"
+    ))
+    .with_source(t.clone())
+}

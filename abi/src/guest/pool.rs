@@ -1,0 +1,149 @@
+//! A middleware's instances: a pool that owns its limit, and the one guard a request holds.
+
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::StatusCode;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use wasmgate_engines::{CompiledModule, Instance, InstancePool, PoolError, PooledInstance, Trap};
+
+use super::PluginOptions;
+use crate::error::{ErrorSource, ProxyError};
+
+/// How many instances a middleware starts with, at most (the rest are made on demand).
+pub const PREWARM: usize = 2;
+
+/// A middleware's instance pool and the permits that bound it: `pool_size` instances kept
+/// warm, at most `max_instances` at once (unbounded when not set).
+///
+/// The semaphore holds as many permits as the pool may have instances, so when a cap is set
+/// requests queue for a permit instead of multiplying instances; past `pool_wait` a request
+/// gets a 503. Cheap to share: the engines' pool is itself shared.
+pub struct GuestPool {
+    pool: InstancePool,
+    permits: Arc<Semaphore>,
+    wait: Duration,
+    middleware: String,
+}
+
+impl GuestPool {
+    /// The pool of `middleware`'s instances of `module`: `factory` makes each new instance's
+    /// host data, `init` starts it (`_start`, the ABI's configuration calls) before first use.
+    pub fn new(
+        module: Arc<dyn CompiledModule>,
+        opts: &PluginOptions,
+        middleware: &str,
+        factory: impl Fn() -> Box<dyn std::any::Any + Send> + Send + Sync + 'static,
+        init: impl Fn(&mut dyn Instance) -> Result<(), Trap> + Send + Sync + 'static,
+    ) -> GuestPool {
+        let max = opts
+            .max_instances
+            .unwrap_or(Semaphore::MAX_PERMITS)
+            .clamp(1, Semaphore::MAX_PERMITS);
+        let pool = InstancePool::new(module, max, factory)
+            .with_idle_limit(opts.pool_size)
+            .with_init(init);
+        GuestPool {
+            pool,
+            permits: Arc::new(Semaphore::new(max)),
+            wait: opts.pool_wait,
+            middleware: middleware.to_string(),
+        }
+    }
+
+    /// The engines' pool underneath (for tests and metrics: created, idle, in use).
+    pub fn instances(&self) -> &InstancePool {
+        &self.pool
+    }
+
+    /// Starts up to `n` instances now, on the caller's thread (configuration time, not a
+    /// request), and hands them out; dropping them leaves them warm in the pool. A start-up
+    /// failure is then a configuration error instead of a 500 at the first request.
+    pub fn prewarm(&self, n: usize) -> Result<Vec<PooledInstance>, PoolError> {
+        (0..n).map(|_| self.pool.acquire()).collect()
+    }
+
+    /// A permit and an instance for one request, waiting up to `pool_wait` for a permit.
+    ///
+    /// A warm instance is handed out at once. Creating one (instantiate plus the guest's
+    /// start-up, which may take long) runs on the blocking pool, never on the runtime worker
+    /// that polls this future.
+    pub async fn acquire(&self) -> Result<Lease, ProxyError> {
+        // Fast path: a free permit needs no timer.
+        let permit = match self.permits.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => tokio::time::timeout(self.wait, self.permits.clone().acquire_owned())
+                .await
+                .map_err(|_| {
+                    ProxyError::new(
+                        ErrorSource::Plugin,
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!(
+                            "middleware {}: no plugin instance free within {:?}",
+                            self.middleware, self.wait
+                        ),
+                    )
+                })?
+                .map_err(|_| ProxyError::internal("instance semaphore closed"))?,
+        };
+        // `idle` is read before `acquire` pops: another request may take the last idle
+        // instance in between, and this one then creates its instance here. Rare (two
+        // requests racing for the last warm instance) and bounded (one creation).
+        if self.pool.idle() > 0 {
+            let inst = self.pool.acquire().map_err(|e| self.pool_error(e))?;
+            return Ok(Lease {
+                inst,
+                _permit: permit,
+            });
+        }
+        let pool = self.pool.clone();
+        // The permit moves along: if this request goes away meanwhile, the instance being
+        // created still counts against the cap until it is back in the pool.
+        let created = tokio::task::spawn_blocking(move || {
+            pool.acquire().map(|inst| Lease {
+                inst,
+                _permit: permit,
+            })
+        })
+        .await
+        .map_err(|e| ProxyError::internal("creating a plugin instance panicked").with_source(e))?;
+        created.map_err(|e| self.pool_error(e))
+    }
+
+    /// A permit and an instance if one is free now, without waiting (background work that
+    /// can try again later); `None` when every permit is taken.
+    pub fn try_acquire_now(&self) -> Option<Result<Lease, PoolError>> {
+        let permit = self.permits.clone().try_acquire_owned().ok()?;
+        Some(self.pool.acquire().map(|inst| Lease {
+            inst,
+            _permit: permit,
+        }))
+    }
+
+    fn pool_error(&self, e: PoolError) -> ProxyError {
+        ProxyError::plugin(format!("middleware {}: {e}", self.middleware)).with_source(e)
+    }
+}
+
+/// One instance leased from a [`GuestPool`], with the permit that bounds it: dropping the
+/// lease gives both back (the instance is thrown away instead if it was poisoned).
+pub struct Lease {
+    inst: PooledInstance,
+    // Released after the instance is back in the pool (fields drop in order), so a waiting
+    // request finds it idle.
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Deref for Lease {
+    type Target = PooledInstance;
+    fn deref(&self) -> &PooledInstance {
+        &self.inst
+    }
+}
+
+impl DerefMut for Lease {
+    fn deref_mut(&mut self) -> &mut PooledInstance {
+        &mut self.inst
+    }
+}
