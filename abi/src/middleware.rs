@@ -16,6 +16,35 @@ use crate::error::ProxyError;
 use crate::model::{Request, Response};
 
 /// One link of a middleware chain.
+///
+/// # Contract
+///
+/// Every middleware runs on the tokio runtime that serves the connections, so one that
+/// blocks stalls every request on its worker. What a middleware may assume, and must
+/// guarantee:
+///
+/// - **It may assume** `handle` is polled by a tokio runtime of either flavour (one
+///   current-thread runtime included): nothing may need another worker to make progress.
+/// - **Guest calls are CPU work, never I/O.** A call into a WebAssembly guest is
+///   synchronous; it is bounded by the plugin's `callTimeout` and never waits for the network,
+///   a timer or another task. Whatever a guest may read during a call (for http-wasm: the
+///   request body and its trailers, when the module imports what reads them) is read
+///   *before* the call, asynchronously, bounded by `maxBodyBytes`; a guest that asks for more
+///   than was read ahead gets an error (413 for a request body), not a wait. No
+///   `block_in_place` or `block_on` on a request path.
+/// - **Waiting happens before an instance is taken.** Reading a client's body ahead, or
+///   buffering it whole, is done before a plugin instance is leased, so a slow client holds
+///   no instance. An instance *leased* to a request (http-wasm pins one from
+///   `handle_request` to `handle_response`) may be held across `next.run`; a *lock* on an
+///   instance or a VM (a `Mutex` guard) is never held across an `.await`.
+/// - **Start-up stays off the request path.** Creating an instance (instantiate and the
+///   guest's `_start`, which may take long) runs on the blocking pool
+///   (`tokio::task::spawn_blocking`), or ahead of time when the middleware is built.
+/// - **Cancellation is safe.** The request future may be dropped at any `.await` (the
+///   client went away): state that would outlive it half-done (an instance expecting a
+///   response call that will never come) is thrown away, not reused.
+/// - **Errors say whose fault they are** ([`ProxyError`] carries the source and status) and
+///   keep the error they wrap as their `source()`.
 #[async_trait]
 pub trait Middleware: Send + Sync {
     /// Handles `req`, passing it on with `next.run(req)` or answering it directly.

@@ -407,3 +407,188 @@ async fn a_request_dropped_before_handle_response_discards_its_instance() {
         assert_eq!(mw.pool().created(), 2, "{engine}");
     }
 }
+
+/// Reads the request body during handle_request, never waiting for it: with `x-read-some`
+/// one read of at most 4 bytes, with `x-read-all` reads of at most 7 bytes until eof. Tells
+/// how many bytes it read in the request header `x-guest-read`, then calls next.
+const READER: &str = r#"(module
+  (import "http_handler" "get_header_values" (func $ghv (param i32 i32 i32 i32 i32) (result i64)))
+  (import "http_handler" "read_body" (func $rb (param i32 i32 i32) (result i64)))
+  (import "http_handler" "set_header_value" (func $shv (param i32 i32 i32 i32 i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "x-read-all")
+  (data (i32.const 16) "x-read-some")
+  (data (i32.const 32) "x-guest-read")
+  (func $has (param $name i32) (param $len i32) (result i32)
+    (i64.ne (call $ghv (i32.const 0) (local.get $name) (local.get $len) (i32.const 1024) (i32.const 0)) (i64.const 0)))
+  ;; Writes $n in decimal ending at 2064; returns where it starts.
+  (func $itoa (param $n i32) (result i32)
+    (local $p i32)
+    (local.set $p (i32.const 2064))
+    (loop $digit
+      (local.set $p (i32.sub (local.get $p) (i32.const 1)))
+      (i32.store8 (local.get $p) (i32.add (i32.const 48) (i32.rem_u (local.get $n) (i32.const 10))))
+      (local.set $n (i32.div_u (local.get $n) (i32.const 10)))
+      (br_if $digit (i32.ne (local.get $n) (i32.const 0))))
+    (local.get $p))
+  (func (export "handle_request") (result i64)
+    (local $r i64) (local $total i32) (local $p i32)
+    (if (call $has (i32.const 16) (i32.const 11))
+      (then
+        (local.set $r (call $rb (i32.const 0) (i32.const 4096) (i32.const 4)))
+        (local.set $total (i32.wrap_i64 (local.get $r)))))
+    (if (call $has (i32.const 0) (i32.const 10))
+      (then
+        (loop $more
+          (local.set $r (call $rb (i32.const 0) (i32.const 4096) (i32.const 7)))
+          (local.set $total (i32.add (local.get $total) (i32.wrap_i64 (local.get $r))))
+          (br_if $more (i64.eqz (i64.shr_u (local.get $r) (i64.const 32)))))))
+    (local.set $p (call $itoa (local.get $total)))
+    (call $shv (i32.const 0) (i32.const 32) (i32.const 12) (local.get $p) (i32.sub (i32.const 2064) (local.get $p)))
+    (i64.const 1)))"#;
+
+/// A request body fed chunk by chunk from a channel: it ends when the sender is dropped.
+struct ChanBody(tokio::sync::mpsc::Receiver<bytes::Bytes>);
+
+impl http_body::Body for ChanBody {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|c| Ok(http_body::Frame::data(c))))
+    }
+}
+
+/// Answers with the body it received, and the guest's `x-guest-read` header as `echo-read`.
+struct BodyEcho;
+
+#[async_trait]
+impl Endpoint for BodyEcho {
+    async fn call(&self, req: Request) -> Result<Response, ProxyError> {
+        let read = req.headers.get("x-guest-read").map(<[u8]>::to_vec);
+        let data = req.body.buffer(1 << 20).await.unwrap().data;
+        let mut r = Response::text(StatusCode::OK, data);
+        if let Some(v) = read {
+            r.headers.append("echo-read", v);
+        }
+        Ok(r)
+    }
+}
+
+async fn run_body(
+    mw: &Arc<HttpWasmMiddleware>,
+    header: Option<&str>,
+    body: wasmgate_abi::Body,
+) -> Result<Response, ProxyError> {
+    let mut req = Request::new(
+        Method::POST,
+        "/upload".parse().unwrap(),
+        "127.0.0.1:4000".parse().unwrap(),
+    );
+    if let Some(h) = header {
+        req.headers.append(h.to_string(), "1".to_string());
+    }
+    req.body = body;
+    let chain: Vec<Arc<dyn Middleware>> = vec![mw.clone()];
+    Next::new(&chain, &BodyEcho).run(req).await
+}
+
+/// A body of `data` arriving in 10-byte frames.
+fn framed(data: &[u8]) -> wasmgate_abi::Body {
+    let (tx, rx) = tokio::sync::mpsc::channel(data.len() / 10 + 1);
+    for c in data.chunks(10) {
+        tx.try_send(bytes::Bytes::copy_from_slice(c)).unwrap();
+    }
+    wasmgate_abi::Body::from_stream(ChanBody(rx))
+}
+
+// One runtime thread and one instance: a guest that reads the body of a request whose body
+// is still arriving holds neither the thread nor the instance while it waits.
+#[tokio::test(flavor = "current_thread")]
+async fn a_slow_request_body_holds_no_worker_and_no_instance() {
+    for engine in EngineKind::ALL {
+        let one = PluginOptions {
+            pool_size: 1,
+            max_instances: Some(1),
+            pool_wait: Duration::from_secs(5),
+            ..PluginOptions::default()
+        };
+        let mw = middleware(engine, READER, b"", one);
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tx.send(bytes::Bytes::from_static(b"abc")).await.unwrap();
+        let slow = {
+            let mw = mw.clone();
+            tokio::spawn(async move {
+                run_body(
+                    &mw,
+                    Some("x-read-all"),
+                    wasmgate_abi::Body::from_stream(ChanBody(rx)),
+                )
+                .await
+            })
+        };
+        // Let the slow request start and wait for the rest of its body.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!slow.is_finished(), "{engine}");
+        // Another request is served meanwhile, on the same thread and the only instance.
+        let quick = tokio::time::timeout(
+            Duration::from_secs(2),
+            run_body(&mw, None, wasmgate_abi::Body::empty()),
+        )
+        .await
+        .expect("served while the other body is still arriving")
+        .unwrap();
+        assert_eq!(quick.status, StatusCode::OK, "{engine}");
+        assert!(!slow.is_finished(), "{engine}");
+        // The rest of the body arrives: the guest reads all of it, nothing is left for next.
+        tx.send(bytes::Bytes::from_static(b"defg")).await.unwrap();
+        drop(tx);
+        let r = slow.await.unwrap().unwrap();
+        assert_eq!(r.status, StatusCode::OK, "{engine}");
+        assert_eq!(r.headers.get("echo-read"), Some(&b"7"[..]), "{engine}");
+        assert_eq!(body(r).await, "", "{engine}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_past_max_body_bytes_passes_through_unless_the_guest_reads_past_the_limit() {
+    let data: Vec<u8> = (0..100u8).map(|i| b'a' + i % 26).collect();
+    let text = String::from_utf8(data.clone()).unwrap();
+    for engine in EngineKind::ALL {
+        let small = PluginOptions {
+            max_body_bytes: 64,
+            ..opts(1)
+        };
+        let mw = middleware(engine, READER, b"", small);
+        // Not read: next gets all 100 bytes, untouched.
+        let r = run_body(&mw, None, framed(&data)).await.unwrap();
+        assert_eq!(r.headers.get("echo-read"), Some(&b"0"[..]), "{engine}");
+        assert_eq!(body(r).await, text, "{engine}");
+        // Read within the limit: what the guest read is gone, the rest (past the limit
+        // included) flows on.
+        let r = run_body(&mw, Some("x-read-some"), framed(&data))
+            .await
+            .unwrap();
+        assert_eq!(r.headers.get("echo-read"), Some(&b"4"[..]), "{engine}");
+        assert_eq!(body(r).await, text[4..], "{engine}");
+        // Read past the limit: 413, and the interrupted instance is not reused.
+        let discarded = mw.pool().discarded();
+        let e = run_body(&mw, Some("x-read-all"), framed(&data))
+            .await
+            .unwrap_err();
+        assert_eq!(e.status, StatusCode::PAYLOAD_TOO_LARGE, "{engine}: {e}");
+        assert!(e.message.contains("maxBodyBytes"), "{engine}: {e}");
+        assert_eq!(mw.pool().discarded(), discarded + 1, "{engine}");
+        // A body of exactly the limit is read whole.
+        let r = run_body(&mw, Some("x-read-all"), framed(&data[..64]))
+            .await
+            .unwrap();
+        assert_eq!(r.headers.get("echo-read"), Some(&b"64"[..]), "{engine}");
+        assert_eq!(body(r).await, "", "{engine}");
+    }
+}

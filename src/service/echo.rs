@@ -58,6 +58,7 @@ impl Endpoint for EchoService {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 e.to_string(),
             )
+            .with_source(e)
         })?;
         out.put_slice(&body.data);
         let mut resp = Response::text(StatusCode::OK, out.freeze());

@@ -60,7 +60,10 @@ impl Server {
             .authority(self.authority.clone())
             .path_and_query(format!("{}{}", self.base_path, path_and_query))
             .build()
-            .map_err(|e| ProxyError::bad_request(format!("cannot forward request target: {e}")))
+            .map_err(|e| {
+                ProxyError::bad_request(format!("cannot forward request target: {e}"))
+                    .with_source(e)
+            })
     }
 }
 
@@ -194,10 +197,10 @@ impl Endpoint for LoadBalancer {
                 let cause = std::error::Error::source(&e)
                     .map(|s| s.to_string())
                     .unwrap_or_else(|| e.to_string());
-                return Err(ProxyError::bad_gateway(format!(
-                    "{what} {}: {cause}",
-                    server.url
-                )));
+                return Err(
+                    ProxyError::bad_gateway(format!("{what} {}: {cause}", server.url))
+                        .with_source(e),
+                );
             }
             Ok(Ok(resp)) => resp,
         };

@@ -5,8 +5,6 @@
 //! forbid, an unknown kind) is returned as a [`HostError`], which traps the
 //! calling instance only.
 
-use std::future::Future;
-
 use bytes::{Bytes, BytesMut};
 use http::{HeaderName, HeaderValue, Method};
 use wasmgate_engines::{wasi, Caller, FuncType, HostError, HostFunctions, Val, ValType};
@@ -153,9 +151,9 @@ fn headers_for<'a>(
     })
 }
 
-/// The request trailers come after the body: before the guest reads or writes them during the
-/// request phase, the host reads the rest of the body (kept for next, within
-/// `maxBodyBytes`), so the guest sees and edits the trailers that really arrived.
+/// The request trailers come after the body: the guest may read or write them during the
+/// request phase once the whole body has been read ahead. A body larger than `maxBodyBytes`
+/// was not: the call stops and the request gets a 413 (nothing waits inside a guest call).
 fn request_trailers_arrived(
     c: &mut dyn Caller,
     kind: HeaderKind,
@@ -173,33 +171,17 @@ fn request_trailers_arrived(
     if ex.phase != Phase::Request || ex.body.eof || !ex.has(feature::TRAILERS) {
         return Ok(());
     }
-    block_on_body(func, ex.body.buffer_rest(limit))?
-        .map_err(|e| trap(format!("{func}: request body before the trailers: {e}")))
+    Err(past_read_ahead(
+        &mut ex.body,
+        format!("{func}: the request trailers come after a body larger than maxBodyBytes ({limit} bytes)"),
+    ))
 }
 
-/// Pulls more of the request body from inside a guest call.
-fn pull_blocking(body: &mut RequestBody) -> Result<(), HostError> {
-    block_on_body("read_body", body.pull())?
-        .map(|_| ())
-        .map_err(|e| trap(format!("read_body: request body failed: {e}")))
-}
-
-/// Waits for `fut`, a read of the request body, from inside a guest call (`func`).
-///
-/// The guest call is synchronous; the body is an async stream. `block_in_place`
-/// lets this worker thread wait while the runtime's other workers carry on.
-fn block_on_body<T>(func: &str, fut: impl Future<Output = T>) -> Result<T, HostError> {
-    let handle = tokio::runtime::Handle::try_current().map_err(|_| {
-        trap(format!(
-            "{func}: no async runtime to read the request body from"
-        ))
-    })?;
-    if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
-        return Err(trap(format!(
-            "{func}: reading the request body needs the multi-threaded runtime"
-        )));
-    }
-    Ok(tokio::task::block_in_place(|| handle.block_on(fut)))
+/// The guest asked for what was not read ahead: marks the request as too large (413) and
+/// stops the call.
+fn past_read_ahead(body: &mut RequestBody, msg: String) -> HostError {
+    body.too_large = true;
+    trap(msg)
 }
 
 fn validate_header(name: &[u8], value: &[u8], func: &str) -> Result<(String, Bytes), HostError> {
@@ -494,10 +476,16 @@ pub fn functions(plugin: &str) -> HostFunctions {
             let ex = exchange(c, "read_body")?;
             let (chunk, eof) = match (kind, ex.phase) {
                 (BodyKind::Request, Phase::Request) => {
-                    // Fill the guest's buffer, but never hold more than maxBodyBytes of a
-                    // streamed body on its behalf.
-                    while ex.body.pending.len() < limit.min(max_body) && !ex.body.eof {
-                        pull_blocking(&mut ex.body)?;
+                    // Served from what was read ahead; past it the body is larger than
+                    // maxBodyBytes (nothing waits for the client inside a guest call).
+                    if ex.body.pending.is_empty() && !ex.body.eof {
+                        return Err(past_read_ahead(
+                            &mut ex.body,
+                            format!(
+                                "read_body: the request body is larger than maxBodyBytes \
+                                 ({max_body} bytes)"
+                            ),
+                        ));
                     }
                     let chunk = ex.body.take_pending(limit);
                     if !ex.has(feature::BUFFER_REQUEST) {

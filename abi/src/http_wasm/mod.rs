@@ -5,6 +5,12 @@
 //! middleware's configuration. A request holds one instance from
 //! `handle_request` to `handle_response`; an instance that trapped is thrown
 //! away and replaced, and the request that hit the trap gets one 500.
+//!
+//! Guest calls never wait for the client: what a guest may read of the request body (or its
+//! trailers) during a call is read ahead before an instance is taken, at most `maxBodyBytes`
+//! of it (see the [`Middleware`](crate::middleware::Middleware) contract). A body longer than
+//! that flows on to next un-read unless the guest reads past the limit: then the request is a
+//! 413.
 
 pub mod abi;
 mod host;
@@ -20,7 +26,7 @@ use wasmgate_engines::{
 };
 
 use self::abi::feature;
-use self::state::{Exchange, HttpWasmState, MiddlewareShared, Phase};
+use self::state::{Exchange, HttpWasmState, MiddlewareShared, Phase, RequestBody};
 use crate::body::{Body, BufferError, BufferedBody};
 use crate::error::{ErrorSource, ProxyError};
 use crate::guest::{AbiKind, GuestPool, PluginError, PluginOptions, PREWARM};
@@ -34,6 +40,29 @@ pub struct HttpWasmPlugin {
     name: String,
     module: Arc<dyn CompiledModule>,
     opts: PluginOptions,
+    reads_ahead: bool,
+}
+
+/// Whether a guest may read the request body during a call: it imports `read_body`, or
+/// it may touch the request trailers (which come after the body): it imports a header
+/// function and `enable_features` (trailers are a feature it must enable).
+fn may_read_request_body(info: &ModuleInfo) -> bool {
+    let imports = |name: &str| {
+        info.imports
+            .iter()
+            .any(|i| i.module == abi::MODULE && i.name == name)
+    };
+    imports("read_body")
+        || (imports("enable_features")
+            && [
+                "get_header_names",
+                "get_header_values",
+                "set_header_value",
+                "add_header_value",
+                "remove_header",
+            ]
+            .into_iter()
+            .any(imports))
 }
 
 fn check_export(info: &ModuleInfo, name: &str, want: FuncType) -> Result<bool, PluginError> {
@@ -83,6 +112,7 @@ impl HttpWasmPlugin {
             name: name.to_string(),
             module,
             opts,
+            reads_ahead: may_read_request_body(info),
         })
     }
 
@@ -129,6 +159,7 @@ impl HttpWasmPlugin {
             shared,
             pool,
             buffers_request,
+            reads_ahead: self.reads_ahead,
         })
     }
 }
@@ -170,6 +201,9 @@ pub struct HttpWasmMiddleware {
     /// The guest enables `buffer_request` at start-up (the same on every instance): the body
     /// is then read before an instance is taken, so a slow client holds no instance.
     buffers_request: bool,
+    /// The guest may read the request body (or its trailers) during a call: up to
+    /// `maxBodyBytes` of it is read ahead, before an instance is taken.
+    reads_ahead: bool,
 }
 
 impl HttpWasmMiddleware {
@@ -190,10 +224,13 @@ fn st(inst: &mut PooledInstance) -> &mut HttpWasmState {
         .expect("http-wasm instances carry HttpWasmState")
 }
 
+/// A body that could not be buffered: too large (413 for a request, 500 for a response), or
+/// its stream failed (400 for a request, 502 for a response; the stream's error is the source).
 fn buffer_error(e: BufferError, status: StatusCode) -> ProxyError {
+    let request = status == StatusCode::PAYLOAD_TOO_LARGE;
     match e {
         BufferError::TooLarge { .. } => ProxyError::new(
-            if status == StatusCode::PAYLOAD_TOO_LARGE {
+            if request {
                 ErrorSource::Downstream
             } else {
                 ErrorSource::Plugin
@@ -201,19 +238,16 @@ fn buffer_error(e: BufferError, status: StatusCode) -> ProxyError {
             status,
             e.to_string(),
         ),
-        BufferError::Stream(_) => ProxyError::new(
-            if status == StatusCode::PAYLOAD_TOO_LARGE {
-                ErrorSource::Downstream
+        BufferError::Stream(cause) => {
+            let (source, status) = if request {
+                (ErrorSource::Downstream, StatusCode::BAD_REQUEST)
             } else {
-                ErrorSource::Upstream
-            },
-            if status == StatusCode::PAYLOAD_TOO_LARGE {
-                StatusCode::BAD_REQUEST
-            } else {
-                StatusCode::BAD_GATEWAY
-            },
-            e.to_string(),
-        ),
+                (ErrorSource::Upstream, StatusCode::BAD_GATEWAY)
+            };
+            // The message repeats the cause: logs that print only the message keep it.
+            ProxyError::new(source, status, format!("body stream failed: {cause}"))
+                .with_source(cause)
+        }
     }
 }
 
@@ -273,13 +307,19 @@ impl Drop for Lease {
 impl Middleware for HttpWasmMiddleware {
     async fn handle(&self, mut req: Request, next: Next<'_>) -> Result<Response, ProxyError> {
         let limit = self.shared.max_body_bytes;
-        if self.buffers_request && !req.body.is_end_stream() {
-            // Read the whole body first: no instance waits on a slow client.
-            let body = std::mem::take(&mut req.body)
-                .buffer(limit)
-                .await
-                .map_err(|e| buffer_error(e, StatusCode::PAYLOAD_TOO_LARGE))?;
-            req.body = Body::from(body);
+        // What the guest may read during its calls is read now, before an instance is taken:
+        // a guest call never waits for the client, and no instance waits on a slow one.
+        let mut body = RequestBody::new(std::mem::take(&mut req.body));
+        if !body.eof {
+            let read = if self.buffers_request {
+                // Buffered whole for next and handle_response: larger than the limit is 413.
+                body.buffer_rest(limit).await
+            } else if self.reads_ahead {
+                body.read_ahead(limit).await
+            } else {
+                Ok(())
+            };
+            read.map_err(|e| buffer_error(e, StatusCode::PAYLOAD_TOO_LARGE))?;
         }
         let inst = self.pool.acquire().await?;
         let mut lease = Lease {
@@ -291,8 +331,10 @@ impl Middleware for HttpWasmMiddleware {
             .handlers
             .clone()
             .expect("handlers are cached at start-up");
-        let mut ex = Exchange::new(req, st(inst).module_features);
-        if ex.has(feature::BUFFER_REQUEST) {
+        let mut ex = Exchange::new(req, body, st(inst).module_features);
+        if ex.has(feature::BUFFER_REQUEST) && !ex.body.eof {
+            // Start-up features are the same on every instance, so `buffers_request` read it
+            // all already; kept in case an instance ever differs.
             ex.body
                 .buffer_rest(limit)
                 .await
@@ -305,6 +347,23 @@ impl Middleware for HttpWasmMiddleware {
                 let mut out = [Val::I64(0)];
                 let (back, result) = call_with(inst, ex, f, &[], &mut out);
                 ex = back;
+                if ex.body.too_large {
+                    // Stopped mid-call: the guest's state is unknown, so the instance goes.
+                    inst.poison();
+                    let e = ProxyError::new(
+                        ErrorSource::Downstream,
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        format!(
+                            "middleware {}: the plugin read past the first {limit} bytes of \
+                             the request body (maxBodyBytes)",
+                            self.shared.middleware
+                        ),
+                    );
+                    return Err(match result {
+                        Err(t) => e.with_source(t),
+                        Ok(()) => e,
+                    });
+                }
                 if let Err(t) = result {
                     return Err(self.trap_error(inst, &t));
                 }

@@ -53,6 +53,10 @@ pub enum Phase {
 }
 
 /// The request body as the guest sees it: a stream it reads from the front.
+///
+/// Guest calls never wait for the body: what a guest may read during a call is read ahead
+/// before it ([`RequestBody::read_ahead`]), at most `maxBodyBytes`; the rest stays in
+/// `stream`, un-read, for next.
 #[derive(Default)]
 pub struct RequestBody {
     /// What has not arrived yet.
@@ -74,9 +78,43 @@ pub struct RequestBody {
     pub written: Option<BytesMut>,
     /// How many bytes the guest has read from the stream.
     pub taken: u64,
+    /// The guest asked for more of the body than was read ahead (it is larger than
+    /// `maxBodyBytes`): the call was stopped and the request gets a 413.
+    pub too_large: bool,
 }
 
 impl RequestBody {
+    /// The guest's view of `body`, nothing read yet.
+    pub fn new(body: Body) -> RequestBody {
+        let eof = body.is_end_stream();
+        RequestBody {
+            stream: (!eof).then_some(body),
+            eof,
+            ..RequestBody::default()
+        }
+    }
+
+    /// Reads the body ahead of a guest call, up to `limit` bytes: to its end if it fits, so
+    /// the trailers are known too. Of a longer body exactly `limit` bytes are read ahead; the
+    /// rest (from the first byte past the limit) stays in the stream, un-read.
+    pub async fn read_ahead(&mut self, limit: usize) -> Result<(), BufferError> {
+        // `<=`: at exactly `limit` bytes one more pull tells a body that ends there (eof)
+        // from a longer one.
+        while !self.eof && self.consumed.len() + self.pending.len() <= limit {
+            self.pull().await?;
+        }
+        let keep = limit.saturating_sub(self.consumed.len());
+        if self.pending.len() > keep {
+            let excess = self.pending.split_off(keep).freeze();
+            let rest = self.stream.take().unwrap_or_default();
+            self.stream = Some(Body::from_stream(Prefixed {
+                prefix: Some(excess),
+                rest,
+            }));
+        }
+        Ok(())
+    }
+
     /// Pulls the next frame from the stream (async). Returns false at the end.
     pub async fn pull(&mut self) -> Result<bool, BufferError> {
         let Some(stream) = self.stream.as_mut() else {
@@ -182,10 +220,9 @@ pub struct Exchange {
 }
 
 impl Exchange {
-    /// Starts an exchange for `request`, taking its body.
-    pub fn new(mut request: Request, module_features: u32) -> Box<Exchange> {
-        let stream = std::mem::take(&mut request.body);
-        let eof = stream.is_end_stream();
+    /// Starts an exchange for `request`, whose body the guest sees as `body` (its own body
+    /// is ignored: it was taken, and maybe read ahead, before).
+    pub fn new(mut request: Request, body: RequestBody, module_features: u32) -> Box<Exchange> {
         // HTTP/2 requests carry the host as :authority; guests look for a Host header.
         if !request.headers.contains("host") {
             if let Some(a) = request.uri.authority() {
@@ -196,11 +233,7 @@ impl Exchange {
             phase: Phase::Request,
             features: module_features,
             request,
-            body: RequestBody {
-                stream: (!eof).then_some(stream),
-                eof,
-                ..RequestBody::default()
-            },
+            body,
             request_trailers: None,
             request_length_set: false,
             response: ResponseSide {

@@ -16,7 +16,7 @@ use wasmgate_engines::{
 };
 
 use super::abi::{count_len, eof_len, feature, MODULE};
-use super::state::{Exchange, HttpWasmState, MiddlewareShared, Phase};
+use super::state::{Exchange, HttpWasmState, MiddlewareShared, Phase, RequestBody};
 use crate::body::Body;
 use crate::headers::Headers;
 use crate::model::Request;
@@ -114,9 +114,14 @@ impl Probe {
         self.state().exchange.as_mut().unwrap()
     }
 
-    fn with_request(mut self, req: Request) -> Probe {
+    /// Puts `req` in flight, its body read ahead as the middleware does (the bodies here are
+    /// in memory: read ahead at once).
+    fn with_request(mut self, mut req: Request) -> Probe {
         let mf = self.state().module_features;
-        self.state().exchange = Some(Exchange::new(req, mf));
+        let limit = self.state().shared.max_body_bytes;
+        let mut body = RequestBody::new(std::mem::take(&mut req.body));
+        ready(body.read_ahead(limit)).unwrap();
+        self.state().exchange = Some(Exchange::new(req, body, mf));
         self
     }
 
@@ -159,6 +164,15 @@ impl Probe {
             Err(t) => t.to_string(),
             Ok(v) => panic!("{name}{args:?} should trap, returned {v:?}"),
         }
+    }
+}
+
+/// The output of a future that is ready at once.
+fn ready<F: std::future::Future>(f: F) -> F::Output {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match std::pin::pin!(f).poll(&mut cx) {
+        std::task::Poll::Ready(v) => v,
+        std::task::Poll::Pending => panic!("the future was not ready at once"),
     }
 }
 
@@ -651,4 +665,55 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn reads_are_served_from_the_read_ahead_part_and_stop_past_it() {
+    each_engine(|k| {
+        // maxBodyBytes (1 MiB) plus 10: exactly 1 MiB is read ahead.
+        let limit = 1usize << 20;
+        let mut req = request();
+        req.body = Body::full(vec![b'x'; limit + 10]);
+        let mut p = Probe::new(k, b"").with_request(req);
+        assert_eq!(p.ex().body.pending.len(), limit);
+        let mut read = 0;
+        while read < limit {
+            let r = p.i64("read_body", &[0, BUF as i32, 60_000]);
+            assert_eq!(r >> 32, 0, "{k}: no eof before the limit");
+            read += (r & 0xffff_ffff) as usize;
+        }
+        assert_eq!(read, limit);
+        assert!(!p.ex().body.too_large);
+        // Past the read-ahead part: the call stops (no waiting) and the request is too large.
+        assert!(p
+            .traps("read_body", &[0, BUF as i32, 100])
+            .contains("maxBodyBytes"));
+        assert!(p.ex().body.too_large, "{k}");
+
+        // Trailers: known once the body was read ahead to its end...
+        let trailers: Headers = [("grpc-status", "0")].into_iter().collect();
+        let mut req = request();
+        req.body = Body::from(crate::body::BufferedBody {
+            data: Bytes::from_static(b"small"),
+            trailers: Some(trailers.clone()),
+        });
+        let mut p = Probe::new(k, b"").with_request(req);
+        p.i32("enable_features", &[feature::TRAILERS as i32]);
+        assert_eq!(
+            p.i64("get_header_names", &[2, BUF as i32, 64]),
+            count_len(1, 12)
+        );
+        // ... and past a body larger than maxBodyBytes they are out of reach: too large.
+        let mut req = request();
+        req.body = Body::from(crate::body::BufferedBody {
+            data: Bytes::from(vec![b'x'; limit + 1]),
+            trailers: Some(trailers),
+        });
+        let mut p = Probe::new(k, b"").with_request(req);
+        p.i32("enable_features", &[feature::TRAILERS as i32]);
+        assert!(p
+            .traps("get_header_names", &[2, BUF as i32, 64])
+            .contains("maxBodyBytes"));
+        assert!(p.ex().body.too_large, "{k}");
+    });
 }
