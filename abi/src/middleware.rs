@@ -32,11 +32,12 @@ use crate::model::{Request, Response};
 ///   *before* the call, asynchronously, bounded by `maxBodyBytes`; a guest that asks for more
 ///   than was read ahead gets an error (413 for a request body), not a wait. No
 ///   `block_in_place` or `block_on` on a request path.
-/// - **Waiting happens before an instance is taken.** Reading a client's body ahead, or
-///   buffering it whole, is done before a plugin instance is leased, so a slow client holds
-///   no instance. An instance *leased* to a request (http-wasm pins one from
-///   `handle_request` to `handle_response`) may be held across `next.run`; a *lock* on an
-///   instance or a VM (a `Mutex` guard) is never held across an `.await`.
+/// - **Waiting happens before an instance is taken.** A middleware that leases an instance
+///   to one request reads what it must wait for (a client's body, read ahead or buffered
+///   whole) before it takes the instance, so a slow client holds none. An instance leased to
+///   a request (http-wasm pins one from `handle_request` to `handle_response`) may be held
+///   across `next.run`; a *lock* on an instance or a VM (a `Mutex` guard) is never held
+///   across an `.await`.
 /// - **Start-up stays off the request path.** Creating an instance (instantiate and the
 ///   guest's `_start`, which may take long) runs on the blocking pool
 ///   (`tokio::task::spawn_blocking`), or ahead of time when the middleware is built.
