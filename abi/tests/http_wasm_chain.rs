@@ -592,3 +592,61 @@ async fn a_body_past_max_body_bytes_passes_through_unless_the_guest_reads_past_t
         assert_eq!(body(r).await, "", "{engine}");
     }
 }
+
+/// Its `_start` sleeps 300 ms (WASI `poll_oneoff` on the monotonic clock): a slow start-up.
+const SLOW_START: &str = r#"(module
+  (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "_start")
+    ;; One subscription at 0: tag 0 (clock), clock id 1 (monotonic), relative 300 ms.
+    (i32.store (i32.const 16) (i32.const 1))
+    (i64.store (i32.const 24) (i64.const 300000000))
+    (drop (call $poll (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 128))))
+  (func (export "handle_request") (result i64) (i64.const 1)))"#;
+
+// One runtime thread: while a request waits for a new instance (the only warm one is busy),
+// the instance's slow start-up runs off that thread, and other tasks keep running.
+#[tokio::test(flavor = "current_thread")]
+async fn a_new_instance_starts_off_the_runtime_thread() {
+    for engine in EngineKind::ALL {
+        let mw = middleware(engine, SLOW_START, b"", opts(1));
+        assert_eq!(mw.pool().created(), 1, "{engine}: one warm instance");
+        // The warm instance is held by a request whose upstream is slow.
+        let held = {
+            let mw = mw.clone();
+            tokio::spawn(async move {
+                let up = upstream(Duration::from_millis(800));
+                run(&mw, &up, &[]).await.map(|r| r.status)
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let ticks = Arc::new(AtomicUsize::new(0));
+        let ticker = {
+            let ticks = ticks.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    ticks.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        };
+        let started = std::time::Instant::now();
+        let r = run(&mw, &upstream(Duration::ZERO), &[]).await.unwrap();
+        let took = started.elapsed();
+        let ticked = ticks.load(Ordering::SeqCst);
+        ticker.abort();
+        assert_eq!(r.status, StatusCode::OK, "{engine}");
+        assert_eq!(
+            mw.pool().created(),
+            2,
+            "{engine}: a second instance was started"
+        );
+        assert!(took >= Duration::from_millis(300), "{engine}: {took:?}");
+        // Started on the runtime thread, the 300 ms sleep would have stopped the ticker.
+        assert!(
+            ticked >= 10,
+            "{engine}: the ticker ran {ticked} times in {took:?}"
+        );
+        assert_eq!(held.await.unwrap().unwrap(), StatusCode::OK, "{engine}");
+    }
+}

@@ -8,7 +8,7 @@
 //!
 //! Guest calls never wait for the client: what a guest may read of the request body (or its
 //! trailers) during a call is read ahead before an instance is taken, at most `maxBodyBytes`
-//! of it (see the [`Middleware`](crate::middleware::Middleware) contract). A body longer than
+//! of it (see the [`Middleware`] contract). A body longer than
 //! that flows on to next un-read unless the guest reads past the limit: then the request is a
 //! 413.
 
