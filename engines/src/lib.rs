@@ -38,6 +38,7 @@ mod start;
 mod typed;
 pub mod wasi;
 mod wasmer_backend;
+mod wasmer_interrupt;
 mod wasmtime_backend;
 
 pub use info::{Export, ExportKind, Import, ImportKind, MissingImport, ModuleInfo};

@@ -5,8 +5,10 @@
 //! * Deadlines: wasmer 7.4's `experimental-host-interrupt` (a signal sent to
 //!   the thread running the store). One watchdog thread per engine scans the
 //!   running calls every [`TICK`] and interrupts, repeatedly, every store
-//!   past its deadline; host functions also refuse to run past the deadline,
-//!   so a guest that loops through host calls stops too.
+//!   past its deadline ([`Slot`]); a signal that lands in native code rather
+//!   than guest code is defused ([`crate::wasmer_interrupt`]). Host functions
+//!   also refuse to run past the deadline, so a guest that loops through host
+//!   calls stops too.
 //! * Memory, table and stack limits: per-module `Tunables` on a clone of the
 //!   engine (clones share the compiler and code memory).
 
@@ -55,11 +57,31 @@ fn deadline_from_now(d: u64) -> u64 {
     coarse::now() + d + TICK.as_nanos() as u64
 }
 
-/// Deadline state of one store.
+// Where a store's call is, as the watchdog sees it.
+/// No call is running.
+const IDLE: u64 = 0;
+/// A call is running.
+const RUNNING: u64 = 1;
+/// The watchdog is sending the interrupt signal.
+const SIGNALLING: u64 = 2;
+/// A call is running and was sent a signal (maybe more will follow).
+const SENT: u64 = 3;
+const STATE_BITS: u32 = 2;
+const STATE_MASK: u64 = (1 << STATE_BITS) - 1;
+
+/// Deadline and interrupt state of one store, shared with the watchdog.
+///
+/// The state word is `generation << STATE_BITS | state`; each call gets a
+/// new generation, so a watchdog that decided to interrupt one call can
+/// never signal the next one (its compare-and-swap fails), and a call does
+/// not end while a signal for it is being sent ([`SIGNALLING`]) or is still
+/// on its way ([`SENT`]: taken on the host stack by [`flush_signals`]).
+/// Where the signal may land is [`crate::wasmer_interrupt`]'s business.
 struct Slot {
     /// Deadline in [`coarse`] units; 0 = no call running.
     deadline: AtomicU64,
-    interrupter: wasmer::Interrupter,
+    state: AtomicU64,
+    store: wasmer::sys::vm::StoreId,
 }
 
 impl Slot {
@@ -71,18 +93,72 @@ impl Slot {
     /// An outermost call (or instantiation) starts.
     fn begin_call(&self, deadline: u64) {
         self.deadline.store(deadline, Ordering::Release);
+        let w = self.state.load(Ordering::Relaxed);
+        self.state.store(
+            ((w >> STATE_BITS) + 1) << STATE_BITS | RUNNING,
+            Ordering::Release,
+        );
     }
 
-    /// The outermost call returned.
+    /// The outermost call returned: once this returns, no signal for it is
+    /// pending or being sent.
     fn end_call(&self) {
+        loop {
+            let w = self.state.load(Ordering::Acquire);
+            match w & STATE_MASK {
+                SIGNALLING => std::hint::spin_loop(),
+                st => {
+                    let idle = (w & !STATE_MASK) | IDLE;
+                    if self
+                        .state
+                        .compare_exchange(w, idle, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok()
+                    {
+                        if st == SENT {
+                            flush_signals();
+                        }
+                        break;
+                    }
+                }
+            }
+        }
         self.deadline.store(0, Ordering::Release);
     }
 
-    /// One watchdog scan: interrupts the call if it is past its deadline.
+    /// One watchdog scan: signals the running call if it is past its deadline.
     fn scan(&self) {
-        if self.expired() {
-            self.interrupter.interrupt();
+        let w = self.state.load(Ordering::Acquire);
+        let st = w & STATE_MASK;
+        if !(st == RUNNING || st == SENT) || !self.expired() {
+            return;
         }
+        let signalling = (w & !STATE_MASK) | SIGNALLING;
+        if self
+            .state
+            .compare_exchange(w, signalling, Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+        {
+            // The call ended (or a new one began) meanwhile.
+            return;
+        }
+        // Fails when the call has not entered wasmer yet (the next scan tries
+        // again) or a signal to that thread is still in flight.
+        let sent = wasmer::sys::vm::interrupt_registry::interrupt(self.store).is_ok();
+        let after = if sent { (w & !STATE_MASK) | SENT } else { w };
+        self.state.store(after, Ordering::Release);
+    }
+}
+
+/// Makes a SIGUSR1 the watchdog sent to this thread arrive now, while it is
+/// on the host stack outside any call (wasmer's handler then does nothing):
+/// a pending signal is delivered when a system call returns. Otherwise it
+/// could arrive during this thread's next call, for this or another store.
+fn flush_signals() {
+    // SAFETY: `sigpending` only writes the set we pass, a plain C struct for
+    // which all-zero bytes are a valid value.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigpending(&mut set);
     }
 }
 
@@ -101,6 +177,8 @@ pub(crate) struct WmEngine {
 impl WmEngine {
     pub(crate) fn new(opts: EngineOptions, cache: Option<Cache>) -> Result<Self, EngineError> {
         let engine = wasmer::Engine::from(wasmer::sys::Cranelift::default());
+        // Before any watchdog can send a signal.
+        crate::wasmer_interrupt::install();
         coarse::refresh();
         let watchdog = Arc::new(Watchdog {
             slots: Mutex::new(Vec::new()),
@@ -569,7 +647,8 @@ impl CompiledModule for WmModule {
         let mut store = Store::new(self.engine.clone());
         let slot = Arc::new(Slot {
             deadline: AtomicU64::new(0),
-            interrupter: store.interrupter(),
+            state: AtomicU64::new(IDLE),
+            store: store.id(),
         });
         self.watchdog
             .slots

@@ -822,6 +822,121 @@ fn deadline_hits_only_the_runaway(kind: EngineKind) {
 }
 parity!(deadline_hits_only_the_runaway);
 
+const STRESS_WAT: &str = r#"(module
+  (import "env" "nop" (func $nop))
+  (import "stress" "now_us" (func $now (result i64)))
+  (import "stress" "reenter" (func $reenter (param i32)))
+  (func $spin (export "spin") (param $n i32)
+    (loop
+      (local.set $n (i32.sub (local.get $n) (i32.const 1)))
+      (br_if 0 (i32.gt_s (local.get $n) (i32.const 0)))))
+  ;; Until now_us() reaches $until: guest loops of $n iterations between
+  ;; host calls, and with $nested a host call that runs a guest loop itself.
+  (func (export "work") (param $until i64) (param $n i32) (param $nested i32)
+    (loop
+      (call $spin (local.get $n))
+      (call $nop)
+      (if (local.get $nested) (then (call $reenter (local.get $n))))
+      (br_if 0 (i64.lt_u (call $now) (local.get $until)))))
+)"#;
+
+/// The clock `stress.now_us` gives the guest, in microseconds.
+fn stress_now_us() -> u64 {
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    BASE.get_or_init(Instant::now).elapsed().as_micros() as u64
+}
+
+fn stress_host() -> HostFunctions {
+    let mut h = env_host();
+    h.func_wrap(
+        "stress",
+        "now_us",
+        |_c: &mut dyn Caller| -> Result<u64, HostError> { Ok(stress_now_us()) },
+    )
+    .func_wrap(
+        "stress",
+        "reenter",
+        |c: &mut dyn Caller, n: i32| -> Result<(), HostError> {
+            c.call("spin", &[Val::I32(n)], &mut [])?;
+            Ok(())
+        },
+    );
+    h
+}
+
+/// Many calls whose length is about the deadline, on several threads, in
+/// and out of host functions and nested guest calls: the deadline may hit
+/// anywhere, in guest code, in a host function or right after one. Every
+/// call must end, either done or with a deadline trap (on wasmer, a signal
+/// landing in the engine's own code used to hang or abort the process).
+fn deadline_stress(kind: EngineKind) {
+    let d = Duration::from_millis(20);
+    let limits = Limits {
+        call_deadline: d,
+        ..Limits::default()
+    };
+    let module = compile(kind, STRESS_WAT, stress_host(), limits);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let threads = 4;
+    for t in 0..threads {
+        let module = module.clone();
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            let mut rng = 0x9E37_79B9u32.wrapping_mul(t + 1);
+            let mut next = move || {
+                rng ^= rng << 13;
+                rng ^= rng >> 17;
+                rng ^= rng << 5;
+                rng
+            };
+            let base = Instant::now();
+            let mut inst = module.instantiate(Box::new(0u32)).unwrap();
+            let (mut done, mut stopped) = (0u32, 0u32);
+            while base.elapsed() < Duration::from_millis(1500) {
+                if inst.is_poisoned() {
+                    inst = module.instantiate(Box::new(0u32)).unwrap();
+                }
+                // 0.5 to 1.5 times the deadline.
+                let len = d / 2 + d * (next() % 1000) / 1000;
+                let n = [100, 5_000, 50_000, 500_000][(next() % 4) as usize];
+                let nested = (next() % 2) as i32;
+                let until = stress_now_us() + len.as_micros() as u64;
+                let started = Instant::now();
+                match inst.call_by_name(
+                    "work",
+                    &[Val::I64(until as i64), Val::I32(n), Val::I32(nested)],
+                    &mut [],
+                ) {
+                    Ok(()) => done += 1,
+                    Err(t) => {
+                        assert_eq!(t.reason, TrapReason::Deadline, "{t}");
+                        // No lower bound on the time here: with more busy
+                        // threads than cores the deadline threads wake late,
+                        // and a call armed from the lagging coarse clock
+                        // (see `coarse`) stops early; `deadline` checks it.
+                        let _ = started;
+                        stopped += 1;
+                    }
+                }
+            }
+            tx.send((done, stopped)).unwrap();
+        });
+    }
+    drop(tx);
+    let (mut done, mut stopped) = (0, 0);
+    for _ in 0..threads {
+        // A hung call never reports: fail instead of hanging the suite.
+        let (a, b) = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("a deadline stress thread hung");
+        done += a;
+        stopped += b;
+    }
+    // Both outcomes happened, so deadlines did hit calls in flight.
+    assert!(done > 0 && stopped > 0, "done {done}, stopped {stopped}");
+}
+parity!(deadline_stress);
+
 fn missing_imports(kind: EngineKind) {
     let wat = r#"(module
       (import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32)))
