@@ -180,3 +180,62 @@ impl<B: Backend> Instance for EngineInstance<B> {
         self.exports.poisoned = true;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ValType;
+
+    fn resolver(calls: &mut u32) -> impl FnOnce(&str) -> Option<(&'static str, FuncType)> + '_ {
+        move |name| {
+            *calls += 1;
+            (name == "f").then(|| ("f-func", FuncType::new([ValType::I32], [])))
+        }
+    }
+
+    #[test]
+    fn hits_and_misses_are_resolved_once() {
+        let mut t = ExportTable::new();
+        let mut calls = 0;
+        let f = t.get("f", resolver(&mut calls)).unwrap();
+        assert_eq!(t.get("f", resolver(&mut calls)).unwrap().index, f.index);
+        assert!(t.get("missing", resolver(&mut calls)).is_none());
+        assert!(t.get("missing", resolver(&mut calls)).is_none());
+        assert_eq!(calls, 2, "one engine lookup per name");
+        assert_eq!(
+            t.func(EngineKind::Wasmtime, &f, &[Val::I32(1)], &[]).ok(),
+            Some(&"f-func")
+        );
+    }
+
+    #[test]
+    fn misses_are_bounded() {
+        let mut t: ExportTable<()> = ExportTable::new();
+        for k in 0..MAX_MISSES + 10 {
+            assert!(t.get(&format!("m{k}"), |_| None).is_none());
+        }
+        assert_eq!(t.by_name.len(), MAX_MISSES);
+    }
+
+    #[test]
+    fn foreign_handles_and_bad_calls_are_refused() {
+        let mut a = ExportTable::new();
+        let mut b = ExportTable::new();
+        let (mut x, mut y) = (0, 0);
+        let fa = a.get("f", resolver(&mut x)).unwrap();
+        let fb = b.get("f", resolver(&mut y)).unwrap();
+        let kind = EngineKind::Wasmer;
+        let err = a.func(kind, &fb, &[Val::I32(1)], &[]).unwrap_err();
+        assert!(err.to_string().contains("another instance"), "{err}");
+        assert!(a.func(kind, &fa, &[Val::I64(1)], &[]).is_err());
+        assert!(a.func(kind, &fa, &[Val::I32(1)], &[Val::I32(0)]).is_err());
+        // Only a trap other than a successful exit poisons.
+        let exit0 = Trap::new(kind, "f", TrapReason::Exit(0));
+        assert!(a.observe(Err(exit0)).is_err());
+        assert!(!a.poisoned);
+        a.observe(Ok(())).unwrap();
+        assert!(!a.poisoned);
+        let _ = a.observe(Err(Trap::new(kind, "f", TrapReason::Unreachable)));
+        assert!(a.poisoned);
+    }
+}

@@ -10,7 +10,8 @@
 //!   on-disk [cache](EngineOptions::cache_dir)) and holding what
 //!   instantiation needs.
 //! * [`Instance`]: one per guest instance; calls exports with typed
-//!   [`Val`]s, reads and writes guest memory, reaches per-instance host data.
+//!   [`Val`]s, reads and writes guest memory ([`GuestMemory`]), reaches
+//!   per-instance host data.
 //!
 //! Host functions are written once, engine-neutrally, as a [`HostFunctions`]
 //! table (typed with [`HostFunctions::func_wrap`], or dynamic with
@@ -18,6 +19,12 @@
 //! access, re-entrant guest calls and per-instance state. [`wasi`] is a
 //! capability-less WASI preview 1 written on that table, and [`pool`] holds
 //! the instance pooling primitives.
+//!
+//! Inside, each backend (`wasmtime_backend`, `wasmer_backend`) supplies only
+//! what differs: compiling and linking, resolving an export and running one
+//! call under the deadline, guest memory access. The rest is written once:
+//! the export table and [`Instance`] implementation (`exports`), the compile
+//! cache (`cache::load_or_compile`), typed host functions (`typed`).
 
 #![warn(missing_docs)]
 

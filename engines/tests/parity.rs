@@ -1924,7 +1924,7 @@ fn engines_agree(kind: EngineKind) {
         &mut r,
     )
     .unwrap();
-    let want = -3i32 as f64 + (1i64 << 33) as f64 + 1e-3f32 as f64 + -2.5;
+    let want = -3.0 + (1i64 << 33) as f64 + 1e-3f32 as f64 + -2.5;
     assert_eq!(r, [Val::F64(want), Val::I32(7)]);
 }
 parity!(engines_agree);
