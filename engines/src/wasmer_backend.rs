@@ -726,8 +726,8 @@ struct SendStore(Store);
 // `on_called` callback (a `Box<dyn FnOnce>` without `Send`) and the raw
 // pointers into the VM objects it owns. Moving one between threads is sound
 // here because:
-// * `on_called` is never set (this crate does not call `Store::on_called`,
-//   and wasmer sets it only from async/yielding host calls, not enabled);
+// * `on_called` is never set: only `StoreMut::on_called` sets it, and
+//   neither this crate nor wasmer itself calls that;
 // * the raw pointers point into heap allocations the store owns (its boxed
 //   inner context, instances, memories, tables), which do not move with the
 //   `Store` value and are reached only through the store, or through the
