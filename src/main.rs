@@ -18,7 +18,7 @@ fn main() -> ExitCode {
     let conformance_run = matches!(cli.command, Some(Command::Conformance(_)));
     let default_level = if conformance_run { "warn" } else { "info" };
     let level = cli.log_level.as_deref().unwrap_or(default_level);
-    cli::init_logging(cli.log_format, level, conformance_run);
+    wasmgate::logging::init(cli.log_format, level, conformance_run);
     if let Some(Command::Conformance(args)) = &cli.command {
         return conformance(args);
     }

@@ -5,6 +5,7 @@
 //! In process the suite also sees plugin log lines (through [`log_capture_layer`], part of
 //! the global `tracing` subscriber) and proxy-wasm metrics (through the gateway).
 
+pub mod args;
 mod capture;
 
 use std::net::SocketAddr;
@@ -18,10 +19,10 @@ use wasmgate_conformance::{
     LogSource, MetricSource, Observers, Prepared, Report, Slots, Target, ENGINES,
 };
 
+use self::args::{ConformanceArgs, GuestsArgs};
 pub use self::capture::{log_capture_installed, log_capture_layer};
 use self::capture::{CapturedLogs, Capturing};
 
-use crate::cli::{ConformanceArgs, GuestsArgs};
 use crate::gateway::Gateway;
 
 /// Where `--target` runs start the upstream unless told: what `guests --out` writes.
