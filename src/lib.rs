@@ -6,6 +6,8 @@
 //! snapshots when the routing file changes, [`logging`] sets up `tracing`, and [`cli`] is the
 //! command line.
 
+#![forbid(unsafe_code)]
+
 pub mod access_log;
 pub mod cli;
 pub mod config;

@@ -1,5 +1,8 @@
 //! The `wasmgate` binary: the command line's edge, where errors become exit codes.
 
+// The global allocator below is declared in safe code; mimalloc's own unsafe stays in its crate.
+#![forbid(unsafe_code)]
+
 use std::path::Path;
 use std::process::ExitCode;
 
