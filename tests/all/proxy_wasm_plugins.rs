@@ -3,9 +3,7 @@
 //! proxy over real HTTP on both engines, alone and chained with an http-wasm plugin and a
 //! built-in middleware.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 const WASI: &str = "wasm32-wasip1";
 const BARE: &str = "wasm32-unknown-unknown";

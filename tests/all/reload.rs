@@ -1,12 +1,10 @@
 //! Hot reload of the routing file.
 
-mod common;
-
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const INSTALL: &str = r#"entryPoints:
   web:
@@ -34,20 +32,39 @@ fn routing(version: &str) -> String {
     )
 }
 
+/// How long a reload may take to be noticed: generous, it is the failure, not a pause.
+const RELOAD_WAIT: Duration = Duration::from_secs(20);
+
+/// Waits, reload by reload, until `want` is served.
 async fn wait_for_version(t: &TestServer, want: &str) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let r = send(get(t.url("/"))).await;
-        if r.header("x-version") == Some(want) {
-            return;
+    // Subscribed before the first look: a reload between the look and the wait still wakes it.
+    let mut reloads = t.gateway.reloads();
+    let served = tokio::time::timeout(RELOAD_WAIT, async {
+        loop {
+            if send(get(t.url("/"))).await.header("x-version") == Some(want) {
+                return;
+            }
+            reloads.changed().await.expect("the gateway is alive");
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "version {want} never served; last: {:?}",
-            r.header("x-version")
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
+    let last = send(get(t.url("/"))).await;
+    assert!(
+        served.is_ok(),
+        "version {want} never served; last: {:?}",
+        last.header("x-version")
+    );
+}
+
+/// Replaces the routing file with `text` and waits until the watcher has rejected it.
+async fn replace_with_rejected(t: &TestServer, text: &str) {
+    let mut reloads = t.gateway.reloads();
+    let rejected = reloads.borrow_and_update().rejected;
+    replace_file(&t.path("dynamic.yaml"), text);
+    tokio::time::timeout(RELOAD_WAIT, reloads.wait_for(|r| r.rejected > rejected))
+        .await
+        .expect("the reload was never rejected")
+        .expect("the gateway is alive");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -83,17 +100,17 @@ async fn good_file_swaps_bad_file_keeps_old_and_no_request_is_lost() {
         wait_for_version(&t, &v.to_string()).await;
     }
     // A broken file (a router naming a service that does not exist) is rejected...
-    replace_file(
-        &dynamic,
+    replace_with_rejected(
+        &t,
         &routing("5").replace("service: echo@internal", "service: missing"),
-    );
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    )
+    .await;
     // ...and the last good snapshot keeps serving.
     assert_eq!(send(get(t.url("/"))).await.header("x-version"), Some("4"));
     assert_eq!(t.gateway.snapshot().generation, 4);
+    assert_eq!(t.gateway.generation(), 4);
     // A file that is not even YAML is rejected too.
-    replace_file(&dynamic, "http: [ unclosed");
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    replace_with_rejected(&t, "http: [ unclosed").await;
     assert_eq!(send(get(t.url("/"))).await.header("x-version"), Some("4"));
     // Fixing the file brings reloads back.
     replace_file(&dynamic, &routing("6"));
@@ -118,6 +135,7 @@ async fn reload_errors_are_reported_with_location() {
         routing("2").replace("service: echo@internal", "service: nowhere"),
     )
     .unwrap();
+    let before = *t.gateway.reloads().borrow();
     let errors = t.gateway.reload_routing().unwrap_err();
     let text = errors.to_string();
     assert!(
@@ -127,4 +145,14 @@ async fn reload_errors_are_reported_with_location() {
         "{text}"
     );
     assert_eq!(t.gateway.snapshot().generation, 1);
+    let after = *t.gateway.reloads().borrow();
+    assert_eq!(
+        (after.generation, after.rejected),
+        (before.generation, before.rejected + 1)
+    );
+    // A good file is taken: the generation counts it.
+    std::fs::write(t.path("dynamic.yaml"), routing("3")).unwrap();
+    assert_eq!(t.gateway.reload_routing().unwrap(), 2);
+    assert_eq!(t.gateway.generation(), 2);
+    assert_eq!(send(get(t.url("/"))).await.header("x-version"), Some("3"));
 }
