@@ -146,3 +146,27 @@ pub(super) fn install_capture_if_none() {
         log_capture_installed();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_keeps_its_own_plugins_lines_only_and_only_while_it_captures() {
+        // Capture state is process-wide: hold it as a run would.
+        let _one = ONE_RUN.blocking_lock();
+        let subscriber = tracing_subscriber::registry().with(log_capture_layer());
+        tracing::subscriber::with_default(subscriber, || {
+            let capturing = Capturing::start(["ours".to_string()]);
+            tracing::warn!(target: "wasmgate::plugin", plugin = "ours", middleware = "m", "kept");
+            let theirs = "theirs";
+            tracing::warn!(target: "wasmgate::plugin", plugin = %theirs, "another gateway's");
+            tracing::warn!(target: "wasmgate::other", plugin = "ours", "not a plugin line");
+            tracing::info!(target: "wasmgate::plugin", plugin = %"ours", "kept too");
+            assert_eq!(CapturedLogs.lines(), ["WARN kept", "INFO kept too"]);
+            drop(capturing);
+            tracing::warn!(target: "wasmgate::plugin", plugin = "ours", "after the run");
+            assert!(CapturedLogs.lines().is_empty());
+        });
+    }
+}

@@ -124,7 +124,11 @@ pub fn load(install: &Path) -> Result<Arc<Gateway>, ConfigErrors> {
 
 /// Starts wasmgate on `files` (the install file is `wasmgate.yaml`).
 pub async fn start(files: &[(&str, &str)]) -> TestServer {
-    let dir = write_files(files);
+    start_in(write_files(files)).await
+}
+
+/// Starts wasmgate on `dir/wasmgate.yaml`, for files [`write_files`] cannot write (.wasm).
+pub async fn start_in(dir: tempfile::TempDir) -> TestServer {
     let gateway = load(&dir.path().join("wasmgate.yaml"))
         .unwrap_or_else(|e| panic!("config did not load:\n{e}"));
     let server = wasmgate::proxy::start(gateway.clone()).await.unwrap();

@@ -156,3 +156,39 @@ async fn reload_errors_are_reported_with_location() {
     assert_eq!(t.gateway.generation(), 2);
     assert_eq!(send(get(t.url("/"))).await.header("x-version"), Some("3"));
 }
+
+/// A proxy-wasm filter that does nothing: its middlewares need a runtime when they are created.
+const IDLE_FILTER: &str = r#"(module
+  (memory (export "memory") 1)
+  (global $heap (mut i32) (i32.const 1024))
+  (func (export "proxy_abi_version_0_2_1"))
+  (func (export "malloc") (param i32) (result i32) (local i32)
+    global.get $heap local.set 1
+    global.get $heap local.get 0 i32.add global.set $heap
+    local.get 1)
+  (func (export "proxy_on_configure") (param i32 i32) (result i32) (i32.const 1))
+)"#;
+
+/// A reload asked from a thread outside the runtime (as `spawn_blocking` or any caller may)
+/// still builds proxy-wasm middlewares, in the runtime the gateway was loaded for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_from_a_plain_thread_builds_proxy_wasm_middlewares_in_the_runtime() {
+    let install = INSTALL.to_string() + "plugins:\n  idle:\n    path: idle.wasm\n";
+    let with_filter = routing("2").replace("middlewares: [tag]", "middlewares: [tag, pw]")
+        + "    pw:\n      plugin:\n        idle: {}\n";
+    let dir = write_files(&[("wasmgate.yaml", &install), ("dynamic.yaml", &routing("1"))]);
+    std::fs::write(
+        dir.path().join("idle.wasm"),
+        wat::parse_str(IDLE_FILTER).unwrap(),
+    )
+    .unwrap();
+    let t = start_in(dir).await;
+    std::fs::write(t.path("dynamic.yaml"), with_filter).unwrap();
+    let gateway = t.gateway.clone();
+    let reloaded = std::thread::spawn(move || gateway.reload_routing())
+        .join()
+        .unwrap();
+    assert_eq!(reloaded.map_err(|e| e.to_string()), Ok(2));
+    let r = send(get(t.url("/"))).await;
+    assert_eq!((r.status, r.header("x-version")), (200, Some("2")));
+}
