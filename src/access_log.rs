@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime};
 use http::{Method, StatusCode, Version};
 use tracing_appender::non_blocking::{NonBlocking, NonBlockingBuilder, WorkerGuard};
 
+use crate::config::check::parse_status_range;
 use crate::config::{AccessLogConfig, AccessLogFormat};
 
 /// Lines kept in memory for the writer when `bufferingSize` is not given.
@@ -137,26 +138,6 @@ impl AccessLog {
     }
 }
 
-/// Parses `"200"` or `"300-302"`; the config checks use it to report bad ranges.
-pub fn parse_status_range(text: &str) -> Result<(u16, u16), String> {
-    let bad = || format!("invalid status code range {text:?} (e.g. \"404\" or \"500-599\")");
-    let code = |s: &str| {
-        s.trim()
-            .parse::<u16>()
-            .ok()
-            .filter(|c| (100..=999).contains(c))
-            .ok_or_else(bad)
-    };
-    let (lo, hi) = match text.split_once('-') {
-        Some((a, b)) => (code(a)?, code(b)?),
-        None => (code(text)?, code(text)?),
-    };
-    if lo > hi {
-        return Err(bad());
-    }
-    Ok((lo, hi))
-}
-
 fn version_text(v: Version) -> &'static str {
     match v {
         Version::HTTP_09 => "HTTP/0.9",
@@ -259,14 +240,5 @@ mod tests {
         assert_eq!(v["ServiceURL"], "http://127.0.0.1:9000");
         assert_eq!(v["Duration"], 2_000_000);
         assert_eq!(v["StartUTC"], "1971-01-01T00:00:00Z");
-    }
-
-    #[test]
-    fn status_ranges() {
-        assert_eq!(parse_status_range("404"), Ok((404, 404)));
-        assert_eq!(parse_status_range("500-599"), Ok((500, 599)));
-        assert!(parse_status_range("599-500").is_err());
-        assert!(parse_status_range("abc").is_err());
-        assert!(parse_status_range("42").is_err());
     }
 }

@@ -1,9 +1,11 @@
-//! The command line.
+//! The command line: its options and subcommands (what they do lives in `main.rs`).
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
+
+pub use crate::conformance::args::{ConformanceArgs, ConformanceCommand, GuestsArgs, ReportFormat};
+pub use crate::logging::LogFormat;
 
 /// wasmgate: a reverse proxy that runs http-wasm and proxy-wasm plugins as chained middlewares.
 #[derive(Debug, Parser)]
@@ -35,134 +37,4 @@ pub enum Command {
     /// proxy (`--target`), or write its guests and configs (`guests --out`); needs no `-c`.
     // Boxed: its options dwarf the other variants.
     Conformance(Box<ConformanceArgs>),
-}
-
-/// Options of `wasmgate conformance`: run the suite (in process, or against `--target`), or
-/// write the guests for another host (`guests`).
-#[derive(Debug, clap::Args)]
-#[command(args_conflicts_with_subcommands = true)]
-pub struct ConformanceArgs {
-    /// Write the suite's files instead of running it.
-    #[command(subcommand)]
-    pub command: Option<ConformanceCommand>,
-    /// Only this engine (repeatable): wasmtime or wasmer. With --target it names the slots
-    /// used; pass `--engine wasmtime` to run each case once against another host.
-    #[arg(long, value_parser = ["wasmtime", "wasmer"])]
-    pub engine: Vec<String>,
-    /// Only this ABI: http-wasm or proxy-wasm.
-    #[arg(long, value_parser = ["http-wasm", "proxy-wasm"])]
-    pub abi: Option<String>,
-    /// Only cases whose name contains PATTERN (or matches it, with `*` and `?`).
-    #[arg(long = "case", value_name = "PATTERN")]
-    pub case: Option<String>,
-    /// Output: a matrix for people or JSON for machines.
-    #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
-    pub format: ReportFormat,
-    /// Send the cases to a proxy already running there (configured by `guests --out`)
-    /// instead of starting wasmgate.
-    #[arg(
-        long,
-        value_name = "http://HOST:PORT",
-        conflicts_with = "target_per_slot"
-    )]
-    pub target: Option<String>,
-    /// Like --target, for hosts with one listener per slot (the written envoy.yaml): slot
-    /// `mN` is sent to port BASEPORT + N.
-    #[arg(long, value_name = "http://HOST:BASEPORT")]
-    pub target_per_slot: Option<String>,
-    /// Where the suite's upstream listens: default 127.0.0.1:9099 with a target (what
-    /// `guests --out` writes), any free port in process.
-    #[arg(long, value_name = "HOST:PORT")]
-    pub upstream: Option<SocketAddr>,
-    /// Also run the cases of the SDK-built guests; builds them from the source tree's
-    /// examples (needs cargo with the wasm32 targets, and npm).
-    #[arg(long)]
-    pub sdk: bool,
-}
-
-/// Subcommands of `wasmgate conformance`.
-#[derive(Debug, Subcommand)]
-pub enum ConformanceCommand {
-    /// Write every guest (.wasm) and configurations for wasmgate, Traefik 3 and Envoy.
-    Guests(GuestsArgs),
-}
-
-/// Options of `wasmgate conformance guests`.
-#[derive(Debug, clap::Args)]
-pub struct GuestsArgs {
-    /// The directory to write into (created if missing).
-    #[arg(long, value_name = "DIR")]
-    pub out: PathBuf,
-    /// Where `wasmgate conformance --target` will start the upstream.
-    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:9099")]
-    pub upstream: SocketAddr,
-    /// The entry point of the written wasmgate and Traefik configurations.
-    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8080")]
-    pub listen: SocketAddr,
-    /// Engines wasmgate.yaml declares the guests on (repeatable); all when none.
-    #[arg(long, value_parser = ["wasmtime", "wasmer"])]
-    pub engine: Vec<String>,
-    /// Envoy's first port: slot `mN` gets a listener on BASE_PORT + N.
-    #[arg(long, default_value_t = 10000)]
-    pub base_port: u16,
-    /// Also write the SDK-built guests (built from the source tree's examples).
-    #[arg(long)]
-    pub sdk: bool,
-}
-
-/// Output format of `wasmgate conformance`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ReportFormat {
-    /// The matrix, failures in detail, the summary line.
-    Text,
-    /// One JSON document.
-    Json,
-    /// The README's support table (host function × ABI version × engine) in Markdown.
-    Markdown,
-}
-
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Readable lines.
-    Human,
-    /// One JSON object per line.
-    Json,
-}
-
-/// Sets up `tracing` for the process; with `capture_plugin_logs` (for `wasmgate conformance`)
-/// it adds the suite's log capture, which is off until a conformance run turns it on.
-pub fn init_logging(format: LogFormat, level: &str, capture_plugin_logs: bool) {
-    use tracing_subscriber::layer::SubscriberExt;
-    use tracing_subscriber::util::SubscriberInitExt;
-    use tracing_subscriber::Layer;
-    let filter = tracing_subscriber::EnvFilter::try_new(level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    if !capture_plugin_logs {
-        // One global filter: `tracing::enabled!` (which sets the plugin log level) stays exact,
-        // which it is not once a per-layer filter decides per event.
-        let builder = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr);
-        match format {
-            LogFormat::Human => builder.init(),
-            LogFormat::Json => builder.json().flatten_event(true).init(),
-        }
-        return;
-    }
-    // Per-layer: a global filter would hide from the capture what it hides from stderr.
-    let output = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
-    let output = match format {
-        LogFormat::Human => output.with_filter(filter).boxed(),
-        LogFormat::Json => output
-            .json()
-            .flatten_event(true)
-            .with_filter(filter)
-            .boxed(),
-    };
-    tracing_subscriber::registry()
-        .with(crate::conformance::log_capture_layer())
-        .with(output)
-        .init();
-    crate::conformance::log_capture_installed();
 }

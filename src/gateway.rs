@@ -1,10 +1,14 @@
 //! The gateway: configuration, plugins and the current snapshot, in one place.
+//!
+//! Snapshots are built inside the tokio runtime the gateway was loaded for, whatever thread
+//! asks: proxy-wasm middlewares start their dispatcher (ticks, queues) when they are created.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
+use tokio::runtime::Handle;
+use tokio::sync::watch;
 
 use crate::access_log::AccessLog;
 use crate::config::{self, ConfigError, ConfigErrors, LoadedConfig};
@@ -22,12 +26,28 @@ pub struct Gateway {
     plugins: PluginCatalog,
     transports: TransportCache,
     snapshot: ArcSwap<Snapshot>,
-    generation: AtomicU64,
+    runtime: Handle,
+    reloads: watch::Sender<Reloads>,
+    /// One reload at a time, so generations are numbered without gaps or repeats.
+    reloading: Mutex<()>,
+}
+
+/// What routing reloads have done so far; see [`Gateway::reloads`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reloads {
+    /// The generation of the snapshot being served: 1 at start, one more per accepted reload.
+    pub generation: u64,
+    /// Reloads rejected (the previous snapshot kept serving).
+    pub rejected: u64,
 }
 
 impl Gateway {
     /// Loads the install file, its plugins and its routing, checking every reference.
-    pub fn load(path: &Path) -> Result<Arc<Gateway>, ConfigErrors> {
+    ///
+    /// Middlewares are created in `runtime` (entered here, and again for every reload):
+    /// proxy-wasm ones spawn their dispatcher there.
+    pub fn load(path: &Path, runtime: &Handle) -> Result<Arc<Gateway>, ConfigErrors> {
+        let _in_runtime = runtime.enter();
         let loaded = config::load(path)?;
         let plugins = PluginCatalog::load(&loaded);
         let routing = config::load_routing(&loaded);
@@ -71,7 +91,12 @@ impl Gateway {
             plugins,
             transports,
             snapshot: ArcSwap::from_pointee(snapshot),
-            generation: AtomicU64::new(1),
+            runtime: runtime.clone(),
+            reloads: watch::Sender::new(Reloads {
+                generation: 1,
+                rejected: 0,
+            }),
+            reloading: Mutex::new(()),
         }))
     }
 
@@ -85,21 +110,43 @@ impl Gateway {
         self.snapshot.load_full()
     }
 
+    /// The generation of the snapshot being served: 1 at start, one more per accepted reload.
+    pub fn generation(&self) -> u64 {
+        self.reloads.borrow().generation
+    }
+
+    /// Follows reloads: the receiver sees a change after every reload, accepted or rejected.
+    pub fn reloads(&self) -> watch::Receiver<Reloads> {
+        self.reloads.subscribe()
+    }
+
     /// Re-reads the routing configuration and swaps it in; on error the current snapshot stays.
+    /// Blocking (it may start plugin instances); any thread may call it.
     pub fn reload_routing(&self) -> Result<u64, ConfigErrors> {
-        let routing = config::load_routing(&self.loaded)?;
-        let generation = self.generation.load(Ordering::SeqCst) + 1;
-        let snapshot = snapshot::build(
-            &routing,
-            &BuildContext {
-                entry_points: &self.loaded.config.entry_points,
-                plugins: &self.plugins,
-                transports: &self.transports,
-                generation,
-            },
-        )?;
-        self.generation.store(generation, Ordering::SeqCst);
-        self.snapshot.store(Arc::new(snapshot));
-        Ok(generation)
+        let _one = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
+        let _in_runtime = self.runtime.enter();
+        let generation = self.generation() + 1;
+        let built = config::load_routing(&self.loaded).and_then(|routing| {
+            snapshot::build(
+                &routing,
+                &BuildContext {
+                    entry_points: &self.loaded.config.entry_points,
+                    plugins: &self.plugins,
+                    transports: &self.transports,
+                    generation,
+                },
+            )
+        });
+        match built {
+            Ok(snapshot) => {
+                self.snapshot.store(Arc::new(snapshot));
+                self.reloads.send_modify(|r| r.generation = generation);
+                Ok(generation)
+            }
+            Err(errors) => {
+                self.reloads.send_modify(|r| r.rejected += 1);
+                Err(errors)
+            }
+        }
     }
 }

@@ -3,13 +3,18 @@
 //! The crate is organised by concern: [`config`] reads YAML, [`snapshot`]
 //! resolves it into routers, middleware chains and services, [`gateway`] holds
 //! the current snapshot, [`proxy`] serves entry points, [`reload`] swaps
-//! snapshots when the routing file changes, and [`cli`] is the command line.
+//! snapshots when the routing file changes, [`logging`] sets up `tracing`, and [`cli`] is the
+//! command line.
+
+#![forbid(unsafe_code)]
 
 pub mod access_log;
 pub mod cli;
 pub mod config;
 pub mod conformance;
 pub mod gateway;
+pub mod http_convert;
+pub mod logging;
 pub mod middlewares;
 pub mod plugins;
 pub mod proxy;

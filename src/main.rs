@@ -1,5 +1,8 @@
 //! The `wasmgate` binary: the command line's edge, where errors become exit codes.
 
+// The global allocator below is declared in safe code; mimalloc's own unsafe stays in its crate.
+#![forbid(unsafe_code)]
+
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -18,7 +21,7 @@ fn main() -> ExitCode {
     let conformance_run = matches!(cli.command, Some(Command::Conformance(_)));
     let default_level = if conformance_run { "warn" } else { "info" };
     let level = cli.log_level.as_deref().unwrap_or(default_level);
-    cli::init_logging(cli.log_format, level, conformance_run);
+    wasmgate::logging::init(cli.log_format, level, conformance_run);
     if let Some(Command::Conformance(args)) = &cli.command {
         return conformance(args);
     }
@@ -41,7 +44,7 @@ fn main() -> ExitCode {
 
 fn validate(config: &Path) -> ExitCode {
     // Middlewares are built inside a runtime (proxy-wasm ones spawn their dispatcher there).
-    // This one is never driven and is dropped with the gateway: no tick or task runs.
+    // This one is never driven and is dropped after the gateway: no tick or task runs.
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -52,11 +55,7 @@ fn validate(config: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let loaded = {
-        let _in_runtime = runtime.enter();
-        Gateway::load(config)
-    };
-    match loaded {
+    match Gateway::load(config, runtime.handle()) {
         Ok(_) => {
             println!("{}: configuration is valid", config.display());
             ExitCode::SUCCESS
@@ -120,12 +119,10 @@ fn run(config: &Path) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    // Loaded inside the runtime: proxy-wasm dispatchers (ticks, queues) start with the gateway,
+    // Loaded for the runtime: proxy-wasm dispatchers (ticks, queues) start with the gateway,
     // not with the first request.
-    let gateway = {
-        let _in_runtime = runtime.enter();
-        Gateway::load(config).map_err(|errors| anyhow::anyhow!("{errors}"))?
-    };
+    let gateway =
+        Gateway::load(config, runtime.handle()).map_err(|errors| anyhow::anyhow!("{errors}"))?;
     runtime.block_on(async move {
         let server = wasmgate::proxy::start(gateway.clone()).await?;
         let _watcher =

@@ -63,6 +63,8 @@ pub fn watch(gateway: Arc<Gateway>) -> notify::Result<Option<ReloadWatcher>> {
         while rx.recv().await.is_some() {
             tokio::time::sleep(DEBOUNCE).await;
             while rx.try_recv().is_ok() {}
+            // Off the async workers: building a snapshot compiles rules and starts plugins.
+            // The gateway enters its runtime itself, so middlewares are created inside it.
             let gw = gateway.clone();
             match tokio::task::spawn_blocking(move || gw.reload_routing()).await {
                 Ok(Ok(generation)) => {

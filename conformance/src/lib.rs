@@ -6,6 +6,8 @@
 //! [`runner::Prepared::run`]. [`export`] writes the guests and configurations for other
 //! hosts, and [`runner::Prepared::run_target`] runs the cases against one.
 
+#![forbid(unsafe_code)]
+
 pub mod case;
 pub mod chunks;
 pub mod client;

@@ -223,6 +223,68 @@ impl CacheEntry {
     }
 }
 
+/// A compiled module an engine can write to and read back from the cache.
+pub(crate) trait Artifact: Sized {
+    /// The engine (configuration) the artifact is compiled for.
+    type Engine;
+    /// The engine's serialized form of the compiled module.
+    fn serialize(&self) -> Option<Vec<u8>>;
+    /// Loads what [`Artifact::serialize`] wrote; `None` if the engine refuses it.
+    ///
+    /// # Safety
+    ///
+    /// The engine maps `bytes` as native code and runs it unchecked: they
+    /// must be the output of [`Artifact::serialize`] of the same engine
+    /// version and compile-relevant configuration (see [`load_or_compile`]).
+    unsafe fn deserialize(engine: &Self::Engine, bytes: Vec<u8>) -> Option<Self>;
+}
+
+/// The module from the cache entry of `key` when there is a valid one,
+/// otherwise from `compile` (then stored in the cache, best effort). The
+/// flag says whether it came from the cache. `key` must name everything the
+/// artifact depends on: the module's hash, the engine, its version and every
+/// compile-relevant option.
+pub(crate) fn load_or_compile<M: Artifact>(
+    cache: Option<&Cache>,
+    engine: &M::Engine,
+    engine_name: &str,
+    key: &str,
+    compile: impl FnOnce() -> Result<M, crate::EngineError>,
+) -> Result<(M, bool), crate::EngineError> {
+    let entry = cache.map(|c| c.entry(engine_name, key));
+    // SAFETY: the bytes are an artifact that this engine version, with this
+    // configuration, serialized:
+    // * `Cache::open` only accepted a directory the effective user owns and
+    //   that group and others cannot write (created 0700 when missing), so
+    //   only this user's processes (and root) can create or rename files in
+    //   it; `CacheEntry::load` checks, on the open file, that it is a regular
+    //   file this user owns. This assumes the directory itself cannot be
+    //   swapped by another user, i.e. its parents are not theirs to write.
+    // * The header carries the digest of `key` (module hash, engine name and
+    //   version, architecture, every compile-relevant option: the backends'
+    //   `fingerprint`s), checked on load, so an artifact of another module,
+    //   version or configuration is refused even if renamed onto this name.
+    // * The length and SHA-256 in the header rule out a torn or corrupted
+    //   write (the writer also writes a private temporary file, then renames).
+    // So anyone able to plant bytes here could already run code as this user.
+    // wasmtime additionally checks its own version and configuration header.
+    let cached = entry
+        .as_ref()
+        .and_then(|e| e.load())
+        .and_then(|bytes| unsafe { M::deserialize(engine, bytes) });
+    if let Some(m) = cached {
+        return Ok((m, true));
+    }
+    let m = compile()?;
+    if let Some(e) = &entry {
+        if let Some(bytes) = m.serialize() {
+            // A failed store only costs a compile at the next start.
+            let _ = e.store(&bytes);
+        }
+    }
+    Ok((m, false))
+}
+
 #[cfg(unix)]
 fn create_private_file(path: &Path) -> std::io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;

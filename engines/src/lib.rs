@@ -10,13 +10,21 @@
 //!   on-disk [cache](EngineOptions::cache_dir)) and holding what
 //!   instantiation needs.
 //! * [`Instance`]: one per guest instance; calls exports with typed
-//!   [`Val`]s, reads and writes guest memory, reaches per-instance host data.
+//!   [`Val`]s, reads and writes guest memory ([`GuestMemory`]), reaches
+//!   per-instance host data.
 //!
 //! Host functions are written once, engine-neutrally, as a [`HostFunctions`]
-//! table; inside a host function the ABI code gets a [`Caller`] for memory
+//! table (typed with [`HostFunctions::func_wrap`], or dynamic with
+//! [`HostFunctions::add`]); inside a host function the ABI code gets a [`Caller`] for memory
 //! access, re-entrant guest calls and per-instance state. [`wasi`] is a
 //! capability-less WASI preview 1 written on that table, and [`pool`] holds
 //! the instance pooling primitives.
+//!
+//! Inside, each backend (`wasmtime_backend`, `wasmer_backend`) supplies only
+//! what differs: compiling and linking, resolving an export and running one
+//! call under the deadline, guest memory access. The rest is written once:
+//! the export table and [`Instance`] implementation (`exports`), the compile
+//! cache (`cache::load_or_compile`), typed host functions (`typed`).
 
 #![warn(missing_docs)]
 
@@ -30,16 +38,20 @@ use std::time::{Duration, Instant};
 
 mod cache;
 mod coarse;
+mod exports;
 mod info;
 pub mod pool;
 mod start;
+mod typed;
 pub mod wasi;
 mod wasmer_backend;
+mod wasmer_interrupt;
 mod wasmtime_backend;
 
 pub use info::{Export, ExportKind, Import, ImportKind, MissingImport, ModuleInfo};
 pub use pool::{InstancePool, PoolError, PooledInstance};
 pub use start::START_EXPORT;
+pub use typed::{IntoHostFunc, WasmResults, WasmTy};
 
 /// Which runtime runs a plugin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -504,33 +516,23 @@ fn check_range(ptr: u32, len: u64, memory_size: u64) -> Result<usize, HostError>
     Ok(ptr as usize)
 }
 
-/// What a host function can do with the instance that called it.
-pub trait Caller {
-    /// Engine running the guest.
-    fn engine(&self) -> EngineKind;
+/// Bounds-checked access to a guest's exported `memory`, the same for a
+/// host function ([`Caller`]) and for the embedder ([`Instance`]).
+///
+/// As a supertrait of both, its methods are callable on a `dyn Caller` or
+/// `dyn Instance` without importing it (a trait object's supertrait methods
+/// resolve like inherent ones).
+pub trait GuestMemory {
     /// Current size of the guest's exported `memory` in bytes (0 if none).
     fn memory_size(&self) -> u64;
     /// Reads `buf.len()` bytes at `ptr`; out of bounds is an error, never a panic.
     fn read_into(&self, ptr: u32, buf: &mut [u8]) -> Result<(), HostError>;
     /// Writes `data` at `ptr`; out of bounds is an error, never a panic.
     fn write(&mut self, ptr: u32, data: &[u8]) -> Result<(), HostError>;
-    /// Calls a guest export re-entrantly (e.g. `malloc`). The deadline of the
-    /// outer call keeps running.
-    fn call(&mut self, export: &str, args: &[Val], results: &mut [Val]) -> Result<(), Trap>;
-    /// The per-instance host data given to [`CompiledModule::instantiate`].
-    fn data(&mut self) -> &mut (dyn Any + Send);
-    /// The instance's WASI stdout/stderr line buffers (flushed by the engine
-    /// when an outermost guest call returns and when the instance is dropped).
-    fn stdio(&mut self) -> &mut wasi::StdioLines;
-    /// When the running outermost call reaches [`Limits::call_deadline`]
-    /// (`None` outside a call). A host function that waits (WASI
-    /// `poll_oneoff`) waits at most until then and fails with
-    /// [`HostError::Deadline`]: the engines interrupt guest code, not a host
-    /// function sleeping on the guest's behalf.
-    fn deadline(&self) -> Option<Instant>;
 
     /// Reads `len` bytes at `ptr` into a new vector.
     fn read(&self, ptr: u32, len: u32) -> Result<Vec<u8>, HostError> {
+        // Checked first so a bogus length allocates nothing.
         check_range(ptr, len as u64, self.memory_size())?;
         let mut v = vec![0; len as usize];
         self.read_into(ptr, &mut v)?;
@@ -550,6 +552,27 @@ pub trait Caller {
     fn write_u64(&mut self, ptr: u32, v: u64) -> Result<(), HostError> {
         self.write(ptr, &v.to_le_bytes())
     }
+}
+
+/// What a host function can do with the instance that called it (guest
+/// memory through [`GuestMemory`]).
+pub trait Caller: GuestMemory {
+    /// Engine running the guest.
+    fn engine(&self) -> EngineKind;
+    /// Calls a guest export re-entrantly (e.g. `malloc`). The deadline of the
+    /// outer call keeps running.
+    fn call(&mut self, export: &str, args: &[Val], results: &mut [Val]) -> Result<(), Trap>;
+    /// The per-instance host data given to [`CompiledModule::instantiate`].
+    fn data(&mut self) -> &mut (dyn Any + Send);
+    /// The instance's WASI stdout/stderr line buffers (flushed by the engine
+    /// when an outermost guest call returns and when the instance is dropped).
+    fn stdio(&mut self) -> &mut wasi::StdioLines;
+    /// When the running outermost call reaches [`Limits::call_deadline`]
+    /// (`None` outside a call). A host function that waits (WASI
+    /// `poll_oneoff`) waits at most until then and fails with
+    /// [`HostError::Deadline`]: the engines interrupt guest code, not a host
+    /// function sleeping on the guest's behalf.
+    fn deadline(&self) -> Option<Instant>;
 }
 
 /// Engine options (one engine per kind and option set).
@@ -661,20 +684,16 @@ pub(crate) fn next_instance_id() -> u64 {
 }
 
 /// One guest instance. Not shared between threads at once (`Send` only).
-pub trait Instance: Send {
+/// Guest memory through [`GuestMemory`].
+pub trait Instance: GuestMemory + Send {
     /// Engine kind.
     fn engine(&self) -> EngineKind;
     /// Looks up an exported function once; keep the handle for repeated calls.
+    /// Both hits and misses are remembered, so asking again costs a hash lookup.
     fn export(&mut self, name: &str) -> Option<ExportFunc>;
     /// Calls an export through its handle. `args` must match the signature and
     /// `results` must have the length of its results.
     fn call(&mut self, f: &ExportFunc, args: &[Val], results: &mut [Val]) -> Result<(), Trap>;
-    /// Current size of exported `memory` in bytes (0 if none).
-    fn memory_size(&self) -> u64;
-    /// Reads guest memory (bounds-checked, error instead of panic).
-    fn read_into(&self, ptr: u32, buf: &mut [u8]) -> Result<(), HostError>;
-    /// Writes guest memory (bounds-checked, error instead of panic).
-    fn write(&mut self, ptr: u32, data: &[u8]) -> Result<(), HostError>;
     /// The per-instance host data.
     fn data(&mut self) -> &mut (dyn Any + Send);
     /// True once any call trapped (other than `Exit(0)`) or [`Instance::poison`]
@@ -693,13 +712,6 @@ pub trait Instance: Send {
                 TrapReason::Other(format!("no exported function `{name}`")),
             )),
         }
-    }
-    /// Reads `len` bytes at `ptr` into a new vector.
-    fn read(&self, ptr: u32, len: u32) -> Result<Vec<u8>, HostError> {
-        check_range(ptr, len as u64, self.memory_size())?;
-        let mut v = vec![0; len as usize];
-        self.read_into(ptr, &mut v)?;
-        Ok(v)
     }
 }
 

@@ -4,14 +4,15 @@
 //!   store alive until the store is dropped).
 //! * Deadlines: wasmer 7.4's `experimental-host-interrupt` (a signal sent to
 //!   the thread running the store). One watchdog thread per engine scans the
-//!   running calls every [`TICK`] and interrupts, repeatedly, every store past
-//!   its deadline; host functions also refuse to run past the deadline, so a
-//!   guest that loops through host calls stops too.
+//!   running calls every [`TICK`] and interrupts, repeatedly, every store
+//!   past its deadline ([`Slot`]); a signal that lands in native code rather
+//!   than guest code is defused ([`crate::wasmer_interrupt`]). Host functions
+//!   also refuse to run past the deadline, so a guest that loops through host
+//!   calls stops too.
 //! * Memory, table and stack limits: per-module `Tunables` on a clone of the
 //!   engine (clones share the compiler and code memory).
 
 use std::any::Any;
-use std::collections::HashMap;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -23,18 +24,19 @@ use wasmer::sys::vm::{
 };
 use wasmer::sys::{BaseTunables, NativeEngineExt, Tunables};
 use wasmer::{
-    AsStoreMut, Function, FunctionEnv, FunctionEnvMut, Imports, Memory, MemoryType, Module, Pages,
-    RuntimeError, Store, TableType, Type, TypedFunction, Value,
+    AsStoreMut, AsStoreRef, Function, FunctionEnv, FunctionEnvMut, Imports, Memory, MemoryType,
+    Module, Pages, RuntimeError, Store, TableType, Type, TypedFunction, Value,
 };
 
-use crate::cache::Cache;
+use crate::cache::{self, Artifact, Cache};
 use crate::coarse;
+use crate::exports::{Backend, EngineInstance};
 use crate::wasi::StdioLines;
 use crate::{
-    check_call, check_range, compile_input, next_instance_id, prepare, run_start_section,
-    to_binary, Caller, CompiledModule, EngineError, EngineKind, EngineOptions, ExportFunc,
-    FuncType, HostError, HostFn, HostFunctions, ImportKind, Instance, Limits, ModuleInfo, Trap,
-    TrapReason, Val, ValType, INSTANTIATE, MAX_TABLE_ELEMENTS,
+    check_range, compile_input, prepare, run_start_section, to_binary, Caller, CompiledModule,
+    EngineError, EngineKind, EngineOptions, FuncType, GuestMemory, HostError, HostFn,
+    HostFunctions, ImportKind, Instance, Limits, ModuleInfo, Trap, TrapReason, Val, ValType,
+    INSTANTIATE, MAX_TABLE_ELEMENTS,
 };
 
 /// wasmer version this crate links.
@@ -55,17 +57,108 @@ fn deadline_from_now(d: u64) -> u64 {
     coarse::now() + d + TICK.as_nanos() as u64
 }
 
-/// Deadline state of one store.
+// Where a store's call is, as the watchdog sees it.
+/// No call is running.
+const IDLE: u64 = 0;
+/// A call is running.
+const RUNNING: u64 = 1;
+/// The watchdog is sending the interrupt signal.
+const SIGNALLING: u64 = 2;
+/// A call is running and was sent a signal (maybe more will follow).
+const SENT: u64 = 3;
+const STATE_BITS: u32 = 2;
+const STATE_MASK: u64 = (1 << STATE_BITS) - 1;
+
+/// Deadline and interrupt state of one store, shared with the watchdog.
+///
+/// The state word is `generation << STATE_BITS | state`; each call gets a
+/// new generation, so a watchdog that decided to interrupt one call can
+/// never signal the next one (its compare-and-swap fails), and a call does
+/// not end while a signal for it is being sent ([`SIGNALLING`]) or is still
+/// on its way ([`SENT`]: taken on the host stack by [`flush_signals`]).
+/// Where the signal may land is [`crate::wasmer_interrupt`]'s business.
 struct Slot {
     /// Deadline in [`coarse`] units; 0 = no call running.
     deadline: AtomicU64,
-    interrupter: wasmer::Interrupter,
+    state: AtomicU64,
+    store: wasmer::sys::vm::StoreId,
 }
 
 impl Slot {
     fn expired(&self) -> bool {
         let d = self.deadline.load(Ordering::Acquire);
         d != 0 && coarse::now() >= d
+    }
+
+    /// An outermost call (or instantiation) starts.
+    fn begin_call(&self, deadline: u64) {
+        self.deadline.store(deadline, Ordering::Release);
+        let w = self.state.load(Ordering::Relaxed);
+        self.state.store(
+            ((w >> STATE_BITS) + 1) << STATE_BITS | RUNNING,
+            Ordering::Release,
+        );
+    }
+
+    /// The outermost call returned: once this returns, no signal for it is
+    /// pending or being sent.
+    fn end_call(&self) {
+        loop {
+            let w = self.state.load(Ordering::Acquire);
+            match w & STATE_MASK {
+                SIGNALLING => std::hint::spin_loop(),
+                st => {
+                    let idle = (w & !STATE_MASK) | IDLE;
+                    if self
+                        .state
+                        .compare_exchange(w, idle, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok()
+                    {
+                        if st == SENT {
+                            flush_signals();
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+        self.deadline.store(0, Ordering::Release);
+    }
+
+    /// One watchdog scan: signals the running call if it is past its deadline.
+    fn scan(&self) {
+        let w = self.state.load(Ordering::Acquire);
+        let st = w & STATE_MASK;
+        if !(st == RUNNING || st == SENT) || !self.expired() {
+            return;
+        }
+        let signalling = (w & !STATE_MASK) | SIGNALLING;
+        if self
+            .state
+            .compare_exchange(w, signalling, Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+        {
+            // The call ended (or a new one began) meanwhile.
+            return;
+        }
+        // Fails when the call has not entered wasmer yet (the next scan tries
+        // again) or a signal to that thread is still in flight.
+        let sent = wasmer::sys::vm::interrupt_registry::interrupt(self.store).is_ok();
+        let after = if sent { (w & !STATE_MASK) | SENT } else { w };
+        self.state.store(after, Ordering::Release);
+    }
+}
+
+/// Makes a SIGUSR1 the watchdog sent to this thread arrive now, while it is
+/// on the host stack outside any call (wasmer's handler then does nothing):
+/// a pending signal is delivered when a system call returns. Otherwise it
+/// could arrive during this thread's next call, for this or another store.
+fn flush_signals() {
+    // SAFETY: `sigpending` only writes the set we pass, a plain C struct for
+    // which all-zero bytes are a valid value.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigpending(&mut set);
     }
 }
 
@@ -84,6 +177,8 @@ pub(crate) struct WmEngine {
 impl WmEngine {
     pub(crate) fn new(opts: EngineOptions, cache: Option<Cache>) -> Result<Self, EngineError> {
         let engine = wasmer::Engine::from(wasmer::sys::Cranelift::default());
+        // Before any watchdog can send a signal.
+        crate::wasmer_interrupt::install();
         coarse::refresh();
         let watchdog = Arc::new(Watchdog {
             slots: Mutex::new(Vec::new()),
@@ -98,9 +193,7 @@ impl WmEngine {
                 let mut slots = w.slots.lock().unwrap_or_else(|p| p.into_inner());
                 slots.retain(|s| match s.upgrade() {
                     Some(s) => {
-                        if s.expired() {
-                            s.interrupter.interrupt();
-                        }
+                        s.scan();
                         true
                     }
                     None => false,
@@ -279,23 +372,21 @@ struct WmCaller<'a> {
     env: FunctionEnvMut<'a, WmEnv>,
 }
 
+impl GuestMemory for WmCaller<'_> {
+    fn memory_size(&self) -> u64 {
+        mem_size(self.env.data().memory.as_ref(), &self.env)
+    }
+    fn read_into(&self, ptr: u32, buf: &mut [u8]) -> Result<(), HostError> {
+        mem_read(self.env.data().memory.as_ref(), &self.env, ptr, buf)
+    }
+    fn write(&mut self, ptr: u32, src: &[u8]) -> Result<(), HostError> {
+        mem_write(self.env.data().memory.as_ref(), &self.env, ptr, src)
+    }
+}
+
 impl Caller for WmCaller<'_> {
     fn engine(&self) -> EngineKind {
         KIND
-    }
-    fn memory_size(&self) -> u64 {
-        match &self.env.data().memory {
-            Some(m) => m.view(&self.env).data_size(),
-            None => 0,
-        }
-    }
-    fn read_into(&self, ptr: u32, buf: &mut [u8]) -> Result<(), HostError> {
-        let m = self.env.data().memory.as_ref().ok_or(HostError::NoMemory)?;
-        read_view(&m.view(&self.env), ptr, buf)
-    }
-    fn write(&mut self, ptr: u32, src: &[u8]) -> Result<(), HostError> {
-        let m = self.env.data().memory.clone().ok_or(HostError::NoMemory)?;
-        write_view(&m.view(&self.env), ptr, src)
     }
     fn call(&mut self, export: &str, args: &[Val], results: &mut [Val]) -> Result<(), Trap> {
         let func = self
@@ -325,6 +416,29 @@ impl Caller for WmCaller<'_> {
             d => Some(coarse::instant(d)),
         }
     }
+}
+
+/// Guest memory of a wasmer store, shared by [`WmCaller`] and [`WmBackend`].
+fn mem_size(m: Option<&Memory>, store: &impl AsStoreRef) -> u64 {
+    m.map_or(0, |m| m.view(store).data_size())
+}
+
+fn mem_read(
+    m: Option<&Memory>,
+    store: &impl AsStoreRef,
+    ptr: u32,
+    buf: &mut [u8],
+) -> Result<(), HostError> {
+    read_view(&m.ok_or(HostError::NoMemory)?.view(store), ptr, buf)
+}
+
+fn mem_write(
+    m: Option<&Memory>,
+    store: &impl AsStoreRef,
+    ptr: u32,
+    src: &[u8],
+) -> Result<(), HostError> {
+    write_view(&m.ok_or(HostError::NoMemory)?.view(store), ptr, src)
 }
 
 fn read_view(view: &wasmer::MemoryView<'_>, ptr: u32, buf: &mut [u8]) -> Result<(), HostError> {
@@ -405,42 +519,16 @@ impl crate::Engine for WmEngine {
                 wasm_stack_size: Some(limits.max_stack_bytes + HOST_STACK_MARGIN),
             },
         });
-        let entry = self.cache.as_ref().map(|c| {
-            c.entry(
-                "wasmer",
-                &format!("{} {}", info.sha256, fingerprint(&limits)),
-            )
-        });
-        // SAFETY: `Module::deserialize` runs the artifact's code unchecked, so
-        // it must come from `Module::serialize` of this wasmer version and
-        // these options. `Cache::open` only uses a directory that this user
-        // alone can write, `CacheEntry::load` only reads files this user owns,
-        // so only this user's processes wrote it; the key in the file (and
-        // its name) covers the module hash, wasmer version, architecture and
-        // compile-relevant limits (`fingerprint`), and the checksum rules out
-        // torn or corrupted writes.
-        let cached = entry
-            .as_ref()
-            .and_then(|e| e.load())
-            .and_then(|bytes| unsafe { Module::deserialize(&engine, bytes) }.ok());
-        let from_cache = cached.is_some();
-        let module = match cached {
-            Some(m) => m,
-            None => {
-                let m = Module::new(&engine, &*compile_input(&bin, &info)?).map_err(|e| {
+        let key = format!("{} {}", info.sha256, fingerprint(&limits));
+        let (module, from_cache) =
+            cache::load_or_compile(self.cache.as_ref(), &engine, "wasmer", &key, || {
+                Module::new(&engine, &*compile_input(&bin, &info)?).map_err(|e| {
                     EngineError::Compile {
                         engine: KIND,
                         message: e.to_string(),
                     }
-                })?;
-                if let Some(e) = &entry {
-                    if let Ok(bytes) = m.serialize() {
-                        let _ = e.store(&bytes);
-                    }
-                }
-                m
-            }
-        };
+                })
+            })?;
         let mut imports = Vec::new();
         for imp in &info.imports {
             if let (ImportKind::Func(_), Some(hf)) = (&imp.kind, host.get(&imp.module, &imp.name)) {
@@ -500,10 +588,11 @@ struct WmModule {
 fn host_trampoline(
     f: Arc<HostFn>,
     rty: Arc<Vec<ValType>>,
+    slot: Arc<Slot>,
 ) -> impl Fn(FunctionEnvMut<WmEnv>, &[Value]) -> Result<Vec<Value>, RuntimeError> + Send + Sync + 'static
 {
     move |env, params| {
-        if env.data().slot.expired() {
+        if slot.expired() {
             return Err(RuntimeError::user(Box::new(DeadlineExceeded)));
         }
         let np = params.len();
@@ -558,7 +647,8 @@ impl CompiledModule for WmModule {
         let mut store = Store::new(self.engine.clone());
         let slot = Arc::new(Slot {
             deadline: AtomicU64::new(0),
-            interrupter: store.interrupter(),
+            state: AtomicU64::new(IDLE),
+            store: store.id(),
         });
         self.watchdog
             .slots
@@ -581,15 +671,14 @@ impl CompiledModule for WmModule {
                 &mut store,
                 &env,
                 imp.ty.clone(),
-                host_trampoline(imp.func.clone(), imp.results.clone()),
+                host_trampoline(imp.func.clone(), imp.results.clone(), slot.clone()),
             );
             imports.define(&imp.module, &imp.name, f);
         }
         let deadline = self.limits.call_deadline.as_nanos() as u64;
-        slot.deadline
-            .store(deadline_from_now(deadline), Ordering::Release);
+        slot.begin_call(deadline_from_now(deadline));
         let inst = wasmer::Instance::new(&mut store, &self.module, &imports);
-        slot.deadline.store(0, Ordering::Release);
+        slot.end_call();
         let inst = inst.map_err(|e| {
             let reason = match e {
                 wasmer::InstantiationError::Start(rt) => return map_err(rt, INSTANTIATE),
@@ -603,19 +692,15 @@ impl CompiledModule for WmModule {
             d.memory = memory.clone();
             d.instance = Some(inst.clone());
         }
-        let mut inst: Box<dyn Instance> = Box::new(WmInstance {
-            store,
+        let mut inst: Box<dyn Instance> = Box::new(EngineInstance::new(WmBackend {
+            store: SendStore(store),
             env,
             instance: inst,
             memory,
-            funcs: Vec::new(),
-            by_name: HashMap::new(),
-            id: next_instance_id(),
-            poisoned: false,
             deadline,
             slot,
             _watchdog: self.watchdog.clone(),
-        });
+        }));
         if self.start {
             run_start_section(inst.as_mut())?;
         }
@@ -634,15 +719,37 @@ enum WmFunc {
     Dyn(Function),
 }
 
-struct WmInstance {
-    store: Store,
+/// A wasmer `Store` that may move between threads between calls.
+struct SendStore(Store);
+
+// SAFETY: wasmer 7.4 leaves `Store` `!Send` because of its optional
+// `on_called` callback (a `Box<dyn FnOnce>` without `Send`) and the raw
+// pointers into the VM objects it owns. Moving one between threads is sound
+// here because:
+// * `on_called` is never set: only `StoreMut::on_called` sets it, and
+//   neither this crate nor wasmer itself calls that;
+// * the raw pointers point into heap allocations the store owns (its boxed
+//   inner context, instances, memories, tables), which do not move with the
+//   `Store` value and are reached only through the store, or through the
+//   handles kept next to it in the same [`WmBackend`], with `&mut` access;
+// * everything put in it is `Send`: `WmEnv` (`Send` user data, `Arc<Slot>`,
+//   handles) and `Send + Sync` host closures;
+// * wasmer's thread-affine state exists only while a call runs: the
+//   interrupt registry entry recording the calling thread is installed when
+//   a call enters and removed when the outermost call returns, the
+//   thread-local store context likewise, the guest stack is per call, and
+//   with `experimental-async` off a call cannot be suspended and resumed
+//   elsewhere. A call holds `&mut` of the store for its whole length, so the
+//   store moves only between calls, when none of that state exists.
+// The parity tests call one instance from several threads, deadline included.
+unsafe impl Send for SendStore {}
+
+struct WmBackend {
+    store: SendStore,
     env: FunctionEnv<WmEnv>,
     instance: wasmer::Instance,
     memory: Option<Memory>,
-    funcs: Vec<WmFunc>,
-    by_name: HashMap<Arc<str>, ExportFunc>,
-    id: u64,
-    poisoned: bool,
+    /// [`Limits::call_deadline`] in nanoseconds.
     deadline: u64,
     slot: Arc<Slot>,
     /// Keeps the watchdog thread alive while the instance exists.
@@ -656,17 +763,26 @@ fn i32_at(args: &[Val], i: usize) -> i32 {
     }
 }
 
-impl Instance for WmInstance {
-    fn engine(&self) -> EngineKind {
-        KIND
+impl GuestMemory for WmBackend {
+    fn memory_size(&self) -> u64 {
+        mem_size(self.memory.as_ref(), &self.store.0)
     }
+    fn read_into(&self, ptr: u32, buf: &mut [u8]) -> Result<(), HostError> {
+        mem_read(self.memory.as_ref(), &self.store.0, ptr, buf)
+    }
+    fn write(&mut self, ptr: u32, src: &[u8]) -> Result<(), HostError> {
+        mem_write(self.memory.as_ref(), &self.store.0, ptr, src)
+    }
+}
 
-    fn export(&mut self, name: &str) -> Option<ExportFunc> {
-        if let Some(f) = self.by_name.get(name) {
-            return Some(f.clone());
-        }
+impl Backend for WmBackend {
+    const KIND: EngineKind = KIND;
+    type Func = WmFunc;
+
+    fn resolve(&mut self, name: &str) -> Option<(WmFunc, FuncType)> {
         let func = self.instance.exports.get_function(name).ok()?.clone();
-        let fty = func.ty(&self.store);
+        let store = &self.store.0;
+        let fty = func.ty(store);
         let conv = |t: &Type| match t {
             Type::I32 => Some(ValType::I32),
             Type::I64 => Some(ValType::I64),
@@ -678,44 +794,30 @@ impl Instance for WmInstance {
         let results: Option<Vec<_>> = fty.results().iter().map(conv).collect();
         let ty = FuncType::new(params?, results?);
         use ValType::*;
-        let s = &self.store;
         let wf = match (ty.params.as_slice(), ty.results.as_slice()) {
-            ([], []) => func.typed(s).ok().map(WmFunc::VV),
-            ([], [I32]) => func.typed(s).ok().map(WmFunc::VI32),
-            ([], [I64]) => func.typed(s).ok().map(WmFunc::VI64),
-            ([I32], []) => func.typed(s).ok().map(WmFunc::I32V),
-            ([I32], [I32]) => func.typed(s).ok().map(WmFunc::I32I32),
-            ([I32, I32], []) => func.typed(s).ok().map(WmFunc::I32x2V),
-            ([I32, I32], [I32]) => func.typed(s).ok().map(WmFunc::I32x2I32),
+            ([], []) => func.typed(store).ok().map(WmFunc::VV),
+            ([], [I32]) => func.typed(store).ok().map(WmFunc::VI32),
+            ([], [I64]) => func.typed(store).ok().map(WmFunc::VI64),
+            ([I32], []) => func.typed(store).ok().map(WmFunc::I32V),
+            ([I32], [I32]) => func.typed(store).ok().map(WmFunc::I32I32),
+            ([I32, I32], []) => func.typed(store).ok().map(WmFunc::I32x2V),
+            ([I32, I32], [I32]) => func.typed(store).ok().map(WmFunc::I32x2I32),
             _ => None,
         }
         .unwrap_or(WmFunc::Dyn(func));
-        self.funcs.push(wf);
-        let name: Arc<str> = name.into();
-        let ef = ExportFunc {
-            index: self.funcs.len() - 1,
-            owner: self.id,
-            name: name.clone(),
-            ty: Arc::new(ty),
-        };
-        self.by_name.insert(name, ef.clone());
-        Some(ef)
+        Some((wf, ty))
     }
 
-    fn call(&mut self, f: &ExportFunc, args: &[Val], results: &mut [Val]) -> Result<(), Trap> {
-        if f.owner != self.id {
-            return Err(Trap::new(
-                KIND,
-                &*f.name,
-                TrapReason::Other("export handle belongs to another instance".into()),
-            ));
-        }
-        check_call(KIND, f, args, results)?;
-        self.slot
-            .deadline
-            .store(deadline_from_now(self.deadline), Ordering::Release);
-        let st = &mut self.store;
-        let r = match &self.funcs[f.index] {
+    fn invoke(
+        &mut self,
+        f: &WmFunc,
+        name: &str,
+        args: &[Val],
+        results: &mut [Val],
+    ) -> Result<(), Trap> {
+        self.slot.begin_call(deadline_from_now(self.deadline));
+        let st = &mut self.store.0;
+        let r = match f {
             WmFunc::VV(t) => t.call(st),
             WmFunc::VI32(t) => t.call(st).map(|v| results[0] = Val::I32(v)),
             WmFunc::VI64(t) => t.call(st).map(|v| results[0] = Val::I64(v)),
@@ -728,67 +830,31 @@ impl Instance for WmInstance {
                 .call(st, i32_at(args, 0), i32_at(args, 1))
                 .map(|v| results[0] = Val::I32(v)),
             WmFunc::Dyn(func) => {
-                let func = func.clone();
-                let r = call_dyn(&func, &mut self.store, &f.name, args, results);
-                self.slot.deadline.store(0, Ordering::Release);
-                self.env.as_mut(&mut self.store).stdio.flush();
-                if let Err(t) = &r {
-                    if !t.is_success_exit() {
-                        self.poisoned = true;
-                    }
-                }
+                let r = call_dyn(func, st, name, args, results);
+                self.slot.end_call();
+                self.env.as_mut(&mut self.store.0).stdio.flush();
                 return r;
             }
         };
-        self.slot.deadline.store(0, Ordering::Release);
+        self.slot.end_call();
         // A line the guest left unfinished is logged when its call is over.
-        self.env.as_mut(&mut self.store).stdio.flush();
-        r.map_err(|e| {
-            let t = map_err(e, &f.name);
-            if !t.is_success_exit() {
-                self.poisoned = true;
-            }
-            t
-        })
-    }
-
-    fn memory_size(&self) -> u64 {
-        self.memory
-            .as_ref()
-            .map_or(0, |m| m.view(&self.store).data_size())
-    }
-
-    fn read_into(&self, ptr: u32, buf: &mut [u8]) -> Result<(), HostError> {
-        let m = self.memory.as_ref().ok_or(HostError::NoMemory)?;
-        read_view(&m.view(&self.store), ptr, buf)
-    }
-
-    fn write(&mut self, ptr: u32, src: &[u8]) -> Result<(), HostError> {
-        let m = self.memory.as_ref().ok_or(HostError::NoMemory)?;
-        write_view(&m.view(&self.store), ptr, src)
+        self.env.as_mut(&mut self.store.0).stdio.flush();
+        r.map_err(|e| map_err(e, name))
     }
 
     fn data(&mut self) -> &mut (dyn Any + Send) {
-        self.env.as_mut(&mut self.store).user.as_mut()
-    }
-
-    fn is_poisoned(&self) -> bool {
-        self.poisoned
-    }
-
-    fn poison(&mut self) {
-        self.poisoned = true;
+        self.env.as_mut(&mut self.store.0).user.as_mut()
     }
 }
 
-// SAFETY: wasmer 7 does not mark `Store` as `Send` because it holds raw
-// pointers to the VM objects it owns and an optional `on_called` callback.
-// A `WmInstance` owns its store exclusively (one store per instance), never
-// sets `on_called`, only puts `Send` data (`WmEnv`, `Send + Sync` host
-// closures) into it, and is only used through `&mut self`, so exactly one
-// thread touches the store at a time. The thread-affine state wasmer keeps
-// during a call (the store context and the interrupt registration that
-// records the running thread) is installed on entry to each call and removed
-// when the call returns, so moving the instance between calls is sound. The
-// parity tests call one instance from several threads, deadline included.
-unsafe impl Send for WmInstance {}
+impl Artifact for Module {
+    type Engine = wasmer::Engine;
+    fn serialize(&self) -> Option<Vec<u8>> {
+        Module::serialize(self).ok().map(|b| b.to_vec())
+    }
+    unsafe fn deserialize(engine: &wasmer::Engine, bytes: Vec<u8>) -> Option<Self> {
+        // SAFETY: the caller guarantees `bytes` came from `Module::serialize`
+        // of this wasmer version and configuration (the trait's contract).
+        unsafe { Module::deserialize(engine, bytes) }.ok()
+    }
+}

@@ -16,18 +16,19 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use wasmtime::{
-    AsContextMut, Config, Func, InstanceAllocationStrategy, InstancePre, Linker, Memory, Module,
-    PoolingAllocationConfig, ResourceLimiter, Store, TypedFunc, ValRaw,
+    AsContext, AsContextMut, Config, Func, InstanceAllocationStrategy, InstancePre, Linker, Memory,
+    Module, PoolingAllocationConfig, ResourceLimiter, Store, TypedFunc, ValRaw,
 };
 
-use crate::cache::Cache;
+use crate::cache::{self, Artifact, Cache};
 use crate::coarse;
+use crate::exports::{Backend, EngineInstance};
 use crate::wasi::StdioLines;
 use crate::{
-    check_call, check_range, compile_input, next_instance_id, prepare, run_start_section,
-    to_binary, Caller, CompiledModule, EngineError, EngineKind, EngineOptions, ExportFunc,
-    FuncType, HostError, HostFunctions, ImportKind, Instance, Limits, ModuleInfo, Trap, TrapReason,
-    Val, ValType, DEFAULT_MAX_MEMORY_BYTES, INSTANTIATE, MAX_MEMORY_BYTES, MAX_TABLE_ELEMENTS,
+    check_range, compile_input, prepare, run_start_section, to_binary, Caller, CompiledModule,
+    EngineError, EngineKind, EngineOptions, FuncType, GuestMemory, HostError, HostFunctions,
+    ImportKind, Instance, Limits, ModuleInfo, Trap, TrapReason, Val, ValType,
+    DEFAULT_MAX_MEMORY_BYTES, INSTANTIATE, MAX_MEMORY_BYTES, MAX_TABLE_ELEMENTS,
 };
 
 /// wasmtime version this crate links.
@@ -228,29 +229,53 @@ struct WtCaller<'a, 'b> {
     c: &'a mut wasmtime::Caller<'b, WtData>,
 }
 
+/// Guest memory of a wasmtime store (the instance's exported `memory`,
+/// kept in the store data); shared by [`WtCaller`] and [`WtBackend`].
+fn mem_size(store: impl AsContext<Data = WtData>) -> u64 {
+    let s = store.as_context();
+    s.data().memory.map_or(0, |m| m.data_size(&s) as u64)
+}
+
+fn mem_read(
+    store: impl AsContext<Data = WtData>,
+    ptr: u32,
+    buf: &mut [u8],
+) -> Result<(), HostError> {
+    let s = store.as_context();
+    let data = s.data().memory.ok_or(HostError::NoMemory)?.data(&s);
+    let start = check_range(ptr, buf.len() as u64, data.len() as u64)?;
+    buf.copy_from_slice(&data[start..start + buf.len()]);
+    Ok(())
+}
+
+fn mem_write(
+    mut store: impl AsContextMut<Data = WtData>,
+    ptr: u32,
+    src: &[u8],
+) -> Result<(), HostError> {
+    let mut s = store.as_context_mut();
+    let m = s.data().memory.ok_or(HostError::NoMemory)?;
+    let data = m.data_mut(&mut s);
+    let start = check_range(ptr, src.len() as u64, data.len() as u64)?;
+    data[start..start + src.len()].copy_from_slice(src);
+    Ok(())
+}
+
+impl GuestMemory for WtCaller<'_, '_> {
+    fn memory_size(&self) -> u64 {
+        mem_size(&*self.c)
+    }
+    fn read_into(&self, ptr: u32, buf: &mut [u8]) -> Result<(), HostError> {
+        mem_read(&*self.c, ptr, buf)
+    }
+    fn write(&mut self, ptr: u32, src: &[u8]) -> Result<(), HostError> {
+        mem_write(&mut *self.c, ptr, src)
+    }
+}
+
 impl Caller for WtCaller<'_, '_> {
     fn engine(&self) -> EngineKind {
         KIND
-    }
-    fn memory_size(&self) -> u64 {
-        self.c
-            .data()
-            .memory
-            .map_or(0, |m| m.data_size(&*self.c) as u64)
-    }
-    fn read_into(&self, ptr: u32, buf: &mut [u8]) -> Result<(), HostError> {
-        let m = self.c.data().memory.ok_or(HostError::NoMemory)?;
-        let data = m.data(&*self.c);
-        let start = check_range(ptr, buf.len() as u64, data.len() as u64)?;
-        buf.copy_from_slice(&data[start..start + buf.len()]);
-        Ok(())
-    }
-    fn write(&mut self, ptr: u32, src: &[u8]) -> Result<(), HostError> {
-        let m = self.c.data().memory.ok_or(HostError::NoMemory)?;
-        let data = m.data_mut(&mut *self.c);
-        let start = check_range(ptr, src.len() as u64, data.len() as u64)?;
-        data[start..start + src.len()].copy_from_slice(src);
-        Ok(())
     }
     fn call(&mut self, export: &str, args: &[Val], results: &mut [Val]) -> Result<(), Trap> {
         let inst = self.c.data().instance.ok_or_else(|| {
@@ -316,42 +341,18 @@ impl crate::Engine for WtEngine {
             engine: KIND,
             message: format!("{e:#}"),
         };
-        let entry = self.shared.cache.as_ref().map(|c| {
-            c.entry(
-                "wasmtime",
-                &format!(
-                    "{} {}",
-                    info.sha256,
-                    fingerprint(opts, limits.max_stack_bytes, class)
-                ),
-            )
-        });
-        // SAFETY: `Module::deserialize` runs the artifact's code unchecked, so
-        // it must come from `Module::serialize` of this wasmtime version and
-        // configuration. `Cache::open` only uses a directory that this user
-        // alone can write, `CacheEntry::load` only reads files this user owns,
-        // so only this user's processes wrote it; the key in the file (and
-        // its name) covers the module hash, wasmtime version and every
-        // compile-relevant option (`fingerprint`), and the checksum rules out
-        // torn or corrupted writes. wasmtime also checks its own header
-        // (version and configuration) before using it.
-        let cached = entry
-            .as_ref()
-            .and_then(|e| e.load())
-            .and_then(|bytes| unsafe { Module::deserialize(&engine, &bytes) }.ok());
-        let from_cache = cached.is_some();
-        let module = match cached {
-            Some(m) => m,
-            None => {
-                let m = Module::new(&engine, &compile_input(&bin, &info)?).map_err(cerr)?;
-                if let Some(e) = &entry {
-                    if let Ok(bytes) = m.serialize() {
-                        let _ = e.store(&bytes);
-                    }
-                }
-                m
-            }
-        };
+        let key = format!(
+            "{} {}",
+            info.sha256,
+            fingerprint(opts, limits.max_stack_bytes, class)
+        );
+        let (module, from_cache) = cache::load_or_compile(
+            self.shared.cache.as_ref(),
+            &engine,
+            "wasmtime",
+            &key,
+            || Module::new(&engine, &compile_input(&bin, &info)?).map_err(cerr),
+        )?;
         let mut linker: Linker<WtData> = Linker::new(&engine);
         linker.allow_shadowing(true);
         for imp in &info.imports {
@@ -501,18 +502,13 @@ impl CompiledModule for WtModule {
         let memory = inst.get_memory(&mut store, "memory");
         store.data_mut().memory = memory;
         store.data_mut().instance = Some(inst);
-        let mut inst: Box<dyn Instance> = Box::new(WtInstance {
+        let mut inst: Box<dyn Instance> = Box::new(EngineInstance::new(WtBackend {
             store,
             instance: inst,
-            memory,
-            funcs: Vec::new(),
-            by_name: HashMap::new(),
-            id: next_instance_id(),
-            poisoned: false,
             deadline_ticks: self.deadline_ticks,
             deadline_nanos: deadline_nanos(self.limits.call_deadline),
             _shared: self.shared.clone(),
-        });
+        }));
         if self.start {
             run_start_section(inst.as_mut())?;
         }
@@ -531,14 +527,9 @@ enum WtFunc {
     Dyn(Func),
 }
 
-struct WtInstance {
+struct WtBackend {
     store: Store<WtData>,
     instance: wasmtime::Instance,
-    memory: Option<Memory>,
-    funcs: Vec<WtFunc>,
-    by_name: HashMap<Arc<str>, ExportFunc>,
-    id: u64,
-    poisoned: bool,
     deadline_ticks: u64,
     /// [`Limits::call_deadline`] plus a tick, see [`deadline_nanos`].
     deadline_nanos: u64,
@@ -553,15 +544,23 @@ fn i32_at(args: &[Val], i: usize) -> i32 {
     }
 }
 
-impl Instance for WtInstance {
-    fn engine(&self) -> EngineKind {
-        KIND
+impl GuestMemory for WtBackend {
+    fn memory_size(&self) -> u64 {
+        mem_size(&self.store)
     }
+    fn read_into(&self, ptr: u32, buf: &mut [u8]) -> Result<(), HostError> {
+        mem_read(&self.store, ptr, buf)
+    }
+    fn write(&mut self, ptr: u32, src: &[u8]) -> Result<(), HostError> {
+        mem_write(&mut self.store, ptr, src)
+    }
+}
 
-    fn export(&mut self, name: &str) -> Option<ExportFunc> {
-        if let Some(f) = self.by_name.get(name) {
-            return Some(f.clone());
-        }
+impl Backend for WtBackend {
+    const KIND: EngineKind = KIND;
+    type Func = WtFunc;
+
+    fn resolve(&mut self, name: &str) -> Option<(WtFunc, FuncType)> {
         let func = self.instance.get_func(&mut self.store, name)?;
         let fty = func.ty(&self.store);
         let conv = |t: wasmtime::ValType| match t {
@@ -587,31 +586,20 @@ impl Instance for WtInstance {
             _ => None,
         }
         .unwrap_or(WtFunc::Dyn(func));
-        self.funcs.push(wf);
-        let name: Arc<str> = name.into();
-        let ef = ExportFunc {
-            index: self.funcs.len() - 1,
-            owner: self.id,
-            name: name.clone(),
-            ty: Arc::new(ty),
-        };
-        self.by_name.insert(name, ef.clone());
-        Some(ef)
+        Some((wf, ty))
     }
 
-    fn call(&mut self, f: &ExportFunc, args: &[Val], results: &mut [Val]) -> Result<(), Trap> {
-        if f.owner != self.id {
-            return Err(Trap::new(
-                KIND,
-                &*f.name,
-                TrapReason::Other("export handle belongs to another instance".into()),
-            ));
-        }
-        check_call(KIND, f, args, results)?;
+    fn invoke(
+        &mut self,
+        f: &WtFunc,
+        name: &str,
+        args: &[Val],
+        results: &mut [Val],
+    ) -> Result<(), Trap> {
         self.store.set_epoch_deadline(self.deadline_ticks);
         self.store.data_mut().deadline = coarse::now() + self.deadline_nanos;
         let st = &mut self.store;
-        let r = match &self.funcs[f.index] {
+        let r = match f {
             WtFunc::VV(t) => t.call(st, ()),
             WtFunc::VI32(t) => t.call(st, ()).map(|v| results[0] = Val::I32(v)),
             WtFunc::VI64(t) => t.call(st, ()).map(|v| results[0] = Val::I64(v)),
@@ -624,57 +612,29 @@ impl Instance for WtInstance {
                 .call(st, (i32_at(args, 0), i32_at(args, 1)))
                 .map(|v| results[0] = Val::I32(v)),
             WtFunc::Dyn(func) => {
-                let func = *func;
-                let r = call_dyn(&func, &mut self.store, &f.name, args, results);
+                let r = call_dyn(func, &mut self.store, name, args, results);
                 self.store.data_mut().stdio.flush();
-                if let Err(t) = &r {
-                    if !t.is_success_exit() {
-                        self.poisoned = true;
-                    }
-                }
                 return r;
             }
         };
         // A line the guest left unfinished is logged when its call is over.
         self.store.data_mut().stdio.flush();
-        r.map_err(|e| {
-            let t = map_err(&e, &f.name);
-            if !t.is_success_exit() {
-                self.poisoned = true;
-            }
-            t
-        })
-    }
-
-    fn memory_size(&self) -> u64 {
-        self.memory.map_or(0, |m| m.data_size(&self.store) as u64)
-    }
-
-    fn read_into(&self, ptr: u32, buf: &mut [u8]) -> Result<(), HostError> {
-        let m = self.memory.ok_or(HostError::NoMemory)?;
-        let data = m.data(&self.store);
-        let start = check_range(ptr, buf.len() as u64, data.len() as u64)?;
-        buf.copy_from_slice(&data[start..start + buf.len()]);
-        Ok(())
-    }
-
-    fn write(&mut self, ptr: u32, src: &[u8]) -> Result<(), HostError> {
-        let m = self.memory.ok_or(HostError::NoMemory)?;
-        let data = m.data_mut(&mut self.store);
-        let start = check_range(ptr, src.len() as u64, data.len() as u64)?;
-        data[start..start + src.len()].copy_from_slice(src);
-        Ok(())
+        r.map_err(|e| map_err(&e, name))
     }
 
     fn data(&mut self) -> &mut (dyn Any + Send) {
         self.store.data_mut().user.as_mut()
     }
+}
 
-    fn is_poisoned(&self) -> bool {
-        self.poisoned
+impl Artifact for Module {
+    type Engine = wasmtime::Engine;
+    fn serialize(&self) -> Option<Vec<u8>> {
+        Module::serialize(self).ok()
     }
-
-    fn poison(&mut self) {
-        self.poisoned = true;
+    unsafe fn deserialize(engine: &wasmtime::Engine, bytes: Vec<u8>) -> Option<Self> {
+        // SAFETY: the caller guarantees `bytes` came from `Module::serialize`
+        // of this wasmtime version and configuration (the trait's contract).
+        unsafe { Module::deserialize(engine, &bytes) }.ok()
     }
 }

@@ -108,6 +108,26 @@ pub const MIN_MEMORY_BYTES: u64 = 64 << 10;
 /// The largest `maxBodyBytes`: 4 GiB, all a 32-bit guest can address.
 pub const MAX_BODY_BYTES: usize = 4 << 30;
 
+/// Parses `"200"` or `"300-302"`: an entry of the access log's `filters.statusCodes`.
+pub fn parse_status_range(text: &str) -> Result<(u16, u16), String> {
+    let bad = || format!("invalid status code range {text:?} (e.g. \"404\" or \"500-599\")");
+    let code = |s: &str| {
+        s.trim()
+            .parse::<u16>()
+            .ok()
+            .filter(|c| (100..=999).contains(c))
+            .ok_or_else(bad)
+    };
+    let (lo, hi) = match text.split_once('-') {
+        Some((a, b)) => (code(a)?, code(b)?),
+        None => (code(text)?, code(text)?),
+    };
+    if lo > hi {
+        return Err(bad());
+    }
+    Ok((lo, hi))
+}
+
 /// Every value of the install file that parses but cannot be used, each at its config path
 /// (positions are filled in by the caller).
 pub fn check_static(file: &Path, config: &StaticConfig) -> Vec<ConfigError> {
@@ -140,7 +160,7 @@ pub fn check_static(file: &Path, config: &StaticConfig) -> Vec<ConfigError> {
     }
     if let Some(filters) = config.access_log.as_ref().and_then(|a| a.filters.as_ref()) {
         for (i, range) in filters.status_codes.iter().enumerate() {
-            if let Err(e) = crate::access_log::parse_status_range(range) {
+            if let Err(e) = parse_status_range(range) {
                 error(format!("accessLog.filters.statusCodes[{i}]"), e);
             }
         }
@@ -221,5 +241,14 @@ mod tests {
             assert!(listen_address(bad).is_err(), "{bad}");
         }
         assert_eq!(any(80).bind_candidates(), vec!["[::]:80", "0.0.0.0:80"]);
+    }
+
+    #[test]
+    fn status_ranges() {
+        assert_eq!(parse_status_range("404"), Ok((404, 404)));
+        assert_eq!(parse_status_range("500-599"), Ok((500, 599)));
+        assert!(parse_status_range("599-500").is_err());
+        assert!(parse_status_range("abc").is_err());
+        assert!(parse_status_range("42").is_err());
     }
 }

@@ -5,6 +5,7 @@
 //! In process the suite also sees plugin log lines (through [`log_capture_layer`], part of
 //! the global `tracing` subscriber) and proxy-wasm metrics (through the gateway).
 
+pub mod args;
 mod capture;
 
 use std::net::SocketAddr;
@@ -18,10 +19,10 @@ use wasmgate_conformance::{
     LogSource, MetricSource, Observers, Prepared, Report, Slots, Target, ENGINES,
 };
 
+use self::args::{ConformanceArgs, GuestsArgs};
 pub use self::capture::{log_capture_installed, log_capture_layer};
 use self::capture::{CapturedLogs, Capturing};
 
-use crate::cli::{ConformanceArgs, GuestsArgs};
 use crate::gateway::Gateway;
 
 /// Where `--target` runs start the upstream unless told: what `guests --out` writes.
@@ -52,10 +53,15 @@ async fn run_in_process(
 ) -> anyhow::Result<Report> {
     let _one = capture::ONE_RUN.lock().await;
     capture::install_capture_if_none();
-    // On before the plugins load: their middlewares read the enabled log level when they start.
-    let _capturing = Capturing::start();
     let prepared = Prepared::start(cases, slots, engines, upstream).await?;
-    let gateway = Gateway::load(&prepared.config_path())
+    let plugins = crate::config::load(&prepared.config_path())
+        .map_err(|e| anyhow::anyhow!("the suite's install file did not load:\n{e}"))?
+        .config
+        .plugins
+        .into_keys();
+    // On before the plugins load: their middlewares read the enabled log level when they start.
+    let _capturing = Capturing::start(plugins);
+    let gateway = Gateway::load(&prepared.config_path(), &tokio::runtime::Handle::current())
         .map_err(|e| anyhow::anyhow!("the suite's install file did not load:\n{e}"))?;
     let metrics = GatewayMetrics(gateway.clone());
     let server = crate::proxy::start(gateway).await?;

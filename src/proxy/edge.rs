@@ -10,9 +10,9 @@ use http::Uri;
 use ipnet::IpNet;
 use wasmgate_abi::{Headers, Request};
 
-use super::convert::HOP_BY_HOP;
 use crate::config::check::trusted_ips;
 use crate::config::EntryPointConfig;
+use crate::http_convert::{connection_options, HOP_BY_HOP};
 
 /// One entry point's edge settings, parsed once.
 #[derive(Debug, Clone)]
@@ -188,20 +188,6 @@ pub fn remove_connection_options(headers: &mut Headers) {
         }
     }
     headers.remove("connection");
-}
-
-/// The header names listed in `Connection`, lower-cased.
-pub fn connection_options(headers: &Headers) -> Vec<String> {
-    headers
-        .get_all("connection")
-        .flat_map(|v| {
-            String::from_utf8_lossy(v)
-                .split(',')
-                .map(|s| s.trim().to_ascii_lowercase())
-                .collect::<Vec<_>>()
-        })
-        .filter(|s| !s.is_empty())
-        .collect()
 }
 
 /// Sets `X-Forwarded-For`, `-Proto`, `-Host`, `-Port` and `X-Real-Ip` as Traefik does: from

@@ -7,10 +7,11 @@ use http::StatusCode;
 use hyper::body::Incoming;
 use wasmgate_abi::{Body, Next, ProxyError, Request, Response};
 
+use super::edge;
 use super::server::ConnectionContext;
 use super::timeouts::{ClientBody, ResponseBody};
-use super::{convert, edge};
 use crate::access_log::AccessEntry;
+use crate::http_convert as convert;
 use crate::service::UpstreamUsed;
 
 /// The client-facing response for an error: its status and reason phrase, nothing of the internals.

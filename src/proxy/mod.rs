@@ -1,6 +1,5 @@
-//! The proxy: entry points, the per-request path through router and chain, and the conversions at its edges.
+//! The proxy: entry points and the per-request path through router and chain.
 
-pub mod convert;
 pub mod edge;
 pub mod framing;
 pub mod handler;

@@ -82,12 +82,12 @@ pub async fn serve_echo(listener: tokio::net::TcpListener, name: impl Into<Strin
             let svc = hyper::service::service_fn(move |req| {
                 let service = service.clone();
                 async move {
-                    let req = crate::proxy::convert::request_from_hyper(req, peer, local);
+                    let req = crate::http_convert::request_from_hyper(req, peer, local);
                     let resp = match service.call(req).await {
                         Ok(r) => r,
                         Err(e) => Response::text(e.status, e.status.to_string()),
                     };
-                    crate::proxy::convert::response_to_hyper(resp)
+                    crate::http_convert::response_to_hyper(resp)
                 }
             });
             let _ =

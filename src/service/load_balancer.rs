@@ -9,7 +9,7 @@ use wasmgate_abi::{Body, Endpoint, ErrorSource, ProxyError, Request, Response};
 
 use super::timed_body::{SignalOnEnd, StallCut};
 use super::transport::Transport;
-use crate::proxy::convert;
+use crate::http_convert as convert;
 
 /// One upstream server, parsed.
 #[derive(Debug, Clone)]

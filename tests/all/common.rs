@@ -2,10 +2,40 @@
 
 #![allow(dead_code)]
 
+/// Generates one test per engine, `NAME::wasmtime` and `NAME::wasmer`, for a case
+/// `fn NAME(engine: &str)` (`parity!(async NAME)` for an `async fn`), so that each engine
+/// passes or fails on its own under the same expectations.
+macro_rules! parity {
+    ($name:ident) => {
+        mod $name {
+            #[test]
+            fn wasmtime() {
+                super::$name("wasmtime");
+            }
+            #[test]
+            fn wasmer() {
+                super::$name("wasmer");
+            }
+        }
+    };
+    (async $name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn wasmtime() {
+                super::$name("wasmtime").await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn wasmer() {
+                super::$name("wasmer").await;
+            }
+        }
+    };
+}
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,6 +43,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
+use wasmgate::config::ConfigErrors;
 use wasmgate::gateway::Gateway;
 use wasmgate::proxy::RunningServer;
 use wasmgate_conformance::sdk::{build_dir, SdkBuild};
@@ -72,10 +103,33 @@ impl TestServer {
     }
 }
 
+/// Loads a gateway for the test's runtime, or, in a plain `#[test]`, for one shared runtime
+/// kept for the whole process (proxy-wasm middlewares need one when they are created).
+pub fn load(install: &Path) -> Result<Arc<Gateway>, ConfigErrors> {
+    static SHARED: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    let handle = tokio::runtime::Handle::try_current().unwrap_or_else(|_| {
+        SHARED
+            .get_or_init(|| {
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .enable_all()
+                    .build()
+                    .expect("a runtime for plain tests")
+            })
+            .handle()
+            .clone()
+    });
+    Gateway::load(install, &handle)
+}
+
 /// Starts wasmgate on `files` (the install file is `wasmgate.yaml`).
 pub async fn start(files: &[(&str, &str)]) -> TestServer {
-    let dir = write_files(files);
-    let gateway = Gateway::load(&dir.path().join("wasmgate.yaml"))
+    start_in(write_files(files)).await
+}
+
+/// Starts wasmgate on `dir/wasmgate.yaml`, for files [`write_files`] cannot write (.wasm).
+pub async fn start_in(dir: tempfile::TempDir) -> TestServer {
+    let gateway = load(&dir.path().join("wasmgate.yaml"))
         .unwrap_or_else(|e| panic!("config did not load:\n{e}"));
     let server = wasmgate::proxy::start(gateway.clone()).await.unwrap();
     let addr = server.addrs["web"];
@@ -95,11 +149,46 @@ pub async fn echo_upstream(name: &str) -> SocketAddr {
     addr
 }
 
+/// Requests an upstream has seen, and a way to wait for them.
+#[derive(Default)]
+pub struct Counter {
+    count: AtomicUsize,
+    changed: tokio::sync::Notify,
+}
+
+impl Counter {
+    /// Requests seen so far.
+    pub fn get(&self) -> usize {
+        self.count.load(Ordering::SeqCst)
+    }
+
+    fn add(&self) {
+        self.count.fetch_add(1, Ordering::SeqCst);
+        self.changed.notify_waiters();
+    }
+
+    /// Waits until `n` requests have arrived (20 s at most: that is the failure).
+    pub async fn wait_for(&self, n: usize) {
+        let arrived = tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                // Registered before the check, so an arrival in between is not missed.
+                let changed = self.changed.notified();
+                if self.get() >= n {
+                    return;
+                }
+                changed.await;
+            }
+        })
+        .await;
+        assert!(arrived.is_ok(), "{} of {n} requests arrived", self.get());
+    }
+}
+
 /// An upstream that counts requests and answers 200 "counted", after `delay`.
-pub async fn counting_upstream(delay: Duration) -> (SocketAddr, Arc<AtomicUsize>) {
+pub async fn counting_upstream(delay: Duration) -> (SocketAddr, Arc<Counter>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let count = Arc::new(AtomicUsize::new(0));
+    let count = Arc::new(Counter::default());
     let c = count.clone();
     tokio::spawn(async move {
         loop {
@@ -109,7 +198,7 @@ pub async fn counting_upstream(delay: Duration) -> (SocketAddr, Arc<AtomicUsize>
                 let svc = hyper::service::service_fn(move |_req| {
                     let c = c.clone();
                     async move {
-                        c.fetch_add(1, Ordering::SeqCst);
+                        c.add();
                         tokio::time::sleep(delay).await;
                         Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
                             Bytes::from_static(b"counted"),
@@ -180,7 +269,7 @@ pub async fn send(req: Req<'_>) -> Reply {
     send_with(req, false).await
 }
 
-/// Builds the SDK example plugins (once per test binary) and returns the path of `name`.wasm.
+/// Builds the SDK example plugins (once per test process) and returns the path of `name`.wasm.
 pub fn example_plugin(name: &str) -> PathBuf {
     let target = SdkBuild::Cargo {
         target: "wasm32-wasip1",
@@ -190,7 +279,7 @@ pub fn example_plugin(name: &str) -> PathBuf {
         .join(format!("{name}.wasm"))
 }
 
-/// Builds the proxy-wasm SDK example filters (once per target and test binary) for
+/// Builds the proxy-wasm SDK example filters (once per target and test process) for
 /// `wasm32-wasip1` or `wasm32-unknown-unknown` and returns the path of `name`.wasm.
 pub fn proxy_wasm_example(name: &str, target: &'static str) -> PathBuf {
     build_dir("examples/proxy-wasm", SdkBuild::Cargo { target })
@@ -198,7 +287,7 @@ pub fn proxy_wasm_example(name: &str, target: &'static str) -> PathBuf {
         .join(format!("{}.wasm", name.replace('-', "_")))
 }
 
-/// Builds the AssemblyScript proxy-wasm example (once per test binary) with npm and returns
+/// Builds the AssemblyScript proxy-wasm example (once per test process) with npm and returns
 /// the .wasm path. Needs node and npm (CI installs them, see .ci/run).
 pub fn assemblyscript_example() -> PathBuf {
     build_dir("examples/proxy-wasm-as", SdkBuild::Npm)

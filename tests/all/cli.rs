@@ -1,11 +1,9 @@
 //! The `wasmgate` binary: `validate` and `run`.
 
-mod common;
-
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 fn wasmgate() -> Command {
     Command::new(env!("CARGO_BIN_EXE_wasmgate"))
@@ -138,7 +136,7 @@ fn missing_file_and_no_file_are_clear_errors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_serves_then_drains_in_flight_requests_on_sigterm() {
-    let (up, _) = counting_upstream(Duration::from_millis(1500)).await;
+    let (up, arrived) = counting_upstream(Duration::from_millis(1500)).await;
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
@@ -167,7 +165,8 @@ async fn run_serves_then_drains_in_flight_requests_on_sigterm() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let in_flight = tokio::spawn(send(get(url.clone())));
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // SIGTERM once the request is at the upstream (which then takes 1.5 s to answer).
+    arrived.wait_for(1).await;
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

@@ -1,8 +1,6 @@
 //! Plugin declarations: wasmgate's `plugins` and Traefik's `experimental.localPlugins` layout.
 
-mod common;
-
-use common::write_files;
+use crate::common::write_files;
 use wasmgate::config;
 use wasmgate::plugins::PluginCatalog;
 

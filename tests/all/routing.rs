@@ -1,12 +1,10 @@
 //! Routing, chains, services and errors over real loopback HTTP.
 
-mod common;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 /// Routers for every matcher, each tagging its responses with X-Router.
 fn matcher_routes() -> String {
@@ -338,13 +336,19 @@ async fn upstream_connections_are_kept_alive_by_default() {
     let http = format!(
         "http:\n  routers:\n    r: {{ rule: \"PathPrefix(`/`)\", service: s }}\n  services:\n    s: {{ loadBalancer: {{ servers: [{{ url: \"http://{up}\" }}] }} }}\n"
     );
-    let srv = common::start(&[("wasmgate.yaml", &common::inline_config(&http))]).await;
+    let srv =
+        crate::common::start(&[("wasmgate.yaml", &crate::common::inline_config(&http))]).await;
     let mut tasks = Vec::new();
     for _ in 0..16 {
         let url = srv.url("/");
         tasks.push(tokio::spawn(async move {
             for _ in 0..10 {
-                assert_eq!(common::send(common::get(url.clone())).await.status, 200);
+                assert_eq!(
+                    crate::common::send(crate::common::get(url.clone()))
+                        .await
+                        .status,
+                    200
+                );
             }
         }));
     }
@@ -361,10 +365,15 @@ async fn upstream_connections_are_kept_alive_by_default() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_log_lines_follow_traefiks_format_and_filters() {
     let http = "accessLog:\n  filePath: access.log\n  filters:\n    statusCodes: [\"404\", \"500-599\"]\nhttp:\n  routers:\n    r: { rule: \"Path(`/`)\", service: echo@internal }\n";
-    let srv = common::start(&[("wasmgate.yaml", &common::inline_config(http))]).await;
-    assert_eq!(common::send(common::get(srv.url("/"))).await.status, 200);
-    let missing = common::get(srv.url("/nope")).header("user-agent", "probe/1");
-    assert_eq!(common::send(missing).await.status, 404);
+    let srv = crate::common::start(&[("wasmgate.yaml", &crate::common::inline_config(http))]).await;
+    assert_eq!(
+        crate::common::send(crate::common::get(srv.url("/")))
+            .await
+            .status,
+        200
+    );
+    let missing = crate::common::get(srv.url("/nope")).header("user-agent", "probe/1");
+    assert_eq!(crate::common::send(missing).await.status, 404);
     // Writes out what the writer thread still holds.
     srv.gateway.access_log.as_ref().unwrap().close();
     let log = std::fs::read_to_string(srv.path("access.log")).unwrap();
@@ -380,7 +389,12 @@ async fn access_log_lines_follow_traefiks_format_and_filters() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_access_log_unless_configured() {
     let http = "http:\n  routers:\n    r: { rule: \"Path(`/`)\", service: echo@internal }\n";
-    let srv = common::start(&[("wasmgate.yaml", &common::inline_config(http))]).await;
-    assert_eq!(common::send(common::get(srv.url("/"))).await.status, 200);
+    let srv = crate::common::start(&[("wasmgate.yaml", &crate::common::inline_config(http))]).await;
+    assert_eq!(
+        crate::common::send(crate::common::get(srv.url("/")))
+            .await
+            .status,
+        200
+    );
     assert!(srv.gateway.access_log.is_none());
 }

@@ -3,12 +3,10 @@
 //! proxy on loopback sockets; timeouts are short, the bounds checked generous (a shared,
 //! noisy machine).
 
-mod common;
-
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 

@@ -1,4 +1,6 @@
-//! Between hyper's types and the common model, at the edges of the chain only.
+//! Between hyper's types and the common model, at the edges of the chain only, and the
+//! hop-by-hop header rules that go with them. Used by both [`crate::proxy`] (clients) and
+//! [`crate::service`] (upstreams), which is why it belongs to neither.
 
 use std::net::SocketAddr;
 
@@ -20,7 +22,7 @@ pub const HOP_BY_HOP: &[&str] = &[
 ];
 
 /// Removes the fixed hop-by-hop headers. A request's `Connection` options were removed when
-/// it arrived (see [`super::edge`]), so what a middleware added since goes through even if
+/// it arrived (see [`crate::proxy::edge`]), so what a middleware added since goes through even if
 /// the client named it.
 pub fn strip_hop_by_hop(headers: &mut Headers) {
     for name in HOP_BY_HOP {
@@ -31,10 +33,24 @@ pub fn strip_hop_by_hop(headers: &mut Headers) {
 /// Removes the hop-by-hop headers of a message that just arrived from a peer: the fixed ones
 /// and those its `Connection` header names.
 pub fn strip_arriving_hop_by_hop(headers: &mut Headers) {
-    for name in super::edge::connection_options(headers) {
+    for name in connection_options(headers) {
         headers.remove(&name);
     }
     strip_hop_by_hop(headers);
+}
+
+/// The header names listed in `Connection`, lower-cased.
+pub fn connection_options(headers: &Headers) -> Vec<String> {
+    headers
+        .get_all("connection")
+        .flat_map(|v| {
+            String::from_utf8_lossy(v)
+                .split(',')
+                .map(|s| s.trim().to_ascii_lowercase())
+                .collect::<Vec<_>>()
+        })
+        .filter(|s| !s.is_empty())
+        .collect()
 }
 
 /// Whether the TE header says the client accepts trailer fields (RFC 9110 §10.1.4).
