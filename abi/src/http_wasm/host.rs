@@ -7,13 +7,11 @@
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderName, HeaderValue, Method};
-use wasmgate_engines::{wasi, Caller, FuncType, HostError, HostFunctions, Val, ValType};
+use wasmgate_engines::{wasi, Caller, HostError, HostFunctions};
 
 use super::abi::{count_len, eof_len, feature, log_level, BodyKind, HeaderKind, MODULE};
 use super::state::{Exchange, HttpWasmState, Phase, RequestBody};
 use crate::headers::{Headers, GUEST_MAX_FIELD_LINES, GUEST_MAX_HEADER_BYTES};
-
-use ValType::{I32, I64};
 
 fn trap(msg: impl Into<String>) -> HostError {
     HostError::msg(msg)
@@ -30,14 +28,6 @@ fn exchange<'a>(c: &'a mut dyn Caller, func: &str) -> Result<&'a mut Exchange, H
         .exchange
         .as_deref_mut()
         .ok_or_else(|| trap(format!("{func}: only usable while a request is in flight")))
-}
-
-fn arg(args: &[Val], i: usize) -> i32 {
-    args.get(i).and_then(Val::i32).unwrap_or(0)
-}
-
-fn uarg(args: &[Val], i: usize) -> u32 {
-    arg(args, i) as u32
 }
 
 /// Writes `value` at `buf` only if it fits in `limit`; returns its full length either way.
@@ -227,12 +217,11 @@ pub fn functions(plugin: &str) -> HostFunctions {
     let mut t = HostFunctions::new();
     t.extend(wasi::functions(crate::guest::log::wasi_sink(plugin)));
 
-    t.add(
+    t.func_wrap(
         MODULE,
         "enable_features",
-        FuncType::new([I32], [I32]),
-        |c, a, r| {
-            let asked = uarg(a, 0) & feature::SUPPORTED;
+        |c: &mut dyn Caller, features: u32| -> Result<i32, HostError> {
+            let asked = features & feature::SUPPORTED;
             let st = state(c)?;
             let now = match st.exchange.as_mut() {
                 Some(ex) => {
@@ -244,74 +233,57 @@ pub fn functions(plugin: &str) -> HostFunctions {
                     st.module_features
                 }
             };
-            r[0] = Val::I32(now as i32);
-            Ok(())
+            Ok(now as i32)
         },
     );
-    t.add(
+    t.func_wrap(
         MODULE,
         "get_config",
-        FuncType::new([I32, I32], [I32]),
-        |c, a, r| {
+        |c: &mut dyn Caller, buf: u32, limit: u32| -> Result<i32, HostError> {
             let config = state(c)?.shared.clone();
-            r[0] = Val::I32(write_value(c, uarg(a, 0), uarg(a, 1), &config.config)?);
-            Ok(())
+            write_value(c, buf, limit, &config.config)
         },
     );
-    t.add(
+    t.func_wrap(
         MODULE,
         "log_enabled",
-        FuncType::new([I32], [I32]),
-        |c, a, r| {
-            let level = arg(a, 0);
+        |c: &mut dyn Caller, level: i32| -> Result<i32, HostError> {
             let min = state(c)?.shared.min_log_level;
-            r[0] = Val::I32((level >= min && level < log_level::NONE) as i32);
-            Ok(())
+            Ok((level >= min && level < log_level::NONE) as i32)
         },
     );
-    t.add(
+    t.func_wrap(
         MODULE,
         "log",
-        FuncType::new([I32, I32, I32], []),
-        |c, a, _| {
-            let level = arg(a, 0);
+        |c: &mut dyn Caller, level: i32, msg: u32, msg_len: u32| -> Result<(), HostError> {
             let shared = state(c)?.shared.clone();
             if level < shared.min_log_level || level >= log_level::NONE {
                 return Ok(());
             }
             // Logging never traps on a bad message: it is dropped.
-            if let Ok(bytes) = c.read(uarg(a, 1), uarg(a, 2)) {
+            if let Ok(bytes) = c.read(msg, msg_len) {
                 let text = String::from_utf8_lossy(&bytes);
                 log_message(&shared.plugin, &shared.middleware, level, &text);
             }
             Ok(())
         },
     );
-    t.add(
+    t.func_wrap(
         MODULE,
         "get_method",
-        FuncType::new([I32, I32], [I32]),
-        |c, a, r| {
+        |c: &mut dyn Caller, buf: u32, limit: u32| -> Result<i32, HostError> {
             let m = exchange(c, "get_method")?.request.method.clone();
-            r[0] = Val::I32(write_value(
-                c,
-                uarg(a, 0),
-                uarg(a, 1),
-                m.as_str().as_bytes(),
-            )?);
-            Ok(())
+            write_value(c, buf, limit, m.as_str().as_bytes())
         },
     );
-    t.add(
+    t.func_wrap(
         MODULE,
         "set_method",
-        FuncType::new([I32, I32], []),
-        |c, a, _| {
-            let len = uarg(a, 1);
+        |c: &mut dyn Caller, ptr: u32, len: u32| -> Result<(), HostError> {
             if len == 0 {
                 return Err(trap("set_method: empty method"));
             }
-            let bytes = c.read(uarg(a, 0), len)?;
+            let bytes = c.read(ptr, len)?;
             let ex = exchange(c, "set_method")?;
             if ex.phase == Phase::Response {
                 return Err(trap("set_method: the request cannot change after next"));
@@ -325,27 +297,24 @@ pub fn functions(plugin: &str) -> HostFunctions {
             Ok(())
         },
     );
-    t.add(
+    t.func_wrap(
         MODULE,
         "get_uri",
-        FuncType::new([I32, I32], [I32]),
-        |c, a, r| {
+        |c: &mut dyn Caller, buf: u32, limit: u32| -> Result<i32, HostError> {
             let uri = exchange(c, "get_uri")?.uri_text().as_bytes().to_vec();
             #[cfg(feature = "fault-injection")]
             let uri = match crate::faults::active(crate::faults::Fault::HttpWasmGetUriDecoded) {
                 true => crate::faults::percent_decode(std::str::from_utf8(&uri).unwrap_or("")),
                 false => uri,
             };
-            r[0] = Val::I32(write_value(c, uarg(a, 0), uarg(a, 1), &uri)?);
-            Ok(())
+            write_value(c, buf, limit, &uri)
         },
     );
-    t.add(
+    t.func_wrap(
         MODULE,
         "set_uri",
-        FuncType::new([I32, I32], []),
-        |c, a, _| {
-            let bytes = c.read(uarg(a, 0), uarg(a, 1))?;
+        |c: &mut dyn Caller, ptr: u32, len: u32| -> Result<(), HostError> {
+            let bytes = c.read(ptr, len)?;
             let ex = exchange(c, "set_uri")?;
             if ex.phase == Phase::Response {
                 return Err(trap("set_uri: the request cannot change after next"));
@@ -353,43 +322,39 @@ pub fn functions(plugin: &str) -> HostFunctions {
             ex.set_uri(&bytes).map_err(trap)
         },
     );
-    t.add(
+    t.func_wrap(
         MODULE,
         "get_protocol_version",
-        FuncType::new([I32, I32], [I32]),
-        |c, a, r| {
+        |c: &mut dyn Caller, buf: u32, limit: u32| -> Result<i32, HostError> {
             let v = crate::model::go_proto(exchange(c, "get_protocol_version")?.request.version);
-            r[0] = Val::I32(write_value(c, uarg(a, 0), uarg(a, 1), v.as_bytes())?);
-            Ok(())
+            write_value(c, buf, limit, v.as_bytes())
         },
     );
-    t.add(
+    t.func_wrap(
         MODULE,
         "get_header_names",
-        FuncType::new([I32, I32, I32], [I64]),
-        |c, a, r| {
-            let kind = header_kind(arg(a, 0), "get_header_names")?;
+        |c: &mut dyn Caller, kind: i32, buf: u32, limit: u32| -> Result<i64, HostError> {
+            let kind = header_kind(kind, "get_header_names")?;
             request_trailers_arrived(c, kind, "get_header_names")?;
             let ex = exchange(c, "get_header_names")?;
             let names = headers_for(ex, kind, false, "get_header_names")?
                 .map(|h| h.names())
                 .unwrap_or_default();
-            r[0] = Val::I64(write_list(
-                c,
-                uarg(a, 1),
-                uarg(a, 2),
-                names.iter().map(|n| n.as_bytes()),
-            )?);
-            Ok(())
+            write_list(c, buf, limit, names.iter().map(|n| n.as_bytes()))
         },
     );
-    t.add(
+    t.func_wrap(
         MODULE,
         "get_header_values",
-        FuncType::new([I32, I32, I32, I32, I32], [I64]),
-        |c, a, r| {
-            let kind = header_kind(arg(a, 0), "get_header_values")?;
-            let name = read_name(c, uarg(a, 1), uarg(a, 2), "get_header_values")?;
+        |c: &mut dyn Caller,
+         kind: i32,
+         name: u32,
+         name_len: u32,
+         buf: u32,
+         limit: u32|
+         -> Result<i64, HostError> {
+            let kind = header_kind(kind, "get_header_values")?;
+            let name = read_name(c, name, name_len, "get_header_values")?;
             request_trailers_arrived(c, kind, "get_header_values")?;
             let ex = exchange(c, "get_header_values")?;
             let values: Vec<Bytes> = match (
@@ -399,24 +364,23 @@ pub fn functions(plugin: &str) -> HostFunctions {
                 (Some(h), Ok(name)) => h.get_all(name).map(Bytes::copy_from_slice).collect(),
                 _ => Vec::new(),
             };
-            r[0] = Val::I64(write_list(
-                c,
-                uarg(a, 3),
-                uarg(a, 4),
-                values.iter().map(|v| v.as_ref()),
-            )?);
-            Ok(())
+            write_list(c, buf, limit, values.iter().map(|v| v.as_ref()))
         },
     );
     for (func, add) in [("set_header_value", false), ("add_header_value", true)] {
-        t.add(
+        t.func_wrap(
             MODULE,
             func,
-            FuncType::new([I32, I32, I32, I32, I32], []),
-            move |c, a, _| {
-                let kind = header_kind(arg(a, 0), func)?;
-                let name = read_name(c, uarg(a, 1), uarg(a, 2), func)?;
-                let value = c.read(uarg(a, 3), uarg(a, 4))?;
+            move |c: &mut dyn Caller,
+                  kind: i32,
+                  name: u32,
+                  name_len: u32,
+                  value: u32,
+                  value_len: u32|
+                  -> Result<(), HostError> {
+                let kind = header_kind(kind, func)?;
+                let name = read_name(c, name, name_len, func)?;
+                let value = c.read(value, value_len)?;
                 let (name, value) = validate_header(&name, &value, func)?;
                 request_trailers_arrived(c, kind, func)?;
                 let ex = exchange(c, func)?;
@@ -441,13 +405,12 @@ pub fn functions(plugin: &str) -> HostFunctions {
             },
         );
     }
-    t.add(
+    t.func_wrap(
         MODULE,
         "remove_header",
-        FuncType::new([I32, I32, I32], []),
-        |c, a, _| {
-            let kind = header_kind(arg(a, 0), "remove_header")?;
-            let name = read_name(c, uarg(a, 1), uarg(a, 2), "remove_header")?;
+        |c: &mut dyn Caller, kind: i32, name: u32, name_len: u32| -> Result<(), HostError> {
+            let kind = header_kind(kind, "remove_header")?;
+            let name = read_name(c, name, name_len, "remove_header")?;
             request_trailers_arrived(c, kind, "remove_header")?;
             let ex = exchange(c, "remove_header")?;
             if let (Some(h), Ok(name)) = (
@@ -462,13 +425,12 @@ pub fn functions(plugin: &str) -> HostFunctions {
             Ok(())
         },
     );
-    t.add(
+    t.func_wrap(
         MODULE,
         "read_body",
-        FuncType::new([I32, I32, I32], [I64]),
-        |c, a, r| {
-            let kind = body_kind(arg(a, 0), "read_body")?;
-            let (buf, limit) = (uarg(a, 1), uarg(a, 2) as usize);
+        |c: &mut dyn Caller, kind: i32, buf: u32, limit: u32| -> Result<i64, HostError> {
+            let kind = body_kind(kind, "read_body")?;
+            let (buf, limit) = (buf, limit as usize);
             if limit == 0 {
                 return Err(trap("read_body: buf_limit must not be 0"));
             }
@@ -526,16 +488,14 @@ pub fn functions(plugin: &str) -> HostFunctions {
             if !chunk.is_empty() {
                 c.write(buf, &chunk)?;
             }
-            r[0] = Val::I64(eof_len(eof, chunk.len()));
-            Ok(())
+            Ok(eof_len(eof, chunk.len()))
         },
     );
-    t.add(
+    t.func_wrap(
         MODULE,
         "write_body",
-        FuncType::new([I32, I32, I32], []),
-        |c, a, _| {
-            let kind = body_kind(arg(a, 0), "write_body")?;
+        |c: &mut dyn Caller, kind: i32, body: u32, len: u32| -> Result<(), HostError> {
+            let kind = body_kind(kind, "write_body")?;
             // What this write leaves in the body is bounded like any body a plugin buffers;
             // checked before the bytes are copied out of the guest.
             let limit = state(c)?.shared.max_body_bytes;
@@ -547,12 +507,12 @@ pub fn functions(plugin: &str) -> HostFunctions {
                     _ => 0,
                 },
             };
-            if so_far + uarg(a, 2) as usize > limit {
+            if so_far + len as usize > limit {
                 return Err(trap(format!(
                     "write_body: the body would exceed maxBodyBytes ({limit} bytes)"
                 )));
             }
-            let data = c.read(uarg(a, 1), uarg(a, 2))?;
+            let data = c.read(body, len)?;
             let ex = exchange(c, "write_body")?;
             match kind {
                 BodyKind::Request => {
@@ -580,25 +540,21 @@ pub fn functions(plugin: &str) -> HostFunctions {
             Ok(())
         },
     );
-    t.add(
+    t.func_wrap(
         MODULE,
         "get_status_code",
-        FuncType::new([], [I32]),
-        |c, _, r| {
+        |c: &mut dyn Caller| -> Result<i32, HostError> {
             let ex = exchange(c, "get_status_code")?;
             if !ex.has(feature::BUFFER_RESPONSE) {
                 return Err(trap("get_status_code: needs buffer_response"));
             }
-            r[0] = Val::I32(ex.response.status as i32);
-            Ok(())
+            Ok(ex.response.status as i32)
         },
     );
-    t.add(
+    t.func_wrap(
         MODULE,
         "set_status_code",
-        FuncType::new([I32], []),
-        |c, a, _| {
-            let code = arg(a, 0);
+        |c: &mut dyn Caller, code: i32| -> Result<(), HostError> {
             let ex = exchange(c, "set_status_code")?;
             if ex.phase == Phase::Response && !ex.has(feature::BUFFER_RESPONSE) {
                 return Err(trap(
@@ -612,17 +568,15 @@ pub fn functions(plugin: &str) -> HostFunctions {
             Ok(())
         },
     );
-    t.add(
+    t.func_wrap(
         MODULE,
         "get_source_addr",
-        FuncType::new([I32, I32], [I32]),
-        |c, a, r| {
+        |c: &mut dyn Caller, buf: u32, limit: u32| -> Result<i32, HostError> {
             let addr = exchange(c, "get_source_addr")?
                 .request
                 .source_addr
                 .to_string();
-            r[0] = Val::I32(write_value(c, uarg(a, 0), uarg(a, 1), addr.as_bytes())?);
-            Ok(())
+            write_value(c, buf, limit, addr.as_bytes())
         },
     );
     t

@@ -717,3 +717,45 @@ fn reads_are_served_from_the_read_ahead_part_and_stop_past_it() {
         assert!(p.ex().body.too_large, "{k}");
     });
 }
+
+#[test]
+fn host_table_signatures_are_the_abi_ones() {
+    use wasmgate_engines::FuncType;
+    use wasmgate_engines::ValType::{I32, I64};
+    // The http-wasm http_handler ABI (http-wasm.io): the typed closures must give exactly these.
+    let abi: [(&str, FuncType); 19] = [
+        ("enable_features", FuncType::new([I32], [I32])),
+        ("get_config", FuncType::new([I32, I32], [I32])),
+        ("log_enabled", FuncType::new([I32], [I32])),
+        ("log", FuncType::new([I32, I32, I32], [])),
+        ("get_method", FuncType::new([I32, I32], [I32])),
+        ("set_method", FuncType::new([I32, I32], [])),
+        ("get_uri", FuncType::new([I32, I32], [I32])),
+        ("set_uri", FuncType::new([I32, I32], [])),
+        ("get_protocol_version", FuncType::new([I32, I32], [I32])),
+        ("get_header_names", FuncType::new([I32, I32, I32], [I64])),
+        (
+            "get_header_values",
+            FuncType::new([I32, I32, I32, I32, I32], [I64]),
+        ),
+        (
+            "set_header_value",
+            FuncType::new([I32, I32, I32, I32, I32], []),
+        ),
+        (
+            "add_header_value",
+            FuncType::new([I32, I32, I32, I32, I32], []),
+        ),
+        ("remove_header", FuncType::new([I32, I32, I32], [])),
+        ("read_body", FuncType::new([I32, I32, I32], [I64])),
+        ("write_body", FuncType::new([I32, I32, I32], [])),
+        ("get_status_code", FuncType::new([], [I32])),
+        ("set_status_code", FuncType::new([I32], [])),
+        ("get_source_addr", FuncType::new([I32, I32], [I32])),
+    ];
+    let table = super::host_functions("probe");
+    for (name, ty) in &abi {
+        assert_eq!(&table.get(MODULE, name).expect(name).ty, ty, "{name}");
+    }
+    assert_eq!(table.0.iter().filter(|f| f.module == MODULE).count(), 19);
+}
