@@ -13,7 +13,8 @@
 //!   [`Val`]s, reads and writes guest memory, reaches per-instance host data.
 //!
 //! Host functions are written once, engine-neutrally, as a [`HostFunctions`]
-//! table; inside a host function the ABI code gets a [`Caller`] for memory
+//! table (typed with [`HostFunctions::func_wrap`], or dynamic with
+//! [`HostFunctions::add`]); inside a host function the ABI code gets a [`Caller`] for memory
 //! access, re-entrant guest calls and per-instance state. [`wasi`] is a
 //! capability-less WASI preview 1 written on that table, and [`pool`] holds
 //! the instance pooling primitives.
@@ -33,6 +34,7 @@ mod coarse;
 mod info;
 pub mod pool;
 mod start;
+mod typed;
 pub mod wasi;
 mod wasmer_backend;
 mod wasmtime_backend;
@@ -40,6 +42,7 @@ mod wasmtime_backend;
 pub use info::{Export, ExportKind, Import, ImportKind, MissingImport, ModuleInfo};
 pub use pool::{InstancePool, PoolError, PooledInstance};
 pub use start::START_EXPORT;
+pub use typed::{IntoHostFunc, WasmResults, WasmTy};
 
 /// Which runtime runs a plugin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

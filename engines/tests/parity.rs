@@ -222,6 +222,210 @@ fn env_host() -> HostFunctions {
     h
 }
 
+/// Host functions registered with `func_wrap`: the signature comes from the
+/// closure's type. Each records what it received in the instance's
+/// `Vec<String>` data, so the test sees the values on the host side too.
+fn typed_host() -> HostFunctions {
+    fn seen(c: &mut dyn Caller) -> &mut Vec<String> {
+        c.data()
+            .downcast_mut::<Vec<String>>()
+            .expect("Vec<String> data")
+    }
+    let mut h = HostFunctions::new();
+    h.func_wrap(
+        "typed",
+        "zero",
+        |c: &mut dyn Caller| -> Result<i32, HostError> {
+            seen(c).push("zero".into());
+            Ok(7)
+        },
+    )
+    .func_wrap(
+        "typed",
+        "unit",
+        |c: &mut dyn Caller, x: u64| -> Result<(), HostError> {
+            seen(c).push(format!("unit {x}"));
+            Ok(())
+        },
+    )
+    .func_wrap(
+        "typed",
+        "u32",
+        |c: &mut dyn Caller, x: u32| -> Result<u32, HostError> {
+            seen(c).push(format!("u32 {x}"));
+            Ok(x.wrapping_add(5))
+        },
+    )
+    .func_wrap(
+        "typed",
+        "u64",
+        |c: &mut dyn Caller, x: u64| -> Result<u64, HostError> {
+            seen(c).push(format!("u64 {x}"));
+            Ok(x ^ (1 << 63))
+        },
+    )
+    .func_wrap(
+        "typed",
+        "mix",
+        |c: &mut dyn Caller, a: i32, b: u32, d: i64, e: f32, f: f64| -> Result<f64, HostError> {
+            seen(c).push(format!("mix {a} {b} {d} {e} {f}"));
+            Ok(a as f64 + b as f64 + d as f64 + e as f64 + f)
+        },
+    )
+    .func_wrap(
+        "typed",
+        "twelve",
+        |c: &mut dyn Caller,
+         a1: i32,
+         a2: u32,
+         a3: i64,
+         a4: u64,
+         a5: f32,
+         a6: f64,
+         a7: i32,
+         a8: i32,
+         a9: i32,
+         a10: i32,
+         a11: i32,
+         a12: u32|
+         -> Result<i64, HostError> {
+            seen(c).push(format!(
+                "twelve {a1} {a2} {a3} {a4} {a5} {a6} {a7} {a8} {a9} {a10} {a11} {a12}"
+            ));
+            // Positional weights: swapped arguments give another sum.
+            let ints = [a7, a8, a9, a10, a11];
+            let weighted: i64 = ints
+                .iter()
+                .enumerate()
+                .map(|(k, v)| (k as i64 + 1) * *v as i64)
+                .sum();
+            Ok(
+                a1 as i64 + a2 as i64 + a3 + a4 as i64 + a5 as i64 + a6 as i64 + weighted
+                    - a12 as i64,
+            )
+        },
+    )
+    .func_wrap(
+        "typed",
+        "fail",
+        |_c: &mut dyn Caller, x: i32| -> Result<i32, HostError> {
+            Err(HostError::msg(format!("typed fail {x}")))
+        },
+    )
+    .func_wrap(
+        "typed",
+        "f32",
+        |_c: &mut dyn Caller, x: f32| -> Result<f32, HostError> { Ok(x * 2.0) },
+    );
+    h
+}
+
+const TYPED_WAT: &str = r#"(module
+  (import "typed" "zero" (func $zero (result i32)))
+  (import "typed" "unit" (func $unit (param i64)))
+  (import "typed" "u32" (func $u32 (param i32) (result i32)))
+  (import "typed" "u64" (func $u64 (param i64) (result i64)))
+  (import "typed" "mix" (func $mix (param i32 i32 i64 f32 f64) (result f64)))
+  (import "typed" "twelve" (func $twelve
+    (param i32 i32 i64 i64 f32 f64 i32 i32 i32 i32 i32 i32) (result i64)))
+  (import "typed" "fail" (func $fail (param i32) (result i32)))
+  (import "typed" "f32" (func $f32 (param f32) (result f32)))
+  (func (export "zero") (result i32) call $zero)
+  (func (export "unit") (param i64) local.get 0 call $unit)
+  (func (export "u32") (param i32) (result i32) local.get 0 call $u32)
+  ;; The host's u32 result compared in the guest: 0xFFFFFFFA + 5 = 0xFFFFFFFF.
+  (func (export "u32_in_guest") (result i32)
+    i32.const 0xFFFFFFFA call $u32 i32.const -1 i32.eq)
+  (func (export "u64") (param i64) (result i64) local.get 0 call $u64)
+  (func (export "mix") (param i32 i32 i64 f32 f64) (result f64)
+    local.get 0 local.get 1 local.get 2 local.get 3 local.get 4 call $mix)
+  (func (export "twelve") (result i64)
+    i32.const -1 i32.const 0x80000000 i64.const -3 i64.const 4 f32.const 5.5 f64.const 6.25
+    i32.const 7 i32.const 8 i32.const 9 i32.const 10 i32.const 11 i32.const 0xFFFFFFFF
+    call $twelve)
+  (func (export "fail") (param i32) (result i32) local.get 0 call $fail)
+  (func (export "f32") (param f32) (result f32) local.get 0 call $f32)
+)"#;
+
+/// `func_wrap` host functions of several arities and types: values round-trip
+/// both ways, unsigned values above 2^31 (2^63) included, and a host error
+/// traps the caller.
+fn typed_host_functions(kind: EngineKind) {
+    let module = compile(kind, TYPED_WAT, typed_host(), Limits::default());
+    let mut inst = module.instantiate(Box::new(Vec::<String>::new())).unwrap();
+    let i = inst.as_mut();
+    assert_eq!(call1(i, "zero", &[]).unwrap(), Val::I32(7));
+    call0(i, "unit", &[Val::I64(-1)]).unwrap();
+    let big = 0x8000_0001u32;
+    assert_eq!(
+        call1(i, "u32", &[Val::I32(big as i32)]).unwrap(),
+        Val::I32((big + 5) as i32)
+    );
+    assert_eq!(
+        call1(i, "u32", &[Val::I32(-2)]).unwrap(),
+        Val::I32(3),
+        "u32::MAX - 1 + 5 wraps"
+    );
+    assert_eq!(call1(i, "u32_in_guest", &[]).unwrap(), Val::I32(1));
+    let big64 = (1u64 << 63) + 12345;
+    assert_eq!(
+        call1(i, "u64", &[Val::I64(big64 as i64)]).unwrap(),
+        Val::I64(12345)
+    );
+    let f = i.export("mix").unwrap();
+    let mut r = [Val::F64(0.0)];
+    i.call(
+        &f,
+        &[
+            Val::I32(-10),
+            Val::I32(0xF000_0000u32 as i32),
+            Val::I64(1 << 40),
+            Val::F32(0.5),
+            Val::F64(0.25),
+        ],
+        &mut r,
+    )
+    .unwrap();
+    assert_eq!(
+        r[0],
+        Val::F64(-10.0 + 4026531840.0 + (1u64 << 40) as f64 + 0.75)
+    );
+    // -1 + 2^31 - 3 + 4 + 5 + 6 + (7 + 16 + 27 + 40 + 55) - (2^32 - 1)
+    let want = -1 + (1i64 << 31) - 3 + 4 + 5 + 6 + (7 + 16 + 27 + 40 + 55) - 0xFFFF_FFFF;
+    assert_eq!(call1(i, "twelve", &[]).unwrap(), Val::I64(want));
+    assert_eq!(call1(i, "f32", &[Val::F32(1.25)]).unwrap(), Val::F32(2.5));
+    assert!(!i.is_poisoned());
+    let seen = i.data().downcast_mut::<Vec<String>>().unwrap().clone();
+    assert_eq!(
+        seen,
+        [
+            "zero".to_string(),
+            format!("unit {}", u64::MAX),
+            "u32 2147483649".into(),
+            "u32 4294967294".into(),
+            "u32 4294967290".into(),
+            format!("u64 {big64}"),
+            format!("mix -10 4026531840 {} 0.5 0.25", 1u64 << 40),
+            "twelve -1 2147483648 -3 4 5.5 6.25 7 8 9 10 11 4294967295".into(),
+        ]
+    );
+    // The signatures come from the closures' types.
+    let h = typed_host();
+    use ValType::*;
+    assert_eq!(h.get("typed", "unit").unwrap().ty, FuncType::new([I64], []));
+    assert_eq!(
+        h.get("typed", "mix").unwrap().ty,
+        FuncType::new([I32, I32, I64, F32, F64], [F64])
+    );
+    assert_eq!(h.get("typed", "twelve").unwrap().ty.params.len(), 12);
+    // A host error traps the calling instance.
+    let err = call1(i, "fail", &[Val::I32(3)]).unwrap_err();
+    assert_eq!(err.reason, TrapReason::HostError("typed fail 3".into()));
+    assert_eq!(err.export, "fail");
+    assert!(i.is_poisoned());
+}
+parity!(typed_host_functions);
+
 const MEM_WAT: &str = r#"(module
   (import "env" "probe" (func $probe (param i32 i32) (result i32)))
   (memory (export "memory") 1)
