@@ -82,67 +82,70 @@ pub(crate) fn splice(buf: &mut BytesMut, start: u32, size: u32, value: &[u8], li
 
 /// This family's host functions.
 pub(super) fn define(t: &mut Table) {
-    #[allow(unused_imports)]
-    use AbiVersion::{V0_1_0, V0_2_0, V0_2_1};
-    let mut def =
-        |name, since, until, params: &[ValType], body| t.def(name, since, until, params, body);
+    use AbiVersion::V0_1_0;
     // Configuration (0.1.0).
-    def(
+    t.def(
         "proxy_get_configuration",
         V0_1_0,
         Some(V0_1_0),
-        &[I32, I32],
-        Arc::new(|c, a| {
+        |c: &mut dyn Caller, return_data: u32, return_size: u32| {
             let st = state(c)?;
             let data = match st.callback {
                 Callback::VmStart => st.shared.vm_config.clone(),
                 _ => st.shared.plugin_config.clone(),
             };
-            out(c, &data, u(a, 0), u(a, 1))?;
+            out(c, &data, return_data, return_size)?;
             Ok(status::OK)
-        }),
+        },
     );
 
     // Buffers.
-    def(
+    t.def(
         "proxy_get_buffer_bytes",
         V0_1_0,
         None,
-        &[I32, I32, I32, I32, I32],
-        Arc::new(|c, a| {
-            let (start, max) = (u(a, 1), u(a, 2));
-            let Some(end) = start.checked_add(max) else {
+        |c: &mut dyn Caller,
+         buffer_type: i32,
+         start: u32,
+         max_size: u32,
+         return_data: u32,
+         return_size: u32| {
+            let Some(end) = start.checked_add(max_size) else {
                 // An unknown buffer type is still BAD_ARGUMENT, an absent one NOT_FOUND.
-                return Ok(match buffer_get(state(c)?, arg(a, 0), 0..0) {
+                return Ok(match buffer_get(state(c)?, buffer_type, 0..0) {
                     Ok(_) => status::BAD_ARGUMENT,
                     Err(s) => s,
                 });
             };
-            let data = match buffer_get(state(c)?, arg(a, 0), start as usize..end as usize) {
+            let data = match buffer_get(state(c)?, buffer_type, start as usize..end as usize) {
                 Ok((d, _)) => d,
                 Err(s) => return Ok(s),
             };
-            out(c, &data, u(a, 3), u(a, 4))?;
+            out(c, &data, return_data, return_size)?;
             Ok(status::OK)
-        }),
+        },
     );
-    def(
+    t.def(
         "proxy_set_buffer_bytes",
         V0_1_0,
         None,
-        &[I32, I32, I32, I32, I32],
-        Arc::new(|c, a| {
-            let ty = arg(a, 0);
+        |c: &mut dyn Caller,
+         buffer_type: i32,
+         start: u32,
+         size: u32,
+         value_data: u32,
+         value_size: u32| {
+            let ty = buffer_type;
             // No body may grow past maxBodyBytes (checked before the bytes are copied).
             let limit = state(c)?.shared.max_body_bytes;
-            if u(a, 4) as usize > limit {
+            if value_size as usize > limit {
                 return Ok(status::BAD_ARGUMENT);
             }
-            let value = rd(c, u(a, 3), u(a, 4))?;
+            let value = rd(c, value_data, value_size)?;
             let st = state(c)?;
             match ty {
                 buffer::HTTP_REQUEST_BODY | buffer::HTTP_RESPONSE_BODY => match body_of(st, ty) {
-                    Some(b) => Ok(splice(b, u(a, 1), u(a, 2), &value, limit)),
+                    Some(b) => Ok(splice(b, start, size, &value, limit)),
                     None => Ok(status::NOT_FOUND),
                 },
                 buffer::HTTP_CALL_RESPONSE_BODY
@@ -154,21 +157,20 @@ pub(super) fn define(t: &mut Table) {
                 | buffer::FOREIGN_FUNCTION_ARGUMENTS => Ok(status::NOT_FOUND),
                 _ => Ok(status::BAD_ARGUMENT),
             }
-        }),
+        },
     );
-    def(
+    t.def(
         "proxy_get_buffer_status",
         V0_1_0,
         None,
-        &[I32, I32, I32],
-        Arc::new(|c, a| {
-            let len = match buffer_get(state(c)?, arg(a, 0), 0..0) {
+        |c: &mut dyn Caller, buffer_type: i32, return_length: u32, return_flags: u32| {
+            let len = match buffer_get(state(c)?, buffer_type, 0..0) {
                 Ok((_, len)) => len,
                 Err(s) => return Ok(s),
             };
-            c.write_u32(u(a, 1), len as u32)?;
-            c.write_u32(u(a, 2), 0)?;
+            c.write_u32(return_length, len as u32)?;
+            c.write_u32(return_flags, 0)?;
             Ok(status::OK)
-        }),
+        },
     );
 }

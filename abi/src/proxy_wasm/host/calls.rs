@@ -6,23 +6,27 @@ use std::time::Duration;
 
 /// This family's host functions.
 pub(super) fn define(t: &mut Table) {
-    #[allow(unused_imports)]
-    use AbiVersion::{V0_1_0, V0_2_0, V0_2_1};
-    let mut def =
-        |name, since, until, params: &[ValType], body| t.def(name, since, until, params, body);
+    use AbiVersion::{V0_1_0, V0_2_0};
     // HTTP calls.
-    def(
+    t.def(
         "proxy_http_call",
         V0_1_0,
         None,
-        &[I32, I32, I32, I32, I32, I32, I32, I32, I32, I32],
-        Arc::new(|c, a| {
-            let upstream = rd(c, u(a, 0), u(a, 1))?;
-            let headers = rd(c, u(a, 2), u(a, 3))?;
-            let body = rd(c, u(a, 4), u(a, 5))?;
-            let trailers = rd(c, u(a, 6), u(a, 7))?;
-            let timeout_ms = u(a, 8);
-            let token_ptr = u(a, 9);
+        |c: &mut dyn Caller,
+         upstream_data: u32,
+         upstream_size: u32,
+         headers_data: u32,
+         headers_size: u32,
+         body_data: u32,
+         body_size: u32,
+         trailers_data: u32,
+         trailers_size: u32,
+         timeout_ms: u32,
+         return_token: u32| {
+            let upstream = rd(c, upstream_data, upstream_size)?;
+            let headers = rd(c, headers_data, headers_size)?;
+            let body = rd(c, body_data, body_size)?;
+            let trailers = rd(c, trailers_data, trailers_size)?;
             let (Ok(headers), Ok(trailers)) = (
                 serial::deserialize(&headers),
                 serial::deserialize(&trailers),
@@ -41,7 +45,7 @@ pub(super) fn define(t: &mut Table) {
                 return Ok(status::BAD_ARGUMENT);
             }
             let token = st.next_token;
-            c.write_u32(token_ptr, token)?;
+            c.write_u32(return_token, token)?;
             let st = state(c)?;
             st.next_token += 1;
             st.pending_calls.push(PendingCall {
@@ -53,51 +57,67 @@ pub(super) fn define(t: &mut Table) {
                 timeout: (timeout_ms > 0).then(|| Duration::from_millis(timeout_ms as u64)),
             });
             Ok(status::OK)
-        }),
+        },
     );
 
     // gRPC and foreign functions: linked, not implemented.
-    let unimplemented: Arc<Body> = Arc::new(|_, _| Ok(status::UNIMPLEMENTED));
-    def(
+    t.def(
         "proxy_grpc_call",
         V0_1_0,
         None,
-        &[I32; 12],
-        unimplemented.clone(),
+        |_c: &mut dyn Caller,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32| Ok(status::UNIMPLEMENTED),
     );
-    def(
+    t.def(
         "proxy_grpc_stream",
         V0_1_0,
         None,
-        &[I32; 9],
-        unimplemented.clone(),
+        |_c: &mut dyn Caller,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32| Ok(status::UNIMPLEMENTED),
     );
-    def(
+    t.def(
         "proxy_grpc_send",
         V0_1_0,
         None,
-        &[I32; 4],
-        unimplemented.clone(),
+        |_c: &mut dyn Caller, _: i32, _: i32, _: i32, _: i32| Ok(status::UNIMPLEMENTED),
     );
-    def(
+    t.def(
         "proxy_grpc_cancel",
         V0_1_0,
         None,
-        &[I32],
-        unimplemented.clone(),
+        |_c: &mut dyn Caller, _: i32| Ok(status::UNIMPLEMENTED),
     );
-    def(
+    t.def(
         "proxy_grpc_close",
         V0_1_0,
         None,
-        &[I32],
-        unimplemented.clone(),
+        |_c: &mut dyn Caller, _: i32| Ok(status::UNIMPLEMENTED),
     );
-    def(
+    t.def(
         "proxy_call_foreign_function",
         V0_2_0,
         None,
-        &[I32; 6],
-        unimplemented,
+        |_c: &mut dyn Caller, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32| {
+            Ok(status::UNIMPLEMENTED)
+        },
     );
 }

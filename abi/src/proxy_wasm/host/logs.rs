@@ -44,22 +44,17 @@ fn log_message(plugin: &str, middleware: &str, level: i32, text: &str) {
 
 /// This family's host functions.
 pub(super) fn define(t: &mut Table) {
-    #[allow(unused_imports)]
-    use AbiVersion::{V0_1_0, V0_2_0, V0_2_1};
-    let mut def =
-        |name, since, until, params: &[ValType], body| t.def(name, since, until, params, body);
+    use AbiVersion::{V0_1_0, V0_2_1};
     // Logging, time, ticks, contexts.
-    def(
+    t.def(
         "proxy_log",
         V0_1_0,
         None,
-        &[I32, I32, I32],
-        Arc::new(|c, a| {
-            let level = arg(a, 0);
+        |c: &mut dyn Caller, level: i32, message_data: u32, message_size: u32| {
             if !(log_level::TRACE..=log_level::CRITICAL).contains(&level) {
                 return Ok(status::BAD_ARGUMENT);
             }
-            let msg = rd(c, u(a, 1), u(a, 2))?;
+            let msg = rd(c, message_data, message_size)?;
             let sh = state(c)?.shared.clone();
             if level >= sh.log_level {
                 log_message(
@@ -70,51 +65,47 @@ pub(super) fn define(t: &mut Table) {
                 );
             }
             Ok(status::OK)
-        }),
+        },
     );
-    def(
+    t.def(
         "proxy_get_log_level",
         V0_2_1,
         None,
-        &[I32],
-        Arc::new(|c, a| {
+        |c: &mut dyn Caller, return_level: u32| {
             let l = state(c)?.shared.log_level;
-            c.write_u32(u(a, 0), l as u32)?;
+            c.write_u32(return_level, l as u32)?;
             Ok(status::OK)
-        }),
+        },
     );
-    def(
+    t.def(
         "proxy_get_current_time_nanoseconds",
         V0_1_0,
         None,
-        &[I32],
-        Arc::new(|c, a| {
-            c.write_u64(u(a, 0), now_nanos())?;
+        |c: &mut dyn Caller, return_time: u32| {
+            c.write_u64(return_time, now_nanos())?;
             Ok(status::OK)
-        }),
+        },
     );
-    def(
+    t.def(
         "proxy_set_tick_period_milliseconds",
         V0_1_0,
         None,
-        &[I32],
-        Arc::new(|c, a| {
-            let ms = u(a, 0);
+        |c: &mut dyn Caller, period_ms: u32| {
+            let ms = period_ms;
             let st = state(c)?;
             st.tick_period = (ms > 0).then(|| Duration::from_millis(ms as u64));
             st.last_tick = Instant::now();
             // The VM's dispatcher sleeps until the next tick: it must hear of the new period.
             st.waiter.notify.notify_one();
             Ok(status::OK)
-        }),
+        },
     );
-    def(
+    t.def(
         "proxy_set_effective_context",
         V0_1_0,
         None,
-        &[I32],
-        Arc::new(|c, a| {
-            let ctx = u(a, 0);
+        |c: &mut dyn Caller, context_id: u32| {
+            let ctx = context_id;
             let st = state(c)?;
             // Any context of this VM: the root or one of its live streams.
             if st.has_context(ctx) {
@@ -123,40 +114,36 @@ pub(super) fn define(t: &mut Table) {
             } else {
                 Ok(status::BAD_ARGUMENT)
             }
-        }),
+        },
     );
-    def(
-        "proxy_done",
-        V0_1_0,
-        None,
-        &[],
-        Arc::new(|c, _| {
-            let st = state(c)?;
-            // The effective stream if it awaits proxy_done, else any stream of the VM that does.
-            let eff = st.effective_ctx;
-            let ctx = match st.streams.get(&eff).filter(|s| s.done_pending) {
-                Some(_) => Some(eff),
-                None => st.streams.values().find(|s| s.done_pending).map(|s| s.ctx),
-            };
-            match ctx.and_then(|c| st.streams.get_mut(&c)) {
-                Some(s) => {
-                    s.done_pending = false;
-                    Ok(status::OK)
-                }
-                None => Ok(status::NOT_FOUND),
+    t.def("proxy_done", V0_1_0, None, |c: &mut dyn Caller| {
+        let st = state(c)?;
+        // The effective stream if it awaits proxy_done, else any stream of the VM that does.
+        let eff = st.effective_ctx;
+        let ctx = match st.streams.get(&eff).filter(|s| s.done_pending) {
+            Some(_) => Some(eff),
+            None => st.streams.values().find(|s| s.done_pending).map(|s| s.ctx),
+        };
+        match ctx.and_then(|c| st.streams.get_mut(&c)) {
+            Some(s) => {
+                s.done_pending = false;
+                Ok(status::OK)
             }
-        }),
-    );
-    def(
+            None => Ok(status::NOT_FOUND),
+        }
+    });
+    t.def(
         "proxy_get_status",
         V0_1_0,
         None,
-        &[I32, I32, I32],
-        Arc::new(|c, a| {
+        |c: &mut dyn Caller,
+         return_code: u32,
+         return_message_data: u32,
+         return_message_size: u32| {
             let (code, msg) = state(c)?.last_status.clone();
-            c.write_u32(u(a, 0), code)?;
-            out(c, msg.as_bytes(), u(a, 1), u(a, 2))?;
+            c.write_u32(return_code, code)?;
+            out(c, msg.as_bytes(), return_message_data, return_message_size)?;
             Ok(status::OK)
-        }),
+        },
     );
 }

@@ -62,39 +62,33 @@ fn map_for(st: &mut VmState, ty: i32, write: bool) -> Result<&mut Headers, i32> 
 
 /// This family's host functions.
 pub(super) fn define(t: &mut Table) {
-    #[allow(unused_imports)]
-    use AbiVersion::{V0_1_0, V0_2_0, V0_2_1};
-    let mut def =
-        |name, since, until, params: &[ValType], body| t.def(name, since, until, params, body);
+    use AbiVersion::V0_1_0;
     // Header maps.
-    def(
+    t.def(
         "proxy_get_header_map_pairs",
         V0_1_0,
         None,
-        &[I32, I32, I32],
-        Arc::new(|c, a| {
-            let ty = arg(a, 0);
+        |c: &mut dyn Caller, ty: i32, return_data: u32, return_size: u32| {
             if !(0..=7).contains(&ty) {
                 return Ok(status::BAD_ARGUMENT);
             }
             let data = map_for(state(c)?, ty, false)
                 .map(|h| ser(h))
                 .unwrap_or_default();
-            out(c, &data, u(a, 1), u(a, 2))?;
+            out(c, &data, return_data, return_size)?;
             Ok(status::OK)
-        }),
+        },
     );
-    def(
+    t.def(
         "proxy_set_header_map_pairs",
         V0_1_0,
         None,
-        &[I32, I32, I32],
-        Arc::new(|c, a| {
-            let raw = rd(c, u(a, 1), u(a, 2))?;
+        |c: &mut dyn Caller, map_type: i32, data: u32, size: u32| {
+            let raw = rd(c, data, size)?;
             let Some(pairs) = serial::deserialize(&raw).ok().and_then(valid_pairs) else {
                 return Ok(status::BAD_ARGUMENT);
             };
-            let h = match map_for(state(c)?, arg(a, 0), true) {
+            let h = match map_for(state(c)?, map_type, true) {
                 Ok(h) => h,
                 Err(s) => return Ok(s),
             };
@@ -103,32 +97,35 @@ pub(super) fn define(t: &mut Table) {
                 h.append(k, v);
             }
             Ok(status::OK)
-        }),
+        },
     );
-    def(
+    t.def(
         "proxy_get_header_map_size",
         V0_1_0,
         None,
-        &[I32, I32],
-        Arc::new(|c, a| {
-            let n = match map_for(state(c)?, arg(a, 0), false) {
+        |c: &mut dyn Caller, map_type: i32, return_size: u32| {
+            let n = match map_for(state(c)?, map_type, false) {
                 Ok(h) => ser(h).len(),
                 Err(s) => return Ok(s),
             };
-            c.write_u32(u(a, 1), n as u32)?;
+            c.write_u32(return_size, n as u32)?;
             Ok(status::OK)
-        }),
+        },
     );
-    def(
+    t.def(
         "proxy_get_header_map_value",
         V0_1_0,
         None,
-        &[I32, I32, I32, I32, I32],
-        Arc::new(|c, a| {
-            let key = rd(c, u(a, 1), u(a, 2))?;
+        |c: &mut dyn Caller,
+         map_type: i32,
+         key_data: u32,
+         key_size: u32,
+         return_value_data: u32,
+         return_value_size: u32| {
+            let key = rd(c, key_data, key_size)?;
             let st = state(c)?;
             let v1 = st.shared.version == AbiVersion::V0_1_0;
-            let value = match map_for(st, arg(a, 0), false) {
+            let value = match map_for(st, map_type, false) {
                 Ok(h) => std::str::from_utf8(&key).ok().and_then(|k| {
                     #[cfg(feature = "fault-injection")]
                     if crate::faults::active(crate::faults::Fault::ProxyWasmHeaderValueLastNotFirst)
@@ -141,34 +138,38 @@ pub(super) fn define(t: &mut Table) {
             };
             match value {
                 Some(v) => {
-                    out(c, &v, u(a, 3), u(a, 4))?;
+                    out(c, &v, return_value_data, return_value_size)?;
                     Ok(status::OK)
                 }
                 // 0.1.0 (Envoy): a missing key is OK with an empty value.
                 None if v1 => {
-                    out(c, &[], u(a, 3), u(a, 4))?;
+                    out(c, &[], return_value_data, return_value_size)?;
                     Ok(status::OK)
                 }
                 None => Ok(status::NOT_FOUND),
             }
-        }),
+        },
     );
     for (name, replace) in [
         ("proxy_add_header_map_value", false),
         ("proxy_replace_header_map_value", true),
     ] {
-        def(
+        t.def(
             name,
             V0_1_0,
             None,
-            &[I32, I32, I32, I32, I32],
-            Arc::new(move |c, a| {
-                let key = rd(c, u(a, 1), u(a, 2))?;
-                let value = rd(c, u(a, 3), u(a, 4))?;
+            move |c: &mut dyn Caller,
+                  map_type: i32,
+                  key_data: u32,
+                  key_size: u32,
+                  value_data: u32,
+                  value_size: u32| {
+                let key = rd(c, key_data, key_size)?;
+                let value = rd(c, value_data, value_size)?;
                 let (Some(key), true) = (valid_name(&key), valid_value(&value)) else {
                     return Ok(status::BAD_ARGUMENT);
                 };
-                let h = match map_for(state(c)?, arg(a, 0), true) {
+                let h = match map_for(state(c)?, map_type, true) {
                     Ok(h) => h,
                     Err(s) => return Ok(s),
                 };
@@ -182,17 +183,16 @@ pub(super) fn define(t: &mut Table) {
                     h.append(key, value);
                 }
                 Ok(status::OK)
-            }),
+            },
         );
     }
-    def(
+    t.def(
         "proxy_remove_header_map_value",
         V0_1_0,
         None,
-        &[I32, I32, I32],
-        Arc::new(|c, a| {
-            let key = rd(c, u(a, 1), u(a, 2))?;
-            let h = match map_for(state(c)?, arg(a, 0), true) {
+        |c: &mut dyn Caller, map_type: i32, key_data: u32, key_size: u32| {
+            let key = rd(c, key_data, key_size)?;
+            let h = match map_for(state(c)?, map_type, true) {
                 Ok(h) => h,
                 Err(s) => return Ok(s),
             };
@@ -200,6 +200,6 @@ pub(super) fn define(t: &mut Table) {
                 h.remove(k);
             }
             Ok(status::OK)
-        }),
+        },
     );
 }

@@ -5,65 +5,65 @@ use super::prelude::*;
 
 /// This family's host functions.
 pub(super) fn define(t: &mut Table) {
-    #[allow(unused_imports)]
-    use AbiVersion::{V0_1_0, V0_2_0, V0_2_1};
-    let mut def =
-        |name, since, until, params: &[ValType], body| t.def(name, since, until, params, body);
+    use AbiVersion::V0_1_0;
     // Metrics.
-    def(
+    t.def(
         "proxy_define_metric",
         V0_1_0,
         None,
-        &[I32, I32, I32, I32],
-        Arc::new(|c, a| {
-            let Some(kind) = MetricKind::from_i32(arg(a, 0)) else {
+        |c: &mut dyn Caller,
+         metric_type: i32,
+         name_data: u32,
+         name_size: u32,
+         return_metric_id: u32| {
+            let Some(kind) = MetricKind::from_i32(metric_type) else {
                 return Ok(status::BAD_ARGUMENT);
             };
-            let name = rd(c, u(a, 1), u(a, 2))?;
+            let name = rd(c, name_data, name_size)?;
             let Ok(name) = String::from_utf8(name) else {
                 return Ok(status::BAD_ARGUMENT);
             };
-            c.write_u32(u(a, 3), 0)?;
+            c.write_u32(return_metric_id, 0)?;
             match state(c)?.shared.vm.define_metric(kind, &name) {
                 Some(id) => {
-                    c.write_u32(u(a, 3), id)?;
+                    c.write_u32(return_metric_id, id)?;
                     Ok(status::OK)
                 }
                 // The VM's metric registry is full.
                 None => Ok(status::INTERNAL_FAILURE),
             }
-        }),
+        },
     );
-    def(
+    t.def(
         "proxy_increment_metric",
         V0_1_0,
         None,
-        &[I32, I64],
-        Arc::new(|c, a| Ok(state(c)?.shared.vm.increment_metric(u(a, 0), arg64(a, 1)))),
+        |c: &mut dyn Caller, metric_id: u32, offset: i64| {
+            Ok(state(c)?.shared.vm.increment_metric(metric_id, offset))
+        },
     );
-    def(
+    t.def(
         "proxy_record_metric",
         V0_1_0,
         None,
-        &[I32, I64],
-        Arc::new(|c, a| {
-            Ok(state(c)?
-                .shared
-                .vm
-                .record_metric(u(a, 0), arg64(a, 1) as u64))
-        }),
+        |c: &mut dyn Caller, metric_id: u32, value: i64| {
+            Ok(state(c)?.shared.vm.record_metric(metric_id, value as u64))
+        },
     );
-    def(
+    t.def(
         "proxy_get_metric",
         V0_1_0,
         None,
-        &[I32, I32],
-        Arc::new(|c, a| match state(c)?.shared.vm.get_metric(u(a, 0)) {
+        |c: &mut dyn Caller, metric_id: u32, return_value: u32| match state(c)?
+            .shared
+            .vm
+            .get_metric(metric_id)
+        {
             Ok(v) => {
-                c.write_u64(u(a, 1), v)?;
+                c.write_u64(return_value, v)?;
                 Ok(status::OK)
             }
             Err(s) => Ok(s),
-        }),
+        },
     );
 }

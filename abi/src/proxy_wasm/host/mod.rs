@@ -25,7 +25,7 @@ pub mod stream;
 
 use std::sync::Arc;
 
-use wasmgate_engines::{wasi, Caller, FuncType, HostError, HostFunctions, Val, ValType};
+use wasmgate_engines::{wasi, Caller, HostError, HostFunc, HostFunctions, Val, ValType, WasmTy};
 
 use super::abi::{status, AbiVersion, MODULE};
 use super::serial;
@@ -43,14 +43,10 @@ mod prelude {
     pub(super) use super::super::state::{
         Callback, Direction, LocalResponse, PendingCall, VmState,
     };
-    pub(super) use super::{arg, arg64, out, rd, ser, state, u, Body, Table};
+    pub(super) use super::{out, rd, ser, state, Table};
     pub(super) use crate::headers::Headers;
-    pub(super) use std::sync::Arc;
-    pub(super) use wasmgate_engines::ValType;
-    pub(super) use ValType::{I32, I64};
+    pub(super) use wasmgate_engines::Caller;
 }
-
-use ValType::I32;
 
 /// Why a host function stops early: a status for the guest, or a trap.
 pub(crate) enum Fail {
@@ -69,10 +65,6 @@ impl From<HostError> for Fail {
     }
 }
 
-type R = Result<i32, Fail>;
-/// A host function body: the caller and its arguments, a status or a trap.
-pub(crate) type Body = dyn Fn(&mut dyn Caller, &[Val]) -> R + Send + Sync;
-
 /// One host function of the table, with the versions that have it.
 pub struct Def {
     /// Import name.
@@ -83,7 +75,7 @@ pub struct Def {
     pub until: Option<AbiVersion>,
     /// Parameter types (the result is always one i32 status).
     pub params: Vec<ValType>,
-    body: Arc<Body>,
+    func: HostFunc,
 }
 
 impl Def {
@@ -93,24 +85,73 @@ impl Def {
     }
 }
 
+/// A proxy-wasm host function body: `Fn(&mut dyn Caller, A1, .., An) -> Result<i32, Fail>`
+/// with typed arguments (the wasm signature comes from them, through
+/// [`HostFunctions::func_wrap`]); the result is the status, a [`Fail`] a status or a trap.
+pub(crate) trait StatusFn<Params>: Send + Sync + 'static {
+    /// The engine-neutral host function `env.name`.
+    fn host_func(self, name: &str) -> HostFunc;
+}
+
+macro_rules! status_fn {
+    ($($a:ident $v:ident),*) => {
+        impl<F, $($a: WasmTy),*> StatusFn<($($a,)*)> for F
+        where
+            F: Fn(&mut dyn Caller, $($a),*) -> Result<i32, Fail> + Send + Sync + 'static,
+        {
+            fn host_func(self, name: &str) -> HostFunc {
+                let mut t = HostFunctions::new();
+                t.func_wrap(
+                    MODULE,
+                    name,
+                    move |c: &mut dyn Caller, $($v: $a),*| -> Result<i32, HostError> {
+                        match self(c, $($v),*) {
+                            Ok(s) | Err(Fail::Status(s)) => Ok(s),
+                            Err(Fail::Trap(e)) => Err(e),
+                        }
+                    },
+                );
+                t.0.pop().expect("func_wrap added it")
+            }
+        }
+    };
+}
+
+status_fn!();
+status_fn!(A1 a1);
+status_fn!(A1 a1, A2 a2);
+status_fn!(A1 a1, A2 a2, A3 a3);
+status_fn!(A1 a1, A2 a2, A3 a3, A4 a4);
+status_fn!(A1 a1, A2 a2, A3 a3, A4 a4, A5 a5);
+status_fn!(A1 a1, A2 a2, A3 a3, A4 a4, A5 a5, A6 a6);
+status_fn!(A1 a1, A2 a2, A3 a3, A4 a4, A5 a5, A6 a6, A7 a7);
+status_fn!(A1 a1, A2 a2, A3 a3, A4 a4, A5 a5, A6 a6, A7 a7, A8 a8);
+status_fn!(A1 a1, A2 a2, A3 a3, A4 a4, A5 a5, A6 a6, A7 a7, A8 a8, A9 a9);
+status_fn!(A1 a1, A2 a2, A3 a3, A4 a4, A5 a5, A6 a6, A7 a7, A8 a8, A9 a9, A10 a10);
+status_fn!(A1 a1, A2 a2, A3 a3, A4 a4, A5 a5, A6 a6, A7 a7, A8 a8, A9 a9, A10 a10, A11 a11);
+status_fn!(
+    A1 a1, A2 a2, A3 a3, A4 a4, A5 a5, A6 a6, A7 a7, A8 a8, A9 a9, A10 a10, A11 a11, A12 a12
+);
+
 /// The table the families fill.
 pub(crate) struct Table(Vec<Def>);
 
 impl Table {
-    fn def(
+    /// Adds `env.name`, linked by the versions `since..=until`.
+    pub(crate) fn def<P>(
         &mut self,
         name: &'static str,
         since: AbiVersion,
         until: Option<AbiVersion>,
-        params: &[ValType],
-        body: Arc<Body>,
+        f: impl StatusFn<P>,
     ) {
+        let func = f.host_func(name);
         self.0.push(Def {
             name,
             since,
             until,
-            params: params.to_vec(),
-            body,
+            params: func.ty.params.clone(),
+            func,
         })
     }
 }
@@ -125,18 +166,6 @@ fn state(c: &mut dyn Caller) -> Result<&mut VmState, Fail> {
             "internal: instance data is not proxy-wasm state",
         ))
     })
-}
-
-fn arg(a: &[Val], i: usize) -> i32 {
-    a.get(i).and_then(Val::i32).unwrap_or(0)
-}
-
-fn u(a: &[Val], i: usize) -> u32 {
-    arg(a, i) as u32
-}
-
-fn arg64(a: &[Val], i: usize) -> i64 {
-    a.get(i).and_then(Val::i64).unwrap_or(0)
 }
 
 /// Reads a guest region; length 0 is empty whatever the pointer.
@@ -223,33 +252,30 @@ pub fn functions(plugin: &str, version: AbiVersion) -> HostFunctions {
     // The environment is the plugin's configured variables (cpp-host: `environment_variables`).
     const FAULT: i32 = 21;
     for module in ["wasi_snapshot_preview1", "wasi_unstable"] {
-        t.add(
+        t.func_wrap(
             module,
             "environ_sizes_get",
-            FuncType::new([I32, I32], [I32]),
-            |c, a, r| {
+            |c: &mut dyn Caller, count_ptr: u32, size_ptr: u32| -> Result<i32, HostError> {
                 let env = match state(c) {
                     Ok(st) => st.shared.env.clone(),
                     Err(_) => return Err(HostError::msg("internal: not proxy-wasm state")),
                 };
                 let size: usize = env.iter().map(|e| e.len() + 1).sum();
                 let ok = c
-                    .write_u32(u(a, 0), env.len() as u32)
-                    .and_then(|_| c.write_u32(u(a, 1), size as u32));
-                r[0] = Val::I32(if ok.is_ok() { 0 } else { FAULT });
-                Ok(())
+                    .write_u32(count_ptr, env.len() as u32)
+                    .and_then(|_| c.write_u32(size_ptr, size as u32));
+                Ok(if ok.is_ok() { 0 } else { FAULT })
             },
         );
-        t.add(
+        t.func_wrap(
             module,
             "environ_get",
-            FuncType::new([I32, I32], [I32]),
-            |c, a, r| {
+            |c: &mut dyn Caller, ptrs: u32, buf: u32| -> Result<i32, HostError> {
                 let env = match state(c) {
                     Ok(st) => st.shared.env.clone(),
                     Err(_) => return Err(HostError::msg("internal: not proxy-wasm state")),
                 };
-                let (mut ptrs, mut buf) = (u(a, 0), u(a, 1));
+                let (mut ptrs, mut buf) = (ptrs, buf);
                 let mut result = Ok(());
                 for e in &env {
                     let mut bytes = e.as_bytes().to_vec();
@@ -261,25 +287,12 @@ pub fn functions(plugin: &str, version: AbiVersion) -> HostFunctions {
                     ptrs = ptrs.wrapping_add(4);
                     buf = buf.wrapping_add(bytes.len() as u32);
                 }
-                r[0] = Val::I32(if result.is_ok() { 0 } else { FAULT });
-                Ok(())
+                Ok(if result.is_ok() { 0 } else { FAULT })
             },
         );
     }
     for d in definitions().into_iter().filter(|d| d.in_version(version)) {
-        let body = d.body.clone();
-        t.add(
-            MODULE,
-            d.name,
-            FuncType::new(d.params.clone(), [I32]),
-            move |c, a, r| match body(c, a) {
-                Ok(s) | Err(Fail::Status(s)) => {
-                    r[0] = Val::I32(s);
-                    Ok(())
-                }
-                Err(Fail::Trap(e)) => Err(e),
-            },
-        );
+        t.push(d.func);
     }
     t
 }

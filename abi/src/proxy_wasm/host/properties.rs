@@ -96,35 +96,34 @@ fn property(st: &mut VmState, path: &[u8]) -> Option<Vec<u8>> {
 
 /// This family's host functions.
 pub(super) fn define(t: &mut Table) {
-    #[allow(unused_imports)]
-    use AbiVersion::{V0_1_0, V0_2_0, V0_2_1};
-    let mut def =
-        |name, since, until, params: &[ValType], body| t.def(name, since, until, params, body);
+    use AbiVersion::V0_1_0;
     // Properties.
-    def(
+    t.def(
         "proxy_get_property",
         V0_1_0,
         None,
-        &[I32, I32, I32, I32],
-        Arc::new(|c, a| {
-            let path = rd(c, u(a, 0), u(a, 1))?;
+        |c: &mut dyn Caller,
+         path_data: u32,
+         path_size: u32,
+         return_value_data: u32,
+         return_value_size: u32| {
+            let path = rd(c, path_data, path_size)?;
             match property(state(c)?, &path) {
                 Some(v) => {
-                    out(c, &v, u(a, 2), u(a, 3))?;
+                    out(c, &v, return_value_data, return_value_size)?;
                     Ok(status::OK)
                 }
                 None => Ok(status::NOT_FOUND),
             }
-        }),
+        },
     );
-    def(
+    t.def(
         "proxy_set_property",
         V0_1_0,
         None,
-        &[I32, I32, I32, I32],
-        Arc::new(|c, a| {
-            let path = rd(c, u(a, 0), u(a, 1))?;
-            let value = rd(c, u(a, 2), u(a, 3))?;
+        |c: &mut dyn Caller, path_data: u32, path_size: u32, value_data: u32, value_size: u32| {
+            let path = rd(c, path_data, path_size)?;
+            let value = rd(c, value_data, value_size)?;
             if path.is_empty() {
                 return Ok(status::BAD_ARGUMENT);
             }
@@ -135,6 +134,6 @@ pub(super) fn define(t: &mut Table) {
                 None => st.root_properties.insert(key, value),
             };
             Ok(status::OK)
-        }),
+        },
     );
 }

@@ -6,108 +6,114 @@ use super::prelude::*;
 
 /// This family's host functions.
 pub(super) fn define(t: &mut Table) {
-    #[allow(unused_imports)]
-    use AbiVersion::{V0_1_0, V0_2_0, V0_2_1};
-    let mut def =
-        |name, since, until, params: &[ValType], body| t.def(name, since, until, params, body);
+    use AbiVersion::V0_1_0;
     // Shared data.
-    def(
+    t.def(
         "proxy_get_shared_data",
         V0_1_0,
         None,
-        &[I32, I32, I32, I32, I32],
-        Arc::new(|c, a| {
-            let key = rd(c, u(a, 0), u(a, 1))?;
+        |c: &mut dyn Caller,
+         key_data: u32,
+         key_size: u32,
+         return_value_data: u32,
+         return_value_size: u32,
+         return_cas: u32| {
+            let key = rd(c, key_data, key_size)?;
             let Some((v, cas)) = state(c)?.shared.vm.get_data(&key) else {
                 return Ok(status::NOT_FOUND);
             };
-            c.write_u32(u(a, 4), cas)?;
-            out(c, &v, u(a, 2), u(a, 3))?;
+            c.write_u32(return_cas, cas)?;
+            out(c, &v, return_value_data, return_value_size)?;
             Ok(status::OK)
-        }),
+        },
     );
-    def(
+    t.def(
         "proxy_set_shared_data",
         V0_1_0,
         None,
-        &[I32, I32, I32, I32, I32],
-        Arc::new(|c, a| {
-            let key = rd(c, u(a, 0), u(a, 1))?;
-            let value = rd(c, u(a, 2), u(a, 3))?;
-            Ok(state(c)?.shared.vm.set_data(&key, &value, u(a, 4)))
-        }),
+        |c: &mut dyn Caller,
+         key_data: u32,
+         key_size: u32,
+         value_data: u32,
+         value_size: u32,
+         cas: u32| {
+            let key = rd(c, key_data, key_size)?;
+            let value = rd(c, value_data, value_size)?;
+            Ok(state(c)?.shared.vm.set_data(&key, &value, cas))
+        },
     );
 
     // Shared queues.
-    def(
+    t.def(
         "proxy_register_shared_queue",
         V0_1_0,
         None,
-        &[I32, I32, I32],
-        Arc::new(|c, a| {
-            let name = rd(c, u(a, 0), u(a, 1))?;
+        |c: &mut dyn Caller, name_data: u32, name_size: u32, return_queue_id: u32| {
+            let name = rd(c, name_data, name_size)?;
             let Ok(name) = String::from_utf8(name) else {
                 return Ok(status::BAD_ARGUMENT);
             };
-            c.write_u32(u(a, 2), 0)?;
+            c.write_u32(return_queue_id, 0)?;
             // The registering VM's root context hears of the queue's items.
             let st = state(c)?;
             match st.shared.vm.register_queue(&name, &st.waiter) {
                 Some(id) => {
-                    c.write_u32(u(a, 2), id)?;
+                    c.write_u32(return_queue_id, id)?;
                     Ok(status::OK)
                 }
                 // The VM's queue registry is full.
                 None => Ok(status::INTERNAL_FAILURE),
             }
-        }),
+        },
     );
-    def(
+    t.def(
         "proxy_resolve_shared_queue",
         V0_1_0,
         None,
-        &[I32, I32, I32, I32, I32],
-        Arc::new(|c, a| {
-            let vm = rd(c, u(a, 0), u(a, 1))?;
-            let name = rd(c, u(a, 2), u(a, 3))?;
+        |c: &mut dyn Caller,
+         vm_id_data: u32,
+         vm_id_size: u32,
+         name_data: u32,
+         name_size: u32,
+         return_queue_id: u32| {
+            let vm = rd(c, vm_id_data, vm_id_size)?;
+            let name = rd(c, name_data, name_size)?;
             let id = state(c)?.shared.vm.resolve_queue(
                 &String::from_utf8_lossy(&vm),
                 &String::from_utf8_lossy(&name),
             );
             match id {
                 Some(id) => {
-                    c.write_u32(u(a, 4), id)?;
+                    c.write_u32(return_queue_id, id)?;
                     Ok(status::OK)
                 }
                 None => Ok(status::NOT_FOUND),
             }
-        }),
+        },
     );
-    def(
+    t.def(
         "proxy_enqueue_shared_queue",
         V0_1_0,
         None,
-        &[I32, I32, I32],
-        Arc::new(|c, a| {
-            let value = rd(c, u(a, 1), u(a, 2))?;
-            Ok(state(c)?.shared.vm.enqueue(u(a, 0), value))
-        }),
+        |c: &mut dyn Caller, queue_id: u32, value_data: u32, value_size: u32| {
+            let value = rd(c, value_data, value_size)?;
+            Ok(state(c)?.shared.vm.enqueue(queue_id, value))
+        },
     );
-    def(
+    t.def(
         "proxy_dequeue_shared_queue",
         V0_1_0,
         None,
-        &[I32, I32, I32],
-        Arc::new(|c, a| {
-            c.write_u32(u(a, 1), 0)?;
-            c.write_u32(u(a, 2), 0)?;
-            match state(c)?.shared.vm.dequeue(u(a, 0)) {
+        |c: &mut dyn Caller, queue_id: u32, return_value_data: u32, return_value_size: u32| {
+            c.write_u32(return_value_data, 0)?;
+            c.write_u32(return_value_size, 0)?;
+            match state(c)?.shared.vm.dequeue(queue_id) {
                 Ok(v) => {
-                    out(c, &v, u(a, 1), u(a, 2))?;
+                    out(c, &v, return_value_data, return_value_size)?;
                     Ok(status::OK)
                 }
                 Err(s) => Ok(s),
             }
-        }),
+        },
     );
 }

@@ -9,78 +9,71 @@ use super::maps::valid_pairs;
 
 /// This family's host functions.
 pub(super) fn define(t: &mut Table) {
-    #[allow(unused_imports)]
-    use AbiVersion::{V0_1_0, V0_2_0, V0_2_1};
-    let mut def =
-        |name, since, until, params: &[ValType], body| t.def(name, since, until, params, body);
-    // Stream control.
-    // 0.1.0 names each direction's resume.
+    use AbiVersion::{V0_1_0, V0_2_0};
+    // Stream control; 0.1.0 names each direction's resume.
     for (name, d) in [
         ("proxy_continue_request", Direction::Request),
         ("proxy_continue_response", Direction::Response),
     ] {
-        def(
+        t.def(
             name,
             V0_1_0,
             Some(V0_1_0),
-            &[],
-            Arc::new(move |c, _| match state(c)?.active_stream() {
+            move |c: &mut dyn Caller| match state(c)?.active_stream() {
                 Some(s) => {
                     s.resume(d);
                     Ok(status::OK)
                 }
                 None => Ok(status::NOT_FOUND),
-            }),
+            },
         );
     }
     // Routes are chosen before middlewares run: there is no route cache to clear.
-    def(
+    t.def(
         "proxy_clear_route_cache",
         V0_1_0,
         Some(V0_1_0),
-        &[],
-        Arc::new(|_, _| Ok(status::OK)),
+        |_c: &mut dyn Caller| Ok(status::OK),
     );
     for (name, close) in [
         ("proxy_continue_stream", false),
         ("proxy_close_stream", true),
     ] {
-        def(
-            name,
-            V0_2_0,
-            None,
-            &[I32],
-            Arc::new(move |c, a| {
-                let ty = arg(a, 0);
-                if matches!(ty, stream::DOWNSTREAM | stream::UPSTREAM) {
-                    return Ok(status::UNIMPLEMENTED);
-                }
-                let Some(d) = Direction::of_stream(ty) else {
-                    return Ok(status::BAD_ARGUMENT);
-                };
-                let Some(s) = state(c)?.active_stream() else {
-                    return Ok(status::NOT_FOUND);
-                };
-                if close {
-                    s.closed = true;
-                    s.wake.notify_one();
-                } else {
-                    s.resume(d);
-                }
-                Ok(status::OK)
-            }),
-        );
+        t.def(name, V0_2_0, None, move |c: &mut dyn Caller, ty: i32| {
+            if matches!(ty, stream::DOWNSTREAM | stream::UPSTREAM) {
+                return Ok(status::UNIMPLEMENTED);
+            }
+            let Some(d) = Direction::of_stream(ty) else {
+                return Ok(status::BAD_ARGUMENT);
+            };
+            let Some(s) = state(c)?.active_stream() else {
+                return Ok(status::NOT_FOUND);
+            };
+            if close {
+                s.closed = true;
+                s.wake.notify_one();
+            } else {
+                s.resume(d);
+            }
+            Ok(status::OK)
+        });
     }
-    def(
+    t.def(
         "proxy_send_local_response",
         V0_1_0,
         None,
-        &[I32, I32, I32, I32, I32, I32, I32, I32],
-        Arc::new(|c, a| {
-            let code = arg(a, 0);
-            let details = rd(c, u(a, 1), u(a, 2))?;
-            let body = rd(c, u(a, 3), u(a, 4))?;
-            let raw = rd(c, u(a, 5), u(a, 6))?;
+        |c: &mut dyn Caller,
+         code: i32,
+         details_data: u32,
+         details_size: u32,
+         body_data: u32,
+         body_size: u32,
+         headers_data: u32,
+         headers_size: u32,
+         _grpc_status: i32| {
+            let details = rd(c, details_data, details_size)?;
+            let body = rd(c, body_data, body_size)?;
+            let raw = rd(c, headers_data, headers_size)?;
             if !(100..=599).contains(&code) {
                 return Ok(status::BAD_ARGUMENT);
             }
@@ -103,6 +96,6 @@ pub(super) fn define(t: &mut Table) {
             });
             s.wake.notify_one();
             Ok(status::OK)
-        }),
-    );
+        },
+);
 }
