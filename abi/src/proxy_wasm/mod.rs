@@ -14,9 +14,12 @@
 //! waiting for its upstream, an http call or its body leaves the VM to the others. A trap
 //! poisons the VM: every stream on it fails with the plugin error (the waiting ones when they
 //! next need it), other VMs go on, and a fresh VM, built off the request path, takes its
-//! place for new streams; the poisoned one is dropped with its last stream. Root-context
-//! events outside a request (ticks at the period each VM's root set, queue readiness, the
-//! responses to its http calls) are delivered by a dispatcher task per VM.
+//! place for new streams (a stream that finds no VM ready waits up to `poolWait`, then 503);
+//! the poisoned one is dropped with its last stream. A stream abandoned mid-way (the client
+//! went away) has its context ended (`on_done`, `on_log`, `on_delete`) on a task of its own.
+//! Root-context events outside a request (ticks at the period each VM's root set, readiness
+//! of the queues that VM registered, the responses to its http calls) are delivered by a
+//! dispatcher task per VM, as every Envoy worker's VM ticks on its own.
 //!
 //! Modules, by concern:
 //! - [`plugin`]: loading (version detection, export checks, compilation), [`ProxyWasmPlugin`];

@@ -247,11 +247,14 @@ impl VmSet {
                     return Ok(vm.clone());
                 }
                 for (i, s) in slots.iter_mut().enumerate() {
-                    if let Slot::Failed(e) = s {
-                        last_error = Some(std::mem::take(e));
-                        *s = Slot::Building;
-                        self.rebuild(i);
+                    match s {
+                        Slot::Failed(e) => last_error = Some(std::mem::take(e)),
+                        // Poisoned before it had its slot (a tick during the set's start).
+                        Slot::Ready(vm) if vm.is_poisoned() => {}
+                        _ => continue,
                     }
+                    *s = Slot::Building;
+                    self.rebuild(i);
                 }
             }
             if tokio::time::timeout_at(deadline, changed).await.is_err() {
@@ -304,13 +307,12 @@ impl VmSet {
         );
         let _ = vm.poisoned.set(msg.clone());
         vm.wake_all();
-        {
-            let mut slots = self.slots();
-            if matches!(&slots[vm.slot], Slot::Ready(v) if std::ptr::eq(&**v, vm)) {
-                slots[vm.slot] = Slot::Building;
-                drop(slots);
-                self.rebuild(vm.slot);
-            }
+        // Replaced once, by whoever poisons it while it holds its slot.
+        let mut slots = self.slots();
+        if matches!(slots.get(vm.slot), Some(Slot::Ready(v)) if std::ptr::eq(&**v, vm)) {
+            slots[vm.slot] = Slot::Building;
+            drop(slots);
+            self.rebuild(vm.slot);
         }
         ProxyError::plugin(msg)
     }
