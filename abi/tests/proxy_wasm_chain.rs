@@ -1,7 +1,9 @@
 //! proxy-wasm filters (WAT) run as middlewares in a real chain, on both engines:
 //! Pause/resume, body buffering and its limits, local responses in each phase,
 //! http calls (success, timeout, unknown service), ticks, shared data CAS,
-//! queues, metrics, traps in each callback, and the load-time checks.
+//! queues, metrics, traps in each callback, and the load-time checks; and the VM model:
+//! many streams per VM (64 held at once on no more VMs than workers), one root context
+//! seeing every stream of its VM, a trap poisoning only its VM.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
