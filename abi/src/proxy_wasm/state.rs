@@ -6,6 +6,7 @@
 //! `proxy_set_effective_context` switched to).
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -301,6 +302,27 @@ pub struct CallResponse {
     pub trailers: Headers,
 }
 
+/// Hashes context ids (small integers, unique in a VM) as themselves: the stream map is
+/// looked up in every host call.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) | u64::from(*b);
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.0 = u64::from(n);
+    }
+}
+
 /// The host data of one VM (instance): its root context and its streams.
 pub struct VmState {
     /// Shared middleware facts.
@@ -316,7 +338,7 @@ pub struct VmState {
     /// The callback running now.
     pub callback: Callback,
     /// The streams alive on this VM, by context id.
-    pub streams: HashMap<u32, Stream>,
+    pub streams: HashMap<u32, Stream, BuildHasherDefault<IdHasher>>,
     /// Tick period of the root context.
     pub tick_period: Option<Duration>,
     /// When the root context last ticked.
@@ -345,7 +367,7 @@ impl VmState {
             next_ctx: 2,
             effective_ctx: 1,
             callback: Callback::Other,
-            streams: HashMap::new(),
+            streams: HashMap::default(),
             tick_period: None,
             last_tick: Instant::now(),
             pending_calls: Vec::new(),

@@ -86,7 +86,6 @@ struct StreamRun {
 impl Drop for StreamRun {
     fn drop(&mut self) {
         self.vm.live.fetch_sub(1, Ordering::Relaxed);
-        self.vm.remove_waker(self.ctx);
         // Still open here: the request was abandoned (its future dropped, the client gone).
         // Its context is ended on a task of its own; the VM goes on with its other streams.
         if self.open && !self.vm.is_poisoned() {
@@ -100,8 +99,13 @@ impl Drop for StreamRun {
     }
 }
 
-/// `on_done`, `on_log`, `on_delete`, in the spec's order, then the context is gone.
-async fn end_context(set: &Arc<VmSet>, vm: &Arc<Vm>, ctx: u32) -> Result<(), ProxyError> {
+/// `on_done`, `on_log`, `on_delete`, in the spec's order, then the context is gone; the
+/// response headers as the filter left them.
+async fn end_context(
+    set: &Arc<VmSet>,
+    vm: &Arc<Vm>,
+    ctx: u32,
+) -> Result<Option<Headers>, ProxyError> {
     let mut g = vm.lock().await?;
     g.stream(ctx).phase = Phase::Done;
     let arg = [ctx as i32];
@@ -116,12 +120,12 @@ async fn end_context(set: &Arc<VmSet>, vm: &Arc<Vm>, ctx: u32) -> Result<(), Pro
         return Err(set.trapped(&mut g, &t));
     }
     let st = g.state();
-    st.streams.remove(&ctx);
+    let stream = st.streams.remove(&ctx);
     st.effective_ctx = st.root_ctx;
     let calls = g.take_calls();
     drop(g);
     spawn_drive(set, vm, calls);
-    Ok(())
+    Ok(stream.and_then(|s| s.response_headers))
 }
 
 /// Sends calls whose dispatcher does not wait for them (a stream that stopped or ended).
@@ -163,8 +167,9 @@ impl StreamRun {
         ))
     }
 
-    /// Creates the stream's context; the number of request headers.
-    async fn open(&mut self, req: &Request) -> Result<usize, ProxyError> {
+    /// Creates the stream's context and runs the request headers callback, in one turn on
+    /// the VM; `Ok(true)`: the stream must stop here.
+    async fn open(&mut self, req: &Request, eos: bool) -> Result<bool, ProxyError> {
         let info = RequestInfo {
             version: req.version,
             source: req.source_addr,
@@ -177,24 +182,25 @@ impl StreamRun {
             connection_id: NEXT_STREAM.fetch_add(1, Ordering::Relaxed),
         };
         let map = request_map(req);
-        let n = map.len();
+        let n = map.len() as i32;
+        let d = Direction::Request;
         let vm = self.vm.clone();
-        let mut g = vm.lock().await?;
-        let st = g.state();
-        let (ctx, root) = (st.next_ctx, st.root_ctx);
-        st.next_ctx += 1;
-        let stream = Stream::new(ctx, map, info);
-        self.wake = stream.wake.clone();
-        st.streams.insert(ctx, stream);
-        self.ctx = ctx;
-        self.open = true;
-        self.vm.add_waker(ctx, self.wake.clone());
-        self.call(
-            &mut g,
-            "proxy_on_context_create",
-            &[ctx as i32, root as i32],
-        )?;
-        Ok(n)
+        let (paused, stop, calls) = {
+            let mut g = vm.lock().await?;
+            let st = g.state();
+            let (ctx, root) = (st.next_ctx, st.root_ctx);
+            st.next_ctx += 1;
+            let stream = Stream::new(ctx, map, info);
+            self.wake = stream.wake.clone();
+            st.streams.insert(ctx, stream);
+            self.ctx = ctx;
+            self.open = true;
+            let args = [ctx as i32, root as i32];
+            self.call(&mut g, "proxy_on_context_create", &args)?;
+            let args = [n, eos as i32];
+            self.run_callback(&mut g, d.headers_callback(), &args, d, |_| {})?
+        };
+        self.after_callback(paused, stop, calls, d).await
     }
 
     /// Runs a stream callback (after `prepare` on the stream) and everything it started;
@@ -208,19 +214,44 @@ impl StreamRun {
     ) -> Result<bool, ProxyError> {
         let (paused, stop, calls) = {
             let mut g = self.guest().await?;
-            let s = g.stream(self.ctx);
-            prepare(s);
-            *s.resumed_mut(d) = false;
-            let mut full = vec![self.ctx as i32];
-            full.extend_from_slice(args);
-            let r = self.call(&mut g, name, &full)?;
-            let stop = g.stream(self.ctx).stopped();
-            (
-                r.is_some_and(|a| a != action::CONTINUE),
-                stop,
-                g.take_calls(),
-            )
+            self.run_callback(&mut g, name, args, d, prepare)?
         };
+        self.after_callback(paused, stop, calls, d).await
+    }
+
+    /// The guest side of a stream callback: whether it paused, whether the filter stopped
+    /// the stream, and the http calls it made.
+    fn run_callback(
+        &self,
+        g: &mut Guest<'_>,
+        name: &str,
+        args: &[i32],
+        d: Direction,
+        prepare: impl FnOnce(&mut Stream),
+    ) -> Result<(bool, bool, Vec<PendingCall>), ProxyError> {
+        let s = g.stream(self.ctx);
+        prepare(s);
+        *s.resumed_mut(d) = false;
+        let mut full = vec![self.ctx as i32];
+        full.extend_from_slice(args);
+        let r = self.call(g, name, &full)?;
+        let stop = g.stream(self.ctx).stopped();
+        Ok((
+            r.is_some_and(|a| a != action::CONTINUE),
+            stop,
+            g.take_calls(),
+        ))
+    }
+
+    /// The host side of a stream callback, with the VM free: sends its calls, waits for a
+    /// resume if it paused. `Ok(true)`: the stream must stop here.
+    async fn after_callback(
+        &mut self,
+        paused: bool,
+        stop: bool,
+        calls: Vec<PendingCall>,
+        d: Direction,
+    ) -> Result<bool, ProxyError> {
         if stop {
             spawn_drive(&self.set, &self.vm, calls);
             return Ok(true);
@@ -236,9 +267,17 @@ impl StreamRun {
         paused: bool,
         d: Direction,
     ) -> Result<bool, ProxyError> {
+        // Nothing ran since the callback, which did not stop the stream: nothing to look at.
+        if calls.is_empty() && !paused {
+            return Ok(false);
+        }
         self.set.drive(&self.vm, calls).await?;
         let deadline = tokio::time::Instant::now() + MAX_PAUSE;
         loop {
+            // Enabled before looking: a wake-up while we look is not lost.
+            let changed = self.vm.changed();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
             {
                 let mut g = self.guest().await?;
                 let in_flight = self.vm.in_flight.load(Ordering::Acquire);
@@ -261,7 +300,7 @@ impl StreamRun {
                     ));
                 }
             }
-            if tokio::time::timeout_at(deadline, self.wake.notified())
+            if tokio::time::timeout_at(deadline, self.vm.woken(&self.wake, changed))
                 .await
                 .is_err()
             {
@@ -402,8 +441,8 @@ impl StreamRun {
         }))
     }
 
-    /// Ends the stream's context.
-    async fn finish(&mut self) -> Result<(), ProxyError> {
+    /// Ends the stream's context; the response headers as the filter left them.
+    async fn finish(&mut self) -> Result<Option<Headers>, ProxyError> {
         self.open = false;
         end_context(&self.set, &self.vm, self.ctx).await
     }
@@ -429,16 +468,11 @@ impl StreamRun {
 
     /// The stream, phase by phase.
     async fn run(&mut self, req: &mut Request, next: Next<'_>) -> Result<Response, ProxyError> {
-        let n = self.open(req).await? as i32;
-
         // Request phase.
         let d = Direction::Request;
         let body = std::mem::take(&mut req.body);
         let eos = body.is_end_stream();
-        if self
-            .callback(d.headers_callback(), &[n, eos as i32], d, |_| {})
-            .await?
-        {
+        if self.open(req, eos).await? {
             return self.stopped().await;
         }
         // A request without a body (headers said end of stream) passes untouched.
@@ -518,18 +552,12 @@ impl StreamRun {
         } else {
             resp.body = body;
         }
-        let map = {
-            let mut g = self.guest().await?;
-            g.stream(self.ctx)
-                .response_headers
-                .clone()
-                .unwrap_or_default()
-        };
+        // The context ends now (the filter has nothing left to change): its map is final.
+        let map = self.finish().await?.unwrap_or_default();
         apply_response_map(&mut resp, &map);
         if has_body_work {
             resp.headers.remove("content-length");
         }
-        self.finish().await?;
         Ok(resp)
     }
 }

@@ -6,6 +6,7 @@
 //! lock is a `tokio::sync::Mutex`: a stream that finds the VM busy waits without blocking a
 //! worker, and the lock is held only around the synchronous guest calls of one phase.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
@@ -32,9 +33,9 @@ pub(crate) struct Vm {
     pub in_flight: AtomicUsize,
     /// Set once, by the first trap: the error every stream on the VM fails with.
     poisoned: OnceLock<String>,
-    /// Wakers of the streams alive on the VM, to make them look again (a poisoning, the last
-    /// http call answered, a tick period gone).
-    wakers: Mutex<Vec<(u32, Arc<Notify>)>>,
+    /// Wakes the paused streams on the VM to look again (a poisoning, the last http call
+    /// answered, a tick period gone); each stream also has its own waker for its resumes.
+    changed: Notify,
     waiter: Arc<QueueWaiter>,
 }
 
@@ -54,27 +55,34 @@ impl Vm {
         Ok(Guest { vm: self, inst })
     }
 
-    /// Lets the driver of stream `ctx` be woken with the others.
-    pub fn add_waker(&self, ctx: u32, wake: Arc<Notify>) {
-        self.wakers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push((ctx, wake));
-    }
-
-    /// Forgets stream `ctx`'s waker.
-    pub fn remove_waker(&self, ctx: u32) {
-        self.wakers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|(c, _)| *c != ctx);
-    }
-
     /// Makes every paused stream on the VM look at its state again.
     pub fn wake_all(&self) {
-        for (_, w) in self.wakers.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            w.notify_one();
-        }
+        self.changed.notify_waiters();
+    }
+
+    /// Waits until the stream with waker `wake` or the whole VM is woken; `changed` is
+    /// [`Vm::changed`], enabled before the stream looked at its state.
+    pub async fn woken(
+        &self,
+        wake: &Notify,
+        changed: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
+    ) {
+        let mut changed = changed;
+        let own = wake.notified();
+        tokio::pin!(own);
+        std::future::poll_fn(|cx| {
+            if own.as_mut().poll(cx).is_ready() || changed.as_mut().poll(cx).is_ready() {
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
+            }
+        })
+        .await
+    }
+
+    /// The VM-wide wake-up a paused stream enables before it looks at its state.
+    pub fn changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.changed.notified()
     }
 
     /// One http call answered: the last one wakes the paused streams, which may now have
@@ -215,7 +223,7 @@ impl VmSet {
             live: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
             poisoned: OnceLock::new(),
-            wakers: Mutex::new(Vec::new()),
+            changed: Notify::new(),
             waiter,
         });
         self.created.fetch_add(1, Ordering::Relaxed);
