@@ -1,7 +1,9 @@
 //! proxy-wasm filters (WAT) run as middlewares in a real chain, on both engines:
 //! Pause/resume, body buffering and its limits, local responses in each phase,
 //! http calls (success, timeout, unknown service), ticks, shared data CAS,
-//! queues, metrics, traps in each callback, and the load-time checks.
+//! queues, metrics, traps in each callback, and the load-time checks; and the VM model:
+//! many streams per VM (64 held at once on no more VMs than workers), one root context
+//! seeing every stream of its VM, a trap poisoning only its VM.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -72,7 +74,8 @@ fn esc(b: &[u8]) -> String {
 /// The test filter (ABI 0.2.1). The first byte of its plugin configuration picks a behaviour:
 /// `h<service>` http call then resume; `l`/`L` local response in request/response headers;
 /// `k`/`K` local response in request/response body; `b`/`B` wrap the request/response body in
-/// `<...>` after buffering it (Pause); `s` shared-data CAS; `q` queue; `T` tick; `m` metrics;
+/// `<...>` after buffering it (Pause); `s` shared-data CAS; `q` queue; `T` tick; `X` the
+/// plugin's first tick traps; `m` metrics;
 /// `x<n>` trap in callback n when the request has `x-trap`; `r` rejects the configuration;
 /// `p` pauses the request headers with nothing pending; `R<service>` pauses the response
 /// headers on an http_call to `<service>` and resumes them from the call's response.
@@ -109,7 +112,6 @@ fn filter_wat() -> String {
   (global $trapat (mut i32) (i32.const 0))
   (global $cfg_ptr (mut i32) (i32.const 0))
   (global $cfg_len (mut i32) (i32.const 0))
-  (global $ctx (mut i32) (i32.const 0))
   (global $qid (mut i32) (i32.const 0))
   (global $m_ticks (mut i32) (i32.const 0))
   (global $m_requests (mut i32) (i32.const 0))
@@ -149,6 +151,10 @@ fn filter_wat() -> String {
     (if (i32.and (call $is (i32.const 120)) (i32.eq (global.get $trapat) (local.get $n)))
       (then (if (i32.eqz (call $get_value (i32.const 0) (i32.const 440) (i32.const 6) (i32.const 800) (i32.const 804)))
         (then unreachable)))))
+  ;; Streams share the VM: the context waiting for a call is kept by its token (at 1024).
+  (func $slot (param $token i32) (result i32)
+    (i32.add (i32.const 1024) (i32.shl (i32.and (local.get $token) (i32.const 511)) (i32.const 2))))
+  (func $remember (param $ctx i32) (i32.store (call $slot (i32.load (i32.const 808))) (local.get $ctx)))
   (func $metric (param $kind i32) (param $name i32) (param $len i32) (result i32)
     (drop (call $define (local.get $kind) (local.get $name) (local.get $len) (i32.const 808)))
     (i32.load (i32.const 808)))
@@ -178,7 +184,6 @@ fn filter_wat() -> String {
     (i32.const 1))
   (func (export "proxy_on_request_headers") (param $ctx i32) (param $n i32) (param $eos i32) (result i32)
     (local $r i32)
-    (global.set $ctx (local.get $ctx))
     (call $maybe_trap (i32.const 1))
     (drop (call $incr (global.get $m_requests) (i64.const 1)))
     (if (call $is (i32.const 104)) (then
@@ -187,6 +192,7 @@ fn filter_wat() -> String {
         (i32.const 200) (i32.const {call_len}) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0)
         (i32.const 300) (i32.const 808)))
       (if (local.get $r) (then (call $reply (i32.const 502) (i32.const 720) (i32.const 11))))
+      (call $remember (local.get $ctx))
       (return (i32.const 1))))
     (if (call $is (i32.const 112)) (then (return (i32.const 1))))
     (if (call $is (i32.const 108)) (then
@@ -226,6 +232,7 @@ fn filter_wat() -> String {
         (i32.const 200) (i32.const {call_len}) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0)
         (i32.const 300) (i32.const 808)))
       (if (local.get $r) (then (call $reply (i32.const 502) (i32.const 720) (i32.const 11))))
+      (call $remember (local.get $ctx))
       (return (i32.const 1))))
     (if (call $is (i32.const 76)) (then
       (call $reply (i32.const 418) (i32.const 460) (i32.const 6))
@@ -251,13 +258,18 @@ fn filter_wat() -> String {
   (func (export "proxy_on_delete") (param $ctx i32)
     (call $maybe_trap (i32.const 7)))
   (func (export "proxy_on_tick") (param $root i32)
-    (if (call $is (i32.const 88)) (then unreachable))
+    ;; `X`: the first tick of the plugin traps (it leaves a mark in shared data first).
+    (if (call $is (i32.const 88)) (then
+      (if (call $get_shared (i32.const 600) (i32.const 5) (i32.const 800) (i32.const 804) (i32.const 808))
+        (then
+          (drop (call $set_shared (i32.const 600) (i32.const 5) (i32.const 520) (i32.const 1) (i32.const 0)))
+          unreachable))))
     (drop (call $incr (global.get $m_ticks) (i64.const 1))))
   (func (export "proxy_on_queue_ready") (param $root i32) (param $q i32)
     (if (i32.eqz (call $dequeue (local.get $q) (i32.const 800) (i32.const 804)))
       (then (drop (call $incr (global.get $m_deq) (i64.const 1))))))
   (func (export "proxy_on_http_call_response") (param $root i32) (param $token i32) (param $nh i32) (param $bs i32) (param $nt i32)
-    (drop (call $effective (global.get $ctx)))
+    (drop (call $effective (i32.load (call $slot (local.get $token)))))
     (if (i32.eqz (call $get_value (i32.const 0) (i32.const 740) (i32.const 11) (i32.const 800) (i32.const 804)))
       (then unreachable))
     (if (i32.eqz (local.get $nh)) (then
@@ -308,6 +320,16 @@ fn setup(engine: EngineKind, config: &str, opts: PluginOptions) -> Setup {
 async fn run(
     mw: &Arc<dyn Middleware>,
     up: &Upstream,
+    headers: &[(&str, &str)],
+    body: Option<&'static [u8]>,
+) -> Result<Response, ProxyError> {
+    run_on(mw, up, headers, body).await
+}
+
+/// [`run`] with any upstream.
+async fn run_on(
+    mw: &Arc<dyn Middleware>,
+    up: &dyn Endpoint,
     headers: &[(&str, &str)],
     body: Option<&'static [u8]>,
 ) -> Result<Response, ProxyError> {
@@ -764,7 +786,7 @@ async fn a_trap_in_the_call_response_fails_one_request_only() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_paused_requests_share_a_small_pool() {
+async fn concurrent_paused_requests_share_the_vms() {
     for e in EngineKind::ALL {
         let s = setup(e, "hauth", opts());
         let up = upstream(Duration::from_millis(20));
@@ -823,10 +845,10 @@ async fn start_up_functions_run_before_the_root_context() {
     }
 }
 
-/// A request dropped while its stream is paused (client gone) never ends its context: the
-/// instance is discarded, not reused.
+/// A request dropped while its stream is paused (client gone) has its context ended
+/// (`on_done`, `on_log`, `on_delete`) off the request; the VM goes on with other streams.
 #[tokio::test]
-async fn an_abandoned_paused_stream_discards_its_instance() {
+async fn an_abandoned_paused_stream_ends_its_context() {
     use wasmgate_abi::proxy_wasm::ProxyWasmPlugin;
     for e in EngineKind::ALL {
         let wasm = wat::parse_str(filter_wat()).unwrap();
@@ -840,8 +862,12 @@ async fn an_abandoned_paused_stream_discards_its_instance() {
         let dropped =
             tokio::time::timeout(Duration::from_millis(120), run(&as_dyn, &up, &[], None)).await;
         assert!(dropped.is_err(), "{e}: the request was still paused");
-        assert_eq!(mw.pool().discarded(), 1, "{e}");
-        assert_eq!(mw.pool().in_use(), 0, "{e}");
+        assert_eq!(mw.live_streams(), 0, "{e}");
+        // The context is ended on a task of its own; the VM is not thrown away.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(mw.vms_created(), mw.vm_count() as u64, "{e}");
+        let r = run(&as_dyn, &up, &[], None).await.unwrap();
+        assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT, "{e}");
     }
 }
 
@@ -883,10 +909,10 @@ async fn request_trailers_reach_the_filter_and_the_upstream() {
     }
 }
 
-/// A trap in a root callback outside any request (a tick) throws that instance away; requests
-/// keep being served by fresh instances.
+/// A trap in a root callback outside any request (a tick) poisons that VM; requests keep
+/// being served by fresh VMs.
 #[tokio::test]
-async fn a_trap_in_a_tick_discards_the_instance_only() {
+async fn a_trap_in_a_tick_poisons_that_vm_only() {
     use wasmgate_abi::proxy_wasm::ProxyWasmPlugin;
     for e in EngineKind::ALL {
         let wasm = wat::parse_str(filter_wat()).unwrap();
@@ -896,7 +922,12 @@ async fn a_trap_in_a_tick_discards_the_instance_only() {
         let p = ProxyWasmPlugin::load("pw", &wasm, &info, engine.as_ref(), opts()).unwrap();
         let mw = Arc::new(p.middleware("m", b"X".to_vec(), services()).unwrap());
         tokio::time::sleep(Duration::from_millis(150)).await;
-        assert!(mw.pool().discarded() >= 1, "{e}: {}", mw.pool().discarded());
+        // The first tick trapped: a fresh VM replaced the poisoned one.
+        assert!(
+            mw.vms_created() > mw.vm_count() as u64,
+            "{e}: {}",
+            mw.vms_created()
+        );
         let as_dyn: Arc<dyn Middleware> = mw.clone();
         let up = upstream(Duration::ZERO);
         for _ in 0..3 {
@@ -904,4 +935,241 @@ async fn a_trap_in_a_tick_discards_the_instance_only() {
             assert_eq!(r.status, StatusCode::OK, "{e}");
         }
     }
+}
+
+/// A middleware as its concrete type (VM accessors), on engine `e`.
+fn concrete(
+    e: EngineKind,
+    wat: &str,
+    config: &[u8],
+    opts: PluginOptions,
+) -> Arc<wasmgate_abi::proxy_wasm::ProxyWasmMiddleware> {
+    use wasmgate_abi::proxy_wasm::ProxyWasmPlugin;
+    let wasm = wat::parse_str(wat).unwrap();
+    let info = wasmgate_engines::ModuleInfo::parse(&wasm).unwrap();
+    let engine = Engines::new(None).get(e).unwrap();
+    let p = ProxyWasmPlugin::load("pw", &wasm, &info, engine.as_ref(), opts).unwrap();
+    Arc::new(p.middleware("m", config.to_vec(), services()).unwrap())
+}
+
+/// An upstream that holds every request until `expect` requests have arrived (or, with
+/// `gate`, until the test lets them go), then answers 200.
+struct Held {
+    arrived: AtomicUsize,
+    all_in: tokio::sync::Notify,
+    expect: usize,
+    gate: tokio::sync::Semaphore,
+}
+
+impl Held {
+    fn new(expect: usize) -> Arc<Held> {
+        Arc::new(Held {
+            arrived: AtomicUsize::new(0),
+            all_in: tokio::sync::Notify::new(),
+            expect,
+            gate: tokio::sync::Semaphore::new(0),
+        })
+    }
+
+    /// Waits until `n` requests are held.
+    async fn until_arrived(&self, n: usize) {
+        while self.arrived.load(Ordering::SeqCst) < n {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+}
+
+#[async_trait]
+impl Endpoint for Held {
+    async fn call(&self, _req: Request) -> Result<Response, ProxyError> {
+        let n = self.arrived.fetch_add(1, Ordering::SeqCst) + 1;
+        if self.expect > 0 {
+            if n >= self.expect {
+                self.all_in.notify_waiters();
+            } else {
+                let all_in = self.all_in.notified();
+                // The last one may have come in between.
+                if self.arrived.load(Ordering::SeqCst) < self.expect {
+                    all_in.await;
+                }
+            }
+        } else {
+            self.gate.acquire().await.unwrap().forget();
+        }
+        Ok(Response::text(StatusCode::OK, "held"))
+    }
+}
+
+/// 64 streams through one middleware, all waiting on the upstream at once: a VM is free while
+/// its streams wait, so they all complete with no more VMs than runtime workers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_four_concurrent_streams_share_the_workers_vms() {
+    const STREAMS: usize = 64;
+    for e in EngineKind::ALL {
+        let mw = concrete(e, &filter_wat(), b"m", opts());
+        let workers = tokio::runtime::Handle::current().metrics().num_workers();
+        let as_dyn: Arc<dyn Middleware> = mw.clone();
+        let up = Held::new(STREAMS);
+        let mut tasks = Vec::new();
+        for _ in 0..STREAMS {
+            let (mw, up) = (as_dyn.clone(), up.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut req = Request::new(
+                    Method::GET,
+                    "/".parse().unwrap(),
+                    "127.0.0.1:4000".parse().unwrap(),
+                );
+                req.headers.append("host", "example.com");
+                let chain: Vec<Arc<dyn Middleware>> = vec![mw];
+                Next::new(&chain, &*up).run(req).await.map(|r| r.status)
+            }));
+        }
+        let all = async {
+            let mut statuses = Vec::new();
+            for t in tasks {
+                statuses.push(t.await.unwrap().unwrap());
+            }
+            statuses
+        };
+        // Generous: the upstream answers only once all 64 are in, so a stream that holds
+        // its VM across the upstream wait would hang here.
+        let statuses = tokio::time::timeout(Duration::from_secs(30), all)
+            .await
+            .unwrap_or_else(|_| panic!("{e}: the 64 streams did not all complete"));
+        assert_eq!(statuses, vec![StatusCode::OK; STREAMS], "{e}");
+        assert_eq!(up.arrived.load(Ordering::SeqCst), STREAMS, "{e}");
+        assert!(mw.vm_count() <= workers, "{e}: {} VMs", mw.vm_count());
+        assert_eq!(mw.vms_created(), mw.vm_count() as u64, "{e}");
+        assert_eq!(mw.live_streams(), 0, "{e}");
+    }
+}
+
+/// A filter whose root context counts the HTTP contexts created on its VM; each stream puts
+/// the count it was created with in `x-seen`.
+const COUNTER: &str = r#"(module
+  (import "env" "proxy_add_header_map_value" (func $add (param i32 i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (global $count (mut i32) (i32.const 0))
+  (data (i32.const 100) "x-seen")
+  (func (export "proxy_abi_version_0_2_1"))
+  (func (export "malloc") (param i32) (result i32) (i32.const 8192))
+  ;; Context ids are below 1024 here; each one's count is kept at 1024 + 4 * id.
+  (func (export "proxy_on_context_create") (param $ctx i32) (param $parent i32)
+    (if (local.get $parent) (then
+      (global.set $count (i32.add (global.get $count) (i32.const 1)))
+      (i32.store (i32.add (i32.const 1024) (i32.shl (local.get $ctx) (i32.const 2))) (global.get $count)))))
+  (func (export "proxy_on_response_headers") (param $ctx i32) (param $n i32) (param $eos i32) (result i32)
+    (local $v i32) (local $at i32)
+    (local.set $v (i32.load (i32.add (i32.const 1024) (i32.shl (local.get $ctx) (i32.const 2)))))
+    ;; Decimal digits, written backwards from 300.
+    (local.set $at (i32.const 300))
+    (loop $digits
+      (local.set $at (i32.sub (local.get $at) (i32.const 1)))
+      (i32.store8 (local.get $at) (i32.add (i32.const 48) (i32.rem_u (local.get $v) (i32.const 10))))
+      (local.set $v (i32.div_u (local.get $v) (i32.const 10)))
+      (br_if $digits (local.get $v)))
+    (drop (call $add (i32.const 2) (i32.const 100) (i32.const 6) (local.get $at) (i32.sub (i32.const 300) (local.get $at))))
+    (i32.const 0)))"#;
+
+/// With one VM, its root context sees every stream: N concurrent streams get counts 1..=N.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_root_context_sees_every_stream() {
+    const STREAMS: usize = 24;
+    for e in EngineKind::ALL {
+        let one_vm = PluginOptions {
+            max_instances: Some(1),
+            ..opts()
+        };
+        let mw = concrete(e, COUNTER, b"", one_vm);
+        assert_eq!(mw.vm_count(), 1, "{e}");
+        let as_dyn: Arc<dyn Middleware> = mw.clone();
+        let up = Held::new(STREAMS);
+        let mut tasks = Vec::new();
+        for _ in 0..STREAMS {
+            let (mw, up) = (as_dyn.clone(), up.clone());
+            tasks.push(tokio::spawn(async move {
+                let r = run_on(&mw, &*up, &[], None).await.unwrap();
+                header(&r, "x-seen").unwrap().parse::<usize>().unwrap()
+            }));
+        }
+        let mut seen = Vec::new();
+        for t in tasks {
+            seen.push(
+                tokio::time::timeout(Duration::from_secs(30), t)
+                    .await
+                    .unwrap()
+                    .unwrap(),
+            );
+        }
+        seen.sort();
+        assert_eq!(seen, (1..=STREAMS).collect::<Vec<_>>(), "{e}");
+    }
+}
+
+/// A trap in one stream poisons only its VM: that VM's other streams in flight fail with the
+/// plugin error, the other VM's complete, and new streams are served (by a fresh VM).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trap_poisons_only_its_vm() {
+    for e in EngineKind::ALL {
+        let two_vms = PluginOptions {
+            max_instances: Some(2),
+            ..opts()
+        };
+        let mw = concrete(e, &filter_wat(), b"x1", two_vms);
+        assert_eq!(mw.vm_count(), 2, "{e}");
+        let as_dyn: Arc<dyn Middleware> = mw.clone();
+        let up = Held::new(0);
+        // Four streams waiting on the upstream; each goes to the VM with the fewest streams,
+        // so they alternate: 0 and 2 on the first VM, 1 and 3 on the second.
+        let mut held = Vec::new();
+        for i in 0..4 {
+            let (mw, to) = (as_dyn.clone(), up.clone());
+            held.push(tokio::spawn(
+                async move { run_on(&mw, &*to, &[], None).await },
+            ));
+            up_wait(&up, i + 1).await;
+        }
+        // The fifth goes to the first VM (2 streams each) and traps in on_request_headers.
+        let err = run(&as_dyn, &upstream(Duration::ZERO), &[("x-trap", "1")], None)
+            .await
+            .unwrap_err();
+        assert_eq!(err.status, StatusCode::INTERNAL_SERVER_ERROR, "{e}");
+        assert!(err.message.contains("trapped"), "{e}: {}", err.message);
+        up.gate.add_permits(4);
+        let mut results = Vec::new();
+        for t in held {
+            results.push(t.await.unwrap());
+        }
+        for (i, r) in results.iter().enumerate() {
+            match (i % 2, r) {
+                (0, Err(err)) => {
+                    assert_eq!(err.status, StatusCode::INTERNAL_SERVER_ERROR, "{e} {i}");
+                    assert!(err.message.contains("trapped"), "{e} {i}: {}", err.message);
+                }
+                (1, Ok(r)) => assert_eq!(r.status, StatusCode::OK, "{e} {i}"),
+                (_, r) => panic!("{e}: stream {i} on the wrong side: {:?}", r.as_ref().err()),
+            }
+        }
+        // A fresh VM replaces the poisoned one, and new streams are served.
+        for _ in 0..200 {
+            if mw.vms_created() == 3 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(mw.vms_created(), 3, "{e}");
+        for _ in 0..4 {
+            let r = run(&as_dyn, &upstream(Duration::ZERO), &[], None)
+                .await
+                .unwrap();
+            assert_eq!(r.status, StatusCode::OK, "{e}");
+        }
+        assert_eq!(mw.live_streams(), 0, "{e}");
+    }
+}
+
+async fn up_wait(up: &Held, n: usize) {
+    tokio::time::timeout(Duration::from_secs(10), up.until_arrived(n))
+        .await
+        .expect("the stream reached the upstream");
 }

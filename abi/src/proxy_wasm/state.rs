@@ -1,19 +1,26 @@
-//! Per-middleware and per-instance state of the proxy-wasm host.
+//! Per-middleware and per-VM state of the proxy-wasm host: what host functions see.
+//!
+//! A VM's [`VmState`] is its instance's host data: the root context's state and one
+//! [`Stream`] per HTTP context alive on the VM, keyed by context id. Host functions act on
+//! the effective context (the callee of the running callback, or what
+//! `proxy_set_effective_context` switched to).
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use http::Version;
+use tokio::sync::Notify;
 
-use super::abi::AbiVersion;
+use super::abi::{buffer, map, stream, AbiVersion};
 use super::shared::{QueueWaiter, VmShared};
 use super::ServiceDirectory;
 use crate::headers::Headers;
 
-/// What one middleware's instances share.
+/// What one middleware's VMs share.
 pub struct MiddlewareShared {
     /// Plugin declaration name (`plugin_name`).
     pub plugin: String,
@@ -35,8 +42,6 @@ pub struct MiddlewareShared {
     pub log_level: i32,
     /// Body buffering limit.
     pub max_body_bytes: usize,
-    /// Wakes this middleware's dispatcher for queue items.
-    pub waiter: Arc<QueueWaiter>,
     /// `KEY=VALUE` strings WASI `environ_get` hands out.
     pub env: Vec<String>,
 }
@@ -76,6 +81,81 @@ pub struct LocalResponse {
     pub body: Bytes,
 }
 
+/// The two directions of a stream: the request goes up, the response comes back.
+///
+/// Used wherever the host does the same thing for both (callbacks, buffers, maps, resumes)
+/// instead of mirrored branches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Downstream to upstream.
+    Request,
+    /// Upstream to downstream.
+    Response,
+}
+
+impl Direction {
+    /// The headers callback.
+    pub fn headers_callback(self) -> &'static str {
+        match self {
+            Direction::Request => "proxy_on_request_headers",
+            Direction::Response => "proxy_on_response_headers",
+        }
+    }
+
+    /// The body callback.
+    pub fn body_callback(self) -> &'static str {
+        match self {
+            Direction::Request => "proxy_on_request_body",
+            Direction::Response => "proxy_on_response_body",
+        }
+    }
+
+    /// The trailers callback.
+    pub fn trailers_callback(self) -> &'static str {
+        match self {
+            Direction::Request => "proxy_on_request_trailers",
+            Direction::Response => "proxy_on_response_trailers",
+        }
+    }
+
+    /// The phase in which the filter may change this direction's maps and body.
+    pub fn phase(self) -> Phase {
+        match self {
+            Direction::Request => Phase::Request,
+            Direction::Response => Phase::Response,
+        }
+    }
+
+    /// The direction a body buffer type names (`None` for other buffers).
+    pub fn of_buffer(ty: i32) -> Option<Direction> {
+        match ty {
+            buffer::HTTP_REQUEST_BODY => Some(Direction::Request),
+            buffer::HTTP_RESPONSE_BODY => Some(Direction::Response),
+            _ => None,
+        }
+    }
+
+    /// The direction an HTTP stream type names (`None` for TCP streams and unknown types).
+    pub fn of_stream(ty: i32) -> Option<Direction> {
+        match ty {
+            stream::HTTP_REQUEST => Some(Direction::Request),
+            stream::HTTP_RESPONSE => Some(Direction::Response),
+            _ => None,
+        }
+    }
+
+    /// The direction and whether it is the trailers, for a stream header map type.
+    pub fn of_map(ty: i32) -> Option<(Direction, bool)> {
+        match ty {
+            map::HTTP_REQUEST_HEADERS => Some((Direction::Request, false)),
+            map::HTTP_REQUEST_TRAILERS => Some((Direction::Request, true)),
+            map::HTTP_RESPONSE_HEADERS => Some((Direction::Response, false)),
+            map::HTTP_RESPONSE_TRAILERS => Some((Direction::Response, true)),
+            _ => None,
+        }
+    }
+}
+
 /// One HTTP stream (request and its response) as the filter sees it.
 pub struct Stream {
     /// Context id.
@@ -108,6 +188,8 @@ pub struct Stream {
     pub info: RequestInfo,
     /// `on_done` returned false and `proxy_done` was not called yet.
     pub done_pending: bool,
+    /// Wakes the stream's driver when it is paused (a resume, a local response, a close).
+    pub wake: Arc<Notify>,
 }
 
 /// Facts about the request the property getters answer from.
@@ -152,7 +234,43 @@ impl Stream {
             properties: HashMap::new(),
             info,
             done_pending: false,
+            wake: Arc::new(Notify::new()),
         }
+    }
+
+    /// The body buffered so far in direction `d`.
+    pub fn body_mut(&mut self, d: Direction) -> &mut Option<BytesMut> {
+        match d {
+            Direction::Request => &mut self.request_body,
+            Direction::Response => &mut self.response_body,
+        }
+    }
+
+    /// The trailers of direction `d`.
+    pub fn trailers_mut(&mut self, d: Direction) -> &mut Headers {
+        match d {
+            Direction::Request => &mut self.request_trailers,
+            Direction::Response => &mut self.response_trailers,
+        }
+    }
+
+    /// Whether the filter resumed direction `d` since it last paused it.
+    pub fn resumed_mut(&mut self, d: Direction) -> &mut bool {
+        match d {
+            Direction::Request => &mut self.resume_request,
+            Direction::Response => &mut self.resume_response,
+        }
+    }
+
+    /// Resumes direction `d` and wakes the stream's driver.
+    pub fn resume(&mut self, d: Direction) {
+        *self.resumed_mut(d) = true;
+        self.wake.notify_one();
+    }
+
+    /// True once the filter stopped the stream (a local response or a close).
+    pub fn stopped(&self) -> bool {
+        self.local_response.is_some() || self.closed
     }
 }
 
@@ -184,8 +302,29 @@ pub struct CallResponse {
     pub trailers: Headers,
 }
 
-/// The host data of one instance.
-pub struct InstanceState {
+/// Hashes context ids (small integers, unique in a VM) as themselves: the stream map is
+/// looked up in every host call.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) | u64::from(*b);
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.0 = u64::from(n);
+    }
+}
+
+/// The host data of one VM (instance): its root context and its streams.
+pub struct VmState {
     /// Shared middleware facts.
     pub shared: Arc<MiddlewareShared>,
     /// The allocator export (`malloc` or `proxy_on_memory_allocate`).
@@ -198,8 +337,8 @@ pub struct InstanceState {
     pub effective_ctx: u32,
     /// The callback running now.
     pub callback: Callback,
-    /// The stream in flight, if any.
-    pub stream: Option<Stream>,
+    /// The streams alive on this VM, by context id.
+    pub streams: HashMap<u32, Stream, BuildHasherDefault<IdHasher>>,
     /// Tick period of the root context.
     pub tick_period: Option<Duration>,
     /// When the root context last ticked.
@@ -214,19 +353,21 @@ pub struct InstanceState {
     pub last_status: (u32, String),
     /// Properties set on the root context.
     pub root_properties: HashMap<Vec<u8>, Vec<u8>>,
+    /// Wakes this VM's dispatcher: queue items, and a tick period the filter changed.
+    pub waiter: Arc<QueueWaiter>,
 }
 
-impl InstanceState {
-    /// State for a new instance.
-    pub fn new(shared: Arc<MiddlewareShared>) -> InstanceState {
-        InstanceState {
+impl VmState {
+    /// State for a new VM.
+    pub fn new(shared: Arc<MiddlewareShared>) -> VmState {
+        VmState {
             shared,
             allocator: "malloc",
             root_ctx: 1,
             next_ctx: 2,
             effective_ctx: 1,
             callback: Callback::Other,
-            stream: None,
+            streams: HashMap::default(),
             tick_period: None,
             last_tick: Instant::now(),
             pending_calls: Vec::new(),
@@ -234,12 +375,20 @@ impl InstanceState {
             call_response: None,
             last_status: (0, String::new()),
             root_properties: HashMap::new(),
+            waiter: Arc::new(QueueWaiter {
+                ready: std::sync::Mutex::new(Vec::new()),
+                notify: Notify::new(),
+            }),
         }
     }
 
-    /// The stream, if the effective context is it.
+    /// The stream the effective context is, if it is one.
     pub fn active_stream(&mut self) -> Option<&mut Stream> {
-        let eff = self.effective_ctx;
-        self.stream.as_mut().filter(|s| s.ctx == eff)
+        self.streams.get_mut(&self.effective_ctx)
+    }
+
+    /// Whether `ctx` names a context of this VM (the root or a live stream).
+    pub fn has_context(&self, ctx: u32) -> bool {
+        ctx == self.root_ctx || self.streams.contains_key(&ctx)
     }
 }

@@ -10,15 +10,14 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
-use tokio::sync::Notify;
 use wasmgate_engines::{
     new_engine, CompiledModule, EngineKind, EngineOptions, Instance, Limits, Trap, Val, ValType,
 };
 
 use super::abi::{buffer, map, status, AbiVersion, MODULE};
 use super::serial::{deserialize, serialize};
-use super::shared::{QueueWaiter, VmShared};
-use super::state::{CallResponse, InstanceState, MiddlewareShared, RequestInfo, Stream};
+use super::shared::VmShared;
+use super::state::{CallResponse, MiddlewareShared, RequestInfo, Stream, VmState};
 use super::ServiceDirectory;
 use crate::error::ProxyError;
 use crate::headers::Headers;
@@ -113,10 +112,6 @@ fn shared(version: AbiVersion, vm: Arc<VmShared>) -> Arc<MiddlewareShared> {
         version,
         log_level: 0,
         max_body_bytes: 1 << 20,
-        waiter: Arc::new(QueueWaiter {
-            ready: Mutex::new(Vec::new()),
-            notify: Notify::new(),
-        }),
         env: vec!["A=1".into(), "GREETING=hello world".into()],
     })
 }
@@ -145,12 +140,12 @@ impl Probe {
 
     fn with_vm(engine: EngineKind, version: AbiVersion, vm: Arc<VmShared>) -> Probe {
         let inst = module(engine, version)
-            .instantiate(Box::new(InstanceState::new(shared(version, vm))))
+            .instantiate(Box::new(VmState::new(shared(version, vm))))
             .unwrap();
         Probe { inst, next: 1024 }
     }
 
-    fn state(&mut self) -> &mut InstanceState {
+    fn state(&mut self) -> &mut VmState {
         self.inst.data().downcast_mut().unwrap()
     }
 
@@ -168,13 +163,14 @@ impl Probe {
             connection_id: 7,
         };
         let st = self.state();
-        st.stream = Some(Stream::new(2, request_headers(), info));
+        st.streams
+            .insert(2, Stream::new(2, request_headers(), info));
         st.effective_ctx = 2;
         self
     }
 
     fn stream(&mut self) -> &mut Stream {
-        self.state().stream.as_mut().unwrap()
+        self.state().streams.get_mut(&2).unwrap()
     }
 
     /// Copies bytes into guest memory below the heap; returns (ptr, len).
@@ -1048,7 +1044,7 @@ fn shared_data_queues_and_metrics() {
             status::NOT_FOUND
         );
         // The registering middleware hears of it.
-        let waiter = a.state().shared.waiter.clone();
+        let waiter = a.state().waiter.clone();
         assert_eq!(*waiter.ready.lock().unwrap(), vec![id as u32]);
         assert_eq!(
             a.ok("proxy_dequeue_shared_queue", &[id, RET, RET_SIZE]),
