@@ -158,7 +158,13 @@ fn request_trailers_arrived(
     let Some(ex) = st.exchange.as_deref_mut() else {
         return Ok(());
     };
-    if ex.phase != Phase::Request || ex.body.eof || !ex.has(feature::TRAILERS) {
+    // Not read ahead (the guest enabled trailers only during this call): the trailers have
+    // not arrived, and the guest sees none yet, as with the reference host.
+    if ex.phase != Phase::Request
+        || ex.body.eof
+        || !ex.body.read_ahead
+        || !ex.has(feature::TRAILERS)
+    {
         return Ok(());
     }
     Err(past_read_ahead(

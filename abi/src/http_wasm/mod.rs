@@ -40,29 +40,32 @@ pub struct HttpWasmPlugin {
     name: String,
     module: Arc<dyn CompiledModule>,
     opts: PluginOptions,
-    reads_ahead: bool,
+    /// The guest imports `read_body`: it may read the request body during a call.
+    reads_body: bool,
+    /// The guest imports a header function: with the trailers feature on from start-up it
+    /// may read the request trailers during a call.
+    touches_headers: bool,
 }
 
-/// Whether a guest may read the request body during a call: it imports `read_body`, or
-/// it may touch the request trailers (which come after the body): it imports a header
-/// function and `enable_features` (trailers are a feature it must enable).
-fn may_read_request_body(info: &ModuleInfo) -> bool {
-    let imports = |name: &str| {
-        info.imports
-            .iter()
-            .any(|i| i.module == abi::MODULE && i.name == name)
-    };
-    imports("read_body")
-        || (imports("enable_features")
-            && [
-                "get_header_names",
-                "get_header_values",
-                "set_header_value",
-                "add_header_value",
-                "remove_header",
-            ]
-            .into_iter()
-            .any(imports))
+/// Whether the guest imports `name` from `http_handler`.
+fn imports(info: &ModuleInfo, name: &str) -> bool {
+    info.imports
+        .iter()
+        .any(|i| i.module == abi::MODULE && i.name == name)
+}
+
+/// Whether the guest could touch the request trailers (they come after the body): it
+/// imports a header function. It also needs the trailers feature, known once it started.
+fn imports_header_functions(info: &ModuleInfo) -> bool {
+    [
+        "get_header_names",
+        "get_header_values",
+        "set_header_value",
+        "add_header_value",
+        "remove_header",
+    ]
+    .into_iter()
+    .any(|f| imports(info, f))
 }
 
 fn check_export(info: &ModuleInfo, name: &str, want: FuncType) -> Result<bool, PluginError> {
@@ -112,7 +115,8 @@ impl HttpWasmPlugin {
             name: name.to_string(),
             module,
             opts,
-            reads_ahead: may_read_request_body(info),
+            reads_body: imports(info, "read_body"),
+            touches_headers: imports_header_functions(info),
         })
     }
 
@@ -151,15 +155,20 @@ impl HttpWasmPlugin {
         );
         // Pre-warm: a start-up failure is a configuration error now, not a 500 later.
         let mut warm = pool.prewarm(PREWARM.min(self.opts.pool_size))?;
-        let buffers_request = warm
-            .first_mut()
-            .is_some_and(|i| st(i).module_features & feature::BUFFER_REQUEST != 0);
+        let start_features = warm.first_mut().map_or(0, |i| st(i).module_features);
+        let buffers_request = start_features & feature::BUFFER_REQUEST != 0;
+        // What the guest may read during a call is read before it. Trailers a guest enables
+        // only during a call are not waited for: it sees the trailers that have arrived (none
+        // before the body ended), as with the reference host, where Go's `Request.Trailer`
+        // fills in once the body has been read.
+        let reads_ahead =
+            self.reads_body || (self.touches_headers && start_features & feature::TRAILERS != 0);
         drop(warm);
         Ok(HttpWasmMiddleware {
             shared,
             pool,
             buffers_request,
-            reads_ahead: self.reads_ahead,
+            reads_ahead,
         })
     }
 }

@@ -81,6 +81,9 @@ pub struct RequestBody {
     /// The guest asked for more of the body than was read ahead (it is larger than
     /// `maxBodyBytes`): the call was stopped and the request gets a 413.
     pub too_large: bool,
+    /// The host read the body ahead of the guest's calls (up to `maxBodyBytes`): what has not
+    /// arrived by now is past the limit, not merely late.
+    pub read_ahead: bool,
 }
 
 impl RequestBody {
@@ -98,6 +101,7 @@ impl RequestBody {
     /// the trailers are known too. Of a longer body exactly `limit` bytes are read ahead; the
     /// rest (from the first byte past the limit) stays in the stream, un-read.
     pub async fn read_ahead(&mut self, limit: usize) -> Result<(), BufferError> {
+        self.read_ahead = true;
         // `<=`: at exactly `limit` bytes one more pull tells a body that ends there (eof)
         // from a longer one.
         while !self.eof && self.consumed.len() + self.pending.len() <= limit {

@@ -125,6 +125,15 @@ impl Probe {
         self
     }
 
+    /// Puts `req` in flight with its body not read ahead (a guest that does not import
+    /// `read_body` and had trailers off at start-up).
+    fn with_request_streaming(mut self, mut req: Request) -> Probe {
+        let mf = self.state().module_features;
+        let body = RequestBody::new(std::mem::take(&mut req.body));
+        self.state().exchange = Some(Exchange::new(req, body, mf));
+        self
+    }
+
     fn put(&mut self, at: u32, bytes: &[u8]) -> (i32, i32) {
         self.inst.write(at, bytes).unwrap();
         (at as i32, bytes.len() as i32)
@@ -715,6 +724,18 @@ fn reads_are_served_from_the_read_ahead_part_and_stop_past_it() {
             .traps("get_header_names", &[2, BUF as i32, 64])
             .contains("maxBodyBytes"));
         assert!(p.ex().body.too_large, "{k}");
+        // Trailers enabled only during the call, body not read ahead: none have arrived, the
+        // guest sees none and nothing waits (the reference host's `Request.Trailer` is empty
+        // until the body is read).
+        let mut req = request();
+        req.body = Body::from(crate::body::BufferedBody {
+            data: Bytes::from_static(b"streaming"),
+            trailers: Some([("x-checksum", "abc")].into_iter().collect()),
+        });
+        let mut p = Probe::new(k, b"").with_request_streaming(req);
+        p.i32("enable_features", &[feature::TRAILERS as i32]);
+        assert_eq!(p.i64("get_header_names", &[2, BUF as i32, 64]), 0, "{k}");
+        assert!(!p.ex().body.too_large, "{k}");
     });
 }
 
