@@ -22,51 +22,20 @@ fn error_response(status: StatusCode) -> Response {
     )
 }
 
-/// Serves one request; one with a body runs on a task of its own, so the connection's task
-/// goes on reading that body: an http-wasm guest reading it waits from inside a synchronous
-/// guest call, blocking its thread, while hyper reads the body in the connection's task. A
-/// request without a body runs inline (a task costs some 5% of throughput, measured with
-/// wrk). The request's task is aborted if the connection drops first, as it would be inline.
-pub async fn handle_in_task(
+/// Serves one request, inline in the connection's task: no guest call waits for the body
+/// (see the contract on [`wasmgate_abi::Middleware`]), so while a middleware awaits the body,
+/// hyper goes on reading it in this same task.
+pub async fn serve(
     conn: Arc<ConnectionContext>,
     req: hyper::Request<Incoming>,
 ) -> Result<hyper::Response<ResponseBody>, std::convert::Infallible> {
     let has_body = !http_body::Body::is_end_stream(req.body());
     // Held by the response body: the connection is idle once hyper has sent it.
     let in_flight = conn.clock.request_started(req.version(), has_body);
-    let Ok(resp) = handle_request(conn, req).await;
-    Ok(resp.map(|b| ResponseBody::new(b, in_flight)))
-}
-
-async fn handle_request(
-    conn: Arc<ConnectionContext>,
-    req: hyper::Request<Incoming>,
-) -> Result<hyper::Response<Body>, std::convert::Infallible> {
-    struct AbortOnDrop(tokio::task::JoinHandle<hyper::Response<Body>>);
-    impl Drop for AbortOnDrop {
-        fn drop(&mut self) {
-            self.0.abort();
-        }
-    }
-    // Counted here, in the order hyper hands HTTP/1 requests over, not in a task.
+    // Counted here, in the order hyper hands HTTP/1 requests over.
     let smuggles = req.version() < http::Version::HTTP_2 && conn.framing.next_request_smuggles();
-    if smuggles || http_body::Body::is_end_stream(req.body()) {
-        return handle(conn, req, smuggles).await;
-    }
-    let fut = handle(conn, req, false);
-    let mut task = AbortOnDrop(tokio::spawn(async move {
-        let Ok(resp) = fut.await;
-        resp
-    }));
-    match (&mut task.0).await {
-        Ok(resp) => Ok(resp),
-        Err(e) => {
-            tracing::error!("request task failed: {e}");
-            let mut resp = hyper::Response::new(Body::full("Internal Server Error\n"));
-            *resp.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
-            Ok(resp)
-        }
-    }
+    let Ok(resp) = handle(conn, req, smuggles).await;
+    Ok(resp.map(|b| ResponseBody::new(b, in_flight)))
 }
 
 /// Serves one request that arrived on a connection; `smuggles` when its head carried both

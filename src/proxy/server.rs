@@ -217,9 +217,8 @@ async fn serve_entry_point(
         // The bytes pass a framing watcher on their way to hyper (request smuggling).
         let stream = Watched::new(stream, max_header, conn_ctx.framing.clone());
         let stream = Timed::new(stream, conn_ctx.clock.clone());
-        let service = hyper::service::service_fn(move |req| {
-            super::handler::handle_in_task(conn_ctx.clone(), req)
-        });
+        let service =
+            hyper::service::service_fn(move |req| super::handler::serve(conn_ctx.clone(), req));
         let conn = builder
             .serve_connection(TokioIo::new(stream), service)
             .into_owned();
