@@ -308,12 +308,13 @@ pub struct PluginDecl {
     /// The ABI it speaks.
     #[serde(default)]
     pub abi: AbiChoice,
-    /// Instances per middleware kept warm (default 16); more are created when requests need
-    /// them, up to `maxInstances`.
+    /// http-wasm: instances per middleware kept warm (default 16); more are created when
+    /// requests need them, up to `maxInstances`. Not used by proxy-wasm.
     #[serde(default)]
     pub pool_size: Option<usize>,
-    /// The most instances one middleware may have at once (default: no cap, as the reference
-    /// http-wasm host).
+    /// http-wasm: the most instances one middleware may have at once (default: no cap, as the
+    /// reference http-wasm host). proxy-wasm: the number of VMs per middleware (default: one
+    /// per runtime worker).
     #[serde(default)]
     pub max_instances: Option<usize>,
     /// With `maxInstances`, how long a request waits for a free instance before a 503 (default 5s).

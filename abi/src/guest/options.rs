@@ -43,11 +43,13 @@ pub struct PluginOptions {
     pub abi: AbiChoice,
     /// Memory, deadline and stack limits of each instance.
     pub limits: Limits,
-    /// Instances per middleware kept warm (idle, ready for the next request).
+    /// http-wasm: instances per middleware kept warm (idle, ready for the next request).
+    /// proxy-wasm does not use it (its VMs carry many streams).
     pub pool_size: usize,
-    /// The most instances one middleware may have at once; `None`: as many as requests need
-    /// (the reference http-wasm host's pool is unbounded: a cap is a concurrency limit, and
-    /// slow clients holding instances would starve everyone else).
+    /// http-wasm: the most instances one middleware may have at once; `None`: as many as
+    /// requests need (the reference http-wasm host's pool is unbounded: a cap is a concurrency
+    /// limit, and slow clients holding instances would starve everyone else).
+    /// proxy-wasm: the number of VMs per middleware; `None`: one per runtime worker.
     pub max_instances: Option<usize>,
     /// How long a request waits for a free instance before a 503.
     pub pool_wait: Duration,
