@@ -650,3 +650,68 @@ async fn a_new_instance_starts_off_the_runtime_thread() {
         assert_eq!(held.await.unwrap().unwrap(), StatusCode::OK, "{engine}");
     }
 }
+
+/// Sets `x-seen` on the request; it imports header functions and `enable_features` but not
+/// `read_body`, and turns no feature on at start-up.
+const HEADERS_ONLY: &str = r#"(module
+  (import "http_handler" "enable_features" (func $ef (param i32) (result i32)))
+  (import "http_handler" "set_header_value" (func $shv (param i32 i32 i32 i32 i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "x-seen")
+  (data (i32.const 16) "1")
+  (func (export "handle_request") (result i64)
+    (call $shv (i32.const 0) (i32.const 0) (i32.const 6) (i32.const 16) (i32.const 1))
+    (i64.const 1))
+  (func (export "handle_response") (param i32 i32)))"#;
+
+/// Signals when the request reaches it, then answers with the body it received.
+struct Arrival(tokio::sync::Notify);
+
+#[async_trait]
+impl Endpoint for Arrival {
+    async fn call(&self, req: Request) -> Result<Response, ProxyError> {
+        self.0.notify_one();
+        let seen = req.headers.get("x-seen").map(<[u8]>::to_vec);
+        let data = req.body.buffer(1 << 20).await.unwrap().data;
+        let mut r = Response::text(StatusCode::OK, data);
+        if let Some(v) = seen {
+            r.headers.append("echo-seen", v);
+        }
+        Ok(r)
+    }
+}
+
+// A guest that cannot read the body gets none read ahead: the request goes on to next while its
+// body is still arriving (an upload streams through a header-only plugin).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_that_cannot_read_the_body_lets_it_stream() {
+    for engine in EngineKind::ALL {
+        let mw = middleware(engine, HEADERS_ONLY, b"", opts(1));
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tx.send(bytes::Bytes::from_static(b"first ")).await.unwrap();
+        let arrival = Arc::new(Arrival(tokio::sync::Notify::new()));
+        let task = {
+            let (mw, arrival) = (mw.clone(), arrival.clone());
+            tokio::spawn(async move {
+                let mut req = Request::new(
+                    Method::POST,
+                    "/upload".parse().unwrap(),
+                    "127.0.0.1:4000".parse().unwrap(),
+                );
+                req.body = wasmgate_abi::Body::from_stream(ChanBody(rx));
+                let chain: Vec<Arc<dyn Middleware>> = vec![mw];
+                Next::new(&chain, arrival.as_ref()).run(req).await
+            })
+        };
+        // The upstream is reached while the body is still open (read ahead, it would not be).
+        tokio::time::timeout(Duration::from_secs(10), arrival.0.notified())
+            .await
+            .unwrap_or_else(|_| panic!("{engine}: the request waited for its body"));
+        tx.send(bytes::Bytes::from_static(b"second")).await.unwrap();
+        drop(tx);
+        let r = task.await.unwrap().unwrap();
+        assert_eq!(r.status, StatusCode::OK, "{engine}");
+        assert_eq!(r.headers.get("echo-seen"), Some(&b"1"[..]), "{engine}");
+        assert_eq!(body(r).await, "first second", "{engine}");
+    }
+}
