@@ -50,11 +50,11 @@ pub(crate) const TICK: Duration = Duration::from_millis(5);
 /// much deeper on wasmer than on wasmtime.
 const HOST_STACK_MARGIN: usize = 64 << 10;
 
-/// Deadline for a call starting now, in [`coarse`] units: the coarse clock
-/// may lag by one tick, so the guest gets at least `d` and is stopped within
-/// about `d + 2 * TICK`.
-fn deadline_from_now(d: u64) -> u64 {
-    coarse::now() + d + TICK.as_nanos() as u64
+/// Watchdog ticks a call of `d` nanoseconds may run: the watchdog may tick
+/// right after the call starts, so two extra ticks make sure it runs at least
+/// `d` (see [`Watchdog::ticks`]).
+fn deadline_ticks(d: u64) -> u64 {
+    d.div_ceil(TICK.as_nanos() as u64) + 2
 }
 
 // Where a store's call is, as the watchdog sees it.
@@ -78,21 +78,29 @@ const STATE_MASK: u64 = (1 << STATE_BITS) - 1;
 /// on its way ([`SENT`]: taken on the host stack by [`flush_signals`]).
 /// Where the signal may land is [`crate::wasmer_interrupt`]'s business.
 struct Slot {
-    /// Deadline in [`coarse`] units; 0 = no call running.
+    /// Deadline in watchdog ticks ([`Watchdog::ticks`]); 0 = no call running.
     deadline: AtomicU64,
+    /// The same deadline in [`coarse`] units, for host functions that wait
+    /// ([`Caller::deadline`]).
+    wall_deadline: AtomicU64,
     state: AtomicU64,
     store: wasmer::sys::vm::StoreId,
+    /// The watchdog's tick count.
+    ticks: Arc<AtomicU64>,
 }
 
 impl Slot {
     fn expired(&self) -> bool {
         let d = self.deadline.load(Ordering::Acquire);
-        d != 0 && coarse::now() >= d
+        d != 0 && self.ticks.load(Ordering::Acquire) >= d
     }
 
-    /// An outermost call (or instantiation) starts.
-    fn begin_call(&self, deadline: u64) {
+    /// An outermost call (or instantiation) of at most `d` nanoseconds starts.
+    fn begin_call(&self, d: u64) {
+        let deadline = self.ticks.load(Ordering::Acquire) + deadline_ticks(d);
         self.deadline.store(deadline, Ordering::Release);
+        self.wall_deadline
+            .store(coarse::now() + d + TICK.as_nanos() as u64, Ordering::Release);
         let w = self.state.load(Ordering::Relaxed);
         self.state.store(
             ((w >> STATE_BITS) + 1) << STATE_BITS | RUNNING,
@@ -123,6 +131,7 @@ impl Slot {
             }
         }
         self.deadline.store(0, Ordering::Release);
+        self.wall_deadline.store(0, Ordering::Release);
     }
 
     /// One watchdog scan: signals the running call if it is past its deadline.
@@ -164,6 +173,13 @@ fn flush_signals() {
 
 struct Watchdog {
     slots: Mutex<Vec<Weak<Slot>>>,
+    /// Ticks so far: one per wake-up of the watchdog, never more, so a call is
+    /// never stopped early. Each wake-up comes at least [`TICK`] after the last,
+    /// so `n` ticks after a call began at least `(n - 1) * TICK` has passed. A
+    /// clock-based deadline would stop calls early after the watchdog thread was
+    /// starved (a loaded machine): the call would have armed its deadline on a
+    /// stale clock reading. Under starvation deadlines run late instead.
+    ticks: Arc<AtomicU64>,
 }
 
 pub(crate) struct WmEngine {
@@ -182,6 +198,7 @@ impl WmEngine {
         coarse::refresh();
         let watchdog = Arc::new(Watchdog {
             slots: Mutex::new(Vec::new()),
+            ticks: Arc::new(AtomicU64::new(1)),
         });
         let weak = Arc::downgrade(&watchdog);
         std::thread::Builder::new()
@@ -190,6 +207,7 @@ impl WmEngine {
                 std::thread::sleep(TICK);
                 let Some(w) = weak.upgrade() else { break };
                 coarse::refresh();
+                w.ticks.fetch_add(1, Ordering::AcqRel);
                 let mut slots = w.slots.lock().unwrap_or_else(|p| p.into_inner());
                 slots.retain(|s| match s.upgrade() {
                     Some(s) => {
@@ -411,7 +429,7 @@ impl Caller for WmCaller<'_> {
         &mut self.env.data_mut().stdio
     }
     fn deadline(&self) -> Option<Instant> {
-        match self.env.data().slot.deadline.load(Ordering::Acquire) {
+        match self.env.data().slot.wall_deadline.load(Ordering::Acquire) {
             0 => None,
             d => Some(coarse::instant(d)),
         }
@@ -647,8 +665,10 @@ impl CompiledModule for WmModule {
         let mut store = Store::new(self.engine.clone());
         let slot = Arc::new(Slot {
             deadline: AtomicU64::new(0),
+            wall_deadline: AtomicU64::new(0),
             state: AtomicU64::new(IDLE),
             store: store.id(),
+            ticks: self.watchdog.ticks.clone(),
         });
         self.watchdog
             .slots
@@ -676,7 +696,7 @@ impl CompiledModule for WmModule {
             imports.define(&imp.module, &imp.name, f);
         }
         let deadline = self.limits.call_deadline.as_nanos() as u64;
-        slot.begin_call(deadline_from_now(deadline));
+        slot.begin_call(deadline);
         let inst = wasmer::Instance::new(&mut store, &self.module, &imports);
         slot.end_call();
         let inst = inst.map_err(|e| {
@@ -815,7 +835,7 @@ impl Backend for WmBackend {
         args: &[Val],
         results: &mut [Val],
     ) -> Result<(), Trap> {
-        self.slot.begin_call(deadline_from_now(self.deadline));
+        self.slot.begin_call(self.deadline);
         let st = &mut self.store.0;
         let r = match f {
             WmFunc::VV(t) => t.call(st),

@@ -68,22 +68,17 @@ impl WtEngine {
         std::thread::Builder::new()
             .name("wasmtime-epoch".into())
             .spawn(move || {
-                // The epoch follows the wall clock: when the thread wakes late
-                // (a loaded machine), it catches up with several increments,
-                // so scheduling delays do not add up over a long deadline.
-                let start = Instant::now();
-                let mut done: u128 = 0;
+                // One increment per wake-up, never more: each comes at least a
+                // TICK after the last, so a call is never stopped before its
+                // deadline. Catching up with the wall clock after the thread
+                // was starved (a loaded machine) would stop the calls that
+                // began meanwhile early; under starvation deadlines run late.
                 loop {
                     std::thread::sleep(TICK);
                     let Some(s) = weak.upgrade() else { break };
                     coarse::refresh();
-                    let target = start.elapsed().as_nanos() / TICK.as_nanos();
-                    let delta = target.saturating_sub(done).min(100_000);
-                    done = target;
                     for e in s.engines.lock().unwrap_or_else(|p| p.into_inner()).values() {
-                        for _ in 0..delta {
-                            e.increment_epoch();
-                        }
+                        e.increment_epoch();
                     }
                 }
             })
@@ -433,10 +428,10 @@ impl crate::Engine for WtEngine {
 }
 
 fn deadline_ticks(d: Duration) -> u64 {
-    // The epoch may tick right after the deadline is set, and the ticker may
-    // be up to a tick behind the wall clock when it is set (it catches up in
-    // one step), so two extra ticks make the guest run at least about `d`;
-    // it stops within about `d + 2 * TICK` plus the ticker's wake-up delay.
+    // The epoch may tick right after the deadline is set, and every later tick
+    // comes at least a TICK after the one before: with two extra ticks the
+    // guest runs at least `d`; it stops within about `d + 3 * TICK` plus the
+    // ticker's wake-up delays.
     (d.as_nanos().div_ceil(TICK.as_nanos()) as u64) + 2
 }
 
