@@ -25,6 +25,8 @@ pub mod middleware;
 pub mod model;
 pub mod plugin;
 pub mod proxy_wasm;
+#[cfg(test)]
+mod test_util;
 
 /// The engine layer this crate runs plugins on, for callers that inspect host tables.
 pub use wasmgate_engines as engines;

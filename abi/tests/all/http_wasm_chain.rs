@@ -119,170 +119,175 @@ fn opts(pool: usize) -> PluginOptions {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn phases_short_circuit_and_traps_in_each_phase() {
-    for engine in EngineKind::ALL {
-        let mw = middleware(engine, PHASES, b"", opts(2));
-        let up = upstream(Duration::ZERO);
-        let r = run(&mw, &up, &[]).await.unwrap();
-        assert_eq!(r.status, StatusCode::OK, "{engine}");
-        assert_eq!(
-            r.headers.get("echo-x-last-error"),
-            Some(&b"0"[..]),
-            "{engine}"
-        );
-        assert_eq!(body(r).await, "upstream saw /path?q=1");
-        assert_eq!(up.calls.load(Ordering::SeqCst), 1);
+async fn phases_short_circuit_and_traps_in_each_phase(engine: EngineKind) {
+    let mw = middleware(engine, PHASES, b"", opts(2));
+    let up = upstream(Duration::ZERO);
+    let r = run(&mw, &up, &[]).await.unwrap();
+    assert_eq!(r.status, StatusCode::OK, "{engine}");
+    assert_eq!(
+        r.headers.get("echo-x-last-error"),
+        Some(&b"0"[..]),
+        "{engine}"
+    );
+    assert_eq!(body(r).await, "upstream saw /path?q=1");
+    assert_eq!(up.calls.load(Ordering::SeqCst), 1);
 
-        // next = 0 with ctx bits set: the guest's (empty 200) response is final, upstream skipped.
-        let r = run(&mw, &up, &[("x-stop", "1")]).await.unwrap();
-        assert_eq!(r.status, StatusCode::OK);
-        assert_eq!(body(r).await, "");
-        assert_eq!(
-            up.calls.load(Ordering::SeqCst),
-            1,
-            "{engine}: upstream must be skipped"
-        );
+    // next = 0 with ctx bits set: the guest's (empty 200) response is final, upstream skipped.
+    let r = run(&mw, &up, &[("x-stop", "1")]).await.unwrap();
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(body(r).await, "");
+    assert_eq!(
+        up.calls.load(Ordering::SeqCst),
+        1,
+        "{engine}: upstream must be skipped"
+    );
 
-        // A trap in handle_request: one 500, the instance is discarded, the next request is fine.
-        let e = run(&mw, &up, &[("x-trap-req", "1")]).await.unwrap_err();
-        assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR, "{engine}");
-        assert!(e.message.contains("unreachable"), "{engine}: {}", e.message);
-        assert_eq!(mw.pool().discarded(), 1);
-        assert_eq!(run(&mw, &up, &[]).await.unwrap().status, StatusCode::OK);
+    // A trap in handle_request: one 500, the instance is discarded, the next request is fine.
+    let e = run(&mw, &up, &[("x-trap-req", "1")]).await.unwrap_err();
+    assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR, "{engine}");
+    assert!(e.message.contains("unreachable"), "{engine}: {}", e.message);
+    assert_eq!(mw.pool().discarded(), 1);
+    assert_eq!(run(&mw, &up, &[]).await.unwrap().status, StatusCode::OK);
 
-        // A trap in handle_response: the upstream ran, the client still gets one 500.
-        let before = up.calls.load(Ordering::SeqCst);
-        let e = run(&mw, &up, &[("x-trap-resp", "1")]).await.unwrap_err();
-        assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);
-        assert_eq!(up.calls.load(Ordering::SeqCst), before + 1);
-        assert_eq!(mw.pool().discarded(), 2);
-        assert_eq!(run(&mw, &up, &[]).await.unwrap().status, StatusCode::OK);
-    }
+    // A trap in handle_response: the upstream ran, the client still gets one 500.
+    let before = up.calls.load(Ordering::SeqCst);
+    let e = run(&mw, &up, &[("x-trap-resp", "1")]).await.unwrap_err();
+    assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(up.calls.load(Ordering::SeqCst), before + 1);
+    assert_eq!(mw.pool().discarded(), 2);
+    assert_eq!(run(&mw, &up, &[]).await.unwrap().status, StatusCode::OK);
 }
+parity!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async phases_short_circuit_and_traps_in_each_phase
+);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn handle_response_sees_is_error_when_next_fails() {
-    for engine in EngineKind::ALL {
-        // One instance, so the next request lands on the instance that saw the error.
-        let mw = middleware(engine, PHASES, b"", opts(1));
-        let up = upstream(Duration::ZERO);
-        let e = run(&mw, &up, &[("x-fail", "1")]).await.unwrap_err();
-        assert_eq!(
-            e.status,
-            StatusCode::BAD_GATEWAY,
-            "{engine}: the upstream error passes through"
-        );
-        let r = run(&mw, &up, &[]).await.unwrap();
-        assert_eq!(
-            r.headers.get("echo-x-last-error"),
-            Some(&b"1"[..]),
-            "{engine}"
-        );
-        let r = run(&mw, &up, &[]).await.unwrap();
-        assert_eq!(
-            r.headers.get("echo-x-last-error"),
-            Some(&b"0"[..]),
-            "{engine}"
-        );
-    }
+async fn handle_response_sees_is_error_when_next_fails(engine: EngineKind) {
+    // One instance, so the next request lands on the instance that saw the error.
+    let mw = middleware(engine, PHASES, b"", opts(1));
+    let up = upstream(Duration::ZERO);
+    let e = run(&mw, &up, &[("x-fail", "1")]).await.unwrap_err();
+    assert_eq!(
+        e.status,
+        StatusCode::BAD_GATEWAY,
+        "{engine}: the upstream error passes through"
+    );
+    let r = run(&mw, &up, &[]).await.unwrap();
+    assert_eq!(
+        r.headers.get("echo-x-last-error"),
+        Some(&b"1"[..]),
+        "{engine}"
+    );
+    let r = run(&mw, &up, &[]).await.unwrap();
+    assert_eq!(
+        r.headers.get("echo-x-last-error"),
+        Some(&b"0"[..]),
+        "{engine}"
+    );
 }
+parity!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async handle_response_sees_is_error_when_next_fails
+);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn instances_are_pinned_reused_and_bounded_under_concurrency() {
-    for engine in EngineKind::ALL {
-        let capped = PluginOptions {
-            max_instances: Some(4),
-            ..opts(4)
-        };
-        let mw = middleware(engine, PHASES, b"", capped);
-        let up = upstream(Duration::from_millis(20));
-        let mut tasks = Vec::new();
-        for _ in 0..40 {
-            let (mw, up) = (mw.clone(), up.clone());
-            tasks.push(tokio::spawn(async move {
-                run(&mw, &up, &[]).await.map(|r| r.status)
-            }));
-        }
-        for t in tasks {
-            // A handle_response on another instance than its handle_request would trap (ctx check).
-            assert_eq!(t.await.unwrap().unwrap(), StatusCode::OK, "{engine}");
-        }
-        assert!(
-            mw.pool().created() <= 4,
-            "{engine}: {} instances",
-            mw.pool().created()
-        );
-        assert_eq!(mw.pool().discarded(), 0);
-        assert_eq!(mw.pool().in_use(), 0, "{engine}: every instance returned");
+async fn instances_are_pinned_reused_and_bounded_under_concurrency(engine: EngineKind) {
+    let capped = PluginOptions {
+        max_instances: Some(4),
+        ..opts(4)
+    };
+    let mw = middleware(engine, PHASES, b"", capped);
+    let up = upstream(Duration::from_millis(20));
+    let mut tasks = Vec::new();
+    for _ in 0..40 {
+        let (mw, up) = (mw.clone(), up.clone());
+        tasks.push(tokio::spawn(async move {
+            run(&mw, &up, &[]).await.map(|r| r.status)
+        }));
     }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_exhausted_pool_makes_requests_wait_then_503() {
-    for engine in EngineKind::ALL {
-        let short = PluginOptions {
-            pool_size: 1,
-            max_instances: Some(1),
-            pool_wait: Duration::from_millis(100),
-            ..PluginOptions::default()
-        };
-        let mw = middleware(engine, PHASES, b"", short);
-        let up = upstream(Duration::from_millis(600));
-        let first = {
-            let (mw, up) = (mw.clone(), up.clone());
-            tokio::spawn(async move { run(&mw, &up, &[]).await.map(|r| r.status) })
-        };
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let e = run(&mw, &up, &[]).await.unwrap_err();
-        assert_eq!(e.status, StatusCode::SERVICE_UNAVAILABLE, "{engine}");
-        assert_eq!(first.await.unwrap().unwrap(), StatusCode::OK);
-        assert_eq!(mw.pool().created(), 1);
-
-        // With a longer wait the second request is served after the first.
-        let patient = PluginOptions {
-            pool_size: 1,
-            max_instances: Some(1),
-            pool_wait: Duration::from_secs(5),
-            ..PluginOptions::default()
-        };
-        let mw = middleware(engine, PHASES, b"", patient);
-        let a = {
-            let (mw, up) = (mw.clone(), up.clone());
-            tokio::spawn(async move { run(&mw, &up, &[]).await.map(|r| r.status) })
-        };
-        let b = run(&mw, &up, &[]).await.unwrap().status;
-        assert_eq!(b, StatusCode::OK);
-        assert_eq!(a.await.unwrap().unwrap(), StatusCode::OK);
+    for t in tasks {
+        // A handle_response on another instance than its handle_request would trap (ctx check).
+        assert_eq!(t.await.unwrap().unwrap(), StatusCode::OK, "{engine}");
     }
+    assert!(
+        mw.pool().created() <= 4,
+        "{engine}: {} instances",
+        mw.pool().created()
+    );
+    assert_eq!(mw.pool().discarded(), 0);
+    assert_eq!(mw.pool().in_use(), 0, "{engine}: every instance returned");
 }
+parity!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async instances_are_pinned_reused_and_bounded_under_concurrency
+);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn without_a_cap_the_pool_grows_for_a_burst_then_keeps_pool_size_warm() {
-    for engine in EngineKind::ALL {
-        // Two warm instances, no cap: 12 slow requests at once all run, none waits.
-        let mw = middleware(engine, PHASES, b"", opts(2));
-        let up = upstream(Duration::from_millis(300));
-        let mut tasks = Vec::new();
-        for _ in 0..12 {
-            let (mw, up) = (mw.clone(), up.clone());
-            tasks.push(tokio::spawn(async move {
-                run(&mw, &up, &[]).await.map(|r| r.status)
-            }));
-        }
-        for t in tasks {
-            assert_eq!(t.await.unwrap().unwrap(), StatusCode::OK, "{engine}");
-        }
-        assert_eq!(
-            mw.pool().created(),
-            12,
-            "{engine}: one instance per request in flight"
-        );
-        assert_eq!(mw.pool().in_use(), 0, "{engine}");
-        // The burst is over: only poolSize instances stay warm.
-        assert_eq!(mw.pool().idle(), 2, "{engine}");
-    }
+async fn an_exhausted_pool_makes_requests_wait_then_503(engine: EngineKind) {
+    let short = PluginOptions {
+        pool_size: 1,
+        max_instances: Some(1),
+        pool_wait: Duration::from_millis(100),
+        ..PluginOptions::default()
+    };
+    let mw = middleware(engine, PHASES, b"", short);
+    let up = upstream(Duration::from_millis(600));
+    let first = {
+        let (mw, up) = (mw.clone(), up.clone());
+        tokio::spawn(async move { run(&mw, &up, &[]).await.map(|r| r.status) })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let e = run(&mw, &up, &[]).await.unwrap_err();
+    assert_eq!(e.status, StatusCode::SERVICE_UNAVAILABLE, "{engine}");
+    assert_eq!(first.await.unwrap().unwrap(), StatusCode::OK);
+    assert_eq!(mw.pool().created(), 1);
+
+    // With a longer wait the second request is served after the first.
+    let patient = PluginOptions {
+        pool_size: 1,
+        max_instances: Some(1),
+        pool_wait: Duration::from_secs(5),
+        ..PluginOptions::default()
+    };
+    let mw = middleware(engine, PHASES, b"", patient);
+    let a = {
+        let (mw, up) = (mw.clone(), up.clone());
+        tokio::spawn(async move { run(&mw, &up, &[]).await.map(|r| r.status) })
+    };
+    let b = run(&mw, &up, &[]).await.unwrap().status;
+    assert_eq!(b, StatusCode::OK);
+    assert_eq!(a.await.unwrap().unwrap(), StatusCode::OK);
 }
+parity!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async an_exhausted_pool_makes_requests_wait_then_503
+);
+
+async fn without_a_cap_the_pool_grows_for_a_burst_then_keeps_pool_size_warm(engine: EngineKind) {
+    // Two warm instances, no cap: 12 slow requests at once all run, none waits.
+    let mw = middleware(engine, PHASES, b"", opts(2));
+    let up = upstream(Duration::from_millis(300));
+    let mut tasks = Vec::new();
+    for _ in 0..12 {
+        let (mw, up) = (mw.clone(), up.clone());
+        tasks.push(tokio::spawn(async move {
+            run(&mw, &up, &[]).await.map(|r| r.status)
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap().unwrap(), StatusCode::OK, "{engine}");
+    }
+    assert_eq!(
+        mw.pool().created(),
+        12,
+        "{engine}: one instance per request in flight"
+    );
+    assert_eq!(mw.pool().in_use(), 0, "{engine}");
+    // The burst is over: only poolSize instances stay warm.
+    assert_eq!(mw.pool().idle(), 2, "{engine}");
+}
+parity!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async without_a_cap_the_pool_grows_for_a_burst_then_keeps_pool_size_warm
+);
 
 /// Answers with its configuration as the body, status 201 and a header; enables
 /// buffer_response in its start section; `_start` exits with proc_exit(0).
@@ -311,44 +316,43 @@ const CONFIG_ANSWER: &str = r#"(module
     (call $shv (i32.const 1) (i32.const 0) (i32.const 7) (i32.const 16) (i32.const 3))
     (i64.const 0)))"#;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn config_reaches_the_guest_and_a_guest_built_response_is_sent() {
-    for engine in EngineKind::ALL {
-        let mw = middleware(engine, CONFIG_ANSWER, b"raw config \x00\xff bytes", opts(2));
-        let up = upstream(Duration::ZERO);
-        let r = run(&mw, &up, &[]).await.unwrap();
-        assert_eq!(r.status, StatusCode::CREATED, "{engine}");
-        assert_eq!(r.headers.get("x-guest"), Some(&b"yes"[..]));
-        let data = r.body.buffer(1024).await.unwrap().data;
-        assert_eq!(&data[..], b"raw config \x00\xff bytes");
-        assert_eq!(up.calls.load(Ordering::SeqCst), 0);
-    }
+async fn config_reaches_the_guest_and_a_guest_built_response_is_sent(engine: EngineKind) {
+    let mw = middleware(engine, CONFIG_ANSWER, b"raw config \x00\xff bytes", opts(2));
+    let up = upstream(Duration::ZERO);
+    let r = run(&mw, &up, &[]).await.unwrap();
+    assert_eq!(r.status, StatusCode::CREATED, "{engine}");
+    assert_eq!(r.headers.get("x-guest"), Some(&b"yes"[..]));
+    let data = r.body.buffer(1024).await.unwrap().data;
+    assert_eq!(&data[..], b"raw config \x00\xff bytes");
+    assert_eq!(up.calls.load(Ordering::SeqCst), 0);
 }
+parity!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async config_reaches_the_guest_and_a_guest_built_response_is_sent
+);
 
-#[test]
-fn load_errors_name_what_is_wrong() {
+fn load_errors_name_what_is_wrong(engine: EngineKind) {
     let engines = Engines::new(None);
-    for engine in EngineKind::ALL {
-        let e = engines.get(engine).unwrap();
-        let load = |wat: &str| {
-            let wasm = wat::parse_str(wat).unwrap();
-            let info = ModuleInfo::parse(&wasm).unwrap();
-            HttpWasmPlugin::load("t", &wasm, &info, e.as_ref(), PluginOptions::default())
-                .err()
-                .map(|e| e.to_string())
-                .unwrap_or_default()
-        };
-        assert!(load(r#"(module (memory (export "memory") 1))"#).contains("neither"));
-        assert!(load(
-            r#"(module (memory (export "memory") 1) (func (export "handle_request") (result i32) (i32.const 1)))"#
-        )
-        .contains("export `handle_request` has type"));
-        assert!(
-            load(r#"(module (func (export "handle_request") (result i64) (i64.const 1)))"#)
-                .contains("memory")
-        );
-    }
+    let e = engines.get(engine).unwrap();
+    let load = |wat: &str| {
+        let wasm = wat::parse_str(wat).unwrap();
+        let info = ModuleInfo::parse(&wasm).unwrap();
+        HttpWasmPlugin::load("t", &wasm, &info, e.as_ref(), PluginOptions::default())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    };
+    assert!(load(r#"(module (memory (export "memory") 1))"#).contains("neither"));
+    assert!(load(
+        r#"(module (memory (export "memory") 1) (func (export "handle_request") (result i32) (i32.const 1)))"#
+    )
+    .contains("export `handle_request` has type"));
+    assert!(
+        load(r#"(module (func (export "handle_request") (result i64) (i64.const 1)))"#)
+            .contains("memory")
+    );
 }
+parity!(load_errors_name_what_is_wrong);
 
 /// Sets response headers before next and has no handle_response.
 const HEADERS_BEFORE_NEXT: &str = r#"(module
@@ -363,50 +367,52 @@ const HEADERS_BEFORE_NEXT: &str = r#"(module
     (call $shv (i32.const 1) (i32.const 32) (i32.const 12) (i32.const 48) (i32.const 10))
     (i64.const 1)))"#;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn response_headers_set_before_next_are_merged_into_the_response() {
-    for engine in EngineKind::ALL {
-        let mw = middleware(engine, HEADERS_BEFORE_NEXT, b"", opts(1));
-        let up = upstream(Duration::ZERO);
-        let r = run(&mw, &up, &[]).await.unwrap();
-        assert_eq!(up.calls.load(Ordering::SeqCst), 1);
-        assert_eq!(
-            r.headers.get("x-from-guest"),
-            Some(&b"set-before-next"[..]),
-            "{engine}"
-        );
-        // The guest's value replaces next's for the same name.
-        let types: Vec<_> = r.headers.get_all("content-type").collect();
-        assert_eq!(types, vec![&b"text/guest"[..]], "{engine}");
-        // The body streams through untouched without buffer_response.
-        assert_eq!(body(r).await, "upstream saw /path?q=1");
-    }
+async fn response_headers_set_before_next_are_merged_into_the_response(engine: EngineKind) {
+    let mw = middleware(engine, HEADERS_BEFORE_NEXT, b"", opts(1));
+    let up = upstream(Duration::ZERO);
+    let r = run(&mw, &up, &[]).await.unwrap();
+    assert_eq!(up.calls.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        r.headers.get("x-from-guest"),
+        Some(&b"set-before-next"[..]),
+        "{engine}"
+    );
+    // The guest's value replaces next's for the same name.
+    let types: Vec<_> = r.headers.get_all("content-type").collect();
+    assert_eq!(types, vec![&b"text/guest"[..]], "{engine}");
+    // The body streams through untouched without buffer_response.
+    assert_eq!(body(r).await, "upstream saw /path?q=1");
 }
+parity!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async response_headers_set_before_next_are_merged_into_the_response
+);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_request_dropped_before_handle_response_discards_its_instance() {
-    for engine in EngineKind::ALL {
-        let mw = middleware(engine, PHASES, b"", opts(1));
-        // The upstream is slow: the request is dropped (a client gone) while next runs,
-        // between handle_request and handle_response.
-        let slow = upstream(Duration::from_secs(5));
-        let dropped = tokio::time::timeout(Duration::from_millis(100), run(&mw, &slow, &[])).await;
-        assert!(
-            dropped.is_err(),
-            "{engine}: the request should still be in flight"
-        );
-        assert_eq!(mw.pool().in_use(), 0, "{engine}");
-        assert_eq!(
-            mw.pool().discarded(),
-            1,
-            "{engine}: an instance that never got handle_response must not serve again"
-        );
-        // The next request gets a fresh instance and works.
-        let up = upstream(Duration::ZERO);
-        assert_eq!(run(&mw, &up, &[]).await.unwrap().status, StatusCode::OK);
-        assert_eq!(mw.pool().created(), 2, "{engine}");
-    }
+async fn a_request_dropped_before_handle_response_discards_its_instance(engine: EngineKind) {
+    let mw = middleware(engine, PHASES, b"", opts(1));
+    // The upstream is slow: the request is dropped (a client gone) while next runs,
+    // between handle_request and handle_response.
+    let slow = upstream(Duration::from_secs(5));
+    let dropped = tokio::time::timeout(Duration::from_millis(100), run(&mw, &slow, &[])).await;
+    assert!(
+        dropped.is_err(),
+        "{engine}: the request should still be in flight"
+    );
+    assert_eq!(mw.pool().in_use(), 0, "{engine}");
+    assert_eq!(
+        mw.pool().discarded(),
+        1,
+        "{engine}: an instance that never got handle_response must not serve again"
+    );
+    // The next request gets a fresh instance and works.
+    let up = upstream(Duration::ZERO);
+    assert_eq!(run(&mw, &up, &[]).await.unwrap().status, StatusCode::OK);
+    assert_eq!(mw.pool().created(), 2, "{engine}");
 }
+parity!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async a_request_dropped_before_handle_response_discards_its_instance
+);
 
 /// Reads the request body during handle_request, never waiting for it: with `x-read-some`
 /// one read of at most 4 bytes, with `x-read-all` reads of at most 7 bytes until eof. Tells
@@ -509,89 +515,93 @@ fn framed(data: &[u8]) -> wasmgate_abi::Body {
 
 // One runtime thread and one instance: a guest that reads the body of a request whose body
 // is still arriving holds neither the thread nor the instance while it waits.
-#[tokio::test(flavor = "current_thread")]
-async fn a_slow_request_body_holds_no_worker_and_no_instance() {
-    for engine in EngineKind::ALL {
-        let one = PluginOptions {
-            pool_size: 1,
-            max_instances: Some(1),
-            pool_wait: Duration::from_secs(5),
-            ..PluginOptions::default()
-        };
-        let mw = middleware(engine, READER, b"", one);
-        let (tx, rx) = tokio::sync::mpsc::channel(4);
-        tx.send(bytes::Bytes::from_static(b"abc")).await.unwrap();
-        let slow = {
-            let mw = mw.clone();
-            tokio::spawn(async move {
-                run_body(
-                    &mw,
-                    Some("x-read-all"),
-                    wasmgate_abi::Body::from_stream(ChanBody(rx)),
-                )
-                .await
-            })
-        };
-        // Let the slow request start and wait for the rest of its body.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(!slow.is_finished(), "{engine}");
-        // Another request is served meanwhile, on the same thread and the only instance.
-        let quick = tokio::time::timeout(
-            Duration::from_secs(2),
-            run_body(&mw, None, wasmgate_abi::Body::empty()),
-        )
-        .await
-        .expect("served while the other body is still arriving")
-        .unwrap();
-        assert_eq!(quick.status, StatusCode::OK, "{engine}");
-        assert!(!slow.is_finished(), "{engine}");
-        // The rest of the body arrives: the guest reads all of it, nothing is left for next.
-        tx.send(bytes::Bytes::from_static(b"defg")).await.unwrap();
-        drop(tx);
-        let r = slow.await.unwrap().unwrap();
-        assert_eq!(r.status, StatusCode::OK, "{engine}");
-        assert_eq!(r.headers.get("echo-read"), Some(&b"7"[..]), "{engine}");
-        assert_eq!(body(r).await, "", "{engine}");
-    }
+async fn a_slow_request_body_holds_no_worker_and_no_instance(engine: EngineKind) {
+    let one = PluginOptions {
+        pool_size: 1,
+        max_instances: Some(1),
+        pool_wait: Duration::from_secs(5),
+        ..PluginOptions::default()
+    };
+    let mw = middleware(engine, READER, b"", one);
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(bytes::Bytes::from_static(b"abc")).await.unwrap();
+    let slow = {
+        let mw = mw.clone();
+        tokio::spawn(async move {
+            run_body(
+                &mw,
+                Some("x-read-all"),
+                wasmgate_abi::Body::from_stream(ChanBody(rx)),
+            )
+            .await
+        })
+    };
+    // Let the slow request start and wait for the rest of its body.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!slow.is_finished(), "{engine}");
+    // Another request is served meanwhile, on the same thread and the only instance.
+    let quick = tokio::time::timeout(
+        Duration::from_secs(2),
+        run_body(&mw, None, wasmgate_abi::Body::empty()),
+    )
+    .await
+    .expect("served while the other body is still arriving")
+    .unwrap();
+    assert_eq!(quick.status, StatusCode::OK, "{engine}");
+    assert!(!slow.is_finished(), "{engine}");
+    // The rest of the body arrives: the guest reads all of it, nothing is left for next.
+    tx.send(bytes::Bytes::from_static(b"defg")).await.unwrap();
+    drop(tx);
+    let r = slow.await.unwrap().unwrap();
+    assert_eq!(r.status, StatusCode::OK, "{engine}");
+    assert_eq!(r.headers.get("echo-read"), Some(&b"7"[..]), "{engine}");
+    assert_eq!(body(r).await, "", "{engine}");
 }
+parity!(
+    #[tokio::test(flavor = "current_thread")]
+    async a_slow_request_body_holds_no_worker_and_no_instance
+);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_body_past_max_body_bytes_passes_through_unless_the_guest_reads_past_the_limit() {
+async fn a_body_past_max_body_bytes_passes_through_unless_the_guest_reads_past_the_limit(
+    engine: EngineKind,
+) {
     let data: Vec<u8> = (0..100u8).map(|i| b'a' + i % 26).collect();
     let text = String::from_utf8(data.clone()).unwrap();
-    for engine in EngineKind::ALL {
-        let small = PluginOptions {
-            max_body_bytes: 64,
-            ..opts(1)
-        };
-        let mw = middleware(engine, READER, b"", small);
-        // Not read: next gets all 100 bytes, untouched.
-        let r = run_body(&mw, None, framed(&data)).await.unwrap();
-        assert_eq!(r.headers.get("echo-read"), Some(&b"0"[..]), "{engine}");
-        assert_eq!(body(r).await, text, "{engine}");
-        // Read within the limit: what the guest read is gone, the rest (past the limit
-        // included) flows on.
-        let r = run_body(&mw, Some("x-read-some"), framed(&data))
-            .await
-            .unwrap();
-        assert_eq!(r.headers.get("echo-read"), Some(&b"4"[..]), "{engine}");
-        assert_eq!(body(r).await, text[4..], "{engine}");
-        // Read past the limit: 413, and the interrupted instance is not reused.
-        let discarded = mw.pool().discarded();
-        let e = run_body(&mw, Some("x-read-all"), framed(&data))
-            .await
-            .unwrap_err();
-        assert_eq!(e.status, StatusCode::PAYLOAD_TOO_LARGE, "{engine}: {e}");
-        assert!(e.message.contains("maxBodyBytes"), "{engine}: {e}");
-        assert_eq!(mw.pool().discarded(), discarded + 1, "{engine}");
-        // A body of exactly the limit is read whole.
-        let r = run_body(&mw, Some("x-read-all"), framed(&data[..64]))
-            .await
-            .unwrap();
-        assert_eq!(r.headers.get("echo-read"), Some(&b"64"[..]), "{engine}");
-        assert_eq!(body(r).await, "", "{engine}");
-    }
+    let small = PluginOptions {
+        max_body_bytes: 64,
+        ..opts(1)
+    };
+    let mw = middleware(engine, READER, b"", small);
+    // Not read: next gets all 100 bytes, untouched.
+    let r = run_body(&mw, None, framed(&data)).await.unwrap();
+    assert_eq!(r.headers.get("echo-read"), Some(&b"0"[..]), "{engine}");
+    assert_eq!(body(r).await, text, "{engine}");
+    // Read within the limit: what the guest read is gone, the rest (past the limit
+    // included) flows on.
+    let r = run_body(&mw, Some("x-read-some"), framed(&data))
+        .await
+        .unwrap();
+    assert_eq!(r.headers.get("echo-read"), Some(&b"4"[..]), "{engine}");
+    assert_eq!(body(r).await, text[4..], "{engine}");
+    // Read past the limit: 413, and the interrupted instance is not reused.
+    let discarded = mw.pool().discarded();
+    let e = run_body(&mw, Some("x-read-all"), framed(&data))
+        .await
+        .unwrap_err();
+    assert_eq!(e.status, StatusCode::PAYLOAD_TOO_LARGE, "{engine}: {e}");
+    assert!(e.message.contains("maxBodyBytes"), "{engine}: {e}");
+    assert_eq!(mw.pool().discarded(), discarded + 1, "{engine}");
+    // A body of exactly the limit is read whole.
+    let r = run_body(&mw, Some("x-read-all"), framed(&data[..64]))
+        .await
+        .unwrap();
+    assert_eq!(r.headers.get("echo-read"), Some(&b"64"[..]), "{engine}");
+    assert_eq!(body(r).await, "", "{engine}");
 }
+parity!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async a_body_past_max_body_bytes_passes_through_unless_the_guest_reads_past_the_limit
+);
 
 /// Its `_start` sleeps 300 ms (WASI `poll_oneoff` on the monotonic clock): a slow start-up.
 const SLOW_START: &str = r#"(module
@@ -606,50 +616,51 @@ const SLOW_START: &str = r#"(module
 
 // One runtime thread: while a request waits for a new instance (the only warm one is busy),
 // the instance's slow start-up runs off that thread, and other tasks keep running.
-#[tokio::test(flavor = "current_thread")]
-async fn a_new_instance_starts_off_the_runtime_thread() {
-    for engine in EngineKind::ALL {
-        let mw = middleware(engine, SLOW_START, b"", opts(1));
-        assert_eq!(mw.pool().created(), 1, "{engine}: one warm instance");
-        // The warm instance is held by a request whose upstream is slow.
-        let held = {
-            let mw = mw.clone();
-            tokio::spawn(async move {
-                let up = upstream(Duration::from_millis(800));
-                run(&mw, &up, &[]).await.map(|r| r.status)
-            })
-        };
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        let ticks = Arc::new(AtomicUsize::new(0));
-        let ticker = {
-            let ticks = ticks.clone();
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    ticks.fetch_add(1, Ordering::SeqCst);
-                }
-            })
-        };
-        let started = std::time::Instant::now();
-        let r = run(&mw, &upstream(Duration::ZERO), &[]).await.unwrap();
-        let took = started.elapsed();
-        let ticked = ticks.load(Ordering::SeqCst);
-        ticker.abort();
-        assert_eq!(r.status, StatusCode::OK, "{engine}");
-        assert_eq!(
-            mw.pool().created(),
-            2,
-            "{engine}: a second instance was started"
-        );
-        assert!(took >= Duration::from_millis(300), "{engine}: {took:?}");
-        // Started on the runtime thread, the 300 ms sleep would have stopped the ticker.
-        assert!(
-            ticked >= 10,
-            "{engine}: the ticker ran {ticked} times in {took:?}"
-        );
-        assert_eq!(held.await.unwrap().unwrap(), StatusCode::OK, "{engine}");
-    }
+async fn a_new_instance_starts_off_the_runtime_thread(engine: EngineKind) {
+    let mw = middleware(engine, SLOW_START, b"", opts(1));
+    assert_eq!(mw.pool().created(), 1, "{engine}: one warm instance");
+    // The warm instance is held by a request whose upstream is slow.
+    let held = {
+        let mw = mw.clone();
+        tokio::spawn(async move {
+            let up = upstream(Duration::from_millis(800));
+            run(&mw, &up, &[]).await.map(|r| r.status)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let ticks = Arc::new(AtomicUsize::new(0));
+    let ticker = {
+        let ticks = ticks.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                ticks.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+    };
+    let started = std::time::Instant::now();
+    let r = run(&mw, &upstream(Duration::ZERO), &[]).await.unwrap();
+    let took = started.elapsed();
+    let ticked = ticks.load(Ordering::SeqCst);
+    ticker.abort();
+    assert_eq!(r.status, StatusCode::OK, "{engine}");
+    assert_eq!(
+        mw.pool().created(),
+        2,
+        "{engine}: a second instance was started"
+    );
+    assert!(took >= Duration::from_millis(300), "{engine}: {took:?}");
+    // Started on the runtime thread, the 300 ms sleep would have stopped the ticker.
+    assert!(
+        ticked >= 10,
+        "{engine}: the ticker ran {ticked} times in {took:?}"
+    );
+    assert_eq!(held.await.unwrap().unwrap(), StatusCode::OK, "{engine}");
 }
+parity!(
+    #[tokio::test(flavor = "current_thread")]
+    async a_new_instance_starts_off_the_runtime_thread
+);
 
 /// Sets `x-seen` on the request; it imports header functions and `enable_features` but not
 /// `read_body`, and turns no feature on at start-up.
@@ -683,35 +694,36 @@ impl Endpoint for Arrival {
 
 // A guest that cannot read the body gets none read ahead: the request goes on to next while its
 // body is still arriving (an upload streams through a header-only plugin).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_guest_that_cannot_read_the_body_lets_it_stream() {
-    for engine in EngineKind::ALL {
-        let mw = middleware(engine, HEADERS_ONLY, b"", opts(1));
-        let (tx, rx) = tokio::sync::mpsc::channel(4);
-        tx.send(bytes::Bytes::from_static(b"first ")).await.unwrap();
-        let arrival = Arc::new(Arrival(tokio::sync::Notify::new()));
-        let task = {
-            let (mw, arrival) = (mw.clone(), arrival.clone());
-            tokio::spawn(async move {
-                let mut req = Request::new(
-                    Method::POST,
-                    "/upload".parse().unwrap(),
-                    "127.0.0.1:4000".parse().unwrap(),
-                );
-                req.body = wasmgate_abi::Body::from_stream(ChanBody(rx));
-                let chain: Vec<Arc<dyn Middleware>> = vec![mw];
-                Next::new(&chain, arrival.as_ref()).run(req).await
-            })
-        };
-        // The upstream is reached while the body is still open (read ahead, it would not be).
-        tokio::time::timeout(Duration::from_secs(10), arrival.0.notified())
-            .await
-            .unwrap_or_else(|_| panic!("{engine}: the request waited for its body"));
-        tx.send(bytes::Bytes::from_static(b"second")).await.unwrap();
-        drop(tx);
-        let r = task.await.unwrap().unwrap();
-        assert_eq!(r.status, StatusCode::OK, "{engine}");
-        assert_eq!(r.headers.get("echo-seen"), Some(&b"1"[..]), "{engine}");
-        assert_eq!(body(r).await, "first second", "{engine}");
-    }
+async fn a_guest_that_cannot_read_the_body_lets_it_stream(engine: EngineKind) {
+    let mw = middleware(engine, HEADERS_ONLY, b"", opts(1));
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(bytes::Bytes::from_static(b"first ")).await.unwrap();
+    let arrival = Arc::new(Arrival(tokio::sync::Notify::new()));
+    let task = {
+        let (mw, arrival) = (mw.clone(), arrival.clone());
+        tokio::spawn(async move {
+            let mut req = Request::new(
+                Method::POST,
+                "/upload".parse().unwrap(),
+                "127.0.0.1:4000".parse().unwrap(),
+            );
+            req.body = wasmgate_abi::Body::from_stream(ChanBody(rx));
+            let chain: Vec<Arc<dyn Middleware>> = vec![mw];
+            Next::new(&chain, arrival.as_ref()).run(req).await
+        })
+    };
+    // The upstream is reached while the body is still open (read ahead, it would not be).
+    tokio::time::timeout(Duration::from_secs(10), arrival.0.notified())
+        .await
+        .unwrap_or_else(|_| panic!("{engine}: the request waited for its body"));
+    tx.send(bytes::Bytes::from_static(b"second")).await.unwrap();
+    drop(tx);
+    let r = task.await.unwrap().unwrap();
+    assert_eq!(r.status, StatusCode::OK, "{engine}");
+    assert_eq!(r.headers.get("echo-seen"), Some(&b"1"[..]), "{engine}");
+    assert_eq!(body(r).await, "first second", "{engine}");
 }
+parity!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async a_guest_that_cannot_read_the_body_lets_it_stream
+);

@@ -394,319 +394,294 @@ fn header(resp: &Response, name: &str) -> Option<String> {
     resp.headers.get_str(name).map(str::to_string)
 }
 
-#[tokio::test]
-async fn http_call_pauses_and_resumes_the_request() {
-    for e in EngineKind::ALL {
-        let s = setup(e, "hauth", opts());
+async fn http_call_pauses_and_resumes_the_request(e: EngineKind) {
+    let s = setup(e, "hauth", opts());
+    let up = upstream(Duration::ZERO);
+    let r = run(&s.mw, &up, &[], None).await.unwrap();
+    assert_eq!(r.status, StatusCode::OK, "{e}");
+    // The call's :status went into the resumed request.
+    assert_eq!(
+        header(&r, "echo-x-call-status").as_deref(),
+        Some("200"),
+        "{e}"
+    );
+    assert_eq!(up.calls.load(Ordering::SeqCst), 1);
+}
+parity!(#[tokio::test] async http_call_pauses_and_resumes_the_request);
+
+async fn http_call_pauses_and_resumes_the_response(e: EngineKind) {
+    let s = setup(e, "Rauth", opts());
+    let up = upstream(Duration::ZERO);
+    let r = run(&s.mw, &up, &[], None).await.unwrap();
+    assert_eq!(r.status, StatusCode::OK, "{e}");
+    // The response waited in on_response_headers for the call; its :status went on the response.
+    assert_eq!(header(&r, "x-call-status").as_deref(), Some("200"), "{e}");
+    assert_eq!(up.calls.load(Ordering::SeqCst), 1);
+}
+parity!(#[tokio::test] async http_call_pauses_and_resumes_the_response);
+
+async fn http_call_timeout_and_unknown_service(e: EngineKind) {
+    let up = upstream(Duration::ZERO);
+    // The slow service misses the filter's 300 ms timeout: on_http_call_response gets 0 headers.
+    let s = setup(e, "hslow", opts());
+    let started = std::time::Instant::now();
+    let r = run(&s.mw, &up, &[], None).await.unwrap();
+    assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT, "{e}");
+    assert!(started.elapsed() < Duration::from_millis(700), "{e}");
+    assert_eq!(text(r).await, "timeout");
+    // An unknown service: proxy_http_call answers BAD_ARGUMENT, the filter replies 502.
+    let s = setup(e, "hnowhere", opts());
+    let r = run(&s.mw, &up, &[], None).await.unwrap();
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{e}");
+    assert_eq!(text(r).await, "call failed");
+    assert_eq!(up.calls.load(Ordering::SeqCst), 0);
+}
+parity!(#[tokio::test] async http_call_timeout_and_unknown_service);
+
+async fn pause_with_nothing_pending_is_an_error(e: EngineKind) {
+    let s = setup(e, "p", opts());
+    let up = upstream(Duration::ZERO);
+    let err = run(&s.mw, &up, &[], None).await.unwrap_err();
+    assert_eq!(err.status, StatusCode::INTERNAL_SERVER_ERROR, "{e}");
+    assert!(err.message.contains("nothing pending"), "{}", err.message);
+    assert_eq!(up.calls.load(Ordering::SeqCst), 0);
+}
+parity!(#[tokio::test] async pause_with_nothing_pending_is_an_error);
+
+async fn local_responses_in_every_phase(e: EngineKind) {
+    for (cfg, code, upstream_called) in [("l", 403, 0), ("k", 451, 0), ("L", 418, 1), ("K", 406, 1)]
+    {
+        let s = setup(e, cfg, opts());
         let up = upstream(Duration::ZERO);
-        let r = run(&s.mw, &up, &[], None).await.unwrap();
-        assert_eq!(r.status, StatusCode::OK, "{e}");
-        // The call's :status went into the resumed request.
+        let r = run(&s.mw, &up, &[], Some(b"some body")).await.unwrap();
+        assert_eq!(r.status.as_u16(), code, "{e} {cfg}");
+        assert_eq!(header(&r, "x-by").as_deref(), Some("wat"), "{e} {cfg}");
+        assert_eq!(text(r).await, "denied");
         assert_eq!(
-            header(&r, "echo-x-call-status").as_deref(),
-            Some("200"),
-            "{e}"
+            up.calls.load(Ordering::SeqCst),
+            upstream_called,
+            "{e} {cfg}"
         );
-        assert_eq!(up.calls.load(Ordering::SeqCst), 1);
     }
 }
+parity!(#[tokio::test] async local_responses_in_every_phase);
 
-#[tokio::test]
-async fn http_call_pauses_and_resumes_the_response() {
-    for e in EngineKind::ALL {
-        let s = setup(e, "Rauth", opts());
-        let up = upstream(Duration::ZERO);
-        let r = run(&s.mw, &up, &[], None).await.unwrap();
-        assert_eq!(r.status, StatusCode::OK, "{e}");
-        // The response waited in on_response_headers for the call; its :status went on the response.
-        assert_eq!(header(&r, "x-call-status").as_deref(), Some("200"), "{e}");
-        assert_eq!(up.calls.load(Ordering::SeqCst), 1);
-    }
+async fn bodies_are_buffered_while_paused_and_rewritten(e: EngineKind) {
+    let s = setup(e, "b", opts());
+    let up = upstream(Duration::ZERO);
+    let r = run(&s.mw, &up, &[], Some(b"hello body")).await.unwrap();
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(&*up.seen_body.lock().unwrap(), b"<hello body>", "{e}");
+    // body_size at end of stream was everything buffered.
+    let vm = s.plugin.proxy_wasm().unwrap().vm();
+    assert_eq!(vm.metric("body_size").unwrap().samples, vec![10], "{e}");
+
+    let s = setup(e, "B", opts());
+    let up = upstream(Duration::ZERO);
+    *up.reply.lock().unwrap() = Some(b"from upstream".to_vec());
+    let r = run(&s.mw, &up, &[], None).await.unwrap();
+    assert_eq!(text(r).await, "<from upstream>", "{e}");
 }
+parity!(#[tokio::test] async bodies_are_buffered_while_paused_and_rewritten);
 
-#[tokio::test]
-async fn http_call_timeout_and_unknown_service() {
-    for e in EngineKind::ALL {
-        let up = upstream(Duration::ZERO);
-        // The slow service misses the filter's 300 ms timeout: on_http_call_response gets 0 headers.
-        let s = setup(e, "hslow", opts());
-        let started = std::time::Instant::now();
-        let r = run(&s.mw, &up, &[], None).await.unwrap();
-        assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT, "{e}");
-        assert!(started.elapsed() < Duration::from_millis(700), "{e}");
-        assert_eq!(text(r).await, "timeout");
-        // An unknown service: proxy_http_call answers BAD_ARGUMENT, the filter replies 502.
-        let s = setup(e, "hnowhere", opts());
-        let r = run(&s.mw, &up, &[], None).await.unwrap();
-        assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{e}");
-        assert_eq!(text(r).await, "call failed");
-        assert_eq!(up.calls.load(Ordering::SeqCst), 0);
-    }
+async fn buffer_limits_give_413_and_500(e: EngineKind) {
+    let small = PluginOptions {
+        max_body_bytes: 8,
+        ..opts()
+    };
+    let s = setup(e, "b", small.clone());
+    let up = upstream(Duration::ZERO);
+    let err = run(&s.mw, &up, &[], Some(b"this body is too long"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.status, StatusCode::PAYLOAD_TOO_LARGE, "{e}");
+    assert_eq!(up.calls.load(Ordering::SeqCst), 0);
+    // The same middleware still serves a small body (and a small response).
+    *up.reply.lock().unwrap() = Some(b"ok".to_vec());
+    let r = run(&s.mw, &up, &[], Some(b"tiny")).await.unwrap();
+    assert_eq!(r.status, StatusCode::OK);
+
+    let s = setup(e, "B", small);
+    let up = upstream(Duration::ZERO);
+    *up.reply.lock().unwrap() = Some(vec![b'x'; 100]);
+    let err = run(&s.mw, &up, &[], None).await.unwrap_err();
+    assert_eq!(err.status, StatusCode::INTERNAL_SERVER_ERROR, "{e}");
 }
+parity!(#[tokio::test] async buffer_limits_give_413_and_500);
 
-#[tokio::test]
-async fn pause_with_nothing_pending_is_an_error() {
-    for e in EngineKind::ALL {
-        let s = setup(e, "p", opts());
-        let up = upstream(Duration::ZERO);
-        let err = run(&s.mw, &up, &[], None).await.unwrap_err();
-        assert_eq!(err.status, StatusCode::INTERNAL_SERVER_ERROR, "{e}");
-        assert!(err.message.contains("nothing pending"), "{}", err.message);
-        assert_eq!(up.calls.load(Ordering::SeqCst), 0);
-    }
+async fn shared_data_cas_conflict(e: EngineKind) {
+    let s = setup(e, "s", opts());
+    let up = upstream(Duration::ZERO);
+    let r = run(&s.mw, &up, &[], None).await.unwrap();
+    // The second set with the now stale cas got CAS_MISMATCH (8).
+    assert_eq!(header(&r, "echo-x-cas").as_deref(), Some("8"), "{e}");
 }
+parity!(#[tokio::test] async shared_data_cas_conflict);
 
-#[tokio::test]
-async fn local_responses_in_every_phase() {
-    for e in EngineKind::ALL {
-        for (cfg, code, upstream_called) in
-            [("l", 403, 0), ("k", 451, 0), ("L", 418, 1), ("K", 406, 1)]
-        {
-            let s = setup(e, cfg, opts());
-            let up = upstream(Duration::ZERO);
-            let r = run(&s.mw, &up, &[], Some(b"some body")).await.unwrap();
-            assert_eq!(r.status.as_u16(), code, "{e} {cfg}");
-            assert_eq!(header(&r, "x-by").as_deref(), Some("wat"), "{e} {cfg}");
-            assert_eq!(text(r).await, "denied");
-            assert_eq!(
-                up.calls.load(Ordering::SeqCst),
-                upstream_called,
-                "{e} {cfg}"
-            );
+async fn metrics_ticks_and_queues(e: EngineKind) {
+    let s = setup(e, "m", opts());
+    let up = upstream(Duration::ZERO);
+    for _ in 0..3 {
+        run(&s.mw, &up, &[], None).await.unwrap();
+    }
+    let vm = s.plugin.proxy_wasm().unwrap().vm();
+    assert_eq!(vm.metric("requests").unwrap().value, 3, "{e}");
+    assert_eq!(vm.metric("gauge").unwrap().value, -6, "{e}");
+
+    // Ticks arrive without requests.
+    let s = setup(e, "T", opts());
+    let vm = s.plugin.proxy_wasm().unwrap().vm().clone();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        vm.metric("ticks").unwrap().value >= 2,
+        "{e}: {:?}",
+        vm.metric("ticks")
+    );
+
+    // A queued item wakes the registering root context, which dequeues it.
+    let s = setup(e, "q", opts());
+    let vm = s.plugin.proxy_wasm().unwrap().vm().clone();
+    run(&s.mw, &up, &[], None).await.unwrap();
+    let mut n = 0;
+    for _ in 0..100 {
+        n = vm.metric("dequeued").unwrap().value;
+        if n == 1 {
+            break;
         }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    assert_eq!(n, 1, "{e}");
 }
+parity!(#[tokio::test] async metrics_ticks_and_queues);
 
-#[tokio::test]
-async fn bodies_are_buffered_while_paused_and_rewritten() {
-    for e in EngineKind::ALL {
-        let s = setup(e, "b", opts());
+async fn a_trap_in_any_callback_fails_one_request_only(e: EngineKind) {
+    for n in 1..=7 {
+        let s = setup(e, &format!("x{n}"), opts());
+        let mw = s.mw.clone();
         let up = upstream(Duration::ZERO);
-        let r = run(&s.mw, &up, &[], Some(b"hello body")).await.unwrap();
-        assert_eq!(r.status, StatusCode::OK);
-        assert_eq!(&*up.seen_body.lock().unwrap(), b"<hello body>", "{e}");
-        // body_size at end of stream was everything buffered.
-        let vm = s.plugin.proxy_wasm().unwrap().vm();
-        assert_eq!(vm.metric("body_size").unwrap().samples, vec![10], "{e}");
-
-        let s = setup(e, "B", opts());
-        let up = upstream(Duration::ZERO);
-        *up.reply.lock().unwrap() = Some(b"from upstream".to_vec());
-        let r = run(&s.mw, &up, &[], None).await.unwrap();
-        assert_eq!(text(r).await, "<from upstream>", "{e}");
-    }
-}
-
-#[tokio::test]
-async fn buffer_limits_give_413_and_500() {
-    for e in EngineKind::ALL {
-        let small = PluginOptions {
-            max_body_bytes: 8,
-            ..opts()
-        };
-        let s = setup(e, "b", small.clone());
-        let up = upstream(Duration::ZERO);
-        let err = run(&s.mw, &up, &[], Some(b"this body is too long"))
+        let err = run(&mw, &up, &[("x-trap", "1")], Some(b"body"))
             .await
             .unwrap_err();
-        assert_eq!(err.status, StatusCode::PAYLOAD_TOO_LARGE, "{e}");
-        assert_eq!(up.calls.load(Ordering::SeqCst), 0);
-        // The same middleware still serves a small body (and a small response).
-        *up.reply.lock().unwrap() = Some(b"ok".to_vec());
-        let r = run(&s.mw, &up, &[], Some(b"tiny")).await.unwrap();
-        assert_eq!(r.status, StatusCode::OK);
-
-        let s = setup(e, "B", small);
-        let up = upstream(Duration::ZERO);
-        *up.reply.lock().unwrap() = Some(vec![b'x'; 100]);
-        let err = run(&s.mw, &up, &[], None).await.unwrap_err();
-        assert_eq!(err.status, StatusCode::INTERNAL_SERVER_ERROR, "{e}");
-    }
-}
-
-#[tokio::test]
-async fn shared_data_cas_conflict() {
-    for e in EngineKind::ALL {
-        let s = setup(e, "s", opts());
-        let up = upstream(Duration::ZERO);
-        let r = run(&s.mw, &up, &[], None).await.unwrap();
-        // The second set with the now stale cas got CAS_MISMATCH (8).
-        assert_eq!(header(&r, "echo-x-cas").as_deref(), Some("8"), "{e}");
-    }
-}
-
-#[tokio::test]
-async fn metrics_ticks_and_queues() {
-    for e in EngineKind::ALL {
-        let s = setup(e, "m", opts());
-        let up = upstream(Duration::ZERO);
-        for _ in 0..3 {
-            run(&s.mw, &up, &[], None).await.unwrap();
-        }
-        let vm = s.plugin.proxy_wasm().unwrap().vm();
-        assert_eq!(vm.metric("requests").unwrap().value, 3, "{e}");
-        assert_eq!(vm.metric("gauge").unwrap().value, -6, "{e}");
-
-        // Ticks arrive without requests.
-        let s = setup(e, "T", opts());
-        let vm = s.plugin.proxy_wasm().unwrap().vm().clone();
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        assert!(
-            vm.metric("ticks").unwrap().value >= 2,
-            "{e}: {:?}",
-            vm.metric("ticks")
+        assert_eq!(
+            err.status,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "{e} callback {n}"
         );
-
-        // A queued item wakes the registering root context, which dequeues it.
-        let s = setup(e, "q", opts());
-        let vm = s.plugin.proxy_wasm().unwrap().vm().clone();
-        run(&s.mw, &up, &[], None).await.unwrap();
-        let mut n = 0;
-        for _ in 0..100 {
-            n = vm.metric("dequeued").unwrap().value;
-            if n == 1 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        assert_eq!(n, 1, "{e}");
-    }
-}
-
-#[tokio::test]
-async fn a_trap_in_any_callback_fails_one_request_only() {
-    for e in EngineKind::ALL {
-        for n in 1..=7 {
-            let s = setup(e, &format!("x{n}"), opts());
-            let mw = s.mw.clone();
-            let up = upstream(Duration::ZERO);
-            let err = run(&mw, &up, &[("x-trap", "1")], Some(b"body"))
-                .await
-                .unwrap_err();
-            assert_eq!(
-                err.status,
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "{e} callback {n}"
-            );
-            assert!(err.message.contains("trapped"), "{}", err.message);
-            for _ in 0..3 {
-                let r = run(&mw, &up, &[], Some(b"body")).await.unwrap();
-                assert_eq!(r.status, StatusCode::OK, "{e} callback {n}");
-            }
+        assert!(err.message.contains("trapped"), "{}", err.message);
+        for _ in 0..3 {
+            let r = run(&mw, &up, &[], Some(b"body")).await.unwrap();
+            assert_eq!(r.status, StatusCode::OK, "{e} callback {n}");
         }
     }
 }
+parity!(#[tokio::test] async a_trap_in_any_callback_fails_one_request_only);
 
-#[tokio::test]
-async fn load_and_configuration_errors() {
-    for e in EngineKind::ALL {
-        // on_configure false: the middleware is not created.
-        let p = plugin(e, &filter_wat(), opts()).unwrap();
-        let err = p
-            .middleware("pw-mw", b"r".to_vec())
-            .err()
-            .expect("rejected configuration")
-            .to_string();
-        assert!(err.contains("rejected its configuration"), "{err}");
-        // No marker.
-        let no_marker =
-            filter_wat().replace("(export \"proxy_abi_version_0_2_1\" (func $marker))", "");
-        let err = plugin(
-            e,
-            &no_marker,
-            PluginOptions {
-                abi: wasmgate_abi::AbiChoice::ProxyWasm,
-                ..opts()
-            },
-        )
+async fn load_and_configuration_errors(e: EngineKind) {
+    // on_configure false: the middleware is not created.
+    let p = plugin(e, &filter_wat(), opts()).unwrap();
+    let err = p
+        .middleware("pw-mw", b"r".to_vec())
         .err()
-        .unwrap();
-        assert!(err.contains("no proxy_abi_version_"), "{err}");
-        // Unknown version marker.
-        let future = filter_wat().replace("proxy_abi_version_0_2_1", "proxy_abi_version_0_3_0");
-        let err = plugin(e, &future, opts()).err().unwrap();
-        assert!(err.contains("unsupported proxy-wasm ABI version"), "{err}");
-        // Each version links only its own import set.
-        for (marker, import) in [
-            (
-                "proxy_abi_version_0_2_0",
-                "(import \"env\" \"proxy_get_log_level\" (func (param i32) (result i32)))",
-            ),
-            (
-                "proxy_abi_version_0_1_0",
-                "(import \"env\" \"proxy_continue_stream\" (func (param i32) (result i32)))",
-            ),
-            (
-                "proxy_abi_version_0_2_1",
-                "(import \"env\" \"proxy_continue_request\" (func (result i32)))",
-            ),
-        ] {
-            let wat = format!(
-                "(module {import} (memory (export \"memory\") 1) (func (export \"{marker}\")) \
-                 (func (export \"malloc\") (param i32) (result i32) (i32.const 0)))"
-            );
-            let err = plugin(e, &wat, opts()).err().expect(marker);
-            assert!(err.contains("missing imports"), "{marker}: {err}");
-        }
-        // ... and the version that has the import links it.
-        for (marker, import) in [
-            (
-                "proxy_abi_version_0_2_1",
-                "(import \"env\" \"proxy_get_log_level\" (func (param i32) (result i32)))",
-            ),
-            (
-                "proxy_abi_version_0_2_0",
-                "(import \"env\" \"proxy_continue_stream\" (func (param i32) (result i32)))",
-            ),
-            (
-                "proxy_abi_version_0_1_0",
-                "(import \"env\" \"proxy_continue_request\" (func (result i32)))",
-            ),
-        ] {
-            let wat = format!(
-                "(module {import} (memory (export \"memory\") 1) (func (export \"{marker}\")) \
-                 (func (export \"malloc\") (param i32) (result i32) (i32.const 0)))"
-            );
-            plugin(e, &wat, opts()).expect(marker);
-        }
-        // A 0.1.0 marker on 3-parameter header callbacks (2020 SDK filters) passes the shape
-        // check: this filter fails only on its 0.2.x import.
-        let v010_marker =
-            filter_wat().replace("proxy_abi_version_0_2_1", "proxy_abi_version_0_1_0");
-        let err = plugin(e, &v010_marker, opts()).err().unwrap();
+        .expect("rejected configuration")
+        .to_string();
+    assert!(err.contains("rejected its configuration"), "{err}");
+    // No marker.
+    let no_marker = filter_wat().replace("(export \"proxy_abi_version_0_2_1\" (func $marker))", "");
+    let err = plugin(
+        e,
+        &no_marker,
+        PluginOptions {
+            abi: wasmgate_abi::AbiChoice::ProxyWasm,
+            ..opts()
+        },
+    )
+    .err()
+    .unwrap();
+    assert!(err.contains("no proxy_abi_version_"), "{err}");
+    // Unknown version marker.
+    let future = filter_wat().replace("proxy_abi_version_0_2_1", "proxy_abi_version_0_3_0");
+    let err = plugin(e, &future, opts()).err().unwrap();
+    assert!(err.contains("unsupported proxy-wasm ABI version"), "{err}");
+    // Each version links only its own import set.
+    for (marker, import) in [
+        (
+            "proxy_abi_version_0_2_0",
+            "(import \"env\" \"proxy_get_log_level\" (func (param i32) (result i32)))",
+        ),
+        (
+            "proxy_abi_version_0_1_0",
+            "(import \"env\" \"proxy_continue_stream\" (func (param i32) (result i32)))",
+        ),
+        (
+            "proxy_abi_version_0_2_1",
+            "(import \"env\" \"proxy_continue_request\" (func (result i32)))",
+        ),
+    ] {
+        let wat = format!(
+            "(module {import} (memory (export \"memory\") 1) (func (export \"{marker}\")) \
+             (func (export \"malloc\") (param i32) (result i32) (i32.const 0)))"
+        );
+        let err = plugin(e, &wat, opts()).err().expect(marker);
+        assert!(err.contains("missing imports"), "{marker}: {err}");
+    }
+    // ... and the version that has the import links it.
+    for (marker, import) in [
+        (
+            "proxy_abi_version_0_2_1",
+            "(import \"env\" \"proxy_get_log_level\" (func (param i32) (result i32)))",
+        ),
+        (
+            "proxy_abi_version_0_2_0",
+            "(import \"env\" \"proxy_continue_stream\" (func (param i32) (result i32)))",
+        ),
+        (
+            "proxy_abi_version_0_1_0",
+            "(import \"env\" \"proxy_continue_request\" (func (result i32)))",
+        ),
+    ] {
+        let wat = format!(
+            "(module {import} (memory (export \"memory\") 1) (func (export \"{marker}\")) \
+             (func (export \"malloc\") (param i32) (result i32) (i32.const 0)))"
+        );
+        plugin(e, &wat, opts()).expect(marker);
+    }
+    // A 0.1.0 marker on 3-parameter header callbacks (2020 SDK filters) passes the shape
+    // check: this filter fails only on its 0.2.x import.
+    let v010_marker = filter_wat().replace("proxy_abi_version_0_2_1", "proxy_abi_version_0_1_0");
+    let err = plugin(e, &v010_marker, opts()).err().unwrap();
+    assert!(
+        err.contains("missing imports: env.proxy_continue_stream"),
+        "{err}"
+    );
+    assert!(!err.contains("proxy_on_request_headers"), "{err}");
+    // A header or trailer callback of neither shape is refused, naming both shapes.
+    for (cb, params, extra) in [
+        (
+            "proxy_on_request_headers",
+            "(param $ctx i32) (param $n i32) (param $eos i32)",
+            "(param i32)",
+        ),
+        (
+            "proxy_on_request_trailers",
+            "(param $ctx i32) (param $n i32)",
+            "(param i32 i32)",
+        ),
+    ] {
+        let export = format!("(func (export \"{cb}\") {params} (result i32)");
+        let four = format!("(func (export \"{cb}\") {params} {extra} (result i32)");
+        assert!(filter_wat().contains(&export), "{cb}");
+        let wat = filter_wat().replace(&export, &four);
+        let err = plugin(e, &wat, opts()).err().expect(cb);
         assert!(
-            err.contains("missing imports: env.proxy_continue_stream"),
+            err.contains(&format!(
+                "export `{cb}` has type (i32, i32, i32, i32) -> (i32), proxy-wasm 0.2.1 \
+                 needs (i32, i32) -> (i32) or (i32, i32, i32) -> (i32)"
+            )),
             "{err}"
         );
-        assert!(!err.contains("proxy_on_request_headers"), "{err}");
-        // A header or trailer callback of neither shape is refused, naming both shapes.
-        for (cb, params, extra) in [
-            (
-                "proxy_on_request_headers",
-                "(param $ctx i32) (param $n i32) (param $eos i32)",
-                "(param i32)",
-            ),
-            (
-                "proxy_on_request_trailers",
-                "(param $ctx i32) (param $n i32)",
-                "(param i32 i32)",
-            ),
-        ] {
-            let export = format!("(func (export \"{cb}\") {params} (result i32)");
-            let four = format!("(func (export \"{cb}\") {params} {extra} (result i32)");
-            assert!(filter_wat().contains(&export), "{cb}");
-            let wat = filter_wat().replace(&export, &four);
-            let err = plugin(e, &wat, opts()).err().expect(cb);
-            assert!(
-                err.contains(&format!(
-                    "export `{cb}` has type (i32, i32, i32, i32) -> (i32), proxy-wasm 0.2.1 \
-                     needs (i32, i32) -> (i32) or (i32, i32, i32) -> (i32)"
-                )),
-                "{err}"
-            );
-        }
     }
 }
+parity!(#[tokio::test] async load_and_configuration_errors);
 
 /// An ABI 0.1.0 filter: 2-argument header callbacks, proxy_get_configuration,
 /// OK + empty value for a missing header.
@@ -744,73 +719,69 @@ const V010: &str = r#"(module
     (i32.const 0))
 )"#;
 
-#[tokio::test]
-async fn abi_0_1_0_shapes() {
-    for e in EngineKind::ALL {
-        let p = plugin(e, V010, opts()).unwrap();
-        let mw = p.middleware("old", b"cfg-010".to_vec()).unwrap();
-        let up = upstream(Duration::ZERO);
-        let r = run(&mw, &up, &[], None).await.unwrap();
-        assert_eq!(header(&r, "echo-x-v010").as_deref(), Some("cfg-010"), "{e}");
-        assert_eq!(
-            header(&r, "echo-x-missing-status").as_deref(),
-            Some("0"),
-            "{e}"
-        );
-        assert_eq!(header(&r, "x-v010").as_deref(), Some("cfg-010"), "{e}");
-    }
+async fn abi_0_1_0_shapes(e: EngineKind) {
+    let p = plugin(e, V010, opts()).unwrap();
+    let mw = p.middleware("old", b"cfg-010".to_vec()).unwrap();
+    let up = upstream(Duration::ZERO);
+    let r = run(&mw, &up, &[], None).await.unwrap();
+    assert_eq!(header(&r, "echo-x-v010").as_deref(), Some("cfg-010"), "{e}");
+    assert_eq!(
+        header(&r, "echo-x-missing-status").as_deref(),
+        Some("0"),
+        "{e}"
+    );
+    assert_eq!(header(&r, "x-v010").as_deref(), Some("cfg-010"), "{e}");
 }
+parity!(#[tokio::test] async abi_0_1_0_shapes);
 
-#[tokio::test]
-async fn a_trap_in_the_call_response_fails_one_request_only() {
-    for e in EngineKind::ALL {
-        let s = setup(e, "hauth", opts());
-        let up = upstream(Duration::ZERO);
-        let err = run(&s.mw, &up, &[("x-trap-call", "1")], None)
-            .await
-            .unwrap_err();
-        assert_eq!(err.status, StatusCode::INTERNAL_SERVER_ERROR, "{e}");
-        assert!(
-            err.message.contains("proxy_on_http_call_response"),
-            "{}",
-            err.message
-        );
-        let r = run(&s.mw, &up, &[], None).await.unwrap();
-        assert_eq!(
-            header(&r, "echo-x-call-status").as_deref(),
-            Some("200"),
-            "{e}"
-        );
-        assert_eq!(up.calls.load(Ordering::SeqCst), 1);
-    }
+async fn a_trap_in_the_call_response_fails_one_request_only(e: EngineKind) {
+    let s = setup(e, "hauth", opts());
+    let up = upstream(Duration::ZERO);
+    let err = run(&s.mw, &up, &[("x-trap-call", "1")], None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.status, StatusCode::INTERNAL_SERVER_ERROR, "{e}");
+    assert!(
+        err.message.contains("proxy_on_http_call_response"),
+        "{}",
+        err.message
+    );
+    let r = run(&s.mw, &up, &[], None).await.unwrap();
+    assert_eq!(
+        header(&r, "echo-x-call-status").as_deref(),
+        Some("200"),
+        "{e}"
+    );
+    assert_eq!(up.calls.load(Ordering::SeqCst), 1);
 }
+parity!(#[tokio::test] async a_trap_in_the_call_response_fails_one_request_only);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_paused_requests_share_the_vms() {
-    for e in EngineKind::ALL {
-        let s = setup(e, "hauth", opts());
-        let up = upstream(Duration::from_millis(20));
-        let mut tasks = Vec::new();
-        for _ in 0..8 {
-            let (mw, up) = (s.mw.clone(), up.clone());
-            tasks.push(tokio::spawn(async move {
-                let r = run(&mw, &up, &[], None).await.unwrap();
-                (r.status, header(&r, "echo-x-call-status"))
-            }));
-        }
-        for t in tasks {
-            let (status, call) = t.await.unwrap();
-            assert_eq!(status, StatusCode::OK, "{e}");
-            assert_eq!(call.as_deref(), Some("200"), "{e}");
-        }
-        assert_eq!(up.calls.load(Ordering::SeqCst), 8);
+async fn concurrent_paused_requests_share_the_vms(e: EngineKind) {
+    let s = setup(e, "hauth", opts());
+    let up = upstream(Duration::from_millis(20));
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (mw, up) = (s.mw.clone(), up.clone());
+        tasks.push(tokio::spawn(async move {
+            let r = run(&mw, &up, &[], None).await.unwrap();
+            (r.status, header(&r, "echo-x-call-status"))
+        }));
     }
+    for t in tasks {
+        let (status, call) = t.await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{e}");
+        assert_eq!(call.as_deref(), Some("200"), "{e}");
+    }
+    assert_eq!(up.calls.load(Ordering::SeqCst), 8);
 }
+parity!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async concurrent_paused_requests_share_the_vms
+);
 
 /// Start-up: `_initialize` then `main` (reactor) must both run before the root context;
 /// a command module whose `_start` ends in `proc_exit(0)` starts fine.
-#[tokio::test]
-async fn start_up_functions_run_before_the_root_context() {
+async fn start_up_functions_run_before_the_root_context(e: EngineKind) {
     let reactor = r#"(module
   (memory (export "memory") 1)
   (global $init (mut i32) (i32.const 0))
@@ -830,112 +801,105 @@ async fn start_up_functions_run_before_the_root_context() {
   (func (export "proxy_on_memory_allocate") (param i32) (result i32) (i32.const 1024))
   (func (export "_start") (global.set $started (i32.const 1)) (call $exit (i32.const 0)))
   (func (export "proxy_on_vm_start") (param i32 i32) (result i32) (global.get $started)))"#;
-    for e in EngineKind::ALL {
-        for wat in [reactor, command] {
-            let p = plugin(e, wat, opts()).unwrap();
-            let mw = p.middleware("m", Vec::new()).unwrap();
-            let up = upstream(Duration::ZERO);
-            let r = run(&mw, &up, &[], None).await.unwrap();
-            assert_eq!(r.status, StatusCode::OK, "{e}");
-        }
-        // No allocator at all is a load error.
-        let none = reactor.replace("(export \"malloc\")", "");
-        let err = plugin(e, &none, opts()).err().unwrap();
-        assert!(err.contains("allocator"), "{err}");
+    for wat in [reactor, command] {
+        let p = plugin(e, wat, opts()).unwrap();
+        let mw = p.middleware("m", Vec::new()).unwrap();
+        let up = upstream(Duration::ZERO);
+        let r = run(&mw, &up, &[], None).await.unwrap();
+        assert_eq!(r.status, StatusCode::OK, "{e}");
     }
+    // No allocator at all is a load error.
+    let none = reactor.replace("(export \"malloc\")", "");
+    let err = plugin(e, &none, opts()).err().unwrap();
+    assert!(err.contains("allocator"), "{err}");
 }
+parity!(#[tokio::test] async start_up_functions_run_before_the_root_context);
 
 /// A request dropped while its stream is paused (client gone) has its context ended
 /// (`on_done`, `on_log`, `on_delete`) off the request; the VM goes on with other streams.
-#[tokio::test]
-async fn an_abandoned_paused_stream_ends_its_context() {
+async fn an_abandoned_paused_stream_ends_its_context(e: EngineKind) {
     use wasmgate_abi::proxy_wasm::ProxyWasmPlugin;
-    for e in EngineKind::ALL {
-        let wasm = wat::parse_str(filter_wat()).unwrap();
-        let info = wasmgate_engines::ModuleInfo::parse(&wasm).unwrap();
-        let engines = Engines::new(None);
-        let engine = engines.get(e).unwrap();
-        let p = ProxyWasmPlugin::load("pw", &wasm, &info, engine.as_ref(), opts()).unwrap();
-        let mw = Arc::new(p.middleware("m", b"hslow".to_vec(), services()).unwrap());
-        let as_dyn: Arc<dyn Middleware> = mw.clone();
-        let up = upstream(Duration::ZERO);
-        let dropped =
-            tokio::time::timeout(Duration::from_millis(120), run(&as_dyn, &up, &[], None)).await;
-        assert!(dropped.is_err(), "{e}: the request was still paused");
-        assert_eq!(mw.live_streams(), 0, "{e}");
-        // The context is ended on a task of its own; the VM is not thrown away.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert_eq!(mw.vms_created(), mw.vm_count() as u64, "{e}");
-        let r = run(&as_dyn, &up, &[], None).await.unwrap();
-        assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT, "{e}");
-    }
+    let wasm = wat::parse_str(filter_wat()).unwrap();
+    let info = wasmgate_engines::ModuleInfo::parse(&wasm).unwrap();
+    let engines = Engines::new(None);
+    let engine = engines.get(e).unwrap();
+    let p = ProxyWasmPlugin::load("pw", &wasm, &info, engine.as_ref(), opts()).unwrap();
+    let mw = Arc::new(p.middleware("m", b"hslow".to_vec(), services()).unwrap());
+    let as_dyn: Arc<dyn Middleware> = mw.clone();
+    let up = upstream(Duration::ZERO);
+    let dropped =
+        tokio::time::timeout(Duration::from_millis(120), run(&as_dyn, &up, &[], None)).await;
+    assert!(dropped.is_err(), "{e}: the request was still paused");
+    assert_eq!(mw.live_streams(), 0, "{e}");
+    // The context is ended on a task of its own; the VM is not thrown away.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(mw.vms_created(), mw.vm_count() as u64, "{e}");
+    let r = run(&as_dyn, &up, &[], None).await.unwrap();
+    assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT, "{e}");
 }
+parity!(#[tokio::test] async an_abandoned_paused_stream_ends_its_context);
 
-#[tokio::test]
-async fn request_trailers_reach_the_filter_and_the_upstream() {
-    for e in EngineKind::ALL {
-        let s = setup(e, "z", opts());
-        let up = upstream(Duration::ZERO);
-        let mut req = Request::new(
-            Method::POST,
-            "/t".parse().unwrap(),
-            "127.0.0.1:4000".parse().unwrap(),
-        );
-        let mut trailers = http::HeaderMap::new();
-        trailers.insert("x-checksum", "abc".parse().unwrap());
-        trailers.insert("x-other", "1".parse().unwrap());
-        req.body = Body::from_stream(WithTrailers(
-            vec![
-                http_body::Frame::data(Bytes::from_static(b"payload")),
-                http_body::Frame::trailers(trailers),
-            ]
-            .into(),
-        ));
-        let chain: Vec<Arc<dyn Middleware>> = vec![s.mw.clone()];
-        let r = Next::new(&chain, &*up).run(req).await.unwrap();
-        assert_eq!(r.status, StatusCode::OK, "{e}");
-        assert_eq!(&*up.seen_body.lock().unwrap(), b"payload");
-        let seen = up
-            .seen_trailers
-            .lock()
-            .unwrap()
-            .clone()
-            .expect("trailers forwarded");
-        assert_eq!(seen.get_str("x-checksum"), Some("abc"), "{e}");
-        assert_eq!(seen.get_str("x-added"), Some("yes"), "{e}");
-        // on_request_trailers got the number of trailers.
-        let vm = s.plugin.proxy_wasm().unwrap().vm();
-        assert_eq!(vm.metric("body_size").unwrap().samples, vec![2], "{e}");
-    }
+async fn request_trailers_reach_the_filter_and_the_upstream(e: EngineKind) {
+    let s = setup(e, "z", opts());
+    let up = upstream(Duration::ZERO);
+    let mut req = Request::new(
+        Method::POST,
+        "/t".parse().unwrap(),
+        "127.0.0.1:4000".parse().unwrap(),
+    );
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("x-checksum", "abc".parse().unwrap());
+    trailers.insert("x-other", "1".parse().unwrap());
+    req.body = Body::from_stream(WithTrailers(
+        vec![
+            http_body::Frame::data(Bytes::from_static(b"payload")),
+            http_body::Frame::trailers(trailers),
+        ]
+        .into(),
+    ));
+    let chain: Vec<Arc<dyn Middleware>> = vec![s.mw.clone()];
+    let r = Next::new(&chain, &*up).run(req).await.unwrap();
+    assert_eq!(r.status, StatusCode::OK, "{e}");
+    assert_eq!(&*up.seen_body.lock().unwrap(), b"payload");
+    let seen = up
+        .seen_trailers
+        .lock()
+        .unwrap()
+        .clone()
+        .expect("trailers forwarded");
+    assert_eq!(seen.get_str("x-checksum"), Some("abc"), "{e}");
+    assert_eq!(seen.get_str("x-added"), Some("yes"), "{e}");
+    // on_request_trailers got the number of trailers.
+    let vm = s.plugin.proxy_wasm().unwrap().vm();
+    assert_eq!(vm.metric("body_size").unwrap().samples, vec![2], "{e}");
 }
+parity!(#[tokio::test] async request_trailers_reach_the_filter_and_the_upstream);
 
 /// A trap in a root callback outside any request (a tick) poisons that VM; requests keep
 /// being served by fresh VMs.
-#[tokio::test]
-async fn a_trap_in_a_tick_poisons_that_vm_only() {
+async fn a_trap_in_a_tick_poisons_that_vm_only(e: EngineKind) {
     use wasmgate_abi::proxy_wasm::ProxyWasmPlugin;
-    for e in EngineKind::ALL {
-        let wasm = wat::parse_str(filter_wat()).unwrap();
-        let info = wasmgate_engines::ModuleInfo::parse(&wasm).unwrap();
-        let engines = Engines::new(None);
-        let engine = engines.get(e).unwrap();
-        let p = ProxyWasmPlugin::load("pw", &wasm, &info, engine.as_ref(), opts()).unwrap();
-        let mw = Arc::new(p.middleware("m", b"X".to_vec(), services()).unwrap());
-        tokio::time::sleep(Duration::from_millis(150)).await;
-        // The first tick trapped: a fresh VM replaced the poisoned one.
-        assert!(
-            mw.vms_created() > mw.vm_count() as u64,
-            "{e}: {}",
-            mw.vms_created()
-        );
-        let as_dyn: Arc<dyn Middleware> = mw.clone();
-        let up = upstream(Duration::ZERO);
-        for _ in 0..3 {
-            let r = run(&as_dyn, &up, &[], None).await.unwrap();
-            assert_eq!(r.status, StatusCode::OK, "{e}");
-        }
+    let wasm = wat::parse_str(filter_wat()).unwrap();
+    let info = wasmgate_engines::ModuleInfo::parse(&wasm).unwrap();
+    let engines = Engines::new(None);
+    let engine = engines.get(e).unwrap();
+    let p = ProxyWasmPlugin::load("pw", &wasm, &info, engine.as_ref(), opts()).unwrap();
+    let mw = Arc::new(p.middleware("m", b"X".to_vec(), services()).unwrap());
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    // The first tick trapped: a fresh VM replaced the poisoned one.
+    assert!(
+        mw.vms_created() > mw.vm_count() as u64,
+        "{e}: {}",
+        mw.vms_created()
+    );
+    let as_dyn: Arc<dyn Middleware> = mw.clone();
+    let up = upstream(Duration::ZERO);
+    for _ in 0..3 {
+        let r = run(&as_dyn, &up, &[], None).await.unwrap();
+        assert_eq!(r.status, StatusCode::OK, "{e}");
     }
 }
+parity!(#[tokio::test] async a_trap_in_a_tick_poisons_that_vm_only);
 
 /// A middleware as its concrete type (VM accessors), on engine `e`.
 fn concrete(
@@ -1002,47 +966,48 @@ impl Endpoint for Held {
 
 /// 64 streams through one middleware, all waiting on the upstream at once: a VM is free while
 /// its streams wait, so they all complete with no more VMs than runtime workers.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sixty_four_concurrent_streams_share_the_workers_vms() {
+async fn sixty_four_concurrent_streams_share_the_workers_vms(e: EngineKind) {
     const STREAMS: usize = 64;
-    for e in EngineKind::ALL {
-        let mw = concrete(e, &filter_wat(), b"m", opts());
-        let workers = tokio::runtime::Handle::current().metrics().num_workers();
-        let as_dyn: Arc<dyn Middleware> = mw.clone();
-        let up = Held::new(STREAMS);
-        let mut tasks = Vec::new();
-        for _ in 0..STREAMS {
-            let (mw, up) = (as_dyn.clone(), up.clone());
-            tasks.push(tokio::spawn(async move {
-                let mut req = Request::new(
-                    Method::GET,
-                    "/".parse().unwrap(),
-                    "127.0.0.1:4000".parse().unwrap(),
-                );
-                req.headers.append("host", "example.com");
-                let chain: Vec<Arc<dyn Middleware>> = vec![mw];
-                Next::new(&chain, &*up).run(req).await.map(|r| r.status)
-            }));
-        }
-        let all = async {
-            let mut statuses = Vec::new();
-            for t in tasks {
-                statuses.push(t.await.unwrap().unwrap());
-            }
-            statuses
-        };
-        // Generous: the upstream answers only once all 64 are in, so a stream that holds
-        // its VM across the upstream wait would hang here.
-        let statuses = tokio::time::timeout(Duration::from_secs(30), all)
-            .await
-            .unwrap_or_else(|_| panic!("{e}: the 64 streams did not all complete"));
-        assert_eq!(statuses, vec![StatusCode::OK; STREAMS], "{e}");
-        assert_eq!(up.arrived.load(Ordering::SeqCst), STREAMS, "{e}");
-        assert!(mw.vm_count() <= workers, "{e}: {} VMs", mw.vm_count());
-        assert_eq!(mw.vms_created(), mw.vm_count() as u64, "{e}");
-        assert_eq!(mw.live_streams(), 0, "{e}");
+    let mw = concrete(e, &filter_wat(), b"m", opts());
+    let workers = tokio::runtime::Handle::current().metrics().num_workers();
+    let as_dyn: Arc<dyn Middleware> = mw.clone();
+    let up = Held::new(STREAMS);
+    let mut tasks = Vec::new();
+    for _ in 0..STREAMS {
+        let (mw, up) = (as_dyn.clone(), up.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut req = Request::new(
+                Method::GET,
+                "/".parse().unwrap(),
+                "127.0.0.1:4000".parse().unwrap(),
+            );
+            req.headers.append("host", "example.com");
+            let chain: Vec<Arc<dyn Middleware>> = vec![mw];
+            Next::new(&chain, &*up).run(req).await.map(|r| r.status)
+        }));
     }
+    let all = async {
+        let mut statuses = Vec::new();
+        for t in tasks {
+            statuses.push(t.await.unwrap().unwrap());
+        }
+        statuses
+    };
+    // Generous: the upstream answers only once all 64 are in, so a stream that holds
+    // its VM across the upstream wait would hang here.
+    let statuses = tokio::time::timeout(Duration::from_secs(30), all)
+        .await
+        .unwrap_or_else(|_| panic!("{e}: the 64 streams did not all complete"));
+    assert_eq!(statuses, vec![StatusCode::OK; STREAMS], "{e}");
+    assert_eq!(up.arrived.load(Ordering::SeqCst), STREAMS, "{e}");
+    assert!(mw.vm_count() <= workers, "{e}: {} VMs", mw.vm_count());
+    assert_eq!(mw.vms_created(), mw.vm_count() as u64, "{e}");
+    assert_eq!(mw.live_streams(), 0, "{e}");
 }
+parity!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async sixty_four_concurrent_streams_share_the_workers_vms
+);
 
 /// A filter whose root context counts the HTTP contexts created on its VM; each stream puts
 /// the count it was created with in `x-seen`.
@@ -1072,101 +1037,103 @@ const COUNTER: &str = r#"(module
     (i32.const 0)))"#;
 
 /// With one VM, its root context sees every stream: N concurrent streams get counts 1..=N.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_root_context_sees_every_stream() {
+async fn the_root_context_sees_every_stream(e: EngineKind) {
     const STREAMS: usize = 24;
-    for e in EngineKind::ALL {
-        let one_vm = PluginOptions {
-            max_instances: Some(1),
-            ..opts()
-        };
-        let mw = concrete(e, COUNTER, b"", one_vm);
-        assert_eq!(mw.vm_count(), 1, "{e}");
-        let as_dyn: Arc<dyn Middleware> = mw.clone();
-        let up = Held::new(STREAMS);
-        let mut tasks = Vec::new();
-        for _ in 0..STREAMS {
-            let (mw, up) = (as_dyn.clone(), up.clone());
-            tasks.push(tokio::spawn(async move {
-                let r = run_on(&mw, &*up, &[], None).await.unwrap();
-                header(&r, "x-seen").unwrap().parse::<usize>().unwrap()
-            }));
-        }
-        let mut seen = Vec::new();
-        for t in tasks {
-            seen.push(
-                tokio::time::timeout(Duration::from_secs(30), t)
-                    .await
-                    .unwrap()
-                    .unwrap(),
-            );
-        }
-        seen.sort();
-        assert_eq!(seen, (1..=STREAMS).collect::<Vec<_>>(), "{e}");
+    let one_vm = PluginOptions {
+        max_instances: Some(1),
+        ..opts()
+    };
+    let mw = concrete(e, COUNTER, b"", one_vm);
+    assert_eq!(mw.vm_count(), 1, "{e}");
+    let as_dyn: Arc<dyn Middleware> = mw.clone();
+    let up = Held::new(STREAMS);
+    let mut tasks = Vec::new();
+    for _ in 0..STREAMS {
+        let (mw, up) = (as_dyn.clone(), up.clone());
+        tasks.push(tokio::spawn(async move {
+            let r = run_on(&mw, &*up, &[], None).await.unwrap();
+            header(&r, "x-seen").unwrap().parse::<usize>().unwrap()
+        }));
     }
+    let mut seen = Vec::new();
+    for t in tasks {
+        seen.push(
+            tokio::time::timeout(Duration::from_secs(30), t)
+                .await
+                .unwrap()
+                .unwrap(),
+        );
+    }
+    seen.sort();
+    assert_eq!(seen, (1..=STREAMS).collect::<Vec<_>>(), "{e}");
 }
+parity!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async the_root_context_sees_every_stream
+);
 
 /// A trap in one stream poisons only its VM: that VM's other streams in flight fail with the
 /// plugin error, the other VM's complete, and new streams are served (by a fresh VM).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_trap_poisons_only_its_vm() {
-    for e in EngineKind::ALL {
-        let two_vms = PluginOptions {
-            max_instances: Some(2),
-            ..opts()
-        };
-        let mw = concrete(e, &filter_wat(), b"x1", two_vms);
-        assert_eq!(mw.vm_count(), 2, "{e}");
-        let as_dyn: Arc<dyn Middleware> = mw.clone();
-        let up = Held::new(0);
-        // Four streams waiting on the upstream; each goes to the VM with the fewest streams,
-        // so they alternate: 0 and 2 on the first VM, 1 and 3 on the second.
-        let mut held = Vec::new();
-        for i in 0..4 {
-            let (mw, to) = (as_dyn.clone(), up.clone());
-            held.push(tokio::spawn(
-                async move { run_on(&mw, &*to, &[], None).await },
-            ));
-            up_wait(&up, i + 1).await;
-        }
-        // The fifth goes to the first VM (2 streams each) and traps in on_request_headers.
-        let err = run(&as_dyn, &upstream(Duration::ZERO), &[("x-trap", "1")], None)
-            .await
-            .unwrap_err();
-        assert_eq!(err.status, StatusCode::INTERNAL_SERVER_ERROR, "{e}");
-        assert!(err.message.contains("trapped"), "{e}: {}", err.message);
-        up.gate.add_permits(4);
-        let mut results = Vec::new();
-        for t in held {
-            results.push(t.await.unwrap());
-        }
-        for (i, r) in results.iter().enumerate() {
-            match (i % 2, r) {
-                (0, Err(err)) => {
-                    assert_eq!(err.status, StatusCode::INTERNAL_SERVER_ERROR, "{e} {i}");
-                    assert!(err.message.contains("trapped"), "{e} {i}: {}", err.message);
-                }
-                (1, Ok(r)) => assert_eq!(r.status, StatusCode::OK, "{e} {i}"),
-                (_, r) => panic!("{e}: stream {i} on the wrong side: {:?}", r.as_ref().err()),
-            }
-        }
-        // A fresh VM replaces the poisoned one, and new streams are served.
-        for _ in 0..200 {
-            if mw.vms_created() == 3 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert_eq!(mw.vms_created(), 3, "{e}");
-        for _ in 0..4 {
-            let r = run(&as_dyn, &upstream(Duration::ZERO), &[], None)
-                .await
-                .unwrap();
-            assert_eq!(r.status, StatusCode::OK, "{e}");
-        }
-        assert_eq!(mw.live_streams(), 0, "{e}");
+async fn a_trap_poisons_only_its_vm(e: EngineKind) {
+    let two_vms = PluginOptions {
+        max_instances: Some(2),
+        ..opts()
+    };
+    let mw = concrete(e, &filter_wat(), b"x1", two_vms);
+    assert_eq!(mw.vm_count(), 2, "{e}");
+    let as_dyn: Arc<dyn Middleware> = mw.clone();
+    let up = Held::new(0);
+    // Four streams waiting on the upstream; each goes to the VM with the fewest streams,
+    // so they alternate: 0 and 2 on the first VM, 1 and 3 on the second.
+    let mut held = Vec::new();
+    for i in 0..4 {
+        let (mw, to) = (as_dyn.clone(), up.clone());
+        held.push(tokio::spawn(
+            async move { run_on(&mw, &*to, &[], None).await },
+        ));
+        up_wait(&up, i + 1).await;
     }
+    // The fifth goes to the first VM (2 streams each) and traps in on_request_headers.
+    let err = run(&as_dyn, &upstream(Duration::ZERO), &[("x-trap", "1")], None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.status, StatusCode::INTERNAL_SERVER_ERROR, "{e}");
+    assert!(err.message.contains("trapped"), "{e}: {}", err.message);
+    up.gate.add_permits(4);
+    let mut results = Vec::new();
+    for t in held {
+        results.push(t.await.unwrap());
+    }
+    for (i, r) in results.iter().enumerate() {
+        match (i % 2, r) {
+            (0, Err(err)) => {
+                assert_eq!(err.status, StatusCode::INTERNAL_SERVER_ERROR, "{e} {i}");
+                assert!(err.message.contains("trapped"), "{e} {i}: {}", err.message);
+            }
+            (1, Ok(r)) => assert_eq!(r.status, StatusCode::OK, "{e} {i}"),
+            (_, r) => panic!("{e}: stream {i} on the wrong side: {:?}", r.as_ref().err()),
+        }
+    }
+    // A fresh VM replaces the poisoned one, and new streams are served.
+    for _ in 0..200 {
+        if mw.vms_created() == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(mw.vms_created(), 3, "{e}");
+    for _ in 0..4 {
+        let r = run(&as_dyn, &upstream(Duration::ZERO), &[], None)
+            .await
+            .unwrap();
+        assert_eq!(r.status, StatusCode::OK, "{e}");
+    }
+    assert_eq!(mw.live_streams(), 0, "{e}");
 }
+parity!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async a_trap_poisons_only_its_vm
+);
 
 async fn up_wait(up: &Held, n: usize) {
     tokio::time::timeout(Duration::from_secs(10), up.until_arrived(n))
