@@ -99,8 +99,10 @@ impl Slot {
     fn begin_call(&self, d: u64) {
         let deadline = self.ticks.load(Ordering::Acquire) + deadline_ticks(d);
         self.deadline.store(deadline, Ordering::Release);
-        self.wall_deadline
-            .store(coarse::now() + d + TICK.as_nanos() as u64, Ordering::Release);
+        self.wall_deadline.store(
+            coarse::now() + d + TICK.as_nanos() as u64,
+            Ordering::Release,
+        );
         let w = self.state.load(Ordering::Relaxed);
         self.state.store(
             ((w >> STATE_BITS) + 1) << STATE_BITS | RUNNING,
