@@ -119,6 +119,31 @@ impl InstancePool {
         }
     }
 
+    /// An idle instance, if one is waiting (never creates one): the fast path of a caller
+    /// that creates instances elsewhere (off its thread).
+    pub fn try_acquire_idle(&self) -> Result<Option<PooledInstance>, PoolError> {
+        {
+            let mut n = self.inner.in_use.lock().unwrap_or_else(|p| p.into_inner());
+            if *n >= self.inner.max {
+                return Err(PoolError::Exhausted(*n));
+            }
+            let Some(inst) = self
+                .inner
+                .idle
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .pop()
+            else {
+                return Ok(None);
+            };
+            *n += 1;
+            Ok(Some(PooledInstance {
+                inner: self.inner.clone(),
+                inst: Some(inst),
+            }))
+        }
+    }
+
     fn create(&self) -> Result<Box<dyn Instance>, PoolError> {
         let mut i = self.inner.module.instantiate((self.inner.factory)())?;
         self.inner.created.fetch_add(1, Ordering::Relaxed);

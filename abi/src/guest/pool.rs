@@ -87,11 +87,11 @@ impl GuestPool {
                 })?
                 .map_err(|_| ProxyError::internal("instance semaphore closed"))?,
         };
-        // `idle` is read before `acquire` pops: another request may take the last idle
-        // instance in between, and this one then creates its instance here. Rare (two
-        // requests racing for the last warm instance) and bounded (one creation).
-        if self.pool.idle() > 0 {
-            let inst = self.pool.acquire().map_err(|e| self.pool_error(e))?;
+        if let Some(inst) = self
+            .pool
+            .try_acquire_idle()
+            .map_err(|e| self.pool_error(e))?
+        {
             return Ok(Lease {
                 inst,
                 _permit: permit,
