@@ -111,16 +111,6 @@ impl GuestPool {
         created.map_err(|e| self.pool_error(e))
     }
 
-    /// A permit and an instance if one is free now, without waiting (background work that
-    /// can try again later); `None` when every permit is taken.
-    pub fn try_acquire_now(&self) -> Option<Result<Lease, PoolError>> {
-        let permit = self.permits.clone().try_acquire_owned().ok()?;
-        Some(self.pool.acquire().map(|inst| Lease {
-            inst,
-            _permit: permit,
-        }))
-    }
-
     fn pool_error(&self, e: PoolError) -> ProxyError {
         ProxyError::plugin(format!("middleware {}: {e}", self.middleware)).with_source(e)
     }
