@@ -60,64 +60,11 @@ pub(super) fn define(t: &mut Table) {
         },
     );
 
-    // gRPC and foreign functions: linked, not implemented.
-    t.def(
-        "proxy_grpc_call",
-        V0_1_0,
-        None,
-        |_c: &mut dyn Caller,
-         _: i32,
-         _: i32,
-         _: i32,
-         _: i32,
-         _: i32,
-         _: i32,
-         _: i32,
-         _: i32,
-         _: i32,
-         _: i32,
-         _: i32,
-         _: i32| Ok(status::UNIMPLEMENTED),
-    );
-    t.def(
-        "proxy_grpc_stream",
-        V0_1_0,
-        None,
-        |_c: &mut dyn Caller,
-         _: i32,
-         _: i32,
-         _: i32,
-         _: i32,
-         _: i32,
-         _: i32,
-         _: i32,
-         _: i32,
-         _: i32| Ok(status::UNIMPLEMENTED),
-    );
-    t.def(
-        "proxy_grpc_send",
-        V0_1_0,
-        None,
-        |_c: &mut dyn Caller, _: i32, _: i32, _: i32, _: i32| Ok(status::UNIMPLEMENTED),
-    );
-    t.def(
-        "proxy_grpc_cancel",
-        V0_1_0,
-        None,
-        |_c: &mut dyn Caller, _: i32| Ok(status::UNIMPLEMENTED),
-    );
-    t.def(
-        "proxy_grpc_close",
-        V0_1_0,
-        None,
-        |_c: &mut dyn Caller, _: i32| Ok(status::UNIMPLEMENTED),
-    );
-    t.def(
-        "proxy_call_foreign_function",
-        V0_2_0,
-        None,
-        |_c: &mut dyn Caller, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32| {
-            Ok(status::UNIMPLEMENTED)
-        },
-    );
+    // gRPC and foreign functions: linked (filters built with them load), not implemented.
+    t.unimplemented("proxy_grpc_call", V0_1_0, 12);
+    t.unimplemented("proxy_grpc_stream", V0_1_0, 9);
+    t.unimplemented("proxy_grpc_send", V0_1_0, 4);
+    t.unimplemented("proxy_grpc_cancel", V0_1_0, 1);
+    t.unimplemented("proxy_grpc_close", V0_1_0, 1);
+    t.unimplemented("proxy_call_foreign_function", V0_2_0, 6);
 }

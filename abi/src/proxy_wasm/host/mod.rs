@@ -23,7 +23,9 @@ pub mod properties;
 pub mod shared;
 pub mod stream;
 
-use wasmgate_engines::{wasi, Caller, HostError, HostFunc, HostFunctions, Val, ValType, WasmTy};
+use wasmgate_engines::{
+    wasi, Caller, FuncType, HostError, HostFunc, HostFunctions, Val, ValType, WasmTy,
+};
 
 use super::abi::{status, AbiVersion, MODULE};
 use super::serial;
@@ -148,6 +150,25 @@ impl Table {
             name,
             since,
             until,
+            params: func.ty.params.clone(),
+            func,
+        })
+    }
+
+    /// Adds `env.name` taking `params` i32s, linked from `since` on, answering UNIMPLEMENTED:
+    /// a filter that imports it loads, and learns at the call that the host lacks it.
+    pub(crate) fn unimplemented(&mut self, name: &'static str, since: AbiVersion, params: usize) {
+        let ty = FuncType::new(vec![ValType::I32; params], [ValType::I32]);
+        let mut t = HostFunctions::new();
+        t.add(MODULE, name, ty, |_, _, r| {
+            r[0] = Val::I32(status::UNIMPLEMENTED);
+            Ok(())
+        });
+        let func = t.0.pop().expect("add added it");
+        self.0.push(Def {
+            name,
+            since,
+            until: None,
             params: func.ty.params.clone(),
             func,
         })
