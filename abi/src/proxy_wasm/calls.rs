@@ -43,7 +43,9 @@ impl Drop for InFlight<'_> {
 
 impl VmSet {
     /// Sends `calls` (taken from `vm`) one after the other, delivering each response to the
-    /// VM's root context, and the calls those callbacks make, until none is left.
+    /// VM's root context, and the calls those callbacks make, until none is left. All of them
+    /// share one deadline, [`MAX_CALL_TIMEOUT`] from now: a call still to send past it is
+    /// answered as timed out, so a chain of calls cannot hold a stream longer than that.
     pub(crate) async fn drive(
         self: &Arc<Self>,
         vm: &Arc<Vm>,
@@ -51,8 +53,9 @@ impl VmSet {
     ) -> Result<(), ProxyError> {
         let mut queue = VecDeque::from(calls);
         let mut flight = InFlight { vm, n: queue.len() };
+        let deadline = tokio::time::Instant::now() + MAX_CALL_TIMEOUT;
         while let Some(call) = queue.pop_front() {
-            let result = execute(&self.shared, &call).await;
+            let result = execute(&self.shared, &call, deadline).await;
             let mut g = vm.lock().await?;
             let root = g.state().root_ctx;
             let args = match result {
@@ -77,7 +80,11 @@ impl VmSet {
                 }
             };
             let r = g.call("proxy_on_http_call_response", root, &args);
-            g.state().call_response = None;
+            let s = g.state();
+            s.call_response = None;
+            if let Some(n) = s.calls_out.get_mut(&call.ctx) {
+                *n = n.saturating_sub(1);
+            }
             if let Err(t) = r {
                 return Err(self.trapped(&mut g, &t));
             }
@@ -96,6 +103,7 @@ impl VmSet {
 pub(crate) async fn execute(
     shared: &MiddlewareShared,
     call: &PendingCall,
+    deadline: tokio::time::Instant,
 ) -> Result<CallResponse, String> {
     let endpoint = shared
         .services
@@ -141,7 +149,7 @@ pub(crate) async fn execute(
     let timeout = call
         .timeout
         .unwrap_or(MAX_CALL_TIMEOUT)
-        .min(MAX_CALL_TIMEOUT);
+        .min(deadline.saturating_duration_since(tokio::time::Instant::now()));
     let fut = async move {
         let resp = endpoint.call(req).await.map_err(|e| e.message.clone())?;
         let b = resp.body.buffer(limit).await.map_err(|e| e.to_string())?;

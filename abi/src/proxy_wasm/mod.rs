@@ -74,6 +74,9 @@ impl ServiceDirectory for HashMap<String, Arc<dyn Endpoint>> {
     }
 }
 
+/// The most http calls one context may have out at once (dispatched, response not yet
+/// delivered); past it `proxy_http_call` answers INTERNAL_FAILURE, as a host that cannot send.
+pub const MAX_CALLS_OUT: usize = 16;
 /// Longest an http call may take when the filter gives no timeout.
 pub const MAX_CALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest a stream may stay paused.

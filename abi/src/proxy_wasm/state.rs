@@ -279,6 +279,8 @@ impl Stream {
 pub struct PendingCall {
     /// Token handed to the guest.
     pub token: u32,
+    /// The context that dispatched it.
+    pub ctx: u32,
     /// Service name.
     pub service: String,
     /// Headers with pseudo-headers.
@@ -345,6 +347,9 @@ pub struct VmState {
     pub last_tick: Instant,
     /// Calls dispatched and not yet sent.
     pub pending_calls: Vec<PendingCall>,
+    /// Calls each context dispatched whose response it has not been given yet (at most
+    /// [`super::MAX_CALLS_OUT`] each).
+    pub calls_out: HashMap<u32, usize, BuildHasherDefault<IdHasher>>,
     /// Next http call token.
     pub next_token: u32,
     /// The call response being delivered.
@@ -371,6 +376,7 @@ impl VmState {
             tick_period: None,
             last_tick: Instant::now(),
             pending_calls: Vec::new(),
+            calls_out: HashMap::default(),
             next_token: 1,
             call_response: None,
             last_status: (0, String::new()),

@@ -121,6 +121,7 @@ async fn end_context(
     }
     let st = g.state();
     let stream = st.streams.remove(&ctx);
+    st.calls_out.remove(&ctx);
     st.effective_ctx = st.root_ctx;
     let calls = g.take_calls();
     drop(g);

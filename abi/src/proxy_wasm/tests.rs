@@ -1182,6 +1182,29 @@ fn stream_control_calls_and_unimplemented(e: EngineKind) {
         calls[0].timeout,
         Some(std::time::Duration::from_millis(100))
     );
+    // At most MAX_CALLS_OUT calls out per context: then INTERNAL_FAILURE, for that context only.
+    for _ in 1..crate::proxy_wasm::MAX_CALLS_OUT {
+        assert_eq!(
+            p.ok("proxy_http_call", &[svc, sn, g, gn, 0, 0, 0, 0, 100, OUT]),
+            status::OK
+        );
+    }
+    assert_eq!(
+        p.ok("proxy_http_call", &[svc, sn, g, gn, 0, 0, 0, 0, 100, OUT]),
+        status::INTERNAL_FAILURE
+    );
+    assert_eq!(
+        p.state().pending_calls.len(),
+        crate::proxy_wasm::MAX_CALLS_OUT
+    );
+    let (stream_ctx, root) = (p.state().effective_ctx, p.state().root_ctx);
+    p.state().effective_ctx = root;
+    assert_eq!(
+        p.ok("proxy_http_call", &[svc, sn, g, gn, 0, 0, 0, 0, 100, OUT]),
+        status::OK
+    );
+    p.state().effective_ctx = stream_ctx;
+    p.state().pending_calls.truncate(1);
     // get_status.
     p.state().last_status = (11, "timeout".into());
     assert_eq!(p.ok("proxy_get_status", &[OUT, RET, RET_SIZE]), status::OK);

@@ -1140,3 +1140,76 @@ async fn up_wait(up: &Held, n: usize) {
         .await
         .expect("the stream reached the upstream");
 }
+
+/// A root context that sends one http call to `auth` on every tick (1 ms) and counts the
+/// answers in the metric `answers`: far more calls over its life than the cap on calls out.
+fn root_caller_wat() -> String {
+    let call_headers = serialize([
+        (&b":method"[..], &b"GET"[..]),
+        (&b":path"[..], &b"/tick"[..]),
+        (&b":authority"[..], &b"auth"[..]),
+    ]);
+    format!(
+        r#"(module
+  (import "env" "proxy_http_call" (func $http_call (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_set_tick_period_milliseconds" (func $tick (param i32) (result i32)))
+  (import "env" "proxy_define_metric" (func $define (param i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_increment_metric" (func $incr (param i32 i64) (result i32)))
+  (memory (export "memory") 1)
+  (global $heap (mut i32) (i32.const 4096))
+  (global $answers (mut i32) (i32.const 0))
+  (global $refused (mut i32) (i32.const 0))
+  (data (i32.const 0) "auth")
+  (data (i32.const 16) "answers")
+  (data (i32.const 32) "refused")
+  (data (i32.const 64) "{call_headers}")
+  (export "proxy_abi_version_0_2_1" (func $marker))
+  (func $marker)
+  (func (export "malloc") (param i32) (result i32) (local i32)
+    global.get $heap local.set 1
+    global.get $heap local.get 0 i32.add global.set $heap
+    local.get 1)
+  (func (export "proxy_on_context_create") (param i32 i32))
+  (func (export "proxy_on_vm_start") (param i32 i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_configure") (param i32 i32) (result i32)
+    (drop (call $define (i32.const 0) (i32.const 16) (i32.const 7) (i32.const 48)))
+    (global.set $answers (i32.load (i32.const 48)))
+    (drop (call $define (i32.const 0) (i32.const 32) (i32.const 7) (i32.const 48)))
+    (global.set $refused (i32.load (i32.const 48)))
+    (drop (call $tick (i32.const 1)))
+    (i32.const 1))
+  (func (export "proxy_on_tick") (param i32)
+    (if (call $http_call (i32.const 0) (i32.const 4) (i32.const 64) (i32.const {call_len})
+          (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 5000) (i32.const 52))
+      (then (drop (call $incr (global.get $refused) (i64.const 1))))))
+  (func (export "proxy_on_http_call_response") (param i32 i32 i32 i32 i32)
+    (drop (call $incr (global.get $answers) (i64.const 1)))))"#,
+        call_headers = esc(&call_headers),
+        call_len = call_headers.len(),
+    )
+}
+
+// The cap counts calls out, not calls made: every answer gives its slot back, so a root context
+// that calls on every tick goes on well past MAX_CALLS_OUT calls and is never refused.
+async fn a_root_context_calls_on_past_the_cap_on_calls_out(e: EngineKind) {
+    let plugin = plugin(e, &root_caller_wat(), opts()).unwrap();
+    let _mw = plugin
+        .middleware_with_services("pw-mw", Vec::new(), services())
+        .unwrap();
+    let vm = plugin.proxy_wasm().unwrap().vm().clone();
+    let want = 3 * wasmgate_abi::proxy_wasm::MAX_CALLS_OUT as i64;
+    let answered = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let n = vm.metric("answers").map_or(0, |m| m.value);
+            if n >= want {
+                return n;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{e}: the root's calls stopped being answered"));
+    assert!(answered >= want, "{e}");
+    assert_eq!(vm.metric("refused").map_or(0, |m| m.value), 0, "{e}");
+}
+parity!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async a_root_context_calls_on_past_the_cap_on_calls_out);

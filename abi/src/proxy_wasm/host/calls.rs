@@ -1,6 +1,7 @@
 //! HTTP calls (`proxy_http_call`), and gRPC and foreign functions: linked, not implemented.
 
 use super::prelude::*;
+use crate::proxy_wasm::MAX_CALLS_OUT;
 use bytes::Bytes;
 use std::time::Duration;
 
@@ -44,12 +45,18 @@ pub(super) fn define(t: &mut Table) {
             if st.shared.services.service(&service).is_none() {
                 return Ok(status::BAD_ARGUMENT);
             }
+            let ctx = st.effective_ctx;
+            if st.calls_out.get(&ctx).copied().unwrap_or(0) >= MAX_CALLS_OUT {
+                return Ok(status::INTERNAL_FAILURE);
+            }
             let token = st.next_token;
             c.write_u32(return_token, token)?;
             let st = state(c)?;
             st.next_token += 1;
+            *st.calls_out.entry(ctx).or_default() += 1;
             st.pending_calls.push(PendingCall {
                 token,
+                ctx,
                 service,
                 headers,
                 body: Bytes::from(body),
