@@ -90,28 +90,12 @@ impl InstancePool {
     /// Takes an idle instance or creates one; the guard gives it back on
     /// drop unless it is poisoned (trapped), in which case it is discarded.
     pub fn acquire(&self) -> Result<PooledInstance, PoolError> {
-        {
-            let mut n = self.inner.in_use.lock().unwrap_or_else(|p| p.into_inner());
-            if *n >= self.inner.max {
-                return Err(PoolError::Exhausted(*n));
-            }
-            *n += 1;
+        if let Some(inst) = self.try_acquire_idle()? {
+            return Ok(inst);
         }
-        let idle = self
-            .inner
-            .idle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .pop();
-        let inst = match idle {
-            Some(i) => Ok(i),
-            None => self.create(),
-        };
-        match inst {
-            Ok(i) => Ok(PooledInstance {
-                inner: self.inner.clone(),
-                inst: Some(i),
-            }),
+        *self.slot()? += 1;
+        match self.create() {
+            Ok(i) => Ok(self.guard(i)),
             Err(e) => {
                 *self.inner.in_use.lock().unwrap_or_else(|p| p.into_inner()) -= 1;
                 Err(e)
@@ -122,25 +106,32 @@ impl InstancePool {
     /// An idle instance, if one is waiting (never creates one): the fast path of a caller
     /// that creates instances elsewhere (off its thread).
     pub fn try_acquire_idle(&self) -> Result<Option<PooledInstance>, PoolError> {
-        {
-            let mut n = self.inner.in_use.lock().unwrap_or_else(|p| p.into_inner());
-            if *n >= self.inner.max {
-                return Err(PoolError::Exhausted(*n));
-            }
-            let Some(inst) = self
-                .inner
-                .idle
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .pop()
-            else {
-                return Ok(None);
-            };
+        let mut n = self.slot()?;
+        let idle = self
+            .inner
+            .idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop();
+        Ok(idle.map(|i| {
             *n += 1;
-            Ok(Some(PooledInstance {
-                inner: self.inner.clone(),
-                inst: Some(inst),
-            }))
+            self.guard(i)
+        }))
+    }
+
+    /// The count of instances in use, locked, when one more fits under the cap.
+    fn slot(&self) -> Result<std::sync::MutexGuard<'_, usize>, PoolError> {
+        let n = self.inner.in_use.lock().unwrap_or_else(|p| p.into_inner());
+        if *n >= self.inner.max {
+            return Err(PoolError::Exhausted(*n));
+        }
+        Ok(n)
+    }
+
+    fn guard(&self, inst: Box<dyn Instance>) -> PooledInstance {
+        PooledInstance {
+            inner: self.inner.clone(),
+            inst: Some(inst),
         }
     }
 
