@@ -145,14 +145,7 @@ impl Table {
         until: Option<AbiVersion>,
         f: impl StatusFn<P>,
     ) {
-        let func = f.host_func(name);
-        self.0.push(Def {
-            name,
-            since,
-            until,
-            params: func.ty.params.clone(),
-            func,
-        })
+        self.push(name, since, until, f.host_func(name));
     }
 
     /// Adds `env.name` taking `params` i32s, linked from `since` on, answering UNIMPLEMENTED:
@@ -165,10 +158,20 @@ impl Table {
             Ok(())
         });
         let func = t.0.pop().expect("add added it");
+        self.push(name, since, None, func);
+    }
+
+    fn push(
+        &mut self,
+        name: &'static str,
+        since: AbiVersion,
+        until: Option<AbiVersion>,
+        func: HostFunc,
+    ) {
         self.0.push(Def {
             name,
             since,
-            until: None,
+            until,
             params: func.ty.params.clone(),
             func,
         })
