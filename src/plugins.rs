@@ -10,7 +10,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use wasmgate_abi::plugin::{AbiChoice as AbiKindChoice, EngineKind, Limits};
 use wasmgate_abi::proxy_wasm::ServiceDirectory;
-use wasmgate_abi::{Engines, Middleware, Plugin, PluginOptions};
+use wasmgate_abi::{Engines, FailurePolicy, Middleware, Plugin, PluginOptions};
 
 use crate::config::{AbiChoice, ConfigError, ConfigErrors, EngineChoice, LoadedConfig, PluginDecl};
 
@@ -73,6 +73,9 @@ fn options(decl: Option<&PluginDecl>) -> PluginOptions {
     }
     if let Some(r) = &d.root_id {
         o.root_id = r.clone();
+    }
+    if let Some(p) = d.failure_policy {
+        o.failure_policy = p.into();
     }
     o.env = d.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     o
@@ -266,21 +269,23 @@ impl PluginCatalog {
         self.plugins.get(name).map(|(_, p)| p)
     }
 
-    /// A middleware named `middleware` running plugin `name` with `config`; its first
-    /// instances start here, so a configuration the guest rejects is an error now.
+    /// A middleware named `middleware` running plugin `name` with `config`, under `policy`
+    /// (`None`: the declaration's); its first instances start here, so a configuration the
+    /// guest rejects is an error now.
     pub fn middleware(
         &self,
         name: &str,
         middleware: &str,
         config: &serde_json::Value,
         services: Arc<dyn ServiceDirectory>,
+        policy: Option<FailurePolicy>,
     ) -> Result<Arc<dyn Middleware>, String> {
         let (_, plugin) = self
             .plugins
             .get(name)
             .ok_or_else(|| crate::config::error::missing("plugin", name, self.plugins.keys()))?;
         plugin
-            .middleware_with_services(middleware, plugin_config_bytes(config), services)
+            .middleware_with(middleware, plugin_config_bytes(config), services, policy)
             .map_err(|e| format!("plugin {name:?}: {e}"))
     }
 }

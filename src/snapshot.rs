@@ -166,7 +166,12 @@ impl Builder<'_> {
                     let (plugin, config) = p.iter().next().expect("one entry");
                     // proxy-wasm filters reach the services by name with proxy_http_call.
                     let services = Arc::new(self.services.clone());
-                    match self.ctx.plugins.middleware(plugin, name, config, services) {
+                    let policy = cfg.failure_policy.map(Into::into);
+                    match self
+                        .ctx
+                        .plugins
+                        .middleware(plugin, name, config, services, policy)
+                    {
                         Ok(m) => Some(vec![m]),
                         Err(e) => {
                             self.error(format!("{here}.plugin.{plugin}"), e);

@@ -33,7 +33,7 @@ pub use wasmgate_engines as engines;
 
 pub use body::{Body, BodyError, BufferedBody};
 pub use error::{BoxError, ErrorSource, ProxyError};
-pub use guest::{AbiChoice, AbiKind, PluginError, PluginOptions};
+pub use guest::{AbiChoice, AbiKind, FailurePolicy, PluginError, PluginOptions};
 pub use headers::Headers;
 pub use middleware::{Endpoint, Middleware, Next};
 pub use model::{Request, Response};

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use wasmgate_engines::{new_engine, Engine, EngineError, EngineOptions, ModuleInfo};
 pub use wasmgate_engines::{EngineKind, Limits};
 
-pub use crate::guest::{AbiChoice, AbiKind, PluginError, PluginOptions};
+pub use crate::guest::{AbiChoice, AbiKind, FailurePolicy, PluginError, PluginOptions};
 
 use crate::http_wasm::HttpWasmPlugin;
 use crate::middleware::Middleware;
@@ -162,9 +162,23 @@ impl Plugin {
         config: Vec<u8>,
         services: Arc<dyn ServiceDirectory>,
     ) -> Result<Arc<dyn Middleware>, PluginError> {
+        self.middleware_with(middleware, config, services, None)
+    }
+
+    /// Like [`Plugin::middleware_with_services`], under failure policy `policy` (`None`: the
+    /// one the plugin's options give).
+    pub fn middleware_with(
+        &self,
+        middleware: &str,
+        config: Vec<u8>,
+        services: Arc<dyn ServiceDirectory>,
+        policy: Option<FailurePolicy>,
+    ) -> Result<Arc<dyn Middleware>, PluginError> {
         Ok(match &self.inner {
-            Inner::Http(p) => Arc::new(p.middleware(middleware, config)?),
-            Inner::Proxy(p) => Arc::new(p.middleware(middleware, config, services)?),
+            Inner::Http(p) => Arc::new(p.middleware_with_policy(middleware, config, policy)?),
+            Inner::Proxy(p) => {
+                Arc::new(p.middleware_with_policy(middleware, config, services, policy)?)
+            }
         })
     }
 }

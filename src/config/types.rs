@@ -283,6 +283,29 @@ pub enum EngineChoice {
     Wasmer,
 }
 
+/// What a plugin middleware does when its guest fails (Envoy's `failure_policy`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailurePolicyChoice {
+    /// One 503 naming the middleware (the default).
+    #[default]
+    Closed,
+    /// The request skips the middleware.
+    Open,
+    /// As closed, then fresh instances, with backoff while they keep failing.
+    Reload,
+}
+
+impl From<FailurePolicyChoice> for wasmgate_abi::FailurePolicy {
+    fn from(c: FailurePolicyChoice) -> Self {
+        match c {
+            FailurePolicyChoice::Closed => wasmgate_abi::FailurePolicy::Closed,
+            FailurePolicyChoice::Open => wasmgate_abi::FailurePolicy::Open,
+            FailurePolicyChoice::Reload => wasmgate_abi::FailurePolicy::Reload,
+        }
+    }
+}
+
 /// Which ABI a plugin speaks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -339,6 +362,10 @@ pub struct PluginDecl {
     /// proxy-wasm only: environment variables the guest sees through WASI `environ_get`.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// What a guest failure does, for every middleware running the plugin unless the
+    /// middleware says otherwise (default `closed`).
+    #[serde(default)]
+    pub failure_policy: Option<FailurePolicyChoice>,
 }
 
 /// Traefik's `experimental` section.
@@ -426,6 +453,10 @@ pub struct MiddlewareConfig {
     /// A WebAssembly plugin: `{ pluginName: config }`.
     #[serde(default)]
     pub plugin: Option<BTreeMap<String, serde_json::Value>>,
+    /// With `plugin` only (wasmgate's own key, beside the kind): what a guest failure does
+    /// here, over the plugin declaration's `failurePolicy`.
+    #[serde(default)]
+    pub failure_policy: Option<FailurePolicyChoice>,
 }
 
 /// The one kind a middleware definition has.
@@ -444,6 +475,9 @@ pub enum MiddlewareKind<'a> {
 impl MiddlewareConfig {
     /// The kind that is set, or an error when none or several are.
     pub fn kind(&self) -> Result<MiddlewareKind<'_>, String> {
+        if self.failure_policy.is_some() && self.plugin.is_none() {
+            return Err("failurePolicy applies to plugin middlewares only".into());
+        }
         let mut kinds = Vec::new();
         if let Some(h) = &self.headers {
             kinds.push(MiddlewareKind::Headers(h));

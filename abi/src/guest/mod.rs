@@ -2,11 +2,12 @@
 //! ([`PluginOptions`]) and why it could not be loaded ([`PluginError`]), the
 //! instance pool a middleware draws on ([`GuestPool`], whose [`Lease`] carries
 //! both the instance and its permit), what a trap does to a request
-//! ([`trap_error`]), and where a guest's logs go ([`log`]).
+//! ([`trap_error`]) and what the middleware's [`FailurePolicy`] then makes of it, and where a guest's logs go ([`log`]).
 //!
 //! This module imports neither ABI: `http_wasm` and `proxy_wasm` build on it,
 //! and `plugin` (loading, ABI detection) builds on all three.
 
+mod failure;
 pub mod log;
 mod options;
 mod pool;
@@ -15,6 +16,10 @@ use wasmgate_engines::{Instance, Trap};
 
 use crate::error::ProxyError;
 
+pub use self::failure::{
+    closed_response, FailurePolicy, Failures, Verdict, BACKOFF_MAX, BACKOFF_START,
+    FAILED_MIDDLEWARE_HEADER,
+};
 pub use self::options::{AbiChoice, AbiKind, PluginError, PluginOptions};
 pub use self::pool::{GuestPool, Lease, PREWARM};
 

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use super::FailurePolicy;
 use wasmgate_engines::{EngineError, EngineKind, FuncType, Limits, PoolError, Trap};
 
 /// Which ABI a declaration asks for.
@@ -63,6 +64,8 @@ pub struct PluginOptions {
     pub vm_id: String,
     /// proxy-wasm: the environment WASI `environ_get` gives the guest.
     pub env: Vec<(String, String)>,
+    /// What a guest failure does to its request and the ones after it (default `closed`).
+    pub failure_policy: FailurePolicy,
 }
 
 impl Default for PluginOptions {
@@ -79,6 +82,7 @@ impl Default for PluginOptions {
             root_id: String::new(),
             vm_id: String::new(),
             env: Vec::new(),
+            failure_policy: FailurePolicy::Closed,
         }
     }
 }

@@ -29,7 +29,9 @@ use self::abi::feature;
 use self::state::{Exchange, HttpWasmState, MiddlewareShared, Phase, RequestBody};
 use crate::body::{Body, BufferError, BufferedBody};
 use crate::error::{ErrorSource, ProxyError};
-use crate::guest::{AbiKind, GuestPool, PluginError, PluginOptions, PREWARM};
+use crate::guest::{
+    AbiKind, FailurePolicy, Failures, GuestPool, PluginError, PluginOptions, Verdict, PREWARM,
+};
 use crate::middleware::{Middleware, Next};
 use crate::model::{Request, Response};
 
@@ -131,6 +133,18 @@ impl HttpWasmPlugin {
         middleware: &str,
         config: Vec<u8>,
     ) -> Result<HttpWasmMiddleware, PluginError> {
+        self.middleware_with_policy(middleware, config, None)
+    }
+
+    /// Like [`HttpWasmPlugin::middleware`], under failure policy `policy` (`None`: the plugin
+    /// options' `failure_policy`).
+    pub fn middleware_with_policy(
+        &self,
+        middleware: &str,
+        config: Vec<u8>,
+        policy: Option<FailurePolicy>,
+    ) -> Result<HttpWasmMiddleware, PluginError> {
+        let policy = policy.unwrap_or(self.opts.failure_policy);
         let shared = Arc::new(MiddlewareShared {
             plugin: self.name.clone(),
             middleware: middleware.to_string(),
@@ -165,6 +179,7 @@ impl HttpWasmPlugin {
             self.reads_body || (self.touches_headers && start_features & feature::TRAILERS != 0);
         drop(warm);
         Ok(HttpWasmMiddleware {
+            failures: Failures::new(&self.name, middleware, policy),
             shared,
             pool,
             buffers_request,
@@ -206,6 +221,8 @@ pub(crate) struct Handlers {
 /// A middleware running an http-wasm plugin.
 pub struct HttpWasmMiddleware {
     shared: Arc<MiddlewareShared>,
+    /// Its failure policy, reload backoff and failure log.
+    failures: Failures,
     pool: GuestPool,
     /// The guest enables `buffer_request` at start-up (the same on every instance): the body
     /// is then read before an instance is taken, so a slow client holds no instance.

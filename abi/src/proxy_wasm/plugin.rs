@@ -14,7 +14,7 @@ use super::state::MiddlewareShared;
 use super::stream::ProxyWasmMiddleware;
 use super::vm::VmSet;
 use super::ServiceDirectory;
-use crate::guest::{AbiKind, PluginError, PluginOptions};
+use crate::guest::{AbiKind, FailurePolicy, Failures, PluginError, PluginOptions};
 
 /// The guest callbacks the host calls, each with the shapes accepted (any version).
 ///
@@ -166,6 +166,19 @@ impl ProxyWasmPlugin {
         config: Vec<u8>,
         services: Arc<dyn ServiceDirectory>,
     ) -> Result<ProxyWasmMiddleware, PluginError> {
+        self.middleware_with_policy(middleware, config, services, None)
+    }
+
+    /// Like [`ProxyWasmPlugin::middleware`], under failure policy `policy` (`None`: the
+    /// plugin options' `failure_policy`).
+    pub fn middleware_with_policy(
+        &self,
+        middleware: &str,
+        config: Vec<u8>,
+        services: Arc<dyn ServiceDirectory>,
+        policy: Option<FailurePolicy>,
+    ) -> Result<ProxyWasmMiddleware, PluginError> {
+        let policy = policy.unwrap_or(self.opts.failure_policy);
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| PluginError::NoRuntime(middleware.to_string()))?;
         let shared = Arc::new(MiddlewareShared {
@@ -208,6 +221,9 @@ impl ProxyWasmPlugin {
                 PluginError::Start(t)
             }
         })?;
-        Ok(ProxyWasmMiddleware { set })
+        Ok(ProxyWasmMiddleware {
+            set,
+            failures: Arc::new(Failures::new(&self.name, middleware, policy)),
+        })
     }
 }

@@ -24,6 +24,7 @@ use super::vm::{Guest, Vm, VmSet};
 use super::MAX_PAUSE;
 use crate::body::{Body, BufferError, BufferedBody};
 use crate::error::{ErrorSource, ProxyError};
+use crate::guest::Failures;
 use crate::headers::Headers;
 use crate::middleware::{Middleware, Next};
 use crate::model::{Request, Response};
@@ -31,6 +32,8 @@ use crate::model::{Request, Response};
 /// A middleware running a proxy-wasm filter on a small set of VMs.
 pub struct ProxyWasmMiddleware {
     pub(crate) set: Arc<VmSet>,
+    /// Its failure policy, reload backoff and failure log.
+    pub(crate) failures: Arc<Failures>,
 }
 
 impl ProxyWasmMiddleware {
