@@ -35,6 +35,9 @@ struct Inner {
     init: Option<Arc<InitHook>>,
     created: AtomicU64,
     discarded: AtomicU64,
+    /// Bumped by [`InstancePool::recycle`]: an instance of an older generation is dropped
+    /// when it comes back. Changed only with `idle` locked.
+    generation: AtomicU64,
 }
 
 /// A bounded pool of instances of one module. Cheap to clone (shared).
@@ -62,6 +65,7 @@ impl InstancePool {
                 init: None,
                 created: AtomicU64::new(0),
                 discarded: AtomicU64::new(0),
+                generation: AtomicU64::new(0),
             }),
         }
     }
@@ -94,8 +98,9 @@ impl InstancePool {
             return Ok(inst);
         }
         *self.slot()? += 1;
+        let generation = self.inner.generation.load(Ordering::Acquire);
         match self.create() {
-            Ok(i) => Ok(self.guard(i)),
+            Ok(i) => Ok(self.guard(i, generation)),
             Err(e) => {
                 *self.inner.in_use.lock().unwrap_or_else(|p| p.into_inner()) -= 1;
                 Err(e)
@@ -107,16 +112,25 @@ impl InstancePool {
     /// that creates instances elsewhere (off its thread).
     pub fn try_acquire_idle(&self) -> Result<Option<PooledInstance>, PoolError> {
         let mut n = self.slot()?;
-        let idle = self
-            .inner
-            .idle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .pop();
+        let (idle, generation) = {
+            let mut idle = self.inner.idle.lock().unwrap_or_else(|p| p.into_inner());
+            (idle.pop(), self.inner.generation.load(Ordering::Acquire))
+        };
         Ok(idle.map(|i| {
             *n += 1;
-            self.guard(i)
+            self.guard(i, generation)
         }))
+    }
+
+    /// Replaces every instance: the idle ones are dropped now, those in use when they come
+    /// back; later requests get fresh ones (a failure policy that starts the plugin anew).
+    pub fn recycle(&self) {
+        let mut idle = self.inner.idle.lock().unwrap_or_else(|p| p.into_inner());
+        self.inner.generation.fetch_add(1, Ordering::AcqRel);
+        self.inner
+            .discarded
+            .fetch_add(idle.len() as u64, Ordering::Relaxed);
+        idle.clear();
     }
 
     /// The count of instances in use, locked, when one more fits under the cap.
@@ -128,10 +142,11 @@ impl InstancePool {
         Ok(n)
     }
 
-    fn guard(&self, inst: Box<dyn Instance>) -> PooledInstance {
+    fn guard(&self, inst: Box<dyn Instance>, generation: u64) -> PooledInstance {
         PooledInstance {
             inner: self.inner.clone(),
             inst: Some(inst),
+            generation,
         }
     }
 
@@ -174,6 +189,8 @@ impl InstancePool {
 pub struct PooledInstance {
     inner: Arc<Inner>,
     inst: Option<Box<dyn Instance>>,
+    /// The pool's generation when it was handed out (see [`InstancePool::recycle`]).
+    generation: u64,
 }
 
 impl PooledInstance {
@@ -206,7 +223,10 @@ impl Drop for PooledInstance {
                 self.inner.discarded.fetch_add(1, Ordering::Relaxed);
             } else {
                 let mut idle = self.inner.idle.lock().unwrap_or_else(|p| p.into_inner());
-                if idle.len() < self.inner.keep_idle {
+                if self.inner.generation.load(Ordering::Acquire) != self.generation {
+                    // Recycled while in use.
+                    self.inner.discarded.fetch_add(1, Ordering::Relaxed);
+                } else if idle.len() < self.inner.keep_idle {
                     idle.push(i);
                 }
             }

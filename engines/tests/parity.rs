@@ -687,6 +687,32 @@ fn pool_discards_an_instance_dropped_while_unwinding(kind: EngineKind) {
 }
 parity!(pool_discards_an_instance_dropped_while_unwinding);
 
+fn pool_recycle_replaces_idle_and_in_use_instances(kind: EngineKind) {
+    let module = compile(kind, TRAPS_WAT, env_host(), Limits::default());
+    let pool = InstancePool::new(module, 3, || Box::new(()) as Box<dyn Any + Send>);
+    {
+        let _a = pool.acquire().unwrap();
+        let _b = pool.acquire().unwrap();
+    }
+    assert_eq!(pool.idle(), 2);
+    let held = pool.acquire().unwrap();
+    pool.recycle();
+    // The idle one is gone at once, the held one when it comes back.
+    assert_eq!(pool.idle(), 0);
+    drop(held);
+    assert_eq!(pool.idle(), 0);
+    assert_eq!(pool.discarded(), 2);
+    // Later requests get fresh instances, which are kept again.
+    {
+        let mut a = pool.acquire().unwrap();
+        assert_eq!(call1(&mut *a, "ok", &[]).unwrap(), Val::I32(1));
+    }
+    assert_eq!(pool.created(), 3);
+    assert_eq!(pool.idle(), 1);
+    assert_eq!(pool.in_use(), 0);
+}
+parity!(pool_recycle_replaces_idle_and_in_use_instances);
+
 const GROW_WAT: &str = r#"(module
   (memory (export "memory") 1)
   (func (export "grow") (param i32) (result i32) local.get 0 memory.grow)

@@ -111,6 +111,11 @@ impl GuestPool {
         created.map_err(|e| self.pool_error(e))
     }
 
+    /// Replaces every instance with a fresh one (see [`InstancePool::recycle`]).
+    pub fn recycle(&self) {
+        self.pool.recycle();
+    }
+
     fn pool_error(&self, e: PoolError) -> ProxyError {
         ProxyError::plugin(format!("middleware {}: {e}", self.middleware)).with_source(e)
     }
