@@ -60,6 +60,10 @@ pub trait Endpoint: Send + Sync {
 }
 
 /// The rest of the chain after the current middleware.
+///
+/// `Copy`: a middleware that fails open runs the rest of the chain itself after its guest
+/// failed, with the same `Next` it would have run it with.
+#[derive(Clone, Copy)]
 pub struct Next<'a> {
     rest: &'a [Arc<dyn Middleware>],
     endpoint: &'a dyn Endpoint,

@@ -21,7 +21,7 @@ pub use self::failure::{
     FAILED_MIDDLEWARE_HEADER,
 };
 pub use self::options::{AbiChoice, AbiKind, PluginError, PluginOptions};
-pub use self::pool::{GuestPool, Lease, PREWARM};
+pub use self::pool::{is_start_failure, GuestPool, Lease, PREWARM};
 
 /// What a trap does to the request that hit it: the instance is poisoned (its guest state is
 /// unknown, so it is thrown away rather than reused), the trap is logged, and the request gets

@@ -116,9 +116,26 @@ impl GuestPool {
         self.pool.recycle();
     }
 
+    /// A new instance that could not start is the guest's failure (500, see
+    /// [`is_start_failure`]); a full pool is a 503, like a wait that timed out.
     fn pool_error(&self, e: PoolError) -> ProxyError {
-        ProxyError::plugin(format!("middleware {}: {e}", self.middleware)).with_source(e)
+        let status = match e {
+            PoolError::Exhausted(_) => StatusCode::SERVICE_UNAVAILABLE,
+            PoolError::Instantiate(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ProxyError::new(
+            ErrorSource::Plugin,
+            status,
+            format!("middleware {}: {e}", self.middleware),
+        )
+        .with_source(e)
     }
+}
+
+/// Whether an error from [`GuestPool::acquire`] is a guest failure (a new instance trapped
+/// in its start-up), rather than a pool at its cap.
+pub fn is_start_failure(e: &ProxyError) -> bool {
+    e.source_kind == ErrorSource::Plugin && e.status == StatusCode::INTERNAL_SERVER_ERROR
 }
 
 /// One instance leased from a [`GuestPool`], with the permit that bounds it: dropping the

@@ -4,7 +4,9 @@
 //! of instances, each started once (`_start` / `_initialize`) with that
 //! middleware's configuration. A request holds one instance from
 //! `handle_request` to `handle_response`; an instance that trapped is thrown
-//! away and replaced, and the request that hit the trap gets one 500.
+//! away and replaced, and the request that hit the trap gets what the middleware's
+//! [`FailurePolicy`] says: one 503 (`closed`, the default), the request or response passed on
+//! as it came (`open`), or a 503 and fresh instances, with backoff (`reload`).
 //!
 //! Guest calls never wait for the client: what a guest may read of the request body (or its
 //! trailers) during a call is read ahead before an instance is taken, at most `maxBodyBytes`
@@ -329,10 +331,94 @@ impl Drop for Lease {
     }
 }
 
+/// What a fail-open middleware needs to pass a request on as it arrived: its head and what
+/// was read ahead of its body (the guest's reads may drop that). Saved only under `open`.
+struct ArrivedRequest {
+    method: http::Method,
+    uri: http::Uri,
+    version: http::Version,
+    headers: crate::headers::Headers,
+    read_ahead: bytes::Bytes,
+}
+
+impl ArrivedRequest {
+    fn save(req: &Request, body: &RequestBody) -> ArrivedRequest {
+        ArrivedRequest {
+            method: req.method.clone(),
+            uri: req.uri.clone(),
+            version: req.version,
+            headers: req.headers.clone(),
+            read_ahead: bytes::Bytes::copy_from_slice(&body.pending),
+        }
+    }
+
+    /// The request as it arrived; addresses and extensions come from `now` (the guest cannot
+    /// change them), the rest of the body from `body`.
+    fn restore(self, now: &mut Request, body: &mut RequestBody) -> Request {
+        let mut req = Request::new(self.method, self.uri, now.source_addr);
+        req.version = self.version;
+        req.headers = self.headers;
+        req.local_addr = now.local_addr;
+        req.extensions = std::mem::take(&mut now.extensions);
+        req.body = body.original(self.read_ahead);
+        req
+    }
+}
+
+/// Where the guest failed, with what a fail-open middleware passes on from there.
+enum Failed {
+    /// Before next: the request goes on as it arrived.
+    Request {
+        error: ProxyError,
+        arrived: Option<Request>,
+    },
+    /// After next: the client gets next's answer as it came.
+    Response {
+        error: ProxyError,
+        from_next: Option<Result<Response, ProxyError>>,
+    },
+}
+
 #[async_trait]
 impl Middleware for HttpWasmMiddleware {
-    async fn handle(&self, mut req: Request, next: Next<'_>) -> Result<Response, ProxyError> {
+    async fn handle(&self, req: Request, next: Next<'_>) -> Result<Response, ProxyError> {
+        // `reload` in backoff: the guest is not entered.
+        if let Some(resp) = self.failures.refused() {
+            return Ok(resp);
+        }
+        match self.exchange(req, next).await {
+            Ok(Ok(resp)) => {
+                self.failures.succeeded();
+                Ok(resp)
+            }
+            // Not the guest's failure (the client's body, an inner middleware, the upstream).
+            Ok(Err(e)) => Err(e),
+            Err(failed) => {
+                let (error, skip) = match failed {
+                    Failed::Request { error, arrived } => (error, arrived.map(Ok)),
+                    Failed::Response { error, from_next } => (error, from_next.map(Err)),
+                };
+                match (self.failures.failed(&error, || self.pool.recycle()), skip) {
+                    (Verdict::Skip, Some(Ok(req))) => next.run(req).await,
+                    (Verdict::Skip, Some(Err(from_next))) => from_next,
+                    (Verdict::Answer(resp), _) => Ok(resp),
+                    (Verdict::Skip, None) => unreachable!("open saves what it skips with"),
+                }
+            }
+        }
+    }
+}
+
+impl HttpWasmMiddleware {
+    /// One request through the guest: `Err` when the guest failed (the failure policy decides
+    /// the answer), `Ok(Err)` for errors that are not the guest's.
+    async fn exchange(
+        &self,
+        mut req: Request,
+        next: Next<'_>,
+    ) -> Result<Result<Response, ProxyError>, Failed> {
         let limit = self.shared.max_body_bytes;
+        let open = self.failures.policy() == FailurePolicy::Open;
         // What the guest may read during its calls is read now, before an instance is taken:
         // a guest call never waits for the client, and no instance waits on a slow one.
         let mut body = RequestBody::new(std::mem::take(&mut req.body));
@@ -345,9 +431,19 @@ impl Middleware for HttpWasmMiddleware {
             } else {
                 Ok(())
             };
-            read.map_err(|e| buffer_error(e, StatusCode::PAYLOAD_TOO_LARGE))?;
+            if let Err(e) = read {
+                return Ok(Err(buffer_error(e, StatusCode::PAYLOAD_TOO_LARGE)));
+            }
         }
-        let inst = self.pool.acquire().await?;
+        let arrived = open.then(|| ArrivedRequest::save(&req, &body));
+        let inst = match self.pool.acquire().await {
+            Ok(inst) => inst,
+            Err(error) if crate::guest::is_start_failure(&error) => {
+                let arrived = arrived.map(|a| a.restore(&mut req, &mut body));
+                return Err(Failed::Request { error, arrived });
+            }
+            Err(e) => return Ok(Err(e)),
+        };
         let mut lease = Lease {
             inst,
             awaiting_response: false,
@@ -361,10 +457,9 @@ impl Middleware for HttpWasmMiddleware {
         if ex.has(feature::BUFFER_REQUEST) && !ex.body.eof {
             // Start-up features are the same on every instance, so `buffers_request` read it
             // all already; kept in case an instance ever differs.
-            ex.body
-                .buffer_rest(limit)
-                .await
-                .map_err(|e| buffer_error(e, StatusCode::PAYLOAD_TOO_LARGE))?;
+            if let Err(e) = ex.body.buffer_rest(limit).await {
+                return Ok(Err(buffer_error(e, StatusCode::PAYLOAD_TOO_LARGE)));
+            }
         }
 
         // Request phase.
@@ -385,13 +480,16 @@ impl Middleware for HttpWasmMiddleware {
                             self.shared.middleware
                         ),
                     );
-                    return Err(match result {
+                    return Ok(Err(match result {
                         Err(t) => e.with_source(t),
                         Ok(()) => e,
-                    });
+                    }));
                 }
                 if let Err(t) = result {
-                    return Err(self.trap_error(inst, &t));
+                    let error = self.trap_error(inst, &t);
+                    drop(lease);
+                    let arrived = arrived.map(|a| a.restore(&mut ex.request, &mut ex.body));
+                    return Err(Failed::Request { error, arrived });
                 }
                 let packed = out[0].i64().unwrap_or(0);
                 // Only the low 32 bits say "next" (the reference host's pool leak came from using all 64).
@@ -400,14 +498,13 @@ impl Middleware for HttpWasmMiddleware {
             None => (0, true),
         };
         if !go_next {
-            return Ok(guest_response(ex));
+            return Ok(Ok(guest_response(ex)));
         }
         lease.awaiting_response = handlers.response.is_some();
-        let inst = &mut lease.inst;
-        let next_req = ex
-            .request_for_next(limit)
-            .await
-            .map_err(|e| buffer_error(e, StatusCode::PAYLOAD_TOO_LARGE))?;
+        let next_req = match ex.request_for_next(limit).await {
+            Ok(r) => r,
+            Err(e) => return Ok(Err(buffer_error(e, StatusCode::PAYLOAD_TOO_LARGE))),
+        };
         let result = next.run(next_req).await;
 
         // Response phase.
@@ -439,13 +536,15 @@ impl Middleware for HttpWasmMiddleware {
                 ex.response.available = true;
                 extensions = resp.extensions;
                 if ex.has(feature::BUFFER_RESPONSE) {
-                    let buffered = resp
-                        .body
-                        .buffer(limit)
-                        .await
-                        .map_err(|e| buffer_error(e, StatusCode::INTERNAL_SERVER_ERROR))?;
-                    ex.response.buffered = Some(buffered.data);
-                    ex.response.trailers = buffered.trailers;
+                    match resp.body.buffer(limit).await {
+                        Ok(buffered) => {
+                            ex.response.buffered = Some(buffered.data);
+                            ex.response.trailers = buffered.trailers;
+                        }
+                        Err(e) => {
+                            return Ok(Err(buffer_error(e, StatusCode::INTERNAL_SERVER_ERROR)))
+                        }
+                    }
                 } else {
                     stream_body = Some(resp.body);
                 }
@@ -456,8 +555,16 @@ impl Middleware for HttpWasmMiddleware {
             }
         }
         if let Some(f) = &handlers.response {
+            // Under `open`, next's answer as the guest got it, to pass on if the guest fails.
+            let as_it_came = open.then(|| {
+                (
+                    ex.response.status,
+                    ex.response.headers.clone(),
+                    ex.response.trailers.clone(),
+                )
+            });
             let (back, result) = call_with(
-                inst,
+                &mut lease.inst,
                 ex,
                 f,
                 &[Val::I32(ctx), Val::I32(is_error as i32)],
@@ -466,12 +573,30 @@ impl Middleware for HttpWasmMiddleware {
             ex = back;
             lease.awaiting_response = false;
             if let Err(t) = result {
-                return Err(self.trap_error(&mut lease.inst, &t));
+                let error = self.trap_error(&mut lease.inst, &t);
+                let from_next =
+                    as_it_came.map(|(status, headers, trailers)| match upstream_error {
+                        Some(e) => Err(e),
+                        None => {
+                            let mut resp = Response::new(state::status_code(status));
+                            resp.headers = headers;
+                            resp.extensions = extensions;
+                            resp.body = match stream_body {
+                                Some(b) => b,
+                                None => Body::from(BufferedBody {
+                                    data: ex.response.buffered.take().unwrap_or_default(),
+                                    trailers,
+                                }),
+                            };
+                            Ok(resp)
+                        }
+                    });
+                return Err(Failed::Response { error, from_next });
             }
         }
         drop(lease);
         if let Some(e) = upstream_error {
-            return Err(e);
+            return Ok(Err(e));
         }
         let buffered_response = ex.has(feature::BUFFER_RESPONSE);
         let mut resp = Response::new(state::status_code(ex.response.status));
@@ -502,7 +627,7 @@ impl Middleware for HttpWasmMiddleware {
             // The guest may have changed the body's length; the server frames it anew.
             resp.headers.remove("content-length");
         }
-        Ok(resp)
+        Ok(Ok(resp))
     }
 }
 

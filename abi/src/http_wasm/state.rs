@@ -173,6 +173,23 @@ impl RequestBody {
         all.freeze()
     }
 
+    /// The body as it arrived, for a middleware that fails open: `read_ahead` (what was read
+    /// ahead before the guest's call, saved then, since reads may have dropped it) followed by
+    /// the rest of the stream, or by the trailers when it ended.
+    pub fn original(&mut self, read_ahead: Bytes) -> Body {
+        match self.stream.take() {
+            Some(rest) if read_ahead.is_empty() => rest,
+            Some(rest) => Body::from_stream(Prefixed {
+                prefix: Some(read_ahead),
+                rest,
+            }),
+            None => Body::from(BufferedBody {
+                data: read_ahead,
+                trailers: self.trailers.clone(),
+            }),
+        }
+    }
+
     /// Reads from the buffered copy (in `handle_response`).
     pub fn read_replay(&mut self, max: usize) -> (Bytes, bool) {
         let data = self.replay.clone().unwrap_or_default();

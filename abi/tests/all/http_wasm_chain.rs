@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use http::{Method, StatusCode};
+use wasmgate_abi::guest::FAILED_MIDDLEWARE_HEADER;
 use wasmgate_abi::http_wasm::{HttpWasmMiddleware, HttpWasmPlugin};
-use wasmgate_abi::plugin::{EngineKind, PluginOptions};
+use wasmgate_abi::plugin::{EngineKind, FailurePolicy, PluginOptions};
 use wasmgate_abi::{Endpoint, Engines, Middleware, Next, ProxyError, Request, Response};
 use wasmgate_engines::ModuleInfo;
 
@@ -142,17 +143,17 @@ async fn phases_short_circuit_and_traps_in_each_phase(engine: EngineKind) {
         "{engine}: upstream must be skipped"
     );
 
-    // A trap in handle_request: one 500, the instance is discarded, the next request is fine.
-    let e = run(&mw, &up, &[("x-trap-req", "1")]).await.unwrap_err();
-    assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR, "{engine}");
-    assert!(e.message.contains("unreachable"), "{engine}: {}", e.message);
+    // A trap in handle_request (failurePolicy closed, the default): one 503 naming the
+    // middleware, the instance is discarded, the next request is fine.
+    let r = run(&mw, &up, &[("x-trap-req", "1")]).await.unwrap();
+    assert_closed(r, engine).await;
     assert_eq!(mw.pool().discarded(), 1);
     assert_eq!(run(&mw, &up, &[]).await.unwrap().status, StatusCode::OK);
 
-    // A trap in handle_response: the upstream ran, the client still gets one 500.
+    // A trap in handle_response: the upstream ran, the client still gets one 503.
     let before = up.calls.load(Ordering::SeqCst);
-    let e = run(&mw, &up, &[("x-trap-resp", "1")]).await.unwrap_err();
-    assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);
+    let r = run(&mw, &up, &[("x-trap-resp", "1")]).await.unwrap();
+    assert_closed(r, engine).await;
     assert_eq!(up.calls.load(Ordering::SeqCst), before + 1);
     assert_eq!(mw.pool().discarded(), 2);
     assert_eq!(run(&mw, &up, &[]).await.unwrap().status, StatusCode::OK);
@@ -726,4 +727,151 @@ async fn a_guest_that_cannot_read_the_body_lets_it_stream(engine: EngineKind) {
 parity!(
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async a_guest_that_cannot_read_the_body_lets_it_stream
+);
+
+/// The fail-closed answer: 503, naming the middleware, and nothing of the trap.
+async fn assert_closed(r: Response, engine: EngineKind) {
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{engine}");
+    assert_eq!(
+        r.headers.get(FAILED_MIDDLEWARE_HEADER),
+        Some(&b"test-mw"[..]),
+        "{engine}"
+    );
+    assert_eq!(
+        body(r).await,
+        "",
+        "{engine}: the trap text stays in the log"
+    );
+}
+
+fn with_policy(policy: FailurePolicy, pool: usize) -> PluginOptions {
+    PluginOptions {
+        failure_policy: policy,
+        ..opts(pool)
+    }
+}
+
+/// Changes what it sees, then traps: the request (a header, and it reads the body) on
+/// `x-trap-req`, the (buffered) response (a header) on `x-trap-resp`.
+const CHANGES_THEN_TRAPS: &str = r#"(module
+  (import "http_handler" "get_header_values" (func $ghv (param i32 i32 i32 i32 i32) (result i64)))
+  (import "http_handler" "set_header_value" (func $shv (param i32 i32 i32 i32 i32)))
+  (import "http_handler" "read_body" (func $rb (param i32 i32 i32) (result i64)))
+  (import "http_handler" "enable_features" (func $ef (param i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "x-trap-req")
+  (data (i32.const 16) "x-trap-resp")
+  (data (i32.const 32) "x-touched")
+  (func $has (param $name i32) (param $len i32) (result i32)
+    (i64.ne (call $ghv (i32.const 0) (local.get $name) (local.get $len) (i32.const 1024) (i32.const 0)) (i64.const 0)))
+  (func (export "handle_request") (result i64)
+    ;; buffer_response: the guest may change the response in handle_response.
+    (drop (call $ef (i32.const 2)))
+    (call $shv (i32.const 0) (i32.const 32) (i32.const 9) (i32.const 0) (i32.const 1))
+    (if (call $has (i32.const 0) (i32.const 10))
+      (then
+        (drop (call $rb (i32.const 0) (i32.const 4096) (i32.const 4096)))
+        unreachable))
+    (i64.const 1))
+  (func (export "handle_response") (param $ctx i32) (param $err i32)
+    (call $shv (i32.const 1) (i32.const 32) (i32.const 9) (i32.const 0) (i32.const 1))
+    (if (call $has (i32.const 16) (i32.const 11)) (then unreachable))))"#;
+
+// failurePolicy open: a request whose guest failed goes on as it arrived (the guest's header
+// change and its body read undone), and a response as it came from next.
+async fn fail_open_passes_the_request_and_the_response_on_as_they_came(engine: EngineKind) {
+    let small = PluginOptions {
+        max_body_bytes: 16,
+        ..with_policy(FailurePolicy::Open, 1)
+    };
+    let mw = middleware(engine, CHANGES_THEN_TRAPS, b"", small);
+    // A body past maxBodyBytes: 16 bytes were read ahead (and read by the guest), the rest
+    // was still in the stream.
+    let data: Vec<u8> = (0..100u8).map(|i| b'a' + i % 26).collect();
+    let r = run_body(&mw, Some("x-trap-req"), framed(&data))
+        .await
+        .unwrap();
+    assert_eq!(r.status, StatusCode::OK, "{engine}");
+    assert!(r.headers.get(FAILED_MIDDLEWARE_HEADER).is_none());
+    assert_eq!(
+        body(r).await.as_bytes(),
+        &data[..],
+        "{engine}: the whole body"
+    );
+    assert_eq!(
+        mw.pool().discarded(),
+        1,
+        "{engine}: the instance still goes"
+    );
+
+    let mw = middleware(
+        engine,
+        CHANGES_THEN_TRAPS,
+        b"",
+        with_policy(FailurePolicy::Open, 1),
+    );
+    let up = upstream(Duration::ZERO);
+    let r = run(&mw, &up, &[("x-trap-req", "1"), ("x-kept", "1")])
+        .await
+        .unwrap();
+    assert_eq!(r.status, StatusCode::OK, "{engine}");
+    assert!(r.headers.get("echo-x-kept").is_some());
+    assert!(
+        r.headers.get("echo-x-touched").is_none(),
+        "{engine}: the guest's change is not passed on"
+    );
+
+    // In handle_response: next's response as it came, without the guest's header.
+    let r = run(&mw, &up, &[("x-trap-resp", "1")]).await.unwrap();
+    assert_eq!(r.status, StatusCode::OK, "{engine}");
+    assert!(r.headers.get("x-touched").is_none(), "{engine}");
+    assert!(r.headers.get("echo-x-touched").is_some(), "{engine}");
+    assert_eq!(body(r).await, "upstream saw /path?q=1");
+    // And without a failure the guest's changes count.
+    let r = run(&mw, &up, &[]).await.unwrap();
+    assert!(r.headers.get("x-touched").is_some(), "{engine}");
+    assert_eq!(up.calls.load(Ordering::SeqCst), 3);
+}
+parity!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fail_open_passes_the_request_and_the_response_on_as_they_came
+);
+
+// failurePolicy reload: the first failure starts fresh instances; when they fail too, the
+// middleware refuses requests for a backoff step without entering the guest; after it, a
+// request goes in again, and one that goes through ends the backoff.
+async fn fail_reload_recycles_then_backs_off(engine: EngineKind) {
+    let mw = middleware(
+        engine,
+        CHANGES_THEN_TRAPS,
+        b"",
+        with_policy(FailurePolicy::Reload, 2),
+    );
+    let up = upstream(Duration::ZERO);
+    assert_eq!(run(&mw, &up, &[]).await.unwrap().status, StatusCode::OK);
+    let warm = mw.pool().idle();
+    assert!(warm >= 1, "{engine}");
+    assert_closed(run(&mw, &up, &[("x-trap-req", "1")]).await.unwrap(), engine).await;
+    // Every instance was replaced, not only the one that trapped (one of the warm ones).
+    assert_eq!(mw.pool().idle(), 0, "{engine}");
+    assert_eq!(mw.pool().discarded() as usize, warm, "{engine}");
+    // The fresh instance fails too: a backoff step starts.
+    assert_closed(run(&mw, &up, &[("x-trap-req", "1")]).await.unwrap(), engine).await;
+    let created = mw.pool().created();
+    let calls = up.calls.load(Ordering::SeqCst);
+    // A healthy request is refused without entering the guest (no instance is made).
+    assert_closed(run(&mw, &up, &[]).await.unwrap(), engine).await;
+    assert_eq!(mw.pool().created(), created, "{engine}");
+    assert_eq!(up.calls.load(Ordering::SeqCst), calls);
+    // After the first step (1 s) requests go in again.
+    tokio::time::sleep(wasmgate_abi::guest::BACKOFF_START + Duration::from_millis(100)).await;
+    assert_eq!(run(&mw, &up, &[]).await.unwrap().status, StatusCode::OK);
+    assert_eq!(up.calls.load(Ordering::SeqCst), calls + 1);
+    // That success ended the streak: the next failure recycles without refusing.
+    assert_closed(run(&mw, &up, &[("x-trap-req", "1")]).await.unwrap(), engine).await;
+    assert_eq!(run(&mw, &up, &[]).await.unwrap().status, StatusCode::OK);
+}
+parity!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fail_reload_recycles_then_backs_off
 );
