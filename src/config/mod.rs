@@ -192,6 +192,39 @@ http:
     }
 
     #[test]
+    fn failure_policies_on_declarations_and_plugin_middlewares() {
+        let text = r#"
+plugins:
+  p: { path: p.wasm, failurePolicy: reload }
+http:
+  middlewares:
+    a: { plugin: { p: {} }, failurePolicy: open }
+    b: { headers: { customRequestHeaders: { X-A: "1" } }, failurePolicy: open }
+"#;
+        let c: StaticConfig = parse_yaml(Path::new("c.yaml"), text).unwrap();
+        assert_eq!(
+            c.plugins["p"].failure_policy,
+            Some(FailurePolicyChoice::Reload)
+        );
+        let m = &c.http.unwrap().middlewares;
+        assert_eq!(m["a"].failure_policy, Some(FailurePolicyChoice::Open));
+        assert!(matches!(m["a"].kind(), Ok(MiddlewareKind::Plugin(_))));
+        match m["b"].kind() {
+            Err(e) => assert!(e.contains("plugin middlewares only"), "{e}"),
+            other => panic!("{other:?}"),
+        }
+        // An unknown policy names the line and the ones that exist.
+        let text = "plugins:\n  p:\n    path: p.wasm\n    failurePolicy: ignore\n";
+        let e = parse_yaml::<StaticConfig>(Path::new("c.yaml"), text).unwrap_err();
+        assert_eq!(e.position.map(|p| p.0), Some(4));
+        assert!(
+            e.message.contains("closed") && e.message.contains("reload"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
     fn cache_section() {
         let text = "cache:\n  dir: c\n  maxSizeBytes: 1048576\n";
         let c: StaticConfig = parse_yaml(Path::new("c.yaml"), text).unwrap();

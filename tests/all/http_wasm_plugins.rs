@@ -231,26 +231,29 @@ fn plugin_errors_are_config_errors_naming_the_problem() {
     assert!(e.contains("http_handler.no_such_function"), "{e}");
 }
 
-async fn a_trapping_guest_gets_one_500_without_its_trap_text(engine: &str) {
+async fn a_trapping_guest_gets_what_its_failure_policy_says(engine: &str) {
     let wat = r#"(module (memory (export "memory") 1)
         (func (export "handle_request") (result i64) unreachable))"#;
     let install = format!(
-            "entryPoints:\n  web:\n    address: \"127.0.0.1:0\"\ncache:\n  enabled: false\nplugins:\n  boom:\n    path: boom.wasm\n    engine: {engine}\nhttp:\n  routers:\n    r: {{ rule: \"PathPrefix(`/`)\", middlewares: [boom], service: echo@internal }}\n  middlewares:\n    boom: {{ plugin: {{ boom: {{}} }} }}\n"
+            "entryPoints:\n  web:\n    address: \"127.0.0.1:0\"\ncache:\n  enabled: false\nplugins:\n  boom:\n    path: boom.wasm\n    engine: {engine}\nhttp:\n  routers:\n    r: {{ rule: \"PathPrefix(`/`)\", middlewares: [boom], service: echo@internal }}\n    o: {{ rule: \"PathPrefix(`/open`)\", middlewares: [boom-open], service: echo@internal }}\n  middlewares:\n    boom: {{ plugin: {{ boom: {{}} }} }}\n    boom-open: {{ plugin: {{ boom: {{}} }}, failurePolicy: open }}\n"
         );
     let dir = write_files(&[("wasmgate.yaml", &install)]);
     std::fs::write(dir.path().join("boom.wasm"), wat::parse_str(wat).unwrap()).unwrap();
     let gateway = load(&dir.path().join("wasmgate.yaml")).unwrap();
     let server = wasmgate::proxy::start(gateway).await.unwrap();
     for _ in 0..3 {
+        // closed, the default: one 503 naming the middleware, never the trap text.
         let r = send(get(format!("http://{}/", server.addrs["web"]))).await;
-        assert_eq!(r.status, 500, "{engine}");
-        assert_eq!(
-            r.body, "Internal Server Error\n",
-            "{engine}: the trap text stays in the log"
-        );
+        assert_eq!(r.status, 503, "{engine}");
+        assert_eq!(r.header("x-wasmgate-failed-middleware"), Some("boom"));
+        assert_eq!(r.body, "", "{engine}: the trap text stays in the log");
+        // open: the request skips the middleware and reaches the service.
+        let r = send(get(format!("http://{}/open", server.addrs["web"]))).await;
+        assert_eq!(r.status, 200, "{engine}");
+        assert!(r.header("x-wasmgate-failed-middleware").is_none());
     }
 }
-parity!(async a_trapping_guest_gets_one_500_without_its_trap_text);
+parity!(async a_trapping_guest_gets_what_its_failure_policy_says);
 
 /// 20 slow clients each hold an instance of the plugin route while 20 more requests come.
 /// With the default (no cap) those are served; with `maxInstances: 16` the holders take every
