@@ -875,3 +875,40 @@ parity!(
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fail_reload_recycles_then_backs_off
 );
+
+// `callTimeout` measures guest time: a body that takes four times the deadline to arrive, read
+// whole by the guest, is not a deadline trap (the wait happens before the call, not in it).
+async fn call_timeout_does_not_count_the_wait_for_the_body(engine: EngineKind) {
+    let short = PluginOptions {
+        limits: wasmgate_abi::plugin::Limits {
+            call_deadline: Duration::from_millis(100),
+            ..Default::default()
+        },
+        ..opts(1)
+    };
+    let mw = middleware(engine, READER, b"", short);
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let feeder = tokio::spawn(async move {
+        for chunk in [&b"ab"[..], b"cd", b"ef", b"gh"] {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            tx.send(bytes::Bytes::from_static(chunk)).await.unwrap();
+        }
+    });
+    let started = std::time::Instant::now();
+    let r = run_body(
+        &mw,
+        Some("x-read-all"),
+        wasmgate_abi::Body::from_stream(ChanBody(rx)),
+    )
+    .await
+    .unwrap();
+    feeder.await.unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(400));
+    assert_eq!(r.status, StatusCode::OK, "{engine}");
+    assert_eq!(r.headers.get("echo-read"), Some(&b"8"[..]), "{engine}");
+    assert_eq!(mw.pool().discarded(), 0, "{engine}");
+}
+parity!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async call_timeout_does_not_count_the_wait_for_the_body
+);
