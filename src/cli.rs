@@ -37,4 +37,62 @@ pub enum Command {
     /// proxy (`--target`), or write its guests and configs (`guests --out`); needs no `-c`.
     // Boxed: its options dwarf the other variants.
     Conformance(Box<ConformanceArgs>),
+    /// Plugin tools (`plugin inspect FILE.wasm`); need no `-c`.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+/// `wasmgate plugin ...`.
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// What a module is to wasmgate: its ABI and version, imports (and those wasmgate does not
+    /// provide), exports, memory asked for, WASI use; with `--engine`, whether it loads there
+    /// and how long compiling takes. Exit 0 when wasmgate can run it, 1 when not, 2 when the
+    /// file is not a module.
+    Inspect(InspectArgs),
+}
+
+/// Options of `plugin inspect`.
+#[derive(Debug, clap::Args)]
+pub struct InspectArgs {
+    /// The .wasm file.
+    pub file: PathBuf,
+    /// Also compile it on this engine (and run the ABI's load checks), reporting the time.
+    #[arg(long, value_enum)]
+    pub engine: Option<EngineArg>,
+    /// The ABI, when the module's exports and imports do not tell.
+    #[arg(long, value_enum, default_value_t = AbiArg::Auto)]
+    pub abi: AbiArg,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = InspectFormat::Text)]
+    pub format: InspectFormat,
+}
+
+/// An engine named on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EngineArg {
+    /// wasmtime.
+    Wasmtime,
+    /// wasmer.
+    Wasmer,
+}
+
+/// An ABI named on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AbiArg {
+    /// Detected from the module.
+    Auto,
+    /// http-wasm.
+    HttpWasm,
+    /// proxy-wasm.
+    ProxyWasm,
+}
+
+/// How `plugin inspect` prints its report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum InspectFormat {
+    /// Lines for a terminal.
+    Text,
+    /// One JSON object.
+    Json,
 }

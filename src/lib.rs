@@ -14,6 +14,7 @@ pub mod config;
 pub mod conformance;
 pub mod gateway;
 pub mod http_convert;
+pub mod inspect;
 pub mod logging;
 pub mod middlewares;
 pub mod plugins;

@@ -25,6 +25,9 @@ fn main() -> ExitCode {
     if let Some(Command::Conformance(args)) = &cli.command {
         return conformance(args);
     }
+    if let Some(Command::Plugin(cli::PluginCommand::Inspect(args))) = &cli.command {
+        return inspect(args);
+    }
     let Some(config) = cli.config.as_deref() else {
         eprintln!("error: no configuration file; pass -c FILE");
         return ExitCode::from(2);
@@ -32,6 +35,7 @@ fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Run) {
         Command::Validate => validate(config),
         Command::Conformance(ref args) => conformance(args),
+        Command::Plugin(cli::PluginCommand::Inspect(ref args)) => inspect(args),
         Command::Run => match run(config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -84,6 +88,42 @@ fn conformance(args: &cli::ConformanceArgs) -> ExitCode {
                 }
             }
             if report.failed() == 0 && !report.results.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn inspect(args: &cli::InspectArgs) -> ExitCode {
+    use wasmgate_abi::plugin::{AbiChoice, EngineKind};
+    let abi = match args.abi {
+        cli::AbiArg::Auto => AbiChoice::Auto,
+        cli::AbiArg::HttpWasm => AbiChoice::HttpWasm,
+        cli::AbiArg::ProxyWasm => AbiChoice::ProxyWasm,
+    };
+    let engine = args.engine.map(|e| match e {
+        cli::EngineArg::Wasmtime => EngineKind::Wasmtime,
+        cli::EngineArg::Wasmer => EngineKind::Wasmer,
+    });
+    match wasmgate::inspect::inspect(&args.file, abi, engine) {
+        Ok(report) => {
+            match args.format {
+                cli::InspectFormat::Text => print!("{}", report.to_text()),
+                cli::InspectFormat::Json => match serde_json::to_string_pretty(&report) {
+                    Ok(json) => println!("{json}"),
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return ExitCode::from(2);
+                    }
+                },
+            }
+            if report.loads() {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE

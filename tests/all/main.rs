@@ -15,6 +15,7 @@ mod conformance;
 mod conformance_target;
 mod edge;
 mod http_wasm_plugins;
+mod inspect;
 mod malformed;
 mod plugin_declarations;
 mod plugin_memory;
