@@ -4,6 +4,7 @@
 //! asks: proxy-wasm middlewares start their dispatcher (ticks, queues) when they are created.
 
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
@@ -12,6 +13,7 @@ use tokio::sync::watch;
 
 use crate::access_log::AccessLog;
 use crate::config::{self, ConfigError, ConfigErrors, LoadedConfig};
+use crate::metrics::Metrics;
 use crate::plugins::PluginCatalog;
 use crate::service::TransportCache;
 use crate::snapshot::{self, BuildContext, Snapshot};
@@ -23,6 +25,10 @@ pub struct Gateway {
     pub loaded: LoadedConfig,
     /// The access log, when `accessLog` is configured.
     pub access_log: Option<AccessLog>,
+    /// Prometheus metrics, when `metrics.prometheus` is configured.
+    pub metrics: Option<Arc<Metrics>>,
+    /// Shutdown has begun: `/ping` answers its terminating status.
+    pub draining: AtomicBool,
     plugins: PluginCatalog,
     transports: TransportCache,
     snapshot: ArcSwap<Snapshot>,
@@ -85,9 +91,17 @@ impl Gateway {
             })?),
             None => None,
         };
+        let metrics = loaded
+            .config
+            .metrics
+            .as_ref()
+            .and_then(|m| m.prometheus.as_ref())
+            .map(|p| Arc::new(Metrics::new(p)));
         Ok(Arc::new(Gateway {
             loaded,
             access_log,
+            metrics,
+            draining: AtomicBool::new(false),
             plugins,
             transports,
             snapshot: ArcSwap::from_pointee(snapshot),
@@ -137,6 +151,9 @@ impl Gateway {
                 },
             )
         });
+        if let Some(m) = &self.metrics {
+            m.reloaded(built.is_ok());
+        }
         match built {
             Ok(snapshot) => {
                 self.snapshot.store(Arc::new(snapshot));

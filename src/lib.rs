@@ -16,6 +16,7 @@ pub mod gateway;
 pub mod http_convert;
 pub mod inspect;
 pub mod logging;
+pub mod metrics;
 pub mod middlewares;
 pub mod plugins;
 pub mod proxy;

@@ -158,6 +158,55 @@ pub fn check_static(file: &Path, config: &StaticConfig) -> Vec<ConfigError> {
             }
         }
     }
+    // The internal entry point is added when not declared; any other must exist.
+    let named = [
+        (
+            "ping.entryPoint",
+            config.ping.as_ref().and_then(|p| p.entry_point.as_ref()),
+        ),
+        (
+            "metrics.prometheus.entryPoint",
+            config
+                .metrics
+                .as_ref()
+                .and_then(|m| m.prometheus.as_ref())
+                .and_then(|p| p.entry_point.as_ref()),
+        ),
+    ];
+    for (path, name) in named {
+        if let Some(name) = name {
+            if name != super::INTERNAL_ENTRY_POINT && !config.entry_points.contains_key(name) {
+                error(
+                    path.to_string(),
+                    crate::config::error::missing("entry point", name, config.entry_points.keys()),
+                );
+            }
+        }
+    }
+    if let Some(code) = config.ping.as_ref().and_then(|p| p.terminating_status_code) {
+        if !(100..=599).contains(&code) {
+            error(
+                "ping.terminatingStatusCode".into(),
+                format!("{code} is not an HTTP status (100 to 599)"),
+            );
+        }
+    }
+    if let Some(buckets) = config
+        .metrics
+        .as_ref()
+        .and_then(|m| m.prometheus.as_ref())
+        .and_then(|p| p.buckets.as_ref())
+    {
+        if buckets.is_empty()
+            || buckets.windows(2).any(|w| w[0] >= w[1])
+            || buckets.iter().any(|b| !b.is_finite())
+        {
+            error(
+                "metrics.prometheus.buckets".into(),
+                "buckets must be finite numbers in increasing order".into(),
+            );
+        }
+    }
     if let Some(filters) = config.access_log.as_ref().and_then(|a| a.filters.as_ref()) {
         for (i, range) in filters.status_codes.iter().enumerate() {
             if let Err(e) = parse_status_range(range) {

@@ -98,8 +98,9 @@ pub fn parse_yaml<T: DeserializeOwned>(file: &Path, text: &str) -> Result<T, Con
 /// Reads and parses the install file.
 pub fn load(file: &Path) -> Result<LoadedConfig, ConfigErrors> {
     let text = read(file)?;
-    let config: StaticConfig = parse_yaml(file, &text)?;
+    let mut config: StaticConfig = parse_yaml(file, &text)?;
     let mut errors = check::check_static(file, &config);
+    add_internal_entry_point(&mut config);
     if !errors.is_empty() {
         locate::Locator::new(&text).fill(&mut errors);
         return Err(ConfigErrors(errors));
@@ -125,6 +126,34 @@ pub fn load(file: &Path) -> Result<LoadedConfig, ConfigErrors> {
         return Err(e.into());
     }
     Ok(loaded)
+}
+
+/// `ping` and `metrics` use Traefik's internal entry point unless they name another; when it
+/// is not declared it listens on `:8080`, as in Traefik.
+fn add_internal_entry_point(config: &mut StaticConfig) {
+    let wanted = [
+        config.ping.as_ref().map(|p| p.entry_point.as_deref()),
+        config
+            .metrics
+            .as_ref()
+            .and_then(|m| m.prometheus.as_ref())
+            .map(|p| p.entry_point.as_deref()),
+    ];
+    if wanted
+        .iter()
+        .any(|w| matches!(w, Some(None) | Some(Some(INTERNAL_ENTRY_POINT))))
+    {
+        config
+            .entry_points
+            .entry(INTERNAL_ENTRY_POINT.to_string())
+            .or_insert_with(|| EntryPointConfig {
+                address: ":8080".into(),
+                transport: Default::default(),
+                http: Default::default(),
+                forwarded_headers: Default::default(),
+                http2: Default::default(),
+            });
+    }
 }
 
 /// Reads the routing configuration: the file provider's file, or the install file's `http` section.

@@ -35,6 +35,58 @@ pub struct StaticConfig {
     /// The access log (Traefik's `accessLog`); none when absent.
     #[serde(default)]
     pub access_log: Option<AccessLogConfig>,
+    /// Traefik's `ping`: `/ping` on the internal entry point; none when absent.
+    #[serde(default)]
+    pub ping: Option<PingConfig>,
+    /// Traefik's `metrics`; none when absent.
+    #[serde(default)]
+    pub metrics: Option<MetricsConfig>,
+}
+
+/// The name of Traefik's internal entry point, which `ping` and `metrics` use unless told
+/// otherwise; when they use it and it is not declared, it listens on `:8080`.
+pub const INTERNAL_ENTRY_POINT: &str = "traefik";
+
+/// Traefik's `ping`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PingConfig {
+    /// The entry point `/ping` is served on (default `traefik`).
+    #[serde(default)]
+    pub entry_point: Option<String>,
+    /// The status `/ping` answers while wasmgate shuts down (default 503).
+    #[serde(default)]
+    pub terminating_status_code: Option<u16>,
+}
+
+/// Traefik's `metrics`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MetricsConfig {
+    /// Prometheus, scraped at `/metrics`.
+    #[serde(default)]
+    pub prometheus: Option<PrometheusConfig>,
+}
+
+/// Traefik's `metrics.prometheus`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PrometheusConfig {
+    /// The entry point `/metrics` is served on (default `traefik`).
+    #[serde(default)]
+    pub entry_point: Option<String>,
+    /// Histogram buckets of request durations, in seconds (default 0.1, 0.3, 1.2, 5).
+    #[serde(default)]
+    pub buckets: Option<Vec<f64>>,
+    /// Per entry point metrics (default true).
+    #[serde(default)]
+    pub add_entry_points_labels: Option<bool>,
+    /// Per router metrics (default false, as in Traefik).
+    #[serde(default)]
+    pub add_routers_labels: Option<bool>,
+    /// Per service metrics (default true).
+    #[serde(default)]
+    pub add_services_labels: Option<bool>,
 }
 
 /// The access log: one line per request.
@@ -178,6 +230,11 @@ pub struct LifeCycle {
     /// How long in-flight requests may take to finish at shutdown (default 10s).
     #[serde(default, deserialize_with = "deserialize_opt_duration")]
     pub grace_time_out: Option<Duration>,
+    /// How long the entry point keeps accepting requests after shutdown began, before it
+    /// drains (default 0s); `/ping` answers its terminating status meanwhile, so a load
+    /// balancer takes this replica out first.
+    #[serde(default, deserialize_with = "deserialize_opt_duration")]
+    pub request_accept_grace_timeout: Option<Duration>,
 }
 
 /// HTTP limits and request-path handling of an entry point.

@@ -8,10 +8,12 @@ use hyper::body::Incoming;
 use wasmgate_abi::{Body, Next, ProxyError, Request, Response};
 
 use super::edge;
+use super::internal;
 use super::server::ConnectionContext;
 use super::timeouts::{ClientBody, ResponseBody};
 use crate::access_log::AccessEntry;
 use crate::http_convert as convert;
+use crate::metrics::RequestRecord;
 use crate::service::UpstreamUsed;
 
 /// The client-facing response for an error: its status and reason phrase, nothing of the internals.
@@ -65,13 +67,22 @@ pub async fn handle(
             header("referer"),
         )
     });
+    let method = conn.gateway.metrics.as_ref().map(|_| req.method.clone());
     let refused = arrive(&conn, &mut req, smuggles).err();
-    let found = match &refused {
+    let internal = match &refused {
         Some(_) => None,
-        None => snapshot.routes.find(entry_point, &req),
+        None => internal::answer(&conn, &req),
+    };
+    let found = match (&refused, &internal) {
+        (None, None) => snapshot.routes.find(entry_point, &req),
+        _ => None,
     };
     let (router, service, result) = match (refused, found) {
         (Some(why), _) => (None, None, Err(ProxyError::bad_request(why))),
+        (None, None) if internal.is_some() => {
+            let (resp, name) = internal.expect("checked");
+            (Some(name.to_string()), None, Ok(resp))
+        }
         (None, None) => (
             None,
             None,
@@ -106,6 +117,16 @@ pub async fn handle(
             convert::response_to_hyper(error_response(e.status)).expect("plain response")
         }
     };
+    if let (Some(metrics), Some(method)) = (&conn.gateway.metrics, &method) {
+        metrics.request(&RequestRecord {
+            entry_point,
+            method,
+            status: resp.status().as_u16(),
+            router: router.as_deref(),
+            service: service.as_deref(),
+            duration: start.elapsed(),
+        });
+    }
     if let (Some(log), Some((started, method, uri, version, user_agent, referer))) =
         (&conn.gateway.access_log, &logged)
     {

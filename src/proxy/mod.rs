@@ -3,6 +3,7 @@
 pub mod edge;
 pub mod framing;
 pub mod handler;
+pub mod internal;
 pub mod server;
 pub mod timeouts;
 

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -65,14 +66,17 @@ pub enum StartError {
 pub struct RunningServer {
     /// Each entry point's bound address (useful with port 0).
     pub addrs: BTreeMap<String, SocketAddr>,
+    gateway: Arc<Gateway>,
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
 }
 
 impl RunningServer {
-    /// Stops accepting, lets in-flight requests finish (each entry point within its grace
-    /// period), then returns.
+    /// Shuts down: `/ping` answers its terminating status from now on; each entry point keeps
+    /// accepting for its `requestAcceptGraceTimeout`, then stops accepting and lets in-flight
+    /// requests finish within its `graceTimeOut`; then returns.
     pub async fn shutdown(mut self) {
+        self.gateway.draining.store(true, Ordering::Relaxed);
         let _ = self.stop.send(true);
         while self.tasks.join_next().await.is_some() {}
     }
@@ -108,7 +112,12 @@ pub async fn start(gateway: Arc<Gateway>) -> Result<RunningServer, StartError> {
             stop_rx.clone(),
         ));
     }
-    Ok(RunningServer { addrs, stop, tasks })
+    Ok(RunningServer {
+        addrs,
+        gateway,
+        stop,
+        tasks,
+    })
 }
 
 /// Binds Traefik's address forms (`:8080` is every interface; see [`listen_address`]).
@@ -176,14 +185,38 @@ async fn serve_entry_point(
         .filter(|&n| n > 0)
         .map(|n| Arc::new(tokio::sync::Semaphore::new(n)));
     let graceful = GracefulShutdown::new();
+    let accept_grace = ep
+        .transport
+        .life_cycle
+        .request_accept_grace_timeout
+        .unwrap_or(Duration::ZERO);
+    // Set once shutdown began: accepting goes on until then (`requestAcceptGraceTimeout`).
+    let mut accept_until: Option<tokio::time::Instant> = None;
     loop {
+        // Resolves when accepting must stop.
+        let (until, stop) = (accept_until, &mut stop);
+        let stopping = async move {
+            match until {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => {
+                    let _ = stop.changed().await;
+                }
+            }
+        };
+        tokio::pin!(stopping);
         let slot = match &slots {
             Some(slots) => tokio::select! {
                 slot = slots.clone().acquire_owned() => match slot {
                     Ok(slot) => Some(slot),
                     Err(_) => break,
                 },
-                _ = stop.changed() => break,
+                _ = &mut stopping => {
+                    if accept_until.is_none() && !accept_grace.is_zero() {
+                        accept_until = Some(tokio::time::Instant::now() + accept_grace);
+                        continue;
+                    }
+                    break;
+                }
             },
             None => None,
         };
@@ -197,8 +230,15 @@ async fn serve_entry_point(
                     continue;
                 }
             },
-            _ = stop.changed() => break,
+            _ = &mut stopping => {
+                if accept_until.is_none() && !accept_grace.is_zero() {
+                    accept_until = Some(tokio::time::Instant::now() + accept_grace);
+                    continue;
+                }
+                break;
+            }
         };
+        let open = gateway.metrics.as_ref().map(|m| m.connection_opened(&name));
         let _ = stream.set_nodelay(true);
         // On a `[::]` listener IPv4 clients arrive as `::ffff:a.b.c.d`: log, route and
         // forward them as the IPv4 addresses they are.
@@ -228,6 +268,7 @@ async fn serve_entry_point(
                 tracing::debug!(client = %peer, "connection ended: {e}");
             }
             drop(slot);
+            drop(open);
         });
     }
     drop(listener);

@@ -17,6 +17,7 @@ mod edge;
 mod http_wasm_plugins;
 mod inspect;
 mod malformed;
+mod metrics;
 mod plugin_declarations;
 mod plugin_memory;
 mod proxy_wasm_plugins;

@@ -1,0 +1,284 @@
+//! Prometheus metrics under Traefik's names (`metrics.prometheus`), scraped at `/metrics` on
+//! the internal entry point.
+//!
+//! Off unless configured, as in Traefik: a gateway without `metrics` records nothing, so the
+//! request path pays one `Option` check. With it, each request costs one label lookup per
+//! family it is counted in.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::{Family, MetricConstructor};
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::config::PrometheusConfig;
+
+/// Traefik's default duration buckets, in seconds.
+pub const DEFAULT_BUCKETS: [f64; 4] = [0.1, 0.3, 1.2, 5.0];
+
+/// Labels of the entry point families.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EntryPointLabels {
+    code: u16,
+    method: String,
+    protocol: &'static str,
+    entrypoint: String,
+}
+
+/// Labels of the router families.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouterLabels {
+    code: u16,
+    method: String,
+    protocol: &'static str,
+    router: String,
+    service: String,
+}
+
+/// Labels of the service families.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServiceLabels {
+    code: u16,
+    method: String,
+    protocol: &'static str,
+    service: String,
+}
+
+/// Labels of the open connections gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnectionLabels {
+    entrypoint: String,
+    protocol: &'static str,
+}
+
+/// Makes each histogram of a family with the configured buckets.
+#[derive(Clone)]
+struct Buckets(Arc<[f64]>);
+
+impl MetricConstructor<Histogram> for Buckets {
+    fn new_metric(&self) -> Histogram {
+        Histogram::new(self.0.iter().copied())
+    }
+}
+
+type Durations<L> = Family<L, Histogram, Buckets>;
+
+/// `traefik_<what>_requests_total` and `traefik_<what>_request_duration_seconds`, registered.
+fn pair<L>(
+    registry: &mut Registry,
+    buckets: &Buckets,
+    what: &str,
+) -> (Family<L, Counter>, Durations<L>)
+where
+    L: Clone + std::hash::Hash + Eq + EncodeLabelSet + std::fmt::Debug + Send + Sync + 'static,
+{
+    let requests = Family::default();
+    let durations = Family::new_with_constructor(buckets.clone());
+    registry.register(
+        format!("traefik_{what}_requests"),
+        format!(
+            "How many HTTP requests processed on a {what}, by status code, method and protocol"
+        ),
+        requests.clone(),
+    );
+    registry.register(
+        format!("traefik_{what}_request_duration_seconds"),
+        format!("How long a {what} took to answer HTTP requests, in seconds"),
+        durations.clone(),
+    );
+    (requests, durations)
+}
+
+/// What one finished request is counted under.
+pub struct RequestRecord<'a> {
+    /// The entry point it arrived on.
+    pub entry_point: &'a str,
+    /// Its method.
+    pub method: &'a http::Method,
+    /// The status it was answered with.
+    pub status: u16,
+    /// The router that took it, if one did.
+    pub router: Option<&'a str>,
+    /// That router's service.
+    pub service: Option<&'a str>,
+    /// From its arrival to its response head.
+    pub duration: Duration,
+}
+
+/// The metrics of one gateway.
+pub struct Metrics {
+    registry: Registry,
+    entry_points: Option<(
+        Family<EntryPointLabels, Counter>,
+        Durations<EntryPointLabels>,
+    )>,
+    routers: Option<(Family<RouterLabels, Counter>, Durations<RouterLabels>)>,
+    services: Option<(Family<ServiceLabels, Counter>, Durations<ServiceLabels>)>,
+    open_connections: Family<ConnectionLabels, Gauge>,
+    reloads: Counter,
+    reload_failures: Counter,
+    last_reload_success: Gauge,
+    last_reload_failure: Gauge,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+impl Metrics {
+    /// The metrics `cfg` asks for, registered under Traefik's names.
+    pub fn new(cfg: &PrometheusConfig) -> Metrics {
+        let mut registry = Registry::default();
+        let buckets = Buckets(
+            cfg.buckets
+                .clone()
+                .unwrap_or_else(|| DEFAULT_BUCKETS.to_vec())
+                .into(),
+        );
+        let entry_points = cfg
+            .add_entry_points_labels
+            .unwrap_or(true)
+            .then(|| pair(&mut registry, &buckets, "entrypoint"));
+        let routers = cfg
+            .add_routers_labels
+            .unwrap_or(false)
+            .then(|| pair(&mut registry, &buckets, "router"));
+        let services = cfg
+            .add_services_labels
+            .unwrap_or(true)
+            .then(|| pair(&mut registry, &buckets, "service"));
+        let open_connections = Family::default();
+        registry.register(
+            "traefik_open_connections",
+            "How many connections are open, by entry point and protocol",
+            open_connections.clone(),
+        );
+        let reloads = Counter::default();
+        registry.register(
+            "traefik_config_reloads",
+            "Routing configuration reloads applied",
+            reloads.clone(),
+        );
+        let reload_failures = Counter::default();
+        registry.register(
+            "traefik_config_reloads_failure",
+            "Routing configuration reloads refused (the previous configuration kept serving)",
+            reload_failures.clone(),
+        );
+        let last_reload_success = Gauge::default();
+        registry.register(
+            "traefik_config_last_reload_success",
+            "When the last reload was applied (the start counts as one), in Unix seconds",
+            last_reload_success.clone(),
+        );
+        last_reload_success.set(unix_now());
+        let last_reload_failure = Gauge::default();
+        registry.register(
+            "traefik_config_last_reload_failure",
+            "When the last reload was refused, in Unix seconds (0: never)",
+            last_reload_failure.clone(),
+        );
+        Metrics {
+            registry,
+            entry_points,
+            routers,
+            services,
+            open_connections,
+            reloads,
+            reload_failures,
+            last_reload_success,
+            last_reload_failure,
+        }
+    }
+
+    /// Counts a finished request in every family it belongs to.
+    pub fn request(&self, r: &RequestRecord<'_>) {
+        let seconds = r.duration.as_secs_f64();
+        let method = r.method.as_str();
+        if let Some((count, time)) = &self.entry_points {
+            let labels = EntryPointLabels {
+                code: r.status,
+                method: method.to_string(),
+                protocol: "http",
+                entrypoint: r.entry_point.to_string(),
+            };
+            time.get_or_create(&labels).observe(seconds);
+            count.get_or_create(&labels).inc();
+        }
+        let (Some(router), Some(service)) = (r.router, r.service) else {
+            return;
+        };
+        if let Some((count, time)) = &self.routers {
+            let labels = RouterLabels {
+                code: r.status,
+                method: method.to_string(),
+                protocol: "http",
+                router: router.to_string(),
+                service: service.to_string(),
+            };
+            time.get_or_create(&labels).observe(seconds);
+            count.get_or_create(&labels).inc();
+        }
+        if let Some((count, time)) = &self.services {
+            let labels = ServiceLabels {
+                code: r.status,
+                method: method.to_string(),
+                protocol: "http",
+                service: service.to_string(),
+            };
+            time.get_or_create(&labels).observe(seconds);
+            count.get_or_create(&labels).inc();
+        }
+    }
+
+    /// A connection opened on `entry_point`; the guard counts it closed when dropped.
+    pub fn connection_opened(self: &Arc<Self>, entry_point: &str) -> OpenConnection {
+        let labels = ConnectionLabels {
+            entrypoint: entry_point.to_string(),
+            protocol: "TCP",
+        };
+        let gauge = self.open_connections.get_or_create(&labels).clone();
+        gauge.inc();
+        OpenConnection(gauge)
+    }
+
+    /// A routing reload was applied (`true`) or refused.
+    pub fn reloaded(&self, applied: bool) {
+        if applied {
+            self.reloads.inc();
+            self.last_reload_success.set(unix_now());
+        } else {
+            self.reload_failures.inc();
+            self.last_reload_failure.set(unix_now());
+        }
+    }
+
+    /// The text exposition format, as `/metrics` serves it.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// One open connection in `traefik_open_connections`, until dropped.
+pub struct OpenConnection(Gauge);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}

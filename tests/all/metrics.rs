@@ -1,0 +1,152 @@
+//! The internal entry point: `/ping` (and its terminating status while shutting down) and
+//! Prometheus `/metrics` under Traefik's names, scraped after known traffic.
+
+use std::time::Duration;
+
+use crate::common::*;
+
+fn install(up: std::net::SocketAddr, extra: &str) -> String {
+    format!(
+        r#"entryPoints:
+  web:
+    address: "127.0.0.1:0"
+  traefik:
+    address: "127.0.0.1:0"
+    transport:
+      lifeCycle:
+        requestAcceptGraceTimeout: 1s
+ping: {{}}
+metrics:
+  prometheus:
+    addRoutersLabels: true
+    buckets: [0.05, 1]
+{extra}http:
+  routers:
+    api: {{ rule: "PathPrefix(`/api`)", service: up, entryPoints: [web] }}
+  services:
+    up: {{ loadBalancer: {{ servers: [{{ url: "http://{up}" }}] }} }}
+"#
+    )
+}
+
+/// The value of the sample line starting with `series` (name and labels), if present.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+#[tokio::test]
+async fn metrics_count_known_traffic_under_traefiks_names() {
+    let up = echo_upstream("up").await;
+    let t = start(&[("wasmgate.yaml", &install(up, ""))]).await;
+    let internal = t.server.as_ref().unwrap().addrs["traefik"];
+    for _ in 0..3 {
+        assert_eq!(send(get(t.url("/api/x"))).await.status, 200);
+    }
+    for _ in 0..2 {
+        assert_eq!(send(get(t.url("/nowhere"))).await.status, 404);
+    }
+    let r = send(get(format!("http://{internal}/metrics"))).await;
+    assert_eq!(r.status, 200);
+    assert!(
+        r.header("content-type")
+            .unwrap()
+            .starts_with("application/openmetrics-text"),
+        "{:?}",
+        r.headers
+    );
+    let m = &r.body;
+    let web = r#"{code="200",method="GET",protocol="http",entrypoint="web"}"#;
+    assert_eq!(
+        sample(m, &format!("traefik_entrypoint_requests_total{web}")),
+        Some(3.0),
+        "{m}"
+    );
+    let missed = r#"{code="404",method="GET",protocol="http",entrypoint="web"}"#;
+    assert_eq!(
+        sample(m, &format!("traefik_entrypoint_requests_total{missed}")),
+        Some(2.0),
+        "{m}"
+    );
+    let router = r#"{code="200",method="GET",protocol="http",router="api",service="up"}"#;
+    assert_eq!(
+        sample(m, &format!("traefik_router_requests_total{router}")),
+        Some(3.0),
+        "{m}"
+    );
+    let service = r#"{code="200",method="GET",protocol="http",service="up"}"#;
+    assert_eq!(
+        sample(m, &format!("traefik_service_requests_total{service}")),
+        Some(3.0),
+        "{m}"
+    );
+    // The histogram has the configured buckets and counts every request.
+    let bucket = r#"traefik_service_request_duration_seconds_bucket{le="+Inf",code="200",method="GET",protocol="http",service="up"}"#;
+    assert_eq!(sample(m, bucket), Some(3.0), "{m}");
+    assert!(
+        m.contains(r#"_bucket{le="0.05",code="200",method="GET",protocol="http",service="up"}"#),
+        "{m}"
+    );
+    // This scrape's own connection is open.
+    let open = r#"traefik_open_connections{entrypoint="traefik",protocol="TCP"}"#;
+    assert!(sample(m, open).unwrap() >= 1.0, "{m}");
+    assert_eq!(sample(m, "traefik_config_reloads_total"), Some(0.0), "{m}");
+
+    // A reload that applies, and one that is refused.
+    t.gateway.reload_routing().unwrap();
+    let m = send(get(format!("http://{internal}/metrics"))).await.body;
+    assert_eq!(sample(&m, "traefik_config_reloads_total"), Some(1.0), "{m}");
+    assert_eq!(
+        sample(&m, "traefik_config_reloads_failure_total"),
+        Some(0.0),
+        "{m}"
+    );
+    assert!(
+        sample(&m, "traefik_config_last_reload_success").unwrap() > 1.7e9,
+        "{m}"
+    );
+    // The scrapes themselves were counted on the internal entry point, under its router.
+    let scrapes = r#"{code="200",method="GET",protocol="http",entrypoint="traefik"}"#;
+    assert!(sample(&m, &format!("traefik_entrypoint_requests_total{scrapes}")).unwrap() >= 1.0);
+}
+
+#[tokio::test]
+async fn ping_answers_on_the_internal_entry_point_and_terminates_at_shutdown() {
+    let up = echo_upstream("up").await;
+    let mut t = start(&[("wasmgate.yaml", &install(up, ""))]).await;
+    let internal = t.server.as_ref().unwrap().addrs["traefik"];
+    let r = send(get(format!("http://{internal}/ping"))).await;
+    assert_eq!((r.status, r.body.as_str()), (200, "OK"));
+    // Not on the other entry points: there the routers have it (none matches: 404).
+    assert_eq!(send(get(t.url("/ping"))).await.status, 404);
+    // Shutting down: for requestAcceptGraceTimeout (1s) the entry point still accepts, and
+    // /ping answers 503 so that a load balancer stops sending.
+    let server = t.server.take().unwrap();
+    let stopping = tokio::spawn(server.shutdown());
+    let r = send(get(format!("http://{internal}/ping"))).await;
+    assert_eq!((r.status, r.body.as_str()), (503, "Terminating"));
+    tokio::time::timeout(Duration::from_secs(15), stopping)
+        .await
+        .expect("shutdown ends after the grace periods")
+        .unwrap();
+}
+
+#[test]
+fn the_internal_entry_point_defaults_to_8080_and_named_ones_must_exist() {
+    let dir = write_files(&[(
+        "wasmgate.yaml",
+        "entryPoints:\n  web:\n    address: \"127.0.0.1:0\"\nping: {}\n",
+    )]);
+    let loaded = wasmgate::config::load(&dir.path().join("wasmgate.yaml")).unwrap();
+    assert_eq!(loaded.config.entry_points["traefik"].address, ":8080");
+    let dir = write_files(&[(
+        "wasmgate.yaml",
+        "entryPoints:\n  web:\n    address: \"127.0.0.1:0\"\nmetrics:\n  prometheus:\n    entryPoint: admin\n",
+    )]);
+    let e = wasmgate::config::load(&dir.path().join("wasmgate.yaml"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("metrics.prometheus.entryPoint"), "{e}");
+    assert!(e.contains("web"), "{e}: names the entry points that exist");
+}
