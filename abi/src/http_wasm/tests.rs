@@ -79,6 +79,7 @@ fn shared(config: &[u8]) -> Arc<MiddlewareShared> {
         config: config.to_vec(),
         min_log_level: -1,
         max_body_bytes: 1 << 20,
+        max_host_bytes: crate::guest::DEFAULT_MAX_HOST_BYTES,
     })
 }
 

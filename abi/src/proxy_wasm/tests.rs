@@ -117,6 +117,7 @@ fn shared(version: AbiVersion, vm: Arc<VmShared>) -> Arc<MiddlewareShared> {
         version,
         log_level: 0,
         max_body_bytes: 1 << 20,
+        max_host_bytes: crate::guest::DEFAULT_MAX_HOST_BYTES,
         env: vec!["A=1".into(), "GREETING=hello world".into()],
     })
 }
@@ -1168,7 +1169,7 @@ fn stream_control_calls_and_unimplemented(e: EngineKind) {
         status::OK
     );
     let token = p.u32_at(OUT);
-    let calls = p.state().pending_calls.clone();
+    let calls = &p.state().pending_calls;
     assert_eq!(calls.len(), 1);
     assert_eq!(
         (
