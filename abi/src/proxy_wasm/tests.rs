@@ -1498,8 +1498,11 @@ fn root_properties_and_http_calls_are_held_while_they_last(e: EngineKind) {
         "{e}"
     );
     assert_eq!(p.state().pending_calls.len(), 1);
-    // A property replaced by a smaller value gives the old one back.
+    // A property replaced by one as large fits in a full budget; by a smaller one, the
+    // difference is given back.
     let (k0, k0n) = keys[0];
+    assert_eq!(p.ok("proxy_set_property", &[k0, k0n, v, vn]), status::OK);
+    assert_eq!(p.state().budget.used(), call + props, "{e}");
     assert_eq!(p.ok("proxy_set_property", &[k0, k0n, v, 0]), status::OK);
     assert_eq!(p.state().budget.used(), call + props - 1024, "{e}");
     // The call done (taken and answered), its bytes are given back.

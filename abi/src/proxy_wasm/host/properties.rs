@@ -140,11 +140,16 @@ pub(super) fn define(t: &mut Table) {
                     s.properties.insert(key, value);
                 }
             } else {
-                if st.budget.charge(bytes).is_err() {
-                    return Ok(OVER_BUDGET);
-                }
-                if let Some(old) = st.root_properties.get(&key).map(Vec::len) {
-                    st.budget.release(key.len() + old);
+                let old = st
+                    .root_properties
+                    .get(&key)
+                    .map_or(0, |v| key.len() + v.len());
+                if bytes > old {
+                    if st.budget.charge(bytes - old).is_err() {
+                        return Ok(OVER_BUDGET);
+                    }
+                } else {
+                    st.budget.release(old - bytes);
                 }
                 st.root_properties.insert(key, value);
             }
