@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::Deserialize;
-use wasmgate_abi::plugin::{AbiChoice as AbiKindChoice, EngineKind, Limits};
+use wasmgate_abi::plugin::{AbiChoice as AbiKindChoice, AbiKind, EngineKind, Limits};
 use wasmgate_abi::proxy_wasm::ServiceDirectory;
 use wasmgate_abi::{Engines, FailurePolicy, Middleware, Plugin, PluginOptions};
 
@@ -26,6 +26,10 @@ pub struct PluginSource {
     /// How it runs.
     pub options: PluginOptions,
 }
+
+/// A wasmtime instance pool: (stack limit, memory class), see
+/// [`wasmgate_abi::engines::wasmtime_pool_class`].
+pub type PoolKey = (usize, u64);
 
 /// Every declared plugin, by name, compiled.
 #[derive(Default)]
@@ -68,6 +72,10 @@ fn options(decl: Option<&PluginDecl>) -> PluginOptions {
     if let Some(b) = d.max_body_bytes {
         o.max_body_bytes = b;
     }
+    // By default, room for a request and a response body of maxBodyBytes each.
+    o.max_host_bytes = d
+        .max_host_bytes
+        .unwrap_or(o.max_host_bytes.max(o.max_body_bytes.saturating_mul(2)));
     if let Some(v) = &d.vm_config {
         o.vm_config = v.clone().into_bytes();
     }
@@ -267,6 +275,32 @@ impl PluginCatalog {
     /// The loaded plugin called `name` (a proxy-wasm one holds its VM's metrics).
     pub fn plugin(&self, name: &str) -> Option<&Arc<Plugin>> {
         self.plugins.get(name).map(|(_, p)| p)
+    }
+
+    /// The instances a middleware running plugin `name` keeps on a wasmtime pool, and which
+    /// pool: http-wasm, `maxInstances` when set (it may use them all), else `poolSize` (kept
+    /// warm); proxy-wasm, its VMs (`maxInstances`, else one per runtime worker, as
+    /// [`wasmgate_abi::proxy_wasm::ProxyWasmPlugin::middleware`] counts them). `None` for an
+    /// unknown plugin and for wasmer, whose instances take no slot.
+    pub fn pool_need(&self, name: &str) -> Option<(PoolKey, usize)> {
+        let (source, plugin) = self.plugins.get(name)?;
+        if plugin.engine() != EngineKind::Wasmtime {
+            return None;
+        }
+        let o = &source.options;
+        let n = match plugin.abi {
+            AbiKind::HttpWasm => o.max_instances.unwrap_or(o.pool_size),
+            AbiKind::ProxyWasm => o
+                .max_instances
+                .unwrap_or_else(|| {
+                    tokio::runtime::Handle::try_current()
+                        .map(|h| h.metrics().num_workers())
+                        .unwrap_or(1)
+                })
+                .max(1),
+        };
+        let class = wasmgate_abi::engines::wasmtime_pool_class(o.limits.max_memory_bytes);
+        Some(((o.limits.max_stack_bytes, class), n))
     }
 
     /// A middleware named `middleware` running plugin `name` with `config`, under `policy`

@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use wasmgate_abi::plugin::WASMTIME_POOL_SLOTS;
 use wasmgate_abi::{Endpoint, Middleware};
 
 use crate::config::error::missing;
@@ -16,7 +17,7 @@ use crate::config::{
     ServersTransportConfig,
 };
 use crate::middlewares::{HeadersMiddleware, StripPrefixMiddleware};
-use crate::plugins::PluginCatalog;
+use crate::plugins::{PluginCatalog, PoolKey};
 use crate::router::{Route, RouteTable, Rule};
 use crate::service::{EchoService, LoadBalancer, Server, TransportCache, ECHO_SERVICE};
 
@@ -54,6 +55,9 @@ struct Builder<'a> {
     middlewares: HashMap<String, Option<Vec<Arc<dyn Middleware>>>>,
     /// The chain of middleware names being built, outermost first.
     building: Vec<String>,
+    /// The plugin middlewares would not fit the instance pools: none is built (the error
+    /// says why), so none takes slots the serving snapshot needs.
+    plugins_refused: bool,
 }
 
 impl Builder<'_> {
@@ -100,6 +104,53 @@ impl Builder<'_> {
             ECHO_SERVICE.to_string(),
             Arc::new(EchoService::new(ECHO_SERVICE)),
         );
+    }
+
+    /// Checks, before any plugin middleware is built, that the instances the plugin
+    /// middlewares keep on each wasmtime pool fit its slots twice over: a reload starts the new
+    /// snapshot's middlewares while the old ones still hold theirs. Past the slots, instances
+    /// would fail to start at run time (500s); refused here instead, naming the middlewares and
+    /// the numbers, at the largest one. False when refused.
+    fn check_pool_slots(&mut self) -> bool {
+        let mut pools: BTreeMap<PoolKey, Vec<(&String, &String, usize)>> = BTreeMap::new();
+        for (name, cfg) in &self.src.http.middlewares {
+            let Ok(MiddlewareKind::Plugin(p)) = cfg.kind() else {
+                continue;
+            };
+            // A declaration naming no plugin or several is reported when it is built.
+            let (Some((plugin, _)), 1) = (p.iter().next(), p.len()) else {
+                continue;
+            };
+            if let Some((pool, n)) = self.ctx.plugins.pool_need(plugin) {
+                pools.entry(pool).or_default().push((name, plugin, n));
+            }
+        }
+        let slots = WASMTIME_POOL_SLOTS as usize;
+        let mut ok = true;
+        for ((_, class), users) in pools {
+            let total: usize = users.iter().map(|u| u.2).sum();
+            if total.saturating_mul(2) <= slots {
+                continue;
+            }
+            ok = false;
+            let list: Vec<String> = users.iter().map(|(m, _, n)| format!("{m}: {n}")).collect();
+            let (name, plugin, _) = users.iter().max_by_key(|u| u.2).expect("one at least");
+            self.error(
+                format!("http.middlewares.{name}.plugin.{plugin}"),
+                format!(
+                    "the plugin middlewares on wasmtime's instance pool for {} GiB memories keep \
+                     {total} instances ({}), and a reload starts new ones while the old ones \
+                     still run: {} instances, more than the pool's {slots} slots (past them \
+                     instances fail to start); lower poolSize or maxInstances so that they keep \
+                     at most {} in all",
+                    class >> 30,
+                    list.join(", "),
+                    total.saturating_mul(2),
+                    slots / 2
+                ),
+            );
+        }
+        ok
     }
 
     /// The flattened chain for middleware `name`, building it on first use.
@@ -152,6 +203,8 @@ impl Builder<'_> {
                 }
                 ok.then_some(all)
             }
+            // Refused as a whole by check_pool_slots.
+            Ok(MiddlewareKind::Plugin(_)) if self.plugins_refused => None,
             Ok(MiddlewareKind::Plugin(p)) => {
                 if p.len() != 1 {
                     self.error(
@@ -196,6 +249,7 @@ impl<'a> Builder<'a> {
             services: HashMap::new(),
             middlewares: HashMap::new(),
             building: Vec::new(),
+            plugins_refused: false,
         }
     }
 }
@@ -204,6 +258,7 @@ impl<'a> Builder<'a> {
 pub fn build(src: &RoutingSource, ctx: &BuildContext<'_>) -> Result<Snapshot, ConfigErrors> {
     let mut b = Builder::new(src, ctx);
     b.build_services();
+    b.plugins_refused = !b.check_pool_slots();
     // Every middleware is checked, used or not.
     for name in src.http.middlewares.keys() {
         b.middleware(name, &format!("http.middlewares.{name}"));

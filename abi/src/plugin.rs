@@ -15,6 +15,11 @@ use crate::http_wasm::HttpWasmPlugin;
 use crate::middleware::Middleware;
 use crate::proxy_wasm::{NoServices, ProxyWasmPlugin, ServiceDirectory};
 
+/// Instance slots of each wasmtime pool ([`wasmgate_engines::wasmtime_pool_class`]): every
+/// instance of every middleware on wasmtime within one memory class takes one; past them
+/// creating an instance fails. A configuration's needs are checked against them at load.
+pub const WASMTIME_POOL_SLOTS: u32 = 1024;
+
 /// Engines by kind, created on first use and shared by every plugin.
 pub struct Engines {
     cache_dir: Option<PathBuf>,
@@ -52,7 +57,7 @@ impl Engines {
                 cache_max_bytes: self.cache_max_bytes,
                 // Every middleware's pool draws on the engine's slots; room for many middlewares.
                 // The slots reserve address space, not memory.
-                pool_instances: 1024,
+                pool_instances: WASMTIME_POOL_SLOTS,
                 ..EngineOptions::default()
             },
         )?;

@@ -620,6 +620,13 @@ impl Default for EngineOptions {
     }
 }
 
+/// Which wasmtime instance pool a plugin whose memory is limited to `max_memory_bytes` draws
+/// on (its memory-size class, in bytes): with pooling, each class has a pool of its own of
+/// [`EngineOptions::pool_instances`] slots (for each stack limit in use).
+pub fn wasmtime_pool_class(max_memory_bytes: u64) -> u64 {
+    wasmtime_backend::memory_class(max_memory_bytes)
+}
+
 /// Default [`EngineOptions::cache_max_bytes`]: 1 GiB, room for hundreds of
 /// compiled plugins (a large one, such as the Coraza WAF, compiles to tens of MiB).
 pub const DEFAULT_CACHE_MAX_BYTES: u64 = 1 << 30;

@@ -108,6 +108,11 @@ pub const MIN_MEMORY_BYTES: u64 = 64 << 10;
 /// The largest `maxBodyBytes`: 4 GiB, all a 32-bit guest can address.
 pub const MAX_BODY_BYTES: usize = 4 << 30;
 
+/// The smallest `maxHostBytes`: 64 KiB.
+pub const MIN_HOST_BYTES: usize = 64 << 10;
+/// The largest `maxHostBytes`: 64 GiB.
+pub const MAX_HOST_BYTES: usize = 64 << 30;
+
 /// Parses `"200"` or `"300-302"`: an entry of the access log's `filters.statusCodes`.
 pub fn parse_status_range(text: &str) -> Result<(u16, u16), String> {
     let bad = || format!("invalid status code range {text:?} (e.g. \"404\" or \"500-599\")");
@@ -254,6 +259,29 @@ pub fn check_static(file: &Path, config: &StaticConfig) -> Vec<ConfigError> {
                 error(
                     format!("{here}.maxBodyBytes"),
                     format!("{n} is out of range: 0 to {MAX_BODY_BYTES} (4 GiB)"),
+                );
+            }
+        }
+        if let Some(n) = d.max_host_bytes {
+            let body = d
+                .max_body_bytes
+                .unwrap_or(wasmgate_abi::PluginOptions::default().max_body_bytes);
+            if !(MIN_HOST_BYTES..=MAX_HOST_BYTES).contains(&n) {
+                error(
+                    format!("{here}.maxHostBytes"),
+                    format!(
+                        "{n} is out of range: {MIN_HOST_BYTES} (64 KiB) to {MAX_HOST_BYTES} (64 GiB)"
+                    ),
+                );
+            } else if n < body {
+                // The budget counts the bodies a plugin writes: below maxBodyBytes the body
+                // limit could never be reached.
+                error(
+                    format!("{here}.maxHostBytes"),
+                    format!(
+                        "{n} is less than maxBodyBytes ({body}): a plugin could not write the \
+                         bodies maxBodyBytes allows; raise maxHostBytes or lower maxBodyBytes"
+                    ),
                 );
             }
         }

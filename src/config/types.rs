@@ -410,6 +410,11 @@ pub struct PluginDecl {
     /// Largest body the plugin may have buffered (default 16 MiB).
     #[serde(default)]
     pub max_body_bytes: Option<usize>,
+    /// Most bytes the host holds on one instance's behalf, all host functions together
+    /// (http-wasm: per request; proxy-wasm: per VM, and again for the plugin's shared data,
+    /// queues and metric names). Default 64 MiB, or twice `maxBodyBytes` when that is more.
+    #[serde(default)]
+    pub max_host_bytes: Option<usize>,
     /// proxy-wasm only: the VM configuration (buffer 6, given to `proxy_on_vm_start`).
     #[serde(default)]
     pub vm_config: Option<String>,

@@ -1,12 +1,14 @@
 //! What both plugin ABIs share, whatever the ABI: how a plugin is run
 //! ([`PluginOptions`]) and why it could not be loaded ([`PluginError`]), the
 //! instance pool a middleware draws on ([`GuestPool`], whose [`Lease`] carries
-//! both the instance and its permit), what a trap does to a request
+//! both the instance and its permit), the budget of what the host holds for a guest
+//! ([`HostBudget`], `maxHostBytes`), what a trap does to a request
 //! ([`trap_error`]) and what the middleware's [`FailurePolicy`] then makes of it, and where a guest's logs go ([`log`]).
 //!
 //! This module imports neither ABI: `http_wasm` and `proxy_wasm` build on it,
 //! and `plugin` (loading, ABI detection) builds on all three.
 
+mod budget;
 mod failure;
 pub mod log;
 mod options;
@@ -16,6 +18,7 @@ use wasmgate_engines::{Instance, Trap};
 
 use crate::error::ProxyError;
 
+pub use self::budget::{Charge, HostBudget, OverBudget, DEFAULT_MAX_HOST_BYTES};
 pub use self::failure::{
     closed_response, FailurePolicy, Failures, Verdict, BACKOFF_MAX, BACKOFF_START,
     FAILED_MIDDLEWARE_HEADER,

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::FailurePolicy;
+use super::{FailurePolicy, DEFAULT_MAX_HOST_BYTES};
 use wasmgate_engines::{EngineError, EngineKind, FuncType, Limits, PoolError, Trap};
 
 /// Which ABI a declaration asks for.
@@ -56,6 +56,10 @@ pub struct PluginOptions {
     pub pool_wait: Duration,
     /// Largest body a plugin may have buffered; larger is 413 (requests) or 500 (responses).
     pub max_body_bytes: usize,
+    /// Most bytes the host holds on one instance's behalf (`maxHostBytes`, see
+    /// [`HostBudget`](super::HostBudget)): http-wasm, per request; proxy-wasm, per VM, and
+    /// again for the plugin's shared data, queues and metric names.
+    pub max_host_bytes: usize,
     /// proxy-wasm: the VM configuration (buffer 6, `proxy_on_vm_start`'s size).
     pub vm_config: Vec<u8>,
     /// proxy-wasm: the root id (`plugin_root_id` property).
@@ -78,6 +82,7 @@ impl Default for PluginOptions {
             max_instances: None,
             pool_wait: Duration::from_secs(5),
             max_body_bytes: 16 << 20,
+            max_host_bytes: DEFAULT_MAX_HOST_BYTES,
             vm_config: Vec::new(),
             root_id: String::new(),
             vm_id: String::new(),

@@ -30,6 +30,15 @@ fn exchange<'a>(c: &'a mut dyn Caller, func: &str) -> Result<&'a mut Exchange, H
         .ok_or_else(|| trap(format!("{func}: only usable while a request is in flight")))
 }
 
+/// Charges `bytes` the call is about to copy from the guest to the request's budget
+/// (`maxHostBytes`, see [`crate::guest::HostBudget`]); past it the call traps, before copying.
+fn charge(c: &mut dyn Caller, bytes: u32, func: &str) -> Result<(), HostError> {
+    let cap = state(c)?.shared.max_host_bytes;
+    exchange(c, func)?
+        .charge(cap, bytes as usize)
+        .map_err(|e| trap(format!("{func}: {e}")))
+}
+
 /// Writes `value` at `buf` only if it fits in `limit`; returns its full length either way.
 fn write_value(c: &mut dyn Caller, buf: u32, limit: u32, value: &[u8]) -> Result<i32, HostError> {
     if !value.is_empty() && value.len() <= limit as usize {
@@ -289,6 +298,7 @@ pub fn functions(plugin: &str) -> HostFunctions {
             if len == 0 {
                 return Err(trap("set_method: empty method"));
             }
+            charge(c, len, "set_method")?;
             let bytes = c.read(ptr, len)?;
             let ex = exchange(c, "set_method")?;
             if ex.phase == Phase::Response {
@@ -320,6 +330,7 @@ pub fn functions(plugin: &str) -> HostFunctions {
         MODULE,
         "set_uri",
         |c: &mut dyn Caller, ptr: u32, len: u32| -> Result<(), HostError> {
+            charge(c, len, "set_uri")?;
             let bytes = c.read(ptr, len)?;
             let ex = exchange(c, "set_uri")?;
             if ex.phase == Phase::Response {
@@ -385,6 +396,7 @@ pub fn functions(plugin: &str) -> HostFunctions {
                   value_len: u32|
                   -> Result<(), HostError> {
                 let kind = header_kind(kind, func)?;
+                charge(c, name_len.saturating_add(value_len), func)?;
                 let name = read_name(c, name, name_len, func)?;
                 let value = c.read(value, value_len)?;
                 let (name, value) = validate_header(&name, &value, func)?;
@@ -506,11 +518,27 @@ pub fn functions(plugin: &str) -> HostFunctions {
             // checked before the bytes are copied out of the guest.
             let limit = state(c)?.shared.max_body_bytes;
             let ex = exchange(c, "write_body")?;
-            let so_far = match kind {
-                BodyKind::Request => ex.body.written.as_ref().map_or(0, |w| w.len()),
+            match kind {
+                BodyKind::Request if ex.phase == Phase::Response => {
+                    return Err(trap("write_body: the request cannot change after next"));
+                }
+                BodyKind::Response
+                    if ex.phase == Phase::Response && !ex.has(feature::BUFFER_RESPONSE) =>
+                {
+                    return Err(trap(
+                        "write_body: changing the response after next needs buffer_response",
+                    ));
+                }
+                _ => {}
+            }
+            // The first response write of a phase replaces the body of the phase before: the
+            // host no longer holds that one.
+            let (so_far, replaced) = match kind {
+                BodyKind::Request => (ex.body.written.as_ref().map_or(0, |w| w.len()), 0),
                 BodyKind::Response => match &ex.response.written {
-                    Some((p, w)) if *p == ex.phase => w.len(),
-                    _ => 0,
+                    Some((p, w)) if *p == ex.phase => (w.len(), 0),
+                    Some((_, w)) => (0, w.len()),
+                    None => (0, 0),
                 },
             };
             if so_far + len as usize > limit {
@@ -518,30 +546,21 @@ pub fn functions(plugin: &str) -> HostFunctions {
                     "write_body: the body would exceed maxBodyBytes ({limit} bytes)"
                 )));
             }
+            ex.release(replaced);
+            charge(c, len, "write_body")?;
             let data = c.read(body, len)?;
             let ex = exchange(c, "write_body")?;
             match kind {
-                BodyKind::Request => {
-                    if ex.phase == Phase::Response {
-                        return Err(trap("write_body: the request cannot change after next"));
-                    }
-                    ex.body
-                        .written
-                        .get_or_insert_with(BytesMut::new)
-                        .extend_from_slice(&data);
-                }
-                BodyKind::Response => {
-                    if ex.phase == Phase::Response && !ex.has(feature::BUFFER_RESPONSE) {
-                        return Err(trap(
-                            "write_body: changing the response after next needs buffer_response",
-                        ));
-                    }
-                    // The first write in each phase replaces, later ones append.
-                    match &mut ex.response.written {
-                        Some((p, w)) if *p == ex.phase => w.extend_from_slice(&data),
-                        slot => *slot = Some((ex.phase, BytesMut::from(&data[..]))),
-                    }
-                }
+                BodyKind::Request => ex
+                    .body
+                    .written
+                    .get_or_insert_with(BytesMut::new)
+                    .extend_from_slice(&data),
+                // The first write in each phase replaces, later ones append.
+                BodyKind::Response => match &mut ex.response.written {
+                    Some((p, w)) if *p == ex.phase => w.extend_from_slice(&data),
+                    slot => *slot = Some((ex.phase, BytesMut::from(&data[..]))),
+                },
             }
             Ok(())
         },

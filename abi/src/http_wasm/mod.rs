@@ -153,6 +153,7 @@ impl HttpWasmPlugin {
             config,
             min_log_level: host::min_log_level(),
             max_body_bytes: self.opts.max_body_bytes,
+            max_host_bytes: self.opts.max_host_bytes,
         });
         let for_factory = shared.clone();
         let pool = GuestPool::new(

@@ -13,6 +13,7 @@ use http_body_util::BodyExt;
 
 use super::abi::feature;
 use crate::body::{Body, BufferError, BufferedBody};
+use crate::guest::{HostBudget, OverBudget};
 use crate::headers::Headers;
 use crate::model::Request;
 
@@ -28,6 +29,8 @@ pub struct MiddlewareShared {
     pub min_log_level: i32,
     /// Largest body the host buffers.
     pub max_body_bytes: usize,
+    /// `maxHostBytes`: most bytes the host functions copy from the guest during one request.
+    pub max_host_bytes: usize,
 }
 
 /// The host data of one http-wasm instance.
@@ -238,6 +241,9 @@ pub struct Exchange {
     pub request_length_set: bool,
     /// The response side.
     pub response: ResponseSide,
+    /// What host functions have copied from the guest during this request (`maxHostBytes`);
+    /// made at the first charge, gone with the request.
+    pub budget: Option<HostBudget>,
 }
 
 impl Exchange {
@@ -267,7 +273,23 @@ impl Exchange {
                 available: false,
                 length_set: false,
             },
+            budget: None,
         })
+    }
+
+    /// Charges `bytes` a host function is about to copy from the guest to this request's
+    /// budget of `cap` bytes (`maxHostBytes`).
+    pub fn charge(&mut self, cap: usize, bytes: usize) -> Result<(), OverBudget> {
+        self.budget
+            .get_or_insert_with(|| HostBudget::new(cap))
+            .charge(bytes)
+    }
+
+    /// Gives back `bytes` the host no longer holds (a written body replaced by another).
+    pub fn release(&mut self, bytes: usize) {
+        if let Some(b) = &self.budget {
+            b.release(bytes);
+        }
     }
 
     /// Whether `bit` is enabled for this request.

@@ -79,6 +79,7 @@ fn shared(config: &[u8]) -> Arc<MiddlewareShared> {
         config: config.to_vec(),
         min_log_level: -1,
         max_body_bytes: 1 << 20,
+        max_host_bytes: crate::guest::DEFAULT_MAX_HOST_BYTES,
     })
 }
 
@@ -761,3 +762,199 @@ fn host_table_signatures_are_the_abi_ones() {
     }
     assert_eq!(table.0.iter().filter(|f| f.module == MODULE).count(), 19);
 }
+
+// maxHostBytes (issue 13).
+
+/// A probe whose requests may make the host hold at most `max_host_bytes` guest bytes.
+fn probe_with_budget(k: EngineKind, max_host_bytes: usize) -> Probe {
+    let inst = module(k)
+        .instantiate(Box::new(HttpWasmState {
+            shared: Arc::new(MiddlewareShared {
+                max_host_bytes,
+                ..Arc::into_inner(shared(b"")).unwrap()
+            }),
+            module_features: 0,
+            exchange: None,
+            handlers: None,
+        }))
+        .unwrap();
+    let mut p = Probe { inst };
+    p.inst.write(0, &vec![FILL; 65536]).unwrap();
+    p.with_request(request())
+}
+
+const BUDGET: usize = 256 << 10;
+
+fn host_bytes_are_bounded_per_request_whatever_the_list(k: EngineKind) {
+    let mut p = probe_with_budget(k, BUDGET);
+    let (n, nl) = p.put(100, b"x-flood");
+    let (v, vl) = p.put(1024, &[b'v'; 1024]);
+    let each = (nl + vl) as usize;
+    // Header lists each allow 1024 lines and 1 MiB: the budget is what stops the guest here,
+    // whatever list it spreads its headers over.
+    let mut added = 0;
+    let refusal = loop {
+        let kind = [0, 1][added % 2];
+        match p.call("add_header_value", &[kind, n, nl, v, vl]) {
+            Ok(_) => added += 1,
+            Err(t) => break t.to_string(),
+        }
+        assert!(added <= BUDGET / each, "{k}: past the budget");
+    };
+    assert_eq!(added, BUDGET / each, "{k}");
+    assert!(
+        refusal.contains("maxHostBytes (262144 bytes)"),
+        "{k}: {refusal}"
+    );
+    let used = added * each;
+    assert_eq!(p.ex().budget.as_ref().unwrap().used(), used, "{k}");
+    // Every function that copies guest bytes is refused past it, and removing headers does
+    // not give their bytes back: they were copied.
+    let (r, rl) = p.put(60000, b"x-flood");
+    p.unit("remove_header", &[0, r, rl]);
+    let room = (BUDGET - used) as i32;
+    for (f, args) in [
+        ("set_header_value", vec![0, n, nl, v, room - nl + 1]),
+        ("write_body", vec![1, v, room + 1]),
+        ("set_uri", vec![v, room + 1]),
+        ("set_method", vec![v, room + 1]),
+    ] {
+        assert!(p.traps(f, &args).contains("maxHostBytes"), "{k} {f}");
+    }
+    // Up to the last byte is allowed.
+    p.unit("write_body", &[1, v, room]);
+    assert_eq!(p.ex().budget.as_ref().unwrap().used(), BUDGET, "{k}");
+    // The next request starts from nothing.
+    let mut p = p.with_request(request());
+    assert!(p.ex().budget.is_none());
+    p.unit("add_header_value", &[0, n, nl, v, vl]);
+    assert_eq!(p.ex().budget.as_ref().unwrap().used(), each, "{k}");
+}
+parity!(host_bytes_are_bounded_per_request_whatever_the_list);
+
+fn a_replaced_response_body_is_given_back(k: EngineKind) {
+    let mut p = probe_with_budget(k, BUDGET);
+    p.i32("enable_features", &[feature::BUFFER_RESPONSE as i32]);
+    let (v, _) = p.put(1024, &[b'v'; 1024]);
+    let chunk = 40 << 10;
+    // The request phase writes 160 KiB of response body...
+    for _ in 0..4 {
+        p.unit("write_body", &[1, v, chunk]);
+    }
+    // ... which the response phase's first write replaces: 160 KiB again fit in 256 KiB.
+    {
+        let ex = p.ex();
+        ex.phase = Phase::Response;
+        ex.response.available = true;
+    }
+    for _ in 0..4 {
+        p.unit("write_body", &[1, v, chunk]);
+    }
+    assert_eq!(
+        p.ex().budget.as_ref().unwrap().used(),
+        4 * chunk as usize,
+        "{k}"
+    );
+    assert_eq!(
+        p.ex().response.written.as_ref().unwrap().1.len(),
+        4 * chunk as usize
+    );
+}
+parity!(a_replaced_response_body_is_given_back);
+
+/// Floods its request headers (`x-flood`) or its response body (`x-body-flood`) until the
+/// host refuses; otherwise adds `x-ok: ok` and goes on.
+const FLOOD: &str = r#"(module
+  (import "http_handler" "get_header_values" (func $ghv (param i32 i32 i32 i32 i32) (result i64)))
+  (import "http_handler" "add_header_value" (func $add (param i32 i32 i32 i32 i32)))
+  (import "http_handler" "write_body" (func $write (param i32 i32 i32)))
+  (memory (export "memory") 2)
+  (data (i32.const 0) "x-flood")
+  (data (i32.const 16) "x-body-flood")
+  (data (i32.const 32) "x-flooded")
+  (data (i32.const 48) "x-ok")
+  (data (i32.const 64) "ok")
+  (func $has (param $name i32) (param $len i32) (result i32)
+    (i64.ne (call $ghv (i32.const 0) (local.get $name) (local.get $len) (i32.const 512) (i32.const 0)) (i64.const 0)))
+  (func (export "handle_request") (result i64)
+    (memory.fill (i32.const 1024) (i32.const 97) (i32.const 65536))
+    (if (call $has (i32.const 0) (i32.const 7))
+      (then (loop $l
+        (call $add (i32.const 0) (i32.const 32) (i32.const 9) (i32.const 1024) (i32.const 1024))
+        (br $l))))
+    (if (call $has (i32.const 16) (i32.const 12))
+      (then (loop $l
+        (call $write (i32.const 1) (i32.const 1024) (i32.const 65536))
+        (br $l))))
+    (call $add (i32.const 0) (i32.const 48) (i32.const 4) (i32.const 64) (i32.const 2))
+    (i64.const 1)))"#;
+
+/// Answers 200, saying how many `x-flooded` and `x-ok` headers it got.
+struct Counting;
+
+#[async_trait::async_trait]
+impl crate::middleware::Endpoint for Counting {
+    async fn call(&self, req: Request) -> Result<crate::model::Response, crate::error::ProxyError> {
+        let mut r = crate::model::Response::new(http::StatusCode::OK);
+        for name in ["x-flooded", "x-ok"] {
+            let n = req.headers.get_all(name).count();
+            r.headers.append(format!("seen-{name}"), n.to_string());
+        }
+        Ok(r)
+    }
+}
+
+fn a_flooding_guest_is_refused_and_the_next_request_works(k: EngineKind) {
+    use crate::middleware::{Middleware, Next};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let wasm = wat::parse_str(FLOOD).unwrap();
+        let info = wasmgate_engines::ModuleInfo::parse(&wasm).unwrap();
+        let engines = crate::plugin::Engines::new(None);
+        let plugin = super::HttpWasmPlugin::load(
+            "flood",
+            &wasm,
+            &info,
+            engines.get(k).unwrap().as_ref(),
+            crate::guest::PluginOptions {
+                engine: k,
+                pool_size: 1,
+                max_host_bytes: BUDGET,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let chain: Vec<Arc<dyn Middleware>> =
+            vec![Arc::new(plugin.middleware("flood-mw", Vec::new()).unwrap())];
+        let send = |flood: Option<&str>| {
+            let mut req = Request::new(
+                Method::GET,
+                "/".parse().unwrap(),
+                "127.0.0.1:4000".parse().unwrap(),
+            );
+            if let Some(h) = flood {
+                req.headers.append(h, "1");
+            }
+            Next::new(&chain, &Counting).run(req)
+        };
+        for round in 0..2 {
+            for flood in ["x-flood", "x-body-flood"] {
+                // Refused at the budget: the request fails (the trap names maxHostBytes; a
+                // fail-closed answer is a 503 that keeps the trap text in the log).
+                match send(Some(flood)).await {
+                    Err(e) => assert!(e.chain().contains("maxHostBytes"), "{k} {flood}: {e}"),
+                    Ok(r) => assert_eq!(r.status, 503, "{k} {flood}"),
+                }
+                // The next request on the same middleware goes through.
+                let r = send(None).await.unwrap();
+                assert_eq!(r.status, 200, "{k} round {round} after {flood}");
+                assert_eq!(r.headers.get_str("seen-x-ok"), Some("1"), "{k}");
+                assert_eq!(r.headers.get_str("seen-x-flooded"), Some("0"), "{k}");
+            }
+        }
+    });
+}
+parity!(a_flooding_guest_is_refused_and_the_next_request_works);

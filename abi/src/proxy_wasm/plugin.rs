@@ -128,7 +128,7 @@ impl ProxyWasmPlugin {
             module,
             version,
             allocator,
-            vm: VmShared::new(&vm_id),
+            vm: VmShared::with_max_host_bytes(&vm_id, opts.max_host_bytes),
             opts,
         })
     }
@@ -192,6 +192,7 @@ impl ProxyWasmPlugin {
             version: self.version,
             log_level: host::min_log_level(),
             max_body_bytes: self.opts.max_body_bytes,
+            max_host_bytes: self.opts.max_host_bytes,
             env: self
                 .opts
                 .env

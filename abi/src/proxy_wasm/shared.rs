@@ -1,5 +1,10 @@
 //! What all instances of one proxy-wasm VM (one plugin declaration) share:
 //! shared data with CAS, shared queues, and the metric registry.
+//!
+//! Besides each store's own caps, their bytes together (shared data, queued items, queue and
+//! metric names) are charged to one [`HostBudget`] of `maxHostBytes`: they outlive any one
+//! VM, so they have a budget of their own rather than a share of a VM's. Past it a call gets
+//! INTERNAL_FAILURE, as past the caps.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, Weak};
@@ -7,6 +12,7 @@ use std::sync::{Arc, Mutex, Weak};
 use tokio::sync::Notify;
 
 use super::abi::{status, MetricKind};
+use crate::guest::{HostBudget, DEFAULT_MAX_HOST_BYTES};
 
 /// Bound of the shared data store (keys plus values), per VM.
 pub const MAX_SHARED_DATA_BYTES: usize = 16 << 20;
@@ -80,17 +86,30 @@ pub struct VmShared {
     data: Mutex<Data>,
     queues: Mutex<Queues>,
     metrics: Mutex<Metrics>,
+    /// The bytes of all of the above (`maxHostBytes`).
+    budget: HostBudget,
 }
 
 impl VmShared {
-    /// Empty state for VM `vm_id`.
+    /// Empty state for VM `vm_id`, within the default `maxHostBytes`.
     pub fn new(vm_id: &str) -> Arc<VmShared> {
+        VmShared::with_max_host_bytes(vm_id, DEFAULT_MAX_HOST_BYTES)
+    }
+
+    /// Empty state for VM `vm_id` whose stores together hold at most `max_host_bytes`.
+    pub fn with_max_host_bytes(vm_id: &str, max_host_bytes: usize) -> Arc<VmShared> {
         Arc::new(VmShared {
             vm_id: vm_id.to_string(),
             data: Mutex::new(Data::default()),
             queues: Mutex::new(Queues::default()),
             metrics: Mutex::new(Metrics::default()),
+            budget: HostBudget::new(max_host_bytes),
         })
+    }
+
+    /// Bytes the stores hold now, as charged to their `maxHostBytes` budget.
+    pub fn host_bytes(&self) -> usize {
+        self.budget.used()
     }
 
     /// `proxy_get_shared_data`: value and cas.
@@ -109,9 +128,17 @@ impl VmShared {
             }
         }
         let old_size = old.map(|(l, _)| l + key.len()).unwrap_or(0);
-        let new_bytes = d.bytes - old_size + key.len() + value.len();
+        let new_size = key.len() + value.len();
+        let new_bytes = d.bytes - old_size + new_size;
         if new_bytes > MAX_SHARED_DATA_BYTES {
             return status::INTERNAL_FAILURE;
+        }
+        if new_size > old_size {
+            if self.budget.charge(new_size - old_size).is_err() {
+                return status::INTERNAL_FAILURE;
+            }
+        } else {
+            self.budget.release(old_size - new_size);
         }
         d.bytes = new_bytes;
         d.next_cas = d.next_cas.wrapping_add(1).max(1);
@@ -121,14 +148,15 @@ impl VmShared {
     }
 
     /// `proxy_register_shared_queue`: creates or reopens the queue, and lets `waiter` hear of
-    /// it; `None` when the VM already has [`MAX_QUEUES`] queues.
+    /// it; `None` when the VM already has [`MAX_QUEUES`] queues or its name would pass
+    /// `maxHostBytes`.
     pub fn register_queue(&self, name: &str, waiter: &Arc<QueueWaiter>) -> Option<u32> {
         let mut qs = self.queues.lock().unwrap_or_else(|p| p.into_inner());
         let key = (self.vm_id.clone(), name.to_string());
         let idx = match qs.by_name.get(&key) {
             Some(i) => *i,
             None => {
-                if qs.list.len() >= MAX_QUEUES {
+                if qs.list.len() >= MAX_QUEUES || self.budget.charge(name.len()).is_err() {
                     return None;
                 }
                 qs.list.push(Queue {
@@ -169,7 +197,10 @@ impl VmShared {
             let Some(q) = id.checked_sub(1).and_then(|i| qs.list.get_mut(i as usize)) else {
                 return status::NOT_FOUND;
             };
-            if q.items.len() >= MAX_QUEUE_ITEMS || bytes > MAX_QUEUE_BYTES {
+            if q.items.len() >= MAX_QUEUE_ITEMS
+                || bytes > MAX_QUEUE_BYTES
+                || self.budget.charge(value.len()).is_err()
+            {
                 return status::INTERNAL_FAILURE;
             }
             q.items.push_back(value);
@@ -196,18 +227,19 @@ impl VmShared {
         };
         let item = q.items.pop_front().ok_or(status::EMPTY)?;
         qs.bytes -= item.len();
+        self.budget.release(item.len());
         Ok(item)
     }
 
     /// `proxy_define_metric`: the id (the same for the same name and kind); `None` when the
-    /// VM already has [`MAX_METRICS`] metrics.
+    /// VM already has [`MAX_METRICS`] metrics or the name would pass `maxHostBytes`.
     pub fn define_metric(&self, kind: MetricKind, name: &str) -> Option<u32> {
         let mut ms = self.metrics.lock().unwrap_or_else(|p| p.into_inner());
         let key = (name.to_string(), kind);
         if let Some(i) = ms.by_key.get(&key) {
             return Some(*i as u32 + 1);
         }
-        if ms.list.len() >= MAX_METRICS {
+        if ms.list.len() >= MAX_METRICS || self.budget.charge(name.len()).is_err() {
             return None;
         }
         ms.list.push(Metric {

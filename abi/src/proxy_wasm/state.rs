@@ -18,6 +18,7 @@ use tokio::sync::Notify;
 use super::abi::{buffer, map, stream, AbiVersion};
 use super::shared::{QueueWaiter, VmShared};
 use super::ServiceDirectory;
+use crate::guest::{Charge, HostBudget, OverBudget};
 use crate::headers::Headers;
 
 /// What one middleware's VMs share.
@@ -42,6 +43,8 @@ pub struct MiddlewareShared {
     pub log_level: i32,
     /// Body buffering limit.
     pub max_body_bytes: usize,
+    /// `maxHostBytes`: the cap of each VM's [`VmState::budget`].
+    pub max_host_bytes: usize,
     /// `KEY=VALUE` strings WASI `environ_get` hands out.
     pub env: Vec<String>,
 }
@@ -190,6 +193,10 @@ pub struct Stream {
     pub done_pending: bool,
     /// Wakes the stream's driver when it is paused (a resume, a local response, a close).
     pub wake: Arc<Notify>,
+    /// What the filter's calls on this stream made the host hold (its header map writes,
+    /// body growth, properties, local response), charged to the VM's budget and given back
+    /// when the stream ends (with this struct, whatever ends it).
+    pub held: Charge,
 }
 
 /// Facts about the request the property getters answer from.
@@ -235,6 +242,7 @@ impl Stream {
             info,
             done_pending: false,
             wake: Arc::new(Notify::new()),
+            held: Charge::default(),
         }
     }
 
@@ -275,7 +283,7 @@ impl Stream {
 }
 
 /// An `proxy_http_call` waiting to be sent.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct PendingCall {
     /// Token handed to the guest.
     pub token: u32,
@@ -291,6 +299,9 @@ pub struct PendingCall {
     pub trailers: Vec<(Vec<u8>, Vec<u8>)>,
     /// Timeout (`None`: the host's maximum).
     pub timeout: Option<Duration>,
+    /// Its service name, headers, body and trailers, charged to the VM's budget until the
+    /// call is done (dropped once its response was delivered, or never sent).
+    pub _held: Charge,
 }
 
 /// The response an http call got, visible during `proxy_on_http_call_response`.
@@ -360,12 +371,16 @@ pub struct VmState {
     pub root_properties: HashMap<Vec<u8>, Vec<u8>>,
     /// Wakes this VM's dispatcher: queue items, and a tick period the filter changed.
     pub waiter: Arc<QueueWaiter>,
+    /// What the host holds for this VM's guest (`maxHostBytes`): its streams' and calls'
+    /// charges while they last, and the root context's properties while they are set.
+    pub budget: HostBudget,
 }
 
 impl VmState {
     /// State for a new VM.
     pub fn new(shared: Arc<MiddlewareShared>) -> VmState {
         VmState {
+            budget: HostBudget::new(shared.max_host_bytes),
             shared,
             allocator: "malloc",
             root_ctx: 1,
@@ -391,6 +406,22 @@ impl VmState {
     /// The stream the effective context is, if it is one.
     pub fn active_stream(&mut self) -> Option<&mut Stream> {
         self.streams.get_mut(&self.effective_ctx)
+    }
+
+    /// Charges `bytes` the filter hands the host to the effective stream, until the stream
+    /// ends; nothing when the effective context is not a stream.
+    pub fn charge_stream(&mut self, bytes: usize) -> Result<(), OverBudget> {
+        match self.streams.get_mut(&self.effective_ctx) {
+            Some(s) => s.held.add(&self.budget, bytes),
+            None => Ok(()),
+        }
+    }
+
+    /// Gives back `bytes` charged to the effective stream by a call that then did not keep them.
+    pub fn release_stream(&mut self, bytes: usize) {
+        if let Some(s) = self.streams.get_mut(&self.effective_ctx) {
+            s.held.release(bytes);
+        }
     }
 
     /// Whether `ctx` names a context of this VM (the root or a live stream).

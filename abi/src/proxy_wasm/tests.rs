@@ -117,6 +117,7 @@ fn shared(version: AbiVersion, vm: Arc<VmShared>) -> Arc<MiddlewareShared> {
         version,
         log_level: 0,
         max_body_bytes: 1 << 20,
+        max_host_bytes: crate::guest::DEFAULT_MAX_HOST_BYTES,
         env: vec!["A=1".into(), "GREETING=hello world".into()],
     })
 }
@@ -1168,7 +1169,7 @@ fn stream_control_calls_and_unimplemented(e: EngineKind) {
         status::OK
     );
     let token = p.u32_at(OUT);
-    let calls = p.state().pending_calls.clone();
+    let calls = &p.state().pending_calls;
     assert_eq!(calls.len(), 1);
     assert_eq!(
         (
@@ -1342,3 +1343,364 @@ parity!(
         cut in any::<prop::sample::Index>(),
     )
 );
+
+// maxHostBytes (issue 13).
+
+const BUDGET: usize = 256 << 10;
+
+/// A VM whose guest may make the host hold at most [`BUDGET`] bytes, with a stream in flight.
+fn probe_with_budget(e: EngineKind, vm: Arc<VmShared>) -> Probe {
+    let shared = Arc::new(MiddlewareShared {
+        max_host_bytes: BUDGET,
+        ..Arc::into_inner(shared(AbiVersion::V0_2_1, vm)).unwrap()
+    });
+    let inst = module(e, AbiVersion::V0_2_1)
+        .instantiate(Box::new(VmState::new(shared)))
+        .unwrap();
+    Probe { inst, next: 1024 }.with_stream()
+}
+
+fn call_headers() -> Vec<u8> {
+    serialize([
+        (&b":method"[..], &b"GET"[..]),
+        (&b":path"[..], &b"/"[..]),
+        (&b":authority"[..], &b"auth"[..]),
+    ])
+}
+
+fn a_stream_holds_at_most_max_host_bytes_until_it_ends(e: EngineKind) {
+    let mut p = probe_with_budget(e, VmShared::new("vm1"));
+    let (k, kn) = p.put(b"x-flood");
+    let (v, vn) = p.put(&[b'v'; 1024]);
+    let each = (kn + vn) as usize;
+    // Each map allows 1024 pairs and 1 MiB: the budget is what stops the filter here,
+    // whatever map it spreads its headers over.
+    let mut added = 0;
+    let refused = loop {
+        let m = [map::HTTP_REQUEST_HEADERS, map::HTTP_REQUEST_TRAILERS][added % 2];
+        let s = p.ok("proxy_add_header_map_value", &[m, k, kn, v, vn]);
+        if s != status::OK {
+            break s;
+        }
+        added += 1;
+        assert!(added <= BUDGET / each, "{e}: past the budget");
+    };
+    assert_eq!(refused, status::INTERNAL_FAILURE, "{e}");
+    assert_eq!(added, BUDGET / each, "{e}");
+    let used = added * each;
+    assert_eq!(p.state().budget.used(), used, "{e}");
+    assert_eq!(
+        p.stream().request_headers.get_all("x-flood").count(),
+        added.div_ceil(2),
+        "{e}: the refused add changed nothing"
+    );
+    // Every call that makes the stream hold bytes is refused past it, and changes nothing.
+    let room = BUDGET - used;
+    let (big, bign) = p.put(&vec![b'b'; room + 1]);
+    let pairs = serialize([(&b"x-a"[..], &vec![b'p'; room][..])]);
+    let (pr, prn) = p.put(&pairs);
+    let (svc, sn) = p.put(b"auth");
+    let (h, hn) = p.put(&call_headers());
+    p.stream().request_body = Some(BytesMut::from(&b"0123456789"[..]));
+    for (f, args) in [
+        (
+            "proxy_replace_header_map_value",
+            vec![map::HTTP_REQUEST_HEADERS, k, kn, big, bign - kn],
+        ),
+        (
+            "proxy_set_header_map_pairs",
+            vec![map::HTTP_REQUEST_TRAILERS, pr, prn],
+        ),
+        (
+            "proxy_set_buffer_bytes",
+            vec![buffer::HTTP_REQUEST_BODY, 10, 0, big, bign],
+        ),
+        ("proxy_set_property", vec![k, kn, big, bign - kn]),
+        (
+            "proxy_send_local_response",
+            vec![403, 0, 0, big, bign, 0, 0, -1],
+        ),
+        (
+            "proxy_http_call",
+            vec![svc, sn, h, hn, big, bign, 0, 0, 100, OUT],
+        ),
+    ] {
+        assert_eq!(p.ok(f, &args), status::INTERNAL_FAILURE, "{e} {f}");
+        assert_eq!(p.state().budget.used(), used, "{e} {f}");
+    }
+    let s = p.stream();
+    assert_eq!(s.request_trailers.len(), added / 2);
+    assert_eq!(&s.request_body.as_ref().unwrap()[..], b"0123456789");
+    assert!(s.properties.is_empty() && s.local_response.is_none());
+    assert!(p.state().pending_calls.is_empty());
+    // Rewriting the chunk in flight in place adds nothing; up to the last byte is allowed.
+    assert_eq!(
+        p.ok(
+            "proxy_set_buffer_bytes",
+            &[buffer::HTTP_REQUEST_BODY, 0, 10, big, 10]
+        ),
+        status::OK
+    );
+    assert_eq!(p.state().budget.used(), used, "{e}");
+    assert_eq!(
+        p.ok(
+            "proxy_set_buffer_bytes",
+            &[buffer::HTTP_REQUEST_BODY, 10, 0, big, room as i32]
+        ),
+        status::OK
+    );
+    assert_eq!(p.state().budget.used(), BUDGET, "{e}");
+    // The stream's end gives it all back: the next stream starts from nothing.
+    p.state().streams.remove(&2);
+    assert_eq!(p.state().budget.used(), 0, "{e}");
+    let mut p = p.with_stream();
+    assert_eq!(
+        p.ok(
+            "proxy_add_header_map_value",
+            &[map::HTTP_REQUEST_HEADERS, k, kn, v, vn]
+        ),
+        status::OK
+    );
+    assert_eq!(p.state().budget.used(), each, "{e}");
+}
+parity!(a_stream_holds_at_most_max_host_bytes_until_it_ends);
+
+fn root_properties_and_http_calls_are_held_while_they_last(e: EngineKind) {
+    let mut p = probe_with_budget(e, VmShared::new("vm1"));
+    p.state().effective_ctx = 1;
+    let (v, vn) = p.put(&[b'v'; 1024]);
+    let (svc, sn) = p.put(b"auth");
+    let (h, hn) = p.put(&call_headers());
+    let call_args = [svc, sn, h, hn, v, vn, 0, 0, 100, OUT];
+    // A call holds its service name, headers and body until it is done.
+    assert_eq!(p.ok("proxy_http_call", &call_args), status::OK);
+    let call = 4 + (7 + 3 + 5 + 1 + 10 + 4) + 1024;
+    assert_eq!(p.state().budget.used(), call, "{e}");
+    // The root context's properties stay until replaced: they fill the rest.
+    let mut keys = Vec::new();
+    let refused = loop {
+        let key = p.put(format!("r{:04}", keys.len()).as_bytes());
+        let s = p.ok("proxy_set_property", &[key.0, key.1, v, vn]);
+        if s != status::OK {
+            break s;
+        }
+        keys.push(key);
+        assert!(keys.len() <= BUDGET / 1029, "{e}: past the budget");
+    };
+    assert_eq!(refused, status::INTERNAL_FAILURE, "{e}");
+    assert_eq!(keys.len(), (BUDGET - call) / 1029, "{e}");
+    let props = keys.len() * 1029;
+    assert_eq!(p.state().budget.used(), call + props, "{e}");
+    // A call that does not fit is refused, and none is queued.
+    assert_eq!(
+        p.ok("proxy_http_call", &call_args),
+        status::INTERNAL_FAILURE,
+        "{e}"
+    );
+    assert_eq!(p.state().pending_calls.len(), 1);
+    // A property replaced by one as large fits in a full budget; by a smaller one, the
+    // difference is given back.
+    let (k0, k0n) = keys[0];
+    assert_eq!(p.ok("proxy_set_property", &[k0, k0n, v, vn]), status::OK);
+    assert_eq!(p.state().budget.used(), call + props, "{e}");
+    assert_eq!(p.ok("proxy_set_property", &[k0, k0n, v, 0]), status::OK);
+    assert_eq!(p.state().budget.used(), call + props - 1024, "{e}");
+    // The call done (taken and answered), its bytes are given back.
+    p.state().pending_calls.clear();
+    assert_eq!(p.state().budget.used(), props - 1024, "{e}");
+}
+parity!(root_properties_and_http_calls_are_held_while_they_last);
+
+fn the_shared_store_has_a_budget_of_its_own(e: EngineKind) {
+    let vm = VmShared::with_max_host_bytes("vm1", BUDGET);
+    // Two VMs of the plugin; their own budgets are the default (64 MiB).
+    let mut a = Probe::with_vm(e, AbiVersion::V0_2_1, vm.clone());
+    let mut b = Probe::with_vm(e, AbiVersion::V0_2_1, vm.clone());
+    let (v, vn) = a.put(&[b'v'; 1024]);
+    let mut keys = Vec::new();
+    let refused = loop {
+        let key = a.put(format!("k{:04}", keys.len()).as_bytes());
+        let s = a.ok("proxy_set_shared_data", &[key.0, key.1, v, vn, 0]);
+        if s != status::OK {
+            break s;
+        }
+        keys.push(key);
+        assert!(keys.len() <= BUDGET / 1029, "{e}: past the budget");
+    };
+    assert_eq!(refused, status::INTERNAL_FAILURE, "{e}");
+    assert_eq!(keys.len(), BUDGET / 1029, "{e}");
+    let full = keys.len() * 1029;
+    assert_eq!(vm.host_bytes(), full, "{e}");
+    // The other VM shares it: a queue item does not fit...
+    let (q, qn) = b.put(b"q");
+    assert_eq!(
+        b.ok("proxy_register_shared_queue", &[q, qn, OUT]),
+        status::OK
+    );
+    let id = b.u32_at(OUT) as i32;
+    let (item, itemn) = b.put(&[b'i'; 1024]);
+    assert_eq!(
+        b.ok("proxy_enqueue_shared_queue", &[id, item, itemn]),
+        status::INTERNAL_FAILURE
+    );
+    // ... until a value is replaced by a smaller one; dequeued items are given back.
+    let (k0, k0n) = keys[0];
+    assert_eq!(
+        a.ok("proxy_set_shared_data", &[k0, k0n, v, 0, 0]),
+        status::OK
+    );
+    assert_eq!(vm.host_bytes(), full - 1024 + 1, "{e}");
+    assert_eq!(
+        b.ok("proxy_enqueue_shared_queue", &[id, item, itemn]),
+        status::OK
+    );
+    assert_eq!(vm.host_bytes(), full + 1, "{e}");
+    assert_eq!(
+        b.ok("proxy_dequeue_shared_queue", &[id, RET, RET_SIZE]),
+        status::OK
+    );
+    assert_eq!(vm.host_bytes(), full - 1024 + 1, "{e}");
+    // Metric names count too.
+    let (name, namen) = a.put(&[b'm'; 2048]);
+    assert_eq!(
+        a.ok("proxy_define_metric", &[1, name, namen, OUT]),
+        status::INTERNAL_FAILURE
+    );
+    assert_eq!(a.ok("proxy_define_metric", &[1, name, 16, OUT]), status::OK);
+    assert_eq!(vm.host_bytes(), full - 1024 + 1 + 16, "{e}");
+}
+parity!(the_shared_store_has_a_budget_of_its_own);
+
+/// Floods its request headers (`x-flood`) or the shared data (`x-shared-flood`) until the
+/// host refuses, and records the refusal's status in the gauge `refused`.
+const FLOOD: &str = r#"(module
+  (import "env" "proxy_add_header_map_value" (func $add (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_get_header_map_value" (func $get (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_set_shared_data" (func $set_shared (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_define_metric" (func $define (param i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_record_metric" (func $record (param i32 i64) (result i32)))
+  (memory (export "memory") 2)
+  (global $heap (mut i32) (i32.const 65536))
+  (global $key (mut i32) (i32.const 0))
+  (global $m (mut i32) (i32.const 0))
+  (data (i32.const 0) "x-flood")
+  (data (i32.const 16) "x-shared-flood")
+  (data (i32.const 32) "x-flooded")
+  (data (i32.const 48) "refused")
+  (func (export "proxy_abi_version_0_2_1"))
+  (func (export "malloc") (param i32) (result i32) (local i32)
+    global.get $heap local.set 1
+    global.get $heap local.get 0 i32.add global.set $heap
+    local.get 1)
+  (func (export "proxy_on_context_create") (param i32 i32))
+  (func (export "proxy_on_vm_start") (param i32 i32) (result i32)
+    (drop (call $define (i32.const 1) (i32.const 48) (i32.const 7) (i32.const 64)))
+    (global.set $m (i32.load (i32.const 64)))
+    (i32.const 1))
+  (func (export "proxy_on_configure") (param i32 i32) (result i32) (i32.const 1))
+  (func $has (param $name i32) (param $len i32) (result i32)
+    (i32.eqz (call $get (i32.const 0) (local.get $name) (local.get $len) (i32.const 80) (i32.const 84))))
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) (local $s i32)
+    (memory.fill (i32.const 1024) (i32.const 97) (i32.const 1024))
+    (if (call $has (i32.const 0) (i32.const 7))
+      (then
+        (loop $l
+          (local.set $s (call $add (i32.const 0) (i32.const 32) (i32.const 9) (i32.const 1024) (i32.const 1024)))
+          (br_if $l (i32.eqz (local.get $s))))
+        (drop (call $record (global.get $m) (i64.extend_i32_u (local.get $s))))))
+    (if (call $has (i32.const 16) (i32.const 14))
+      (then
+        (loop $l
+          (i32.store (i32.const 96) (global.get $key))
+          (global.set $key (i32.add (global.get $key) (i32.const 1)))
+          (local.set $s (call $set_shared (i32.const 96) (i32.const 4) (i32.const 1024) (i32.const 1024) (i32.const 0)))
+          (br_if $l (i32.eqz (local.get $s))))
+        (drop (call $record (global.get $m) (i64.extend_i32_u (local.get $s))))))
+    (i32.const 0)))"#;
+
+/// Answers 200, saying how many `x-flooded` headers it got.
+struct CountFlooded;
+
+#[async_trait::async_trait]
+impl Endpoint for CountFlooded {
+    async fn call(&self, req: Request) -> Result<Response, ProxyError> {
+        let mut r = Response::new(http::StatusCode::OK);
+        let n = req.headers.get_all("x-flooded").count();
+        r.headers.append("seen", n.to_string());
+        Ok(r)
+    }
+}
+
+fn a_flooding_filter_is_refused_and_the_next_request_works(e: EngineKind) {
+    use crate::middleware::{Middleware, Next};
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let wasm = wat::parse_str(FLOOD).unwrap();
+        let engines = crate::plugin::Engines::new(None);
+        let opts = crate::guest::PluginOptions {
+            engine: e,
+            max_instances: Some(1),
+            max_host_bytes: BUDGET,
+            ..Default::default()
+        };
+        let plugin = crate::plugin::Plugin::load("flood", &wasm, opts, &engines).unwrap();
+        let chain: Vec<Arc<dyn Middleware>> =
+            vec![plugin.middleware("flood-mw", Vec::new()).unwrap()];
+        let vm = plugin.proxy_wasm().unwrap().vm().clone();
+        let send = |flood: Option<&str>| {
+            let mut req = Request::new(
+                http::Method::GET,
+                "/".parse().unwrap(),
+                "127.0.0.1:4000".parse().unwrap(),
+            );
+            req.headers.append("host", "example.com");
+            if let Some(h) = flood {
+                req.headers.append(h, "1");
+            }
+            Next::new(&chain, &CountFlooded).run(req)
+        };
+        let refused = || vm.metric("refused").map(|m| m.value);
+        let each = 9 + 1024;
+        for round in 0..2 {
+            // The filter adds headers until INTERNAL_FAILURE; what it added goes upstream.
+            let r = send(Some("x-flood")).await.unwrap();
+            assert_eq!(r.status, 200, "{e}");
+            assert_eq!(
+                r.headers.get_str("seen"),
+                Some(&*(BUDGET / each).to_string()),
+                "{e} round {round}"
+            );
+            assert_eq!(refused(), Some(status::INTERNAL_FAILURE as i64), "{e}");
+            // The stream's bytes were given back when it ended: the next one may add again.
+            let r = send(None).await.unwrap();
+            assert_eq!(
+                (r.status.as_u16(), r.headers.get_str("seen")),
+                (200, Some("0")),
+                "{e}"
+            );
+        }
+        // The shared data fills the plugin's own budget and stays full; requests go on.
+        vm.record_metric(1, 0);
+        let r = send(Some("x-shared-flood")).await.unwrap();
+        assert_eq!(r.status, 200, "{e}");
+        assert_eq!(refused(), Some(status::INTERNAL_FAILURE as i64), "{e}");
+        let room = BUDGET - "refused".len();
+        assert_eq!(
+            vm.host_bytes(),
+            room / (4 + 1024) * (4 + 1024) + "refused".len(),
+            "{e}"
+        );
+        assert_eq!(send(None).await.unwrap().status, 200, "{e}");
+        let r = send(Some("x-flood")).await.unwrap();
+        assert_eq!(
+            r.headers.get_str("seen"),
+            Some(&*(BUDGET / each).to_string()),
+            "{e}"
+        );
+    });
+}
+parity!(a_flooding_filter_is_refused_and_the_next_request_works);

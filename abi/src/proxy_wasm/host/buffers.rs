@@ -80,6 +80,16 @@ pub(crate) fn splice(buf: &mut BytesMut, start: u32, size: u32, value: &[u8], li
     status::OK
 }
 
+/// How many bytes [`splice`] adds to a buffer of `len` bytes (0 when it shrinks it or
+/// refuses the edit).
+fn grown_by(len: usize, start: u32, size: u32, value: usize) -> usize {
+    if start == 0 {
+        value.saturating_sub((size as usize).min(len))
+    } else {
+        value
+    }
+}
+
 /// This family's host functions.
 pub(super) fn define(t: &mut Table) {
     use AbiVersion::V0_1_0;
@@ -144,10 +154,25 @@ pub(super) fn define(t: &mut Table) {
             let value = rd(c, value_data, value_size)?;
             let st = state(c)?;
             match ty {
-                buffer::HTTP_REQUEST_BODY | buffer::HTTP_RESPONSE_BODY => match body_of(st, ty) {
-                    Some(b) => Ok(splice(b, start, size, &value, limit)),
-                    None => Ok(status::NOT_FOUND),
-                },
+                buffer::HTTP_REQUEST_BODY | buffer::HTTP_RESPONSE_BODY => {
+                    let Some(len) = body_of(st, ty).map(|b| b.len()) else {
+                        return Ok(status::NOT_FOUND);
+                    };
+                    // What the edit adds to the buffer counts against maxHostBytes (a filter
+                    // rewriting each chunk in flight in place adds nothing).
+                    let added = grown_by(len, start, size, value.len());
+                    if st.charge_stream(added).is_err() {
+                        return Ok(OVER_BUDGET);
+                    }
+                    let result = match body_of(st, ty) {
+                        Some(b) => splice(b, start, size, &value, limit),
+                        None => status::NOT_FOUND,
+                    };
+                    if result != status::OK {
+                        st.release_stream(added);
+                    }
+                    Ok(result)
+                }
                 buffer::HTTP_CALL_RESPONSE_BODY
                 | buffer::VM_CONFIGURATION
                 | buffer::PLUGIN_CONFIGURATION => Ok(status::BAD_ARGUMENT),

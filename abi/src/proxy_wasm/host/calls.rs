@@ -1,6 +1,7 @@
 //! HTTP calls (`proxy_http_call`), and gRPC and foreign functions: linked, not implemented.
 
 use super::prelude::*;
+use crate::guest::Charge;
 use crate::proxy_wasm::MAX_CALLS_OUT;
 use bytes::Bytes;
 use std::time::Duration;
@@ -49,6 +50,18 @@ pub(super) fn define(t: &mut Table) {
             if st.calls_out.get(&ctx).copied().unwrap_or(0) >= MAX_CALLS_OUT {
                 return Ok(status::INTERNAL_FAILURE);
             }
+            // What the call carries is held until it is done.
+            let bytes = service.len()
+                + body.len()
+                + [&headers, &trailers]
+                    .iter()
+                    .flat_map(|m| m.iter())
+                    .map(|(k, v)| k.len() + v.len())
+                    .sum::<usize>();
+            let mut held = Charge::default();
+            if held.add(&st.budget, bytes).is_err() {
+                return Ok(OVER_BUDGET);
+            }
             let token = st.next_token;
             c.write_u32(return_token, token)?;
             let st = state(c)?;
@@ -62,6 +75,7 @@ pub(super) fn define(t: &mut Table) {
                 body: Bytes::from(body),
                 trailers,
                 timeout: (timeout_ms > 0).then(|| Duration::from_millis(timeout_ms as u64)),
+                _held: held,
             });
             Ok(status::OK)
         },

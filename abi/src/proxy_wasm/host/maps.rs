@@ -88,9 +88,16 @@ pub(super) fn define(t: &mut Table) {
             let Some(pairs) = serial::deserialize(&raw).ok().and_then(valid_pairs) else {
                 return Ok(status::BAD_ARGUMENT);
             };
-            let h = match map_for(state(c)?, map_type, true) {
-                Ok(h) => h,
-                Err(s) => return Ok(s),
+            let st = state(c)?;
+            if let Err(s) = map_for(st, map_type, true) {
+                return Ok(s);
+            }
+            let bytes = pairs.iter().map(|(k, v)| k.len() + v.len()).sum();
+            if st.charge_stream(bytes).is_err() {
+                return Ok(OVER_BUDGET);
+            }
+            let Ok(h) = map_for(st, map_type, true) else {
+                return Ok(status::BAD_ARGUMENT);
             };
             *h = Headers::new();
             for (k, v) in pairs {
@@ -169,7 +176,8 @@ pub(super) fn define(t: &mut Table) {
                 let (Some(key), true) = (valid_name(&key), valid_value(&value)) else {
                     return Ok(status::BAD_ARGUMENT);
                 };
-                let h = match map_for(state(c)?, map_type, true) {
+                let st = state(c)?;
+                let h = match map_for(st, map_type, true) {
                     Ok(h) => h,
                     Err(s) => return Ok(s),
                 };
@@ -177,6 +185,12 @@ pub(super) fn define(t: &mut Table) {
                 if !h.fits_one_more(&key, value.len()) {
                     return Ok(status::BAD_ARGUMENT);
                 }
+                if st.charge_stream(key.len() + value.len()).is_err() {
+                    return Ok(OVER_BUDGET);
+                }
+                let Ok(h) = map_for(st, map_type, true) else {
+                    return Ok(status::BAD_ARGUMENT);
+                };
                 if replace {
                     h.set(&key, value);
                 } else {

@@ -9,7 +9,9 @@
 //! one that has it), Kong style; [`functions`] links exactly one version's set.
 //! Guest mistakes answer with the spec's statuses: a pointer or length outside
 //! linear memory is `INVALID_MEMORY_ACCESS`. Only a failing guest allocator
-//! (a trap inside `malloc`) traps the calling instance.
+//! (a trap inside `malloc`) traps the calling instance. A call that would make the host hold
+//! more than `maxHostBytes` for the guest (see [`crate::guest::HostBudget`]) is refused with
+//! [`OVER_BUDGET`] and changes nothing.
 //!
 //! Host functions act on the VM's effective context: the stream (or root) whose callback
 //! is running, or the one `proxy_set_effective_context` switched to.
@@ -34,6 +36,11 @@ use crate::headers::Headers;
 
 pub use self::logs::min_log_level;
 
+/// The status of a call refused because the host would hold more than `maxHostBytes` for the
+/// guest: INTERNAL_FAILURE, the status the spec gives a host that cannot do what was asked
+/// (and the one the other host-side caps answer).
+pub const OVER_BUDGET: i32 = status::INTERNAL_FAILURE;
+
 /// What every family file uses.
 mod prelude {
     pub(super) use super::super::abi::{
@@ -43,7 +50,7 @@ mod prelude {
     pub(super) use super::super::state::{
         Callback, Direction, LocalResponse, PendingCall, VmState,
     };
-    pub(super) use super::{out, rd, ser, state, Table};
+    pub(super) use super::{out, rd, ser, state, Table, OVER_BUDGET};
     pub(super) use crate::headers::Headers;
     pub(super) use wasmgate_engines::Caller;
 }

@@ -128,11 +128,31 @@ pub(super) fn define(t: &mut Table) {
                 return Ok(status::BAD_ARGUMENT);
             }
             let key = split_path(&path).join(&0u8);
+            let bytes = key.len() + value.len();
             let st = state(c)?;
-            match st.active_stream() {
-                Some(s) => s.properties.insert(key, value),
-                None => st.root_properties.insert(key, value),
-            };
+            // A stream's properties go with the stream; the root context's stay until
+            // replaced, so a replaced one is given back.
+            if st.active_stream().is_some() {
+                if st.charge_stream(bytes).is_err() {
+                    return Ok(OVER_BUDGET);
+                }
+                if let Some(s) = st.active_stream() {
+                    s.properties.insert(key, value);
+                }
+            } else {
+                let old = st
+                    .root_properties
+                    .get(&key)
+                    .map_or(0, |v| key.len() + v.len());
+                if bytes > old {
+                    if st.budget.charge(bytes - old).is_err() {
+                        return Ok(OVER_BUDGET);
+                    }
+                } else {
+                    st.budget.release(old - bytes);
+                }
+                st.root_properties.insert(key, value);
+            }
             Ok(status::OK)
         },
     );

@@ -82,6 +82,13 @@ pub(super) fn define(t: &mut Table) {
             };
             let st = state(c)?;
             let sh = st.shared.clone();
+            if st.active_stream().is_none() {
+                return Ok(status::NOT_FOUND);
+            }
+            let bytes = body.len() + headers.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+            if st.charge_stream(bytes).is_err() {
+                return Ok(OVER_BUDGET);
+            }
             let Some(s) = st.active_stream() else {
                 return Ok(status::NOT_FOUND);
             };
