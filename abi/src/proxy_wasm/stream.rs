@@ -145,7 +145,7 @@ impl Middleware for ProxyWasmMiddleware {
             }
             End::Request(g, req, next) => match self.verdict(g) {
                 Verdict::Answer(resp) => Ok(resp),
-                Verdict::Skip => next.run(req).await,
+                Verdict::Skip => next.run(*req).await,
             },
             End::Response(g, resp) => match self.verdict(g) {
                 Verdict::Answer(answer) => Ok(answer),
@@ -199,8 +199,9 @@ enum End<'a> {
     /// The answer: the response, or an error passed on untouched.
     Done(Result<Response, ProxyError>),
     /// The guest failed before the request went on: the request as it arrived (its body
-    /// replayed under `open`), and the rest of the chain, not run yet.
-    Request(GuestFailure, Request, Next<'a>),
+    /// replayed under `open`), and the rest of the chain, not run yet. Boxed: failures are
+    /// rare, and the common variant stays small.
+    Request(GuestFailure, Box<Request>, Next<'a>),
     /// The guest failed once the rest of the chain had answered: its response as it came
     /// (the body replayed under `open`).
     Response(GuestFailure, Response),
@@ -837,7 +838,7 @@ impl StreamRun {
             Err(Failure::Pass(e)) => return End::Done(Err(e)),
             Err(Failure::Guest(g)) => {
                 req.body = self.replay(body);
-                return End::Request(g, req, next);
+                return End::Request(g, Box::new(req), next);
             }
         };
         // What the request phase kept is not needed any more.
