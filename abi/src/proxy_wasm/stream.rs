@@ -93,6 +93,20 @@ impl ProxyWasmMiddleware {
             }
         }
     }
+
+    /// The guest failed before `req` went on: the policy's answer, or (`open`) the rest of
+    /// the chain with the request as it arrived.
+    async fn request_failed(
+        &self,
+        g: GuestFailure,
+        req: Request,
+        next: Next<'_>,
+    ) -> Result<Response, ProxyError> {
+        match self.verdict(g) {
+            Verdict::Answer(resp) => Ok(resp),
+            Verdict::Skip => next.run(req).await,
+        }
+    }
 }
 
 static NEXT_STREAM: AtomicU64 = AtomicU64::new(1);
@@ -112,10 +126,7 @@ impl Middleware for ProxyWasmMiddleware {
                     err,
                     unrecorded: true,
                 };
-                return match self.verdict(g) {
-                    Verdict::Answer(resp) => Ok(resp),
-                    Verdict::Skip => next.run(req).await,
-                };
+                return self.request_failed(g, req, next).await;
             }
         };
         let mut run = StreamRun {
@@ -143,10 +154,7 @@ impl Middleware for ProxyWasmMiddleware {
                 }
                 result
             }
-            End::Request(g, req, next) => match self.verdict(g) {
-                Verdict::Answer(resp) => Ok(resp),
-                Verdict::Skip => next.run(*req).await,
-            },
+            End::Request(g, req, next) => self.request_failed(g, *req, next).await,
             End::Response(g, resp) => match self.verdict(g) {
                 Verdict::Answer(answer) => Ok(answer),
                 Verdict::Skip => Ok(resp),

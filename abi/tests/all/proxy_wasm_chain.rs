@@ -1460,3 +1460,54 @@ async fn a_trap_in_a_tick_recycles_every_vm_under_reload(e: EngineKind) {
     }
 }
 parity!(#[tokio::test] async a_trap_in_a_tick_recycles_every_vm_under_reload);
+
+/// A filter whose first VM starts and whose later ones do not (each finds the first one's
+/// mark in shared data and rejects its configuration); every request traps.
+const NO_SECOND_START: &str = r#"(module
+  (import "env" "proxy_get_shared_data" (func $get (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_set_shared_data" (func $set (param i32 i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "started")
+  (func (export "proxy_abi_version_0_2_1"))
+  (func (export "malloc") (param i32) (result i32) (i32.const 4096))
+  (func (export "proxy_on_configure") (param i32 i32) (result i32)
+    ;; OK (0): the mark is there, this is not the first VM.
+    (if (i32.eqz (call $get (i32.const 0) (i32.const 7) (i32.const 16) (i32.const 20) (i32.const 24)))
+      (then (return (i32.const 0))))
+    (drop (call $set (i32.const 0) (i32.const 7) (i32.const 0) (i32.const 1) (i32.const 0)))
+    (i32.const 1))
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) unreachable))"#;
+
+/// No VM to run on (the trapping one's replacement cannot start) is a failure of the
+/// middleware too: `closed` answers the 503 naming it, `open` sends the request on.
+async fn no_vm_that_can_start_is_a_failure(e: EngineKind) {
+    for policy in [FailurePolicy::Closed, FailurePolicy::Open] {
+        let wasm = wat::parse_str(NO_SECOND_START).unwrap();
+        let info = wasmgate_engines::ModuleInfo::parse(&wasm).unwrap();
+        let engine = Engines::new(None).get(e).unwrap();
+        let o = PluginOptions {
+            max_instances: Some(1),
+            pool_wait: Duration::from_millis(200),
+            failure_policy: policy,
+            ..opts()
+        };
+        let p = ProxyWasmPlugin::load("pw", &wasm, &info, engine.as_ref(), o).unwrap();
+        let mw: Arc<dyn Middleware> = Arc::new(p.middleware("m", Vec::new(), services()).unwrap());
+        let up = upstream(Duration::ZERO);
+        // The trap, then no VM: both are failures.
+        for what in ["trap", "no VM"] {
+            let r = run(&mw, &up, &[], None).await.unwrap();
+            let what = format!("{e} {policy} {what}");
+            match policy {
+                FailurePolicy::Open => {
+                    assert_eq!(r.status, StatusCode::OK, "{what}");
+                    assert_eq!(text(r).await, "upstream saw /path?q=1", "{what}");
+                }
+                _ => assert_failed_closed(r, "m", &what).await,
+            }
+        }
+        let calls = if policy == FailurePolicy::Open { 2 } else { 0 };
+        assert_eq!(up.calls.load(Ordering::SeqCst), calls, "{e} {policy}");
+    }
+}
+parity!(#[tokio::test] async no_vm_that_can_start_is_a_failure);
