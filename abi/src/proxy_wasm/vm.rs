@@ -309,10 +309,17 @@ impl VmSet {
         let vm = guest.vm;
         let sh = &self.shared;
         let err = crate::guest::trap_error(&sh.plugin, &sh.middleware, &mut **guest.inst, t);
-        let _ = vm.poisoned.set(err.message.clone());
+        // Already poisoned only by a `reload` replacing every VM while this call ran: the
+        // failure that replaced them was recorded, and this trap on a VM already replaced
+        // must not count as the fresh VMs failing too (which would start the backoff).
+        if vm.poisoned.set(err.message.clone()).is_ok() {
+            // What the request gets follows from the policy alone; the stream asks for it.
+            let _ = self.failures.failed(&err, || self.recycle_all());
+        } else {
+            tracing::debug!(target: "wasmgate::plugin", plugin = %sh.plugin,
+                middleware = %sh.middleware, "a VM being replaced trapped: {err}");
+        }
         vm.wake_all();
-        // What the request gets follows from the policy alone; the stream asks for it.
-        let _ = self.failures.failed(&err, || self.recycle_all());
         // Replaced once, by whoever poisons it while it holds its slot (a recycle may have).
         self.replace_if_current(vm);
         err
