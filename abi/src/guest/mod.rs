@@ -27,16 +27,11 @@ pub use self::options::{AbiChoice, AbiKind, PluginError, PluginOptions};
 pub use self::pool::{is_start_failure, GuestPool, Lease, PREWARM};
 
 /// What a trap does to the request that hit it: the instance is poisoned (its guest state is
-/// unknown, so it is thrown away rather than reused), the trap is logged, and the request gets
-/// a 500 whose source is the trap.
+/// unknown, so it is thrown away rather than reused) and the error names the trap (its source).
+/// Not logged here: the middleware hands the error to [`Failures::failed`], whose log is
+/// throttled per backoff step, so a plugin trapping on every request is not one line each.
 pub fn trap_error(plugin: &str, middleware: &str, inst: &mut dyn Instance, t: &Trap) -> ProxyError {
     inst.poison();
-    tracing::error!(
-        target: "wasmgate::plugin",
-        plugin = %plugin,
-        middleware = %middleware,
-        "guest trapped: {t}"
-    );
     ProxyError::plugin(format!(
         "plugin {plugin} (middleware {middleware}) trapped: {t}"
     ))

@@ -12,10 +12,12 @@
 //! Guest calls on a VM are serialised by an async lock held only around the synchronous
 //! guest calls of one phase (a callback and what it needs), never across an await: a stream
 //! waiting for its upstream, an http call or its body leaves the VM to the others. A trap
-//! poisons the VM: every stream on it fails with the plugin error (the waiting ones when they
-//! next need it), other VMs go on, and a fresh VM, built off the request path, takes its
-//! place for new streams (a stream that finds no VM ready waits up to `poolWait`, then 503);
-//! the poisoned one is dropped with its last stream. A stream abandoned mid-way (the client
+//! poisons the VM: every stream on it fails (the waiting ones when they next need it), other
+//! VMs go on, and a fresh VM, built off the request path, takes its place for new streams (a
+//! stream that finds no VM ready waits up to `poolWait`); the poisoned one is dropped with its
+//! last stream. What a failed request gets is the middleware's failure policy (`stream`
+//! says which failures count): one 503 naming the middleware (`closed`, `reload`, which also
+//! replaces every VM of the middleware) or the request going on without it (`open`). A stream abandoned mid-way (the client
 //! went away) has its context ended (`on_done`, `on_log`, `on_delete`) on a task of its own.
 //! Root-context events outside a request (ticks at the period each VM's root set, readiness
 //! of the queues that VM registered, the responses to its http calls) are delivered by a

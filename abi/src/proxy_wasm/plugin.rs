@@ -205,12 +205,14 @@ impl ProxyWasmPlugin {
             .max_instances
             .unwrap_or_else(|| runtime.metrics().num_workers())
             .max(1);
+        let failures = Arc::new(Failures::new(&self.name, middleware, policy));
         let set = VmSet::new(
             shared,
             self.module.clone(),
             self.allocator,
             self.opts.pool_wait,
             runtime,
+            failures.clone(),
         );
         set.start(count).map_err(|t| {
             if t.export == "proxy_on_vm_start" || t.export == "proxy_on_configure" {
@@ -222,9 +224,6 @@ impl ProxyWasmPlugin {
                 PluginError::Start(t)
             }
         })?;
-        Ok(ProxyWasmMiddleware {
-            set,
-            failures: Arc::new(Failures::new(&self.name, middleware, policy)),
-        })
+        Ok(ProxyWasmMiddleware { set, failures })
     }
 }

@@ -4,14 +4,41 @@
 //!
 //! Each phase locks the VM for its guest calls only; waiting for the body, the upstream, an
 //! http call or a resume happens with the VM free for other streams.
+//!
+//! # When the guest fails
+//!
+//! A failure of the middleware ([`Failure::Guest`]) is a trap in any callback the stream
+//! runs (its own, and the http-call responses delivered for it), its VM poisoned under it
+//! (another stream's trap, a tick's, a `reload` replacing every VM), a pause nothing can
+//! resume or one longer than [`MAX_PAUSE`], and no VM to run on (none could be built within
+//! `poolWait`). Everything else passes through untouched ([`Failure::Pass`]): the rest of
+//! the chain's and the upstream's errors, the client's (a 413, a broken body), a response
+//! too large to buffer, and the 502 of a filter that closed the stream on purpose.
+//!
+//! The middleware's [`FailurePolicy`] decides what the request gets: under `closed` and
+//! `reload` one 503 naming the middleware ([`closed_response`]), never the failure's text;
+//! under `open` the request goes on as if the middleware were not in the chain. For that
+//! the stream keeps, under `open` only, the body chunks it handed the filter, as they came:
+//! a failure in the request phase sends the request on with its headers as it arrived and
+//! its body replayed (the chunks read, then the rest of the stream); one in the response
+//! phase, the end of the context (`on_done`, `on_log`, `on_delete`) included, gives the
+//! client the response as the rest of the chain gave it (the filter's edits, applied only
+//! once the context ended, are dropped). A trap is recorded with [`Failures`] where it
+//! happens (`VmSet::trapped`), so once however many streams it fails; the other failures
+//! are recorded by the stream that found them. A stream that fails on a sound VM (a pause)
+//! has its context ended properly; the VM goes on with its other streams.
 
+use std::collections::VecDeque;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime};
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use http::StatusCode;
+use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt;
 use tokio::sync::Notify;
 
@@ -22,9 +49,9 @@ use super::maps::{
 use super::state::{Direction, PendingCall, Phase, RequestInfo, Stream};
 use super::vm::{Guest, Vm, VmSet};
 use super::MAX_PAUSE;
-use crate::body::{Body, BufferError, BufferedBody};
+use crate::body::{Body, BodyError, BufferError, BufferedBody};
 use crate::error::{ErrorSource, ProxyError};
-use crate::guest::Failures;
+use crate::guest::{closed_response, FailurePolicy, Failures, Verdict};
 use crate::headers::Headers;
 use crate::middleware::{Middleware, Next};
 use crate::model::{Request, Response};
@@ -32,7 +59,7 @@ use crate::model::{Request, Response};
 /// A middleware running a proxy-wasm filter on a small set of VMs.
 pub struct ProxyWasmMiddleware {
     pub(crate) set: Arc<VmSet>,
-    /// Its failure policy, reload backoff and failure log.
+    /// Its failure policy, reload backoff and failure log (the set records its traps there).
     pub(crate) failures: Arc<Failures>,
 }
 
@@ -51,27 +78,239 @@ impl ProxyWasmMiddleware {
     pub fn live_streams(&self) -> usize {
         self.set.live()
     }
+
+    /// What a request that hit guest failure `g` gets.
+    fn verdict(&self, g: GuestFailure) -> Verdict {
+        if g.unrecorded {
+            return self.failures.failed(&g.err, || self.set.recycle_all());
+        }
+        // Recorded where it happened (the trap, the failure that poisoned this VM): only the
+        // policy's answer is left to give.
+        match self.failures.policy() {
+            FailurePolicy::Open => Verdict::Skip,
+            FailurePolicy::Closed | FailurePolicy::Reload => {
+                Verdict::Answer(closed_response(self.failures.middleware()))
+            }
+        }
+    }
+
+    /// The guest failed before `req` went on: the policy's answer, or (`open`) the rest of
+    /// the chain with the request as it arrived.
+    async fn request_failed(
+        &self,
+        g: GuestFailure,
+        req: Request,
+        next: Next<'_>,
+    ) -> Result<Response, ProxyError> {
+        match self.verdict(g) {
+            Verdict::Answer(resp) => Ok(resp),
+            Verdict::Skip => next.run(req).await,
+        }
+    }
 }
 
 static NEXT_STREAM: AtomicU64 = AtomicU64::new(1);
 
 #[async_trait]
 impl Middleware for ProxyWasmMiddleware {
-    async fn handle(&self, mut req: Request, next: Next<'_>) -> Result<Response, ProxyError> {
-        let vm = self.set.pick().await?;
+    async fn handle(&self, req: Request, next: Next<'_>) -> Result<Response, ProxyError> {
+        // `reload` in backoff: the guest is not entered.
+        if let Some(resp) = self.failures.refused() {
+            return Ok(resp);
+        }
+        let vm = match self.set.pick().await {
+            Ok(vm) => vm,
+            // No VM could be built in time: the middleware cannot run, a failure of it.
+            Err(err) => {
+                let g = GuestFailure {
+                    err,
+                    unrecorded: true,
+                };
+                return self.request_failed(g, req, next).await;
+            }
+        };
         let mut run = StreamRun {
             set: self.set.clone(),
             vm,
             ctx: 0,
             wake: Arc::new(Notify::new()),
             open: false,
+            keep: self.failures.policy() == FailurePolicy::Open,
+            kept: None,
         };
-        let result = run.run(&mut req, next).await;
-        if result.is_err() && run.open && !run.vm.is_poisoned() {
-            // The stream failed outside the guest (a 413, say): end the context properly.
-            let _ = run.finish().await;
+        let end = run.run(req, next).await;
+        // Still open: the stream stopped outside the guest (a 413) or on a failure that left
+        // the VM sound (a pause): end the context properly. A trap there is recorded.
+        let mut sound = true;
+        if run.open && !run.vm.is_poisoned() {
+            sound = run.finish().await.is_ok();
         }
-        result
+        // The VM's count of live streams drops now, not after an upstream `open` may call.
+        drop(run);
+        match end {
+            End::Done(result) => {
+                if sound {
+                    self.failures.succeeded();
+                }
+                result
+            }
+            End::Request(g, req, next) => self.request_failed(g, *req, next).await,
+            End::Response(g, resp) => match self.verdict(g) {
+                Verdict::Answer(answer) => Ok(answer),
+                Verdict::Skip => Ok(resp),
+            },
+        }
+    }
+}
+
+/// Why a step of a stream did not go on.
+enum Failure {
+    /// The guest failed: the middleware's policy decides what the request gets.
+    Guest(GuestFailure),
+    /// Not a failure of this middleware (the client's, the rest of the chain's, a close the
+    /// filter asked for): the error goes on untouched.
+    Pass(ProxyError),
+}
+
+/// A failure of the guest, and whether it still has to be recorded.
+struct GuestFailure {
+    err: ProxyError,
+    /// Found by the stream (a pause nothing resumes, no VM): recorded when the request gets
+    /// its verdict. A trap is recorded by `VmSet::trapped`, and a poisoned VM by whatever
+    /// poisoned it.
+    unrecorded: bool,
+}
+
+impl Failure {
+    /// A trap, or the VM found poisoned: already recorded.
+    fn recorded(err: ProxyError) -> Failure {
+        Failure::Guest(GuestFailure {
+            err,
+            unrecorded: false,
+        })
+    }
+
+    /// A contract the guest broke, found by the stream.
+    fn broken(err: ProxyError) -> Failure {
+        Failure::Guest(GuestFailure {
+            err,
+            unrecorded: true,
+        })
+    }
+}
+
+/// A stream step's result.
+type Step<T> = Result<T, Failure>;
+
+/// How a stream ended.
+enum End<'a> {
+    /// The answer: the response, or an error passed on untouched.
+    Done(Result<Response, ProxyError>),
+    /// The guest failed before the request went on: the request as it arrived (its body
+    /// replayed under `open`), and the rest of the chain, not run yet. Boxed: failures are
+    /// rare, and the common variant stays small.
+    Request(GuestFailure, Box<Request>, Next<'a>),
+    /// The guest failed once the rest of the chain had answered: its response as it came
+    /// (the body replayed under `open`).
+    Response(GuestFailure, Response),
+}
+
+/// What the request phase hands on, or the answer the filter gave.
+enum Forward {
+    /// The request goes on: its body, its framing, and the headers as the filter left them.
+    On {
+        body: Body,
+        framing: Framing,
+        map: Headers,
+    },
+    /// The filter answered (a local response).
+    Answer(Response),
+}
+
+/// What the response phase gives.
+enum Back {
+    /// The response goes back: its body, whether the filter buffered it, and the headers as
+    /// the filter left them.
+    On {
+        body: Body,
+        buffered: bool,
+        map: Headers,
+    },
+    /// The filter answered instead.
+    Answer(Response),
+}
+
+/// How a request body that went through the filter is framed anew.
+enum Framing {
+    /// Untouched (the filter did not see the body).
+    AsItCame,
+    /// Buffered, no trailers: `content-length`.
+    Length(usize),
+    /// Buffered, with trailers: no length (chunked).
+    Chunked,
+}
+
+/// Under `open`: the body chunks the filter was handed, as they came, and the trailers.
+#[derive(Default)]
+struct Kept {
+    chunks: Vec<Bytes>,
+    trailers: Option<Headers>,
+}
+
+/// A body as it arrived: the chunks already read, then the trailers read or the rest of the
+/// stream.
+struct Replay {
+    chunks: VecDeque<Bytes>,
+    trailers: Option<http::HeaderMap>,
+    rest: Body,
+}
+
+impl Replay {
+    /// `rest` behind what `kept` holds (just `rest` when nothing was read).
+    fn body(kept: Kept, rest: Body) -> Body {
+        if kept.chunks.is_empty() && kept.trailers.is_none() {
+            return rest;
+        }
+        Body::from_stream(Replay {
+            chunks: kept.chunks.into(),
+            // They came as a HeaderMap, so they convert back.
+            trailers: kept.trailers.map(|t| t.to_header_map().unwrap_or_default()),
+            rest,
+        })
+    }
+}
+
+impl http_body::Body for Replay {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        if let Some(c) = self.chunks.pop_front() {
+            return Poll::Ready(Some(Ok(Frame::data(c))));
+        }
+        // Trailers end a stream: once read, the rest has nothing left.
+        if let Some(t) = self.trailers.take() {
+            return Poll::Ready(Some(Ok(Frame::trailers(t))));
+        }
+        Pin::new(&mut self.rest).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.chunks.is_empty() && self.trailers.is_none() && self.rest.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let kept: u64 = self.chunks.iter().map(|c| c.len() as u64).sum();
+        let rest = http_body::Body::size_hint(&self.rest);
+        let mut h = SizeHint::new();
+        h.set_lower(rest.lower() + kept);
+        if let Some(upper) = rest.upper() {
+            h.set_upper(upper + kept);
+        }
+        h
     }
 }
 
@@ -84,6 +323,10 @@ struct StreamRun {
     wake: Arc<Notify>,
     /// The context was created and not ended yet.
     open: bool,
+    /// The policy is `open`: each phase keeps the body it hands the filter.
+    keep: bool,
+    /// What the current phase kept (`keep` only).
+    kept: Option<Kept>,
 }
 
 impl Drop for StreamRun {
@@ -139,9 +382,11 @@ fn spawn_drive(set: &Arc<VmSet>, vm: &Arc<Vm>, calls: Vec<PendingCall>) {
     }
     let (set, vm) = (set.clone(), vm.clone());
     tokio::spawn(async move {
+        // A trap there was recorded (and logged) by `VmSet::trapped`; any other error is the
+        // VM poisoned meanwhile.
         if let Err(e) = set.drive(&vm, calls).await {
-            tracing::error!(target: "wasmgate::plugin", plugin = %set.shared.plugin,
-                middleware = %set.shared.middleware, "http call response failed: {e}");
+            tracing::debug!(target: "wasmgate::plugin", plugin = %set.shared.plugin,
+                middleware = %set.shared.middleware, "http call response not delivered: {e}");
         }
     });
 }
@@ -154,14 +399,24 @@ fn body_failed(d: Direction, e: impl std::fmt::Display) -> ProxyError {
 }
 
 impl StreamRun {
-    async fn guest(&self) -> Result<Guest<'_>, ProxyError> {
-        self.vm.lock().await
+    /// Locks the VM; poisoned, it is a failure recorded by whatever poisoned it.
+    async fn guest(&self) -> Step<Guest<'_>> {
+        self.vm.lock().await.map_err(Failure::recorded)
     }
 
-    /// Calls `name` on this stream's context; a trap poisons the VM.
-    fn call(&self, g: &mut Guest<'_>, name: &str, args: &[i32]) -> Result<Option<i32>, ProxyError> {
+    /// Calls `name` on this stream's context; a trap poisons the VM (and is recorded there).
+    fn call(&self, g: &mut Guest<'_>, name: &str, args: &[i32]) -> Step<Option<i32>> {
         g.call(name, self.ctx, args)
-            .map_err(|t| self.set.trapped(g, &t))
+            .map_err(|t| Failure::recorded(self.set.trapped(g, &t)))
+    }
+
+    /// Sends `calls` the stream's callback made, delivering their responses (a trap there is
+    /// recorded where it happens).
+    async fn drive(&self, calls: Vec<PendingCall>) -> Step<()> {
+        self.set
+            .drive(&self.vm, calls)
+            .await
+            .map_err(Failure::recorded)
     }
 
     fn plugin_error(&self, msg: String) -> ProxyError {
@@ -171,9 +426,22 @@ impl StreamRun {
         ))
     }
 
+    /// A new phase starts: under `open`, it keeps what it hands the filter.
+    fn start_keeping(&mut self) {
+        self.kept = self.keep.then(Kept::default);
+    }
+
+    /// The body as it came: what the phase kept, then `rest` (just `rest` when not `open`).
+    fn replay(&mut self, rest: Body) -> Body {
+        match self.kept.take() {
+            Some(kept) => Replay::body(kept, rest),
+            None => rest,
+        }
+    }
+
     /// Creates the stream's context and runs the request headers callback, in one turn on
     /// the VM; `Ok(true)`: the stream must stop here.
-    async fn open(&mut self, req: &Request, eos: bool) -> Result<bool, ProxyError> {
+    async fn open(&mut self, req: &Request, eos: bool) -> Step<bool> {
         let info = RequestInfo {
             version: req.version,
             source: req.source_addr,
@@ -190,7 +458,7 @@ impl StreamRun {
         let d = Direction::Request;
         let vm = self.vm.clone();
         let (paused, stop, calls) = {
-            let mut g = vm.lock().await?;
+            let mut g = vm.lock().await.map_err(Failure::recorded)?;
             let st = g.state();
             let (ctx, root) = (st.next_ctx, st.root_ctx);
             st.next_ctx += 1;
@@ -215,7 +483,7 @@ impl StreamRun {
         args: &[i32],
         d: Direction,
         prepare: impl FnOnce(&mut Stream),
-    ) -> Result<bool, ProxyError> {
+    ) -> Step<bool> {
         let (paused, stop, calls) = {
             let mut g = self.guest().await?;
             self.run_callback(&mut g, name, args, d, prepare)?
@@ -232,7 +500,7 @@ impl StreamRun {
         args: &[i32],
         d: Direction,
         prepare: impl FnOnce(&mut Stream),
-    ) -> Result<(bool, bool, Vec<PendingCall>), ProxyError> {
+    ) -> Step<(bool, bool, Vec<PendingCall>)> {
         let s = g.stream(self.ctx);
         prepare(s);
         *s.resumed_mut(d) = false;
@@ -255,7 +523,7 @@ impl StreamRun {
         stop: bool,
         calls: Vec<PendingCall>,
         d: Direction,
-    ) -> Result<bool, ProxyError> {
+    ) -> Step<bool> {
         if stop {
             spawn_drive(&self.set, &self.vm, calls);
             return Ok(true);
@@ -264,18 +532,14 @@ impl StreamRun {
     }
 
     /// After a stream callback: sends the calls it made; then, if it paused, waits for a
-    /// resume with the VM free. `Ok(true)`: the filter stopped the stream.
-    async fn settle(
-        &mut self,
-        calls: Vec<PendingCall>,
-        paused: bool,
-        d: Direction,
-    ) -> Result<bool, ProxyError> {
+    /// resume with the VM free. `Ok(true)`: the filter stopped the stream. A pause nothing
+    /// can resume, or one past [`MAX_PAUSE`], is the guest's failure.
+    async fn settle(&mut self, calls: Vec<PendingCall>, paused: bool, d: Direction) -> Step<bool> {
         // Nothing ran since the callback, which did not stop the stream: nothing to look at.
         if calls.is_empty() && !paused {
             return Ok(false);
         }
-        self.set.drive(&self.vm, calls).await?;
+        self.drive(calls).await?;
         let deadline = tokio::time::Instant::now() + MAX_PAUSE;
         loop {
             // Enabled before looking: a wake-up while we look is not lost.
@@ -298,40 +562,41 @@ impl StreamRun {
                 // Only the VM's ticks and http calls can resume it (queue readiness goes to
                 // the root context too, but nothing waits for it).
                 if !ticking && !pending && in_flight == 0 {
-                    return Err(self.plugin_error(
+                    return Err(Failure::broken(self.plugin_error(
                         "the filter paused the stream with nothing pending that could resume it"
                             .into(),
-                    ));
+                    )));
                 }
             }
             if tokio::time::timeout_at(deadline, self.vm.woken(&self.wake, changed))
                 .await
                 .is_err()
             {
-                return Err(
-                    self.plugin_error(format!("stream stayed paused longer than {MAX_PAUSE:?}"))
-                );
+                return Err(Failure::broken(self.plugin_error(format!(
+                    "stream stayed paused longer than {MAX_PAUSE:?}"
+                ))));
             }
         }
     }
 
-    /// Runs body callbacks over `body`; returns the body to forward, or `None` to stop.
-    async fn filter_body(
-        &mut self,
-        mut body: Body,
-        d: Direction,
-    ) -> Result<Option<BufferedBody>, ProxyError> {
+    /// Runs body callbacks over `body` (left with what was not read); returns the body to
+    /// forward, or `None` to stop. Under `open` the chunks read are kept as they came.
+    async fn filter_body(&mut self, body: &mut Body, d: Direction) -> Step<Option<BufferedBody>> {
         let (cb, tcb) = (d.body_callback(), d.trailers_callback());
         let limit = self.set.shared.max_body_bytes;
-        let too_large = |this: &Self| match d {
-            Direction::Request => ProxyError::new(
-                ErrorSource::Downstream,
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("request body exceeds the {limit}-byte buffer limit"),
-            ),
-            Direction::Response => this.plugin_error(format!(
-                "response body exceeds the {limit}-byte buffer limit"
-            )),
+        // Not the guest's failure: the client sent too much, or the upstream answered more
+        // than the filter may buffer.
+        let too_large = |this: &Self| {
+            Failure::Pass(match d {
+                Direction::Request => ProxyError::new(
+                    ErrorSource::Downstream,
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("request body exceeds the {limit}-byte buffer limit"),
+                ),
+                Direction::Response => this.plugin_error(format!(
+                    "response body exceeds the {limit}-byte buffer limit"
+                )),
+            })
         };
         let has_body_cb = self.set.has_export(cb);
         let has_trailers_cb = self.set.has_export(tcb);
@@ -350,7 +615,7 @@ impl StreamRun {
                         break;
                     }
                     None => (true, Bytes::new()),
-                    Some(Err(e)) => return Err(body_failed(d, e)),
+                    Some(Err(e)) => return Err(Failure::Pass(body_failed(d, e))),
                     // As Envoy: when the body is known to end with this chunk (Content-Length
                     // reached, HTTP/2 END_STREAM on the DATA frame), the chunk itself carries
                     // end_of_stream; an empty end call comes only when the end arrives later.
@@ -359,11 +624,19 @@ impl StreamRun {
                         Err(f) => {
                             if let Ok(t) = f.into_trailers() {
                                 trailers = Some(Headers::from(&t));
+                                if let Some(k) = &mut self.kept {
+                                    k.trailers = trailers.clone();
+                                }
                             }
                             continue;
                         }
                     },
                 };
+                if !chunk.is_empty() {
+                    if let Some(k) = &mut self.kept {
+                        k.chunks.push(chunk.clone());
+                    }
+                }
                 if !eos && chunk.is_empty() {
                     continue;
                 }
@@ -407,7 +680,7 @@ impl StreamRun {
                     let mut g = self.guest().await?;
                     held = g.stream(self.ctx).body_mut(d).take().unwrap_or_default();
                 } else {
-                    self.set.drive(&self.vm, calls).await?;
+                    self.drive(calls).await?;
                 }
                 if !paused || eos {
                     forwarded.extend_from_slice(&held);
@@ -418,10 +691,17 @@ impl StreamRun {
                 }
             }
         } else {
-            let b = body.buffer(limit).await.map_err(|e| match e {
-                BufferError::TooLarge { .. } => too_large(self),
-                BufferError::Stream(e) => body_failed(d, e),
-            })?;
+            let b = std::mem::take(body)
+                .buffer(limit)
+                .await
+                .map_err(|e| match e {
+                    BufferError::TooLarge { .. } => too_large(self),
+                    BufferError::Stream(e) => Failure::Pass(body_failed(d, e)),
+                })?;
+            if let Some(k) = &mut self.kept {
+                k.chunks.push(b.data.clone());
+                k.trailers = b.trailers.clone();
+            }
             forwarded.extend_from_slice(&b.data);
             trailers = b.trailers;
         }
@@ -446,13 +726,15 @@ impl StreamRun {
     }
 
     /// Ends the stream's context; the response headers as the filter left them.
-    async fn finish(&mut self) -> Result<Option<Headers>, ProxyError> {
+    async fn finish(&mut self) -> Step<Option<Headers>> {
         self.open = false;
-        end_context(&self.set, &self.vm, self.ctx).await
+        end_context(&self.set, &self.vm, self.ctx)
+            .await
+            .map_err(Failure::recorded)
     }
 
     /// Turns a stop (local response or close) into the answer.
-    async fn stopped(&mut self) -> Result<Response, ProxyError> {
+    async fn stopped(&mut self) -> Step<Response> {
         let (local, closed) = {
             let mut g = self.guest().await?;
             let s = g.stream(self.ctx);
@@ -461,77 +743,65 @@ impl StreamRun {
         self.finish().await?;
         match local {
             Some(l) => Ok(local_response(l)),
-            None if closed => Err(ProxyError::new(
+            // The filter's own choice, not a failure: its 502 goes out as it is.
+            None if closed => Err(Failure::Pass(ProxyError::new(
                 ErrorSource::Plugin,
                 StatusCode::BAD_GATEWAY,
                 "the filter closed the stream",
-            )),
-            None => Err(ProxyError::internal("stream stopped without a reason")),
+            ))),
+            None => Err(Failure::Pass(ProxyError::internal(
+                "stream stopped without a reason",
+            ))),
         }
     }
 
-    /// The stream, phase by phase.
-    async fn run(&mut self, req: &mut Request, next: Next<'_>) -> Result<Response, ProxyError> {
-        // Request phase.
+    /// The request phase: context creation, request headers, body and trailers.
+    async fn request_phase(&mut self, req: &Request, body: &mut Body) -> Step<Forward> {
         let d = Direction::Request;
-        let body = std::mem::take(&mut req.body);
         let eos = body.is_end_stream();
         if self.open(req, eos).await? {
-            return self.stopped().await;
+            return self.stopped().await.map(Forward::Answer);
         }
         // A request without a body (headers said end of stream) passes untouched.
         let has_body_work = !eos
             && (self.set.has_export(d.body_callback())
                 || self.set.has_export(d.trailers_callback()));
-        let mut next_req = Request {
-            method: req.method.clone(),
-            uri: req.uri.clone(),
-            version: req.version,
-            headers: std::mem::take(&mut req.headers),
-            body: Body::empty(),
-            source_addr: req.source_addr,
-            local_addr: req.local_addr,
-            extensions: std::mem::take(&mut req.extensions),
-        };
         // With body callbacks the body is buffered (and maybe changed): frame it anew.
-        let mut framed_len = None;
-        if has_body_work {
+        let (fwd, framing) = if has_body_work {
             match self.filter_body(body, d).await? {
-                None => return self.stopped().await,
+                None => return self.stopped().await.map(Forward::Answer),
                 Some(b) => {
-                    if b.trailers.as_ref().is_none_or(|t| t.is_empty()) {
-                        framed_len = Some(b.data.len());
-                    }
-                    next_req.body = Body::from(b);
+                    let framing = if b.trailers.as_ref().is_none_or(|t| t.is_empty()) {
+                        Framing::Length(b.data.len())
+                    } else {
+                        Framing::Chunked
+                    };
+                    (Body::from(b), framing)
                 }
             }
         } else {
-            next_req.body = body;
-        }
+            (std::mem::take(body), Framing::AsItCame)
+        };
         let map = {
             let mut g = self.guest().await?;
             let s = g.stream(self.ctx);
             s.phase = Phase::Upstream;
             s.request_headers.clone()
         };
-        apply_request_map(&mut next_req, &map);
-        if has_body_work {
-            next_req.headers.remove("transfer-encoding");
-            match framed_len {
-                Some(n) => next_req.headers.set("content-length", n.to_string()),
-                None => {
-                    next_req.headers.remove("content-length");
-                }
-            }
-        }
-        let mut resp = next.run(next_req).await?;
+        Ok(Forward::On {
+            body: fwd,
+            framing,
+            map,
+        })
+    }
 
-        // Response phase.
+    /// The response phase: response headers, body and trailers, then the end of the context
+    /// (the filter has nothing left to change after it: its header map is final).
+    async fn response_phase(&mut self, resp: &Response, body: &mut Body) -> Step<Back> {
         let d = Direction::Response;
-        let map = response_map(&resp);
+        let map = response_map(resp);
         let n = map.len() as i32;
         let code = resp.status.as_u16();
-        let body = std::mem::take(&mut resp.body);
         let eos = body.is_end_stream();
         let prepare = |s: &mut Stream| {
             s.phase = Phase::Response;
@@ -542,26 +812,94 @@ impl StreamRun {
             .callback(d.headers_callback(), &[n, eos as i32], d, prepare)
             .await?
         {
-            return self.stopped().await;
+            return self.stopped().await.map(Back::Answer);
         }
         // A response without a body (HEAD, 204, 304) keeps its framing headers.
         let has_body_work = !eos
             && (self.set.has_export(d.body_callback())
                 || self.set.has_export(d.trailers_callback()));
-        if has_body_work {
+        let out = if has_body_work {
             match self.filter_body(body, d).await? {
-                None => return self.stopped().await,
-                Some(b) => resp.body = Body::from(b),
+                None => return self.stopped().await.map(Back::Answer),
+                Some(b) => Body::from(b),
             }
         } else {
-            resp.body = body;
-        }
-        // The context ends now (the filter has nothing left to change): its map is final.
+            std::mem::take(body)
+        };
         let map = self.finish().await?.unwrap_or_default();
-        apply_response_map(&mut resp, &map);
-        if has_body_work {
-            resp.headers.remove("content-length");
+        Ok(Back::On {
+            body: out,
+            buffered: has_body_work,
+            map,
+        })
+    }
+
+    /// The stream, phase by phase. The request and the response are edited only once their
+    /// phase went through, so a failure finds them as they came (but for the body, which
+    /// [`StreamRun::replay`] gives back under `open`).
+    async fn run<'a>(&mut self, mut req: Request, next: Next<'a>) -> End<'a> {
+        self.start_keeping();
+        let mut body = std::mem::take(&mut req.body);
+        let (fwd, framing, map) = match self.request_phase(&req, &mut body).await {
+            Ok(Forward::On { body, framing, map }) => (body, framing, map),
+            Ok(Forward::Answer(resp)) => return End::Done(Ok(resp)),
+            Err(Failure::Pass(e)) => return End::Done(Err(e)),
+            Err(Failure::Guest(g)) => {
+                req.body = self.replay(body);
+                return End::Request(g, Box::new(req), next);
+            }
+        };
+        // What the request phase kept is not needed any more.
+        self.kept = None;
+        let mut next_req = Request {
+            method: req.method,
+            uri: req.uri,
+            version: req.version,
+            headers: req.headers,
+            body: fwd,
+            source_addr: req.source_addr,
+            local_addr: req.local_addr,
+            extensions: req.extensions,
+        };
+        apply_request_map(&mut next_req, &map);
+        match framing {
+            Framing::AsItCame => {}
+            Framing::Length(n) => {
+                next_req.headers.remove("transfer-encoding");
+                next_req.headers.set("content-length", n.to_string());
+            }
+            Framing::Chunked => {
+                next_req.headers.remove("transfer-encoding");
+                next_req.headers.remove("content-length");
+            }
         }
-        Ok(resp)
+        // The rest of the chain's errors pass through: not this guest's failure.
+        let mut resp = match next.run(next_req).await {
+            Ok(resp) => resp,
+            Err(e) => return End::Done(Err(e)),
+        };
+
+        self.start_keeping();
+        let mut body = std::mem::take(&mut resp.body);
+        match self.response_phase(&resp, &mut body).await {
+            Ok(Back::On {
+                body,
+                buffered,
+                map,
+            }) => {
+                resp.body = body;
+                apply_response_map(&mut resp, &map);
+                if buffered {
+                    resp.headers.remove("content-length");
+                }
+                End::Done(Ok(resp))
+            }
+            Ok(Back::Answer(answer)) => End::Done(Ok(answer)),
+            Err(Failure::Pass(e)) => End::Done(Err(e)),
+            Err(Failure::Guest(g)) => {
+                resp.body = self.replay(body);
+                End::Response(g, resp)
+            }
+        }
     }
 }

@@ -18,6 +18,7 @@ use wasmgate_engines::{CompiledModule, Instance, Trap, TrapReason, Val, ValType}
 use super::shared::QueueWaiter;
 use super::state::{Callback, MiddlewareShared, PendingCall, Stream, VmState};
 use crate::error::ProxyError;
+use crate::guest::Failures;
 
 /// How often an idle dispatcher (no tick period) looks whether its VM is gone.
 const IDLE_CHECK: Duration = Duration::from_millis(500);
@@ -148,6 +149,8 @@ pub(crate) struct VmSet {
     /// How long a stream waits for a VM when none is ready (all being replaced).
     wait: Duration,
     runtime: Handle,
+    /// The middleware's failure record: every trap on the set's VMs goes there, once.
+    failures: Arc<Failures>,
 }
 
 impl VmSet {
@@ -158,6 +161,7 @@ impl VmSet {
         allocator: &'static str,
         wait: Duration,
         runtime: Handle,
+        failures: Arc<Failures>,
     ) -> Arc<VmSet> {
         Arc::new(VmSet {
             shared,
@@ -168,6 +172,7 @@ impl VmSet {
             created: AtomicU64::new(0),
             wait,
             runtime,
+            failures,
         })
     }
 
@@ -287,33 +292,71 @@ impl VmSet {
             let mut slots = set.slots();
             slots[slot] = match built {
                 Ok(vm) => Slot::Ready(vm),
-                Err(t) => {
-                    tracing::error!(target: "wasmgate::plugin", plugin = %set.shared.plugin,
-                        middleware = %set.shared.middleware, "a fresh VM failed to start: {t}");
-                    Slot::Failed(t.to_string())
-                }
+                // Not logged here: the stream that finds no VM fails with this text, and its
+                // failure is logged (throttled) with the middleware's others.
+                Err(t) => Slot::Failed(t.to_string()),
             };
             drop(slots);
             set.changed.notify_waiters();
         });
     }
 
-    /// A guest call on `vm` trapped: poisons the VM (every stream on it fails), starts its
-    /// replacement, and gives the error.
+    /// A guest call on `vm` trapped: poisons the VM (every stream on it fails), records the
+    /// failure with the middleware's policy (the only place a trap is recorded, so each one is
+    /// counted and logged once; under `reload` every VM of the set is replaced), starts the
+    /// VM's replacement, and gives the error.
     pub fn trapped(self: &Arc<Self>, guest: &mut Guest<'_>, t: &Trap) -> ProxyError {
         let vm = guest.vm;
         let sh = &self.shared;
         let err = crate::guest::trap_error(&sh.plugin, &sh.middleware, &mut **guest.inst, t);
-        let _ = vm.poisoned.set(err.message.clone());
+        // Already poisoned only by a `reload` replacing every VM while this call ran: the
+        // failure that replaced them was recorded, and this trap on a VM already replaced
+        // must not count as the fresh VMs failing too (which would start the backoff).
+        if vm.poisoned.set(err.message.clone()).is_ok() {
+            // What the request gets follows from the policy alone; the stream asks for it.
+            let _ = self.failures.failed(&err, || self.recycle_all());
+        } else {
+            tracing::debug!(target: "wasmgate::plugin", plugin = %sh.plugin,
+                middleware = %sh.middleware, "a VM being replaced trapped: {err}");
+        }
         vm.wake_all();
-        // Replaced once, by whoever poisons it while it holds its slot.
+        // Replaced once, by whoever poisons it while it holds its slot (a recycle may have).
+        self.replace_if_current(vm);
+        err
+    }
+
+    /// Puts a fresh VM in `vm`'s slot if `vm` still holds it.
+    fn replace_if_current(self: &Arc<Self>, vm: &Vm) {
         let mut slots = self.slots();
         if matches!(slots.get(vm.slot), Some(Slot::Ready(v)) if std::ptr::eq(&**v, vm)) {
             slots[vm.slot] = Slot::Building;
             drop(slots);
             self.rebuild(vm.slot);
         }
-        err
+    }
+
+    /// Replaces every VM of the set (`reload`): each is poisoned, so the streams on it fail
+    /// when they next need it and its dispatcher stops, and a fresh one (a new root context)
+    /// is built in its slot on a blocking thread. Slots already being built are left alone.
+    pub fn recycle_all(self: &Arc<Self>) {
+        let msg = format!(
+            "plugin {} (middleware {}): VM replaced after a failure of the middleware",
+            self.shared.plugin, self.shared.middleware
+        );
+        let mut slots = self.slots();
+        let mut fresh = Vec::new();
+        for (i, s) in slots.iter_mut().enumerate() {
+            if let Slot::Ready(vm) = s {
+                let _ = vm.poisoned.set(msg.clone());
+                vm.wake_all();
+                *s = Slot::Building;
+                fresh.push(i);
+            }
+        }
+        drop(slots);
+        for i in fresh {
+            self.rebuild(i);
+        }
     }
 }
 
@@ -360,9 +403,8 @@ async fn dispatcher(set: Weak<VmSet>, vm: Weak<Vm>) {
                 }
             }
             if let Err(t) = result {
-                let e = set.trapped(&mut g, &t);
-                tracing::error!(target: "wasmgate::plugin", plugin = %set.shared.plugin,
-                    middleware = %set.shared.middleware, "root context callback failed: {e}");
+                // Recorded (and logged, throttled) as a failure of the middleware there.
+                set.trapped(&mut g, &t);
                 return;
             }
             let st = g.state();
@@ -371,9 +413,9 @@ async fn dispatcher(set: Weak<VmSet>, vm: Weak<Vm>) {
         };
         // A tick may have stopped the ticks: paused streams look whether anything is left.
         vm.wake_all();
-        if let Err(e) = set.drive(&vm, calls).await {
-            tracing::error!(target: "wasmgate::plugin", plugin = %set.shared.plugin,
-                middleware = %set.shared.middleware, "root context callback failed: {e}");
+        // A trap there was recorded by `trapped`; anything else is the VM poisoned meanwhile.
+        if set.drive(&vm, calls).await.is_err() {
+            return;
         }
     }
 }

@@ -3,7 +3,8 @@
 //! http calls (success, timeout, unknown service), ticks, shared data CAS,
 //! queues, metrics, traps in each callback, and the load-time checks; and the VM model:
 //! many streams per VM (64 held at once on no more VMs than workers), one root context
-//! seeing every stream of its VM, a trap poisoning only its VM.
+//! seeing every stream of its VM, a trap poisoning only its VM; and the failure policies
+//! (closed, open, reload) applied to traps and broken pauses in every phase.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -13,9 +14,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::{Method, StatusCode};
-use wasmgate_abi::plugin::{EngineKind, PluginOptions};
+use wasmgate_abi::plugin::{EngineKind, FailurePolicy, PluginOptions};
 use wasmgate_abi::proxy_wasm::serial::serialize;
-use wasmgate_abi::proxy_wasm::ServiceDirectory;
+use wasmgate_abi::proxy_wasm::{ProxyWasmMiddleware, ProxyWasmPlugin, ServiceDirectory};
 use wasmgate_abi::{
     Body, Endpoint, Engines, Middleware, Next, Plugin, ProxyError, Request, Response,
 };
@@ -77,6 +78,7 @@ fn esc(b: &[u8]) -> String {
 /// `<...>` after buffering it (Pause); `s` shared-data CAS; `q` queue; `T` tick; `X` the
 /// plugin's first tick traps; `m` metrics;
 /// `x<n>` trap in callback n when the request has `x-trap`; `r` rejects the configuration;
+/// whatever the mode, the metric `entered` counts the calls of `on_request_headers`;
 /// `p` pauses the request headers with nothing pending; `R<service>` pauses the response
 /// headers on an http_call to `<service>` and resumes them from the call's response.
 fn filter_wat() -> String {
@@ -118,6 +120,7 @@ fn filter_wat() -> String {
   (global $m_deq (mut i32) (i32.const 0))
   (global $m_hist (mut i32) (i32.const 0))
   (global $m_gauge (mut i32) (i32.const 0))
+  (global $m_entered (mut i32) (i32.const 0))
   (data (i32.const 200) "{call_headers}")
   (data (i32.const 400) ":status")
   (data (i32.const 420) "x-call-status")
@@ -140,6 +143,7 @@ fn filter_wat() -> String {
   (data (i32.const 740) "x-trap-call")
   (data (i32.const 760) "x-added")
   (data (i32.const 770) "yes")
+  (data (i32.const 780) "entered")
   (export "proxy_abi_version_0_2_1" (func $marker))
   (func $marker)
   (func (export "malloc") (param i32) (result i32) (local i32)
@@ -177,6 +181,7 @@ fn filter_wat() -> String {
     (global.set $m_deq (call $metric (i32.const 0) (i32.const 640) (i32.const 8)))
     (global.set $m_hist (call $metric (i32.const 2) (i32.const 660) (i32.const 9)))
     (global.set $m_gauge (call $metric (i32.const 1) (i32.const 680) (i32.const 5)))
+    (global.set $m_entered (call $metric (i32.const 0) (i32.const 780) (i32.const 7)))
     (if (i32.or (call $is (i32.const 84)) (call $is (i32.const 88))) (then (drop (call $tick (i32.const 20)))))
     (if (call $is (i32.const 113)) (then
       (drop (call $register (i32.const 560) (i32.const 1) (i32.const 808)))
@@ -184,6 +189,7 @@ fn filter_wat() -> String {
     (i32.const 1))
   (func (export "proxy_on_request_headers") (param $ctx i32) (param $n i32) (param $eos i32) (result i32)
     (local $r i32)
+    (drop (call $incr (global.get $m_entered) (i64.const 1)))
     (call $maybe_trap (i32.const 1))
     (drop (call $incr (global.get $m_requests) (i64.const 1)))
     (if (call $is (i32.const 104)) (then
@@ -394,6 +400,17 @@ fn header(resp: &Response, name: &str) -> Option<String> {
     resp.headers.get_str(name).map(str::to_string)
 }
 
+/// `resp` is the fail-closed answer of middleware `mw`: 503, naming it, nothing else said.
+async fn assert_failed_closed(resp: Response, mw: &str, what: &str) {
+    assert_eq!(resp.status, StatusCode::SERVICE_UNAVAILABLE, "{what}");
+    assert_eq!(
+        header(&resp, wasmgate_abi::guest::FAILED_MIDDLEWARE_HEADER).as_deref(),
+        Some(mw),
+        "{what}"
+    );
+    assert_eq!(text(resp).await, "", "{what}: no trap text for the client");
+}
+
 async fn http_call_pauses_and_resumes_the_request(e: EngineKind) {
     let s = setup(e, "hauth", opts());
     let up = upstream(Duration::ZERO);
@@ -438,15 +455,16 @@ async fn http_call_timeout_and_unknown_service(e: EngineKind) {
 }
 parity!(#[tokio::test] async http_call_timeout_and_unknown_service);
 
-async fn pause_with_nothing_pending_is_an_error(e: EngineKind) {
+/// A pause nothing can resume is a failure of the guest: under the default policy (closed),
+/// the fail-closed 503, and the upstream is not called.
+async fn pause_with_nothing_pending_is_a_failure(e: EngineKind) {
     let s = setup(e, "p", opts());
     let up = upstream(Duration::ZERO);
-    let err = run(&s.mw, &up, &[], None).await.unwrap_err();
-    assert_eq!(err.status, StatusCode::INTERNAL_SERVER_ERROR, "{e}");
-    assert!(err.message.contains("nothing pending"), "{}", err.message);
+    let r = run(&s.mw, &up, &[], None).await.unwrap();
+    assert_failed_closed(r, "pw-mw", &format!("{e}")).await;
     assert_eq!(up.calls.load(Ordering::SeqCst), 0);
 }
-parity!(#[tokio::test] async pause_with_nothing_pending_is_an_error);
+parity!(#[tokio::test] async pause_with_nothing_pending_is_a_failure);
 
 async fn local_responses_in_every_phase(e: EngineKind) {
     for (cfg, code, upstream_called) in [("l", 403, 0), ("k", 451, 0), ("L", 418, 1), ("K", 406, 1)]
@@ -554,20 +572,17 @@ async fn metrics_ticks_and_queues(e: EngineKind) {
 }
 parity!(#[tokio::test] async metrics_ticks_and_queues);
 
+/// A trap in any stream callback gets that request the fail-closed 503 (default policy), never
+/// the trap text; the requests after it are served.
 async fn a_trap_in_any_callback_fails_one_request_only(e: EngineKind) {
     for n in 1..=7 {
         let s = setup(e, &format!("x{n}"), opts());
         let mw = s.mw.clone();
         let up = upstream(Duration::ZERO);
-        let err = run(&mw, &up, &[("x-trap", "1")], Some(b"body"))
+        let r = run(&mw, &up, &[("x-trap", "1")], Some(b"body"))
             .await
-            .unwrap_err();
-        assert_eq!(
-            err.status,
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "{e} callback {n}"
-        );
-        assert!(err.message.contains("trapped"), "{}", err.message);
+            .unwrap();
+        assert_failed_closed(r, "pw-mw", &format!("{e} callback {n}")).await;
         for _ in 0..3 {
             let r = run(&mw, &up, &[], Some(b"body")).await.unwrap();
             assert_eq!(r.status, StatusCode::OK, "{e} callback {n}");
@@ -737,15 +752,10 @@ parity!(#[tokio::test] async abi_0_1_0_shapes);
 async fn a_trap_in_the_call_response_fails_one_request_only(e: EngineKind) {
     let s = setup(e, "hauth", opts());
     let up = upstream(Duration::ZERO);
-    let err = run(&s.mw, &up, &[("x-trap-call", "1")], None)
+    let r = run(&s.mw, &up, &[("x-trap-call", "1")], None)
         .await
-        .unwrap_err();
-    assert_eq!(err.status, StatusCode::INTERNAL_SERVER_ERROR, "{e}");
-    assert!(
-        err.message.contains("proxy_on_http_call_response"),
-        "{}",
-        err.message
-    );
+        .unwrap();
+    assert_failed_closed(r, "pw-mw", &format!("{e}")).await;
     let r = run(&s.mw, &up, &[], None).await.unwrap();
     assert_eq!(
         header(&r, "echo-x-call-status").as_deref(),
@@ -1072,8 +1082,9 @@ parity!(
     async the_root_context_sees_every_stream
 );
 
-/// A trap in one stream poisons only its VM: that VM's other streams in flight fail with the
-/// plugin error, the other VM's complete, and new streams are served (by a fresh VM).
+/// A trap in one stream poisons only its VM: that VM's other streams in flight fail (the
+/// fail-closed 503, as the trapping one), the other VM's complete, and new streams are served
+/// (by a fresh VM).
 async fn a_trap_poisons_only_its_vm(e: EngineKind) {
     let two_vms = PluginOptions {
         max_instances: Some(2),
@@ -1094,24 +1105,20 @@ async fn a_trap_poisons_only_its_vm(e: EngineKind) {
         up_wait(&up, i + 1).await;
     }
     // The fifth goes to the first VM (2 streams each) and traps in on_request_headers.
-    let err = run(&as_dyn, &upstream(Duration::ZERO), &[("x-trap", "1")], None)
+    let r = run(&as_dyn, &upstream(Duration::ZERO), &[("x-trap", "1")], None)
         .await
-        .unwrap_err();
-    assert_eq!(err.status, StatusCode::INTERNAL_SERVER_ERROR, "{e}");
-    assert!(err.message.contains("trapped"), "{e}: {}", err.message);
+        .unwrap();
+    assert_failed_closed(r, "m", &format!("{e}")).await;
     up.gate.add_permits(4);
     let mut results = Vec::new();
     for t in held {
         results.push(t.await.unwrap());
     }
-    for (i, r) in results.iter().enumerate() {
-        match (i % 2, r) {
-            (0, Err(err)) => {
-                assert_eq!(err.status, StatusCode::INTERNAL_SERVER_ERROR, "{e} {i}");
-                assert!(err.message.contains("trapped"), "{e} {i}: {}", err.message);
-            }
-            (1, Ok(r)) => assert_eq!(r.status, StatusCode::OK, "{e} {i}"),
-            (_, r) => panic!("{e}: stream {i} on the wrong side: {:?}", r.as_ref().err()),
+    for (i, r) in results.into_iter().enumerate() {
+        let r = r.unwrap_or_else(|err| panic!("{e} {i}: {err}"));
+        match i % 2 {
+            0 => assert_failed_closed(r, "m", &format!("{e} {i}")).await,
+            _ => assert_eq!(r.status, StatusCode::OK, "{e} {i}"),
         }
     }
     // A fresh VM replaces the poisoned one, and new streams are served.
@@ -1213,3 +1220,294 @@ async fn a_root_context_calls_on_past_the_cap_on_calls_out(e: EngineKind) {
     assert_eq!(vm.metric("refused").map_or(0, |m| m.value), 0, "{e}");
 }
 parity!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async a_root_context_calls_on_past_the_cap_on_calls_out);
+
+/// The test filter with configuration `config` as middleware `m` under failure policy
+/// `policy`, on `vms` VMs; its plugin holds the metrics (`entered`).
+fn under_policy(
+    e: EngineKind,
+    config: &str,
+    policy: FailurePolicy,
+    vms: usize,
+) -> (ProxyWasmPlugin, Arc<ProxyWasmMiddleware>) {
+    let wasm = wat::parse_str(filter_wat()).unwrap();
+    let info = wasmgate_engines::ModuleInfo::parse(&wasm).unwrap();
+    let engine = Engines::new(None).get(e).unwrap();
+    let o = PluginOptions {
+        max_instances: Some(vms),
+        failure_policy: policy,
+        ..opts()
+    };
+    let p = ProxyWasmPlugin::load("pw", &wasm, &info, engine.as_ref(), o).unwrap();
+    let mw = Arc::new(
+        p.middleware("m", config.as_bytes().to_vec(), services())
+            .unwrap(),
+    );
+    (p, mw)
+}
+
+/// How many times the filter's `on_request_headers` was entered, on any of its VMs.
+fn entered(p: &ProxyWasmPlugin) -> i64 {
+    p.vm().metric("entered").map_or(0, |m| m.value)
+}
+
+/// Waits (up to 5 s) until `mw` has created `n` VMs, then a little more, and gives the count:
+/// exactly `n` unless more were created than expected.
+async fn vms_created_settle(mw: &ProxyWasmMiddleware, n: u64) -> u64 {
+    for _ in 0..500 {
+        if mw.vms_created() >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    mw.vms_created()
+}
+
+/// `closed` (the default): the trapping request gets one 503 naming the middleware, without
+/// the trap text or the upstream; the next request runs on a fresh VM.
+async fn closed_a_trap_gets_one_503_and_the_next_request_a_fresh_vm(e: EngineKind) {
+    let (p, mw) = under_policy(e, "x1", FailurePolicy::Closed, 1);
+    let as_dyn: Arc<dyn Middleware> = mw.clone();
+    let up = upstream(Duration::ZERO);
+    let r = run(&as_dyn, &up, &[("x-trap", "1")], Some(b"payload"))
+        .await
+        .unwrap();
+    assert_failed_closed(r, "m", &format!("{e}")).await;
+    assert_eq!(up.calls.load(Ordering::SeqCst), 0, "{e}");
+    let r = run(&as_dyn, &up, &[], Some(b"payload")).await.unwrap();
+    assert_eq!(r.status, StatusCode::OK, "{e}");
+    assert_eq!(text(r).await, "upstream saw /path?q=1", "{e}");
+    assert_eq!(&*up.seen_body.lock().unwrap(), b"payload", "{e}");
+    // The trapping VM was replaced; closed replaces only that one.
+    assert_eq!(mw.vms_created(), 2, "{e}");
+    assert_eq!(entered(&p), 2, "{e}");
+}
+parity!(#[tokio::test] async closed_a_trap_gets_one_503_and_the_next_request_a_fresh_vm);
+
+/// `open`, request phase: the request reaches the upstream as it arrived (headers, and the
+/// whole body even when the filter failed after its first chunk), as if the middleware were
+/// not in the chain.
+async fn open_a_request_phase_failure_sends_the_request_on_as_it_came(e: EngineKind) {
+    // A trap in on_request_headers, on a trap in on_request_body at the first of two chunks,
+    // and a pause nothing can resume (the VM stays: it did nothing wrong to its other streams).
+    for (cfg, vms) in [("x1", 2), ("x2", 2), ("p", 1)] {
+        let (_p, mw) = under_policy(e, cfg, FailurePolicy::Open, 1);
+        let as_dyn: Arc<dyn Middleware> = mw.clone();
+        let up = upstream(Duration::ZERO);
+        let headers = [("x-trap", "1"), ("x-mine", "as sent")];
+        let r = run(&as_dyn, &up, &headers, Some(b"first half, second half"))
+            .await
+            .unwrap();
+        let what = format!("{e} {cfg}");
+        assert_eq!(r.status, StatusCode::OK, "{what}");
+        assert_eq!(
+            header(&r, wasmgate_abi::guest::FAILED_MIDDLEWARE_HEADER),
+            None,
+            "{what}"
+        );
+        assert_eq!(
+            header(&r, "echo-x-mine").as_deref(),
+            Some("as sent"),
+            "{what}"
+        );
+        assert_eq!(header(&r, "echo-x-trap").as_deref(), Some("1"), "{what}");
+        assert_eq!(
+            header(&r, "echo-content-length").as_deref(),
+            Some("23"),
+            "{what}"
+        );
+        assert_eq!(text(r).await, "upstream saw /path?q=1", "{what}");
+        assert_eq!(
+            &*up.seen_body.lock().unwrap(),
+            b"first half, second half",
+            "{what}"
+        );
+        assert_eq!(up.calls.load(Ordering::SeqCst), 1, "{what}");
+        assert_eq!(vms_created_settle(&mw, vms).await, vms, "{what}");
+        assert_eq!(mw.live_streams(), 0, "{what}");
+    }
+}
+parity!(#[tokio::test] async open_a_request_phase_failure_sends_the_request_on_as_it_came);
+
+/// `open`, response phase: a trap in on_response_headers, on_response_body, or at the end of
+/// the context (on_done, on_log, on_delete) gives the client the upstream's response as it
+/// came.
+async fn open_a_response_phase_failure_gives_the_response_as_it_came(e: EngineKind) {
+    for n in 3..=7 {
+        let (_p, mw) = under_policy(e, &format!("x{n}"), FailurePolicy::Open, 1);
+        let as_dyn: Arc<dyn Middleware> = mw.clone();
+        let up = upstream(Duration::ZERO);
+        *up.reply.lock().unwrap() = Some(b"from upstream".to_vec());
+        let r = run(&as_dyn, &up, &[("x-trap", "1")], None).await.unwrap();
+        let what = format!("{e} callback {n}");
+        assert_eq!(r.status, StatusCode::OK, "{what}");
+        assert_eq!(
+            header(&r, wasmgate_abi::guest::FAILED_MIDDLEWARE_HEADER),
+            None,
+            "{what}"
+        );
+        // Exactly the upstream's header fields.
+        let fields: Vec<String> = r
+            .headers
+            .iter()
+            .map(|(n, v)| format!("{n}: {}", String::from_utf8_lossy(v)))
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "content-type: text/plain; charset=utf-8",
+                "echo-x-trap: 1",
+                "echo-host: example.com"
+            ],
+            "{what}"
+        );
+        assert_eq!(text(r).await, "from upstream", "{what}");
+        assert_eq!(up.calls.load(Ordering::SeqCst), 1, "{what}");
+        // The VM that trapped was replaced all the same.
+        assert_eq!(vms_created_settle(&mw, 2).await, 2, "{what}");
+    }
+}
+parity!(#[tokio::test] async open_a_response_phase_failure_gives_the_response_as_it_came);
+
+/// `reload`: the first trap replaces every VM of the middleware; when the fresh ones fail
+/// too, requests get the 503 without entering the guest for the first backoff step; after it
+/// a request goes in again, and one that goes through ends the backoff.
+async fn reload_replaces_every_vm_then_backs_off_while_it_keeps_failing(e: EngineKind) {
+    let (p, mw) = under_policy(e, "x1", FailurePolicy::Reload, 2);
+    let as_dyn: Arc<dyn Middleware> = mw.clone();
+    let up = upstream(Duration::ZERO);
+    let trap = [("x-trap", "1")];
+    let r = run(&as_dyn, &up, &trap, None).await.unwrap();
+    assert_failed_closed(r, "m", &format!("{e} first")).await;
+    // Both VMs replaced, not only the one that trapped.
+    assert_eq!(vms_created_settle(&mw, 4).await, 4, "{e}");
+    assert_eq!(entered(&p), 1, "{e}");
+    // The fresh ones fail too: a 503, and the backoff starts.
+    let r = run(&as_dyn, &up, &trap, None).await.unwrap();
+    assert_failed_closed(r, "m", &format!("{e} second")).await;
+    assert_eq!(entered(&p), 2, "{e}");
+    let started = std::time::Instant::now();
+    for headers in [&trap[..], &[], &trap[..]] {
+        let r = run(&as_dyn, &up, headers, None).await.unwrap();
+        assert_failed_closed(r, "m", &format!("{e} refused")).await;
+    }
+    assert!(
+        started.elapsed() < wasmgate_abi::guest::BACKOFF_START,
+        "{e}: too slow"
+    );
+    // Refused without entering the guest (or reaching the upstream).
+    assert_eq!(entered(&p), 2, "{e}");
+    assert_eq!(up.calls.load(Ordering::SeqCst), 0, "{e}");
+    tokio::time::sleep(wasmgate_abi::guest::BACKOFF_START + Duration::from_millis(100)).await;
+    let r = run(&as_dyn, &up, &[], None).await.unwrap();
+    assert_eq!(r.status, StatusCode::OK, "{e}");
+    assert_eq!(entered(&p), 3, "{e}");
+    // It went through: the streak is over, the next failure starts afresh (no refusal).
+    let r = run(&as_dyn, &up, &trap, None).await.unwrap();
+    assert_failed_closed(r, "m", &format!("{e} new streak")).await;
+    let r = run(&as_dyn, &up, &[], None).await.unwrap();
+    assert_eq!(r.status, StatusCode::OK, "{e}");
+    assert_eq!(entered(&p), 5, "{e}");
+}
+parity!(#[tokio::test] async reload_replaces_every_vm_then_backs_off_while_it_keeps_failing);
+
+/// One trap is one failure, however many streams it fails: under `reload`, the two streams
+/// held on the VM that trapped get the 503 too, but are not counted again (which would have
+/// started the backoff): the next request goes through.
+async fn one_trap_is_one_failure_however_many_streams_it_fails(e: EngineKind) {
+    let (_p, mw) = under_policy(e, "x1", FailurePolicy::Reload, 1);
+    let as_dyn: Arc<dyn Middleware> = mw.clone();
+    let up = Held::new(0);
+    let mut held = Vec::new();
+    for i in 0..2 {
+        let (mw, to) = (as_dyn.clone(), up.clone());
+        held.push(tokio::spawn(
+            async move { run_on(&mw, &*to, &[], None).await },
+        ));
+        up_wait(&up, i + 1).await;
+    }
+    let r = run(&as_dyn, &upstream(Duration::ZERO), &[("x-trap", "1")], None)
+        .await
+        .unwrap();
+    assert_failed_closed(r, "m", &format!("{e} trapped")).await;
+    up.gate.add_permits(2);
+    for (i, t) in held.into_iter().enumerate() {
+        let r = t.await.unwrap().unwrap();
+        assert_failed_closed(r, "m", &format!("{e} held {i}")).await;
+    }
+    let r = run(&as_dyn, &upstream(Duration::ZERO), &[], None)
+        .await
+        .unwrap();
+    assert_eq!(r.status, StatusCode::OK, "{e}");
+}
+parity!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async one_trap_is_one_failure_however_many_streams_it_fails
+);
+
+/// A trap outside any request (the plugin's first tick traps, once) is a failure of the
+/// middleware too: `closed` replaces the VM that trapped, `reload` every VM.
+async fn a_trap_in_a_tick_recycles_every_vm_under_reload(e: EngineKind) {
+    for (policy, want) in [(FailurePolicy::Closed, 3), (FailurePolicy::Reload, 4)] {
+        let (_p, mw) = under_policy(e, "X", policy, 2);
+        assert_eq!(vms_created_settle(&mw, want).await, want, "{e} {policy}");
+        let as_dyn: Arc<dyn Middleware> = mw.clone();
+        let up = upstream(Duration::ZERO);
+        for _ in 0..3 {
+            let r = run(&as_dyn, &up, &[], None).await.unwrap();
+            assert_eq!(r.status, StatusCode::OK, "{e} {policy}");
+        }
+    }
+}
+parity!(#[tokio::test] async a_trap_in_a_tick_recycles_every_vm_under_reload);
+
+/// A filter whose first VM starts and whose later ones do not (each finds the first one's
+/// mark in shared data and rejects its configuration); every request traps.
+const NO_SECOND_START: &str = r#"(module
+  (import "env" "proxy_get_shared_data" (func $get (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_set_shared_data" (func $set (param i32 i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "started")
+  (func (export "proxy_abi_version_0_2_1"))
+  (func (export "malloc") (param i32) (result i32) (i32.const 4096))
+  (func (export "proxy_on_configure") (param i32 i32) (result i32)
+    ;; OK (0): the mark is there, this is not the first VM.
+    (if (i32.eqz (call $get (i32.const 0) (i32.const 7) (i32.const 16) (i32.const 20) (i32.const 24)))
+      (then (return (i32.const 0))))
+    (drop (call $set (i32.const 0) (i32.const 7) (i32.const 0) (i32.const 1) (i32.const 0)))
+    (i32.const 1))
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) unreachable))"#;
+
+/// No VM to run on (the trapping one's replacement cannot start) is a failure of the
+/// middleware too: `closed` answers the 503 naming it, `open` sends the request on.
+async fn no_vm_that_can_start_is_a_failure(e: EngineKind) {
+    for policy in [FailurePolicy::Closed, FailurePolicy::Open] {
+        let wasm = wat::parse_str(NO_SECOND_START).unwrap();
+        let info = wasmgate_engines::ModuleInfo::parse(&wasm).unwrap();
+        let engine = Engines::new(None).get(e).unwrap();
+        let o = PluginOptions {
+            max_instances: Some(1),
+            pool_wait: Duration::from_millis(200),
+            failure_policy: policy,
+            ..opts()
+        };
+        let p = ProxyWasmPlugin::load("pw", &wasm, &info, engine.as_ref(), o).unwrap();
+        let mw: Arc<dyn Middleware> = Arc::new(p.middleware("m", Vec::new(), services()).unwrap());
+        let up = upstream(Duration::ZERO);
+        // The trap, then no VM: both are failures.
+        for what in ["trap", "no VM"] {
+            let r = run(&mw, &up, &[], None).await.unwrap();
+            let what = format!("{e} {policy} {what}");
+            match policy {
+                FailurePolicy::Open => {
+                    assert_eq!(r.status, StatusCode::OK, "{what}");
+                    assert_eq!(text(r).await, "upstream saw /path?q=1", "{what}");
+                }
+                _ => assert_failed_closed(r, "m", &what).await,
+            }
+        }
+        let calls = if policy == FailurePolicy::Open { 2 } else { 0 };
+        assert_eq!(up.calls.load(Ordering::SeqCst), calls, "{e} {policy}");
+    }
+}
+parity!(#[tokio::test] async no_vm_that_can_start_is_a_failure);
