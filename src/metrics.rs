@@ -5,6 +5,7 @@
 //! request path pays one `Option` check. With it, each request costs one label lookup per
 //! family it is counted in.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -14,6 +15,9 @@ use prometheus_client::metrics::family::{Family, MetricConstructor};
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+
+use wasmgate_abi::guest::CustomKind;
+use wasmgate_abi::Middleware;
 
 use crate::config::PrometheusConfig;
 
@@ -265,13 +269,156 @@ impl Metrics {
         }
     }
 
-    /// The text exposition format, as `/metrics` serves it.
-    pub fn encode(&self) -> String {
+    /// The text exposition format, as `/metrics` serves it: the gateway's own metrics, then
+    /// those of the plugin middlewares `plugins` (the snapshot being served), read now.
+    pub fn encode(&self, plugins: &[(String, Arc<dyn Middleware>)]) -> String {
         let mut out = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        // One exposition ends with one `# EOF`: the plugins' part, built per scrape, follows.
+        if let Some(head) = out.strip_suffix("# EOF\n") {
+            out.truncate(head.len());
+        }
+        let _ = prometheus_client::encoding::text::encode(&mut out, &plugin_registry(plugins));
         out
     }
+}
+
+/// Labels of the plugin middleware families.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PluginLabels {
+    middleware: String,
+    plugin: String,
+}
+
+/// Labels of the per-phase plugin families.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabels {
+    middleware: String,
+    plugin: String,
+    phase: &'static str,
+}
+
+/// Labels of the instances gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InstanceLabels {
+    middleware: String,
+    plugin: String,
+    state: &'static str,
+}
+
+/// A metric name made of `parts`: characters Prometheus does not allow become `_`.
+fn metric_name(parts: &[&str]) -> String {
+    let mut name: String = parts
+        .join("_")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == ':' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if name.starts_with(|c: char| c.is_ascii_digit()) {
+        name.insert(0, '_');
+    }
+    name
+}
+
+/// The plugin middlewares' metrics, read from them now: wasmgate's own names (Traefik has no
+/// plugin metrics), and each proxy-wasm filter's own metrics under its plugin's name.
+fn plugin_registry(plugins: &[(String, Arc<dyn Middleware>)]) -> Registry {
+    let mut registry = Registry::default();
+    let calls = Family::<PhaseLabels, Counter>::default();
+    let seconds = Family::<PhaseLabels, Counter<f64, AtomicU64>>::default();
+    let failures = Family::<PluginLabels, Counter>::default();
+    let refused = Family::<PluginLabels, Counter>::default();
+    let instances = Family::<InstanceLabels, Gauge>::default();
+    let memory = Family::<PluginLabels, Gauge>::default();
+    // A filter's metrics belong to its plugin (shared by its middlewares): once per plugin.
+    let mut custom_seen = std::collections::HashSet::new();
+    for (middleware, m) in plugins {
+        let Some(s) = m.stats() else { continue };
+        let labels = PluginLabels {
+            middleware: middleware.clone(),
+            plugin: s.plugin.clone(),
+        };
+        for (phase, n, secs) in &s.phases {
+            if *n == 0 {
+                continue;
+            }
+            let l = PhaseLabels {
+                middleware: middleware.clone(),
+                plugin: s.plugin.clone(),
+                phase,
+            };
+            calls.get_or_create(&l).inc_by(*n);
+            seconds.get_or_create(&l).inc_by(*secs);
+        }
+        failures.get_or_create(&labels).inc_by(s.failures);
+        refused.get_or_create(&labels).inc_by(s.refused);
+        for (state, n) in [("idle", s.instances_idle), ("busy", s.instances_busy)] {
+            let l = InstanceLabels {
+                middleware: middleware.clone(),
+                plugin: s.plugin.clone(),
+                state,
+            };
+            instances.get_or_create(&l).set(n as i64);
+        }
+        memory.get_or_create(&labels).set(s.memory_bytes as i64);
+        if !custom_seen.insert(s.plugin.clone()) {
+            continue;
+        }
+        for (name, kind, value) in &s.custom {
+            let base = name.strip_suffix("_total").unwrap_or(name);
+            let full = metric_name(&[&s.plugin, base]);
+            let help = format!("Defined by plugin {}'s filter as {name:?}", s.plugin);
+            match kind {
+                CustomKind::Counter => {
+                    let c = Counter::<f64, AtomicU64>::default();
+                    c.inc_by(*value);
+                    registry.register(full, help, c);
+                }
+                CustomKind::Gauge | CustomKind::Histogram => {
+                    let g = Gauge::<f64, AtomicU64>::default();
+                    g.set(*value);
+                    registry.register(full, help, g);
+                }
+            }
+        }
+    }
+    registry.register(
+        "wasmgate_plugin_calls",
+        "Guest calls of a plugin middleware, by phase (proxy-wasm: callback)",
+        calls,
+    );
+    registry.register(
+        "wasmgate_plugin_call_seconds",
+        "Time spent in guest calls, by phase (counted when metrics are on)",
+        seconds,
+    );
+    registry.register(
+        "wasmgate_plugin_failures",
+        "Guest failures (traps, deadlines, broken contracts) of a plugin middleware",
+        failures,
+    );
+    registry.register(
+        "wasmgate_plugin_refused",
+        "Requests a reload-policy middleware refused during its backoff",
+        refused,
+    );
+    registry.register(
+        "wasmgate_plugin_instances",
+        "Instances (proxy-wasm: VMs, and live streams as busy) of a plugin middleware",
+        instances,
+    );
+    registry.register(
+        "wasmgate_plugin_memory_bytes",
+        "Linear memory of a plugin middleware's live instances",
+        memory,
+    );
+    registry
 }
 
 /// One open connection in `traefik_open_connections`, until dropped.

@@ -178,6 +178,16 @@ impl PluginCatalog {
     pub fn load(loaded: &LoadedConfig) -> Result<PluginCatalog, ConfigErrors> {
         let base = loaded.base_dir();
         let file = &loaded.file;
+        // Guest calls are timed only when something reads the times.
+        let time_calls = loaded
+            .config
+            .metrics
+            .as_ref()
+            .is_some_and(|m| m.prometheus.is_some());
+        let options = |decl: Option<&PluginDecl>| PluginOptions {
+            time_calls,
+            ..options(decl)
+        };
         let mut plugins: BTreeMap<String, PluginSource> = BTreeMap::new();
         let mut errors = Vec::new();
         for (name, decl) in &loaded.config.plugins {

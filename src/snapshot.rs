@@ -27,6 +27,8 @@ pub struct Snapshot {
     pub routes: RouteTable,
     /// Counts reloads: 1 for the first snapshot.
     pub generation: u64,
+    /// The plugin middlewares, by name (for their metrics).
+    pub plugin_middlewares: Vec<(String, Arc<dyn Middleware>)>,
 }
 
 /// What a snapshot is built against besides the routing config itself.
@@ -323,8 +325,21 @@ pub fn build(src: &RoutingSource, ctx: &BuildContext<'_>) -> Result<Snapshot, Co
         return Err(src.locate(ConfigErrors(b.errors)));
     }
     table.sort();
+    let mut plugin_middlewares: Vec<(String, Arc<dyn Middleware>)> = b
+        .middlewares
+        .iter()
+        .filter(|(name, _)| {
+            src.http
+                .middlewares
+                .get(*name)
+                .is_some_and(|m| m.plugin.is_some())
+        })
+        .filter_map(|(name, built)| Some((name.clone(), built.as_ref()?.first()?.clone())))
+        .collect();
+    plugin_middlewares.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(Snapshot {
         routes: table,
         generation: ctx.generation,
+        plugin_middlewares,
     })
 }

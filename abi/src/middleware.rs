@@ -50,6 +50,12 @@ use crate::model::{Request, Response};
 pub trait Middleware: Send + Sync {
     /// Handles `req`, passing it on with `next.run(req)` or answering it directly.
     async fn handle(&self, req: Request, next: Next<'_>) -> Result<Response, ProxyError>;
+
+    /// What a plugin middleware's guest has done, for metrics; `None` (the default) for a
+    /// middleware that runs no guest.
+    fn stats(&self) -> Option<crate::guest::MiddlewareStats> {
+        None
+    }
 }
 
 /// What a chain ends in: a service that produces the response.

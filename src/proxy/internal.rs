@@ -48,7 +48,9 @@ pub fn answer(conn: &ConnectionContext, req: &Request) -> Option<(Response, &'st
                 return None;
             }
             let metrics = conn.gateway.metrics.as_ref()?;
-            let mut resp = Response::text(StatusCode::OK, metrics.encode());
+            let snapshot = conn.gateway.snapshot();
+            let text = metrics.encode(&snapshot.plugin_middlewares);
+            let mut resp = Response::text(StatusCode::OK, text);
             resp.headers.set(
                 "content-type",
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",

@@ -150,3 +150,116 @@ fn the_internal_entry_point_defaults_to_8080_and_named_ones_must_exist() {
     assert!(e.contains("metrics.prometheus.entryPoint"), "{e}");
     assert!(e.contains("web"), "{e}: names the entry points that exist");
 }
+
+/// An http-wasm guest that traps on `x-trap`.
+const HTTP_TRAPS: &str = r#"(module
+  (import "http_handler" "get_header_values" (func $ghv (param i32 i32 i32 i32 i32) (result i64)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "x-trap")
+  (func (export "handle_request") (result i64)
+    (if (i64.ne (call $ghv (i32.const 0) (i32.const 0) (i32.const 6) (i32.const 1024) (i32.const 0)) (i64.const 0))
+      (then unreachable))
+    (i64.const 1)))"#;
+
+/// A proxy-wasm filter that counts requests in its own counter `seen.requests`.
+const FILTER_COUNTS: &str = r#"(module
+  (import "env" "proxy_define_metric" (func $define (param i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_increment_metric" (func $incr (param i32 i64) (result i32)))
+  (memory (export "memory") 1)
+  (global $heap (mut i32) (i32.const 4096))
+  (global $seen (mut i32) (i32.const 0))
+  (data (i32.const 16) "seen.requests")
+  (export "proxy_abi_version_0_2_1" (func $marker))
+  (func $marker)
+  (func (export "malloc") (param i32) (result i32) (local i32)
+    global.get $heap local.set 1
+    global.get $heap local.get 0 i32.add global.set $heap
+    local.get 1)
+  (func (export "proxy_on_context_create") (param i32 i32))
+  (func (export "proxy_on_vm_start") (param i32 i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_configure") (param i32 i32) (result i32)
+    (drop (call $define (i32.const 0) (i32.const 16) (i32.const 13) (i32.const 48)))
+    (global.set $seen (i32.load (i32.const 48)))
+    (i32.const 1))
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+    (drop (call $incr (global.get $seen) (i64.const 1)))
+    (i32.const 0)))"#;
+
+async fn plugin_metrics_count_calls_failures_instances_and_filter_metrics(engine: &str) {
+    let install = format!(
+        r#"entryPoints:
+  web:
+    address: "127.0.0.1:0"
+  traefik:
+    address: "127.0.0.1:0"
+metrics:
+  prometheus: {{}}
+cache:
+  enabled: false
+plugins:
+  hw: {{ path: hw.wasm, engine: {engine} }}
+  pw: {{ path: pw.wasm, engine: {engine}, maxInstances: 1 }}
+http:
+  routers:
+    r: {{ rule: "PathPrefix(`/`)", middlewares: [traps, counts], service: echo@internal, entryPoints: [web] }}
+  middlewares:
+    traps: {{ plugin: {{ hw: {{}} }} }}
+    counts: {{ plugin: {{ pw: {{}} }} }}
+"#
+    );
+    let dir = write_files(&[("wasmgate.yaml", &install)]);
+    std::fs::write(
+        dir.path().join("hw.wasm"),
+        wat::parse_str(HTTP_TRAPS).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("pw.wasm"),
+        wat::parse_str(FILTER_COUNTS).unwrap(),
+    )
+    .unwrap();
+    let t = start_in(dir).await;
+    let internal = t.server.as_ref().unwrap().addrs["traefik"];
+    for _ in 0..4 {
+        assert_eq!(send(get(t.url("/"))).await.status, 200, "{engine}");
+    }
+    let r = send(get(t.url("/")).header("x-trap", "1")).await;
+    assert_eq!(r.status, 503, "{engine}");
+    let m = send(get(format!("http://{internal}/metrics"))).await.body;
+    let hw = r#"{middleware="traps",plugin="hw",phase="handle_request"}"#;
+    assert_eq!(
+        sample(&m, &format!("wasmgate_plugin_calls_total{hw}")),
+        Some(5.0),
+        "{m}"
+    );
+    // Timed, since metrics are on.
+    assert!(sample(&m, &format!("wasmgate_plugin_call_seconds_total{hw}")).unwrap() > 0.0);
+    let traps = r#"{middleware="traps",plugin="hw"}"#;
+    assert_eq!(
+        sample(&m, &format!("wasmgate_plugin_failures_total{traps}")),
+        Some(1.0),
+        "{m}"
+    );
+    let mem = sample(&m, &format!("wasmgate_plugin_memory_bytes{traps}"));
+    assert!(mem.unwrap() >= 65536.0, "{mem:?} {m}");
+    let idle = r#"{middleware="traps",plugin="hw",state="idle"}"#;
+    assert!(
+        sample(&m, &format!("wasmgate_plugin_instances{idle}")).unwrap() >= 1.0,
+        "{m}"
+    );
+    let pw = r#"{middleware="counts",plugin="pw",phase="request_headers"}"#;
+    assert_eq!(
+        sample(&m, &format!("wasmgate_plugin_calls_total{pw}")),
+        Some(4.0),
+        "{m}"
+    );
+    let vms = r#"{middleware="counts",plugin="pw",state="idle"}"#;
+    assert_eq!(
+        sample(&m, &format!("wasmgate_plugin_instances{vms}")),
+        Some(1.0),
+        "{m}"
+    );
+    // The filter's own counter, under its plugin's name (the trapped request never reached it).
+    assert_eq!(sample(&m, "pw_seen_requests_total"), Some(4.0), "{m}");
+}
+parity!(async plugin_metrics_count_calls_failures_instances_and_filter_metrics);

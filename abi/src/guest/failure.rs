@@ -109,6 +109,9 @@ pub struct Failures {
     streak: AtomicBool,
     epoch: Instant,
     state: Mutex<State>,
+    /// Guest failures so far, and requests refused during a backoff (for metrics).
+    failed_total: AtomicU64,
+    refused_total: AtomicU64,
 }
 
 struct State {
@@ -141,7 +144,19 @@ impl Failures {
                 reload_step: BACKOFF_START,
                 reloaded: false,
             }),
+            failed_total: AtomicU64::new(0),
+            refused_total: AtomicU64::new(0),
         }
+    }
+
+    /// Guest failures so far.
+    pub fn failed_total(&self) -> u64 {
+        self.failed_total.load(Ordering::Relaxed)
+    }
+
+    /// Requests refused during a `reload` backoff so far.
+    pub fn refused_total(&self) -> u64 {
+        self.refused_total.load(Ordering::Relaxed)
     }
 
     /// The middleware's policy.
@@ -166,6 +181,7 @@ impl Failures {
         if until == 0 || self.now_ms() >= until {
             return None;
         }
+        self.refused_total.fetch_add(1, Ordering::Relaxed);
         Some(closed_response(&self.middleware))
     }
 
@@ -188,6 +204,7 @@ impl Failures {
     /// is called to replace every instance of the middleware.
     pub fn failed(&self, err: &ProxyError, recycle: impl FnOnce()) -> Verdict {
         let now = Instant::now();
+        self.failed_total.fetch_add(1, Ordering::Relaxed);
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         self.streak.store(true, Ordering::Relaxed);
         // A quiet minute starts the log over.

@@ -13,6 +13,7 @@ mod failure;
 pub mod log;
 mod options;
 mod pool;
+mod stats;
 
 use wasmgate_engines::{Instance, Trap};
 
@@ -25,6 +26,7 @@ pub use self::failure::{
 };
 pub use self::options::{AbiChoice, AbiKind, PluginError, PluginOptions};
 pub use self::pool::{is_start_failure, GuestPool, Lease, PREWARM};
+pub use self::stats::{CustomKind, GuestStats, MemoryShare, MiddlewareStats};
 
 /// What a trap does to the request that hit it: the instance is poisoned (its guest state is
 /// unknown, so it is thrown away rather than reused) and the error names the trap (its source).

@@ -32,7 +32,8 @@ use self::state::{Exchange, HttpWasmState, MiddlewareShared, Phase, RequestBody}
 use crate::body::{Body, BufferError, BufferedBody};
 use crate::error::{ErrorSource, ProxyError};
 use crate::guest::{
-    AbiKind, FailurePolicy, Failures, GuestPool, PluginError, PluginOptions, Verdict, PREWARM,
+    AbiKind, FailurePolicy, Failures, GuestPool, GuestStats, MemoryShare, MiddlewareStats,
+    PluginError, PluginOptions, Verdict, PREWARM,
 };
 use crate::middleware::{Middleware, Next};
 use crate::model::{Request, Response};
@@ -155,17 +156,19 @@ impl HttpWasmPlugin {
             max_body_bytes: self.opts.max_body_bytes,
             max_host_bytes: self.opts.max_host_bytes,
         });
-        let for_factory = shared.clone();
+        let stats = Arc::new(GuestStats::new(&PHASES, self.opts.time_calls));
+        let for_factory = (shared.clone(), stats.clone());
         let pool = GuestPool::new(
             self.module.clone(),
             &self.opts,
             middleware,
             move || {
                 Box::new(HttpWasmState {
-                    shared: for_factory.clone(),
+                    shared: for_factory.0.clone(),
                     module_features: 0,
                     exchange: None,
                     handlers: None,
+                    memory: MemoryShare::new(for_factory.1.clone()),
                 })
             },
             start_instance,
@@ -183,6 +186,7 @@ impl HttpWasmPlugin {
         drop(warm);
         Ok(HttpWasmMiddleware {
             failures: Failures::new(&self.name, middleware, policy),
+            stats,
             shared,
             pool,
             buffers_request,
@@ -208,8 +212,10 @@ fn start_instance(inst: &mut dyn Instance) -> Result<(), Trap> {
         request: inst.export("handle_request"),
         response: inst.export("handle_response"),
     };
+    let memory = inst.memory_size();
     if let Some(st) = inst.data().downcast_mut::<HttpWasmState>() {
         st.handlers = Some(handlers);
+        st.memory.update(memory);
     }
     Ok(())
 }
@@ -224,6 +230,8 @@ pub(crate) struct Handlers {
 /// A middleware running an http-wasm plugin.
 pub struct HttpWasmMiddleware {
     shared: Arc<MiddlewareShared>,
+    /// Its guest's calls and memory, for metrics.
+    stats: Arc<GuestStats>,
     /// Its failure policy, reload backoff and failure log.
     failures: Failures,
     pool: GuestPool,
@@ -280,16 +288,28 @@ fn buffer_error(e: BufferError, status: StatusCode) -> ProxyError {
     }
 }
 
-/// Calls a handler with the exchange moved into the instance, and takes it back out.
+/// The phases calls are counted under (see [`GuestStats`]), by index.
+const PHASES: [&str; 2] = ["handle_request", "handle_response"];
+const REQUEST: usize = 0;
+const RESPONSE: usize = 1;
+
+/// Calls a handler (of phase `phase`, an index into [`PHASES`]) with the exchange moved into
+/// the instance, and takes it back out.
 fn call_with(
     inst: &mut PooledInstance,
+    stats: &GuestStats,
+    phase: usize,
     ex: Box<Exchange>,
     f: &ExportFunc,
     args: &[Val],
     results: &mut [Val],
 ) -> (Box<Exchange>, Result<(), Trap>) {
     st(inst).exchange = Some(ex);
+    let started = stats.start();
     let result = inst.call(f, args, results);
+    stats.record(phase, started);
+    let memory = inst.memory_size();
+    st(inst).memory.update(memory);
     let ex = st(inst)
         .exchange
         .take()
@@ -382,6 +402,20 @@ enum Failed {
 
 #[async_trait]
 impl Middleware for HttpWasmMiddleware {
+    fn stats(&self) -> Option<MiddlewareStats> {
+        let pool = self.pool.instances();
+        Some(MiddlewareStats {
+            plugin: self.shared.plugin.clone(),
+            phases: self.stats.phases(),
+            failures: self.failures.failed_total(),
+            refused: self.failures.refused_total(),
+            instances_idle: pool.idle() as u64,
+            instances_busy: pool.in_use() as u64,
+            memory_bytes: self.stats.memory_bytes(),
+            custom: Vec::new(),
+        })
+    }
+
     async fn handle(&self, req: Request, next: Next<'_>) -> Result<Response, ProxyError> {
         // `reload` in backoff: the guest is not entered.
         if let Some(resp) = self.failures.refused() {
@@ -467,7 +501,7 @@ impl HttpWasmMiddleware {
         let (ctx, go_next) = match &handlers.request {
             Some(f) => {
                 let mut out = [Val::I64(0)];
-                let (back, result) = call_with(inst, ex, f, &[], &mut out);
+                let (back, result) = call_with(inst, &self.stats, REQUEST, ex, f, &[], &mut out);
                 ex = back;
                 if ex.body.too_large {
                     // Stopped mid-call: the guest's state is unknown, so the instance goes.
@@ -566,6 +600,8 @@ impl HttpWasmMiddleware {
             });
             let (back, result) = call_with(
                 &mut lease.inst,
+                &self.stats,
+                RESPONSE,
                 ex,
                 f,
                 &[Val::I32(ctx), Val::I32(is_error as i32)],

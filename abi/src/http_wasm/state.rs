@@ -44,6 +44,8 @@ pub struct HttpWasmState {
     pub exchange: Option<Box<Exchange>>,
     /// The guest's handler exports, looked up once at start-up.
     pub handlers: Option<super::Handlers>,
+    /// This instance's share of the middleware's linear memory, for metrics.
+    pub memory: crate::guest::MemoryShare,
 }
 
 /// Which handler is running.

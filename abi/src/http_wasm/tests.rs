@@ -83,6 +83,11 @@ fn shared(config: &[u8]) -> Arc<MiddlewareShared> {
     })
 }
 
+/// A memory share counted nowhere.
+fn unmetered() -> crate::guest::MemoryShare {
+    crate::guest::MemoryShare::new(Arc::new(crate::guest::GuestStats::new(&[], false)))
+}
+
 struct Probe {
     inst: Box<dyn Instance>,
 }
@@ -95,6 +100,7 @@ impl Probe {
                 module_features: 0,
                 exchange: None,
                 handlers: None,
+                memory: unmetered(),
             }))
             .unwrap();
         let mut p = Probe { inst };
@@ -774,6 +780,7 @@ fn probe_with_budget(k: EngineKind, max_host_bytes: usize) -> Probe {
                 ..Arc::into_inner(shared(b"")).unwrap()
             }),
             module_features: 0,
+            memory: unmetered(),
             exchange: None,
             handlers: None,
         }))

@@ -14,7 +14,7 @@ use super::state::MiddlewareShared;
 use super::stream::ProxyWasmMiddleware;
 use super::vm::VmSet;
 use super::ServiceDirectory;
-use crate::guest::{AbiKind, FailurePolicy, Failures, PluginError, PluginOptions};
+use crate::guest::{AbiKind, FailurePolicy, Failures, GuestStats, PluginError, PluginOptions};
 
 /// The guest callbacks the host calls, each with the shapes accepted (any version).
 ///
@@ -193,6 +193,7 @@ impl ProxyWasmPlugin {
             log_level: host::min_log_level(),
             max_body_bytes: self.opts.max_body_bytes,
             max_host_bytes: self.opts.max_host_bytes,
+            stats: Arc::new(GuestStats::new(&super::state::PHASES, self.opts.time_calls)),
             env: self
                 .opts
                 .env

@@ -18,7 +18,7 @@ use tokio::sync::Notify;
 use super::abi::{buffer, map, stream, AbiVersion};
 use super::shared::{QueueWaiter, VmShared};
 use super::ServiceDirectory;
-use crate::guest::{Charge, HostBudget, OverBudget};
+use crate::guest::{Charge, GuestStats, HostBudget, MemoryShare, OverBudget};
 use crate::headers::Headers;
 
 /// What one middleware's VMs share.
@@ -47,6 +47,36 @@ pub struct MiddlewareShared {
     pub max_host_bytes: usize,
     /// `KEY=VALUE` strings WASI `environ_get` hands out.
     pub env: Vec<String>,
+    /// Calls by callback and the VMs' memory, for metrics.
+    pub stats: Arc<GuestStats>,
+}
+
+/// The callbacks guest calls are counted under (`proxy_on_` left out), by index; anything
+/// else counts as the last, `other`.
+pub const PHASES: [&str; 16] = [
+    "context_create",
+    "request_headers",
+    "request_body",
+    "request_trailers",
+    "response_headers",
+    "response_body",
+    "response_trailers",
+    "done",
+    "log",
+    "delete",
+    "http_call_response",
+    "tick",
+    "queue_ready",
+    "vm_start",
+    "configure",
+    "other",
+];
+
+/// The index in [`PHASES`] of a call to export `name`.
+pub fn phase_of(name: &str) -> usize {
+    name.strip_prefix("proxy_on_")
+        .and_then(|n| PHASES.iter().position(|p| *p == n))
+        .unwrap_or(PHASES.len() - 1)
 }
 
 /// The callback running now (decides what configuration 0.1.0 hands out).
@@ -374,6 +404,8 @@ pub struct VmState {
     /// What the host holds for this VM's guest (`maxHostBytes`): its streams' and calls'
     /// charges while they last, and the root context's properties while they are set.
     pub budget: HostBudget,
+    /// This VM's share of the middleware's linear memory, for metrics.
+    pub memory: MemoryShare,
 }
 
 impl VmState {
@@ -381,6 +413,7 @@ impl VmState {
     pub fn new(shared: Arc<MiddlewareShared>) -> VmState {
         VmState {
             budget: HostBudget::new(shared.max_host_bytes),
+            memory: MemoryShare::new(shared.stats.clone()),
             shared,
             allocator: "malloc",
             root_ctx: 1,

@@ -51,7 +51,9 @@ use super::vm::{Guest, Vm, VmSet};
 use super::MAX_PAUSE;
 use crate::body::{Body, BodyError, BufferError, BufferedBody};
 use crate::error::{ErrorSource, ProxyError};
-use crate::guest::{closed_response, FailurePolicy, Failures, Verdict};
+use crate::guest::{
+    closed_response, CustomKind, FailurePolicy, Failures, MiddlewareStats, Verdict,
+};
 use crate::headers::Headers;
 use crate::middleware::{Middleware, Next};
 use crate::model::{Request, Response};
@@ -113,6 +115,35 @@ static NEXT_STREAM: AtomicU64 = AtomicU64::new(1);
 
 #[async_trait]
 impl Middleware for ProxyWasmMiddleware {
+    fn stats(&self) -> Option<MiddlewareStats> {
+        use super::abi::MetricKind;
+        let sh = &self.set.shared;
+        let custom = sh
+            .vm
+            .metrics()
+            .into_iter()
+            .map(|m| {
+                let (kind, value) = match m.kind {
+                    MetricKind::Counter => (CustomKind::Counter, m.value as f64),
+                    MetricKind::Gauge => (CustomKind::Gauge, m.value as f64),
+                    MetricKind::Histogram => (CustomKind::Histogram, m.value as f64),
+                };
+                (m.name, kind, value)
+            })
+            .collect();
+        let live = self.set.live() as u64;
+        Some(MiddlewareStats {
+            plugin: sh.plugin.clone(),
+            phases: sh.stats.phases(),
+            failures: self.failures.failed_total(),
+            refused: self.failures.refused_total(),
+            instances_idle: self.set.count() as u64,
+            instances_busy: live,
+            memory_bytes: sh.stats.memory_bytes(),
+            custom,
+        })
+    }
+
     async fn handle(&self, req: Request, next: Next<'_>) -> Result<Response, ProxyError> {
         // `reload` in backoff: the guest is not entered.
         if let Some(resp) = self.failures.refused() {
