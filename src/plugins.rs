@@ -178,14 +178,14 @@ impl PluginCatalog {
     pub fn load(loaded: &LoadedConfig) -> Result<PluginCatalog, ConfigErrors> {
         let base = loaded.base_dir();
         let file = &loaded.file;
-        // Guest calls are timed only when something reads the times.
-        let time_calls = loaded
+        // Guest calls are counted and timed only when something reads the numbers.
+        let collect_metrics = loaded
             .config
             .metrics
             .as_ref()
             .is_some_and(|m| m.prometheus.is_some());
         let options = |decl: Option<&PluginDecl>| PluginOptions {
-            time_calls,
+            collect_metrics,
             ..options(decl)
         };
         let mut plugins: BTreeMap<String, PluginSource> = BTreeMap::new();

@@ -70,9 +70,9 @@ pub struct PluginOptions {
     pub env: Vec<(String, String)>,
     /// What a guest failure does to its request and the ones after it (default `closed`).
     pub failure_policy: FailurePolicy,
-    /// Time every guest call for metrics (two clock reads per call; on when the gateway has
-    /// metrics). Calls are counted either way.
-    pub time_calls: bool,
+    /// Count and time guest calls and track instances' memory, for metrics (on when the
+    /// gateway has metrics; off, the request path does none of it).
+    pub collect_metrics: bool,
 }
 
 impl Default for PluginOptions {
@@ -91,7 +91,7 @@ impl Default for PluginOptions {
             vm_id: String::new(),
             env: Vec::new(),
             failure_policy: FailurePolicy::Closed,
-            time_calls: false,
+            collect_metrics: false,
         }
     }
 }

@@ -1,8 +1,9 @@
 //! What a middleware's guest did, for metrics: calls and their time by phase, and the linear
 //! memory its instances hold. Read at scrape time ([`crate::Middleware::stats`]).
 //!
-//! Counting is a few relaxed atomic adds per call; timing a call reads the clock twice, so it
-//! is done only when metrics were asked for ([`GuestStats::new`]'s `timed`).
+//! A call costs two clock reads, two relaxed atomic adds on counters every core shares and a
+//! look at the instance's memory size, so all of it is done only when metrics were asked for
+//! ([`GuestStats::new`]'s `enabled`); otherwise recording is one branch.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -18,14 +19,14 @@ struct PhaseCounters {
 /// Calls by phase and memory of one middleware's instances.
 pub struct GuestStats {
     phases: Box<[PhaseCounters]>,
-    timed: bool,
+    enabled: bool,
     memory_bytes: AtomicU64,
 }
 
 impl GuestStats {
-    /// Counters for `phases` (each call is recorded under its index in this list); with
-    /// `timed`, calls are timed too.
-    pub fn new(phases: &[&'static str], timed: bool) -> GuestStats {
+    /// Counters for `phases` (each call is recorded under its index in this list); they count
+    /// only when `enabled`.
+    pub fn new(phases: &[&'static str], enabled: bool) -> GuestStats {
         GuestStats {
             phases: phases
                 .iter()
@@ -35,29 +36,33 @@ impl GuestStats {
                     nanos: AtomicU64::new(0),
                 })
                 .collect(),
-            timed,
+            enabled,
             memory_bytes: AtomicU64::new(0),
         }
     }
 
-    /// When a call starts: the clock if calls are timed.
+    /// Whether calls and memory are recorded.
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// When a call starts: the clock if calls are recorded.
     pub fn start(&self) -> Option<Instant> {
-        self.timed.then(Instant::now)
+        self.enabled.then(Instant::now)
     }
 
     /// A call of phase `phase` (an index into the list given to [`GuestStats::new`]) ended;
     /// `started` is what [`GuestStats::start`] gave.
     pub fn record(&self, phase: usize, started: Option<Instant>) {
-        if let Some(p) = self.phases.get(phase) {
-            p.calls.fetch_add(1, Ordering::Relaxed);
-            if let Some(t) = started {
-                p.nanos
-                    .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
-            }
-        }
+        let (Some(t), Some(p)) = (started, self.phases.get(phase)) else {
+            return;
+        };
+        p.calls.fetch_add(1, Ordering::Relaxed);
+        p.nanos
+            .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
     }
 
-    /// Calls so far by phase: name, count, total seconds (0 when calls are not timed).
+    /// Calls so far by phase: name, count, total seconds (all 0 when not enabled).
     pub fn phases(&self) -> Vec<(&'static str, u64, f64)> {
         self.phases
             .iter()
@@ -88,6 +93,12 @@ impl MemoryShare {
     /// A share of `stats`, empty until the first [`MemoryShare::update`].
     pub fn new(stats: Arc<GuestStats>) -> MemoryShare {
         MemoryShare { stats, bytes: 0 }
+    }
+
+    /// Whether the middleware records memory: if not, [`MemoryShare::update`] need not be
+    /// called (nor the memory size read).
+    pub fn wanted(&self) -> bool {
+        self.stats.enabled
     }
 
     /// The instance's memory is now `bytes` long.
@@ -153,7 +164,7 @@ mod tests {
         let t = stats.start();
         assert!(t.is_some());
         stats.record(1, t);
-        stats.record(1, None);
+        stats.record(1, stats.start());
         stats.record(7, None); // out of range: ignored
         let phases = stats.phases();
         assert_eq!((phases[0].0, phases[0].1), ("a", 0));

@@ -156,7 +156,7 @@ impl HttpWasmPlugin {
             max_body_bytes: self.opts.max_body_bytes,
             max_host_bytes: self.opts.max_host_bytes,
         });
-        let stats = Arc::new(GuestStats::new(&PHASES, self.opts.time_calls));
+        let stats = Arc::new(GuestStats::new(&PHASES, self.opts.collect_metrics));
         let for_factory = (shared.clone(), stats.clone());
         let pool = GuestPool::new(
             self.module.clone(),
@@ -215,7 +215,9 @@ fn start_instance(inst: &mut dyn Instance) -> Result<(), Trap> {
     let memory = inst.memory_size();
     if let Some(st) = inst.data().downcast_mut::<HttpWasmState>() {
         st.handlers = Some(handlers);
-        st.memory.update(memory);
+        if st.memory.wanted() {
+            st.memory.update(memory);
+        }
     }
     Ok(())
 }
@@ -307,9 +309,11 @@ fn call_with(
     st(inst).exchange = Some(ex);
     let started = stats.start();
     let result = inst.call(f, args, results);
-    stats.record(phase, started);
-    let memory = inst.memory_size();
-    st(inst).memory.update(memory);
+    if started.is_some() {
+        stats.record(phase, started);
+        let memory = inst.memory_size();
+        st(inst).memory.update(memory);
+    }
     let ex = st(inst)
         .exchange
         .take()

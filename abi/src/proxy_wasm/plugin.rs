@@ -193,7 +193,10 @@ impl ProxyWasmPlugin {
             log_level: host::min_log_level(),
             max_body_bytes: self.opts.max_body_bytes,
             max_host_bytes: self.opts.max_host_bytes,
-            stats: Arc::new(GuestStats::new(&super::state::PHASES, self.opts.time_calls)),
+            stats: Arc::new(GuestStats::new(
+                &super::state::PHASES,
+                self.opts.collect_metrics,
+            )),
             env: self
                 .opts
                 .env

@@ -441,14 +441,17 @@ pub(crate) fn guest_call(
     let args: Vec<Val> = args[..n].iter().map(|a| Val::I32(*a)).collect();
     let mut results = vec![Val::I32(0); f.ty().results.len()];
     state_of(inst).effective_ctx = ctx;
-    let stats = state_of(inst).shared.stats.clone();
-    let started = stats.start();
+    let started = state_of(inst).shared.stats.start();
     let r = inst.call(&f, &args, &mut results);
-    stats.record(super::state::phase_of(name), started);
-    let memory = inst.memory_size();
-    let st = state_of(inst);
-    st.memory.update(memory);
-    st.callback = Callback::Other;
+    if started.is_some() {
+        let memory = inst.memory_size();
+        let st = state_of(inst);
+        st.shared
+            .stats
+            .record(super::state::phase_of(name), started);
+        st.memory.update(memory);
+    }
+    state_of(inst).callback = Callback::Other;
     r?;
     Ok(Some(results.first().and_then(Val::i32).unwrap_or(0)))
 }
