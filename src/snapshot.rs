@@ -19,6 +19,7 @@ use crate::config::{
 use crate::middlewares::{HeadersMiddleware, StripPrefixMiddleware};
 use crate::plugins::{PluginCatalog, PoolKey};
 use crate::router::{Route, RouteTable, Rule};
+use crate::service::health::HealthCheck;
 use crate::service::{EchoService, LoadBalancer, Server, TransportCache, ECHO_SERVICE};
 
 /// Resolved routing, ready to serve.
@@ -97,10 +98,22 @@ impl Builder<'_> {
                 },
             };
             let transport = self.ctx.transports.get(&transport_cfg);
-            self.services.insert(
-                name.clone(),
-                Arc::new(LoadBalancer::new(servers, lb.pass_host_header, transport)),
-            );
+            let check = match lb.health_check.as_ref().map(HealthCheck::parse) {
+                None => None,
+                Some(Ok(c)) => Some(c),
+                Some(Err((field, e))) => {
+                    self.error(
+                        format!("http.services.{name}.loadBalancer.healthCheck.{field}"),
+                        e,
+                    );
+                    continue;
+                }
+            };
+            let balancer = Arc::new(LoadBalancer::new(servers, lb.pass_host_header, transport));
+            if let Some(check) = check {
+                balancer.check_health(name, check);
+            }
+            self.services.insert(name.clone(), balancer);
         }
         self.services.insert(
             ECHO_SERVICE.to_string(),

@@ -615,6 +615,42 @@ pub struct LoadBalancerConfig {
     /// The servers transport to use.
     #[serde(default)]
     pub servers_transport: Option<String>,
+    /// Active health checks of the servers (none when absent).
+    #[serde(default)]
+    pub health_check: Option<HealthCheckConfig>,
+}
+
+/// Traefik's `loadBalancer.healthCheck`: a server whose check fails leaves the rotation until a
+/// check passes again.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HealthCheckConfig {
+    /// The path checked, e.g. `/health`.
+    pub path: String,
+    /// How often each server is checked (default 30s).
+    #[serde(default, deserialize_with = "deserialize_opt_duration")]
+    pub interval: Option<Duration>,
+    /// How long a check may take before it fails (default 5s).
+    #[serde(default, deserialize_with = "deserialize_opt_duration")]
+    pub timeout: Option<Duration>,
+    /// `http` (default: the server's).
+    #[serde(default)]
+    pub scheme: Option<String>,
+    /// The Host header of checks (default: the server's host).
+    #[serde(default)]
+    pub hostname: Option<String>,
+    /// The port checked (default: the server's).
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// Headers sent with each check.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// The method (default GET).
+    #[serde(default)]
+    pub method: Option<String>,
+    /// The status a healthy server answers (default: any 2xx or 3xx).
+    #[serde(default)]
+    pub status: Option<u16>,
 }
 
 /// One upstream server.

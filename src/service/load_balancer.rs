@@ -7,6 +7,7 @@ use http::uri::{Authority, Scheme};
 use http::{StatusCode, Uri};
 use wasmgate_abi::{Body, Endpoint, ErrorSource, ProxyError, Request, Response};
 
+use super::health::{self, Checked, Health, HealthCheck};
 use super::timed_body::{SignalOnEnd, StallCut};
 use super::transport::Transport;
 use crate::http_convert as convert;
@@ -74,18 +75,26 @@ struct Wrr {
 }
 
 impl Wrr {
-    fn pick(&mut self, servers: &[Server]) -> Option<usize> {
-        let total: i64 = servers.iter().map(|s| s.weight as i64).sum();
+    /// The next server among those `up` says are in rotation (a server out of it counts as
+    /// weight 0, so the others keep their shares).
+    fn pick(&mut self, servers: &[Server], up: impl Fn(usize) -> bool) -> Option<usize> {
+        let weight = |i: usize, s: &Server| if up(i) { s.weight as i64 } else { 0 };
+        let total: i64 = servers.iter().enumerate().map(|(i, s)| weight(i, s)).sum();
         if total == 0 {
             return None;
         }
-        let mut best = 0;
+        let mut best = None;
         for (i, s) in servers.iter().enumerate() {
-            self.current[i] += s.weight as i64;
-            if self.current[i] > self.current[best] {
-                best = i;
+            let w = weight(i, s);
+            if w == 0 {
+                continue;
+            }
+            self.current[i] += w;
+            if best.is_none_or(|b| self.current[i] > self.current[b]) {
+                best = Some(i);
             }
         }
+        let best = best?;
         self.current[best] -= total;
         Some(best)
     }
@@ -101,6 +110,8 @@ pub struct LoadBalancer {
     wrr: Mutex<Wrr>,
     pass_host_header: bool,
     transport: Arc<Transport>,
+    /// Which servers are in rotation (all, unless health checks took some out).
+    health: Health,
 }
 
 impl LoadBalancer {
@@ -110,10 +121,27 @@ impl LoadBalancer {
             wrr: Mutex::new(Wrr {
                 current: vec![0; servers.len()],
             }),
+            health: Health::all_up(servers.len()),
             servers,
             pass_host_header,
             transport,
         }
+    }
+
+    /// Starts health checks of its servers (stopped when it is dropped).
+    pub fn check_health(self: &Arc<Self>, name: &str, check: HealthCheck) {
+        let targets = self
+            .servers
+            .iter()
+            .map(|s| (s.url.clone(), s.authority.clone()))
+            .collect();
+        health::spawn(name, self, targets, check);
+    }
+}
+
+impl Checked for LoadBalancer {
+    fn health(&self) -> &Health {
+        &self.health
     }
 }
 
@@ -124,12 +152,12 @@ impl Endpoint for LoadBalancer {
             .wrr
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .pick(&self.servers);
+            .pick(&self.servers, |i| self.health.is_up(i));
         let Some(server) = picked.map(|i| &self.servers[i]) else {
             return Err(ProxyError::new(
-                ErrorSource::Internal,
+                ErrorSource::Upstream,
                 StatusCode::SERVICE_UNAVAILABLE,
-                "no server available",
+                "no server available (every server is out of rotation, or weighs 0)",
             ));
         };
         let target = server.target(req.path_and_query())?;
@@ -227,12 +255,20 @@ mod tests {
         let mut wrr = Wrr {
             current: vec![0; 3],
         };
-        let picks: Vec<usize> = (0..8).map(|_| wrr.pick(&servers).unwrap()).collect();
+        let picks: Vec<usize> = (0..8)
+            .map(|_| wrr.pick(&servers, |_| true).unwrap())
+            .collect();
         assert_eq!(picks.iter().filter(|&&i| i == 0).count(), 6);
         assert_eq!(picks.iter().filter(|&&i| i == 1).count(), 2);
         assert!(!picks.contains(&2));
         // Smooth: b is not picked twice in a row.
         assert!(picks.windows(2).all(|w| !(w[0] == 1 && w[1] == 1)));
+        // A server out of rotation is skipped; with none in rotation, none is picked.
+        let picks: Vec<usize> = (0..4)
+            .map(|_| wrr.pick(&servers, |i| i != 0).unwrap())
+            .collect();
+        assert_eq!(picks, [1, 1, 1, 1]);
+        assert_eq!(wrr.pick(&servers, |_| false), None);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Services: what a router's chain ends in.
 
 pub mod echo;
+pub mod health;
 pub mod load_balancer;
 pub mod timed_body;
 pub mod transport;
