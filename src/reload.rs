@@ -49,6 +49,11 @@ pub fn watch(gateway: Arc<Gateway>) -> notify::Result<Option<ReloadWatcher>> {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
         if let Ok(ev) = ev {
+            // Reading the file (our own reload does) is an access event, not a change: without
+            // this, each reload would trigger the next, forever.
+            if matches!(ev.kind, notify::EventKind::Access(_)) {
+                return;
+            }
             if ev
                 .paths
                 .iter()

@@ -192,3 +192,17 @@ async fn a_reload_from_a_plain_thread_builds_proxy_wasm_middlewares_in_the_runti
     let r = send(get(t.url("/"))).await;
     assert_eq!((r.status, r.header("x-version")), (200, Some("2")));
 }
+
+// One write is one reload: the reload's own read of the file (an access event to the watcher)
+// does not trigger another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_write_is_one_reload() {
+    let t = start(&[("wasmgate.yaml", INSTALL), ("dynamic.yaml", &routing("1"))]).await;
+    let _watcher = wasmgate::reload::watch(t.gateway.clone()).unwrap();
+    replace_file(&t.path("dynamic.yaml"), &routing("2"));
+    wait_for_version(&t, "2").await;
+    let after = t.gateway.generation();
+    // Several debounce periods: an echo of the reload would have reloaded again by now.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(t.gateway.generation(), after, "reloads without writes");
+}
