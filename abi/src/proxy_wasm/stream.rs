@@ -811,13 +811,19 @@ impl StreamRun {
                 }
             }
         } else {
-            (std::mem::take(body), Framing::AsItCame)
+            (Body::empty(), Framing::AsItCame)
         };
         let map = {
             let mut g = self.guest().await?;
             let s = g.stream(self.ctx);
             s.phase = Phase::Upstream;
             s.request_headers.clone()
+        };
+        // An untouched body is taken only now: had the step above failed, `open` passes it on.
+        let fwd = if has_body_work {
+            fwd
+        } else {
+            std::mem::take(body)
         };
         Ok(Forward::On {
             body: fwd,
@@ -852,12 +858,15 @@ impl StreamRun {
         let out = if has_body_work {
             match self.filter_body(body, d).await? {
                 None => return self.stopped().await.map(Back::Answer),
-                Some(b) => Body::from(b),
+                Some(b) => Some(Body::from(b)),
             }
         } else {
-            std::mem::take(body)
+            None
         };
         let map = self.finish().await?.unwrap_or_default();
+        // An untouched body is taken only now: had the end of the context failed, `open`
+        // passes it on.
+        let out = out.unwrap_or_else(|| std::mem::take(body));
         Ok(Back::On {
             body: out,
             buffered: has_body_work,

@@ -1511,3 +1511,43 @@ async fn no_vm_that_can_start_is_a_failure(e: EngineKind) {
     }
 }
 parity!(#[tokio::test] async no_vm_that_can_start_is_a_failure);
+
+/// A filter without body callbacks that traps when its context ends.
+const TRAPS_AT_DONE: &str = r#"(module
+  (memory (export "memory") 1)
+  (global $heap (mut i32) (i32.const 4096))
+  (export "proxy_abi_version_0_2_1" (func $marker))
+  (func $marker)
+  (func (export "malloc") (param i32) (result i32) (local i32)
+    global.get $heap local.set 1
+    global.get $heap local.get 0 i32.add global.set $heap
+    local.get 1)
+  (func (export "proxy_on_context_create") (param i32 i32))
+  (func (export "proxy_on_vm_start") (param i32 i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_configure") (param i32 i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) (i32.const 0))
+  (func (export "proxy_on_response_headers") (param i32 i32 i32) (result i32) (i32.const 0))
+  (func (export "proxy_on_done") (param i32) (result i32) unreachable))"#;
+
+// `open`, and the end of the context fails after an untouched body was handed on: the client
+// still gets the upstream's body (it used to get the headers and an empty body).
+async fn open_a_failure_at_the_end_keeps_an_untouched_body(e: EngineKind) {
+    let wasm = wat::parse_str(TRAPS_AT_DONE).unwrap();
+    let info = wasmgate_engines::ModuleInfo::parse(&wasm).unwrap();
+    let engine = Engines::new(None).get(e).unwrap();
+    let o = PluginOptions {
+        max_instances: Some(1),
+        failure_policy: FailurePolicy::Open,
+        ..opts()
+    };
+    let p = ProxyWasmPlugin::load("pw", &wasm, &info, engine.as_ref(), o).unwrap();
+    let mw: Arc<dyn Middleware> = Arc::new(p.middleware("m", Vec::new(), services()).unwrap());
+    let up = upstream(Duration::ZERO);
+    *up.reply.lock().unwrap() = Some(b"from upstream".to_vec());
+    for _ in 0..2 {
+        let r = run(&mw, &up, &[], None).await.unwrap();
+        assert_eq!(r.status, StatusCode::OK, "{e}");
+        assert_eq!(text(r).await, "from upstream", "{e}");
+    }
+}
+parity!(#[tokio::test] async open_a_failure_at_the_end_keeps_an_untouched_body);
