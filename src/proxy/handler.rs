@@ -36,7 +36,17 @@ pub async fn serve(
     let in_flight = conn.clock.request_started(req.version(), has_body);
     // Counted here, in the order hyper hands HTTP/1 requests over.
     let smuggles = req.version() < http::Version::HTTP_2 && conn.framing.next_request_smuggles();
-    let Ok(resp) = handle(conn, req, smuggles).await;
+    let clock = conn.clock.clone();
+    let Ok(mut resp) = handle(conn, req, smuggles).await;
+    // Answered without reading the whole body (a guest that failed, a short-circuit): hyper
+    // closes the connection after this response, so the client is told, rather than finding
+    // out when its next request on the connection fails.
+    if has_body && clock.request_body_unread() {
+        resp.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+    }
     Ok(resp.map(|b| ResponseBody::new(b, in_flight)))
 }
 

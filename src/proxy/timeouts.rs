@@ -156,6 +156,13 @@ impl ConnClock {
         }
     }
 
+    /// The current HTTP/1 request's body was not read to its end (a middleware answered
+    /// without it): the connection cannot carry another request.
+    pub fn request_body_unread(&self) -> bool {
+        let s = self.lock();
+        !s.http2 && matches!(s.phase, Phase::Reading(_))
+    }
+
     fn bytes_arrived(&self) {
         let mut s = self.lock();
         if !s.http2 && matches!(s.phase, Phase::Waiting) {

@@ -354,3 +354,47 @@ async fn a_buffering_plugin_reads_the_body_before_taking_an_instance(engine: &st
     drop(slow);
 }
 parity!(async a_buffering_plugin_reads_the_body_before_taking_an_instance);
+
+/// Sends `head` and a `len`-byte body on a raw connection; the response head, lowercased.
+async fn raw_post_head(addr: std::net::SocketAddr, path: &str, len: usize) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len}\r\n\r\n");
+    s.write_all(head.as_bytes()).await.unwrap();
+    // Sent while the server answers; it may stop reading, which loopback buffers absorb.
+    let _ = s.write_all(&vec![b'a'; len]).await;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(std::time::Duration::from_secs(10), s.read(&mut buf))
+            .await
+            .expect("an answer")
+            .unwrap();
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&got).to_lowercase()
+}
+
+// A guest that fails without reading the request body: the answer says the connection closes
+// (hyper cannot reuse it), so a keep-alive client does not send its next request into it.
+async fn an_answer_given_before_the_body_was_read_says_connection_close(engine: &str) {
+    let wat = r#"(module (memory (export "memory") 1)
+        (func (export "handle_request") (result i64) unreachable))"#;
+    let install = format!(
+            "entryPoints:\n  web:\n    address: \"127.0.0.1:0\"\ncache:\n  enabled: false\nplugins:\n  boom:\n    path: boom.wasm\n    engine: {engine}\nhttp:\n  routers:\n    r: {{ rule: \"PathPrefix(`/boom`)\", middlewares: [boom], service: echo@internal }}\n    e: {{ rule: \"PathPrefix(`/echo`)\", service: echo@internal }}\n  middlewares:\n    boom: {{ plugin: {{ boom: {{}} }} }}\n"
+        );
+    let dir = write_files(&[("wasmgate.yaml", &install)]);
+    std::fs::write(dir.path().join("boom.wasm"), wat::parse_str(wat).unwrap()).unwrap();
+    let t = start_in(dir).await;
+    let head = raw_post_head(t.addr, "/boom", 60_000).await;
+    assert!(head.starts_with("http/1.1 503"), "{engine}: {head}");
+    assert!(head.contains("connection: close"), "{engine}: {head}");
+    // A body that was read keeps the connection.
+    let head = raw_post_head(t.addr, "/echo", 1000).await;
+    assert!(head.starts_with("http/1.1 200"), "{engine}: {head}");
+    assert!(!head.contains("connection: close"), "{engine}: {head}");
+}
+parity!(async an_answer_given_before_the_body_was_read_says_connection_close);
