@@ -113,6 +113,9 @@ impl ProxyWasmMiddleware {
 
 static NEXT_STREAM: AtomicU64 = AtomicU64::new(1);
 
+/// How many times a new stream moves on from a VM found poisoned before it started there.
+const MAX_MOVES: usize = 3;
+
 #[async_trait]
 impl Middleware for ProxyWasmMiddleware {
     fn stats(&self) -> Option<MiddlewareStats> {
@@ -487,9 +490,22 @@ impl StreamRun {
         let map = request_map(req);
         let n = map.len() as i32;
         let d = Direction::Request;
-        let vm = self.vm.clone();
-        let (paused, stop, calls) = {
-            let mut g = vm.lock().await.map_err(Failure::recorded)?;
+        // A VM poisoned while this stream waited for it holds nothing of the stream yet: the
+        // stream moves to a sound one instead of failing with the streams that were on it.
+        let mut moves = 0;
+        let (paused, stop, calls) = loop {
+            let vm = self.vm.clone();
+            let mut g = match vm.lock().await {
+                Ok(g) => g,
+                Err(e) if moves == MAX_MOVES => return Err(Failure::recorded(e)),
+                Err(_) => {
+                    moves += 1;
+                    let fresh = self.set.pick().await.map_err(Failure::broken)?;
+                    self.vm.live.fetch_sub(1, Ordering::Relaxed);
+                    self.vm = fresh;
+                    continue;
+                }
+            };
             let st = g.state();
             let (ctx, root) = (st.next_ctx, st.root_ctx);
             st.next_ctx += 1;
@@ -501,7 +517,7 @@ impl StreamRun {
             let args = [ctx as i32, root as i32];
             self.call(&mut g, "proxy_on_context_create", &args)?;
             let args = [n, eos as i32];
-            self.run_callback(&mut g, d.headers_callback(), &args, d, |_| {})?
+            break self.run_callback(&mut g, d.headers_callback(), &args, d, |_| {})?;
         };
         self.after_callback(paused, stop, calls, d).await
     }

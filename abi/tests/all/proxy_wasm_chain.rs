@@ -1551,3 +1551,66 @@ async fn open_a_failure_at_the_end_keeps_an_untouched_body(e: EngineKind) {
     }
 }
 parity!(#[tokio::test] async open_a_failure_at_the_end_keeps_an_untouched_body);
+
+/// A filter whose request headers callback, on `x-spin`, runs a while and then traps.
+const SPINS_THEN_TRAPS: &str = r#"(module
+  (import "env" "proxy_get_header_map_value" (func $get (param i32 i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (global $heap (mut i32) (i32.const 4096))
+  (data (i32.const 0) "x-spin")
+  (export "proxy_abi_version_0_2_1" (func $marker))
+  (func $marker)
+  (func (export "malloc") (param i32) (result i32) (local i32)
+    global.get $heap local.set 1
+    global.get $heap local.get 0 i32.add global.set $heap
+    local.get 1)
+  (func (export "proxy_on_context_create") (param i32 i32))
+  (func (export "proxy_on_vm_start") (param i32 i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_configure") (param i32 i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) (local $i i32)
+    (if (i32.eqz (call $get (i32.const 0) (i32.const 0) (i32.const 6) (i32.const 16) (i32.const 20)))
+      (then
+        (loop $spin
+          (local.set $i (i32.add (local.get $i) (i32.const 1)))
+          (br_if $spin (i32.lt_u (local.get $i) (i32.const 150000000))))
+        unreachable))
+    (i32.const 0)))"#;
+
+// A stream waiting to start on a VM that another stream's trap poisons moves to the fresh VM
+// instead of failing with it: only the streams that had started there fail.
+async fn a_stream_waiting_for_a_vm_that_dies_moves_to_a_fresh_one(e: EngineKind) {
+    let wasm = wat::parse_str(SPINS_THEN_TRAPS).unwrap();
+    let info = wasmgate_engines::ModuleInfo::parse(&wasm).unwrap();
+    let engine = Engines::new(None).get(e).unwrap();
+    let o = PluginOptions {
+        max_instances: Some(1),
+        ..opts()
+    };
+    let p = ProxyWasmPlugin::load("pw", &wasm, &info, engine.as_ref(), o).unwrap();
+    let mw: Arc<dyn Middleware> = Arc::new(p.middleware("m", Vec::new(), services()).unwrap());
+    let up = upstream(Duration::ZERO);
+    let hostile = {
+        let (mw, up) = (mw.clone(), up.clone());
+        tokio::spawn(async move { run(&mw, &up, &[("x-spin", "1")], None).await })
+    };
+    // The hostile stream is inside its callback (holding the only VM) by now.
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let waiting: Vec<_> = (0..3)
+        .map(|_| {
+            let (mw, up) = (mw.clone(), up.clone());
+            tokio::spawn(async move { run(&mw, &up, &[], None).await })
+        })
+        .collect();
+    let r = hostile.await.unwrap().unwrap();
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{e}");
+    for w in waiting {
+        let r = w.await.unwrap().unwrap();
+        assert_eq!(
+            r.status,
+            StatusCode::OK,
+            "{e}: a waiting stream failed with the VM"
+        );
+    }
+    assert_eq!(up.calls.load(Ordering::SeqCst), 3, "{e}");
+}
+parity!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async a_stream_waiting_for_a_vm_that_dies_moves_to_a_fresh_one);
