@@ -16,6 +16,7 @@ mod conformance_target;
 mod edge;
 mod http_wasm_plugins;
 mod inspect;
+mod load;
 mod malformed;
 mod metrics;
 mod plugin_declarations;
