@@ -437,8 +437,12 @@ impl Clients {
                     }
                 } else {
                     Outcome::Other(format!(
-                        "200 with a body that is not the echo of the request ({} bytes)",
-                        got.len()
+                        "200 that is not the echo of the request: {} bytes back for {} sent, \
+                         {conn:?}, {:?}, headers {:?}",
+                        got.len(),
+                        body.len(),
+                        parts.version,
+                        parts.headers
                     ))
                 }
             }
