@@ -18,7 +18,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -510,15 +510,14 @@ async fn client_loop(
 }
 
 /// Rewrites the routing file every second (the next generation) and waits until the
-/// gateway serves it; returns the reloads done. A reload not taken within 10 s fails.
-async fn reloader(t: Arc<TestServer>, stop: Arc<AtomicBool>) -> u64 {
-    let mut done = 0;
+/// gateway serves it, counting in `done`. A reload not taken within 10 s fails.
+async fn reloader(t: Arc<TestServer>, stop: Arc<AtomicBool>, done: Arc<AtomicU64>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.tick().await;
     loop {
         tick.tick().await;
         if stop.load(Ordering::Relaxed) {
-            return done;
+            return;
         }
         let mut reloads = t.gateway.reloads();
         let now = reloads.borrow_and_update().generation;
@@ -532,18 +531,20 @@ async fn reloader(t: Arc<TestServer>, stop: Arc<AtomicBool>) -> u64 {
         .expect("the gateway is alive")
         .rejected;
         assert_eq!(taken, 0, "a routing file was rejected");
-        done += 1;
+        done.fetch_add(1, Ordering::Relaxed);
     }
 }
 
-/// One round: [`CLIENTS`] clients for `secs`, the routing file rewritten every second.
+/// One round: [`CLIENTS`] clients for `secs`, and then until the routing file was rewritten
+/// (and served) once per whole second of it, so that a slow machine still gets its reloads.
 async fn round(t: &Arc<TestServer>, secs: f64, seed: u64) -> Tally {
     let stop = Arc::new(AtomicBool::new(false));
     let tally = Arc::new(Mutex::new(Tally::default()));
     let clients = Arc::new(Clients::new(format!("http://{}", t.addr)));
     let started = Instant::now();
     let first_generation = t.gateway.generation();
-    let reloads = tokio::spawn(reloader(t.clone(), stop.clone()));
+    let done = Arc::new(AtomicU64::new(0));
+    let reloads = tokio::spawn(reloader(t.clone(), stop.clone(), done.clone()));
     let rss = tokio::spawn({
         let stop = stop.clone();
         async move {
@@ -568,15 +569,19 @@ async fn round(t: &Arc<TestServer>, secs: f64, seed: u64) -> Tally {
         })
         .collect();
     tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+    // Bounded: each reload is waited for 10 s at most, then the reloader fails.
+    while done.load(Ordering::Relaxed) < secs as u64 && !reloads.is_finished() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     stop.store(true, Ordering::Relaxed);
     for task in tasks {
         task.await.expect("a client panicked");
     }
     let elapsed = started.elapsed();
-    let reloads = reloads.await.expect("the reloader panicked");
+    reloads.await.expect("the reloader panicked");
     drop(clients);
     let mut tally = std::mem::take(&mut *tally.lock().unwrap());
-    tally.reloads = reloads;
+    tally.reloads = done.load(Ordering::Relaxed);
     tally.generations_built = t.gateway.generation() - first_generation;
     tally.rss = rss.await.expect("the RSS sampler panicked");
     tally.elapsed = elapsed;
@@ -760,7 +765,7 @@ async fn in_own_process() {
     println!("RSS during the run, MiB, every 10 s: {}", curve.join(" "));
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert!(
-        tally.reloads as f64 >= secs - 1.0,
+        tally.reloads >= secs as u64,
         "{} reloads in {secs} s",
         tally.reloads
     );
@@ -770,10 +775,13 @@ async fn in_own_process() {
         "generations seen: {:?}",
         tally.generations
     );
-    // Within 10%, plus 8 MiB: the process's RSS is some tens of MiB, and the allocator's
-    // arenas (one per thread that allocated) and the engines' instance slots keep freed memory
-    // in amounts that are noise at that size but can reach 10%; a leak per request or per
-    // reload grows with the run and passes the 8 MiB in the long form.
+    // Within 10%, plus 8 MiB: the RSS is about 55 MiB, and the allocator keeps freed memory in
+    // per-thread arenas (reloads and fresh VMs run on blocking threads that come and go), an
+    // amount that is noise in absolute terms but a few percent of so small a total (+0.6% to
+    // +3.7%, 2 MiB at most, in runs of 3 to 60 s here; more threads on a bigger machine keep
+    // more). At ~1000 requests/s the limit (~14 MiB) catches a leak of ~5 KiB per request in
+    // the short form and ~250 bytes in the 60 s form; the curve printed above shows slopes
+    // below that (it showed this test's own per-request records growing 65 KiB/s).
     let limit = rss_before + rss_before / 10 + 8 * 1024;
     assert!(
         rss_after <= limit,
