@@ -10,6 +10,12 @@
 //! header the skipped guest adds). Every reload swaps the two plugins' order and changes the
 //! generation, so each one builds new middlewares.
 //!
+//! One answer other than its own is allowed, and counted apart: a proxy-wasm VM carries many
+//! streams, so a trap fails the other streams on its VM too (each under its policy), at most
+//! one per other client for each trap; and a `reload` middleware in backoff refuses requests.
+//! Anything else (another status, a 200 that is not the upstream's echo of the request, a
+//! request without an answer within 10 s, a connection error) fails the test.
+//!
 //! The test runs in a process of its own (this binary, re-run on the one ignored test
 //! [`in_own_process`]): the RSS it compares is the whole process's, which other tests of the
 //! binary, running at the same time, would blur. `WASMGATE_LOAD_SECONDS` sets the traffic
@@ -354,12 +360,13 @@ struct Tally {
     reloads: u64,
     /// Snapshots the gateway built meanwhile (its generation's growth).
     generations_built: u64,
+    /// From the first request to the last answer.
     elapsed: Duration,
     /// RSS in KiB, once a second during the round.
     rss: Vec<u64>,
 }
 
-/// The clients of one round, sending until `until`.
+/// The HTTP clients of one round, shared by its client tasks.
 struct Clients {
     base: String,
     keep_alive: Client<HttpConnector, Full<Bytes>>,
