@@ -17,6 +17,7 @@ mod edge;
 mod health;
 mod http_wasm_plugins;
 mod inspect;
+mod load;
 mod malformed;
 mod metrics;
 mod plugin_declarations;
