@@ -156,7 +156,10 @@ impl VmShared {
         let idx = match qs.by_name.get(&key) {
             Some(i) => *i,
             None => {
-                if qs.list.len() >= MAX_QUEUES || self.budget.charge(name.len()).is_err() {
+                if qs.list.len() >= MAX_QUEUES
+                    || name.len() > MAX_NAME_BYTES
+                    || self.budget.charge(name.len()).is_err()
+                {
                     return None;
                 }
                 qs.list.push(Queue {
@@ -239,7 +242,10 @@ impl VmShared {
         if let Some(i) = ms.by_key.get(&key) {
             return Some(*i as u32 + 1);
         }
-        if ms.list.len() >= MAX_METRICS || self.budget.charge(name.len()).is_err() {
+        if ms.list.len() >= MAX_METRICS
+            || name.len() > MAX_NAME_BYTES
+            || self.budget.charge(name.len()).is_err()
+        {
             return None;
         }
         ms.list.push(Metric {
@@ -375,6 +381,14 @@ mod tests {
     #[test]
     fn registries_are_bounded() {
         let vm = VmShared::new("vm");
+        // A name past MAX_NAME_BYTES is refused, whatever the budget left.
+        let long = "n".repeat(MAX_NAME_BYTES + 1);
+        assert_eq!(vm.define_metric(MetricKind::Gauge, &long), None);
+        let nobody = Arc::new(QueueWaiter {
+            ready: Mutex::new(Vec::new()),
+            notify: Notify::new(),
+        });
+        assert_eq!(vm.register_queue(&long, &nobody), None);
         for i in 3..MAX_METRICS {
             assert!(vm
                 .define_metric(MetricKind::Gauge, &format!("m{i}"))

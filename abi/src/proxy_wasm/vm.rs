@@ -7,7 +7,7 @@
 //! worker, and the lock is held only around the synchronous guest calls of one phase.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -34,6 +34,9 @@ pub(crate) struct Vm {
     pub in_flight: AtomicUsize,
     /// Set once, by the first trap: the error every stream on the VM fails with.
     poisoned: OnceLock<String>,
+    /// Taken out of its slot by a `reload` recycle: it gets no new streams, finishes the ones
+    /// it has, and goes with the last of them; a trap on it is not the fresh VMs failing.
+    retired: AtomicBool,
     /// Wakes the paused streams on the VM to look again (a poisoning, the last http call
     /// answered, a tick period gone); each stream also has its own waker for its resumes.
     changed: Notify,
@@ -228,6 +231,7 @@ impl VmSet {
             live: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
             poisoned: OnceLock::new(),
+            retired: AtomicBool::new(false),
             changed: Notify::new(),
             waiter,
         });
@@ -309,10 +313,11 @@ impl VmSet {
         let vm = guest.vm;
         let sh = &self.shared;
         let err = crate::guest::trap_error(&sh.plugin, &sh.middleware, &mut **guest.inst, t);
-        // Already poisoned only by a `reload` replacing every VM while this call ran: the
-        // failure that replaced them was recorded, and this trap on a VM already replaced
-        // must not count as the fresh VMs failing too (which would start the backoff).
-        if vm.poisoned.set(err.message.clone()).is_ok() {
+        // A VM a `reload` already retired: the failure that replaced it was recorded, and a
+        // trap on it now must not count as the fresh VMs failing too (which would start the
+        // backoff). It is poisoned all the same: its streams fail.
+        let first = vm.poisoned.set(err.message.clone()).is_ok();
+        if first && !vm.retired.load(Ordering::Acquire) {
             // What the request gets follows from the policy alone; the stream asks for it.
             let _ = self.failures.failed(&err, || self.recycle_all());
         } else {
@@ -335,20 +340,17 @@ impl VmSet {
         }
     }
 
-    /// Replaces every VM of the set (`reload`): each is poisoned, so the streams on it fail
-    /// when they next need it and its dispatcher stops, and a fresh one (a new root context)
-    /// is built in its slot on a blocking thread. Slots already being built are left alone.
+    /// Replaces every VM of the set (`reload`): each leaves its slot, where a fresh one (a
+    /// new root context) is built on a blocking thread, so new streams go to fresh VMs. A VM
+    /// that did not fail finishes the streams it has (they are not failed with it) and is
+    /// dropped with the last of them; the one that trapped is poisoned already. Slots
+    /// already being built are left alone.
     pub fn recycle_all(self: &Arc<Self>) {
-        let msg = format!(
-            "plugin {} (middleware {}): VM replaced after a failure of the middleware",
-            self.shared.plugin, self.shared.middleware
-        );
         let mut slots = self.slots();
         let mut fresh = Vec::new();
         for (i, s) in slots.iter_mut().enumerate() {
             if let Slot::Ready(vm) = s {
-                let _ = vm.poisoned.set(msg.clone());
-                vm.wake_all();
+                vm.retired.store(true, Ordering::Release);
                 *s = Slot::Building;
                 fresh.push(i);
             }
