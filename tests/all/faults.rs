@@ -158,6 +158,10 @@ const ROWS: &[Row] = &[
     // Panic-inducing input: out-of-range pointers and lengths, malformed maps, unknown
     // kinds and ids; each answered with an error status the guest ignores.
     row("bad-input", ProxyWasm, Get, GOES_ON),
+    row("bad-pseudo", ProxyWasm, Get, GOES_ON),
+    row("bad-local-response", ProxyWasm, Get, GOES_ON),
+    // A trap outside any request: the tick this request set traps after it is answered.
+    row("trap-tick", ProxyWasm, Get, GOES_ON),
 ];
 
 /// Code both guests share: the `x-fault` lookup, the bombs and the fd_write flood.
@@ -290,6 +294,8 @@ const HTTP_WASM_GUEST: &str = r#"(module
 const PROXY_WASM_GUEST: &str = r#"(module
   (import "env" "proxy_get_header_map_value" (func $get_value (param i32 i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_add_header_map_value" (func $add_value (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_replace_header_map_value" (func $replace_value (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_set_tick_period_milliseconds" (func $tick (param i32) (result i32)))
   (import "env" "proxy_remove_header_map_value" (func $remove_value (param i32 i32 i32) (result i32)))
   (import "env" "proxy_set_header_map_pairs" (func $set_pairs (param i32 i32 i32) (result i32)))
   (import "env" "proxy_get_buffer_bytes" (func $get_buffer (param i32 i32 i32 i32 i32) (result i32)))
@@ -307,6 +313,8 @@ const PROXY_WASM_GUEST: &str = r#"(module
   @COMMON@
   @LOOKUP@
   (global $heap (mut i32) (i32.const 32768))
+  ;; trap-tick armed this VM: its next tick traps.
+  (global $tick_armed (mut i32) (i32.const 0))
   (func (export "proxy_abi_version_0_2_1"))
   ;; A bump allocator that starts over near the end: what the host hands over is read at once.
   (func (export "malloc") (param $n i32) (result i32) (local $p i32)
@@ -434,6 +442,21 @@ const PROXY_WASM_GUEST: &str = r#"(module
       (drop (call $continue (i32.const 99)))
       (drop (call $effective (i32.const 0x7fffffff)))
       (drop (call $set_property {str:a\00\00\00b} (i32.const 0) (i32.const -1)))))
+    (if (i32.eq (local.get $f) {code:bad-pseudo}) (then
+      ;; Pseudo-headers the forwarded request cannot carry.
+      (drop (call $replace_value (i32.const 0) {str::path} {str:no slash \7f\ff}))
+      (drop (call $replace_value (i32.const 0) {str::method} {str:G E T}))
+      (drop (call $replace_value (i32.const 0) {str::authority} {str:a b/c@@}))))
+    (if (i32.eq (local.get $f) {code:bad-local-response}) (then
+      ;; Statuses no response has, details out of memory, a malformed header map.
+      (drop (call $local (i32.const 99999) (i32.const -8) (i32.const 64) (i32.const 0) (i32.const -1)
+        {str:\ff\ff\ff\7f} (i32.const -1)))
+      (drop (call $local (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0)
+        (i32.const 0) (i32.const 0) (i32.const -1)))))
+    (if (i32.eq (local.get $f) {code:trap-tick}) (then
+      ;; The VM's next tick (in 100 ms, after this request) traps, outside any request.
+      (global.set $tick_armed (i32.const 1))
+      (drop (call $tick (i32.const 100)))))
     (i32.const 0))
   (func (export "proxy_on_request_body") (param $ctx i32) (param $size i32) (param $eos i32) (result i32)
     (local $f i32) (local $i i32)
@@ -466,6 +489,8 @@ const PROXY_WASM_GUEST: &str = r#"(module
     (if (i32.eq (call $fault (local.get $ctx)) {code:trap-log}) (then unreachable)))
   (func (export "proxy_on_delete") (param $ctx i32)
     (if (i32.eq (call $fault (local.get $ctx)) {code:trap-delete}) (then unreachable)))
+  (func (export "proxy_on_tick") (param $root i32)
+    (if (global.get $tick_armed) (then unreachable)))
   (func (export "proxy_on_http_call_response") (param $root i32) (param $token i32) (param $nh i32) (param $bs i32) (param $nt i32)
     (local $ctx i32) (local $f i32)
     (local.set $ctx (i32.load (call $token_slot (local.get $token))))
