@@ -107,15 +107,19 @@ const ROWS: &[Row] = &[
     row("trap-response", HttpWasm, Get, FAILS_IN_RESPONSE),
     // Endless loop: the callTimeout deadline traps it.
     row("loop", HttpWasm, Get, FAILS_IN_REQUEST),
-    // memory.grow and table.grow return -1 past the caps; the guest then aborts (traps).
+    // memory.grow and table.grow return -1 past the caps; the guest then aborts (traps), or
+    // (`-refused`) takes the refusal and goes on.
     row("memory-bomb", HttpWasm, Get, FAILS_IN_REQUEST),
+    row("memory-refused", HttpWasm, Get, GOES_ON),
     row("table-bomb", HttpWasm, Get, FAILS_IN_REQUEST),
+    row("table-refused", HttpWasm, Get, GOES_ON),
     // 40,000 add_header_value calls: the 1024-line cap traps.
     row("header-flood", HttpWasm, Get, FAILS_IN_REQUEST),
     // One fd_write of 1024 iovecs x 64 KiB: a short write (64 KiB), the guest goes on.
     row("fd-write", HttpWasm, Get, GOES_ON),
-    // write_body past maxBodyBytes traps.
+    // write_body past maxBodyBytes traps; read_body with a 2 GiB limit reads the 4 bytes.
     row("body-flood", HttpWasm, Get, FAILS_IN_REQUEST),
+    row("body-read-huge", HttpWasm, Post, GOES_ON),
     // Panic-inducing input: each is a trap, never a host panic.
     row("bad-status", HttpWasm, Get, FAILS_IN_REQUEST),
     row("bad-header-name", HttpWasm, Get, FAILS_IN_REQUEST),
@@ -142,7 +146,9 @@ const ROWS: &[Row] = &[
     row("trap-http-call-response", ProxyWasm, Get, FAILS_IN_REQUEST),
     row("loop", ProxyWasm, Get, FAILS_IN_REQUEST),
     row("memory-bomb", ProxyWasm, Get, FAILS_IN_REQUEST),
+    row("memory-refused", ProxyWasm, Get, GOES_ON),
     row("table-bomb", ProxyWasm, Get, FAILS_IN_REQUEST),
+    row("table-refused", ProxyWasm, Get, GOES_ON),
     // Floods refused with a status (1024 map pairs, maxBodyBytes, 16 calls out, 1024 queues
     // and 16 MiB queued, 10,000 metrics): the guest takes the refusal and goes on.
     row("header-flood", ProxyWasm, Get, GOES_ON),
@@ -173,6 +179,9 @@ const COMMON_WAT: &str = r#"
   (table $t 1 funcref)
   (global $vptr (mut i32) (i32.const 0))
   (global $vlen (mut i32) (i32.const -1))
+  ;; Requests this instance (http-wasm) or VM (proxy-wasm) has served: the first one is marked
+  ;; `x-fresh: 1`.
+  (global $served (mut i32) (i32.const 0))
   ;; Whether the `x-fault` value (at $vptr, $vlen) is the `n` bytes at `p`.
   (func $eq (param $p i32) (param $n i32) (result i32) (local $i i32)
     (if (i32.ne (local.get $n) (global.get $vlen)) (then (return (i32.const 0))))
@@ -185,8 +194,8 @@ const COMMON_WAT: &str = r#"
         (local.set $i (i32.add (local.get $i) (i32.const 1)))
         (br $l)))
     (i32.const 1))
-  ;; Grows memory 1 MiB at a time until refused (maxMemoryBytes is 64 MiB), then aborts as an
-  ;; allocator does. 1: the host let it grow past the cap.
+  ;; Grows memory 1 MiB at a time until refused (maxMemoryBytes is 64 MiB). 1: the host let
+  ;; it grow past the cap.
   (func $memory_bomb (result i32) (local $i i32)
     (block $refused
       (loop $l
@@ -194,17 +203,15 @@ const COMMON_WAT: &str = r#"
         (local.set $i (i32.add (local.get $i) (i32.const 1)))
         (br_if $l (i32.le_u (local.get $i) (i32.const 64))))
       (return (i32.const 1)))
-    unreachable)
+    (i32.const 0))
   ;; Asks for 2^32-1 table elements (must be refused), then grows to the 1,000,000 cap and
-  ;; one past it (refused), then aborts. 1: the host did not refuse.
+  ;; one past it (refused). 1: the host did not refuse.
   (func $table_bomb (result i32)
     (if (i32.ne (table.grow $t (ref.null func) (i32.const -1)) (i32.const -1))
       (then (return (i32.const 1))))
     (if (i32.eq (table.grow $t (ref.null func) (i32.const 999999)) (i32.const -1))
       (then (return (i32.const 1))))
-    (if (i32.ne (table.grow $t (ref.null func) (i32.const 1)) (i32.const -1))
-      (then (return (i32.const 1))))
-    unreachable)
+    (i32.ne (table.grow $t (ref.null func) (i32.const 1)) (i32.const -1)))
   ;; One fd_write to stdout of 1024 iovecs, each the first 64 KiB of memory (64 MiB asked).
   ;; 1: an error, or more than the 64 KiB a call may take was written.
   (func $fd_write_flood (result i32) (local $i i32) (local $at i32)
@@ -225,6 +232,7 @@ const HTTP_WASM_GUEST: &str = r#"(module
   (import "http_handler" "add_header_value" (func $add_value (param i32 i32 i32 i32 i32)))
   (import "http_handler" "set_header_value" (func $set_value (param i32 i32 i32 i32 i32)))
   (import "http_handler" "write_body" (func $write_body (param i32 i32 i32)))
+  (import "http_handler" "read_body" (func $read_body (param i32 i32 i32) (result i64)))
   (import "http_handler" "set_status_code" (func $set_status (param i32)))
   (import "http_handler" "set_uri" (func $set_uri (param i32 i32)))
   (import "http_handler" "set_method" (func $set_method (param i32 i32)))
@@ -237,6 +245,9 @@ const HTTP_WASM_GUEST: &str = r#"(module
     (i64.const 0))
   (func (export "handle_request") (result i64) (local $f i32) (local $i i32) (local $r i64)
     (call $add_value (i32.const 0) {str:x-touched} {str:1})
+    (global.set $served (i32.add (global.get $served) (i32.const 1)))
+    (if (i32.eq (global.get $served) (i32.const 1))
+      (then (call $add_value (i32.const 0) {str:x-fresh} {str:1})))
     (local.set $r (call $get_values (i32.const 0) {str:x-fault} (i32.const 24576) (i32.const 256)))
     ;; One value, NUL-terminated: its length is the low half less one (none: -1, no match).
     (global.set $vptr (i32.const 24576))
@@ -246,9 +257,16 @@ const HTTP_WASM_GUEST: &str = r#"(module
     ;; The context (high half) tells handle_response to trap.
     (if (i32.eq (local.get $f) {code:trap-response}) (then (return (i64.const 0x100000001))))
     (if (i32.eq (local.get $f) {code:loop}) (then (loop $l (br $l))))
+    ;; The bombs abort once refused, as an allocator does; the `-refused` rows go on.
     (if (i32.eq (local.get $f) {code:memory-bomb}) (then
+      (if (call $memory_bomb) (then (return (call $wrong))))
+      unreachable))
+    (if (i32.eq (local.get $f) {code:memory-refused}) (then
       (if (call $memory_bomb) (then (return (call $wrong))))))
     (if (i32.eq (local.get $f) {code:table-bomb}) (then
+      (if (call $table_bomb) (then (return (call $wrong))))
+      unreachable))
+    (if (i32.eq (local.get $f) {code:table-refused}) (then
       (if (call $table_bomb) (then (return (call $wrong))))))
     (if (i32.eq (local.get $f) {code:header-flood}) (then
       (loop $l
@@ -264,6 +282,10 @@ const HTTP_WASM_GUEST: &str = r#"(module
         (local.set $i (i32.add (local.get $i) (i32.const 1)))
         (br_if $l (i32.lt_u (local.get $i) (i32.const 100000))))
       (return (call $wrong))))
+    (if (i32.eq (local.get $f) {code:body-read-huge}) (then
+      ;; A 2 GiB buffer limit for a 4-byte body: the host must not size anything by it.
+      (local.set $r (call $read_body (i32.const 0) (i32.const 0) (i32.const 0x7fffffff)))
+      (if (i64.ne (local.get $r) (i64.const 0x100000004)) (then (return (call $wrong))))))
     (if (i32.eq (local.get $f) {code:bad-status}) (then
       (call $set_status (i32.const 99999))
       (return (call $wrong))))
@@ -365,11 +387,21 @@ const PROXY_WASM_GUEST: &str = r#"(module
     (local $f i32) (local $i i32)
     (local.set $f (call $fault (local.get $ctx)))
     (drop (call $add_value (i32.const 0) {str:x-touched} {str:1}))
+    (global.set $served (i32.add (global.get $served) (i32.const 1)))
+    (if (i32.eq (global.get $served) (i32.const 1))
+      (then (drop (call $add_value (i32.const 0) {str:x-fresh} {str:1}))))
     (if (i32.eq (local.get $f) {code:trap-request-headers}) (then unreachable))
     (if (i32.eq (local.get $f) {code:loop}) (then (loop $l (br $l))))
+    ;; The bombs abort once refused, as an allocator does; the `-refused` rows go on.
     (if (i32.eq (local.get $f) {code:memory-bomb}) (then
+      (if (call $memory_bomb) (then (return (call $wrong))))
+      unreachable))
+    (if (i32.eq (local.get $f) {code:memory-refused}) (then
       (if (call $memory_bomb) (then (return (call $wrong))))))
     (if (i32.eq (local.get $f) {code:table-bomb}) (then
+      (if (call $table_bomb) (then (return (call $wrong))))
+      unreachable))
+    (if (i32.eq (local.get $f) {code:table-refused}) (then
       (if (call $table_bomb) (then (return (call $wrong))))))
     (if (i32.eq (local.get $f) {code:header-flood}) (then
       (block $refused
@@ -809,10 +841,18 @@ async fn run(abi: Abi, policy: &str, engine: &str) {
                 failed[0]
             ));
         }
-        // Later requests run on fresh instances.
+        // Later requests are served again; after a failure under `reload`, by an instance
+        // that has served nothing before (every instance was replaced).
         let r = send(get(url)).await;
         if let Some(e) = check(&r, Upstream { touched: true }, f) {
             wrong.push(format!("{f}: the request after: {e}"));
+        } else if policy == "reload"
+            && row.expect.contains(&Refused)
+            && !r.body.contains("\nx-fresh: 1\n")
+        {
+            wrong.push(format!(
+                "{f}: the request after ran on an instance that served before the failure"
+            ));
         }
     }
     assert!(
@@ -822,6 +862,76 @@ async fn run(abi: Abi, policy: &str, engine: &str) {
     );
     eprintln!("{abi:?} {policy} {engine}: {:?}", started.elapsed());
 }
+
+/// `reload`: a guest failing again on its fresh instances puts the middleware in backoff;
+/// requests then get the fail-closed answer without entering the guest for 1 s, and the
+/// first request through after that ends it.
+async fn reload_backs_off_while_fresh_instances_keep_failing(abi: Abi, engine: &str) {
+    let up = upstream().await;
+    let dir = write_files(&[("wasmgate.yaml", &install(abi, engine, "reload", up))]);
+    std::fs::write(dir.path().join("guest.wasm"), guest(abi)).unwrap();
+    let t = start_in(dir).await;
+    let row = ROWS
+        .iter()
+        .find(|r| r.abi == abi && r.fault.starts_with("trap-request"))
+        .unwrap();
+    let f = row.fault;
+    let healthy = || send(get(t.url(&format!("/f/{f}"))));
+    let expect = |r: &Reply, want: Answer, what: &str| {
+        if let Some(e) = check(r, want, f) {
+            panic!("{abi:?} {engine}: {what}: {e}");
+        }
+    };
+    // The first failure: 503, fresh instances, no backoff.
+    expect(&hostile(t.addr, row).await, Refused, "first failure");
+    let r = healthy().await;
+    expect(&r, Upstream { touched: true }, "after the first failure");
+    // Fails twice in a row: the fresh instances failed too.
+    expect(&hostile(t.addr, row).await, Refused, "a new streak");
+    expect(
+        &hostile(t.addr, row).await,
+        Refused,
+        "fresh instances failing again",
+    );
+    let backoff = Instant::now();
+    // In backoff: refused without entering the guest (a healthy request would pass it).
+    let r = healthy().await;
+    expect(&r, Refused, "a healthy request in backoff");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    if backoff.elapsed() < Duration::from_millis(900) {
+        let r = healthy().await;
+        expect(&r, Refused, "a healthy request later in the 1 s backoff");
+    }
+    // After the step: tried again, on fresh instances; a request through ends the backoff.
+    tokio::time::sleep(Duration::from_millis(1100).saturating_sub(backoff.elapsed())).await;
+    let r = healthy().await;
+    expect(&r, Upstream { touched: true }, "after the backoff step");
+    assert!(
+        r.body.contains("\nx-fresh: 1\n"),
+        "{abi:?} {engine}: not a fresh instance"
+    );
+    // Ended: one failure is a first failure again (503, then served at once).
+    expect(
+        &hostile(t.addr, row).await,
+        Refused,
+        "a failure after the backoff ended",
+    );
+    expect(
+        &healthy().await,
+        Upstream { touched: true },
+        "right after it",
+    );
+}
+
+async fn http_wasm_reload_backs_off(engine: &str) {
+    reload_backs_off_while_fresh_instances_keep_failing(HttpWasm, engine).await;
+}
+parity!(async http_wasm_reload_backs_off);
+
+async fn proxy_wasm_reload_backs_off(engine: &str) {
+    reload_backs_off_while_fresh_instances_keep_failing(ProxyWasm, engine).await;
+}
+parity!(async proxy_wasm_reload_backs_off);
 
 async fn http_wasm_closed(engine: &str) {
     run(HttpWasm, "closed", engine).await;
