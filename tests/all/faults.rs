@@ -6,14 +6,17 @@
 //! same time. For every row of [`ROWS`] the runner sends [`HEALTHY`] healthy requests (held
 //! 150 ms by the upstream, so they are in flight), then the hostile one, and asserts the
 //! hostile request's answer under the policy, that every healthy request got 200 through the
-//! guest, and that a request after it gets 200 again. Each row has its own middleware (its own
-//! instances and failure record), all on one server per ABI, policy and engine.
+//! guest, and that a request after it gets 200 again (under `reload`, after a failure, from an
+//! instance that served nothing before). Each row has its own middleware (its own instances
+//! and failure record), all on one server per ABI, policy and engine. The reload backoff has
+//! a test of its own; [`known_collateral`] says what the proxy-wasm host does not meet yet.
 //!
 //! The guests mark every request they let through with `x-touched: 1` before doing anything
-//! else: the upstream echoes it, which tells a request that went through the guest from one
-//! that skipped it (`open`: the request as it arrived). A guest that finds the host let through
-//! what it must refuse (more memory than `maxMemoryBytes`, a table past its cap, a flood
-//! without refusal) answers 599, which no row expects.
+//! else (and `x-fresh: 1` the first request of an instance or VM): the upstream echoes them,
+//! which tells a request that went through the guest from one that skipped it (`open`: the
+//! request as it arrived). A guest that finds the host let through what it must refuse (more
+//! memory than `maxMemoryBytes`, a table past its cap, a flood without refusal) answers 599,
+//! which no row expects.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
