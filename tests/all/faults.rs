@@ -166,13 +166,19 @@ const ROWS: &[Row] = &[
     row("table-bomb", ProxyWasm, Get, Trap, FAILS_IN_REQUEST),
     row("table-refused", ProxyWasm, Get, No, GOES_ON),
     // Floods refused with a status (1024 map pairs, maxBodyBytes, 16 calls out, 1024 queues
-    // and 16 MiB queued, 10,000 metrics): the guest takes the refusal and goes on.
+    // and 16 MiB queued, 10,000 metrics, 16 MiB of shared data): the guest takes the refusal
+    // and goes on.
     row("header-flood", ProxyWasm, Get, No, GOES_ON),
     row("fd-write", ProxyWasm, Get, No, GOES_ON),
     row("body-flood", ProxyWasm, Post, No, GOES_ON),
+    row("body-prepend-flood", ProxyWasm, Post, No, GOES_ON),
     row("http-call-flood", ProxyWasm, Get, No, GOES_ON),
     row("queue-flood", ProxyWasm, Get, No, GOES_ON),
     row("metric-flood", ProxyWasm, Get, No, GOES_ON),
+    row("shared-data-flood", ProxyWasm, Get, No, GOES_ON),
+    // 1,100 properties of 64 KiB on the stream, past the host's budget (maxHostBytes, 64 MiB
+    // by default): refused on the way.
+    row("property-flood", ProxyWasm, Get, No, GOES_ON),
     // Paused with nothing pending that could resume it; paused on a call whose response
     // never resumes the stream. (A pause with a tick pending ends after 60 s: too slow here.)
     row("pause-forever", ProxyWasm, Get, Stuck, FAILS_IN_REQUEST),
@@ -361,6 +367,7 @@ const PROXY_WASM_GUEST: &str = r#"(module
   (import "env" "proxy_define_metric" (func $define (param i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_get_property" (func $get_property (param i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_set_property" (func $set_property (param i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_set_shared_data" (func $set_shared (param i32 i32 i32 i32 i32) (result i32)))
   (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
   @COMMON@
   @LOOKUP@
@@ -401,6 +408,16 @@ const PROXY_WASM_GUEST: &str = r#"(module
           (i32.and (i32.shr_u (local.get $i) (i32.shl (local.get $k) (i32.const 2))) (i32.const 15))))
       (local.set $k (i32.add (local.get $k) (i32.const 1)))
       (br_if $l (i32.lt_u (local.get $k) (i32.const 6)))))
+  ;; Sets 1,100 properties of 64 KiB (69 MiB) with distinct names. 1: none was refused.
+  (func $property_flood (result i32) (local $i i32)
+    (block $refused
+      (loop $l
+        (call $name (local.get $i))
+        (br_if $refused (call $set_property (i32.const 900) (i32.const 7) (i32.const 0) (i32.const 65536)))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br_if $l (i32.lt_u (local.get $i) (i32.const 1100))))
+      (return (i32.const 1)))
+    (i32.const 0))
   (func (export "proxy_on_context_create") (param $ctx i32) (param $parent i32) (local $f i32)
     (if (i32.eqz (local.get $parent)) (then (return)))
     (global.set $vlen (i32.const -1))
@@ -476,6 +493,16 @@ const PROXY_WASM_GUEST: &str = r#"(module
           (local.set $i (i32.add (local.get $i) (i32.const 1)))
           (br_if $l (i32.lt_u (local.get $i) (i32.const 20000))))
         (return (call $wrong)))))
+    (if (i32.eq (local.get $f) {code:shared-data-flood}) (then
+      (block $refused
+        (loop $l
+          (call $name (local.get $i))
+          (br_if $refused (call $set_shared (i32.const 900) (i32.const 7) (i32.const 0) (i32.const 65536) (i32.const 0)))
+          (local.set $i (i32.add (local.get $i) (i32.const 1)))
+          (br_if $l (i32.lt_u (local.get $i) (i32.const 2000))))
+        (return (call $wrong)))))
+    (if (i32.eq (local.get $f) {code:property-flood}) (then
+      (if (call $property_flood) (then (return (call $wrong))))))
     (if (i32.eq (local.get $f) {code:pause-forever}) (then (return (i32.const 1))))
     (if (i32.or (i32.eq (local.get $f) {code:pause-after-call})
                 (i32.eq (local.get $f) {code:trap-http-call-response})) (then
@@ -533,6 +560,15 @@ const PROXY_WASM_GUEST: &str = r#"(module
           (br_if $l (i32.lt_u (local.get $i) (i32.const 100000))))
         (return (call $wrong)))
       ;; Refused: the guest replaces the flood with a short body and goes on.
+      (drop (call $set_buffer (i32.const 0) (i32.const 0) (i32.const -1) {str:flooded}))))
+    (if (i32.and (i32.eq (local.get $f) {code:body-prepend-flood}) (local.get $eos)) (then
+      ;; Prepends 64 KiB at a time (each a copy of all before it) until maxBodyBytes refuses.
+      (block $refused
+        (loop $l
+          (br_if $refused (call $set_buffer (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 65536)))
+          (local.set $i (i32.add (local.get $i) (i32.const 1)))
+          (br_if $l (i32.lt_u (local.get $i) (i32.const 100000))))
+        (return (call $wrong)))
       (drop (call $set_buffer (i32.const 0) (i32.const 0) (i32.const -1) {str:flooded}))))
     (i32.const 0))
   (func (export "proxy_on_request_trailers") (param $ctx i32) (param $n i32) (result i32)
