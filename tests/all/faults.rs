@@ -204,8 +204,9 @@ fn known_collateral(row: &Row, policy: &str) -> bool {
 
 /// Code both guests share: the `x-fault` lookup, the bombs and the fd_write flood.
 ///
-/// Memory: 0..1024 scratch and out-params, 1024..3072 fault codes by context, 3072..4096
-/// contexts by http-call token, 8192..16384 iovecs, 16384.. the strings of the template.
+/// Memory (3 pages): 0..1024 scratch and out-params, 1024..3072 fault codes by context,
+/// 3072..4096 contexts by http-call token, 8192..16384 iovecs, 16384..24576 the template's
+/// strings, 24576.. the `x-fault` value (http-wasm), 32768.. the heap (proxy-wasm).
 const COMMON_WAT: &str = r#"
   (memory (export "memory") 3)
   (table $t 1 funcref)
