@@ -879,6 +879,15 @@ async fn run(abi: Abi, policy: &str, engine: &str, strict: bool) {
         let r = hostile(t.addr, row).await;
         if let Some(e) = check(&r, row.expect[p], f) {
             wrong.push(format!("{f}: hostile request: {e}"));
+        } else if row.expect[p] == (Upstream { touched: false })
+            && !matches!(row.send, Get)
+            && !r.body.ends_with("\n\nbody")
+        {
+            // As it arrived: its body too (the echo ends with it).
+            wrong.push(format!(
+                "{f}: the upstream did not get the body sent: {:?}",
+                r.body
+            ));
         }
         let collateral = !strict && known_collateral(row, policy);
         let (mut refused, mut failed) = (0, Vec::new());
