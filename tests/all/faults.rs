@@ -123,8 +123,9 @@ const ROWS: &[Row] = &[
     // http-wasm: a trap in each callback.
     row("trap-request", HttpWasm, Get, Trap, FAILS_IN_REQUEST),
     row("trap-response", HttpWasm, Get, Trap, FAILS_IN_RESPONSE),
-    // Endless loop: the callTimeout deadline traps it.
+    // Endless loop, and a 10 s WASI sleep (poll_oneoff): the callTimeout deadline traps both.
     row("loop", HttpWasm, Get, Trap, FAILS_IN_REQUEST),
+    row("sleep", HttpWasm, Get, Trap, FAILS_IN_REQUEST),
     // memory.grow and table.grow return -1 past the caps; the guest then aborts (traps), or
     // (`-refused`) takes the refusal and goes on.
     row("memory-bomb", HttpWasm, Get, Trap, FAILS_IN_REQUEST),
@@ -160,6 +161,7 @@ const ROWS: &[Row] = &[
     // A trap outside any request: the tick this request sets traps 100 ms after it is answered.
     row("trap-tick", ProxyWasm, Get, Trap, GOES_ON),
     row("loop", ProxyWasm, Get, Trap, FAILS_IN_REQUEST),
+    row("sleep", ProxyWasm, Get, Trap, FAILS_IN_REQUEST),
     row("memory-bomb", ProxyWasm, Get, Trap, FAILS_IN_REQUEST),
     row("memory-refused", ProxyWasm, Get, No, GOES_ON),
     row("table-bomb", ProxyWasm, Get, Trap, FAILS_IN_REQUEST),
@@ -202,10 +204,11 @@ fn known_collateral(row: &Row, policy: &str) -> bool {
         }
 }
 
-/// Code both guests share: the `x-fault` lookup, the bombs and the fd_write flood.
+/// Code both guests share: the `x-fault` lookup, the bombs, the fd_write flood and the sleep.
 ///
 /// Memory (3 pages): 0..1024 scratch and out-params, 1024..3072 fault codes by context,
-/// 3072..4096 contexts by http-call token, 8192..16384 iovecs, 16384..24576 the template's
+/// 3072..4096 contexts by http-call token, 4096..4192 a clock subscription and its event,
+/// 8192..16384 iovecs, 16384..24576 the template's
 /// strings, 24576.. the `x-fault` value (http-wasm), 32768.. the heap (proxy-wasm).
 const COMMON_WAT: &str = r#"
   (memory (export "memory") 3)
@@ -257,6 +260,17 @@ const COMMON_WAT: &str = r#"
     (if (call $fd_write (i32.const 1) (i32.const 8192) (i32.const 1024) (i32.const 1000))
       (then (return (i32.const 1))))
     (i32.gt_u (i32.load (i32.const 1000)) (i32.const 65536)))
+  ;; Sleeps 10 s with poll_oneoff (one relative monotonic clock subscription at 4096, its
+  ;; event at 4160): the call deadline must stop it. 1: the sleep returned.
+  (func $sleep (result i32)
+    (i64.store (i32.const 4096) (i64.const 7))
+    (i32.store8 (i32.const 4104) (i32.const 0))
+    (i32.store (i32.const 4112) (i32.const 1))
+    (i64.store (i32.const 4120) (i64.const 10000000000))
+    (i64.store (i32.const 4128) (i64.const 0))
+    (i32.store16 (i32.const 4136) (i32.const 0))
+    (drop (call $poll_oneoff (i32.const 4096) (i32.const 4160) (i32.const 1) (i32.const 1008)))
+    (i32.const 1))
 "#;
 
 /// The http-wasm guest. `handle_request` marks the request, reads `x-fault` and acts.
@@ -270,6 +284,7 @@ const HTTP_WASM_GUEST: &str = r#"(module
   (import "http_handler" "set_uri" (func $set_uri (param i32 i32)))
   (import "http_handler" "set_method" (func $set_method (param i32 i32)))
   (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll_oneoff (param i32 i32 i32 i32) (result i32)))
   @COMMON@
   @LOOKUP@
   ;; The host let through what it must refuse: an answer no row expects.
@@ -290,6 +305,8 @@ const HTTP_WASM_GUEST: &str = r#"(module
     ;; The context (high half) tells handle_response to trap.
     (if (i32.eq (local.get $f) {code:trap-response}) (then (return (i64.const 0x100000001))))
     (if (i32.eq (local.get $f) {code:loop}) (then (loop $l (br $l))))
+    (if (i32.eq (local.get $f) {code:sleep}) (then
+      (if (call $sleep) (then (return (call $wrong))))))
     ;; The bombs abort once refused, as an allocator does; the `-refused` rows go on.
     (if (i32.eq (local.get $f) {code:memory-bomb}) (then
       (if (call $memory_bomb) (then (return (call $wrong))))
@@ -366,6 +383,7 @@ const PROXY_WASM_GUEST: &str = r#"(module
   (import "env" "proxy_set_property" (func $set_property (param i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_set_shared_data" (func $set_shared (param i32 i32 i32 i32 i32) (result i32)))
   (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll_oneoff (param i32 i32 i32 i32) (result i32)))
   @COMMON@
   @LOOKUP@
   (global $heap (mut i32) (i32.const 32768))
@@ -426,6 +444,8 @@ const PROXY_WASM_GUEST: &str = r#"(module
       (then (drop (call $add_value (i32.const 0) {str:x-fresh} {str:1}))))
     (if (i32.eq (local.get $f) {code:trap-request-headers}) (then unreachable))
     (if (i32.eq (local.get $f) {code:loop}) (then (loop $l (br $l))))
+    (if (i32.eq (local.get $f) {code:sleep}) (then
+      (if (call $sleep) (then (return (call $wrong))))))
     ;; The bombs abort once refused, as an allocator does; the `-refused` rows go on.
     (if (i32.eq (local.get $f) {code:memory-bomb}) (then
       (if (call $memory_bomb) (then (return (call $wrong))))
