@@ -170,6 +170,7 @@ const ROWS: &[Row] = &[
     // and 16 MiB queued, 10,000 metrics, 16 MiB of shared data): the guest takes the refusal
     // and goes on.
     row("header-flood", ProxyWasm, Get, No, GOES_ON),
+    row("response-header-flood", ProxyWasm, Get, No, GOES_ON),
     row("fd-write", ProxyWasm, Get, No, GOES_ON),
     row("body-flood", ProxyWasm, Post, No, GOES_ON),
     row("body-prepend-flood", ProxyWasm, Post, No, GOES_ON),
@@ -580,7 +581,18 @@ const PROXY_WASM_GUEST: &str = r#"(module
     (if (i32.eq (call $fault (local.get $ctx)) {code:trap-request-trailers}) (then unreachable))
     (i32.const 0))
   (func (export "proxy_on_response_headers") (param $ctx i32) (param $n i32) (param $eos i32) (result i32)
-    (if (i32.eq (call $fault (local.get $ctx)) {code:trap-response-headers}) (then unreachable))
+    (local $f i32) (local $i i32)
+    (local.set $f (call $fault (local.get $ctx)))
+    (if (i32.eq (local.get $f) {code:trap-response-headers}) (then unreachable))
+    (if (i32.eq (local.get $f) {code:response-header-flood}) (then
+      (block $refused
+        (loop $l
+          (br_if $refused (call $add_value (i32.const 2) {str:x-flood}
+            {str:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa}))
+          (local.set $i (i32.add (local.get $i) (i32.const 1)))
+          (br_if $l (i32.lt_u (local.get $i) (i32.const 40000))))
+        (return (call $wrong)))
+      (drop (call $remove_value (i32.const 2) {str:x-flood}))))
     (i32.const 0))
   (func (export "proxy_on_response_body") (param $ctx i32) (param $size i32) (param $eos i32) (result i32)
     (if (i32.eq (call $fault (local.get $ctx)) {code:trap-response-body}) (then unreachable))
