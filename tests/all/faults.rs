@@ -167,8 +167,8 @@ const ROWS: &[Row] = &[
     row("table-bomb", ProxyWasm, Get, Trap, FAILS_IN_REQUEST),
     row("table-refused", ProxyWasm, Get, No, GOES_ON),
     // Floods refused with a status (1024 map pairs, maxBodyBytes, 16 calls out, 1024 queues
-    // and 16 MiB queued, 10,000 metrics, 16 MiB of shared data): the guest takes the refusal
-    // and goes on.
+    // and 16 MiB queued, 10,000 metrics, 16 MiB of shared data, maxHostBytes): the guest
+    // takes the refusal and goes on.
     row("header-flood", ProxyWasm, Get, No, GOES_ON),
     row("response-header-flood", ProxyWasm, Get, No, GOES_ON),
     row("fd-write", ProxyWasm, Get, No, GOES_ON),
@@ -178,6 +178,10 @@ const ROWS: &[Row] = &[
     row("queue-flood", ProxyWasm, Get, No, GOES_ON),
     row("metric-flood", ProxyWasm, Get, No, GOES_ON),
     row("shared-data-flood", ProxyWasm, Get, No, GOES_ON),
+    // 100 properties of 64 KiB on the stream, and on the root context (which keeps them
+    // across requests): refused at maxHostBytes (4 MiB here).
+    row("property-flood", ProxyWasm, Get, No, GOES_ON),
+    row("root-property-flood", ProxyWasm, Get, No, GOES_ON),
     // Paused with nothing pending that could resume it; paused on a call whose response
     // never resumes the stream. (A pause with a tick pending ends after 60 s: too slow here.)
     row("pause-forever", ProxyWasm, Get, Stuck, FAILS_IN_REQUEST),
@@ -424,6 +428,16 @@ const PROXY_WASM_GUEST: &str = r#"(module
           (i32.and (i32.shr_u (local.get $i) (i32.shl (local.get $k) (i32.const 2))) (i32.const 15))))
       (local.set $k (i32.add (local.get $k) (i32.const 1)))
       (br_if $l (i32.lt_u (local.get $k) (i32.const 6)))))
+  ;; Sets 100 properties of 64 KiB (6.25 MiB) with distinct names. 1: none was refused.
+  (func $property_flood (result i32) (local $i i32)
+    (block $refused
+      (loop $l
+        (call $name (local.get $i))
+        (br_if $refused (call $set_property (i32.const 900) (i32.const 7) (i32.const 0) (i32.const 65536)))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br_if $l (i32.lt_u (local.get $i) (i32.const 100))))
+      (return (i32.const 1)))
+    (i32.const 0))
   (func (export "proxy_on_context_create") (param $ctx i32) (param $parent i32) (local $f i32)
     (if (i32.eqz (local.get $parent)) (then (return)))
     (global.set $vlen (i32.const -1))
@@ -509,9 +523,12 @@ const PROXY_WASM_GUEST: &str = r#"(module
           (local.set $i (i32.add (local.get $i) (i32.const 1)))
           (br_if $l (i32.lt_u (local.get $i) (i32.const 2000))))
         (return (call $wrong)))))
+    (if (i32.eq (local.get $f) {code:property-flood}) (then
+      (if (call $property_flood) (then (return (call $wrong))))))
     (if (i32.eq (local.get $f) {code:pause-forever}) (then (return (i32.const 1))))
-    (if (i32.or (i32.eq (local.get $f) {code:pause-after-call})
-                (i32.eq (local.get $f) {code:trap-http-call-response})) (then
+    (if (i32.or (i32.or (i32.eq (local.get $f) {code:pause-after-call})
+                        (i32.eq (local.get $f) {code:trap-http-call-response}))
+                (i32.eq (local.get $f) {code:root-property-flood})) (then
       (if (call $call (local.get $ctx)) (then (return (call $wrong))))
       (return (i32.const 1))))
     (if (i32.eq (local.get $f) {code:bad-input}) (then
@@ -607,10 +624,17 @@ const PROXY_WASM_GUEST: &str = r#"(module
   (func (export "proxy_on_tick") (param $root i32)
     (if (global.get $tick_armed) (then unreachable)))
   (func (export "proxy_on_http_call_response") (param $root i32) (param $token i32) (param $nh i32) (param $bs i32) (param $nt i32)
-    (local $ctx i32) (local $f i32)
+    (local $ctx i32) (local $f i32) (local $flooded i32)
     (local.set $ctx (i32.load (call $token_slot (local.get $token))))
     (local.set $f (call $fault (local.get $ctx)))
     (if (i32.eq (local.get $f) {code:trap-http-call-response}) (then unreachable))
+    ;; root-property-flood: the root context (no stream is effective here) floods its own
+    ;; properties, which outlive every request; then resumes the stream.
+    (if (i32.eq (local.get $f) {code:root-property-flood}) (then
+      (local.set $flooded (call $property_flood))
+      (drop (call $effective (local.get $ctx)))
+      (if (local.get $flooded) (then (drop (call $wrong)) (return)))
+      (drop (call $continue (i32.const 0)))))
     ;; pause-after-call: the response comes and the guest never resumes the stream.
     ;; http-call-flood: nothing to do; the stream goes on when every response came.
   ))"#;
@@ -763,6 +787,7 @@ plugins:
     callTimeout: 200ms
     maxMemoryBytes: 67108864
     maxBodyBytes: 1048576
+    maxHostBytes: 4194304
 http:
   services:
     up:
