@@ -14,6 +14,7 @@ mod cli;
 mod conformance;
 mod conformance_target;
 mod edge;
+mod faults;
 mod health;
 mod http_wasm_plugins;
 mod inspect;
