@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::StatusCode;
+use http_body::Body as _;
 use hyper::body::Incoming;
 use wasmgate_abi::{Body, Next, ProxyError, Request, Response};
 
@@ -38,16 +39,45 @@ pub async fn serve(
     let smuggles = req.version() < http::Version::HTTP_2 && conn.framing.next_request_smuggles();
     let clock = conn.clock.clone();
     let Ok(mut resp) = handle(conn, req, smuggles).await;
-    // Answered without reading the whole body (a guest that failed, a short-circuit): hyper
-    // closes the connection after this response, so the client is told, rather than finding
-    // out when its next request on the connection fails.
-    if has_body && clock.request_body_unread() {
-        resp.headers_mut().insert(
-            http::header::CONNECTION,
-            http::HeaderValue::from_static("close"),
-        );
+    // Answered with the body dropped unread (a guest that failed, a short-circuit): as Go's
+    // server, read what is left of a small one so the connection can carry the next request;
+    // past that, hyper closes the connection after this response, and the client is told
+    // rather than finding out when its next request on the connection fails.
+    if has_body {
+        if let Some(rest) = clock.take_abandoned_body() {
+            if !drain(rest, MAX_DRAIN_BYTES).await {
+                resp.headers_mut().insert(
+                    http::header::CONNECTION,
+                    http::HeaderValue::from_static("close"),
+                );
+            }
+        }
     }
     Ok(resp.map(|b| ResponseBody::new(b, in_flight)))
+}
+
+/// The most of an abandoned request body read (and thrown away) to keep its connection: Go's
+/// `maxPostHandlerReadBytes`.
+const MAX_DRAIN_BYTES: u64 = 256 << 10;
+
+/// Reads `body` to its end if it ends within `limit` bytes; false if it does not (or fails).
+/// The connection's read deadline bounds the wait for a slow client.
+async fn drain(mut body: Incoming, limit: u64) -> bool {
+    use http_body_util::BodyExt;
+    if body.size_hint().lower() > limit {
+        return false;
+    }
+    let mut read = 0u64;
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else { return false };
+        if let Some(data) = frame.data_ref() {
+            read += data.len() as u64;
+            if read > limit {
+                return false;
+            }
+        }
+    }
+    true
 }
 
 /// Serves one request that arrived on a connection; `smuggles` when its head carried both

@@ -83,6 +83,10 @@ struct ClockState {
     write_deadline: Option<Instant>,
     /// The connection's reader, waiting with no deadline: woken when one starts to apply.
     reader: Option<Waker>,
+    /// HTTP/1: the rest of the current request's body, dropped before its end by whoever
+    /// had it (a middleware that answered without it); drained before the response so the
+    /// connection can carry the next request (see [`ConnClock::take_abandoned_body`]).
+    abandoned: Option<Incoming>,
 }
 
 /// The deadlines of one client connection, shared by its socket and its requests.
@@ -109,6 +113,7 @@ impl ConnClock {
                 idle_since: Instant::now(),
                 write_deadline: None,
                 reader: None,
+                abandoned: None,
             }),
         })
     }
@@ -134,6 +139,7 @@ impl ConnClock {
     pub fn request_started(self: &Arc<Self>, version: http::Version, has_body: bool) -> InFlight {
         let mut s = self.lock();
         s.in_flight += 1;
+        s.abandoned = None;
         if version >= http::Version::HTTP_2 {
             s.http2 = true;
         } else {
@@ -156,11 +162,18 @@ impl ConnClock {
         }
     }
 
-    /// The current HTTP/1 request's body was not read to its end (a middleware answered
-    /// without it): the connection cannot carry another request.
-    pub fn request_body_unread(&self) -> bool {
-        let s = self.lock();
-        !s.http2 && matches!(s.phase, Phase::Reading(_))
+    /// The rest of the current HTTP/1 request's body if it was dropped before its end (a
+    /// middleware answered without it). Unless it is read, hyper cannot read the next request
+    /// on the connection.
+    pub fn take_abandoned_body(&self) -> Option<Incoming> {
+        self.lock().abandoned.take()
+    }
+
+    fn request_body_dropped(&self, rest: Incoming) {
+        let mut s = self.lock();
+        if !s.http2 && matches!(s.phase, Phase::Reading(_)) {
+            s.abandoned = Some(rest);
+        }
     }
 
     fn bytes_arrived(&self) {
@@ -336,7 +349,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Timed<S> {
 /// A client's request body: tells the clock when it has been read, and on HTTP/2 fails
 /// past the stream's `readTimeout`.
 pub struct ClientBody {
-    inner: Incoming,
+    /// Always there but in `drop`, which hands an unfinished one to the clock.
+    inner: Option<Incoming>,
     clock: Arc<ConnClock>,
     deadline: Option<Instant>,
     timer: Option<Pin<Box<Sleep>>>,
@@ -352,7 +366,7 @@ impl ClientBody {
             None
         };
         ClientBody {
-            inner,
+            inner: Some(inner),
             clock,
             deadline,
             timer: None,
@@ -364,6 +378,16 @@ impl ClientBody {
         if !self.done {
             self.done = true;
             self.clock.request_body_done();
+        }
+    }
+}
+
+impl Drop for ClientBody {
+    fn drop(&mut self) {
+        if let Some(rest) = self.inner.take() {
+            if !self.done && !http_body::Body::is_end_stream(&rest) {
+                self.clock.request_body_dropped(rest);
+            }
         }
     }
 }
@@ -382,13 +406,16 @@ impl http_body::Body for ClientBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_frame(cx) {
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match Pin::new(&mut *inner).poll_frame(cx) {
             Poll::Ready(None) => {
                 this.finish();
                 Poll::Ready(None)
             }
             Poll::Ready(Some(Ok(frame))) => {
-                if this.inner.is_end_stream() {
+                if inner.is_end_stream() {
                     this.finish();
                 }
                 Poll::Ready(Some(Ok(frame)))
@@ -404,11 +431,13 @@ impl http_body::Body for ClientBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), |b| b.size_hint())
     }
 }
 
