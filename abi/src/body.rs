@@ -81,6 +81,25 @@ impl Body {
         }
     }
 
+    /// What was read off the front of `rest` put back: `chunks` first, then `trailers` (which
+    /// end the body) or else the rest of `rest`. Just `rest` when nothing was read.
+    pub fn put_back(
+        chunks: impl IntoIterator<Item = Bytes>,
+        trailers: Option<http::HeaderMap>,
+        rest: Body,
+    ) -> Body {
+        let chunks: std::collections::VecDeque<Bytes> =
+            chunks.into_iter().filter(|c| !c.is_empty()).collect();
+        if chunks.is_empty() && trailers.is_none() {
+            return rest;
+        }
+        Body::from_stream(PutBack {
+            chunks,
+            trailers,
+            rest,
+        })
+    }
+
     /// The names of the trailers this body will end with, comma-separated, when they are known
     /// before it is sent (a buffered body a middleware put back). HTTP/1 sends only trailers
     /// the head declares in a `Trailer` field, so the edge of the proxy declares these.
@@ -213,6 +232,49 @@ impl DataThenTrailers {
             return Some(Frame::data(d));
         }
         self.trailers.take().map(Frame::trailers)
+    }
+}
+
+/// See [`Body::put_back`].
+struct PutBack {
+    chunks: std::collections::VecDeque<Bytes>,
+    trailers: Option<http::HeaderMap>,
+    rest: Body,
+}
+
+impl http_body::Body for PutBack {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        if let Some(c) = self.chunks.pop_front() {
+            return Poll::Ready(Some(Ok(Frame::data(c))));
+        }
+        // Trailers end a stream: once read, the rest has nothing left.
+        if let Some(t) = self.trailers.take() {
+            return Poll::Ready(Some(Ok(Frame::trailers(t))));
+        }
+        Pin::new(&mut self.rest).poll_frame(cx)
+    }
+
+    // Passes the end of the stream on, so a proxy-wasm filter later in the chain gets
+    // end_of_stream with the last chunk (as Envoy) rather than in a separate empty call.
+    fn is_end_stream(&self) -> bool {
+        self.chunks.is_empty() && self.trailers.is_none() && self.rest.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let kept: u64 = self.chunks.iter().map(|c| c.len() as u64).sum();
+        let rest = http_body::Body::size_hint(&self.rest);
+        let mut h = SizeHint::new();
+        h.set_lower(rest.lower() + kept);
+        if let Some(upper) = rest.upper() {
+            h.set_upper(upper + kept);
+        }
+        h
     }
 }
 

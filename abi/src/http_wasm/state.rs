@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use http::{StatusCode, Uri};
 use http_body_util::BodyExt;
 
@@ -116,10 +116,7 @@ impl RequestBody {
         if self.pending.len() > keep {
             let excess = self.pending.split_off(keep).freeze();
             let rest = self.stream.take().unwrap_or_default();
-            self.stream = Some(Body::from_stream(Prefixed {
-                prefix: Some(excess),
-                rest,
-            }));
+            self.stream = Some(Body::put_back([excess], None, rest));
         }
         Ok(())
     }
@@ -184,10 +181,7 @@ impl RequestBody {
     pub fn original(&mut self, read_ahead: Bytes) -> Body {
         match self.stream.take() {
             Some(rest) if read_ahead.is_empty() => rest,
-            Some(rest) => Body::from_stream(Prefixed {
-                prefix: Some(read_ahead),
-                rest,
-            }),
+            Some(rest) => Body::put_back([read_ahead], None, rest),
             None => Body::from(BufferedBody {
                 data: read_ahead,
                 trailers: self.trailers.clone(),
@@ -360,10 +354,7 @@ impl Exchange {
             let pending = std::mem::take(&mut self.body.pending).freeze();
             req.body = match self.body.stream.take() {
                 Some(rest) if pending.is_empty() => rest,
-                Some(rest) => Body::from_stream(Prefixed {
-                    prefix: Some(pending),
-                    rest,
-                }),
+                Some(rest) => Body::put_back([pending], None, rest),
                 // Read to its end (the guest asked for the trailers): keep them for next.
                 None => Body::from(BufferedBody {
                     data: pending,
@@ -416,33 +407,6 @@ fn fix_content_length(headers: &mut Headers, len: Option<u64>) {
         None => {
             headers.remove("content-length");
         }
-    }
-}
-
-/// A body that yields `prefix` first, then `rest`.
-struct Prefixed {
-    prefix: Option<Bytes>,
-    rest: Body,
-}
-
-impl http_body::Body for Prefixed {
-    type Data = Bytes;
-    type Error = crate::body::BodyError;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
-        if let Some(p) = self.prefix.take().filter(|p| p.has_remaining()) {
-            return std::task::Poll::Ready(Some(Ok(http_body::Frame::data(p))));
-        }
-        std::pin::Pin::new(&mut self.rest).poll_frame(cx)
-    }
-
-    // Passes the end of the stream on, so a proxy-wasm filter later in the chain gets
-    // end_of_stream with the last chunk (as Envoy) rather than in a separate empty call.
-    fn is_end_stream(&self) -> bool {
-        self.prefix.as_ref().is_none_or(|p| p.is_empty()) && self.rest.is_end_stream()
     }
 }
 

@@ -28,17 +28,13 @@
 //! are recorded by the stream that found them. A stream that fails on a sound VM (a pause)
 //! has its context ended properly; the VM goes on with its other streams.
 
-use std::collections::VecDeque;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime};
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use http::StatusCode;
-use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt;
 use tokio::sync::Notify;
 
@@ -49,7 +45,7 @@ use super::maps::{
 use super::state::{Direction, PendingCall, Phase, RequestInfo, Stream};
 use super::vm::{Guest, Vm, VmSet};
 use super::MAX_PAUSE;
-use crate::body::{Body, BodyError, BufferError, BufferedBody};
+use crate::body::{Body, BufferError, BufferedBody};
 use crate::error::{ErrorSource, ProxyError};
 use crate::guest::{
     closed_response, CustomKind, FailurePolicy, Failures, MiddlewareStats, Verdict,
@@ -291,63 +287,6 @@ struct Kept {
     trailers: Option<Headers>,
 }
 
-/// A body as it arrived: the chunks already read, then the trailers read or the rest of the
-/// stream.
-struct Replay {
-    chunks: VecDeque<Bytes>,
-    trailers: Option<http::HeaderMap>,
-    rest: Body,
-}
-
-impl Replay {
-    /// `rest` behind what `kept` holds (just `rest` when nothing was read).
-    fn body(kept: Kept, rest: Body) -> Body {
-        if kept.chunks.is_empty() && kept.trailers.is_none() {
-            return rest;
-        }
-        Body::from_stream(Replay {
-            chunks: kept.chunks.into(),
-            // They came as a HeaderMap, so they convert back.
-            trailers: kept.trailers.map(|t| t.to_header_map().unwrap_or_default()),
-            rest,
-        })
-    }
-}
-
-impl http_body::Body for Replay {
-    type Data = Bytes;
-    type Error = BodyError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        if let Some(c) = self.chunks.pop_front() {
-            return Poll::Ready(Some(Ok(Frame::data(c))));
-        }
-        // Trailers end a stream: once read, the rest has nothing left.
-        if let Some(t) = self.trailers.take() {
-            return Poll::Ready(Some(Ok(Frame::trailers(t))));
-        }
-        Pin::new(&mut self.rest).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.chunks.is_empty() && self.trailers.is_none() && self.rest.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        let kept: u64 = self.chunks.iter().map(|c| c.len() as u64).sum();
-        let rest = http_body::Body::size_hint(&self.rest);
-        let mut h = SizeHint::new();
-        h.set_lower(rest.lower() + kept);
-        if let Some(upper) = rest.upper() {
-            h.set_upper(upper + kept);
-        }
-        h
-    }
-}
-
 /// One stream on one VM.
 struct StreamRun {
     set: Arc<VmSet>,
@@ -468,7 +407,12 @@ impl StreamRun {
     /// The body as it came: what the phase kept, then `rest` (just `rest` when not `open`).
     fn replay(&mut self, rest: Body) -> Body {
         match self.kept.take() {
-            Some(kept) => Replay::body(kept, rest),
+            // The trailers came as a HeaderMap, so they convert back.
+            Some(kept) => Body::put_back(
+                kept.chunks,
+                kept.trailers.map(|t| t.to_header_map().unwrap_or_default()),
+                rest,
+            ),
             None => rest,
         }
     }
