@@ -308,7 +308,16 @@ pub fn build(src: &RoutingSource, ctx: &BuildContext<'_>) -> Result<Snapshot, Co
             b.error(format!("{here}.service"), msg);
         }
         let entry_points: Vec<String> = if r.entry_points.is_empty() {
-            ctx.entry_points.keys().cloned().collect()
+            // As Traefik: every entry point but the internal one (`ping`, `metrics`), unless
+            // it is the only one.
+            let all = ctx.entry_points.keys();
+            if ctx.entry_points.len() > 1 {
+                all.filter(|e| *e != crate::config::INTERNAL_ENTRY_POINT)
+                    .cloned()
+                    .collect()
+            } else {
+                all.cloned().collect()
+            }
         } else {
             r.entry_points.clone()
         };

@@ -23,6 +23,7 @@ metrics:
 {extra}http:
   routers:
     api: {{ rule: "PathPrefix(`/api`)", service: up, entryPoints: [web] }}
+    any: {{ rule: "PathPrefix(`/any`)", service: echo@internal }}
   services:
     up: {{ loadBalancer: {{ servers: [{{ url: "http://{up}" }}] }} }}
 "#
@@ -120,6 +121,10 @@ async fn ping_answers_on_the_internal_entry_point_and_terminates_at_shutdown() {
     assert_eq!((r.status, r.body.as_str()), (200, "OK"));
     // Not on the other entry points: there the routers have it (none matches: 404).
     assert_eq!(send(get(t.url("/ping"))).await.status, 404);
+    // A router without entryPoints serves every entry point but the internal one, as Traefik.
+    assert_eq!(send(get(t.url("/any"))).await.status, 200);
+    let r = send(get(format!("http://{internal}/any"))).await;
+    assert_eq!(r.status, 404);
     // Shutting down: for requestAcceptGraceTimeout (1s) the entry point still accepts, and
     // /ping answers 503 so that a load balancer stops sending.
     let server = t.server.take().unwrap();
