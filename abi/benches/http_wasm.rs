@@ -80,6 +80,16 @@ fn bench(c: &mut Criterion) {
                 b.to_async(&rt)
                     .iter(|| async { Next::new(&chain, &endpoint).run(request()).await.unwrap() })
             });
+            // Ten in a row: what each link of a longer chain costs.
+            let ten: Vec<Arc<dyn Middleware>> = (0..10)
+                .map(|_| {
+                    Arc::new(plugin.middleware("bench", Vec::new()).unwrap()) as Arc<dyn Middleware>
+                })
+                .collect();
+            c.bench_function(&format!("chain/{engine}/{name}_x10"), |b| {
+                b.to_async(&rt)
+                    .iter(|| async { Next::new(&ten, &endpoint).run(request()).await.unwrap() })
+            });
         }
     }
 }
