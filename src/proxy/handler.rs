@@ -12,6 +12,7 @@ use super::edge;
 use super::internal;
 use super::server::ConnectionContext;
 use super::timeouts::{ClientBody, ResponseBody};
+use super::upgrade;
 use crate::access_log::AccessEntry;
 use crate::http_convert as convert;
 use crate::metrics::RequestRecord;
@@ -93,8 +94,16 @@ pub async fn handle(
     let entry_point = &conn.entry_point;
     let source = conn.peer;
     let version = req.version();
+    let mut req = req;
+    // An upgrade (WebSocket): the client's side of it is taken now, before the chain owns the
+    // request; the request carries the protocol for the upstream (see `upgrade`).
+    let upgrading = upgrade::requested(&req).map(|proto| (proto, hyper::upgrade::on(&mut req)));
     let req = req.map(|b| ClientBody::new(b, conn.clock.clone(), version));
     let mut req = convert::request_from_hyper(req, source, conn.local);
+    if let Some((proto, _)) = &upgrading {
+        req.extensions
+            .insert(upgrade::UpgradeRequested(proto.clone()));
+    }
     // What the access log needs from the request, taken before the chain owns it.
     let logged = conn.gateway.access_log.as_ref().map(|_| {
         let header = |n: &str| req.headers.get_str(n).map(str::to_string);
@@ -142,13 +151,30 @@ pub async fn handle(
             )
         }
     };
-    let resp = match result {
+    let mut resp = match result {
         Ok(resp) => resp,
         Err(e) => {
             log_error(&e, router.as_deref());
             error_response(e.status)
         }
     };
+    if resp.status == StatusCode::SWITCHING_PROTOCOLS {
+        let upstream = resp.extensions.remove::<hyper::upgrade::OnUpgrade>();
+        let accepted = resp.extensions.remove::<upgrade::UpgradeAccepted>();
+        match (upgrading, upstream, accepted) {
+            (Some((_, client)), Some(upstream), Some(upgrade::UpgradeAccepted(proto))) => {
+                upgrade::set_upgrade_headers(&mut resp.headers, &proto);
+                conn.clock.upgraded();
+                upgrade::splice(client, upstream, source);
+            }
+            // A 101 nothing can follow (a middleware set it, or the request asked for none).
+            _ => {
+                let e = ProxyError::bad_gateway("a 101 without an upgraded upstream connection");
+                log_error(&e, router.as_deref());
+                resp = error_response(e.status);
+            }
+        }
+    }
     let upstream = resp.extensions.get::<UpstreamUsed>().map(|u| u.0.clone());
     let resp = match convert::response_to_hyper(resp) {
         Ok(r) => r,

@@ -6,5 +6,6 @@ pub mod handler;
 pub mod internal;
 pub mod server;
 pub mod timeouts;
+pub mod upgrade;
 
 pub use server::{start, RunningServer, StartError};

@@ -259,8 +259,9 @@ async fn serve_entry_point(
         let stream = Timed::new(stream, conn_ctx.clock.clone());
         let service =
             hyper::service::service_fn(move |req| super::handler::serve(conn_ctx.clone(), req));
+        // With upgrades: a WebSocket's 101 hands the connection over (see `upgrade`).
         let conn = builder
-            .serve_connection(TokioIo::new(stream), service)
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {

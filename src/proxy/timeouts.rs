@@ -69,6 +69,9 @@ enum Phase {
     Reading(Option<Instant>),
     /// The request is read; its response is on its way.
     Handling,
+    /// Upgraded (a WebSocket, say): the connection carries another protocol now, which keeps
+    /// its own time; no deadline applies any more.
+    Upgraded,
 }
 
 #[derive(Debug)]
@@ -130,7 +133,7 @@ impl ConnClock {
         match s.phase {
             Phase::Waiting => idle(),
             Phase::Reading(deadline) => deadline,
-            Phase::Handling => None,
+            Phase::Handling | Phase::Upgraded => None,
         }
     }
 
@@ -159,6 +162,17 @@ impl ConnClock {
         let mut s = self.lock();
         if !s.http2 && matches!(s.phase, Phase::Reading(_)) {
             s.phase = Phase::Handling;
+        }
+    }
+
+    /// The connection was upgraded (its 101 is on its way): from now on it carries another
+    /// protocol, and no read, write or idle deadline applies.
+    pub fn upgraded(&self) {
+        let mut s = self.lock();
+        s.phase = Phase::Upgraded;
+        s.write_deadline = None;
+        if let Some(w) = s.reader.take() {
+            w.wake();
         }
     }
 
@@ -199,7 +213,7 @@ impl Drop for InFlight {
         s.in_flight = s.in_flight.saturating_sub(1);
         if s.in_flight == 0 {
             s.idle_since = Instant::now();
-            if !s.http2 {
+            if !s.http2 && !matches!(s.phase, Phase::Upgraded) {
                 s.phase = Phase::Waiting;
                 s.write_deadline = None;
             }

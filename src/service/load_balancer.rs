@@ -11,6 +11,7 @@ use super::health::{self, Checked, Health, HealthCheck};
 use super::timed_body::{SignalOnEnd, StallCut};
 use super::transport::Transport;
 use crate::http_convert as convert;
+use crate::proxy::upgrade::{self, UpgradeAccepted, UpgradeRequested};
 
 /// One upstream server, parsed.
 #[derive(Debug, Clone)]
@@ -162,7 +163,20 @@ impl Endpoint for LoadBalancer {
         };
         let target = server.target(req.path_and_query())?;
         let trailers = convert::accepts_trailers(&req.headers);
+        let upgrading = req
+            .extensions
+            .get::<UpgradeRequested>()
+            .map(|u| u.0.clone());
         convert::strip_hop_by_hop(&mut req.headers);
+        if let Some(proto) = &upgrading {
+            if server.h2c {
+                return Err(ProxyError::bad_gateway(format!(
+                    "{}: an upgrade ({proto:?}) needs an HTTP/1.1 upstream, not h2c",
+                    server.url
+                )));
+            }
+            upgrade::set_upgrade_headers(&mut req.headers, proto);
+        }
         if trailers {
             // As Envoy: TE is hop by hop, but the client's `trailers` is kept, or the upstream
             // would not send the trailers the client asked for.
@@ -232,11 +246,18 @@ impl Endpoint for LoadBalancer {
             }
             Ok(Ok(resp)) => resp,
         };
+        let accepted = (resp.status() == StatusCode::SWITCHING_PROTOCOLS)
+            .then(|| resp.headers().get(http::header::UPGRADE).cloned())
+            .flatten();
         let mut resp = match self.transport.body_stall_timeout {
             Some(limit) => convert::response_from_hyper(resp.map(|b| StallCut::new(b, limit))),
             None => convert::response_from_hyper(resp),
         };
         convert::strip_arriving_hop_by_hop(&mut resp.headers);
+        if let (Some(proto), true) = (accepted, upgrading.is_some()) {
+            // hyper keeps the upstream's side of the upgrade in the extensions.
+            resp.extensions.insert(UpgradeAccepted(proto));
+        }
         resp.extensions.insert(UpstreamUsed(server.url.clone()));
         Ok(resp)
     }

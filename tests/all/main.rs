@@ -27,3 +27,4 @@ mod proxy_wasm_plugins;
 mod reload;
 mod routing;
 mod timeouts;
+mod upgrade;
