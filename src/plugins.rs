@@ -85,6 +85,7 @@ fn options(decl: Option<&PluginDecl>) -> PluginOptions {
     if let Some(p) = d.failure_policy {
         o.failure_policy = p.into();
     }
+    o.log_level = d.log_level.map(Into::into);
     o.env = d.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     o
 }

@@ -224,7 +224,8 @@ http:
     fn failure_policies_on_declarations_and_plugin_middlewares() {
         let text = r#"
 plugins:
-  p: { path: p.wasm, failurePolicy: reload }
+  p: { path: p.wasm, failurePolicy: reload, logLevel: DEBUG }
+  q: { path: q.wasm, logLevel: off }
 http:
   middlewares:
     a: { plugin: { p: {} }, failurePolicy: open }
@@ -235,6 +236,9 @@ http:
             c.plugins["p"].failure_policy,
             Some(FailurePolicyChoice::Reload)
         );
+        // logLevel in Traefik's spelling or lower case.
+        assert_eq!(c.plugins["p"].log_level, Some(PluginLogLevel::Debug));
+        assert_eq!(c.plugins["q"].log_level, Some(PluginLogLevel::Off));
         let m = &c.http.unwrap().middlewares;
         assert_eq!(m["a"].failure_policy, Some(FailurePolicyChoice::Open));
         assert!(matches!(m["a"].kind(), Ok(MiddlewareKind::Plugin(_))));

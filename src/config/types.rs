@@ -428,6 +428,53 @@ pub struct PluginDecl {
     /// middleware says otherwise (default `closed`).
     #[serde(default)]
     pub failure_policy: Option<FailurePolicyChoice>,
+    /// The most verbose level the plugin logs at (default: as `--log-level` allows).
+    #[serde(default)]
+    pub log_level: Option<PluginLogLevel>,
+}
+
+/// A plugin's `logLevel`, in Traefik's spelling or lower case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PluginLogLevel {
+    /// Everything.
+    #[serde(alias = "TRACE")]
+    Trace,
+    /// Debug and above.
+    #[serde(alias = "DEBUG")]
+    Debug,
+    /// Info and above.
+    #[serde(alias = "INFO")]
+    Info,
+    /// Warnings and errors.
+    #[serde(alias = "WARN")]
+    Warn,
+    /// Errors only (Traefik's `FATAL` and `PANIC` mean the same here).
+    #[serde(
+        alias = "ERROR",
+        alias = "FATAL",
+        alias = "PANIC",
+        alias = "fatal",
+        alias = "panic"
+    )]
+    Error,
+    /// Nothing.
+    #[serde(alias = "OFF")]
+    Off,
+}
+
+impl From<PluginLogLevel> for tracing::level_filters::LevelFilter {
+    fn from(l: PluginLogLevel) -> Self {
+        use tracing::level_filters::LevelFilter;
+        match l {
+            PluginLogLevel::Trace => LevelFilter::TRACE,
+            PluginLogLevel::Debug => LevelFilter::DEBUG,
+            PluginLogLevel::Info => LevelFilter::INFO,
+            PluginLogLevel::Warn => LevelFilter::WARN,
+            PluginLogLevel::Error => LevelFilter::ERROR,
+            PluginLogLevel::Off => LevelFilter::OFF,
+        }
+    }
 }
 
 /// Traefik's `experimental` section.

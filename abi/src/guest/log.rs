@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 
+use tracing::level_filters::LevelFilter;
 use tracing::Level;
 use wasmgate_engines::wasi::{LogSink, WasiStream};
 
@@ -26,6 +27,21 @@ pub fn max_enabled_level() -> Option<Level> {
     ]
     .into_iter()
     .find(|l| enabled(*l))
+}
+
+/// The most verbose level a guest may log at: the plugin's `logLevel` (`configured`), within
+/// what the process's log filter lets through (a plugin cannot log more than the process
+/// shows); `None`: nothing.
+pub fn guest_max_level(configured: Option<LevelFilter>) -> Option<Level> {
+    let process = max_enabled_level();
+    match configured {
+        None => process,
+        Some(filter) => {
+            let plugin = filter.into_level()?;
+            // tracing orders levels by verbosity: the smaller is the stricter.
+            process.map(|p| p.min(plugin))
+        }
+    }
 }
 
 /// Whether guest log lines at `level` are enabled.
@@ -97,6 +113,27 @@ mod tests {
         let subscriber = tracing_subscriber_for_tests();
         tracing::subscriber::with_default(subscriber, || {
             assert_eq!(max_enabled_level(), Some(Level::INFO));
+        });
+    }
+
+    #[test]
+    fn a_plugin_log_level_narrows_what_the_process_lets_through() {
+        let subscriber = tracing_subscriber_for_tests();
+        tracing::subscriber::with_default(subscriber, || {
+            assert_eq!(guest_max_level(None), Some(Level::INFO));
+            assert_eq!(guest_max_level(Some(LevelFilter::WARN)), Some(Level::WARN));
+            // It cannot widen it: the process shows info and above.
+            assert_eq!(guest_max_level(Some(LevelFilter::DEBUG)), Some(Level::INFO));
+            assert_eq!(guest_max_level(Some(LevelFilter::OFF)), None);
+            // What each ABI tells its guests.
+            use crate::http_wasm::abi::log_level as http;
+            use crate::proxy_wasm::abi::log_level as proxy;
+            let warn = Some(LevelFilter::WARN);
+            assert_eq!(crate::http_wasm::host_min_log_level(warn), http::WARN);
+            assert_eq!(crate::proxy_wasm::host::min_log_level(warn), proxy::WARN);
+            let off = Some(LevelFilter::OFF);
+            assert_eq!(crate::http_wasm::host_min_log_level(off), http::NONE);
+            assert!(crate::proxy_wasm::host::min_log_level(off) > proxy::CRITICAL);
         });
     }
 

@@ -70,6 +70,10 @@ pub struct PluginOptions {
     pub env: Vec<(String, String)>,
     /// What a guest failure does to its request and the ones after it (default `closed`).
     pub failure_policy: FailurePolicy,
+    /// The most verbose level the guest may log at (`logLevel`), within the process's log
+    /// filter; `None`: as the process's filter allows. Guests are told it (`log_enabled`,
+    /// `proxy_get_log_level`) and lines below it are dropped.
+    pub log_level: Option<tracing::level_filters::LevelFilter>,
     /// Count and time guest calls and track instances' memory, for metrics (on when the
     /// gateway has metrics; off, the request path does none of it).
     pub collect_metrics: bool,
@@ -92,6 +96,7 @@ impl Default for PluginOptions {
             env: Vec::new(),
             failure_policy: FailurePolicy::Closed,
             collect_metrics: false,
+            log_level: None,
         }
     }
 }

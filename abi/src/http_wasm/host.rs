@@ -201,10 +201,11 @@ fn validate_header(name: &[u8], value: &[u8], func: &str) -> Result<(String, Byt
     Ok((name.as_str().to_string(), Bytes::copy_from_slice(value)))
 }
 
-/// The lowest http-wasm log level enabled by the `tracing` configuration in force.
-pub fn min_log_level() -> i32 {
+/// The lowest http-wasm log level enabled for a plugin whose `logLevel` is `configured`,
+/// within the `tracing` configuration in force.
+pub fn min_log_level(configured: Option<tracing::level_filters::LevelFilter>) -> i32 {
     use tracing::Level;
-    match crate::guest::log::max_enabled_level() {
+    match crate::guest::log::guest_max_level(configured) {
         // http-wasm has no trace level: debug is its most verbose.
         Some(Level::TRACE) | Some(Level::DEBUG) => log_level::DEBUG,
         Some(Level::INFO) => log_level::INFO,

@@ -39,6 +39,7 @@ use crate::middleware::{Middleware, Next};
 use crate::model::{Request, Response};
 
 pub use self::host::functions as host_functions;
+pub use self::host::min_log_level as host_min_log_level;
 
 /// A compiled http-wasm plugin.
 pub struct HttpWasmPlugin {
@@ -152,7 +153,7 @@ impl HttpWasmPlugin {
             plugin: self.name.clone(),
             middleware: middleware.to_string(),
             config,
-            min_log_level: host::min_log_level(),
+            min_log_level: host::min_log_level(self.opts.log_level),
             max_body_bytes: self.opts.max_body_bytes,
             max_host_bytes: self.opts.max_host_bytes,
         });

@@ -190,7 +190,7 @@ impl ProxyWasmPlugin {
             vm: self.vm.clone(),
             services,
             version: self.version,
-            log_level: host::min_log_level(),
+            log_level: host::min_log_level(self.opts.log_level),
             max_body_bytes: self.opts.max_body_bytes,
             max_host_bytes: self.opts.max_host_bytes,
             stats: Arc::new(GuestStats::new(

@@ -13,14 +13,17 @@ fn now_nanos() -> u64 {
         .unwrap_or(0)
 }
 
-/// The lowest proxy-wasm log level `tracing` lets through for plugin logs.
-pub fn min_log_level() -> i32 {
-    match crate::guest::log::max_enabled_level() {
+/// The lowest proxy-wasm log level enabled for a plugin whose `logLevel` is `configured`,
+/// within what `tracing` lets through for plugin logs. Off is above `critical`: the guest
+/// skips every line.
+pub fn min_log_level(configured: Option<tracing::level_filters::LevelFilter>) -> i32 {
+    match crate::guest::log::guest_max_level(configured) {
         Some(Level::TRACE) => log_level::TRACE,
         Some(Level::DEBUG) => log_level::DEBUG,
         Some(Level::INFO) => log_level::INFO,
         Some(Level::WARN) => log_level::WARN,
-        _ => log_level::ERROR,
+        Some(Level::ERROR) => log_level::ERROR,
+        None => log_level::CRITICAL + 1,
     }
 }
 
@@ -65,7 +68,9 @@ pub(super) fn define(t: &mut Table) {
         V0_2_1,
         None,
         |c: &mut dyn Caller, return_level: u32| {
-            let l = state(c)?.shared.log_level;
+            // Logs off is one past critical here; the guest is told critical (the SDKs know
+            // no higher level), and `proxy_log` drops that too.
+            let l = state(c)?.shared.log_level.min(log_level::CRITICAL);
             c.write_u32(return_level, l as u32)?;
             Ok(status::OK)
         },
