@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod middlewares;
 pub mod plugins;
 pub mod proxy;
+pub mod rawdata;
 pub mod reload;
 pub mod router;
 pub mod service;

@@ -30,6 +30,8 @@ pub struct Snapshot {
     pub generation: u64,
     /// The plugin middlewares, by name (for their metrics).
     pub plugin_middlewares: Vec<(String, Arc<dyn Middleware>)>,
+    /// The routing configuration it was built from, as `/api/rawdata` shows it.
+    pub rawdata: Arc<serde_json::Value>,
 }
 
 /// What a snapshot is built against besides the routing config itself.
@@ -363,5 +365,6 @@ pub fn build(src: &RoutingSource, ctx: &BuildContext<'_>) -> Result<Snapshot, Co
         routes: table,
         generation: ctx.generation,
         plugin_middlewares,
+        rawdata: Arc::new(crate::rawdata::build(src, ctx.generation)),
     })
 }

@@ -188,6 +188,12 @@ pub fn check_static(file: &Path, config: &StaticConfig) -> Vec<ConfigError> {
             }
         }
     }
+    if config.api.as_ref().and_then(|a| a.dashboard) == Some(true) {
+        error(
+            "api.dashboard".into(),
+            "wasmgate has no dashboard; `api` serves /api/rawdata (set dashboard: false)".into(),
+        );
+    }
     if let Some(code) = config.ping.as_ref().and_then(|p| p.terminating_status_code) {
         if !(100..=599).contains(&code) {
             error(

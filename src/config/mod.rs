@@ -128,8 +128,8 @@ pub fn load(file: &Path) -> Result<LoadedConfig, ConfigErrors> {
     Ok(loaded)
 }
 
-/// `ping` and `metrics` use Traefik's internal entry point unless they name another; when it
-/// is not declared it listens on `:8080`, as in Traefik.
+/// `ping` and `metrics` use Traefik's internal entry point unless they name another, `api`
+/// always; when it is not declared it listens on `:8080`, as in Traefik.
 fn add_internal_entry_point(config: &mut StaticConfig) {
     let wanted = [
         config.ping.as_ref().map(|p| p.entry_point.as_deref()),
@@ -139,9 +139,10 @@ fn add_internal_entry_point(config: &mut StaticConfig) {
             .and_then(|m| m.prometheus.as_ref())
             .map(|p| p.entry_point.as_deref()),
     ];
-    if wanted
-        .iter()
-        .any(|w| matches!(w, Some(None) | Some(Some(INTERNAL_ENTRY_POINT))))
+    if config.api.is_some()
+        || wanted
+            .iter()
+            .any(|w| matches!(w, Some(None) | Some(Some(INTERNAL_ENTRY_POINT))))
     {
         config
             .entry_points

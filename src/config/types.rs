@@ -41,6 +41,22 @@ pub struct StaticConfig {
     /// Traefik's `metrics`; none when absent.
     #[serde(default)]
     pub metrics: Option<MetricsConfig>,
+    /// Traefik's `api`: `/api/rawdata` on the internal entry point; none when absent.
+    #[serde(default)]
+    pub api: Option<ApiConfig>,
+}
+
+/// Traefik's `api`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ApiConfig {
+    /// Traefik serves the API on the `traefik` entry point only with `insecure`; wasmgate always
+    /// does (accepted for Traefik's files).
+    #[serde(default)]
+    pub insecure: bool,
+    /// Traefik's dashboard: not served by wasmgate (`true` is a config error).
+    #[serde(default)]
+    pub dashboard: Option<bool>,
 }
 
 /// The name of Traefik's internal entry point, which `ping` and `metrics` use unless told

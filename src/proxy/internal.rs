@@ -1,5 +1,6 @@
 //! The internal entry point's own answers, ahead of the routers on their entry point:
-//! `/ping` (Traefik's `ping@internal`) and `/metrics` (`prometheus@internal`).
+//! `/ping` (Traefik's `ping@internal`), `/metrics` (`prometheus@internal`) and
+//! `/api/rawdata` (`api@internal`).
 
 use std::sync::atomic::Ordering;
 
@@ -13,6 +14,8 @@ use crate::config::INTERNAL_ENTRY_POINT;
 pub const PING_ROUTER: &str = "ping@internal";
 /// The internal router's name for `/metrics`.
 pub const PROMETHEUS_ROUTER: &str = "prometheus@internal";
+/// The internal router's name for `/api/...`.
+pub const API_ROUTER: &str = "api@internal";
 
 /// The answer to `req` if it is for one of the internal endpoints on this entry point, with
 /// the internal router's name; `None` lets the routers have it.
@@ -56,6 +59,16 @@ pub fn answer(conn: &ConnectionContext, req: &Request) -> Option<(Response, &'st
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
             );
             Some((resp, PROMETHEUS_ROUTER))
+        }
+        "/api/rawdata" => {
+            config.api.as_ref()?;
+            if &*conn.entry_point != INTERNAL_ENTRY_POINT {
+                return None;
+            }
+            let text = conn.gateway.snapshot().rawdata.to_string();
+            let mut resp = Response::text(StatusCode::OK, text);
+            resp.headers.set("content-type", "application/json");
+            Some((resp, API_ROUTER))
         }
         _ => None,
     }
