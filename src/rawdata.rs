@@ -5,14 +5,13 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::config::RoutingSource;
-
 /// What replaces a plugin's configuration.
 pub const REDACTED: &str = "<redacted>";
 
-/// The rawdata of `src`, which the snapshot of `generation` was built from.
-pub fn build(src: &RoutingSource, generation: u64) -> Value {
-    let http = serde_yaml::from_str::<serde_yaml::Value>(&src.text)
+/// The rawdata of the routing file `text` (or the install file holding the routing), which the
+/// snapshot of `generation` was built from. Built when asked for: it re-reads the text.
+pub fn build(text: &str, generation: u64) -> Value {
+    let http = serde_yaml::from_str::<serde_yaml::Value>(text)
         .ok()
         .and_then(|doc| serde_json::to_value(doc).ok())
         .and_then(|doc| doc.get("http").cloned())
@@ -68,12 +67,7 @@ mod tests {
   services:
     s: { loadBalancer: { servers: [{ url: "http://127.0.0.1:1" }] } }
 "#;
-        let src = RoutingSource {
-            file: "d.yaml".into(),
-            text: text.into(),
-            http: Default::default(),
-        };
-        let raw = build(&src, 3);
+        let raw = build(text, 3);
         assert_eq!(raw["routers"]["r@file"]["service"], "s");
         assert_eq!(raw["routers"]["r@file"]["status"], "enabled");
         assert_eq!(raw["middlewares"]["waf@file"]["plugin"]["coraza"], REDACTED);

@@ -30,8 +30,8 @@ pub struct Snapshot {
     pub generation: u64,
     /// The plugin middlewares, by name (for their metrics).
     pub plugin_middlewares: Vec<(String, Arc<dyn Middleware>)>,
-    /// The routing configuration it was built from, as `/api/rawdata` shows it.
-    pub rawdata: Arc<serde_json::Value>,
+    /// The text of the routing configuration it was built from (for `/api/rawdata`).
+    pub routing_text: Arc<str>,
 }
 
 /// What a snapshot is built against besides the routing config itself.
@@ -365,6 +365,6 @@ pub fn build(src: &RoutingSource, ctx: &BuildContext<'_>) -> Result<Snapshot, Co
         routes: table,
         generation: ctx.generation,
         plugin_middlewares,
-        rawdata: Arc::new(crate::rawdata::build(src, ctx.generation)),
+        routing_text: src.text.as_str().into(),
     })
 }

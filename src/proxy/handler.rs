@@ -85,7 +85,7 @@ async fn drain(mut body: Incoming, limit: u64) -> bool {
 /// Content-Length and Transfer-Encoding (see [`super::framing`]).
 pub async fn handle(
     conn: Arc<ConnectionContext>,
-    req: hyper::Request<Incoming>,
+    mut req: hyper::Request<Incoming>,
     smuggles: bool,
 ) -> Result<hyper::Response<Body>, std::convert::Infallible> {
     let start = Instant::now();
@@ -94,15 +94,14 @@ pub async fn handle(
     let entry_point = &conn.entry_point;
     let source = conn.peer;
     let version = req.version();
-    let mut req = req;
     // An upgrade (WebSocket): the client's side of it is taken now, before the chain owns the
     // request; the request carries the protocol for the upstream (see `upgrade`).
-    let upgrading = upgrade::requested(&req).map(|proto| (proto, hyper::upgrade::on(&mut req)));
+    let asked = upgrade::requested(&req);
+    let client_upgrade = asked.as_ref().map(|_| hyper::upgrade::on(&mut req));
     let req = req.map(|b| ClientBody::new(b, conn.clock.clone(), version));
     let mut req = convert::request_from_hyper(req, source, conn.local);
-    if let Some((proto, _)) = &upgrading {
-        req.extensions
-            .insert(upgrade::UpgradeRequested(proto.clone()));
+    if let Some(proto) = asked {
+        req.extensions.insert(upgrade::UpgradeRequested(proto));
     }
     // What the access log needs from the request, taken before the chain owns it.
     let logged = conn.gateway.access_log.as_ref().map(|_| {
@@ -118,21 +117,19 @@ pub async fn handle(
     });
     let method = conn.gateway.metrics.as_ref().map(|_| req.method.clone());
     let refused = arrive(&conn, &mut req, smuggles).err();
+    // The edge first, then the internal endpoints, then the routers.
     let internal = match &refused {
         Some(_) => None,
-        None => internal::answer(&conn, &req),
+        None => internal::answer(&conn, &snapshot, &req),
     };
     let found = match (&refused, &internal) {
         (None, None) => snapshot.routes.find(entry_point, &req),
         _ => None,
     };
-    let (router, service, result) = match (refused, found) {
-        (Some(why), _) => (None, None, Err(ProxyError::bad_request(why))),
-        (None, None) if internal.is_some() => {
-            let (resp, name) = internal.expect("checked");
-            (Some(name.to_string()), None, Ok(resp))
-        }
-        (None, None) => (
+    let (router, service, result) = match (refused, internal, found) {
+        (Some(why), _, _) => (None, None, Err(ProxyError::bad_request(why))),
+        (None, Some((resp, name)), _) => (Some(name.to_string()), None, Ok(resp)),
+        (None, None, None) => (
             None,
             None,
             Ok(Response::text(
@@ -140,7 +137,7 @@ pub async fn handle(
                 "404 page not found\n",
             )),
         ),
-        (None, Some(route)) => {
+        (None, None, Some(route)) => {
             let result = Next::new(&route.chain, route.service.as_ref())
                 .run(req)
                 .await;
@@ -161,8 +158,8 @@ pub async fn handle(
     if resp.status == StatusCode::SWITCHING_PROTOCOLS {
         let upstream = resp.extensions.remove::<hyper::upgrade::OnUpgrade>();
         let accepted = resp.extensions.remove::<upgrade::UpgradeAccepted>();
-        match (upgrading, upstream, accepted) {
-            (Some((_, client)), Some(upstream), Some(upgrade::UpgradeAccepted(proto))) => {
+        match (client_upgrade, upstream, accepted) {
+            (Some(client), Some(upstream), Some(upgrade::UpgradeAccepted(proto))) => {
                 upgrade::set_upgrade_headers(&mut resp.headers, &proto);
                 conn.clock.upgraded();
                 upgrade::splice(client, upstream, source);

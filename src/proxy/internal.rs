@@ -9,6 +9,7 @@ use wasmgate_abi::{Request, Response};
 
 use super::server::ConnectionContext;
 use crate::config::INTERNAL_ENTRY_POINT;
+use crate::snapshot::Snapshot;
 
 /// The internal router's name for `/ping`, as the access log and metrics show it.
 pub const PING_ROUTER: &str = "ping@internal";
@@ -18,8 +19,13 @@ pub const PROMETHEUS_ROUTER: &str = "prometheus@internal";
 pub const API_ROUTER: &str = "api@internal";
 
 /// The answer to `req` if it is for one of the internal endpoints on this entry point, with
-/// the internal router's name; `None` lets the routers have it.
-pub fn answer(conn: &ConnectionContext, req: &Request) -> Option<(Response, &'static str)> {
+/// the internal router's name; `None` lets the routers have it. `snapshot` is the one the
+/// request is served from (what `/metrics` and `/api/rawdata` report).
+pub fn answer(
+    conn: &ConnectionContext,
+    snapshot: &Snapshot,
+    req: &Request,
+) -> Option<(Response, &'static str)> {
     if req.method != Method::GET && req.method != Method::HEAD {
         return None;
     }
@@ -51,7 +57,6 @@ pub fn answer(conn: &ConnectionContext, req: &Request) -> Option<(Response, &'st
                 return None;
             }
             let metrics = conn.gateway.metrics.as_ref()?;
-            let snapshot = conn.gateway.snapshot();
             let text = metrics.encode(&snapshot.plugin_middlewares);
             let mut resp = Response::text(StatusCode::OK, text);
             resp.headers.set(
@@ -65,7 +70,8 @@ pub fn answer(conn: &ConnectionContext, req: &Request) -> Option<(Response, &'st
             if &*conn.entry_point != INTERNAL_ENTRY_POINT {
                 return None;
             }
-            let text = conn.gateway.snapshot().rawdata.to_string();
+            let text =
+                crate::rawdata::build(&snapshot.routing_text, snapshot.generation).to_string();
             let mut resp = Response::text(StatusCode::OK, text);
             resp.headers.set("content-type", "application/json");
             Some((resp, API_ROUTER))
