@@ -17,6 +17,7 @@ pub mod http_convert;
 pub mod inspect;
 pub mod logging;
 pub mod metrics;
+pub mod pem;
 pub mod middlewares;
 pub mod plugins;
 pub mod proxy;

@@ -10,6 +10,7 @@
 #[macro_use]
 mod common;
 
+mod certs;
 mod cli;
 mod conformance;
 mod conformance_target;
