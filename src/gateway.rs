@@ -79,6 +79,7 @@ impl Gateway {
                 plugins: &plugins,
                 transports: &transports,
                 generation: 1,
+                install_file: &loaded.file,
             },
         )?;
         let access_log = match &loaded.config.access_log {
@@ -148,6 +149,7 @@ impl Gateway {
                     plugins: &self.plugins,
                     transports: &self.transports,
                     generation,
+                    install_file: &self.loaded.file,
                 },
             )
         });

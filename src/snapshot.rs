@@ -6,6 +6,7 @@
 //! names its config path and, for dangling references, what exists instead.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
 use std::sync::Arc;
 
 use wasmgate_abi::plugin::WASMTIME_POOL_SLOTS;
@@ -21,6 +22,7 @@ use crate::plugins::{PluginCatalog, PoolKey};
 use crate::router::{Route, RouteTable, Rule};
 use crate::service::health::HealthCheck;
 use crate::service::{EchoService, LoadBalancer, Server, TransportCache, ECHO_SERVICE};
+use crate::tls::{TlsTable, TlsUse, DEFAULT_OPTIONS};
 
 /// Resolved routing, ready to serve.
 pub struct Snapshot {
@@ -32,6 +34,8 @@ pub struct Snapshot {
     pub plugin_middlewares: Vec<(String, Arc<dyn Middleware>)>,
     /// The text of the routing configuration it was built from (for `/api/rawdata`).
     pub routing_text: Arc<str>,
+    /// TLS of the entry points that serve it, with this snapshot's certificates.
+    pub tls: TlsTable,
 }
 
 /// What a snapshot is built against besides the routing config itself.
@@ -44,6 +48,8 @@ pub struct BuildContext<'a> {
     pub transports: &'a TransportCache,
     /// The generation number to give the snapshot.
     pub generation: u64,
+    /// The install file (entry points' `http.tls` errors point into it).
+    pub install_file: &'a Path,
 }
 
 /// Traefik lets references carry a provider suffix (`auth@file`); there is one provider here.
@@ -281,6 +287,8 @@ pub fn build(src: &RoutingSource, ctx: &BuildContext<'_>) -> Result<Snapshot, Co
         b.middleware(name, &format!("http.middlewares.{name}"));
     }
     let mut table = RouteTable::default();
+    // Entry points that serve TLS, with the options each router there asks for.
+    let mut tls_uses: BTreeMap<String, Vec<TlsUse>> = BTreeMap::new();
     for (name, r) in &src.http.routers {
         let here = format!("http.routers.{name}");
         let rule = match Rule::parse(&r.rule) {
@@ -333,18 +341,53 @@ pub fn build(src: &RoutingSource, ctx: &BuildContext<'_>) -> Result<Snapshot, Co
         let (Some(rule), Some(service), true) = (rule, service, ok) else {
             continue;
         };
-        let route = Arc::new(Route {
-            name: name.clone(),
-            priority: r.priority.unwrap_or(r.rule.chars().count() as i64),
-            rule,
-            chain,
-            service_name: local_name(&r.service).to_string(),
-            service,
-        });
+        let priority = r.priority.unwrap_or(r.rule.chars().count() as i64);
         for ep in &entry_points {
-            table.add(ep, route.clone());
+            // A router's own `tls`, else its entry point's `http.tls`.
+            let tls = match (&r.tls, &ctx.entry_points[ep].http.tls) {
+                (Some(t), _) => Some((t, format!("{here}.tls"), src.file.as_path())),
+                (None, Some(t)) => {
+                    Some((t, format!("entryPoints.{ep}.http.tls"), ctx.install_file))
+                }
+                (None, None) => None,
+            };
+            if let Some((t, path, file)) = &tls {
+                if t.cert_resolver.is_some() {
+                    b.errors.push(ConfigError::at(
+                        file,
+                        format!("{path}.certResolver"),
+                        "certResolver needs ACME, which wasmgate does not have; give \
+                         certificates in tls.certificates",
+                    ));
+                }
+                tls_uses.entry(ep.clone()).or_default().push(TlsUse {
+                    options: t.options.clone().unwrap_or_else(|| DEFAULT_OPTIONS.into()),
+                    path: path.clone(),
+                    file: file.to_path_buf(),
+                });
+            }
+            table.add(
+                ep,
+                Arc::new(Route {
+                    name: name.clone(),
+                    priority,
+                    rule: rule.clone(),
+                    chain: chain.clone(),
+                    service_name: local_name(&r.service).to_string(),
+                    service: service.clone(),
+                    tls: tls.is_some(),
+                }),
+            );
         }
     }
+    let base = src.file.parent().unwrap_or(Path::new("."));
+    let tls = match crate::tls::build(&src.tls, &src.file, base, &tls_uses) {
+        Ok(t) => t,
+        Err(errors) => {
+            b.errors.extend(errors);
+            TlsTable::default()
+        }
+    };
     if !b.errors.is_empty() {
         return Err(src.locate(ConfigErrors(b.errors)));
     }
@@ -366,5 +409,6 @@ pub fn build(src: &RoutingSource, ctx: &BuildContext<'_>) -> Result<Snapshot, Co
         generation: ctx.generation,
         plugin_middlewares,
         routing_text: src.text.as_str().into(),
+        tls,
     })
 }

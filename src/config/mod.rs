@@ -10,6 +10,7 @@ pub mod check;
 pub mod duration;
 pub mod error;
 pub mod locate;
+pub mod tls;
 pub mod types;
 
 use std::path::{Path, PathBuf};
@@ -46,6 +47,8 @@ pub struct RoutingSource {
     pub text: String,
     /// The `http` section; under `http.` in config paths.
     pub http: HttpConfig,
+    /// The `tls` section; under `tls.` in config paths.
+    pub tls: TlsConfig,
 }
 
 impl RoutingSource {
@@ -116,13 +119,18 @@ pub fn load(file: &Path) -> Result<LoadedConfig, ConfigErrors> {
         config,
         routing_file,
     };
-    if loaded.config.http.is_some() && loaded.routing_file.is_some() {
+    let inline = match (&loaded.config.http, &loaded.config.tls) {
+        (Some(_), _) => Some("http"),
+        (None, Some(_)) => Some("tls"),
+        (None, None) => None,
+    };
+    if let (Some(section), Some(_)) = (inline, &loaded.routing_file) {
         let mut e = ConfigError::at(
             file,
-            "http",
+            section,
             "routing is configured both inline and through providers.file; use one of them",
         );
-        e.position = locate::Locator::new(&text).position("http");
+        e.position = locate::Locator::new(&text).position(section);
         return Err(e.into());
     }
     Ok(loaded)
@@ -167,12 +175,14 @@ pub fn load_routing(loaded: &LoadedConfig) -> Result<RoutingSource, ConfigErrors
                 file: path.clone(),
                 text,
                 http: parsed.http,
+                tls: parsed.tls,
             })
         }
         None => Ok(RoutingSource {
             file: loaded.file.clone(),
             text: read(&loaded.file)?,
             http: loaded.config.http.clone().unwrap_or_default(),
+            tls: loaded.config.tls.clone().unwrap_or_default(),
         }),
     }
 }

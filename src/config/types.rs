@@ -9,6 +9,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::duration::deserialize_opt_duration;
+pub use super::tls::{
+    ClientAuthConfig, RouterTls, StoreCertificate, TlsCertificate, TlsConfig, TlsOptions, TlsStore,
+};
 
 /// The install file: entry points, providers, plugin declarations and, optionally, inline routing.
 #[derive(Debug, Default, Deserialize)]
@@ -29,6 +32,9 @@ pub struct StaticConfig {
     /// Inline routing configuration.
     #[serde(default)]
     pub http: Option<HttpConfig>,
+    /// Inline certificates and TLS options (with inline routing).
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
     /// Where compiled plugins are kept between runs.
     #[serde(default)]
     pub cache: CacheConfig,
@@ -266,6 +272,9 @@ pub struct EntryPointHttp {
     /// Remove `.`, `..` and duplicate slashes from request paths (default true).
     #[serde(default = "default_true")]
     pub sanitize_path: bool,
+    /// Serve every router of this entry point over TLS, with these options.
+    #[serde(default)]
+    pub tls: Option<RouterTls>,
 }
 
 impl Default for EntryPointHttp {
@@ -274,6 +283,7 @@ impl Default for EntryPointHttp {
             max_header_bytes: None,
             encoded_characters: EncodedCharactersConfig::default(),
             sanitize_path: true,
+            tls: None,
         }
     }
 }
@@ -534,13 +544,16 @@ pub struct HttpConfig {
     pub servers_transports: BTreeMap<String, ServersTransportConfig>,
 }
 
-/// The routing file: only an `http` section.
+/// The routing file: an `http` section and a `tls` section.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RoutingFile {
     /// The routing configuration.
     #[serde(default)]
     pub http: HttpConfig,
+    /// Certificates and TLS options.
+    #[serde(default)]
+    pub tls: TlsConfig,
 }
 
 /// A router: a rule, the middlewares to run and the service to call.
@@ -560,6 +573,9 @@ pub struct RouterConfig {
     /// Higher first; defaults to the rule's length.
     #[serde(default)]
     pub priority: Option<i64>,
+    /// Serve this router over TLS (and only over TLS, as in Traefik).
+    #[serde(default)]
+    pub tls: Option<RouterTls>,
 }
 
 /// A middleware definition as written: a map with exactly one kind set (checked by [`MiddlewareConfig::kind`]).

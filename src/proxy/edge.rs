@@ -193,7 +193,8 @@ pub fn remove_connection_options(headers: &mut Headers) {
 /// Sets `X-Forwarded-For`, `-Proto`, `-Host`, `-Port` and `X-Real-Ip` as Traefik does: from
 /// an untrusted peer, the client's are first removed; then the peer's address is appended to
 /// `X-Forwarded-For` and the others are set where missing.
-pub fn set_forwarded_headers(req: &mut Request, trusted: bool) {
+/// `tls`: the client connected over TLS (`X-Forwarded-Proto: https`, port 443 by default).
+pub fn set_forwarded_headers(req: &mut Request, trusted: bool, tls: bool) {
     if !trusted {
         for name in req.headers.names() {
             if is_forwarded_header(&name) {
@@ -213,13 +214,15 @@ pub fn set_forwarded_headers(req: &mut Request, trusted: bool) {
         req.headers.set("x-real-ip", ip);
     }
     if !req.headers.contains("x-forwarded-proto") {
-        req.headers.set("x-forwarded-proto", "http");
+        req.headers
+            .set("x-forwarded-proto", if tls { "https" } else { "http" });
     }
     let host = req.host().to_string();
     if !req.headers.contains("x-forwarded-port") {
         // The port the client asked for (behind a port mapping, not the one wasmgate
         // listens on), else the scheme's.
-        let port = host_port(&host).unwrap_or("80").to_string();
+        let default = if tls { "443" } else { "80" };
+        let port = host_port(&host).unwrap_or(default).to_string();
         req.headers.set("x-forwarded-port", port);
     }
     if !host.is_empty() && !req.headers.contains("x-forwarded-host") {

@@ -123,7 +123,7 @@ pub async fn handle(
         None => internal::answer(&conn, &snapshot, &req),
     };
     let found = match (&refused, &internal) {
-        (None, None) => snapshot.routes.find(entry_point, &req),
+        (None, None) => snapshot.routes.find(entry_point, conn.tls.is_some(), &req),
         _ => None,
     };
     let (router, service, result) = match (refused, internal, found) {
@@ -232,7 +232,7 @@ fn arrive(conn: &ConnectionContext, req: &mut Request, smuggles: bool) -> Result
     }
     edge::remove_connection_options(&mut req.headers);
     let trusted = conn.edge.trusts(req.source_addr.ip());
-    edge::set_forwarded_headers(req, trusted);
+    edge::set_forwarded_headers(req, trusted, conn.tls.is_some());
     Ok(())
 }
 

@@ -9,7 +9,8 @@ use std::time::Duration;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use hyper_util::server::graceful::{GracefulConnection, Watcher};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -19,6 +20,7 @@ use super::timeouts::{ConnClock, RespondingLimits, Timed};
 use crate::config::check::listen_address;
 use crate::config::EntryPointConfig;
 use crate::gateway::Gateway;
+use crate::tls::{TlsInfo, HANDSHAKE_RECORD};
 
 /// What every request of one client connection is served with.
 pub struct ConnectionContext {
@@ -36,6 +38,8 @@ pub struct ConnectionContext {
     pub peer: SocketAddr,
     /// The local address it connected to.
     pub local: SocketAddr,
+    /// What its TLS handshake negotiated; `None` for a plain connection.
+    pub tls: Option<TlsInfo>,
 }
 
 const DEFAULT_GRACE: Duration = Duration::from_secs(10);
@@ -174,10 +178,14 @@ async fn serve_entry_point(
     listener: TcpListener,
     mut stop: watch::Receiver<bool>,
 ) {
-    let builder = connection_builder(&ep);
-    let edge = Arc::new(EdgePolicy::new(&ep));
-    let max_header = max_header_bytes(&ep);
-    let limits = RespondingLimits::new(&ep);
+    let serving = Arc::new(Serving {
+        gateway: gateway.clone(),
+        name: name.clone(),
+        builder: connection_builder(&ep),
+        edge: Arc::new(EdgePolicy::new(&ep)),
+        max_header: max_header_bytes(&ep),
+        limits: RespondingLimits::new(&ep),
+    });
     // At the limit, no more are accepted: new clients wait in the listen backlog.
     let slots = ep
         .transport
@@ -245,32 +253,37 @@ async fn serve_entry_point(
         let canonical = |a: SocketAddr| SocketAddr::new(a.ip().to_canonical(), a.port());
         let peer = canonical(peer);
         let local = canonical(stream.local_addr().unwrap_or(peer));
-        let conn_ctx = Arc::new(ConnectionContext {
-            gateway: gateway.clone(),
-            entry_point: name.clone(),
-            edge: edge.clone(),
-            framing: Arc::new(FramingWatch::default()),
-            clock: ConnClock::new(limits),
-            peer,
-            local,
-        });
-        // The bytes pass a framing watcher on their way to hyper (request smuggling).
-        let stream = Watched::new(stream, max_header, conn_ctx.framing.clone());
-        let stream = Timed::new(stream, conn_ctx.clock.clone());
-        let service =
-            hyper::service::service_fn(move |req| super::handler::serve(conn_ctx.clone(), req));
-        // With upgrades: a WebSocket's 101 hands the connection over (see `upgrade`).
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(client = %peer, "connection ended: {e}");
+        let guards = (slot, open);
+        // TLS as the current snapshot has it for this entry point (certificates reload).
+        let tls = gateway.snapshot().tls.get(&name).cloned();
+        match tls {
+            None => {
+                let conn = serving.connection(stream, peer, local, None);
+                tokio::spawn(
+                    serving
+                        .clone()
+                        .finish(conn, graceful.watcher(), peer, guards),
+                );
             }
-            drop(slot);
-            drop(open);
-        });
+            Some(tls) => {
+                let (serving, watcher) = (serving.clone(), graceful.watcher());
+                tokio::spawn(async move {
+                    let Some(accepted) = serving.accept_tls(stream, tls, peer).await else {
+                        return;
+                    };
+                    match accepted {
+                        Accepted::Tls(stream, info) => {
+                            let conn = serving.connection(stream, peer, local, Some(info));
+                            serving.finish(conn, watcher, peer, guards).await
+                        }
+                        Accepted::Plain(stream) => {
+                            let conn = serving.connection(stream, peer, local, None);
+                            serving.finish(conn, watcher, peer, guards).await
+                        }
+                    }
+                });
+            }
+        }
     }
     drop(listener);
     let grace = ep
@@ -286,5 +299,115 @@ async fn serve_entry_point(
             entry_point = &*name,
             "grace period over; closing remaining connections"
         );
+    }
+}
+
+/// What every connection of one entry point is served with.
+struct Serving {
+    gateway: Arc<Gateway>,
+    name: Arc<str>,
+    builder: auto::Builder<TokioExecutor>,
+    edge: Arc<EdgePolicy>,
+    max_header: usize,
+    limits: RespondingLimits,
+}
+
+/// A connection on an entry point that serves TLS: a TLS one, or a plain one that a router
+/// without `tls` may still serve.
+enum Accepted {
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>, TlsInfo),
+    Plain(TcpStream),
+}
+
+/// What hyper's connections fail with.
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl Serving {
+    /// Tells a TLS client from a plain one by its first byte, and completes the handshake of a
+    /// TLS one within the read timeout; `None` when the client left or the handshake failed.
+    async fn accept_tls(
+        &self,
+        stream: TcpStream,
+        config: Arc<rustls::ServerConfig>,
+        peer: SocketAddr,
+    ) -> Option<Accepted> {
+        let deadline = self.limits.handshake();
+        let first = tokio::time::timeout(deadline, async {
+            let mut byte = [0u8; 1];
+            stream
+                .peek(&mut byte)
+                .await
+                .map(|n| (n == 1).then_some(byte[0]))
+        })
+        .await;
+        match first {
+            Ok(Ok(Some(HANDSHAKE_RECORD))) => {}
+            Ok(Ok(Some(_))) => return Some(Accepted::Plain(stream)),
+            // Closed, failed or silent before sending anything.
+            _ => return None,
+        }
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        match tokio::time::timeout(deadline, acceptor.accept(stream)).await {
+            Ok(Ok(tls)) => {
+                let (_, session) = tls.get_ref();
+                let info = TlsInfo {
+                    server_name: session.server_name().map(str::to_string),
+                    alpn: session.alpn_protocol().map(<[u8]>::to_vec),
+                };
+                Some(Accepted::Tls(Box::new(tls), info))
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(entry_point = &*self.name, client = %peer, "TLS handshake failed: {e}");
+                None
+            }
+            Err(_) => {
+                tracing::debug!(entry_point = &*self.name, client = %peer, "TLS handshake timed out");
+                None
+            }
+        }
+    }
+
+    /// Serves HTTP/1.1 or HTTP/2 on `stream` (a TCP or TLS stream) with the entry point's
+    /// limits, framing watch and timeouts.
+    fn connection<S>(
+        self: &Arc<Self>,
+        stream: S,
+        peer: SocketAddr,
+        local: SocketAddr,
+        tls: Option<TlsInfo>,
+    ) -> impl GracefulConnection<Error = BoxError> + Send + 'static
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let conn_ctx = Arc::new(ConnectionContext {
+            gateway: self.gateway.clone(),
+            entry_point: self.name.clone(),
+            edge: self.edge.clone(),
+            framing: Arc::new(FramingWatch::default()),
+            clock: ConnClock::new(self.limits),
+            peer,
+            local,
+            tls,
+        });
+        // The bytes pass a framing watcher on their way to hyper (request smuggling).
+        let stream = Watched::new(stream, self.max_header, conn_ctx.framing.clone());
+        let stream = Timed::new(stream, conn_ctx.clock.clone());
+        let service =
+            hyper::service::service_fn(move |req| super::handler::serve(conn_ctx.clone(), req));
+        // With upgrades: a WebSocket's 101 hands the connection over (see `upgrade`).
+        self.builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned()
+    }
+
+    /// Runs a connection to its end under the graceful-shutdown watch, then frees its slot.
+    async fn finish<C, G>(self: Arc<Self>, conn: C, watcher: Watcher, peer: SocketAddr, guards: G)
+    where
+        C: GracefulConnection<Error = BoxError> + Send + 'static,
+    {
+        if let Err(e) = watcher.watch(conn).await {
+            tracing::debug!(client = %peer, "connection ended: {e}");
+        }
+        drop(guards);
     }
 }

@@ -47,6 +47,12 @@ fn nonzero(d: Duration) -> Option<Duration> {
 }
 
 impl RespondingLimits {
+    /// How long a TLS handshake may take: the read timeout, as Go's server does (or the default
+    /// read timeout when reads have none: an endless handshake would hold a slot forever).
+    pub fn handshake(&self) -> Duration {
+        self.read.unwrap_or(DEFAULT_READ_TIMEOUT)
+    }
+
     /// The limits of `ep`, defaults filled in (`0s` is none, as in Traefik).
     pub fn new(ep: &EntryPointConfig) -> Self {
         let t = &ep.transport.responding_timeouts;

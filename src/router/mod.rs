@@ -29,6 +29,8 @@ pub struct Route {
     pub service_name: String,
     /// The service.
     pub service: Arc<dyn Endpoint>,
+    /// Served over TLS connections only (else over plain ones only), as Traefik's `tls`.
+    pub tls: bool,
 }
 
 /// Routes by entry point, each list in the order they are tried.
@@ -53,8 +55,9 @@ impl RouteTable {
         }
     }
 
-    /// The first route of `entry_point` whose rule matches `req`.
-    pub fn find(&self, entry_point: &str, req: &Request) -> Option<&Arc<Route>> {
+    /// The first route of `entry_point` for this kind of connection (`tls` or not) whose rule
+    /// matches `req`.
+    pub fn find(&self, entry_point: &str, tls: bool, req: &Request) -> Option<&Arc<Route>> {
         let routes = self.by_entry_point.get(entry_point)?;
         let input = MatchInput {
             host: req.host(),
@@ -64,7 +67,9 @@ impl RouteTable {
             headers: &req.headers,
             client_ip: req.source_addr.ip(),
         };
-        routes.iter().find(|r| r.rule.matches(&input))
+        routes
+            .iter()
+            .find(|r| r.tls == tls && r.rule.matches(&input))
     }
 
     /// Routers of `entry_point`, in the order they are tried.

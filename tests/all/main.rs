@@ -28,4 +28,5 @@ mod proxy_wasm_plugins;
 mod reload;
 mod routing;
 mod timeouts;
+mod tls;
 mod upgrade;

@@ -1,0 +1,246 @@
+//! TLS termination on entry points (Traefik's model): the routing configuration's `tls`
+//! section gives certificates and options; a router with `tls` (or every router of an entry
+//! point with `http.tls`) is served over TLS, and only over TLS, as in Traefik. An entry point
+//! with both kinds of routers tells a TLS client from a plain one by the first byte.
+//!
+//! Everything is built with each snapshot, so certificates and options reload with the
+//! routing file.
+
+pub mod certs;
+pub mod options;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::crypto::ring;
+use rustls::sign::CertifiedKey;
+use rustls::ServerConfig;
+
+use crate::config::{ConfigError, TlsConfig};
+use certs::CertStore;
+
+/// The options used where none are named.
+pub const DEFAULT_OPTIONS: &str = "default";
+
+/// The first byte of a TLS record carrying a handshake (a ClientHello).
+pub const HANDSHAKE_RECORD: u8 = 0x16;
+
+/// What a connection that completed a TLS handshake negotiated, for routing, forwarded
+/// headers and logs.
+#[derive(Debug, Clone, Default)]
+pub struct TlsInfo {
+    /// The name the client asked for (SNI), if any.
+    pub server_name: Option<String>,
+    /// The protocol ALPN chose, if any.
+    pub alpn: Option<Vec<u8>>,
+}
+
+/// The TLS server configuration of each entry point that serves TLS, for one snapshot.
+#[derive(Default)]
+pub struct TlsTable {
+    by_entry_point: HashMap<String, Arc<ServerConfig>>,
+}
+
+impl TlsTable {
+    /// The server configuration of `entry_point`, when it serves TLS.
+    pub fn get(&self, entry_point: &str) -> Option<&Arc<ServerConfig>> {
+        self.by_entry_point.get(entry_point)
+    }
+
+    /// Whether no entry point serves TLS.
+    pub fn is_empty(&self) -> bool {
+        self.by_entry_point.is_empty()
+    }
+}
+
+/// One request for TLS: an entry point, the options it names and the config path that asked
+/// (for errors).
+#[derive(Debug, Clone)]
+pub struct TlsUse {
+    /// `tls.options` name, [`DEFAULT_OPTIONS`] when none.
+    pub options: String,
+    /// Where it was asked for, e.g. `http.routers.r.tls`.
+    pub path: String,
+    /// The file that asked (the install file for entry points, the routing file for routers).
+    pub file: std::path::PathBuf,
+}
+
+/// Builds the TLS configuration of every entry point in `uses`: certificates from `tls`
+/// (files relative to `base`, errors pointing into `file`), one set of options per entry point.
+pub fn build(
+    tls: &TlsConfig,
+    file: &Path,
+    base: &Path,
+    uses: &BTreeMap<String, Vec<TlsUse>>,
+) -> Result<TlsTable, Vec<ConfigError>> {
+    let mut errors = Vec::new();
+    let store = Arc::new(load_store(tls, file, base, &mut errors));
+    if uses.is_empty() {
+        return if errors.is_empty() {
+            Ok(TlsTable::default())
+        } else {
+            Err(errors)
+        };
+    }
+    let mut built: HashMap<&str, Arc<ServerConfig>> = HashMap::new();
+    let mut table = TlsTable::default();
+    for (entry_point, asked) in uses {
+        let Some(first) = asked.first() else { continue };
+        if let Some(other) = asked.iter().find(|u| u.options != first.options) {
+            errors.push(ConfigError::at(
+                &other.file,
+                format!("{}.options", other.path),
+                format!(
+                    "routers of entry point {entry_point:?} ask for different TLS options \
+                     ({:?} at {}, {:?} here); wasmgate uses one set of options per entry point",
+                    first.options, first.path, other.options
+                ),
+            ));
+            continue;
+        }
+        if store.is_empty() {
+            errors.push(ConfigError::at(
+                &first.file,
+                first.path.clone(),
+                format!(
+                    "entry point {entry_point:?} serves TLS but no certificate is configured \
+                     (tls.certificates or tls.stores.default.defaultCertificate; wasmgate has \
+                     no ACME)"
+                ),
+            ));
+            continue;
+        }
+        let name = first.options.as_str();
+        if let Some(config) = built.get(name) {
+            table
+                .by_entry_point
+                .insert(entry_point.clone(), config.clone());
+            continue;
+        }
+        let opts = match tls.options.get(name) {
+            Some(o) => o.clone(),
+            None if name == DEFAULT_OPTIONS => Default::default(),
+            None => {
+                let mut known: Vec<&str> = tls.options.keys().map(String::as_str).collect();
+                if !known.contains(&DEFAULT_OPTIONS) {
+                    known.push(DEFAULT_OPTIONS);
+                }
+                errors.push(ConfigError::at(
+                    &first.file,
+                    format!("{}.options", first.path),
+                    format!(
+                        "TLS options {name:?} are not defined (tls.options has: {})",
+                        known.join(", ")
+                    ),
+                ));
+                continue;
+            }
+        };
+        match options::server_config(&opts, store.clone(), base) {
+            Ok(config) => {
+                let config = Arc::new(config);
+                built.insert(name, config.clone());
+                table.by_entry_point.insert(entry_point.clone(), config);
+            }
+            Err((key, message)) => errors.push(ConfigError::at(
+                file,
+                format!("tls.options.{name}.{key}"),
+                message,
+            )),
+        }
+    }
+    if errors.is_empty() {
+        Ok(table)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Reads every certificate of `tls.certificates` and the default store's default certificate.
+fn load_store(
+    tls: &TlsConfig,
+    file: &Path,
+    base: &Path,
+    errors: &mut Vec<ConfigError>,
+) -> CertStore {
+    let mut store = CertStore::default();
+    for (i, c) in tls.certificates.iter().enumerate() {
+        let path = format!("tls.certificates[{i}]");
+        if let Some(s) = c.stores.iter().find(|s| *s != DEFAULT_OPTIONS) {
+            errors.push(ConfigError::at(
+                file,
+                format!("{path}.stores"),
+                format!("store {s:?} does not exist; only the \"default\" store does"),
+            ));
+        }
+        match certified_key(base, &c.cert_file, &c.key_file) {
+            Ok(key) => match store.add(key) {
+                Ok(names) if names.is_empty() => errors.push(ConfigError::at(
+                    file,
+                    format!("{path}.certFile"),
+                    "the certificate names no DNS name (subjectAltName), so no client could \
+                     select it by SNI; make it the default certificate \
+                     (tls.stores.default.defaultCertificate) instead",
+                )),
+                Ok(_) => {}
+                Err(e) => errors.push(ConfigError::at(file, format!("{path}.certFile"), e)),
+            },
+            Err((key, e)) => errors.push(ConfigError::at(file, format!("{path}.{key}"), e)),
+        }
+    }
+    for (name, s) in &tls.stores {
+        let path = format!("tls.stores.{name}");
+        if name != DEFAULT_OPTIONS {
+            errors.push(ConfigError::at(
+                file,
+                path.clone(),
+                format!("store {name:?} does not exist; only the \"default\" store does"),
+            ));
+            continue;
+        }
+        if s.default_generated_cert.is_some() {
+            errors.push(ConfigError::at(
+                file,
+                format!("{path}.defaultGeneratedCert"),
+                "defaultGeneratedCert needs ACME, which wasmgate does not have; give a \
+                 defaultCertificate",
+            ));
+        }
+        if let Some(d) = &s.default_certificate {
+            match certified_key(base, &d.cert_file, &d.key_file) {
+                Ok(key) => store.set_default(key),
+                Err((key, e)) => errors.push(ConfigError::at(
+                    file,
+                    format!("{path}.defaultCertificate.{key}"),
+                    e,
+                )),
+            }
+        }
+    }
+    store
+}
+
+/// A certificate chain and its key, checked to belong together. Errors name the key
+/// (`certFile` or `keyFile`) they are about.
+fn certified_key(
+    base: &Path,
+    cert_file: &str,
+    key_file: &str,
+) -> Result<Arc<CertifiedKey>, (&'static str, String)> {
+    let chain = crate::pem::certificates(&base.join(cert_file)).map_err(|e| ("certFile", e))?;
+    let key = crate::pem::private_key(&base.join(key_file)).map_err(|e| ("keyFile", e))?;
+    let provider = ring::default_provider();
+    let signing = provider
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| ("keyFile", format!("{key_file}: unusable private key: {e}")))?;
+    let certified = CertifiedKey::new(chain, signing);
+    certified.keys_match().map_err(|e| {
+        (
+            "keyFile",
+            format!("{key_file} is not the key of {cert_file}: {e}"),
+        )
+    })?;
+    Ok(Arc::new(certified))
+}
