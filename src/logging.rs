@@ -17,6 +17,8 @@ pub fn init(format: LogFormat, level: &str, capture_plugin_logs: bool) {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::Layer;
+    // Colours only on a terminal: a log file or a collector gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let filter = tracing_subscriber::EnvFilter::try_new(level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     if !capture_plugin_logs {
@@ -24,6 +26,7 @@ pub fn init(format: LogFormat, level: &str, capture_plugin_logs: bool) {
         // which it is not once a per-layer filter decides per event.
         let builder = tracing_subscriber::fmt()
             .with_env_filter(filter)
+            .with_ansi(ansi)
             .with_writer(std::io::stderr);
         match format {
             LogFormat::Human => builder.init(),
@@ -32,7 +35,9 @@ pub fn init(format: LogFormat, level: &str, capture_plugin_logs: bool) {
         return;
     }
     // Per-layer: a global filter would hide from the capture what it hides from stderr.
-    let output = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let output = tracing_subscriber::fmt::layer()
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
     let output = match format {
         LogFormat::Human => output.with_filter(filter).boxed(),
         LogFormat::Json => output

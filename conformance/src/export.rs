@@ -56,6 +56,8 @@ pub fn export(out: &Path, universe: &[Case], opts: &ExportOptions) -> anyhow::Re
         opts.upstream,
         &opts.listen.to_string(),
     )?;
+    // Metrics on the suite's own entry point, for `--target ... --metrics-url .../metrics`.
+    let yaml = format!("{yaml}metrics:\n  prometheus:\n    entryPoint: web\n");
     write(&out.join("wasmgate.yaml"), &yaml, &mut done)?;
 
     // Foreign hosts have no engine choice: the first engine's slots (m0..m{n-1}) stand for all.

@@ -12,6 +12,7 @@ pub mod case;
 pub mod chunks;
 pub mod client;
 pub mod export;
+pub mod observe;
 pub mod report;
 pub mod runner;
 pub mod sdk;

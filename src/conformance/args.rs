@@ -39,6 +39,14 @@ pub struct ConformanceArgs {
     /// `mN` is sent to port BASEPORT + N.
     #[arg(long, value_name = "http://HOST:BASEPORT")]
     pub target_per_slot: Option<String>,
+    /// With a target: the file its plugin log lines go to (wasmgate's JSON or human format,
+    /// Envoy's default format), so cases that expect log lines can pass.
+    #[arg(long, value_name = "PATH")]
+    pub log_file: Option<PathBuf>,
+    /// With a target: where it serves Prometheus text (wasmgate's `/metrics`, Envoy's
+    /// `/stats/prometheus`), so cases that expect proxy-wasm metrics can pass.
+    #[arg(long, value_name = "http://HOST:PORT/PATH")]
+    pub metrics_url: Option<String>,
     /// Where the suite's upstream listens: default 127.0.0.1:9099 with a target (what
     /// `guests --out` writes), any free port in process.
     #[arg(long, value_name = "HOST:PORT")]

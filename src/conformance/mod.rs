@@ -15,6 +15,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use wasmgate_conformance::case::{self, Abi, Case};
 use wasmgate_conformance::export::{self, ExportOptions, Exported};
+use wasmgate_conformance::observe::{LogFile, PrometheusScrape};
 use wasmgate_conformance::{
     LogSource, MetricSource, Observers, Prepared, Report, Slots, Target, ENGINES,
 };
@@ -81,6 +82,15 @@ async fn run_in_process(
     Ok(report)
 }
 
+/// What a `--target` run observes of the proxy besides its responses.
+#[derive(Default)]
+pub struct TargetObservers {
+    /// Its plugin log lines, from the file it writes them to.
+    pub logs: Option<LogFile>,
+    /// Its metrics, scraped.
+    pub metrics: Option<PrometheusScrape>,
+}
+
 /// Runs `cases` on `engines` against a proxy already running at `target`, with the upstream
 /// on `upstream` and slots numbered from `all` (the cases the proxy was configured for).
 pub async fn run_target(
@@ -89,6 +99,7 @@ pub async fn run_target(
     engines: &[String],
     target: Target,
     upstream: SocketAddr,
+    observe: &TargetObservers,
 ) -> anyhow::Result<Report> {
     let prepared = Prepared::start(cases, Slots::new(all), engines, upstream).await?;
     eprintln!("upstream listening on {}", prepared.upstream_addr());
@@ -100,7 +111,11 @@ pub async fn run_target(
                 format!("nothing answers at {addr}: is the proxy under test running there?")
             })?;
     }
-    Ok(prepared.run_target(target).await)
+    let observers = Observers {
+        logs: observe.logs.as_ref().map(|l| l as &dyn LogSource),
+        metrics: observe.metrics.as_ref().map(|m| m as &dyn MetricSource),
+    };
+    Ok(prepared.run_observed(target, observers).await)
 }
 
 /// The built-in cases, filtered as the command line asks, on the engines it names (all when none).
@@ -125,13 +140,24 @@ pub fn run_cli(args: &ConformanceArgs) -> anyhow::Result<Report> {
             (None, Some(url)) => Some(Target::PerSlot(resolve(url).await?)),
             (None, None) => None,
         };
+        if target.is_none() && (args.log_file.is_some() || args.metrics_url.is_some()) {
+            anyhow::bail!("--log-file and --metrics-url observe a proxy under test: they need --target or --target-per-slot");
+        }
         match target {
             Some(t) => {
                 let upstream = match args.upstream {
                     Some(u) => u,
                     None => DEFAULT_TARGET_UPSTREAM.parse()?,
                 };
-                run_target(cases, &all, &engines, t, upstream).await
+                let observe = TargetObservers {
+                    logs: args.log_file.clone().map(LogFile::new),
+                    metrics: args
+                        .metrics_url
+                        .as_deref()
+                        .map(PrometheusScrape::new)
+                        .transpose()?,
+                };
+                run_target(cases, &all, &engines, t, upstream, &observe).await
             }
             None => {
                 let upstream = args

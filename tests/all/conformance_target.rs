@@ -237,3 +237,75 @@ fn per_slot_target_sends_slot_n_to_base_port_plus_n() {
     assert!(o.status.success(), "{stdout}");
     assert!(stdout.ends_with("1 passed, 0 failed\n"), "{stdout}");
 }
+
+/// The whole suite against a second wasmgate, its plugin log lines read from the file it
+/// writes (JSON) and its metrics scraped from `/metrics`: every case passes, logs and metrics
+/// included (without them those cases say "not observable" and fail).
+#[test]
+fn target_run_observes_logs_and_metrics_of_the_other_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let upstream = format!("127.0.0.1:{}", free_port());
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    write_guests(&out, &upstream, listen);
+    let log = dir.path().join("proxy.log");
+    let config = out.join("wasmgate.yaml");
+    let mut proxy = Proxy(
+        Command::new(BIN)
+            .args([
+                "run",
+                "-c",
+                config.to_str().unwrap(),
+                "--log-format",
+                "json",
+            ])
+            .args(["--log-level", "warn,wasmgate::plugin=trace"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for(listen, &mut proxy);
+    let target = format!("http://{listen}");
+    let run = |observe: bool| {
+        let metrics = format!("http://{listen}/metrics");
+        let mut args = vec![
+            "conformance",
+            "--target",
+            &target,
+            "--upstream",
+            &upstream,
+            "--engine",
+            "wasmtime",
+        ];
+        if observe {
+            args.extend([
+                "--log-file",
+                log.to_str().unwrap(),
+                "--metrics-url",
+                &metrics,
+            ]);
+        }
+        let o = wasmgate(&args);
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+        )
+    };
+    let (ok, stdout) = run(true);
+    let last = stdout.lines().last().unwrap_or("").to_string();
+    assert!(ok && last.ends_with(" passed, 0 failed"), "{stdout}");
+    let passed: usize = last.split(' ').next().unwrap().parse().unwrap();
+    assert!(passed > 600, "{last}");
+    // The same run blind to logs and metrics fails exactly those cases, saying why.
+    let (ok, stdout) = run(false);
+    assert!(!ok, "{stdout}");
+    assert!(
+        stdout.contains("logs: not observable against this host"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("metrics: not observable against this host"),
+        "{stdout}"
+    );
+}
