@@ -330,6 +330,11 @@
     (if (i32.eq (local.get $t) (i32.const 12)) (then
       ;;@0.2.0,0.2.1 (call $emit_num (call $continue_stream (i32.const 9)))
       (return (call $reply))))
+    ;; 24: a period is accepted, and 0 (no more ticks) too.
+    (if (i32.eq (local.get $t) (i32.const 24)) (then
+      (call $st (call $set_tick (i32.const 1000)))
+      (call $emit_num (call $set_tick (i32.const 0)))
+      (return (call $reply))))
     ;; 20, 21, 23: pause; ticks resume the request (23: through a call the tick makes).
     (if (i32.or (i32.eq (local.get $t) (i32.const 23))
           (i32.or (i32.eq (local.get $t) (i32.const 20)) (i32.eq (local.get $t) (i32.const 21)))) (then
@@ -401,10 +406,31 @@
       (call $comma)
       (call $emit_num (call $dequeue (local.get $a) (i32.const 512) (i32.const 516)))
       (return (call $reply))))
-    ;; 43: an unknown queue id.
+    ;; 43: enqueue to an unknown queue id.
     (if (i32.eq (local.get $t) (i32.const 43)) (then
-      (call $st (call $enqueue (i32.const 0x7ffffff0) (i32.const 400) (i32.const 1)))
+      (call $emit_num (call $enqueue (i32.const 0x7ffffff0) (i32.const 400) (i32.const 1)))
+      (return (call $reply))))
+    ;; 46: dequeue from an unknown queue id.
+    (if (i32.eq (local.get $t) (i32.const 46)) (then
       (call $emit_num (call $dequeue (i32.const 0x7ffffff0) (i32.const 512) (i32.const 516)))
+      (return (call $reply))))
+    ;; 45: enqueue to a registered queue: OK for each item, and every item is kept (counted
+    ;; by dequeuing until the queue answers anything but OK).
+    (if (i32.eq (local.get $t) (i32.const 45)) (then
+      (local.set $n (call $name (i32.const 464) (i32.const 2)))
+      (drop (call $register_queue (i32.const 1536) (local.get $n) (i32.const 520)))
+      (local.set $a (i32.load (i32.const 520)))
+      (call $st (call $enqueue (local.get $a) (i32.const 400) (i32.const 1)))
+      (call $st (call $enqueue (local.get $a) (i32.const 401) (i32.const 2)))
+      (call $st (call $enqueue (local.get $a) (i32.const 384) (i32.const 5)))
+      (local.set $b (i32.const 0))
+      (block $done
+        (loop $l
+          (br_if $done (call $dequeue (local.get $a) (i32.const 512) (i32.const 516)))
+          (local.set $b (i32.add (local.get $b) (i32.const 1)))
+          (br_if $done (i32.ge_u (local.get $b) (i32.const 10)))
+          (br $l)))
+      (call $emit_num (local.get $b))
       (return (call $reply))))
     ;; 44: enqueue for proxy_on_queue_ready, which passes the item back through shared data;
     ;; ticks wait for it.
@@ -459,17 +485,39 @@
       (call $st (call $define_metric (i32.const 2) (i32.const 1536) (call $name (i32.const 484) (i32.const 2)) (i32.const 520)))
       (local.set $a (i32.load (i32.const 520)))
       (call $st (call $record_metric (local.get $a) (i64.const 7)))
-      (call $st (call $increment_metric (local.get $a) (i64.const 1)))
-      (call $emit_num (call $get_metric (local.get $a) (i32.const 536)))
+      (call $emit_num (call $increment_metric (local.get $a) (i64.const 1)))
+      (return (call $reply))))
+    ;; 57: get_metric of a histogram.
+    (if (i32.eq (local.get $t) (i32.const 57)) (then
+      (call $st (call $define_metric (i32.const 2) (i32.const 1536) (call $name (i32.const 484) (i32.const 2)) (i32.const 520)))
+      (call $emit_num (call $get_metric (i32.load (i32.const 520)) (i32.const 536)))
+      (return (call $reply))))
+    ;; 56: get_metric: a fresh counter reads 0, a gauge what was recorded.
+    (if (i32.eq (local.get $t) (i32.const 56)) (then
+      (call $st (call $define_metric (i32.const 0) (i32.const 1536) (call $name (i32.const 480) (i32.const 2)) (i32.const 520)))
+      (i64.store (i32.const 536) (i64.const 99))
+      (call $st (call $get_metric (i32.load (i32.const 520)) (i32.const 536)))
+      (call $emit_u64 (i64.load (i32.const 536)))
+      (call $comma)
+      (call $st (call $define_metric (i32.const 1) (i32.const 1536) (call $name (i32.const 482) (i32.const 2)) (i32.const 520)))
+      (local.set $a (i32.load (i32.const 520)))
+      (call $st (call $record_metric (local.get $a) (i64.const 42)))
+      (call $st (call $get_metric (local.get $a) (i32.const 536)))
+      (call $emit_u64 (i64.load (i32.const 536)))
       (return (call $reply))))
     ;; 53: an unknown metric type.
     (if (i32.eq (local.get $t) (i32.const 53)) (then
       (call $emit_num (call $define_metric (i32.const 3) (i32.const 1536) (call $name (i32.const 480) (i32.const 2)) (i32.const 520)))
       (return (call $reply))))
-    ;; 54: an unknown metric id.
+    ;; 54: increment an unknown metric id.
     (if (i32.eq (local.get $t) (i32.const 54)) (then
-      (call $st (call $increment_metric (i32.const 0x7ffffff0) (i64.const 1)))
-      (call $st (call $record_metric (i32.const 0x7ffffff0) (i64.const 1)))
+      (call $emit_num (call $increment_metric (i32.const 0x7ffffff0) (i64.const 1)))
+      (return (call $reply))))
+    ;; 58, 59: record, get an unknown metric id.
+    (if (i32.eq (local.get $t) (i32.const 58)) (then
+      (call $emit_num (call $record_metric (i32.const 0x7ffffff0) (i64.const 1)))
+      (return (call $reply))))
+    (if (i32.eq (local.get $t) (i32.const 59)) (then
       (call $emit_num (call $get_metric (i32.const 0x7ffffff0) (i32.const 536)))
       (return (call $reply))))
     ;; 55: defining the same metric twice gives the same id.

@@ -426,6 +426,11 @@ pub struct Expect {
     /// A regular expression the whole body must match.
     #[serde(default)]
     pub body_matches: Option<String>,
+    /// The body is a guest's list, `N|item,item,` (each item ended by `,`), whose count `N`
+    /// must match its items: `1` for a list of names, `2` for a map (`key,value,` per entry).
+    /// For lists whose items vary by host.
+    #[serde(default)]
+    pub list_count: Option<usize>,
     /// How many requests of this case the upstream must have seen.
     #[serde(default)]
     pub upstream_calls: Option<u32>,

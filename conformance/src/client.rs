@@ -60,7 +60,13 @@ pub async fn send(
             hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await?;
         (Sender::H2(sender), tokio::spawn(conn))
     } else {
-        let (sender, conn) = hyper::client::conn::http1::handshake(io).await?;
+        // Names go out in title case (`X-Mixed-Case`), as most clients write them: a host must
+        // show them to guests lower-cased, and a case checking that can only fail if the
+        // names arrive with upper-case letters.
+        let (sender, conn) = hyper::client::conn::http1::Builder::new()
+            .title_case_headers(true)
+            .handshake(io)
+            .await?;
         (
             Sender::H1(sender),
             tokio::spawn(async { conn.await.map(|_| ()) }),

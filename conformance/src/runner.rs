@@ -445,6 +445,22 @@ pub fn install_file(
     Ok(serde_yaml::to_string(&doc)?)
 }
 
+/// A guest's `N|item,item,` list whose count `N` does not match its items (`per_entry` items
+/// per counted entry), as a line.
+fn check_list_count(body: &str, per_entry: usize) -> Option<String> {
+    let Some((count, items)) = body.split_once('|') else {
+        return Some(format!("list: expected `N|item,...`, got {body:?}"));
+    };
+    let listed = items.matches(',').count();
+    match count.parse::<usize>() {
+        Ok(n) if n * per_entry == listed => None,
+        Ok(n) => Some(format!(
+            "list: the count says {n} (of {per_entry} items each), but {listed} items are listed: {body:?}"
+        )),
+        Err(_) => Some(format!("list: {count:?} is not a count: {body:?}")),
+    }
+}
+
 /// Every way `got` differs from what `case` expects, as readable lines.
 pub fn compare(case: &Case, got: &Got, upstream_calls: u32) -> Vec<String> {
     let e = &case.expect;
@@ -508,6 +524,9 @@ pub fn compare(case: &Case, got: &Got, upstream_calls: u32) -> Vec<String> {
             )),
             Err(err) => out.push(format!("body_matches: bad regex: {err}")),
         }
+    }
+    if let Some(per_entry) = e.list_count {
+        out.extend(check_list_count(&got.body, per_entry));
     }
     if let Some(n) = e.upstream_calls {
         if n != upstream_calls {
@@ -576,5 +595,20 @@ mod tests {
             ]
         );
         assert!(compare_observed(&expect("{ status: 200 }"), "p", Observers::default()).is_empty());
+    }
+
+    #[test]
+    fn list_counts_are_checked_against_the_items() {
+        assert_eq!(check_list_count("2|a,b,", 1), None);
+        assert_eq!(check_list_count("0|", 1), None);
+        assert_eq!(check_list_count("2|k,v,k2,,", 2), None);
+        assert!(check_list_count("3|a,b,", 1)
+            .unwrap()
+            .contains("says 3 (of 1 items each), but 2"));
+        assert!(check_list_count("2|k,v,", 2).is_some());
+        assert!(check_list_count("a,b,", 1)
+            .unwrap()
+            .contains("expected `N|item"));
+        assert!(check_list_count("x|a,", 1).unwrap().contains("not a count"));
     }
 }

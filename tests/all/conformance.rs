@@ -224,3 +224,24 @@ async fn log_and_metric_expectations_that_do_not_hold_are_reported(engine: &str)
     );
 }
 parity!(async log_and_metric_expectations_that_do_not_hold_are_reported);
+
+/// One case, one spec anchor: no two cases send the same request through the same behaviour
+/// and expect the same (filed under two anchors, they would count twice in the support table).
+#[test]
+fn no_case_runs_twice_under_another_name() {
+    let mut seen = std::collections::BTreeMap::new();
+    let mut twice = Vec::new();
+    for c in builtin_cases().unwrap() {
+        let mut v = serde_json::to_value(&c).unwrap();
+        let o = v.as_object_mut().unwrap();
+        o.remove("name");
+        o.remove("spec");
+        if let Some(first) = seen.insert(v.to_string(), c.name.clone()) {
+            twice.push(format!("{first} and {}", c.name));
+        }
+    }
+    assert!(
+        twice.is_empty(),
+        "the same case under two names: {twice:#?}"
+    );
+}
