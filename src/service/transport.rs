@@ -512,16 +512,11 @@ impl rustls::client::ResolvesClientCert for ClientCerts {
 }
 
 /// Says what went wrong when a TLS handshake with an upstream failed (`None` for other errors):
-/// rustls's error sits inside an `io::Error` somewhere down `e`'s sources.
+/// rustls's error sits inside `io::Error`s (wrapped twice over) somewhere down `e`'s sources.
 pub fn tls_failure(e: &(dyn std::error::Error + 'static)) -> Option<String> {
     let mut next = Some(e);
     while let Some(e) = next {
-        let inner = e
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-            .and_then(|i| i.downcast_ref::<rustls::Error>())
-            .or_else(|| e.downcast_ref::<rustls::Error>());
-        if let Some(tls) = inner {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
             return Some(match tls {
                 rustls::Error::InvalidCertificate(_) => {
                     format!("certificate verification failed: {tls}")
@@ -529,7 +524,14 @@ pub fn tls_failure(e: &(dyn std::error::Error + 'static)) -> Option<String> {
                 _ => format!("TLS failed: {tls}"),
             });
         }
-        next = e.source();
+        // An io::Error's source() skips the error it wraps: go into it instead.
+        next = match e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
     }
     None
 }
