@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -541,10 +541,12 @@ type TransportKey = (ForwardingTimeouts, Option<usize>, Option<[u8; 32]>);
 
 /// Transports by settings, so a reload that keeps the settings keeps the pooled connections.
 /// TLS files are read at every snapshot build; a transport is kept only while their bytes are
-/// the same (a renewed certificate gets new connections).
+/// the same (a renewed certificate gets new connections). Held weakly: a transport no snapshot
+/// uses any more goes, with its connections (a reload builds while the old snapshot still
+/// holds its transports, so those it keeps are found here).
 #[derive(Default)]
 pub struct TransportCache {
-    by_settings: Mutex<HashMap<TransportKey, Arc<Transport>>>,
+    by_settings: Mutex<HashMap<TransportKey, Weak<Transport>>>,
 }
 
 impl TransportCache {
@@ -561,15 +563,15 @@ impl TransportCache {
             tls.as_ref().map(|t| t.digest),
         );
         let mut map = self.by_settings.lock().unwrap_or_else(|p| p.into_inner());
-        map.entry(key)
-            .or_insert_with(|| {
-                if tls.as_ref().is_some_and(|t| t.insecure) {
-                    tracing::warn!(
-                        "insecureSkipVerify: certificates of https servers are not verified"
-                    );
-                }
-                Arc::new(Transport::new(cfg, tls))
-            })
-            .clone()
+        if let Some(t) = map.get(&key).and_then(Weak::upgrade) {
+            return t;
+        }
+        map.retain(|_, t| t.strong_count() > 0);
+        if tls.as_ref().is_some_and(|t| t.insecure) {
+            tracing::warn!("insecureSkipVerify: certificates of https servers are not verified");
+        }
+        let transport = Arc::new(Transport::new(cfg, tls));
+        map.insert(key, Arc::downgrade(&transport));
+        transport
     }
 }

@@ -5,7 +5,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,7 +50,7 @@ fn subject_cn(der: &[u8]) -> String {
 /// a client certificate that CA signed. It answers with what it saw (protocol version, SNI,
 /// ALPN, client CN, `:authority` and Host); `/health` answers 503 while `sick` holds; a request
 /// to `Upgrade: echo` is switched and echoed back.
-async fn tls_upstream(cert: &CertFiles, client_ca: Option<&Path>) -> (SocketAddr, Arc<AtomicBool>) {
+async fn tls_upstream(cert: &CertFiles, client_ca: Option<&Path>) -> Upstream {
     let chain = wasmgate::pem::certificates(&cert.cert).unwrap();
     let key = wasmgate::pem::private_key(&cert.key).unwrap();
     let builder = rustls::ServerConfig::builder_with_provider(ring())
@@ -73,16 +73,19 @@ async fn tls_upstream(cert: &CertFiles, client_ca: Option<&Path>) -> (SocketAddr
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let sick = Arc::new(AtomicBool::new(false));
-    let sick2 = sick.clone();
+    let handshakes = Arc::new(AtomicUsize::new(0));
+    let (sick2, handshakes2) = (sick.clone(), handshakes.clone());
     tokio::spawn(async move {
         loop {
             let (tcp, _) = listener.accept().await.unwrap();
             let (acceptor, sick) = (acceptor.clone(), sick2.clone());
+            let handshakes = handshakes2.clone();
             tokio::spawn(async move {
                 // A failed handshake is one of the cases under test: nothing to serve.
                 let Ok(tls) = acceptor.accept(tcp).await else {
                     return;
                 };
+                handshakes.fetch_add(1, Ordering::SeqCst);
                 let conn = tls.get_ref().1;
                 let seen = Seen {
                     sni: conn.server_name().unwrap_or("none").to_string(),
@@ -105,7 +108,20 @@ async fn tls_upstream(cert: &CertFiles, client_ca: Option<&Path>) -> (SocketAddr
             });
         }
     });
-    (addr, sick)
+    Upstream {
+        addr,
+        sick,
+        handshakes,
+    }
+}
+
+/// A TLS upstream started by [`tls_upstream`].
+struct Upstream {
+    addr: SocketAddr,
+    /// `/health` answers 503 while it holds.
+    sick: Arc<AtomicBool>,
+    /// TLS handshakes completed.
+    handshakes: Arc<AtomicUsize>,
 }
 
 async fn answer(
@@ -187,7 +203,7 @@ async fn start_with(dir: tempfile::TempDir, install: &str) -> TestServer {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_upstream_with_its_ca_speaks_h2_by_alpn_unless_disabled() {
     let (dir, _ca, cert) = certs(&["127.0.0.1"]);
-    let (up, _) = tls_upstream(&cert, None).await;
+    let up = tls_upstream(&cert, None).await.addr;
     // A relative rootCAs path: against the directory of the file holding the routing.
     let t = start_with(
         dir,
@@ -213,7 +229,7 @@ async fn https_upstream_with_its_ca_speaks_h2_by_alpn_unless_disabled() {
     assert!(r.body.contains("authority=app.test"), "{}", r.body);
 
     let (dir, _ca, cert) = certs(&["127.0.0.1"]);
-    let (up, _) = tls_upstream(&cert, None).await;
+    let up = tls_upstream(&cert, None).await.addr;
     let t = start_with(
         dir,
         &install(
@@ -232,7 +248,7 @@ async fn https_upstream_with_its_ca_speaks_h2_by_alpn_unless_disabled() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_ca_fails_verification_unless_verification_is_skipped() {
     let (dir, _ca, cert) = certs(&["127.0.0.1"]);
-    let (up, _) = tls_upstream(&cert, None).await;
+    let up = tls_upstream(&cert, None).await.addr;
     // No TLS settings: the system's roots, which do not know the test CA.
     let t = start_with(dir, &install(&format!("https://{up}"), "")).await;
     let r = send(get(t.url("/"))).await;
@@ -258,7 +274,7 @@ async fn an_unknown_ca_fails_verification_unless_verification_is_skipped() {
     );
 
     let (dir, _ca, cert) = certs(&["127.0.0.1"]);
-    let (up, _) = tls_upstream(&cert, None).await;
+    let up = tls_upstream(&cert, None).await.addr;
     let t = start_with(
         dir,
         &install(&format!("https://{up}"), "      insecureSkipVerify: true\n"),
@@ -271,7 +287,7 @@ async fn an_unknown_ca_fails_verification_unless_verification_is_skipped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_name_is_the_name_asked_for_and_verified() {
     let (dir, _ca, cert) = certs(&["upstream.test"]);
-    let (up, _) = tls_upstream(&cert, None).await;
+    let up = tls_upstream(&cert, None).await.addr;
     let t = start_with(
         dir,
         &install(
@@ -286,7 +302,7 @@ async fn server_name_is_the_name_asked_for_and_verified() {
 
     // Without it, the certificate is checked against 127.0.0.1, which it does not name.
     let (dir, _ca, cert) = certs(&["upstream.test"]);
-    let (up, _) = tls_upstream(&cert, None).await;
+    let up = tls_upstream(&cert, None).await.addr;
     let t = start_with(
         dir,
         &install(&format!("https://{up}"), "      rootCAs: [ca.pem]\n"),
@@ -303,7 +319,9 @@ async fn behind_mtls(certificates: &str) -> TestServer {
     let (dir, ca, cert) = certs(&["127.0.0.1"]);
     ca.client(dir.path(), "gateway", "gateway-client");
     TestCa::new("another CA").client(dir.path(), "stranger", "stranger");
-    let (up, _) = tls_upstream(&cert, Some(&dir.path().join("ca.pem"))).await;
+    let up = tls_upstream(&cert, Some(&dir.path().join("ca.pem")))
+        .await
+        .addr;
     let transport = format!("      rootCAs: [ca.pem]\n{certificates}");
     start_with(dir, &install(&format!("https://{up}"), &transport)).await
 }
@@ -374,7 +392,7 @@ fn a_bad_tls_file_is_a_load_error_at_its_line() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upgrade_to_an_https_upstream_goes_over_http1() {
     let (dir, _ca, cert) = certs(&["127.0.0.1"]);
-    let (up, _) = tls_upstream(&cert, None).await;
+    let up = tls_upstream(&cert, None).await.addr;
     // h2 is offered by default: the upgrade still goes over HTTP/1.1.
     let t = start_with(
         dir,
@@ -446,8 +464,9 @@ async fn until_answering(t: &TestServer, want: &[&str]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_checks_go_over_https() {
     let (dir, _ca, cert) = certs(&["upstream.test"]);
-    let (a, _) = tls_upstream(&cert, None).await;
-    let (b, b_sick) = tls_upstream(&cert, None).await;
+    let a = tls_upstream(&cert, None).await.addr;
+    let b_up = tls_upstream(&cert, None).await;
+    let (b, b_sick) = (b_up.addr, b_up.sick);
     let text = inline_config(&format!(
         "http:\n  routers:\n    r: {{ rule: \"PathPrefix(`/`)\", service: up }}\n  services:\n    up:\n      loadBalancer:\n        serversTransport: t\n        servers: [{{ url: \"https://{a}/a\" }}, {{ url: \"https://{b}/b\" }}]\n        healthCheck: {{ path: /health, interval: 100ms, timeout: 2s, scheme: https }}\n  serversTransports:\n    t:\n      rootCAs: [ca.pem]\n      serverName: upstream.test\n"
     ));
@@ -466,10 +485,33 @@ async fn health_checks_of_https_servers_fail_on_an_unknown_ca() {
     // No scheme: the servers' own (https). No rootCAs: the system's, which do not know the
     // test CA, so every check fails and the service answers 503.
     let (dir, _ca, cert) = certs(&["127.0.0.1"]);
-    let (a, _) = tls_upstream(&cert, None).await;
+    let a = tls_upstream(&cert, None).await.addr;
     let text = inline_config(&format!(
         "http:\n  routers:\n    r: {{ rule: \"PathPrefix(`/`)\", service: up }}\n  services:\n    up:\n      loadBalancer:\n        servers: [{{ url: \"https://{a}/a\" }}]\n        healthCheck: {{ path: /health, interval: 100ms, timeout: 2s }}\n"
     ));
     let t = start_with(dir, &text).await;
     until_answering(&t, &["503 "]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_files_are_read_again_at_reload() {
+    let (dir, _ca, _) = certs(&[]);
+    // The upstream's certificate is of another CA than ca.pem.
+    let other = TestCa::new("the upstream's CA");
+    let up = tls_upstream(&other.server(dir.path(), "up", &["127.0.0.1"]), None).await;
+    let t = start_with(
+        dir,
+        &install(&format!("https://{}", up.addr), "      rootCAs: [ca.pem]\n"),
+    )
+    .await;
+    assert_eq!(send(get(t.url("/"))).await.status, 502);
+    other.write_ca(t.dir.path(), "ca.pem");
+    t.gateway.reload_routing().unwrap();
+    assert_eq!(send(get(t.url("/"))).await.status, 200);
+    assert_eq!(up.handshakes.load(Ordering::SeqCst), 1);
+    // A reload with the same files keeps the transport, and its pooled connection.
+    t.gateway.reload_routing().unwrap();
+    let r = send(get(t.url("/"))).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(up.handshakes.load(Ordering::SeqCst), 1);
 }
