@@ -221,16 +221,19 @@ impl Endpoint for LoadBalancer {
         }
         let mut authority = &server.authority;
         let passed;
-        if server.https.is_some() {
-            // The host goes in the URI: HTTP/2 sends it as :authority (a Host header beside it
-            // is refused by some servers), HTTP/1.1 as Host. The server is dialled all the same.
-            if let Some(host) = req.headers.get("host") {
-                if let Ok(a) = Authority::try_from(host) {
-                    passed = a;
+        if let Some(https) = &server.https {
+            // The host goes in the URI: HTTP/2 sends it as :authority (as Traefik; a Host
+            // header beside a different :authority is refused by some servers), HTTP/1.1 as
+            // Host. The server is dialled all the same. Past the hosts a server may be sent
+            // that way, the Host header goes as it is.
+            let host = req.headers.get("host").map(Authority::try_from);
+            if let Some(Ok(host)) = host {
+                if host == server.authority || https.may_carry(&host) {
+                    passed = host;
                     authority = &passed;
+                    req.headers.remove("host");
                 }
             }
-            req.headers.remove("host");
         }
         let target = server.target(authority, req.path_and_query())?;
         let upstream_req = convert::request_to_hyper(req, target)?;

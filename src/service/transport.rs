@@ -6,10 +6,10 @@
 //! `:authority` (as Traefik does with `passHostHeader`), while connections still go to the
 //! server.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::Path;
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -127,6 +127,7 @@ impl Transport {
         let server = Arc::new(HttpsServer {
             auto: client_builder(self.idle, self.max_idle, false).build(connector(&tls.auto)),
             http1: client_builder(self.idle, self.max_idle, false).build(connector(&tls.http1)),
+            hosts: RwLock::default(),
         });
         map.insert(authority.clone(), server.clone());
         Ok(server)
@@ -150,15 +151,41 @@ fn client_builder(
 /// A hyper client toward one `https://` server.
 pub type HttpsClient = Client<HttpsConnector<Dial>, Body>;
 
+/// How many hosts other than its own one `https://` server is sent in its requests' URIs.
+/// hyper pools connections by the URI's authority, so each such host has connections of its
+/// own: past this many, clients choosing hosts at will would open connections at will.
+const MAX_HOSTS_PER_SERVER: usize = 64;
+
 /// The clients of one `https://` server.
 pub struct HttpsServer {
     /// HTTP/2 or HTTP/1.1, as the server picks by ALPN (HTTP/1.1 only with `disableHTTP2`).
     auto: HttpsClient,
     /// HTTP/1.1 only (ALPN `http/1.1`): upgrades (WebSocket) need it.
     http1: HttpsClient,
+    /// Hosts its requests' URIs have carried (each a pool of connections), at most
+    /// [`MAX_HOSTS_PER_SERVER`].
+    hosts: RwLock<HashSet<Authority>>,
 }
 
 impl HttpsServer {
+    /// Whether a request may carry `host` in its URI (so that HTTP/2 sends it as `:authority`),
+    /// else it goes with the server's authority and a Host header: true for the first
+    /// [`MAX_HOSTS_PER_SERVER`] hosts seen.
+    pub fn may_carry(&self, host: &Authority) -> bool {
+        let known = self.hosts.read().unwrap_or_else(|p| p.into_inner());
+        if known.contains(host) {
+            return true;
+        }
+        let full = known.len() >= MAX_HOSTS_PER_SERVER;
+        drop(known);
+        if full {
+            return false;
+        }
+        let mut known = self.hosts.write().unwrap_or_else(|p| p.into_inner());
+        known.insert(host.clone());
+        true
+    }
+
     /// The client for a request: the HTTP/1.1 one for an upgrade.
     pub fn client(&self, upgrade: bool) -> &HttpsClient {
         if upgrade {

@@ -515,3 +515,28 @@ async fn tls_files_are_read_again_at_reload() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(up.handshakes.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_a_server_is_sent_as_authority_are_bounded() {
+    let (dir, _ca, cert) = certs(&["127.0.0.1"]);
+    let up = tls_upstream(&cert, None).await;
+    let t = start_with(
+        dir,
+        &install(&format!("https://{}", up.addr), "      rootCAs: [ca.pem]\n"),
+    )
+    .await;
+    // Each host sent as :authority has an HTTP/2 connection of its own (hyper pools by the
+    // URI's authority): 64 such hosts, then the server's own connection, with a Host header.
+    for i in 0..70 {
+        let host = format!("h{i}.test");
+        let r = send(get(t.url("/")).header("host", &host)).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let want = if i < 64 {
+            format!("authority={host} host=none")
+        } else {
+            format!("authority={} host={host}", up.addr)
+        };
+        assert!(r.body.contains(&want), "{i}: want {want:?} in {}", r.body);
+    }
+    assert_eq!(up.handshakes.load(Ordering::SeqCst), 65);
+}
