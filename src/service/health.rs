@@ -1,7 +1,8 @@
 //! Active health checks (`loadBalancer.healthCheck`): each server of a service is asked for the
 //! check path every `interval`; one that fails (no answer within `timeout`, or a status other
 //! than the expected one) leaves the rotation, and comes back when a check passes. Each change
-//! is logged once.
+//! is logged once. Checks of `https://` servers (or with `scheme: https`) use the TLS settings
+//! of the service's servers transport.
 //!
 //! The checks belong to the service they check: they stop when it is dropped (a reload that
 //! replaced it), so a reload never leaves checks of old services running.

@@ -602,3 +602,108 @@ impl TransportCache {
         transport
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::CertificateFiles;
+
+    fn ca_pem(name: &str) -> (String, rcgen::KeyPair, rcgen::CertificateParams) {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        (cert.pem(), key, params)
+    }
+
+    fn errors_of(cfg: &ServersTransportConfig, base: &Path) -> Vec<(String, String)> {
+        UpstreamTls::load(cfg, base).expect_err("errors")
+    }
+
+    #[test]
+    fn tls_settings_are_keyed_by_the_bytes_of_their_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, _, _) = ca_pem("a");
+        std::fs::write(dir.path().join("ca.pem"), &a).unwrap();
+        let cfg = ServersTransportConfig {
+            root_cas: vec!["ca.pem".into()],
+            ..Default::default()
+        };
+        let first = UpstreamTls::load(&cfg, dir.path()).unwrap().digest;
+        assert_eq!(UpstreamTls::load(&cfg, dir.path()).unwrap().digest, first);
+        // The same CA as inline PEM (as Traefik allows): the same contents, the same key.
+        let inline = ServersTransportConfig {
+            root_cas: vec![a.clone()],
+            ..Default::default()
+        };
+        assert_eq!(
+            UpstreamTls::load(&inline, dir.path()).unwrap().digest,
+            first
+        );
+        // New file contents, or other settings: another key.
+        let (b, _, _) = ca_pem("b");
+        std::fs::write(dir.path().join("ca.pem"), &b).unwrap();
+        assert_ne!(UpstreamTls::load(&cfg, dir.path()).unwrap().digest, first);
+        let h1 = ServersTransportConfig {
+            disable_http2: true,
+            ..inline
+        };
+        assert_ne!(UpstreamTls::load(&h1, dir.path()).unwrap().digest, first);
+    }
+
+    #[test]
+    fn bad_settings_are_reported_at_their_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, ca_key, ca_params) = ca_pem("a");
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let leaf = |name: &str| {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let cert = rcgen::CertificateParams::new(vec![name.to_string()])
+                .unwrap()
+                .signed_by(&key, &issuer)
+                .unwrap();
+            (cert.pem(), key.serialize_pem())
+        };
+        let (cert, _) = leaf("c.test");
+        let (_, other_key) = leaf("d.test");
+        std::fs::write(dir.path().join("c.crt"), &cert).unwrap();
+        let cfg = ServersTransportConfig {
+            server_name: Some("not a name!".into()),
+            root_cas: vec!["missing.pem".into()],
+            certificates: vec![
+                CertificateFiles {
+                    cert_file: "c.crt".into(),
+                    key_file: other_key,
+                },
+                CertificateFiles {
+                    cert_file: "-----BEGIN NOTHING-----\nAAAA\n-----END NOTHING-----\n".into(),
+                    key_file: "nokey.pem".into(),
+                },
+            ],
+            ..Default::default()
+        };
+        let errors = errors_of(&cfg, dir.path());
+        let paths: Vec<&str> = errors.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "serverName",
+                "rootCAs[0]",
+                "certificates[0].keyFile",
+                "certificates[1].certFile",
+                "certificates[1].keyFile"
+            ],
+            "{errors:?}"
+        );
+        assert!(errors[1].1.contains("missing.pem"), "{errors:?}");
+        assert!(
+            errors[2]
+                .1
+                .contains("the inline PEM does not go with c.crt"),
+            "{errors:?}"
+        );
+    }
+}
