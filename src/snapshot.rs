@@ -10,7 +10,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use http::uri::Scheme;
-
 use wasmgate_abi::plugin::WASMTIME_POOL_SLOTS;
 use wasmgate_abi::{Endpoint, Middleware};
 
