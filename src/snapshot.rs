@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 
+use http::uri::Scheme;
 use wasmgate_abi::plugin::WASMTIME_POOL_SLOTS;
 use wasmgate_abi::{Endpoint, Middleware};
 
@@ -21,6 +22,7 @@ use crate::middlewares::{HeadersMiddleware, StripPrefixMiddleware};
 use crate::plugins::{PluginCatalog, PoolKey};
 use crate::router::{Route, RouteTable, Rule};
 use crate::service::health::HealthCheck;
+use crate::service::transport::UpstreamTls;
 use crate::service::{EchoService, LoadBalancer, Server, TransportCache, ECHO_SERVICE};
 use crate::tls::{TlsTable, TlsUse, DEFAULT_OPTIONS};
 
@@ -79,22 +81,51 @@ impl Builder<'_> {
 
     fn build_services(&mut self) {
         let http = &self.src.http;
+        // Relative TLS files resolve against the file that holds the routing configuration.
+        let base = self
+            .src
+            .file
+            .parent()
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        // The TLS settings of every servers transport that has some, read at every build (their
+        // files may have changed); `None` for one with errors (reported here, once).
+        let mut tls_by_name: HashMap<&str, Option<Arc<UpstreamTls>>> = HashMap::new();
+        for (t_name, t) in http
+            .servers_transports
+            .iter()
+            .filter(|(_, t)| t.has_tls_settings())
+        {
+            let tls = match UpstreamTls::load(t, &base) {
+                Ok(tls) => Some(Arc::new(tls)),
+                Err(errors) => {
+                    for (path, e) in errors {
+                        let sep = if path.is_empty() { "" } else { "." };
+                        self.error(format!("http.serversTransports.{t_name}{sep}{path}"), e);
+                    }
+                    None
+                }
+            };
+            tls_by_name.insert(t_name, tls);
+        }
+        // For https servers of a transport without TLS settings: the system's roots.
+        let mut default_tls: Option<Arc<UpstreamTls>> = None;
         for (name, svc) in &http.services {
             let lb = &svc.load_balancer;
             let mut servers = Vec::new();
             for (i, s) in lb.servers.iter().enumerate() {
                 match Server::parse(&s.url, s.weight.unwrap_or(1)) {
-                    Ok(server) => servers.push(server),
+                    Ok(server) => servers.push((i, server)),
                     Err(e) => self.error(
                         format!("http.services.{name}.loadBalancer.servers[{i}].url"),
                         e,
                     ),
                 }
             }
-            let transport_cfg = match &lb.servers_transport {
-                None => ServersTransportConfig::default(),
-                Some(t) => match http.servers_transports.get(local_name(t)) {
-                    Some(cfg) => cfg.clone(),
+            let (transport_cfg, named_tls) = match &lb.servers_transport {
+                None => (ServersTransportConfig::default(), None),
+                Some(t) => match http.servers_transports.get_key_value(local_name(t)) {
+                    Some((t_name, cfg)) => (cfg.clone(), tls_by_name.get(t_name.as_str())),
                     None => {
                         let msg = missing("serversTransport", t, http.servers_transports.keys());
                         self.error(
@@ -105,7 +136,6 @@ impl Builder<'_> {
                     }
                 },
             };
-            let transport = self.ctx.transports.get(&transport_cfg);
             let check = match lb.health_check.as_ref().map(HealthCheck::parse) {
                 None => None,
                 Some(Ok(c)) => Some(c),
@@ -117,6 +147,38 @@ impl Builder<'_> {
                     continue;
                 }
             };
+            let needs_tls = servers.iter().any(|(_, s)| s.scheme() == &Scheme::HTTPS)
+                || check.as_ref().is_some_and(HealthCheck::wants_https);
+            let tls = match named_tls {
+                Some(Some(tls)) => Some(tls.clone()),
+                // Its errors are reported already.
+                Some(None) => continue,
+                None if needs_tls => match &default_tls {
+                    Some(tls) => Some(tls.clone()),
+                    None => match UpstreamTls::load(&ServersTransportConfig::default(), &base) {
+                        Ok(tls) => Some(default_tls.insert(Arc::new(tls)).clone()),
+                        Err(errors) => {
+                            for (_, e) in errors {
+                                self.error(format!("http.services.{name}.loadBalancer"), e);
+                            }
+                            continue;
+                        }
+                    },
+                },
+                None => None,
+            };
+            let transport = self.ctx.transports.get(&transport_cfg, tls);
+            let mut attached = Vec::new();
+            for (i, mut server) in servers {
+                match server.attach(&transport) {
+                    Ok(()) => attached.push(server),
+                    Err(e) => self.error(
+                        format!("http.services.{name}.loadBalancer.servers[{i}].url"),
+                        e,
+                    ),
+                }
+            }
+            let servers = attached;
             let balancer = Arc::new(LoadBalancer::new(servers, lb.pass_host_header, transport));
             if let Some(check) = check {
                 balancer.check_health(name, check);

@@ -712,7 +712,7 @@ pub struct HealthCheckConfig {
     /// How long a check may take before it fails (default 5s).
     #[serde(default, deserialize_with = "deserialize_opt_duration")]
     pub timeout: Option<Duration>,
-    /// `http` (default: the server's).
+    /// `http` or `https` (default: the server's).
     #[serde(default)]
     pub scheme: Option<String>,
     /// The Host header of checks (default: the server's host).
@@ -736,7 +736,8 @@ pub struct HealthCheckConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ServerConfig {
-    /// `http://host:port[/path]`, or `h2c://host:port` for cleartext HTTP/2.
+    /// `http://host:port[/path]`, `https://host[:port][/path]` (TLS; HTTP/2 when the server
+    /// picks it), or `h2c://host:port` for cleartext HTTP/2.
     pub url: String,
     /// Relative share of requests (default 1).
     #[serde(default)]
@@ -753,6 +754,39 @@ pub struct ServersTransportConfig {
     /// Idle connections kept per upstream host (default 200, as in Traefik).
     #[serde(default)]
     pub max_idle_conns_per_host: Option<usize>,
+    /// The name `https://` servers are asked for (SNI) and must hold a certificate for
+    /// (default: the host of the server's URL).
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// No verification of `https://` servers' certificates at all (a warning is logged).
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
+    /// CA certificates (PEM files, or PEM text) `https://` servers' certificates must chain to,
+    /// instead of the system's roots.
+    #[serde(default, rename = "rootCAs")]
+    pub root_cas: Vec<String>,
+    /// Client certificates offered to `https://` servers that ask for one (mTLS).
+    #[serde(default)]
+    pub certificates: Vec<CertificateFiles>,
+    /// Offer only HTTP/1.1 to `https://` servers (by default `h2` is offered too, in ALPN, and
+    /// the server picks).
+    #[serde(default, rename = "disableHTTP2")]
+    pub disable_http2: bool,
+    /// Traefik's check of a URI SAN in the server's certificate: refused (not supported).
+    #[serde(default, rename = "peerCertURI")]
+    pub peer_cert_uri: Option<String>,
+}
+
+impl ServersTransportConfig {
+    /// Whether any TLS setting is given (they matter only to `https://` servers).
+    pub fn has_tls_settings(&self) -> bool {
+        self.server_name.is_some()
+            || self.insecure_skip_verify
+            || !self.root_cas.is_empty()
+            || !self.certificates.is_empty()
+            || self.disable_http2
+            || self.peer_cert_uri.is_some()
+    }
 }
 
 /// Timeouts toward upstreams.
@@ -772,4 +806,15 @@ pub struct ForwardingTimeouts {
 
 fn default_true() -> bool {
     true
+}
+
+/// A certificate and its private key, as Traefik names them: PEM files (relative paths resolve
+/// against the directory of the file that holds the setting), or the PEM text itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CertificateFiles {
+    /// The certificate chain, leaf first.
+    pub cert_file: String,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: String,
 }

@@ -1,7 +1,8 @@
 //! Active health checks (`loadBalancer.healthCheck`): each server of a service is asked for the
 //! check path every `interval`; one that fails (no answer within `timeout`, or a status other
 //! than the expected one) leaves the rotation, and comes back when a check passes. Each change
-//! is logged once.
+//! is logged once. Checks of `https://` servers (or with `scheme: https`) use the TLS settings
+//! of the service's servers transport.
 //!
 //! The checks belong to the service they check: they stop when it is dropped (a reload that
 //! replaced it), so a reload never leaves checks of old services running.
@@ -11,13 +12,19 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use http::header::{HeaderName, HeaderValue};
+use http::uri::Scheme;
 use http::{Method, Request, Uri};
 use http_body_util::Empty;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use super::transport::{self, UpstreamTls};
 use crate::config::HealthCheckConfig;
+
+/// The checks' client: `http://` in clear, `https://` with the service's TLS settings.
+type CheckClient = Client<HttpsConnector<HttpConnector>, Empty<bytes::Bytes>>;
 
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -50,11 +57,12 @@ impl HealthCheck {
         if timeout.is_zero() {
             return Err(("timeout", "must be above 0s".into()));
         }
-        if let Some(s) = cfg.scheme.as_deref().filter(|s| *s != "http") {
-            return Err((
-                "scheme",
-                format!("{s:?}: checks go over http (https upstreams are not supported yet)"),
-            ));
+        if let Some(s) = cfg
+            .scheme
+            .as_deref()
+            .filter(|s| !matches!(*s, "http" | "https"))
+        {
+            return Err(("scheme", format!("{s:?}: checks go over http or https")));
         }
         let method = match cfg.method.as_deref() {
             None => Method::GET,
@@ -88,6 +96,12 @@ impl HealthCheck {
             status: cfg.status,
         })
     }
+
+    /// Whether the checks go over https (`scheme: https`; without `scheme`, servers are checked
+    /// with their own).
+    pub fn wants_https(&self) -> bool {
+        self.scheme.as_deref() == Some("https")
+    }
 }
 
 /// Whether each server of a service is in rotation (all are, until a check fails).
@@ -115,30 +129,31 @@ pub trait Checked: Send + Sync + 'static {
     fn health(&self) -> &Health;
 }
 
-/// Starts checking the servers at `targets` (URL as configured, and its `authority` and base
-/// `scheme`) of `service` (named `name`), on the current tokio runtime; the checks stop once
-/// `service` is dropped.
+/// Starts checking the servers at `targets` (URL as configured, its scheme and `authority`)
+/// of `service` (named `name`), on the current tokio runtime, with the TLS settings of the
+/// service's transport for https; the checks stop once `service` is dropped.
 pub fn spawn<S: Checked>(
     name: &str,
     service: &Arc<S>,
-    targets: Vec<(String, http::uri::Authority)>,
+    targets: Vec<(String, Scheme, http::uri::Authority)>,
     check: HealthCheck,
+    tls: Option<Arc<UpstreamTls>>,
 ) {
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return;
     };
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(check.timeout));
-    let client: Client<HttpConnector, Empty<bytes::Bytes>> = Client::builder(TokioExecutor::new())
+    let client: CheckClient = Client::builder(TokioExecutor::new())
         .timer(TokioTimer::new())
         .pool_timer(TokioTimer::new())
-        .build(connector);
+        .build(transport::check_connector(tls.as_deref(), connector));
     let check = Arc::new(check);
-    for (i, (url, authority)) in targets.into_iter().enumerate() {
+    for (i, (url, scheme, authority)) in targets.into_iter().enumerate() {
         let weak: Weak<S> = Arc::downgrade(service);
         let (check, client, service_name) = (check.clone(), client.clone(), name.to_string());
         runtime.spawn(async move {
-            let target = match target(&check, &authority) {
+            let target = match target(&check, &scheme, &authority) {
                 Ok(t) => t,
                 Err(e) => {
                     tracing::warn!(service = %service_name, server = %url, "health check: {e}");
@@ -172,7 +187,11 @@ pub fn spawn<S: Checked>(
 }
 
 /// The URI checks of the server at `authority` go to.
-fn target(check: &HealthCheck, authority: &http::uri::Authority) -> Result<Uri, String> {
+fn target(
+    check: &HealthCheck,
+    server_scheme: &Scheme,
+    authority: &http::uri::Authority,
+) -> Result<Uri, String> {
     let host = authority.host();
     let port = check.port.or(authority.port_u16());
     let authority = match port {
@@ -180,18 +199,14 @@ fn target(check: &HealthCheck, authority: &http::uri::Authority) -> Result<Uri, 
         Some(p) => format!("{host}:{p}"),
         None => host.to_string(),
     };
-    let scheme = check.scheme.as_deref().unwrap_or("http");
+    let scheme = check.scheme.as_deref().unwrap_or(server_scheme.as_str());
     format!("{scheme}://{authority}{}", check.path)
         .parse()
         .map_err(|e| format!("cannot build the check URL: {e}"))
 }
 
 /// One check: `Ok` when the server answered as a healthy one, else why not.
-async fn probe(
-    client: &Client<HttpConnector, Empty<bytes::Bytes>>,
-    check: &HealthCheck,
-    target: &Uri,
-) -> Result<(), String> {
+async fn probe(client: &CheckClient, check: &HealthCheck, target: &Uri) -> Result<(), String> {
     let mut req = Request::builder()
         .method(check.method.clone())
         .uri(target.clone());
@@ -207,9 +222,11 @@ async fn probe(
     let resp = match tokio::time::timeout(check.timeout, client.request(req)).await {
         Err(_) => return Err(format!("no answer within {:?}", check.timeout)),
         Ok(Err(e)) => {
-            let cause = std::error::Error::source(&e)
-                .map(|s| s.to_string())
-                .unwrap_or_else(|| e.to_string());
+            let cause = transport::tls_failure(&e).unwrap_or_else(|| {
+                std::error::Error::source(&e)
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| e.to_string())
+            });
             return Err(cause);
         }
         Ok(Ok(r)) => r,

@@ -9,7 +9,7 @@ use wasmgate_abi::{Body, Endpoint, ErrorSource, ProxyError, Request, Response};
 
 use super::health::{self, Checked, Health, HealthCheck};
 use super::timed_body::{SignalOnEnd, StallCut};
-use super::transport::Transport;
+use super::transport::{self, HttpsServer, Transport};
 use crate::http_convert as convert;
 use crate::proxy::upgrade::{self, UpgradeAccepted, UpgradeRequested};
 
@@ -24,10 +24,13 @@ pub struct Server {
     base_path: String,
     h2c: bool,
     weight: u32,
+    /// The clients of an `https://` server (set by [`Server::attach`]).
+    https: Option<Arc<HttpsServer>>,
 }
 
 impl Server {
-    /// Parses `http://host:port[/path]` or `h2c://host:port[/path]`.
+    /// Parses `http://host:port[/path]`, `https://host[:port][/path]` or
+    /// `h2c://host:port[/path]`.
     pub fn parse(url: &str, weight: u32) -> Result<Server, String> {
         let uri: Uri = url
             .parse()
@@ -35,12 +38,12 @@ impl Server {
         let (scheme, h2c) = match uri.scheme_str() {
             Some("http") => (Scheme::HTTP, false),
             Some("h2c") => (Scheme::HTTP, true),
-            Some("https") => {
+            Some("https") => (Scheme::HTTPS, false),
+            _ => {
                 return Err(format!(
-                    "url {url:?}: https upstreams are not supported yet (use http:// or h2c://)"
+                    "url {url:?} needs a scheme: http://, https:// or h2c://"
                 ))
             }
-            _ => return Err(format!("url {url:?} needs a scheme: http:// or h2c://")),
         };
         let authority = uri
             .authority()
@@ -53,13 +56,33 @@ impl Server {
             base_path: uri.path().trim_end_matches('/').to_string(),
             h2c,
             weight,
+            https: None,
         })
     }
 
-    fn target(&self, path_and_query: &str) -> Result<Uri, ProxyError> {
+    /// Takes the clients of an `https://` server from `transport` (nothing to do for others).
+    pub fn attach(&mut self, transport: &Transport) -> Result<(), String> {
+        if self.scheme == Scheme::HTTPS {
+            self.https = Some(
+                transport
+                    .https_server(&self.authority)
+                    .map_err(|e| format!("url {:?}: {e}", self.url))?,
+            );
+        }
+        Ok(())
+    }
+
+    /// Its scheme (`http` for `h2c://` servers).
+    pub fn scheme(&self) -> &Scheme {
+        &self.scheme
+    }
+
+    /// The URI a request goes to: the server's, or for an `https://` server, `authority` (the
+    /// host it should see; its clients dial the server whatever the URI says).
+    fn target(&self, authority: &Authority, path_and_query: &str) -> Result<Uri, ProxyError> {
         Uri::builder()
             .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
+            .authority(authority.clone())
             .path_and_query(format!("{}{}", self.base_path, path_and_query))
             .build()
             .map_err(|e| {
@@ -134,9 +157,9 @@ impl LoadBalancer {
         let targets = self
             .servers
             .iter()
-            .map(|s| (s.url.clone(), s.authority.clone()))
+            .map(|s| (s.url.clone(), s.scheme.clone(), s.authority.clone()))
             .collect();
-        health::spawn(name, self, targets, check);
+        health::spawn(name, self, targets, check, self.transport.tls().cloned());
     }
 }
 
@@ -161,7 +184,6 @@ impl Endpoint for LoadBalancer {
                 "no server available (every server is out of rotation, or weighs 0)",
             ));
         };
-        let target = server.target(req.path_and_query())?;
         let trailers = convert::accepts_trailers(&req.headers);
         let upgrading = req
             .extensions
@@ -197,6 +219,23 @@ impl Endpoint for LoadBalancer {
             // HTTP/2 carries the host as :authority, taken from the target URI.
             req.headers.remove("host");
         }
+        let mut authority = &server.authority;
+        let passed;
+        if let Some(https) = &server.https {
+            // The host goes in the URI: HTTP/2 sends it as :authority (as Traefik; a Host
+            // header beside a different :authority is refused by some servers), HTTP/1.1 as
+            // Host. The server is dialled all the same. Past the hosts a server may be sent
+            // that way, the Host header goes as it is.
+            let host = req.headers.get("host").map(Authority::try_from);
+            if let Some(Ok(host)) = host {
+                if host == server.authority || https.may_carry(&host) {
+                    passed = host;
+                    authority = &passed;
+                    req.headers.remove("host");
+                }
+            }
+        }
+        let target = server.target(authority, req.path_and_query())?;
         let upstream_req = convert::request_to_hyper(req, target)?;
         // As Go's net/http, responseHeaderTimeout starts once the request is written, body
         // included: a slow upload does not count against it.
@@ -210,7 +249,6 @@ impl Endpoint for LoadBalancer {
                 Some(written),
             )
         };
-        let client = self.transport.client(server.h2c);
         let header_timeout = self.transport.response_header_timeout;
         let waited = async move {
             if let Some(written) = written {
@@ -220,7 +258,11 @@ impl Endpoint for LoadBalancer {
             tokio::time::sleep(header_timeout).await;
         };
         let sent = tokio::select! {
-            sent = client.request(upstream_req) => Ok(sent),
+            sent = match &server.https {
+                // Upgrades need HTTP/1.1: its client offers only that in ALPN.
+                Some(https) => https.client(upgrading.is_some()).request(upstream_req),
+                None => self.transport.client(server.h2c).request(upstream_req),
+            } => Ok(sent),
             () = waited => Err(()),
         };
         let resp = match sent {
@@ -236,9 +278,11 @@ impl Endpoint for LoadBalancer {
                 } else {
                     "failed talking to"
                 };
-                let cause = std::error::Error::source(&e)
-                    .map(|s| s.to_string())
-                    .unwrap_or_else(|| e.to_string());
+                let cause = transport::tls_failure(&e).unwrap_or_else(|| {
+                    std::error::Error::source(&e)
+                        .map(|s| s.to_string())
+                        .unwrap_or_else(|| e.to_string())
+                });
                 return Err(
                     ProxyError::bad_gateway(format!("{what} {}: {cause}", server.url))
                         .with_source(e),
@@ -296,13 +340,21 @@ mod tests {
     fn server_urls() {
         let s = Server::parse("http://127.0.0.1:5000/base/", 1).unwrap();
         assert_eq!(
-            s.target("/a%2Fb?x=1").unwrap().to_string(),
+            s.target(&s.authority, "/a%2Fb?x=1").unwrap().to_string(),
             "http://127.0.0.1:5000/base/a%2Fb?x=1"
         );
         assert!(Server::parse("h2c://127.0.0.1:5000", 1).unwrap().h2c);
         assert!(Server::parse("127.0.0.1:5000", 1).is_err());
-        assert!(Server::parse("https://x", 1)
+        let s = Server::parse("https://x.test/b", 1).unwrap();
+        assert_eq!(s.scheme(), &Scheme::HTTPS);
+        assert_eq!(
+            s.target(&"y.test:8443".parse().unwrap(), "/p")
+                .unwrap()
+                .to_string(),
+            "https://y.test:8443/b/p"
+        );
+        assert!(Server::parse("ftp://x", 1)
             .unwrap_err()
-            .contains("not supported"));
+            .contains("https://"));
     }
 }

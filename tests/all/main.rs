@@ -18,6 +18,7 @@ mod edge;
 mod faults;
 mod health;
 mod http_wasm_plugins;
+mod https_upstream;
 mod inspect;
 mod load;
 mod malformed;
