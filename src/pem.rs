@@ -30,17 +30,41 @@ pub fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
         .map_err(|e| format!("no usable private key in {}: {e}", path.display()))
 }
 
-/// A root store of the certificates in these PEM files.
-pub fn root_store(paths: &[&Path]) -> Result<rustls::RootCertStore, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    for path in paths {
-        for cert in certificates(path)? {
-            roots
-                .add(cert)
-                .map_err(|e| format!("bad CA certificate in {}: {e}", path.display()))?;
-        }
+/// Traefik takes the PEM text itself wherever a file is expected (`certFile`, `rootCAs`...).
+pub fn is_inline(value: &str) -> bool {
+    value.trim_start().starts_with("-----BEGIN")
+}
+
+/// A `certFile`-like value as errors show it: the path, or "the inline PEM".
+pub fn shown(value: &str) -> String {
+    if is_inline(value) {
+        "the inline PEM".to_string()
+    } else {
+        value.to_string()
     }
-    Ok(roots)
+}
+
+/// The certificates of a configured value: PEM text, or a file relative to `base`.
+pub fn certificates_of(value: &str, base: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    if !is_inline(value) {
+        return certificates(&base.join(value));
+    }
+    let certs = CertificateDer::pem_slice_iter(value.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("bad certificate in the inline PEM: {e}"))?;
+    if certs.is_empty() {
+        return Err("the inline PEM holds no certificate".into());
+    }
+    Ok(certs)
+}
+
+/// The private key of a configured value: PEM text, or a file relative to `base`.
+pub fn private_key_of(value: &str, base: &Path) -> Result<PrivateKeyDer<'static>, String> {
+    if !is_inline(value) {
+        return private_key(&base.join(value));
+    }
+    PrivateKeyDer::from_pem_slice(value.as_bytes())
+        .map_err(|e| format!("no usable private key in the inline PEM: {e}"))
 }
 
 #[cfg(test)]
@@ -71,6 +95,12 @@ mod tests {
         std::fs::write(&good, cert.pem() + &key.serialize_pem()).unwrap();
         assert_eq!(certificates(&good).unwrap().len(), 1);
         assert!(private_key(&good).is_ok());
-        assert_eq!(root_store(&[&good]).unwrap().len(), 1);
+        // The same as text, where Traefik takes it too.
+        let text = std::fs::read_to_string(&good).unwrap();
+        assert!(is_inline(&text) && !is_inline("good.pem"));
+        assert_eq!(certificates_of(&text, dir.path()).unwrap().len(), 1);
+        assert!(private_key_of(&text, dir.path()).is_ok());
+        assert_eq!(certificates_of("good.pem", dir.path()).unwrap().len(), 1);
+        assert_eq!(shown(&text), "the inline PEM");
     }
 }

@@ -1,7 +1,8 @@
 //! `/api/rawdata` (Traefik's `api`): the routing configuration being served, as JSON, in
 //! Traefik's layout (`routers`, `middlewares`, `services`, names with their provider `@file`),
-//! with every plugin's configuration redacted: it may hold secrets, and the API is read by
-//! whoever reaches the internal entry point.
+//! with every plugin's configuration and every private key (`serversTransports`'
+//! `certificates[].keyFile`, which may be the PEM text itself) redacted: they may hold secrets,
+//! and the API is read by whoever reaches the internal entry point.
 
 use serde_json::{json, Map, Value};
 
@@ -16,14 +17,12 @@ pub fn build(text: &str, generation: u64) -> Value {
         .and_then(|doc| serde_json::to_value(doc).ok())
         .and_then(|doc| doc.get("http").cloned())
         .unwrap_or(Value::Null);
-    let section = |name: &str, status: bool, redact: bool| -> Value {
+    let section = |name: &str, status: bool, redact: fn(&mut Value)| -> Value {
         let mut out = Map::new();
         if let Some(Value::Object(items)) = http.get(name) {
             for (key, item) in items {
                 let mut item = item.clone();
-                if redact {
-                    redact_plugin(&mut item);
-                }
+                redact(&mut item);
                 if status {
                     if let Value::Object(o) = &mut item {
                         o.insert("status".into(), json!("enabled"));
@@ -35,12 +34,23 @@ pub fn build(text: &str, generation: u64) -> Value {
         Value::Object(out)
     };
     json!({
-        "routers": section("routers", true, false),
-        "middlewares": section("middlewares", true, true),
-        "services": section("services", true, false),
-        "serversTransports": section("serversTransports", false, false),
+        "routers": section("routers", true, |_| {}),
+        "middlewares": section("middlewares", true, redact_plugin),
+        "services": section("services", true, |_| {}),
+        "serversTransports": section("serversTransports", false, redact_keys),
         "generation": generation,
     })
+}
+
+/// Replaces the client keys of a servers transport (`certificates: [{certFile, keyFile}]`).
+fn redact_keys(transport: &mut Value) {
+    if let Some(Value::Array(certs)) = transport.get_mut("certificates") {
+        for c in certs {
+            if let Some(key) = c.get_mut("keyFile") {
+                *key = json!(REDACTED);
+            }
+        }
+    }
 }
 
 /// Replaces the configuration of a plugin middleware (`plugin: { name: config }`).
@@ -66,8 +76,19 @@ mod tests {
     h: { headers: { customRequestHeaders: { X-A: "1" } } }
   services:
     s: { loadBalancer: { servers: [{ url: "http://127.0.0.1:1" }] } }
+  serversTransports:
+    t:
+      serverName: up.test
+      certificates:
+        - certFile: client.crt
+          keyFile: "-----BEGIN PRIVATE KEY-----\nc2VjcmV0\n-----END PRIVATE KEY-----\n"
 "#;
         let raw = build(text, 3);
+        let t = &raw["serversTransports"]["t@file"];
+        assert_eq!(t["certificates"][0]["keyFile"], REDACTED);
+        assert_eq!(t["certificates"][0]["certFile"], "client.crt");
+        assert_eq!(t["serverName"], "up.test");
+        assert!(!raw.to_string().contains("c2VjcmV0"));
         assert_eq!(raw["routers"]["r@file"]["service"], "s");
         assert_eq!(raw["routers"]["r@file"]["status"], "enabled");
         assert_eq!(raw["middlewares"]["waf@file"]["plugin"]["coraza"], REDACTED);

@@ -24,9 +24,9 @@ pub struct TlsConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct TlsCertificate {
-    /// The certificate chain, PEM, the leaf first.
+    /// The certificate chain, PEM, the leaf first: a file, or the PEM text itself.
     pub cert_file: String,
-    /// Its private key, PEM.
+    /// Its private key, PEM: a file, or the PEM text itself.
     pub key_file: String,
     /// Stores it belongs to; only `default` exists.
     #[serde(default)]
@@ -49,9 +49,9 @@ pub struct TlsStore {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct StoreCertificate {
-    /// The certificate chain, PEM.
+    /// The certificate chain, PEM: a file, or the PEM text itself.
     pub cert_file: String,
-    /// Its private key, PEM.
+    /// Its private key, PEM: a file, or the PEM text itself.
     pub key_file: String,
 }
 
@@ -90,7 +90,7 @@ pub struct TlsOptions {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ClientAuthConfig {
-    /// CAs client certificates must chain to, PEM files.
+    /// CAs client certificates must chain to: PEM files, or PEM text.
     #[serde(default)]
     pub ca_files: Vec<String>,
     /// `NoClientCert` (default), `VerifyClientCertIfGiven` or `RequireAndVerifyClientCert`.

@@ -21,8 +21,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use sha2::{Digest, Sha256};
@@ -305,12 +304,12 @@ impl UpstreamTls {
         } else {
             let mut roots = RootCertStore::empty();
             for (i, ca) in cfg.root_cas.iter().enumerate() {
-                let added = read_certs(ca, base).and_then(|certs| {
+                let added = crate::pem::certificates_of(ca, base).and_then(|certs| {
                     certs.into_iter().try_for_each(|c| {
                         feed("root", &c);
-                        roots
-                            .add(c)
-                            .map_err(|e| format!("bad CA certificate in {}: {e}", shown(ca)))
+                        roots.add(c).map_err(|e| {
+                            format!("bad CA certificate in {}: {e}", crate::pem::shown(ca))
+                        })
                     })
                 });
                 if let Err(e) = added {
@@ -322,9 +321,9 @@ impl UpstreamTls {
         let mut keys = Vec::new();
         for (i, c) in cfg.certificates.iter().enumerate() {
             let here = format!("certificates[{i}]");
-            let chain = read_certs(&c.cert_file, base)
+            let chain = crate::pem::certificates_of(&c.cert_file, base)
                 .map_err(|e| errors.push((format!("{here}.certFile"), e)));
-            let key = read_key(&c.key_file, base)
+            let key = crate::pem::private_key_of(&c.key_file, base)
                 .map_err(|e| errors.push((format!("{here}.keyFile"), e)));
             let (Ok(chain), Ok(key)) = (chain, key) else {
                 continue;
@@ -337,8 +336,8 @@ impl UpstreamTls {
                     format!("{here}.keyFile"),
                     format!(
                         "{} does not go with {}: {e}",
-                        shown(&c.key_file),
-                        shown(&c.cert_file)
+                        crate::pem::shown(&c.key_file),
+                        crate::pem::shown(&c.cert_file)
                     ),
                 )),
             }
@@ -410,41 +409,6 @@ pub fn check_connector(
         ),
         None => HttpsConnector::from((http, tls.auto.clone())),
     }
-}
-
-/// A value of `rootCAs` or `certFile` as it is shown in errors: the path, or "inline PEM".
-fn shown(value: &str) -> String {
-    if is_inline_pem(value) {
-        "the inline PEM".to_string()
-    } else {
-        value.to_string()
-    }
-}
-
-/// Traefik takes the PEM text itself where a file is expected.
-fn is_inline_pem(value: &str) -> bool {
-    value.trim_start().starts_with("-----BEGIN")
-}
-
-fn read_certs(value: &str, base: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    if !is_inline_pem(value) {
-        return crate::pem::certificates(&base.join(value));
-    }
-    let certs = CertificateDer::pem_slice_iter(value.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("bad certificate in the inline PEM: {e}"))?;
-    if certs.is_empty() {
-        return Err("the inline PEM holds no certificate".into());
-    }
-    Ok(certs)
-}
-
-fn read_key(value: &str, base: &Path) -> Result<PrivateKeyDer<'static>, String> {
-    if !is_inline_pem(value) {
-        return crate::pem::private_key(&base.join(value));
-    }
-    PrivateKeyDer::from_pem_slice(value.as_bytes())
-        .map_err(|e| format!("no usable private key in the inline PEM: {e}"))
 }
 
 /// The system's trusted roots, read once per process. None found is not an error here: servers

@@ -228,19 +228,17 @@ fn certified_key(
     cert_file: &str,
     key_file: &str,
 ) -> Result<Arc<CertifiedKey>, (&'static str, String)> {
-    let chain = crate::pem::certificates(&base.join(cert_file)).map_err(|e| ("certFile", e))?;
-    let key = crate::pem::private_key(&base.join(key_file)).map_err(|e| ("keyFile", e))?;
+    let chain = crate::pem::certificates_of(cert_file, base).map_err(|e| ("certFile", e))?;
+    let key = crate::pem::private_key_of(key_file, base).map_err(|e| ("keyFile", e))?;
     let provider = ring::default_provider();
-    let signing = provider
-        .key_provider
-        .load_private_key(key)
-        .map_err(|e| ("keyFile", format!("{key_file}: unusable private key: {e}")))?;
+    let signing = provider.key_provider.load_private_key(key).map_err(|e| {
+        let shown = crate::pem::shown(key_file);
+        ("keyFile", format!("{shown}: unusable private key: {e}"))
+    })?;
     let certified = CertifiedKey::new(chain, signing);
     certified.keys_match().map_err(|e| {
-        (
-            "keyFile",
-            format!("{key_file} is not the key of {cert_file}: {e}"),
-        )
+        let (key, cert) = (crate::pem::shown(key_file), crate::pem::shown(cert_file));
+        ("keyFile", format!("{key} is not the key of {cert}: {e}"))
     })?;
     Ok(Arc::new(certified))
 }

@@ -227,9 +227,16 @@ fn client_verifier(
             format!("{kind} needs caFiles: the CAs client certificates must chain to"),
         ));
     }
-    let paths: Vec<_> = auth.ca_files.iter().map(|f| base.join(f)).collect();
-    let refs: Vec<&Path> = paths.iter().map(|p| p.as_path()).collect();
-    let roots = crate::pem::root_store(&refs).map_err(|e| ("clientAuth.caFiles".into(), e))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for (i, file) in auth.ca_files.iter().enumerate() {
+        let key = format!("clientAuth.caFiles[{i}]");
+        for cert in crate::pem::certificates_of(file, base).map_err(|e| (key.clone(), e))? {
+            roots.add(cert).map_err(|e| {
+                let shown = crate::pem::shown(file);
+                (key.clone(), format!("bad CA certificate in {shown}: {e}"))
+            })?;
+        }
+    }
     let mut builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
     if optional {
         builder = builder.allow_unauthenticated();

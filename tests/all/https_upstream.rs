@@ -59,7 +59,10 @@ async fn tls_upstream(cert: &CertFiles, client_ca: Option<&Path>) -> Upstream {
     let builder = match client_ca {
         None => builder.with_no_client_auth(),
         Some(ca) => {
-            let roots = wasmgate::pem::root_store(&[ca]).unwrap();
+            let mut roots = rustls::RootCertStore::empty();
+            for c in wasmgate::pem::certificates(ca).unwrap() {
+                roots.add(c).unwrap();
+            }
             let verifier =
                 rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), ring())
                     .build()

@@ -549,3 +549,27 @@ async fn plugin_over_tls_and_h2(engine: &str) {
     );
 }
 parity!(async plugin_over_tls_and_h2);
+
+/// `certFile` and `keyFile` may hold the PEM text itself, as in Traefik.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_given_inline() {
+    let dir = write_files(&[("wasmgate.yaml", INSTALL)]);
+    let c = certs(dir.path());
+    let indent = |path: &Path| {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| format!("          {l}\n"))
+            .collect::<String>()
+    };
+    let routing = format!(
+        "http:\n  routers:\n    r: {{ rule: \"PathPrefix(`/`)\", service: echo@internal, tls: {{}} }}\ntls:\n  certificates:\n    - certFile: |\n{}      keyFile: |\n{}",
+        indent(&c.a.cert),
+        indent(&c.a.key)
+    );
+    std::fs::write(dir.path().join("routing.yaml"), routing).unwrap();
+    let t = start_in(dir).await;
+    let got = Client::new(&c.ca, "a.test").get(t.addr, "/").await.unwrap();
+    assert_eq!(got.status, 200);
+    assert_eq!(got.presented, leaf(&c.a));
+}
