@@ -1,0 +1,593 @@
+//! Fleets: two wasmgate replicas fed by one real etcd (and one real Redis), in Traefik's KV
+//! layout. Each test starts its own store (own data dir, free ports on 127.0.0.1) and kills it
+//! on drop. The replicas are in-process gateways, one running its plugin on wasmtime and the
+//! other on wasmer, with the same expectations.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use wasmgate::provider::Providers;
+
+use crate::common::*;
+
+/// How long a change may take to reach a replica (the debounce is 200 ms).
+const CONVERGE: Duration = Duration::from_secs(10);
+/// ... and after the store came back (the backoff has grown meanwhile: 1, 2, 4 s...).
+const RECONNECT: Duration = Duration::from_secs(20);
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A store's server process, killed on drop (so a failing test leaves none behind).
+struct Store {
+    command: Vec<String>,
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+}
+
+impl Store {
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("server.log"))
+            .unwrap();
+        let child = Command::new(&self.command[0])
+            .args(&self.command[1..])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", self.command[0]));
+        self.child = Some(child);
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A real etcd, its data in a temp dir.
+struct Etcd {
+    store: Store,
+    client_port: u16,
+}
+
+impl Etcd {
+    /// Ports and data dir chosen, not started yet.
+    fn new() -> Etcd {
+        let dir = tempfile::tempdir().unwrap();
+        let (client, peer) = (free_port(), free_port());
+        let c = format!("http://127.0.0.1:{client}");
+        let p = format!("http://127.0.0.1:{peer}");
+        let command = [
+            "/usr/bin/etcd",
+            "--name",
+            "default",
+            "--data-dir",
+            &dir.path().join("data").display().to_string(),
+            "--listen-client-urls",
+            &c,
+            "--advertise-client-urls",
+            &c,
+            "--listen-peer-urls",
+            &p,
+            "--initial-advertise-peer-urls",
+            &p,
+            "--initial-cluster",
+            &format!("default={p}"),
+            "--log-level",
+            "warn",
+        ]
+        .map(String::from)
+        .to_vec();
+        Etcd {
+            store: Store {
+                command,
+                child: None,
+                dir,
+            },
+            client_port: client,
+        }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.client_port)
+    }
+
+    /// Starts (or restarts, same data and ports) and waits until it answers.
+    async fn start(&mut self) {
+        self.store.spawn();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(mut c) = self.client().await {
+                if let Ok(Ok(_)) =
+                    tokio::time::timeout(Duration::from_secs(2), c.get("ping", None)).await
+                {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "etcd did not start:\n{}",
+                self.store.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn client(&self) -> Result<etcd_client::Client, etcd_client::Error> {
+        let opts = etcd_client::ConnectOptions::new().with_connect_timeout(Duration::from_secs(2));
+        etcd_client::Client::connect([self.endpoint()], Some(opts)).await
+    }
+
+    /// Writes `pairs` in one transaction (a deploy writing many keys at once).
+    async fn put(&self, pairs: &[(&str, String)]) {
+        let ops: Vec<etcd_client::TxnOp> = pairs
+            .iter()
+            .map(|(k, v)| etcd_client::TxnOp::put(*k, v.as_str(), None))
+            .collect();
+        let mut c = self.client().await.unwrap();
+        c.txn(etcd_client::Txn::new().and_then(ops)).await.unwrap();
+    }
+
+    async fn delete(&self, key: &str) {
+        self.client()
+            .await
+            .unwrap()
+            .delete(key, None)
+            .await
+            .unwrap();
+    }
+}
+
+/// A real Redis, without persistence.
+struct Redis {
+    store: Store,
+    port: u16,
+}
+
+impl Redis {
+    fn new() -> Redis {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let command = [
+            "/usr/bin/redis-server",
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            &dir.path().display().to_string(),
+        ]
+        .map(String::from)
+        .to_vec();
+        Redis {
+            store: Store {
+                command,
+                child: None,
+                dir,
+            },
+            port,
+        }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    async fn start(&mut self) {
+        self.store.spawn();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(mut c) = self.conn().await {
+                let pong: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut c).await;
+                if pong.is_ok() {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis did not start:\n{}",
+                self.store.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn conn(&self) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+        let client = redis::Client::open(format!("redis://{}/", self.endpoint()))?;
+        client.get_multiplexed_async_connection().await
+    }
+
+    /// Writes `pairs` with one MSET.
+    async fn put(&self, pairs: &[(&str, String)]) {
+        let mut cmd = redis::cmd("MSET");
+        for (k, v) in pairs {
+            cmd.arg(*k).arg(v);
+        }
+        let mut c = self.conn().await.unwrap();
+        let _: () = cmd.query_async(&mut c).await.unwrap();
+    }
+}
+
+/// One wasmgate replica and its provider tasks.
+struct Replica {
+    t: TestServer,
+    _providers: Providers,
+    engine: &'static str,
+}
+
+impl Replica {
+    async fn start(engine: &'static str, providers: &str) -> Replica {
+        let plugin = example_plugin("add-headers");
+        let install = format!(
+            r#"entryPoints:
+  web: {{ address: "127.0.0.1:0" }}
+  traefik: {{ address: "127.0.0.1:0" }}
+cache: {{ enabled: false }}
+metrics: {{ prometheus: {{}} }}
+plugins:
+  example: {{ path: "{}", engine: {engine} }}
+providers:
+{providers}"#,
+            plugin.display()
+        );
+        let t = start(&[("wasmgate.yaml", &install)]).await;
+        let providers = wasmgate::provider::start(&t.gateway);
+        Replica {
+            t,
+            _providers: providers,
+            engine,
+        }
+    }
+
+    fn metrics_addr(&self) -> SocketAddr {
+        self.t.server.as_ref().unwrap().addrs["traefik"]
+    }
+
+    async fn get(&self, path: &str) -> Reply {
+        send(get(self.t.url(path))).await
+    }
+
+    /// Polls `path` until `want` holds (a change has arrived), or fails after `limit`.
+    async fn wait_for(&self, path: &str, limit: Duration, want: impl Fn(&Reply) -> bool) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let r = self.get(path).await;
+            if want(&r) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: {path} still answers {} {:?} after {limit:?}",
+                self.engine,
+                r.status,
+                r.body
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn metrics(&self) -> String {
+        send(get(format!("http://{}/metrics", self.metrics_addr())))
+            .await
+            .body
+    }
+}
+
+fn from(name: &str) -> impl Fn(&Reply) -> bool + '_ {
+    move |r: &Reply| r.status == 200 && r.body.starts_with(&format!("Name: {name}\n"))
+}
+
+/// The keys of a router `r` on `path` to service `svc`, and of `svc` with one server.
+fn route(r: &str, path: &str, svc: &str, server: SocketAddr) -> Vec<(String, String)> {
+    vec![
+        (
+            format!("traefik/http/routers/{r}/rule"),
+            format!("PathPrefix(`{path}`)"),
+        ),
+        (format!("traefik/http/routers/{r}/service"), svc.to_string()),
+        (
+            format!("traefik/http/services/{svc}/loadBalancer/servers/0/url"),
+            format!("http://{server}"),
+        ),
+    ]
+}
+
+fn refs(pairs: &[(String, String)]) -> Vec<(&str, String)> {
+    pairs.iter().map(|(k, v)| (k.as_str(), v.clone())).collect()
+}
+
+/// The value of the `wasmgate_config_info` series: its hash label.
+fn config_hash(metrics: &str) -> String {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("wasmgate_config_info{hash=\""))
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no wasmgate_config_info in\n{metrics}"))
+        .to_string()
+}
+
+async fn wait_rejected(replicas: &[&Replica], before: &[u64]) {
+    for (r, before) in replicas.iter().zip(before) {
+        let mut rx = r.t.gateway.reloads();
+        let seen = tokio::time::timeout(CONVERGE, rx.wait_for(|s| s.rejected > *before)).await;
+        assert!(seen.is_ok(), "{}: the broken value was not seen", r.engine);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_two_replicas_follow_the_store() {
+    let one = echo_upstream("one").await;
+    let two = echo_upstream("two").await;
+    let mut etcd = Etcd::new();
+    etcd.start().await;
+    etcd.put(&refs(&route("r1", "/one", "one", one))).await;
+    let providers = format!(
+        "  etcd: {{ endpoints: [\"{}\"], rootKey: traefik }}\n",
+        etcd.endpoint()
+    );
+    let a = Replica::start("wasmtime", &providers).await;
+    let b = Replica::start("wasmer", &providers).await;
+    let both = [&a, &b];
+
+    // Both serve what is stored.
+    for r in both {
+        r.wait_for("/one", CONVERGE, from("one")).await;
+        assert_eq!(r.get("/other").await.status, 404, "{}", r.engine);
+    }
+
+    // A change reaches both.
+    etcd.put(&refs(&route("r2", "/two", "two", two))).await;
+    for r in both {
+        r.wait_for("/two", CONVERGE, from("two")).await;
+    }
+
+    // A router with a plugin middleware, added in the store, serves on both.
+    let mut plugin = route("r3", "/plugin", "one", one);
+    plugin.extend([
+        (
+            "traefik/http/routers/r3/middlewares/0".to_string(),
+            "demo".to_string(),
+        ),
+        (
+            "traefik/http/middlewares/demo/plugin/example/headers/Foo".to_string(),
+            "Bar".to_string(),
+        ),
+    ]);
+    etcd.put(&refs(&plugin)).await;
+    for r in both {
+        r.wait_for("/plugin", CONVERGE, |r| {
+            from("one")(r) && r.body.contains("\nfoo: Bar\n")
+        })
+        .await;
+    }
+
+    // Both run the same configuration: the same hash, and a sync time.
+    let (ma, mb) = (a.metrics().await, b.metrics().await);
+    assert_eq!(config_hash(&ma), config_hash(&mb));
+    for m in [&ma, &mb] {
+        assert!(
+            m.contains("wasmgate_provider_last_sync_timestamp_seconds{provider=\"etcd\"} "),
+            "{m}"
+        );
+    }
+
+    // A broken value (not a number) keeps the last good routing on both.
+    let generations: Vec<u64> = both.iter().map(|r| r.t.gateway.generation()).collect();
+    let rejected: Vec<u64> = both
+        .iter()
+        .map(|r| r.t.gateway.reloads().borrow().rejected)
+        .collect();
+    etcd.put(&[("traefik/http/routers/r2/priority", "high".into())])
+        .await;
+    wait_rejected(&both, &rejected).await;
+    for (r, g) in both.iter().zip(&generations) {
+        assert_eq!(r.t.gateway.generation(), *g, "{}", r.engine);
+        r.wait_for("/two", Duration::ZERO, from("two")).await;
+        r.wait_for("/plugin", Duration::ZERO, |r| {
+            r.body.contains("\nfoo: Bar\n")
+        })
+        .await;
+    }
+    // ... and so does a reference to nothing (the snapshot, not the mapping, refuses it).
+    etcd.delete("traefik/http/routers/r2/priority").await;
+    let rejected: Vec<u64> = both
+        .iter()
+        .map(|r| r.t.gateway.reloads().borrow().rejected)
+        .collect();
+    etcd.put(&[("traefik/http/routers/r2/service", "nowhere".into())])
+        .await;
+    wait_rejected(&both, &rejected).await;
+    for r in both {
+        r.wait_for("/two", Duration::ZERO, from("two")).await;
+    }
+    etcd.put(&[("traefik/http/routers/r2/service", "two".into())])
+        .await;
+
+    // The store stopped: both keep serving.
+    etcd.store.kill();
+    // Long enough for the watch to notice and the first reconnects to fail.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for r in both {
+        r.wait_for("/one", Duration::ZERO, from("one")).await;
+        r.wait_for("/two", Duration::ZERO, from("two")).await;
+        r.wait_for("/plugin", Duration::ZERO, |r| {
+            r.body.contains("\nfoo: Bar\n")
+        })
+        .await;
+    }
+
+    // Restarted on the same data and ports: a new value reaches both.
+    etcd.start().await;
+    etcd.put(&[("traefik/http/routers/r1/rule", "PathPrefix(`/uno`)".into())])
+        .await;
+    for r in both {
+        r.wait_for("/uno", RECONNECT, from("one")).await;
+        assert_eq!(r.get("/one").await.status, 404, "{}", r.engine);
+        r.wait_for("/two", Duration::ZERO, from("two")).await;
+    }
+    let (ma, mb) = (a.metrics().await, b.metrics().await);
+    assert_eq!(config_hash(&ma), config_hash(&mb));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_unreachable_at_start_then_routing_arrives() {
+    let one = echo_upstream("one").await;
+    let mut etcd = Etcd::new();
+    let providers = format!("  etcd: {{ endpoints: [\"{}\"] }}\n", etcd.endpoint());
+    let a = Replica::start("wasmtime", &providers).await;
+    // The entry points are up, serving nothing yet.
+    assert_eq!(a.get("/one").await.status, 404);
+    etcd.start().await;
+    etcd.put(&refs(&route("r1", "/one", "one", one))).await;
+    a.wait_for("/one", RECONNECT, from("one")).await;
+}
+
+/// `wasmgate validate -c install [--provider p]`, on a blocking thread: exit code, stdout, stderr.
+async fn validate(
+    install: PathBuf,
+    provider: Option<&'static str>,
+) -> (Option<i32>, String, String) {
+    tokio::task::spawn_blocking(move || {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wasmgate"));
+        cmd.arg("validate").arg("-c").arg(&install);
+        if let Some(p) = provider {
+            cmd.arg("--provider").arg(p);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validate_reads_what_etcd_stores_now() {
+    let one = echo_upstream("one").await;
+    let mut etcd = Etcd::new();
+    etcd.start().await;
+    etcd.put(&refs(&route("r1", "/one", "one", one))).await;
+    let dir = write_files(&[(
+        "wasmgate.yaml",
+        &format!(
+            "entryPoints:\n  web: {{ address: \"127.0.0.1:0\" }}\nproviders:\n  etcd: {{ endpoints: [\"{}\"] }}\n",
+            etcd.endpoint()
+        ),
+    )]);
+    let install = dir.path().join("wasmgate.yaml");
+
+    let (code, out, err) = validate(install.clone(), Some("etcd")).await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("3 key(s) under traefik/"), "{out}");
+
+    // A value that does not parse: the key is named.
+    etcd.put(&[("traefik/http/routers/r1/priority", "high".into())])
+        .await;
+    let (code, out, err) = validate(install.clone(), Some("etcd")).await;
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(
+        err.contains("error: etcd:traefik/http/routers/r1/priority: invalid value"),
+        "{err}"
+    );
+    // Without --provider only the install file is checked.
+    let (code, out, err) = validate(install.clone(), None).await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    // A provider the install file does not configure is an error.
+    let (code, _, err) = validate(install.clone(), Some("redis")).await;
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("no providers.redis"), "{err}");
+
+    // A reference to nothing: found when the snapshot is built, named by its key too.
+    etcd.delete("traefik/http/routers/r1/priority").await;
+    etcd.put(&[
+        ("traefik/http/routers/r2/rule", "Path(`/x`)".into()),
+        ("traefik/http/routers/r2/service", "nowhere".into()),
+    ])
+    .await;
+    let (code, out, err) = validate(install.clone(), Some("etcd")).await;
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(
+        err.contains(
+            "error: etcd:traefik/http/routers/r2/service: service \"nowhere@etcd\" does not exist"
+        ),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_two_replicas_follow_the_store() {
+    let one = echo_upstream("one").await;
+    let two = echo_upstream("two").await;
+    let mut redis = Redis::new();
+    redis.start().await;
+    let first = route("r1", "/one", "one", one);
+    redis.put(&refs(&first)).await;
+    let providers = format!(
+        "  redis: {{ endpoints: [\"{}\"], rootKey: traefik }}\n",
+        redis.endpoint()
+    );
+    let a = Replica::start("wasmtime", &providers).await;
+    let b = Replica::start("wasmer", &providers).await;
+    let both = [&a, &b];
+    for r in both {
+        r.wait_for("/one", CONVERGE, from("one")).await;
+    }
+    redis.put(&refs(&route("r2", "/two", "two", two))).await;
+    for r in both {
+        r.wait_for("/two", CONVERGE, from("two")).await;
+    }
+    let (ma, mb) = (a.metrics().await, b.metrics().await);
+    assert_eq!(config_hash(&ma), config_hash(&mb));
+    assert!(
+        ma.contains("wasmgate_provider_last_sync_timestamp_seconds{provider=\"redis\"} "),
+        "{ma}"
+    );
+
+    // The store stopped: both keep serving.
+    redis.store.kill();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for r in both {
+        r.wait_for("/one", Duration::ZERO, from("one")).await;
+        r.wait_for("/two", Duration::ZERO, from("two")).await;
+    }
+
+    // Restarted (empty: no persistence), the routing written again with a change: both follow.
+    redis.start().await;
+    let mut again = route("r1", "/uno", "one", one);
+    again.extend(route("r2", "/two", "two", two));
+    redis.put(&refs(&again)).await;
+    for r in both {
+        r.wait_for("/uno", RECONNECT, from("one")).await;
+        r.wait_for("/two", Duration::ZERO, from("two")).await;
+    }
+}
