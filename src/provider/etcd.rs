@@ -174,13 +174,8 @@ async fn session(
             continue;
         }
         // The rest of the burst: until the store has been quiet for DEBOUNCE.
-        loop {
-            match tokio::time::timeout(super::DEBOUNCE, next_change(&mut stream)).await {
-                Ok(r) => {
-                    r?;
-                }
-                Err(_quiet) => break,
-            }
+        while let Ok(r) = tokio::time::timeout(super::DEBOUNCE, next_change(&mut stream)).await {
+            r?;
         }
         let (pairs, _) = read_all(&mut client, &prefix)
             .await
