@@ -169,9 +169,14 @@ struct Redis {
 
 impl Redis {
     fn new() -> Redis {
+        Redis::with_args(&[])
+    }
+
+    /// With more `redis-server` options.
+    fn with_args(extra: &[&str]) -> Redis {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let command = [
+        let mut command = [
             "/usr/bin/redis-server",
             "--port",
             &port.to_string(),
@@ -186,6 +191,7 @@ impl Redis {
         ]
         .map(String::from)
         .to_vec();
+        command.extend(extra.iter().map(|a| a.to_string()));
         Redis {
             store: Store {
                 command,
@@ -362,6 +368,8 @@ async fn etcd_two_replicas_follow_the_store() {
         assert_eq!(r.get("/other").await.status, 404, "{}", r.engine);
     }
 
+    let first_hash = config_hash(&a.metrics().await);
+
     // A change reaches both.
     etcd.put(&refs(&route("r2", "/two", "two", two))).await;
     for r in both {
@@ -391,6 +399,11 @@ async fn etcd_two_replicas_follow_the_store() {
     // Both run the same configuration: the same hash, and a sync time.
     let (ma, mb) = (a.metrics().await, b.metrics().await);
     assert_eq!(config_hash(&ma), config_hash(&mb));
+    assert_ne!(
+        config_hash(&ma),
+        first_hash,
+        "the routing changed, so did its hash"
+    );
     for m in [&ma, &mb] {
         assert!(
             m.contains("wasmgate_provider_last_sync_timestamp_seconds{provider=\"etcd\"} "),
@@ -590,4 +603,113 @@ async fn redis_two_replicas_follow_the_store() {
         r.wait_for("/uno", RECONNECT, from("one")).await;
         r.wait_for("/two", Duration::ZERO, from("two")).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_without_config_set_falls_back_to_polling() {
+    let one = echo_upstream("one").await;
+    // Managed Redis often refuses CONFIG: notifications cannot be turned on.
+    let mut redis = Redis::with_args(&["--rename-command", "CONFIG", ""]);
+    redis.start().await;
+    let refused: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("notify-keyspace-events")
+        .query_async(&mut redis.conn().await.unwrap())
+        .await;
+    assert!(refused.is_err(), "CONFIG still works: {refused:?}");
+    let providers = format!("  redis: {{ endpoints: [\"{}\"] }}\n", redis.endpoint());
+    let a = Replica::start("wasmtime", &providers).await;
+    a.wait_for("/one", CONVERGE, |r| r.status == 404).await;
+    redis.put(&refs(&route("r1", "/one", "one", one))).await;
+    // Read again every 2 s.
+    a.wait_for("/one", CONVERGE, from("one")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_and_file_provider_together() {
+    let file_up = echo_upstream("file").await;
+    let kv_up = echo_upstream("kv").await;
+    let mut etcd = Etcd::new();
+    etcd.start().await;
+    let routing = |extra: &str| {
+        format!(
+            r#"http:
+  routers:
+    f: {{ rule: "PathPrefix(`/file`)", service: filesvc }}
+{extra}  middlewares:
+    hdr: {{ headers: {{ customRequestHeaders: {{ X-From-File: "yes" }} }} }}
+  services:
+    filesvc: {{ loadBalancer: {{ servers: [{{ url: "http://{file_up}" }}] }} }}
+"#
+        )
+    };
+    let install = format!(
+        r#"entryPoints:
+  web: {{ address: "127.0.0.1:0" }}
+  traefik: {{ address: "127.0.0.1:0" }}
+api: {{}}
+providers:
+  file: {{ filename: routing.yaml }}
+  etcd: {{ endpoints: ["{}"] }}
+"#,
+        etcd.endpoint()
+    );
+    let t = start(&[("wasmgate.yaml", &install), ("routing.yaml", &routing(""))]).await;
+    let _watcher = wasmgate::reload::watch(t.gateway.clone()).unwrap();
+    let _providers = wasmgate::provider::start(&t.gateway);
+    let a = Replica {
+        t,
+        _providers: Providers::default(),
+        engine: "wasmtime",
+    };
+    a.wait_for("/file", Duration::ZERO, from("file")).await;
+
+    // The store's router uses the file's middleware and service by `@file`, its own by name.
+    let mut keys = route("k", "/kv", "filesvc@file", file_up);
+    keys.truncate(2);
+    keys.extend([
+        (
+            "traefik/http/routers/k/middlewares/0".to_string(),
+            "hdr@file".to_string(),
+        ),
+        (
+            "traefik/http/routers/own/rule".to_string(),
+            "PathPrefix(`/own`)".to_string(),
+        ),
+        (
+            "traefik/http/routers/own/service".to_string(),
+            "kvsvc".to_string(),
+        ),
+        (
+            "traefik/http/services/kvsvc/loadBalancer/servers/0/url".to_string(),
+            format!("http://{kv_up}"),
+        ),
+    ]);
+    etcd.put(&refs(&keys)).await;
+    a.wait_for("/kv", CONVERGE, |r| {
+        from("file")(r) && r.body.contains("\nx-from-file: yes\n")
+    })
+    .await;
+    a.wait_for("/own", Duration::ZERO, from("kv")).await;
+    a.wait_for("/file", Duration::ZERO, from("file")).await;
+
+    // /api/rawdata names each item with its provider.
+    let raw = send(get(format!("http://{}/api/rawdata", a.metrics_addr()))).await;
+    let raw: serde_json::Value = serde_json::from_str(&raw.body).unwrap();
+    assert_eq!(raw["routers"]["k@etcd"]["service"], "filesvc@file", "{raw}");
+    assert_eq!(raw["routers"]["own@etcd"]["service"], "kvsvc", "{raw}");
+    assert_eq!(raw["routers"]["f@file"]["service"], "filesvc", "{raw}");
+    assert!(raw["services"]["kvsvc@etcd"].is_object(), "{raw}");
+
+    // A reload of the file keeps what the store gave.
+    replace_file(
+        &a.t.path("routing.yaml"),
+        &routing("    g: { rule: \"PathPrefix(`/g`)\", service: kvsvc@etcd }\n"),
+    );
+    a.wait_for("/g", CONVERGE, from("kv")).await;
+    a.wait_for("/kv", Duration::ZERO, |r| {
+        r.body.contains("\nx-from-file: yes\n")
+    })
+    .await;
+    a.wait_for("/own", Duration::ZERO, from("kv")).await;
 }
