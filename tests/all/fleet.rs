@@ -71,16 +71,30 @@ impl Drop for Store {
 struct Etcd {
     store: Store,
     client_port: u16,
+    /// The test's own client TLS, when etcd serves TLS.
+    tls: Option<etcd_client::TlsOptions>,
+}
+
+/// The files of an etcd serving TLS and requiring client certificates.
+struct EtcdTls {
+    ca: PathBuf,
+    server: crate::certs::CertFiles,
+    client: crate::certs::CertFiles,
 }
 
 impl Etcd {
     /// Ports and data dir chosen, not started yet.
     fn new() -> Etcd {
+        Etcd::with_tls(None)
+    }
+
+    fn with_tls(tls: Option<&EtcdTls>) -> Etcd {
         let dir = tempfile::tempdir().unwrap();
         let (client, peer) = (free_port(), free_port());
-        let c = format!("http://127.0.0.1:{client}");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let c = format!("{scheme}://127.0.0.1:{client}");
         let p = format!("http://127.0.0.1:{peer}");
-        let command = [
+        let mut command = [
             "/usr/bin/etcd",
             "--name",
             "default",
@@ -101,6 +115,28 @@ impl Etcd {
         ]
         .map(String::from)
         .to_vec();
+        let mut client_tls = None;
+        if let Some(t) = tls {
+            let arg = |p: &PathBuf| p.display().to_string();
+            command.extend([
+                "--cert-file".into(),
+                arg(&t.server.cert),
+                "--key-file".into(),
+                arg(&t.server.key),
+                "--trusted-ca-file".into(),
+                arg(&t.ca),
+                "--client-cert-auth".into(),
+            ]);
+            let read = |p: &PathBuf| std::fs::read(p).unwrap();
+            client_tls = Some(
+                etcd_client::TlsOptions::new()
+                    .ca_certificate(etcd_client::Certificate::from_pem(read(&t.ca)))
+                    .identity(etcd_client::Identity::from_pem(
+                        read(&t.client.cert),
+                        read(&t.client.key),
+                    )),
+            );
+        }
         Etcd {
             store: Store {
                 command,
@@ -108,6 +144,7 @@ impl Etcd {
                 dir,
             },
             client_port: client,
+            tls: client_tls,
         }
     }
 
@@ -137,8 +174,14 @@ impl Etcd {
     }
 
     async fn client(&self) -> Result<etcd_client::Client, etcd_client::Error> {
-        let opts = etcd_client::ConnectOptions::new().with_connect_timeout(Duration::from_secs(2));
-        etcd_client::Client::connect([self.endpoint()], Some(opts)).await
+        let mut opts =
+            etcd_client::ConnectOptions::new().with_connect_timeout(Duration::from_secs(2));
+        let mut endpoint = self.endpoint();
+        if let Some(tls) = &self.tls {
+            opts = opts.with_tls(tls.clone());
+            endpoint = format!("https://{endpoint}");
+        }
+        etcd_client::Client::connect([endpoint], Some(opts)).await
     }
 
     /// Writes `pairs` in one transaction (a deploy writing many keys at once).
@@ -712,4 +755,41 @@ providers:
     })
     .await;
     a.wait_for("/own", Duration::ZERO, from("kv")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_over_tls_with_a_client_certificate() {
+    let one = echo_upstream("one").await;
+    let certs = tempfile::tempdir().unwrap();
+    let ca = crate::certs::TestCa::new("etcd test CA");
+    let tls = EtcdTls {
+        ca: ca.write_ca(certs.path(), "ca.pem"),
+        server: ca.server(certs.path(), "server", &["127.0.0.1"]),
+        client: ca.client(certs.path(), "client", "wasmgate"),
+    };
+    let mut etcd = Etcd::with_tls(Some(&tls));
+    etcd.start().await;
+    etcd.put(&refs(&route("r1", "/one", "one", one))).await;
+    let providers = format!(
+        "  etcd:\n    endpoints: [\"{}\"]\n    tls: {{ ca: \"{}\", cert: \"{}\", key: \"{}\" }}\n",
+        etcd.endpoint(),
+        tls.ca.display(),
+        tls.client.cert.display(),
+        tls.client.key.display()
+    );
+    let a = Replica::start("wasmtime", &providers).await;
+    a.wait_for("/one", CONVERGE, from("one")).await;
+
+    // Without the client certificate etcd refuses the connection: nothing is read.
+    let dir = write_files(&[(
+        "wasmgate.yaml",
+        &format!(
+            "entryPoints:\n  web: {{ address: \"127.0.0.1:0\" }}\nproviders:\n  etcd:\n    endpoints: [\"{}\"]\n    tls: {{ ca: \"{}\" }}\n",
+            etcd.endpoint(),
+            tls.ca.display()
+        ),
+    )]);
+    let (code, out, err) = validate(dir.path().join("wasmgate.yaml"), Some("etcd")).await;
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(err.contains("reading the store"), "{err}");
 }
