@@ -22,9 +22,11 @@ use crate::gateway::Gateway;
 /// How long a connect or a read may take before the attempt counts as failed.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Keep-alive pings on the connection, so a store that vanished without closing it (a network
-/// partition) ends the watch instead of leaving it waiting forever.
-const KEEP_ALIVE: (Duration, Duration) = (Duration::from_secs(5), Duration::from_secs(5));
+/// Keep-alive pings on the connection (interval, timeout), so a store that vanished without
+/// closing it (a network partition) ends the watch instead of leaving it waiting forever. Not
+/// more often than 10 s: etcd answers pings closer than its `--grpc-keepalive-min-time` (5 s)
+/// with GOAWAY.
+const KEEP_ALIVE: (Duration, Duration) = (Duration::from_secs(10), Duration::from_secs(5));
 
 fn options(cfg: &EtcdProvider, base: &Path) -> Result<ConnectOptions, String> {
     let mut opts = ConnectOptions::new()
