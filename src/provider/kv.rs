@@ -135,13 +135,21 @@ pub fn parse(
         return Err(ConfigErrors(errors));
     }
     let http_node = http.unwrap_or(Node::Branch(BTreeMap::new()));
-    let config: HttpConfig =
-        serde_path_to_error::deserialize(KvDeserializer(&http_node)).map_err(|e| {
+    let mut config: HttpConfig = serde_path_to_error::deserialize(KvDeserializer(&http_node))
+        .map_err(|e| {
             let path = e.path().to_string();
             let path = if path == "." { String::new() } else { path };
             let key = path_to_key(&format!("{root_key}/http"), &path);
             ConfigErrors(vec![key_error(provider, &key, e.into_inner().to_string())])
         })?;
+    // A plugin key with an empty value is a plugin without settings: `{}`, as YAML's `p: {}`.
+    for m in config.middlewares.values_mut() {
+        for settings in m.plugin.iter_mut().flat_map(|p| p.values_mut()) {
+            if settings.as_str() == Some("") {
+                *settings = Value::Object(Default::default());
+            }
+        }
+    }
     Ok(KvRouting {
         provider: provider.to_string(),
         root_key: root_key.to_string(),
@@ -594,10 +602,10 @@ mod tests {
             r.http.middlewares["demo"].failure_policy,
             Some(crate::config::FailurePolicyChoice::Open)
         );
-        assert!(matches!(
-            r.http.middlewares["bare"].kind(),
-            Ok(MiddlewareKind::Plugin(_))
-        ));
+        match r.http.middlewares["bare"].kind() {
+            Ok(MiddlewareKind::Plugin(p)) => assert_eq!(p["example"], serde_json::json!({})),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -793,3 +793,64 @@ async fn etcd_over_tls_with_a_client_certificate() {
     assert_eq!(code, Some(1), "{out}{err}");
     assert!(err.contains("reading the store"), "{err}");
 }
+
+/// The gateway's side alone, without a store: what a provider's reads do to the snapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_providers_reads_replace_its_routing_and_bad_ones_are_refused() {
+    let one = echo_upstream("one").await;
+    let two = echo_upstream("two").await;
+    // Configured but never started: reads are handed to the gateway by the test.
+    let t = start(&[(
+        "wasmgate.yaml",
+        "entryPoints:\n  web: { address: \"127.0.0.1:0\" }\nproviders:\n  etcd: {}\n",
+    )])
+    .await;
+    let gw = t.gateway.clone();
+    let apply = move |pairs: Vec<(String, String)>| {
+        let gw = gw.clone();
+        async move {
+            tokio::task::spawn_blocking(move || gw.apply_kv("etcd", "traefik", pairs))
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(send(get(t.url("/one"))).await.status, 404);
+    let g1 = apply(route("r1", "/one", "one", one)).await.unwrap();
+    assert_eq!(g1, Some(2));
+    assert!(from("one")(&send(get(t.url("/one"))).await));
+    // The same read again (a reconnect) rebuilds nothing.
+    assert_eq!(apply(route("r1", "/one", "one", one)).await.unwrap(), None);
+    assert_eq!(t.gateway.generation(), 2);
+
+    // A read replaces the provider's whole routing: r1 is gone, r2 serves.
+    assert_eq!(
+        apply(route("r2", "/two", "two", two)).await.unwrap(),
+        Some(3)
+    );
+    assert_eq!(send(get(t.url("/one"))).await.status, 404);
+    assert!(from("two")(&send(get(t.url("/two"))).await));
+
+    // Refused reads, the mapping's and the snapshot's: r2 keeps serving, generation 3.
+    let mut bad = route("r2", "/two", "two", two);
+    bad.push((
+        "traefik/http/services/two/loadBalancer/passHostHeader".into(),
+        "maybe".into(),
+    ));
+    let e = apply(bad).await.unwrap_err();
+    assert_eq!(
+        e.0[0].file.to_str(),
+        Some("etcd:traefik/http/services/two/loadBalancer/passHostHeader"),
+        "{e}"
+    );
+    let mut bad = route("r2", "/two", "two", two);
+    bad[0].1 = "PathPrefix(`/two`) &&".into();
+    let e = apply(bad).await.unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("etcd:traefik/http/routers/r2/rule: router \"r2@etcd\""),
+        "{e}"
+    );
+    assert_eq!(t.gateway.generation(), 3);
+    assert_eq!(t.gateway.reloads().borrow().rejected, 2);
+    assert!(from("two")(&send(get(t.url("/two"))).await));
+}
