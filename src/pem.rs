@@ -53,10 +53,7 @@ mod tests {
         let empty = dir.path().join("empty.pem");
         std::fs::write(&empty, "not a pem\n").unwrap();
         let e = certificates(&empty).unwrap_err();
-        assert!(
-            e.contains("empty.pem") && e.contains("no PEM certificate"),
-            "{e}"
-        );
+        assert!(e.contains("empty.pem") && e.contains("no PEM certificate"), "{e}");
         let e = private_key(&empty).unwrap_err();
         assert!(e.contains("no usable private key"), "{e}");
         let e = certificates(&dir.path().join("missing.pem")).unwrap_err();
