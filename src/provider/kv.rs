@@ -10,7 +10,6 @@
 //! value, which is turned back into its key.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::PathBuf;
 
 use serde::de::value::{Error as DeError, StrDeserializer};
@@ -378,12 +377,6 @@ impl<'de> de::MapAccess<'de> for MapDe<'_> {
             .take()
             .ok_or_else(|| de::Error::custom("a value without its key"))?;
         seed.deserialize(KvDeserializer(v))
-    }
-}
-
-impl fmt::Display for KvRouting {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} routing under {}/", self.provider, self.root_key)
     }
 }
 
