@@ -32,7 +32,8 @@ pub enum Command {
     /// Serve until SIGINT or SIGTERM, then drain in-flight requests and exit.
     Run,
     /// Parse the configuration, resolve every reference, load every plugin; exit 0 or 1.
-    Validate,
+    /// With `--provider`, also read what that KV store holds now and check it with the rest.
+    Validate(ValidateArgs),
     /// Run the ABI conformance suite against this build on every engine, or against another
     /// proxy (`--target`), or write its guests and configs (`guests --out`); needs no `-c`.
     // Boxed: its options dwarf the other variants.
@@ -40,6 +41,23 @@ pub enum Command {
     /// Plugin tools (`plugin inspect FILE.wasm`); need no `-c`.
     #[command(subcommand)]
     Plugin(PluginCommand),
+}
+
+/// Options of `validate`.
+#[derive(Debug, Default, clap::Args)]
+pub struct ValidateArgs {
+    /// Also check the routing a KV provider of the install file stores now.
+    #[arg(long, value_enum)]
+    pub provider: Option<ProviderArg>,
+}
+
+/// A KV provider named on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProviderArg {
+    /// `providers.etcd`.
+    Etcd,
+    /// `providers.redis`.
+    Redis,
 }
 
 /// `wasmgate plugin ...`.

@@ -3,8 +3,8 @@
 //! The crate is organised by concern: [`config`] reads YAML, [`snapshot`]
 //! resolves it into routers, middleware chains and services, [`gateway`] holds
 //! the current snapshot, [`proxy`] serves entry points, [`reload`] swaps
-//! snapshots when the routing file changes, [`logging`] sets up `tracing`, and [`cli`] is the
-//! command line.
+//! snapshots when the routing file changes, [`provider`] reads routing from etcd and Redis
+//! (Traefik's KV providers), [`logging`] sets up `tracing`, and [`cli`] is the command line.
 
 #![forbid(unsafe_code)]
 
@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod middlewares;
 pub mod pem;
 pub mod plugins;
+pub mod provider;
 pub mod proxy;
 pub mod rawdata;
 pub mod reload;

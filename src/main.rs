@@ -33,7 +33,7 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     };
     match cli.command.unwrap_or(Command::Run) {
-        Command::Validate => validate(config),
+        Command::Validate(ref args) => validate(config, args.provider),
         Command::Conformance(ref args) => conformance(args),
         Command::Plugin(cli::PluginCommand::Inspect(ref args)) => inspect(args),
         Command::Run => match run(config) {
@@ -46,7 +46,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn validate(config: &Path) -> ExitCode {
+fn validate(config: &Path, provider: Option<cli::ProviderArg>) -> ExitCode {
     // Middlewares are built inside a runtime (proxy-wasm ones spawn their dispatcher there).
     // This one is never driven and is dropped after the gateway: no tick or task runs.
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -59,8 +59,30 @@ fn validate(config: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match Gateway::load(config, runtime.handle()) {
-        Ok(_) => {
+    let loaded = Gateway::load(config, runtime.handle()).and_then(|gateway| {
+        let Some(which) = provider else {
+            return Ok(());
+        };
+        let which = match which {
+            cli::ProviderArg::Etcd => wasmgate::provider::Which::Etcd,
+            cli::ProviderArg::Redis => wasmgate::provider::Which::Redis,
+        };
+        let read = runtime.block_on(wasmgate::provider::read_once(&gateway, which));
+        let (name, root_key, pairs) = read.map_err(|e| {
+            let file = config.to_path_buf();
+            wasmgate::config::ConfigErrors(vec![wasmgate::config::ConfigError::at(
+                &file,
+                "providers",
+                format!("reading the store: {e}"),
+            )])
+        })?;
+        let keys = pairs.len();
+        gateway.apply_kv(name, &root_key, pairs)?;
+        println!("{name}: {keys} key(s) under {root_key}/ checked");
+        Ok(())
+    });
+    match loaded {
+        Ok(()) => {
             println!("{}: configuration is valid", config.display());
             ExitCode::SUCCESS
         }
@@ -167,6 +189,8 @@ fn run(config: &Path) -> anyhow::Result<()> {
         let server = wasmgate::proxy::start(gateway.clone()).await?;
         let _watcher =
             wasmgate::reload::watch(gateway.clone()).context("watching the routing file")?;
+        // After the entry points: a store that cannot be reached does not keep them closed.
+        let _providers = wasmgate::provider::start(&gateway);
         shutdown_signal().await;
         tracing::info!("shutting down: draining in-flight requests");
         server.shutdown().await;

@@ -52,6 +52,18 @@ pub struct ServiceLabels {
     service: String,
 }
 
+/// Labels of the provider sync gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderLabels {
+    provider: String,
+}
+
+/// Labels of the configuration info gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConfigInfoLabels {
+    hash: String,
+}
+
 /// Labels of the open connections gauge.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ConnectionLabels {
@@ -127,6 +139,8 @@ pub struct Metrics {
     reload_failures: Counter,
     last_reload_success: Gauge,
     last_reload_failure: Gauge,
+    provider_last_sync: Family<ProviderLabels, Gauge>,
+    config_info: Family<ConfigInfoLabels, Gauge>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -194,7 +208,21 @@ impl Metrics {
             "When the last reload was refused, in Unix seconds (0: never)",
             last_reload_failure.clone(),
         );
+        let provider_last_sync = Family::default();
+        registry.register(
+            "wasmgate_provider_last_sync_timestamp_seconds",
+            "When each KV provider's routing was last read and is being served, in Unix seconds",
+            provider_last_sync.clone(),
+        );
+        let config_info = Family::default();
+        registry.register(
+            "wasmgate_config_info",
+            "The routing being served, by hash: equal on replicas serving the same routing",
+            config_info.clone(),
+        );
         Metrics {
+            provider_last_sync,
+            config_info,
             registry,
             entry_points,
             routers,
@@ -267,6 +295,25 @@ impl Metrics {
             self.reload_failures.inc();
             self.last_reload_failure.set(unix_now());
         }
+    }
+
+    /// `provider` read its store and its routing is being served.
+    pub fn provider_synced(&self, provider: &str) {
+        self.provider_last_sync
+            .get_or_create(&ProviderLabels {
+                provider: provider.to_string(),
+            })
+            .set(unix_now());
+    }
+
+    /// The routing with hash `hash` is now served (one series at a time).
+    pub fn config_applied(&self, hash: &str) {
+        self.config_info.clear();
+        self.config_info
+            .get_or_create(&ConfigInfoLabels {
+                hash: hash.to_string(),
+            })
+            .set(1);
     }
 
     /// The text exposition format, as `/metrics` serves it: the gateway's own metrics, then

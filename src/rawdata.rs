@@ -28,7 +28,13 @@ pub fn build(text: &str, generation: u64) -> Value {
                         o.insert("status".into(), json!("enabled"));
                     }
                 }
-                out.insert(format!("{key}@file"), item);
+                // Names from KV providers carry theirs already (`r@etcd`).
+                let name = if key.contains('@') {
+                    key.clone()
+                } else {
+                    format!("{key}@file")
+                };
+                out.insert(name, item);
             }
         }
         Value::Object(out)

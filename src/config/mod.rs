@@ -103,6 +103,25 @@ pub fn load(file: &Path) -> Result<LoadedConfig, ConfigErrors> {
     let text = read(file)?;
     let mut config: StaticConfig = parse_yaml(file, &text)?;
     let mut errors = check::check_static(file, &config);
+    if let Some(tls) = config.providers.etcd.as_ref().and_then(|e| e.tls.as_ref()) {
+        // The etcd client always checks the server's certificate; refused here, not at every
+        // connection attempt.
+        if tls.insecure_skip_verify {
+            errors.push(ConfigError::at(
+                file,
+                "providers.etcd.tls.insecureSkipVerify",
+                "not supported: the etcd client always checks the server's certificate; give \
+                 tls.ca (the CA that signed it) instead",
+            ));
+        }
+        if tls.cert.is_some() != tls.key.is_some() {
+            errors.push(ConfigError::at(
+                file,
+                "providers.etcd.tls",
+                "cert and key go together: give both or neither",
+            ));
+        }
+    }
     add_internal_entry_point(&mut config);
     if !errors.is_empty() {
         locate::Locator::new(&text).fill(&mut errors);
@@ -266,6 +285,33 @@ http:
             "{}",
             e.message
         );
+    }
+
+    #[test]
+    fn kv_providers_with_traefiks_option_names() {
+        let text = "providers:\n  etcd:\n    endpoints: [\"10.0.0.1:2379\"]\n    rootKey: edge\n    username: u\n    password: p\n    tls: { ca: ca.pem, cert: c.pem, key: k.pem }\n  redis: { endpoints: [\"r:6379\"], password: p, db: 2 }\n";
+        let c: StaticConfig = parse_yaml(Path::new("c.yaml"), text).unwrap();
+        let etcd = c.providers.etcd.unwrap();
+        assert_eq!(etcd.endpoints, ["10.0.0.1:2379"]);
+        assert_eq!(etcd.root_key, "edge");
+        assert_eq!(etcd.tls.unwrap().key.as_deref(), Some("k.pem"));
+        let redis = c.providers.redis.unwrap();
+        assert_eq!((redis.root_key.as_str(), redis.db), ("traefik", 2));
+        let c: StaticConfig = parse_yaml(Path::new("c.yaml"), "providers:\n  etcd: {}\n").unwrap();
+        assert_eq!(c.providers.etcd.unwrap().endpoints, ["127.0.0.1:2379"]);
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.yaml");
+        std::fs::write(
+            &file,
+            "providers:\n  etcd:\n    tls:\n      insecureSkipVerify: true\n      cert: c.pem\n",
+        )
+        .unwrap();
+        let e = load(&file).unwrap_err().0;
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert_eq!(e[0].path, "providers.etcd.tls.insecureSkipVerify");
+        assert_eq!(e[0].position.map(|p| p.0), Some(4));
+        assert!(e[1].message.contains("cert and key"), "{}", e[1]);
     }
 
     #[test]

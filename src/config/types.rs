@@ -342,6 +342,86 @@ pub struct ProvidersConfig {
     /// The file provider.
     #[serde(default)]
     pub file: Option<FileProvider>,
+    /// Traefik's etcd provider: routing read from etcd keys under `rootKey`, watched.
+    #[serde(default)]
+    pub etcd: Option<EtcdProvider>,
+    /// Traefik's Redis provider: routing read from Redis keys under `rootKey`.
+    #[serde(default)]
+    pub redis: Option<RedisProvider>,
+}
+
+/// Traefik's `providers.etcd`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct EtcdProvider {
+    /// `host:port` (or `http://`, `https://` URLs) of the cluster's members (default
+    /// `127.0.0.1:2379`).
+    #[serde(default = "default_etcd_endpoints")]
+    pub endpoints: Vec<String>,
+    /// The prefix the routing keys live under (default `traefik`).
+    #[serde(default = "default_root_key")]
+    pub root_key: String,
+    /// User name, with `password`, for etcd's authentication.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Password of `username`.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// TLS toward etcd (none when absent).
+    #[serde(default)]
+    pub tls: Option<KvTlsConfig>,
+}
+
+/// TLS toward a KV store: files relative to the install file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct KvTlsConfig {
+    /// The CA certificates (PEM) the store's certificate is checked against.
+    #[serde(default)]
+    pub ca: Option<String>,
+    /// A client certificate (PEM), with `key`.
+    #[serde(default)]
+    pub cert: Option<String>,
+    /// The client certificate's private key (PEM).
+    #[serde(default)]
+    pub key: Option<String>,
+    /// Traefik's option to skip the server certificate check: refused (the etcd client has no
+    /// such mode); give `ca` instead.
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
+}
+
+/// Traefik's `providers.redis`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RedisProvider {
+    /// `host:port` of the Redis server (default `127.0.0.1:6379`); the first one is used.
+    #[serde(default = "default_redis_endpoints")]
+    pub endpoints: Vec<String>,
+    /// The prefix the routing keys live under (default `traefik`).
+    #[serde(default = "default_root_key")]
+    pub root_key: String,
+    /// User name (Redis 6 ACLs), with `password`.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Password (`AUTH`).
+    #[serde(default)]
+    pub password: Option<String>,
+    /// The database number (default 0).
+    #[serde(default)]
+    pub db: i64,
+}
+
+fn default_root_key() -> String {
+    "traefik".into()
+}
+
+fn default_etcd_endpoints() -> Vec<String> {
+    vec!["127.0.0.1:2379".into()]
+}
+
+fn default_redis_endpoints() -> Vec<String> {
+    vec!["127.0.0.1:6379".into()]
 }
 
 /// The file provider: routing configuration in one YAML file.

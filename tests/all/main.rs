@@ -16,6 +16,7 @@ mod conformance;
 mod conformance_target;
 mod edge;
 mod faults;
+mod fleet;
 mod health;
 mod http_wasm_plugins;
 mod https_upstream;
