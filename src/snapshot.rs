@@ -426,6 +426,7 @@ pub fn build(src: &RoutingSource, ctx: &BuildContext<'_>) -> Result<Snapshot, Co
                     options: t.options.clone().unwrap_or_else(|| DEFAULT_OPTIONS.into()),
                     path: path.clone(),
                     file: file.to_path_buf(),
+                    hosts: rule.hosts(),
                 });
             }
             table.add(

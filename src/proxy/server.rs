@@ -20,7 +20,7 @@ use super::timeouts::{ConnClock, RespondingLimits, Timed};
 use crate::config::check::listen_address;
 use crate::config::EntryPointConfig;
 use crate::gateway::Gateway;
-use crate::tls::{TlsInfo, HANDSHAKE_RECORD};
+use crate::tls::{EntryPointTls, TlsInfo, HANDSHAKE_RECORD};
 
 /// What every request of one client connection is served with.
 pub struct ConnectionContext {
@@ -328,7 +328,7 @@ impl Serving {
     async fn accept_tls(
         &self,
         stream: TcpStream,
-        config: Arc<rustls::ServerConfig>,
+        tls: Arc<EntryPointTls>,
         peer: SocketAddr,
     ) -> Option<Accepted> {
         let deadline = self.limits.handshake();
@@ -346,8 +346,15 @@ impl Serving {
             // Closed, failed or silent before sending anything.
             _ => return None,
         }
-        let acceptor = tokio_rustls::TlsAcceptor::from(config);
-        match tokio::time::timeout(deadline, acceptor.accept(stream)).await {
+        // The ClientHello first: its SNI picks the TLS options (and the certificate, later).
+        let handshake = async {
+            let start =
+                tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream)
+                    .await?;
+            let config = tls.for_sni(start.client_hello().server_name());
+            start.into_stream(config).await
+        };
+        match tokio::time::timeout(deadline, handshake).await {
             Ok(Ok(tls)) => {
                 let (_, session) = tls.get_ref();
                 let info = TlsInfo {

@@ -36,15 +36,34 @@ pub struct TlsInfo {
     pub alpn: Option<Vec<u8>>,
 }
 
+/// The TLS of one entry point: the options of routers whose `Host` names the client's SNI,
+/// else the entry point's default ones (Traefik's choice of options).
+pub struct EntryPointTls {
+    default: Arc<ServerConfig>,
+    by_host: HashMap<String, Arc<ServerConfig>>,
+}
+
+impl EntryPointTls {
+    /// The server configuration for a client asking for `sni`.
+    pub fn for_sni(&self, sni: Option<&str>) -> Arc<ServerConfig> {
+        sni.and_then(|s| {
+            let s = s.trim_end_matches('.').to_ascii_lowercase();
+            self.by_host.get(&s)
+        })
+        .unwrap_or(&self.default)
+        .clone()
+    }
+}
+
 /// The TLS server configuration of each entry point that serves TLS, for one snapshot.
 #[derive(Default)]
 pub struct TlsTable {
-    by_entry_point: HashMap<String, Arc<ServerConfig>>,
+    by_entry_point: HashMap<String, Arc<EntryPointTls>>,
 }
 
 impl TlsTable {
-    /// The server configuration of `entry_point`, when it serves TLS.
-    pub fn get(&self, entry_point: &str) -> Option<&Arc<ServerConfig>> {
+    /// The TLS of `entry_point`, when it serves TLS.
+    pub fn get(&self, entry_point: &str) -> Option<&Arc<EntryPointTls>> {
         self.by_entry_point.get(entry_point)
     }
 
@@ -64,6 +83,9 @@ pub struct TlsUse {
     pub path: String,
     /// The file that asked (the install file for entry points, the routing file for routers).
     pub file: std::path::PathBuf,
+    /// The hosts the router's rule names (its `Host` matchers): its options apply to clients
+    /// whose SNI is one of them; a router naming none sets the entry point's default options.
+    pub hosts: Vec<String>,
 }
 
 /// Builds the TLS configuration of every entry point in `uses`: certificates from `tls`
@@ -83,22 +105,10 @@ pub fn build(
             Err(errors)
         };
     }
-    let mut built: HashMap<&str, Arc<ServerConfig>> = HashMap::new();
+    let mut built: HashMap<String, Option<Arc<ServerConfig>>> = HashMap::new();
     let mut table = TlsTable::default();
     for (entry_point, asked) in uses {
         let Some(first) = asked.first() else { continue };
-        if let Some(other) = asked.iter().find(|u| u.options != first.options) {
-            errors.push(ConfigError::at(
-                &other.file,
-                format!("{}.options", other.path),
-                format!(
-                    "routers of entry point {entry_point:?} ask for different TLS options \
-                     ({:?} at {}, {:?} here); wasmgate uses one set of options per entry point",
-                    first.options, first.path, other.options
-                ),
-            ));
-            continue;
-        }
         if store.is_empty() {
             errors.push(ConfigError::at(
                 &first.file,
@@ -111,49 +121,119 @@ pub fn build(
             ));
             continue;
         }
-        let name = first.options.as_str();
-        if let Some(config) = built.get(name) {
-            table
-                .by_entry_point
-                .insert(entry_point.clone(), config.clone());
+        // Routers without a Host set the default; they must agree.
+        let hostless: Vec<&TlsUse> = asked.iter().filter(|u| u.hosts.is_empty()).collect();
+        if let Some(other) = hostless.iter().find(|u| u.options != hostless[0].options) {
+            errors.push(ConfigError::at(
+                &other.file,
+                format!("{}.options", other.path),
+                format!(
+                    "routers of entry point {entry_point:?} without a Host rule ask for \
+                     different TLS options ({:?} at {}, {:?} here); options are chosen by the \
+                     client's SNI, so a router naming its own needs a Host rule",
+                    hostless[0].options, hostless[0].path, other.options
+                ),
+            ));
             continue;
         }
-        let opts = match tls.options.get(name) {
-            Some(o) => o.clone(),
-            None if name == DEFAULT_OPTIONS => Default::default(),
-            None => {
-                let mut known: Vec<&str> = tls.options.keys().map(String::as_str).collect();
-                if !known.contains(&DEFAULT_OPTIONS) {
-                    known.push(DEFAULT_OPTIONS);
-                }
-                errors.push(ConfigError::at(
-                    &first.file,
-                    format!("{}.options", first.path),
-                    format!(
-                        "TLS options {name:?} are not defined (tls.options has: {})",
-                        known.join(", ")
-                    ),
-                ));
-                continue;
-            }
+        // Each set of options is built once per snapshot.
+        let mut config = |u: &TlsUse, errors: &mut Vec<ConfigError>| {
+            built
+                .entry(u.options.clone())
+                .or_insert_with(|| options_config(tls, u, file, base, &store, errors))
+                .clone()
         };
-        match options::server_config(&opts, store.clone(), base) {
-            Ok(config) => {
-                let config = Arc::new(config);
-                built.insert(name, config.clone());
-                table.by_entry_point.insert(entry_point.clone(), config);
+        let default = match hostless.first() {
+            Some(u) => config(u, &mut errors),
+            None => config(
+                &TlsUse {
+                    options: DEFAULT_OPTIONS.into(),
+                    ..first.clone()
+                },
+                &mut errors,
+            ),
+        };
+        let mut by_host: HashMap<String, (Arc<ServerConfig>, &TlsUse)> = HashMap::new();
+        for u in asked.iter().filter(|u| !u.hosts.is_empty()) {
+            let Some(c) = config(u, &mut errors) else {
+                continue;
+            };
+            for h in &u.hosts {
+                match by_host.get(h) {
+                    Some((_, other)) if other.options != u.options => {
+                        errors.push(ConfigError::at(
+                            &u.file,
+                            format!("{}.options", u.path),
+                            format!(
+                                "host {h:?} on entry point {entry_point:?} gets TLS options \
+                                 {:?} here and {:?} at {}; one host, one set of options",
+                                u.options, other.options, other.path
+                            ),
+                        ));
+                    }
+                    Some(_) => {}
+                    None => {
+                        by_host.insert(h.clone(), (c.clone(), u));
+                    }
+                }
             }
-            Err((key, message)) => errors.push(ConfigError::at(
-                file,
-                format!("tls.options.{name}.{key}"),
-                message,
-            )),
+        }
+        if let Some(default) = default {
+            table.by_entry_point.insert(
+                entry_point.clone(),
+                Arc::new(EntryPointTls {
+                    default,
+                    by_host: by_host.into_iter().map(|(h, (c, _))| (h, c)).collect(),
+                }),
+            );
         }
     }
     if errors.is_empty() {
         Ok(table)
     } else {
         Err(errors)
+    }
+}
+
+/// The server configuration of the options `u` names, or `None` with the error recorded.
+fn options_config(
+    tls: &TlsConfig,
+    u: &TlsUse,
+    file: &Path,
+    base: &Path,
+    store: &Arc<CertStore>,
+    errors: &mut Vec<ConfigError>,
+) -> Option<Arc<ServerConfig>> {
+    let name = u.options.as_str();
+    let opts = match tls.options.get(name) {
+        Some(o) => o.clone(),
+        None if name == DEFAULT_OPTIONS => Default::default(),
+        None => {
+            let mut known: Vec<&str> = tls.options.keys().map(String::as_str).collect();
+            if !known.contains(&DEFAULT_OPTIONS) {
+                known.push(DEFAULT_OPTIONS);
+            }
+            errors.push(ConfigError::at(
+                &u.file,
+                format!("{}.options", u.path),
+                format!(
+                    "TLS options {name:?} are not defined (tls.options has: {})",
+                    known.join(", ")
+                ),
+            ));
+            return None;
+        }
+    };
+    match options::server_config(&opts, store.clone(), base) {
+        Ok(config) => Some(Arc::new(config)),
+        Err((key, message)) => {
+            errors.push(ConfigError::at(
+                file,
+                format!("tls.options.{name}.{key}"),
+                message,
+            ));
+            None
+        }
     }
 }
 

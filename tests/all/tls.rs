@@ -573,3 +573,51 @@ async fn certificates_given_inline() {
     assert_eq!(got.status, 200);
     assert_eq!(got.presented, leaf(&c.a));
 }
+
+/// Options are chosen by SNI, as in Traefik: a router whose `Host` is the name the client
+/// asks for brings its options; other names get the default ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn options_chosen_by_the_sni_of_a_routers_host() {
+    let routing = r#"http:
+  routers:
+    a: { rule: "Host(`a.test`)", service: echo@internal, tls: { options: modern } }
+    b: { rule: "Host(`api.b.test`)", service: echo@internal, tls: {} }
+tls:
+  certificates:
+    - { certFile: a.crt, keyFile: a.key }
+    - { certFile: wild.crt, keyFile: wild.key }
+  options:
+    modern: { minVersion: VersionTLS13 }
+"#;
+    let (t, c) = start_tls(routing, INSTALL).await;
+    let mut old_a = Client::new(&c.ca, "a.test");
+    old_a.tls12_only = true;
+    assert!(old_a.get(t.addr, "/").await.is_err());
+    assert_eq!(
+        Client::new(&c.ca, "a.test")
+            .get(t.addr, "/")
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    let mut old_b = Client::new(&c.ca, "api.b.test");
+    old_b.tls12_only = true;
+    assert_eq!(old_b.get(t.addr, "/").await.unwrap().status, 200);
+
+    // One host, two sets of options: refused, naming both.
+    let conflict = routing.replace(
+        "b: { rule: \"Host(`api.b.test`)\"",
+        "b: { rule: \"Host(`a.test`) && Path(`/b`)\"",
+    );
+    let dir = write_files(&[("wasmgate.yaml", INSTALL), ("routing.yaml", &conflict)]);
+    let _c = certs(dir.path());
+    let e = load(&dir.path().join("wasmgate.yaml"))
+        .err()
+        .expect("must fail")
+        .to_string();
+    assert!(
+        e.contains("host \"a.test\"") && e.contains("one host, one set of options"),
+        "{e}"
+    );
+}

@@ -77,6 +77,15 @@ impl Expr {
         self.eval(&ctx)
     }
 
+    /// Appends the hosts of `Host` matchers not under a `Not`.
+    pub(super) fn hosts(&self, out: &mut Vec<String>) {
+        match self {
+            Expr::Matcher(Matcher::Host(h)) => out.push(h.clone()),
+            Expr::Matcher(_) | Expr::Not(_) => {}
+            Expr::And(list) | Expr::Or(list) => list.iter().for_each(|e| e.hosts(out)),
+        }
+    }
+
     fn eval(&self, ctx: &Ctx<'_, '_>) -> bool {
         match self {
             Expr::Matcher(m) => m.eval(ctx),

@@ -106,6 +106,15 @@ impl Rule {
     pub fn matches(&self, input: &MatchInput<'_>) -> bool {
         self.expr.matches(input)
     }
+
+    /// The hosts its `Host` matchers name (lower-cased), except under a `!`: the names a TLS
+    /// client would send as SNI to reach it (Traefik picks TLS options by them).
+    #[must_use]
+    pub fn hosts(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        self.expr.hosts(&mut out);
+        out
+    }
 }
 
 impl FromStr for Rule {
@@ -129,6 +138,17 @@ impl RuleError {
 mod tests {
     use super::test_util::*;
     use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+    #[test]
+    fn hosts_named_outside_negations() {
+        let hosts = |r: &str| r.parse::<Rule>().unwrap().hosts();
+        assert_eq!(
+            hosts("(Host(`A.test`) || Host(`b.test`)) && PathPrefix(`/x`)"),
+            ["a.test", "b.test"]
+        );
+        assert!(hosts("!Host(`a.test`) && Path(`/`)").is_empty());
+        assert!(hosts("HostRegexp(`.+`)").is_empty());
+    }
 
     #[test]
     fn rule_is_clone_send_sync_and_from_str() {
