@@ -23,6 +23,7 @@ mod load;
 mod malformed;
 mod metrics;
 mod plugin_declarations;
+mod plugin_fetch;
 mod plugin_memory;
 mod proxy_wasm_plugins;
 mod reload;
