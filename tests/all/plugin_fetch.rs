@@ -251,3 +251,53 @@ async fn a_failing_server_is_tried_again_and_a_missing_module_is_not() {
     assert!(e.contains("failed after 3 attempt(s)"), "{e}");
     assert_eq!(gone, 4);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_server_the_system_does_not_trust_is_refused() {
+    // A TLS server with a certificate from a test CA, which is not among the system's roots.
+    let dir = write_files(&[]);
+    let ca = crate::certs::TestCa::new("untrusted test CA");
+    let files = ca.server(dir.path(), "localhost", &["localhost", "127.0.0.1"]);
+    let tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        wasmgate::pem::certificates(&files.cert).unwrap(),
+        wasmgate::pem::private_key(&files.key).unwrap(),
+    )
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let handshakes = Arc::new(AtomicUsize::new(0));
+    let seen = handshakes.clone();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            seen.fetch_add(1, Ordering::SeqCst);
+            let acceptor = acceptor.clone();
+            // The client gives up during the handshake: nothing is served.
+            tokio::spawn(async move { acceptor.accept(stream).await.is_ok() });
+        }
+    });
+    let wasm = add_headers();
+    let up = echo_upstream("up").await;
+    let url = format!("https://{addr}/p.wasm");
+    std::fs::write(
+        dir.path().join("wasmgate.yaml"),
+        install(&url, &hex(&wasm), "wasmtime", up),
+    )
+    .unwrap();
+    let e = load(&dir.path().join("wasmgate.yaml"))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains(&format!("downloading {url} failed")) && e.contains("UnknownIssuer"),
+        "{e}"
+    );
+    assert!(handshakes.load(Ordering::SeqCst) >= 1, "TLS was attempted");
+}
