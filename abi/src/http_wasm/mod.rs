@@ -386,6 +386,7 @@ impl ArrivedRequest {
         req.headers = self.headers;
         req.local_addr = now.local_addr;
         req.extensions = std::mem::take(&mut now.extensions);
+        req.request_id = now.request_id.take();
         req.body = body.original(self.read_ahead);
         req
     }
