@@ -167,8 +167,18 @@ mod tests {
         let id = RequestId::new(Bytes::from_static(b"abc-123_X")).unwrap();
         assert_eq!(id.as_str(), "abc-123_X");
         assert!(RequestId::new(Bytes::from(vec![b'a'; 128])).is_some());
-        for bad in [&b""[..], &[b'a'; 129], b"a b", b"a\tb", b"caf\xc3\xa9", b"a\x7f"] {
-            assert!(RequestId::new(Bytes::copy_from_slice(bad)).is_none(), "{bad:?}");
+        for bad in [
+            &b""[..],
+            &[b'a'; 129],
+            b"a b",
+            b"a\tb",
+            b"caf\xc3\xa9",
+            b"a\x7f",
+        ] {
+            assert!(
+                RequestId::new(Bytes::copy_from_slice(bad)).is_none(),
+                "{bad:?}"
+            );
         }
     }
 }

@@ -3,10 +3,10 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::Bytes;
 use http::StatusCode;
 use http_body::Body as _;
 use hyper::body::Incoming;
-use bytes::Bytes;
 use wasmgate_abi::model::RequestId;
 use wasmgate_abi::{Body, Next, ProxyError, Request, Response};
 
@@ -339,7 +339,13 @@ mod tests {
     fn a_missing_insane_or_repeated_id_is_replaced() {
         let long = "a".repeat(129);
         let mut seen = std::collections::HashSet::new();
-        for ids in [&[][..], &[""], &["has space"], &[long.as_str()], &["a", "b"]] {
+        for ids in [
+            &[][..],
+            &[""],
+            &["has space"],
+            &[long.as_str()],
+            &["a", "b"],
+        ] {
             let mut req = request(ids);
             let id = assign_request_id(&mut req);
             assert_eq!(id.as_str().len(), 32, "{ids:?}");

@@ -278,7 +278,10 @@ pub fn functions(plugin: &str) -> HostFunctions {
                 return Ok(());
             }
             // The request this call serves (none during start-up).
-            let id = st.exchange.as_ref().and_then(|ex| ex.request.request_id.clone());
+            let id = st
+                .exchange
+                .as_ref()
+                .and_then(|ex| ex.request.request_id.clone());
             // Logging never traps on a bad message: it is dropped.
             if let Ok(bytes) = c.read(msg, msg_len) {
                 let text = String::from_utf8_lossy(&bytes);
