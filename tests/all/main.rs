@@ -27,6 +27,7 @@ mod plugin_fetch;
 mod plugin_memory;
 mod proxy_wasm_plugins;
 mod reload;
+mod request_id;
 mod routing;
 mod timeouts;
 mod upgrade;
