@@ -301,3 +301,39 @@ async fn an_https_server_the_system_does_not_trust_is_refused() {
     );
     assert!(handshakes.load(Ordering::SeqCst) >= 1, "TLS was attempted");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_module_announced_larger_than_the_cap_is_not_read() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A server announcing 300 MiB (past the 256 MiB cap): refused from the head, not retried.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let requests = Arc::new(AtomicUsize::new(0));
+    let seen = requests.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            seen.fetch_add(1, Ordering::SeqCst);
+            let mut head = [0u8; 1024];
+            let _ = stream.read(&mut head).await;
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 314572800\r\n\r\n\0asm")
+                .await;
+        }
+    });
+    let up = echo_upstream("up").await;
+    let url = format!("http://{addr}/p.wasm");
+    let dir = write_files(&[(
+        "wasmgate.yaml",
+        &install(&url, &hex(b"big"), "wasmtime", up),
+    )]);
+    let e = load(&dir.path().join("wasmgate.yaml"))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("failed after 1 attempt(s): the module is larger than 268435456 bytes"),
+        "{e}"
+    );
+    assert_eq!(requests.load(Ordering::SeqCst), 1);
+}
