@@ -50,6 +50,8 @@ pub struct AccessEntry<'a> {
     pub start: SystemTime,
     /// How long it took until the response head was ready.
     pub duration: Duration,
+    /// The request's id (its `X-Request-Id`), which the plugins' log lines carry too.
+    pub request_id: &'a str,
 }
 
 /// An open access log.
@@ -149,7 +151,8 @@ fn version_text(v: Version) -> &'static str {
 }
 
 /// Traefik's common format: `<client> - - [<time>] "<method> <target> <proto>" <status>
-/// <size> "<referer>" "<user agent>" <count> "<router>" "<server URL>" <duration>ms`.
+/// <size> "<referer>" "<user agent>" <count> "<router>" "<server URL>" <duration>ms`, then
+/// wasmgate's own field, `"<request id>"` (appended, as Traefik appends its fields to CLF's).
 fn common_line(e: &AccessEntry<'_>, n: u64) -> String {
     let quote = |s: Option<&str>| format!("\"{}\"", s.unwrap_or("-").replace('"', "\\\""));
     let when = time::OffsetDateTime::from(e.start);
@@ -159,7 +162,7 @@ fn common_line(e: &AccessEntry<'_>, n: u64) -> String {
         ))
         .unwrap_or_default();
     format!(
-        "{} - - [{stamp}] \"{} {} {}\" {} {} {} {} {n} {} {} {}ms",
+        "{} - - [{stamp}] \"{} {} {}\" {} {} {} {} {n} {} {} {}ms {}",
         e.client.ip(),
         e.method,
         e.uri,
@@ -171,10 +174,14 @@ fn common_line(e: &AccessEntry<'_>, n: u64) -> String {
         quote(e.router),
         quote(e.upstream),
         e.duration.as_millis(),
+        // Visible ASCII, but it may hold a quote.
+        quote(Some(e.request_id)),
     )
 }
 
-/// Traefik's JSON format, with its field names (the ones wasmgate knows).
+/// Traefik's JSON format, with its field names (the ones wasmgate knows). Traefik has no field
+/// of its own for a request id; the id is the request's `X-Request-Id`, under the name Traefik
+/// gives a kept request header (`request_<Header-Name>`, as `request_User-Agent`).
 fn json_line(e: &AccessEntry<'_>) -> String {
     let start = time::OffsetDateTime::from(e.start)
         .format(&time::format_description::well_known::Rfc3339)
@@ -196,6 +203,7 @@ fn json_line(e: &AccessEntry<'_>) -> String {
         "StartUTC": start,
         "request_User-Agent": e.user_agent,
         "request_Referer": e.referer,
+        "request_X-Request-Id": e.request_id,
     })
     .to_string()
 }
@@ -220,6 +228,7 @@ mod tests {
             size: Some(12),
             start: SystemTime::UNIX_EPOCH + Duration::from_secs(86_400 * 365),
             duration: Duration::from_millis(ms),
+            request_id: "4f2a\"x",
         }
     }
 
@@ -228,7 +237,7 @@ mod tests {
         assert_eq!(
             common_line(&entry(200, 7), 3),
             "10.0.0.1 - - [01/Jan/1971:00:00:00 +0000] \"GET /a?b=1 HTTP/1.1\" 200 12 \"-\" \
-             \"curl/8\" 3 \"r\" \"http://127.0.0.1:9000\" 7ms"
+             \"curl/8\" 3 \"r\" \"http://127.0.0.1:9000\" 7ms \"4f2a\\\"x\""
         );
     }
 
@@ -240,5 +249,6 @@ mod tests {
         assert_eq!(v["ServiceURL"], "http://127.0.0.1:9000");
         assert_eq!(v["Duration"], 2_000_000);
         assert_eq!(v["StartUTC"], "1971-01-01T00:00:00Z");
+        assert_eq!(v["request_X-Request-Id"], "4f2a\"x");
     }
 }

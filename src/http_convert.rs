@@ -86,6 +86,8 @@ where
         source_addr,
         local_addr,
         extensions: parts.extensions,
+        // Set by the handler, after the edge.
+        request_id: None,
     }
 }
 

@@ -1,7 +1,9 @@
 //! Plugin declarations: wasmgate's `plugins` section and Traefik's `experimental.localPlugins`.
 //!
-//! Declared once, read once: each plugin's .wasm file is found and read here,
-//! and every middleware that names the plugin shares it.
+//! Declared once, read once: each plugin's .wasm file is found and read here (or fetched by
+//! digest, see [`fetch`]), and every middleware that names the plugin shares it.
+
+pub mod fetch;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -19,8 +21,11 @@ use crate::config::{AbiChoice, ConfigError, ConfigErrors, EngineChoice, LoadedCo
 pub struct PluginSource {
     /// The name middlewares use for it.
     pub name: String,
-    /// Where its module was read from.
+    /// Where its module was read from: the file, or for a downloaded module its copy in the
+    /// cache directory (its URL when there is no cache directory to keep it in).
     pub wasm_path: PathBuf,
+    /// The URL a downloaded module came from.
+    pub url: Option<String>,
     /// The module's bytes.
     pub wasm: Arc<Vec<u8>>,
     /// How it runs.
@@ -153,6 +158,47 @@ fn read_source(
     Ok(PluginSource {
         name: name.to_string(),
         wasm_path,
+        url: None,
+        wasm: Arc::new(bytes),
+        options,
+    })
+}
+
+/// Fetches a declared plugin's module by digest (`url` + `sha256`), from the cache directory
+/// `cache` when it holds it.
+fn fetch_source(
+    file: &Path,
+    here: &str,
+    name: &str,
+    decl: &PluginDecl,
+    cache: Option<&Path>,
+    options: PluginOptions,
+) -> Result<PluginSource, ConfigError> {
+    let url = decl.url.as_deref().unwrap_or_default();
+    // Checked when the install file was read; again here for a caller that did not.
+    let remote = fetch::parse_url(url)
+        .and_then(|url| {
+            let hex = decl.sha256.as_deref().ok_or("url needs sha256")?;
+            Ok(fetch::Remote {
+                url,
+                sha256: fetch::Sha256Digest::parse(hex)?,
+                timeout: decl.timeout.unwrap_or(fetch::DEFAULT_TIMEOUT),
+            })
+        })
+        .map_err(|e| ConfigError::at(file, format!("{here}.url"), e))?;
+    let (bytes, kept) = fetch::module(&remote, cache)
+        .map_err(|e| ConfigError::at(file, format!("{here}.url"), e.to_string()))?;
+    if !bytes.starts_with(b"\0asm") {
+        return Err(ConfigError::at(
+            file,
+            format!("{here}.url"),
+            format!("{url} is not a WebAssembly module (no \\0asm header)"),
+        ));
+    }
+    Ok(PluginSource {
+        name: name.to_string(),
+        wasm_path: kept.unwrap_or_else(|| PathBuf::from(url)),
+        url: Some(url.to_string()),
         wasm: Arc::new(bytes),
         options,
     })
@@ -191,15 +237,27 @@ impl PluginCatalog {
         };
         let mut plugins: BTreeMap<String, PluginSource> = BTreeMap::new();
         let mut errors = Vec::new();
+        let cache = cache_dir(loaded);
         for (name, decl) in &loaded.config.plugins {
-            let path = format!("plugins.{name}.path");
-            match read_source(
-                file,
-                &path,
-                name,
-                base.join(&decl.path),
-                options(Some(decl)),
-            ) {
+            let here = format!("plugins.{name}");
+            let source = match &decl.path {
+                Some(p) => read_source(
+                    file,
+                    &format!("{here}.path"),
+                    name,
+                    base.join(p),
+                    options(Some(decl)),
+                ),
+                None => fetch_source(
+                    file,
+                    &here,
+                    name,
+                    decl,
+                    cache.as_deref(),
+                    options(Some(decl)),
+                ),
+            };
+            match source {
                 Ok(source) => {
                     plugins.insert(name.clone(), source);
                 }
@@ -240,7 +298,7 @@ impl PluginCatalog {
                  put the plugin under plugins-local and declare it in experimental.localPlugins or plugins",
             ));
         }
-        let mut engines = Engines::new(cache_dir(loaded));
+        let mut engines = Engines::new(cache);
         if let Some(max) = loaded.config.cache.max_size_bytes {
             engines = engines.with_cache_max_bytes(max);
         }
@@ -259,7 +317,13 @@ impl PluginCatalog {
                 Err(e) => errors.push(ConfigError::at(
                     file,
                     path,
-                    format!("plugin {name:?} ({}): {e}", source.wasm_path.display()),
+                    format!(
+                        "plugin {name:?} ({}): {e}",
+                        source
+                            .url
+                            .clone()
+                            .unwrap_or_else(|| source.wasm_path.display().to_string())
+                    ),
                 )),
             }
         }

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 
+use bytes::Bytes;
 use http::{Extensions, Method, StatusCode, Uri, Version};
 
 use crate::body::Body;
@@ -26,6 +27,52 @@ pub struct Request {
     pub local_addr: SocketAddr,
     /// Per-request values the proxy passes along (router name, ...).
     pub extensions: Extensions,
+    /// The request's id (its `X-Request-Id`), set where the request arrives; plugin log lines
+    /// carry it. `None` for requests the host makes itself (proxy-wasm http calls).
+    pub request_id: Option<RequestId>,
+}
+
+/// A request id: 1 to 128 visible ASCII characters, cloned without copying.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RequestId(Bytes);
+
+impl RequestId {
+    /// The longest id kept.
+    pub const MAX_LEN: usize = 128;
+
+    /// Whether `value` can be a request id: 1 to [`Self::MAX_LEN`] visible ASCII characters
+    /// (no spaces, no control characters), so that it goes into a log line as it is.
+    pub fn is_valid(value: &[u8]) -> bool {
+        (1..=Self::MAX_LEN).contains(&value.len()) && value.iter().all(u8::is_ascii_graphic)
+    }
+
+    /// `value` as a request id, if [valid](Self::is_valid).
+    pub fn new(value: Bytes) -> Option<RequestId> {
+        Self::is_valid(&value).then_some(RequestId(value))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        // Checked ASCII at construction: this never falls back.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+
+    /// The id's bytes, shared (for a header value).
+    pub fn to_bytes(&self) -> Bytes {
+        self.0.clone()
+    }
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Debug for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RequestId({})", self.as_str())
+    }
 }
 
 impl Request {
@@ -40,6 +87,7 @@ impl Request {
             source_addr,
             local_addr: source_addr,
             extensions: Extensions::new(),
+            request_id: None,
         }
     }
 
@@ -107,5 +155,30 @@ pub fn go_proto(version: Version) -> &'static str {
         Version::HTTP_2 => "HTTP/2.0",
         Version::HTTP_3 => "HTTP/3.0",
         _ => "HTTP/1.1",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_short_visible_ascii() {
+        let id = RequestId::new(Bytes::from_static(b"abc-123_X")).unwrap();
+        assert_eq!(id.as_str(), "abc-123_X");
+        assert!(RequestId::new(Bytes::from(vec![b'a'; 128])).is_some());
+        for bad in [
+            &b""[..],
+            &[b'a'; 129],
+            b"a b",
+            b"a\tb",
+            b"caf\xc3\xa9",
+            b"a\x7f",
+        ] {
+            assert!(
+                RequestId::new(Bytes::copy_from_slice(bad)).is_none(),
+                "{bad:?}"
+            );
+        }
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use super::error::ConfigError;
-use super::types::StaticConfig;
+use super::types::{PluginDecl, StaticConfig};
 
 /// Where an entry point listens, from Traefik's `[host]:port[/tcp]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -227,6 +227,7 @@ pub fn check_static(file: &Path, config: &StaticConfig) -> Vec<ConfigError> {
     }
     for (name, d) in &config.plugins {
         let here = format!("plugins.{name}");
+        check_module_source(&here, d, &mut error);
         for (field, value) in [("poolSize", d.pool_size), ("maxInstances", d.max_instances)] {
             let Some(n) = value else { continue };
             if !(1..=MAX_POOL_SIZE).contains(&n) {
@@ -295,6 +296,67 @@ pub fn check_static(file: &Path, config: &StaticConfig) -> Vec<ConfigError> {
     errors
 }
 
+/// The largest `timeout` of a plugin download.
+pub const MAX_DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// Where a plugin's module comes from: exactly one of `path` and `url`; `url` with a valid
+/// `sha256` (and optionally `timeout`), which mean nothing without it.
+fn check_module_source(here: &str, d: &PluginDecl, error: &mut impl FnMut(String, String)) {
+    use crate::plugins::fetch::{parse_url, Sha256Digest};
+    match (&d.path, &d.url) {
+        (Some(_), Some(_)) => error(
+            format!("{here}.url"),
+            "give either path (a local .wasm file) or url (a download), not both".into(),
+        ),
+        (None, None) => error(
+            here.to_string(),
+            "no module: give path (a local .wasm file) or url and sha256 (a download)".into(),
+        ),
+        _ => {}
+    }
+    match &d.url {
+        Some(url) => {
+            if let Err(e) = parse_url(url) {
+                error(format!("{here}.url"), e);
+            }
+            match &d.sha256 {
+                None => error(
+                    format!("{here}.url"),
+                    "a downloaded module needs its sha256 (64 hex digits): it is never run \
+                     unless it matches"
+                        .into(),
+                ),
+                Some(hex) => {
+                    if let Err(e) = Sha256Digest::parse(hex) {
+                        error(format!("{here}.sha256"), e);
+                    }
+                }
+            }
+            if let Some(t) = d.timeout {
+                if t.is_zero() || t > MAX_DOWNLOAD_TIMEOUT {
+                    error(
+                        format!("{here}.timeout"),
+                        format!("{t:?} is out of range: more than 0s, at most 1h"),
+                    );
+                }
+            }
+        }
+        None => {
+            for (field, given) in [
+                ("sha256", d.sha256.is_some()),
+                ("timeout", d.timeout.is_some()),
+            ] {
+                if given {
+                    error(
+                        format!("{here}.{field}"),
+                        format!("{field} applies to a downloaded module: it goes with url"),
+                    );
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -324,6 +386,67 @@ mod tests {
             assert!(listen_address(bad).is_err(), "{bad}");
         }
         assert_eq!(any(80).bind_candidates(), vec!["[::]:80", "0.0.0.0:80"]);
+    }
+
+    /// The errors `check_static` finds in `text`, as `line: path: message`.
+    fn static_errors(text: &str) -> Vec<String> {
+        let file = Path::new("c.yaml");
+        let config: StaticConfig = crate::config::parse_yaml(file, text).unwrap();
+        let mut errors = check_static(file, &config);
+        crate::config::locate::Locator::new(text).fill(&mut errors);
+        errors
+            .iter()
+            .map(|e| {
+                let line = e.position.map_or(0, |p| p.0);
+                format!("{line}: {}: {}", e.path, e.message)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_plugin_module_comes_from_path_or_url_with_a_digest() {
+        let digest = "ab".repeat(32);
+        let ok = format!(
+            "plugins:\n  a:\n    path: a.wasm\n  b:\n    url: https://example.com/b.wasm\n    sha256: {digest}\n    timeout: 10s\n"
+        );
+        assert_eq!(static_errors(&ok), Vec::<String>::new());
+        let cases: [(String, &str); 7] = [
+            (
+                format!("plugins:\n  p:\n    path: p.wasm\n    url: https://x/p.wasm\n    sha256: {digest}\n"),
+                "4: plugins.p.url: give either path (a local .wasm file) or url (a download), not both",
+            ),
+            (
+                "plugins:\n  p:\n    engine: wasmer\n".into(),
+                "2: plugins.p: no module: give path (a local .wasm file) or url and sha256",
+            ),
+            (
+                "plugins:\n  p:\n    url: https://x/p.wasm\n".into(),
+                "3: plugins.p.url: a downloaded module needs its sha256",
+            ),
+            (
+                "plugins:\n  p:\n    url: https://x/p.wasm\n    sha256: abc123\n".into(),
+                "4: plugins.p.sha256: \"abc123\" is not a SHA-256 digest: 64 hex digits expected",
+            ),
+            (
+                format!("plugins:\n  p:\n    url: ftp://x/p.wasm\n    sha256: {digest}\n"),
+                "3: plugins.p.url: \"ftp://x/p.wasm\": plugins are downloaded over http:// or https:// only",
+            ),
+            (
+                format!("plugins:\n  p:\n    path: p.wasm\n    sha256: {digest}\n"),
+                "4: plugins.p.sha256: sha256 applies to a downloaded module: it goes with url",
+            ),
+            (
+                format!("plugins:\n  p:\n    url: http://x/p.wasm\n    sha256: {digest}\n    timeout: 0s\n"),
+                "5: plugins.p.timeout: 0ns is out of range: more than 0s, at most 1h",
+            ),
+        ];
+        for (text, expected) in cases {
+            let errors = static_errors(&text);
+            assert!(
+                errors.len() == 1 && errors[0].starts_with(expected),
+                "expected {expected:?}, got {errors:#?}"
+            );
+        }
     }
 
     #[test]

@@ -486,8 +486,20 @@ pub enum AbiChoice {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct PluginDecl {
-    /// The .wasm file, relative to the install file.
-    pub path: String,
+    /// The .wasm file, relative to the install file (or `url` instead).
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Where to download the module from, `http://` or `https://` (Envoy's `remote` source:
+    /// `http_uri`), instead of `path`; needs `sha256`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// The module's SHA-256, 64 hex digits: a download that does not match is never run.
+    #[serde(default)]
+    pub sha256: Option<String>,
+    /// With `url`: how long one download attempt may take (default 30s; Envoy's
+    /// `http_uri.timeout`).
+    #[serde(default, deserialize_with = "deserialize_opt_duration")]
+    pub timeout: Option<Duration>,
     /// The engine that runs it.
     #[serde(default)]
     pub engine: EngineChoice,

@@ -3,9 +3,11 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::Bytes;
 use http::StatusCode;
 use http_body::Body as _;
 use hyper::body::Incoming;
+use wasmgate_abi::model::RequestId;
 use wasmgate_abi::{Body, Next, ProxyError, Request, Response};
 
 use super::edge;
@@ -117,6 +119,8 @@ pub async fn handle(
     });
     let method = conn.gateway.metrics.as_ref().map(|_| req.method.clone());
     let refused = arrive(&conn, &mut req, smuggles).err();
+    // After the edge, which may have removed the header (a `Connection` option).
+    let request_id = assign_request_id(&mut req);
     // The edge first, then the internal endpoints, then the routers.
     let internal = match &refused {
         Some(_) => None,
@@ -211,6 +215,7 @@ pub async fn handle(
                 .and_then(|v| v.to_str().ok()?.parse().ok()),
             start: *started,
             duration: start.elapsed(),
+            request_id: request_id.as_str(),
         });
     }
     Ok(resp)
@@ -236,6 +241,65 @@ fn arrive(conn: &ConnectionContext, req: &mut Request, smuggles: bool) -> Result
     Ok(())
 }
 
+/// The request's id: its `X-Request-Id` when the client sent one that is sane (one field line,
+/// 1 to 128 visible ASCII characters, see [`RequestId::is_valid`]), otherwise a new one that
+/// replaces whatever was sent. It goes upstream in the header and into the model, where plugin
+/// log lines find it. Envoy keeps or generates `x-request-id` the same way (with
+/// `preserve_external_request_id`).
+fn assign_request_id(req: &mut Request) -> RequestId {
+    let sent = {
+        let mut values = req.headers.get_all(REQUEST_ID_HEADER);
+        match (values.next(), values.next()) {
+            (Some(v), None) if RequestId::is_valid(v) => Some(Bytes::copy_from_slice(v)),
+            _ => None,
+        }
+    };
+    let id = match sent.and_then(RequestId::new) {
+        Some(id) => id,
+        None => {
+            let id = new_request_id();
+            req.headers.set(REQUEST_ID_HEADER, id.to_bytes());
+            id
+        }
+    };
+    req.request_id = Some(id.clone());
+    id
+}
+
+/// The header a request's id travels in.
+const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// A new request id, unique in this process and unlikely to repeat across processes: a random
+/// 64-bit prefix chosen once per process, then a counter, 32 hex digits in all. No lock, one
+/// allocation.
+fn new_request_id() -> RequestId {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+    static PREFIX: OnceLock<u64> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = *PREFIX.get_or_init(|| {
+        // std's per-process random hash keys, mixed with the time and the pid: no RNG crate
+        // needed for an id that only has to differ between processes.
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
+        h.write_u32(std::process::id());
+        h.finish()
+    });
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let mut text = [0u8; 32];
+    for (i, digit) in text.iter_mut().enumerate() {
+        let word = if i < 16 { prefix } else { n };
+        let nibble = (word >> (60 - 4 * (i % 16))) & 0xf;
+        *digit = b"0123456789abcdef"[nibble as usize];
+    }
+    RequestId::new(Bytes::copy_from_slice(&text)).expect("32 hex digits are a valid id")
+}
+
 fn log_error(e: &ProxyError, router: Option<&str>) {
     tracing::warn!(
         source = %e.source_kind,
@@ -244,4 +308,61 @@ fn log_error(e: &ProxyError, router: Option<&str>) {
         "{}",
         e.message
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(ids: &[&str]) -> Request {
+        let mut req = Request::new(
+            http::Method::GET,
+            http::Uri::from_static("/"),
+            "127.0.0.1:1".parse().unwrap(),
+        );
+        for id in ids {
+            req.headers.append(REQUEST_ID_HEADER, id.to_string());
+        }
+        req
+    }
+
+    #[test]
+    fn a_sane_client_id_is_kept() {
+        let mut req = request(&["client-id-1"]);
+        let id = assign_request_id(&mut req);
+        assert_eq!(id.as_str(), "client-id-1");
+        assert_eq!(req.request_id.as_ref(), Some(&id));
+        assert_eq!(req.headers.get_str(REQUEST_ID_HEADER), Some("client-id-1"));
+    }
+
+    #[test]
+    fn a_missing_insane_or_repeated_id_is_replaced() {
+        let long = "a".repeat(129);
+        let mut seen = std::collections::HashSet::new();
+        for ids in [
+            &[][..],
+            &[""],
+            &["has space"],
+            &[long.as_str()],
+            &["a", "b"],
+        ] {
+            let mut req = request(ids);
+            let id = assign_request_id(&mut req);
+            assert_eq!(id.as_str().len(), 32, "{ids:?}");
+            assert!(id.as_str().bytes().all(|b| b.is_ascii_hexdigit()));
+            // One header line, the new id.
+            let sent: Vec<_> = req.headers.get_all(REQUEST_ID_HEADER).collect();
+            assert_eq!(sent, vec![id.as_str().as_bytes()], "{ids:?}");
+            assert!(seen.insert(id.as_str().to_string()), "ids are unique");
+        }
+    }
+
+    #[test]
+    fn generated_ids_share_the_process_prefix_and_count() {
+        let a = new_request_id();
+        let b = new_request_id();
+        assert_eq!(a.as_str()[..16], b.as_str()[..16]);
+        let n = |id: &RequestId| u64::from_str_radix(&id.as_str()[16..], 16).unwrap();
+        assert!(n(&b) > n(&a));
+    }
 }

@@ -380,7 +380,7 @@ async fn access_log_lines_follow_traefiks_format_and_filters() {
     let lines: Vec<&str> = log.lines().collect();
     assert_eq!(lines.len(), 1, "only the 404 passes the filter:\n{log}");
     let re = regex::Regex::new(
-        r#"^127\.0\.0\.1 - - \[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d \+0000\] "GET /nope HTTP/1\.1" 404 (\d+|-) "-" "probe/1" 1 "-" "-" \d+ms$"#,
+        r#"^127\.0\.0\.1 - - \[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d \+0000\] "GET /nope HTTP/1\.1" 404 (\d+|-) "-" "probe/1" 1 "-" "-" \d+ms "[0-9a-f]{32}"$"#,
     )
     .unwrap();
     assert!(re.is_match(lines[0]), "{}", lines[0]);

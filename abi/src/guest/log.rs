@@ -1,5 +1,9 @@
 //! Where a guest's logs go: every plugin logs to `tracing` under the target
-//! `wasmgate::plugin`, with its plugin (and middleware) name as fields.
+//! `wasmgate::plugin`, with its plugin and middleware names and the id of the request the
+//! call serves (`request_id`, the request's `X-Request-Id`, which the access log line carries
+//! too) as fields. Calls that serve no request (start-up; proxy-wasm's root context: VM and
+//! plugin start, ticks, queue readiness, http call answers to the root) have no `request_id`;
+//! WASI stdout and stderr lines, written module-wide, carry only `plugin`.
 //!
 //! Each ABI numbers its log levels its own way and maps them to a
 //! [`tracing::Level`]; the WASI stdout/stderr of every guest goes through one
@@ -60,18 +64,42 @@ fn enabled(level: Level) -> bool {
     }
 }
 
-/// Emits one line a guest logged.
-pub fn emit(level: Level, plugin: &str, middleware: &str, text: &str) {
+/// One guest line at a constant level, with `request_id` only when there is one.
+macro_rules! guest_line {
+    ($level:ident, $plugin:expr, $middleware:expr, $request_id:expr, $text:expr) => {
+        match $request_id {
+            Some(request_id) => tracing::$level!(
+                target: TARGET,
+                plugin = $plugin,
+                middleware = $middleware,
+                request_id,
+                "{}",
+                $text
+            ),
+            None => tracing::$level!(
+                target: TARGET,
+                plugin = $plugin,
+                middleware = $middleware,
+                "{}",
+                $text
+            ),
+        }
+    };
+}
+
+/// Emits one line a guest logged, with the request it was serving (`request_id`; none for
+/// calls that serve no request: start-up, proxy-wasm's root context).
+pub fn emit(level: Level, plugin: &str, middleware: &str, request_id: Option<&str>, text: &str) {
     if level == Level::TRACE {
-        tracing::trace!(target: TARGET, plugin, middleware, "{text}")
+        guest_line!(trace, plugin, middleware, request_id, text)
     } else if level == Level::DEBUG {
-        tracing::debug!(target: TARGET, plugin, middleware, "{text}")
+        guest_line!(debug, plugin, middleware, request_id, text)
     } else if level == Level::INFO {
-        tracing::info!(target: TARGET, plugin, middleware, "{text}")
+        guest_line!(info, plugin, middleware, request_id, text)
     } else if level == Level::WARN {
-        tracing::warn!(target: TARGET, plugin, middleware, "{text}")
+        guest_line!(warn, plugin, middleware, request_id, text)
     } else {
-        tracing::error!(target: TARGET, plugin, middleware, "{text}")
+        guest_line!(error, plugin, middleware, request_id, text)
     }
 }
 

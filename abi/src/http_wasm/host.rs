@@ -215,7 +215,7 @@ pub fn min_log_level(configured: Option<tracing::level_filters::LevelFilter>) ->
     }
 }
 
-fn log_message(plugin: &str, middleware: &str, level: i32, text: &str) {
+fn log_message(plugin: &str, middleware: &str, request_id: Option<&str>, level: i32, text: &str) {
     use tracing::Level;
     let level = match level {
         log_level::DEBUG => Level::DEBUG,
@@ -224,7 +224,7 @@ fn log_message(plugin: &str, middleware: &str, level: i32, text: &str) {
         log_level::ERROR => Level::ERROR,
         _ => return,
     };
-    crate::guest::log::emit(level, plugin, middleware, text);
+    crate::guest::log::emit(level, plugin, middleware, request_id, text);
 }
 
 /// The `http_handler` functions plus WASI (whose stdout and stderr go to the plugin's log,
@@ -272,14 +272,21 @@ pub fn functions(plugin: &str) -> HostFunctions {
         MODULE,
         "log",
         |c: &mut dyn Caller, level: i32, msg: u32, msg_len: u32| -> Result<(), HostError> {
-            let shared = state(c)?.shared.clone();
+            let st = state(c)?;
+            let shared = st.shared.clone();
             if level < shared.min_log_level || level >= log_level::NONE {
                 return Ok(());
             }
+            // The request this call serves (none during start-up).
+            let id = st
+                .exchange
+                .as_ref()
+                .and_then(|ex| ex.request.request_id.clone());
             // Logging never traps on a bad message: it is dropped.
             if let Ok(bytes) = c.read(msg, msg_len) {
                 let text = String::from_utf8_lossy(&bytes);
-                log_message(&shared.plugin, &shared.middleware, level, &text);
+                let id = id.as_ref().map(|id| id.as_str());
+                log_message(&shared.plugin, &shared.middleware, id, level, &text);
             }
             Ok(())
         },

@@ -386,6 +386,7 @@ impl ArrivedRequest {
         req.headers = self.headers;
         req.local_addr = now.local_addr;
         req.extensions = std::mem::take(&mut now.extensions);
+        req.request_id = now.request_id.take();
         req.body = body.original(self.read_ahead);
         req
     }
@@ -396,7 +397,8 @@ enum Failed {
     /// Before next: the request goes on as it arrived.
     Request {
         error: ProxyError,
-        arrived: Option<Request>,
+        // Boxed: a request is large and this is the rare path (a guest failure under `open`).
+        arrived: Option<Box<Request>>,
     },
     /// After next: the client gets next's answer as it came.
     Response {
@@ -435,7 +437,7 @@ impl Middleware for HttpWasmMiddleware {
             Ok(Err(e)) => Err(e),
             Err(failed) => {
                 let (error, skip) = match failed {
-                    Failed::Request { error, arrived } => (error, arrived.map(Ok)),
+                    Failed::Request { error, arrived } => (error, arrived.map(|r| Ok(*r))),
                     Failed::Response { error, from_next } => (error, from_next.map(Err)),
                 };
                 match (self.failures.failed(&error, || self.pool.recycle()), skip) {
@@ -479,7 +481,7 @@ impl HttpWasmMiddleware {
         let inst = match self.pool.acquire().await {
             Ok(inst) => inst,
             Err(error) if crate::guest::is_start_failure(&error) => {
-                let arrived = arrived.map(|a| a.restore(&mut req, &mut body));
+                let arrived = arrived.map(|a| Box::new(a.restore(&mut req, &mut body)));
                 return Err(Failed::Request { error, arrived });
             }
             Err(e) => return Ok(Err(e)),
@@ -528,7 +530,8 @@ impl HttpWasmMiddleware {
                 if let Err(t) = result {
                     let error = self.trap_error(inst, &t);
                     drop(lease);
-                    let arrived = arrived.map(|a| a.restore(&mut ex.request, &mut ex.body));
+                    let arrived =
+                        arrived.map(|a| Box::new(a.restore(&mut ex.request, &mut ex.body)));
                     return Err(Failed::Request { error, arrived });
                 }
                 let packed = out[0].i64().unwrap_or(0);

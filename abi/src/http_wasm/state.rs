@@ -328,6 +328,8 @@ impl Exchange {
         req.headers = self.request.headers.clone();
         req.local_addr = self.request.local_addr;
         req.extensions = std::mem::take(&mut self.request.extensions);
+        // Cloned, not moved: handle_response's log lines carry it too.
+        req.request_id = self.request.request_id.clone();
         if keep {
             // The guest may read the whole body again in handle_response: buffer it all.
             self.body.buffer_rest(limit).await?;

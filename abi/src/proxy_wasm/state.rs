@@ -250,6 +250,8 @@ pub struct RequestInfo {
     pub response_size: u64,
     /// A per-process connection id stand-in (the stream id).
     pub connection_id: u64,
+    /// The request's id, for the filter's log lines.
+    pub request_id: Option<crate::model::RequestId>,
 }
 
 impl Stream {

@@ -430,6 +430,7 @@ impl StreamRun {
             response_code: None,
             response_size: 0,
             connection_id: NEXT_STREAM.fetch_add(1, Ordering::Relaxed),
+            request_id: req.request_id.clone(),
         };
         let map = request_map(req);
         let n = map.len() as i32;
@@ -860,6 +861,7 @@ impl StreamRun {
             source_addr: req.source_addr,
             local_addr: req.local_addr,
             extensions: req.extensions,
+            request_id: req.request_id,
         };
         apply_request_map(&mut next_req, &map);
         match framing {

@@ -168,6 +168,7 @@ impl Probe {
             response_code: None,
             response_size: 0,
             connection_id: 7,
+            request_id: None,
         };
         let st = self.state();
         st.streams

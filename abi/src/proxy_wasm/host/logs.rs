@@ -27,7 +27,7 @@ pub fn min_log_level(configured: Option<tracing::level_filters::LevelFilter>) ->
     }
 }
 
-fn log_message(plugin: &str, middleware: &str, level: i32, text: &str) {
+fn log_message(plugin: &str, middleware: &str, request_id: Option<&str>, level: i32, text: &str) {
     let level = match level {
         log_level::TRACE => Level::TRACE,
         log_level::DEBUG => Level::DEBUG,
@@ -35,7 +35,7 @@ fn log_message(plugin: &str, middleware: &str, level: i32, text: &str) {
         log_level::WARN => Level::WARN,
         _ => Level::ERROR,
     };
-    crate::guest::log::emit(level, plugin, middleware, text);
+    crate::guest::log::emit(level, plugin, middleware, request_id, text);
 }
 
 /// This family's host functions.
@@ -51,11 +51,18 @@ pub(super) fn define(t: &mut Table) {
                 return Ok(status::BAD_ARGUMENT);
             }
             let msg = rd(c, message_data, message_size)?;
-            let sh = state(c)?.shared.clone();
+            let st = state(c)?;
+            let sh = st.shared.clone();
             if level >= sh.log_level {
+                // The request of the stream the callback is for; the root context has none.
+                let id = st
+                    .streams
+                    .get(&st.effective_ctx)
+                    .and_then(|s| s.info.request_id.clone());
                 log_message(
                     &sh.plugin,
                     &sh.middleware,
+                    id.as_ref().map(|id| id.as_str()),
                     level,
                     &String::from_utf8_lossy(&msg),
                 );
