@@ -16,25 +16,33 @@ use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 
 use crate::common::*;
 
-/// An http-wasm guest that logs at info in both handlers.
+/// An http-wasm guest that logs at info in both handlers, and writes a line to its WASI
+/// stdout for each request.
 const HTTP_WASM_LOGGER: &str = r#"(module
   (import "http_handler" "log" (func $log (param i32 i32 i32)))
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
   (memory (export "memory") 1)
   (data (i32.const 16) "request seen")
   (data (i32.const 32) "response seen")
+  (data (i32.const 48) "request stdout\n")
+  (data (i32.const 64) "\30\00\00\00\0f\00\00\00")
   (func (export "handle_request") (result i64)
     (call $log (i32.const 0) (i32.const 16) (i32.const 12))
+    (drop (call $fd_write (i32.const 1) (i32.const 64) (i32.const 1) (i32.const 80)))
     (i64.const 1))
   (func (export "handle_response") (param i32 i32)
     (call $log (i32.const 0) (i32.const 32) (i32.const 13))))"#;
 
 /// A proxy-wasm (0.2.1) filter that logs at info when its VM starts (root context) and for
-/// each request's headers.
+/// each request's headers, where it also writes a line to its WASI stdout.
 const PROXY_WASM_LOGGER: &str = r#"(module
   (import "env" "proxy_log" (func $log (param i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
   (memory (export "memory") 1)
   (data (i32.const 16) "vm started")
   (data (i32.const 32) "request seen")
+  (data (i32.const 48) "request stdout\n")
+  (data (i32.const 64) "\30\00\00\00\0f\00\00\00")
   (global $heap (mut i32) (i32.const 16384))
   (func (export "proxy_abi_version_0_2_1"))
   (func (export "proxy_on_memory_allocate") (param $size i32) (result i32)
@@ -50,6 +58,7 @@ const PROXY_WASM_LOGGER: &str = r#"(module
   (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
     (global.set $heap (i32.const 16384))
     (drop (call $log (i32.const 2) (i32.const 32) (i32.const 12)))
+    (drop (call $fd_write (i32.const 1) (i32.const 64) (i32.const 1) (i32.const 80)))
     (i32.const 0)))"#;
 
 /// One plugin log line, as captured.
@@ -144,8 +153,12 @@ async fn access_lines(path: &std::path::Path, n: usize) -> Vec<serde_json::Value
 /// client id (kept), a 200-character one (replaced).
 fn ids_reach_the_upstream_the_plugin_log_and_the_access_log(engine: &str, abi: &str) {
     let (wat, per_request) = match abi {
-        "http-wasm" => (HTTP_WASM_LOGGER, &["request seen", "response seen"][..]),
-        _ => (PROXY_WASM_LOGGER, &["request seen"][..]),
+        // The stdout line too: WASI output carries the call's middleware and request.
+        "http-wasm" => (
+            HTTP_WASM_LOGGER,
+            &["request seen", "request stdout", "response seen"][..],
+        ),
+        _ => (PROXY_WASM_LOGGER, &["request seen", "request stdout"][..]),
     };
     let mut ids = Vec::new();
     let seen = &mut ids;

@@ -2,19 +2,23 @@
 //! `wasmgate::plugin`, with its plugin and middleware names and the id of the request the
 //! call serves (`request_id`, the request's `X-Request-Id`, which the access log line carries
 //! too) as fields. Calls that serve no request (start-up; proxy-wasm's root context: VM and
-//! plugin start, ticks, queue readiness, http call answers to the root) have no `request_id`;
-//! WASI stdout and stderr lines, written module-wide, carry only `plugin`.
+//! plugin start, ticks, queue readiness, http call answers to the root) have no `request_id`.
+//! WASI stdout and stderr lines get the fields of the guest call that wrote them ([`in_call`]);
+//! written outside any call (during start-up), they carry only `plugin`.
 //!
 //! Each ABI numbers its log levels its own way and maps them to a
 //! [`tracing::Level`]; the WASI stdout/stderr of every guest goes through one
 //! sink, [`wasi_sink`]: stdout at info, stderr at error, as Envoy
 //! (proxy-wasm-cpp-host) does.
 
+use std::cell::RefCell;
 use std::sync::Arc;
 
 use tracing::level_filters::LevelFilter;
 use tracing::Level;
 use wasmgate_engines::wasi::{LogSink, WasiStream};
+
+use crate::model::RequestId;
 
 /// The target every guest log line is emitted under.
 pub const TARGET: &str = "wasmgate::plugin";
@@ -111,17 +115,66 @@ pub fn wasi_level(stream: WasiStream) -> Level {
     }
 }
 
-/// The sink of `plugin`'s WASI stdout and stderr (one call per complete line).
+/// The middleware and request a guest call on this thread is serving.
+struct CallTag {
+    middleware: Arc<str>,
+    request_id: Option<RequestId>,
+}
+
+thread_local! {
+    /// Set around guest calls ([`in_call`]): WASI output reaches the sink with no context of
+    /// its own (the module's stdout is module-wide), and a guest call runs on one thread.
+    static IN_CALL: RefCell<Option<CallTag>> = const { RefCell::new(None) };
+}
+
+/// While alive, this thread runs a guest call for `middleware` (and a request): what the guest
+/// writes to stdout or stderr meanwhile is logged with them. Restores the previous one when
+/// dropped (a call may run inside another's host function).
+#[must_use = "the call is marked only while the guard lives"]
+pub struct InCall(Option<CallTag>);
+
+/// Marks the guest call about to run on this thread; see [`InCall`].
+pub fn in_call(middleware: &Arc<str>, request_id: Option<&RequestId>) -> InCall {
+    let tag = CallTag {
+        middleware: middleware.clone(),
+        request_id: request_id.cloned(),
+    };
+    InCall(IN_CALL.with(|c| c.replace(Some(tag))))
+}
+
+impl Drop for InCall {
+    fn drop(&mut self) {
+        let prev = self.0.take();
+        IN_CALL.with(|c| *c.borrow_mut() = prev);
+    }
+}
+
+/// The sink of `plugin`'s WASI stdout and stderr (one call per complete line): during a guest
+/// call (see [`in_call`]) each line carries the middleware and request id as the ABI's own log
+/// calls do; outside one (start-up, a line finished when the instance goes) the plugin only.
 pub fn wasi_sink(plugin: &str) -> LogSink {
     let plugin = plugin.to_string();
     Arc::new(move |stream, bytes: &[u8]| {
         let text = String::from_utf8_lossy(bytes);
         let text = text.trim_end();
-        // WASI output is module-wide: no middleware is known here.
-        if wasi_level(stream) == Level::INFO {
-            tracing::info!(target: TARGET, plugin = %plugin, "{text}")
-        } else {
-            tracing::error!(target: TARGET, plugin = %plugin, "{text}")
+        let level = wasi_level(stream);
+        let tag = IN_CALL.with(|c| {
+            c.borrow()
+                .as_ref()
+                .map(|t| (t.middleware.clone(), t.request_id.clone()))
+        });
+        match tag {
+            Some((middleware, id)) => emit(
+                level,
+                &plugin,
+                &middleware,
+                id.as_ref().map(RequestId::as_str),
+                text,
+            ),
+            None if level == Level::INFO => {
+                tracing::info!(target: TARGET, plugin = %plugin, "{text}")
+            }
+            None => tracing::error!(target: TARGET, plugin = %plugin, "{text}"),
         }
     })
 }

@@ -151,7 +151,7 @@ impl HttpWasmPlugin {
         let policy = policy.unwrap_or(self.opts.failure_policy);
         let shared = Arc::new(MiddlewareShared {
             plugin: self.name.clone(),
-            middleware: middleware.to_string(),
+            middleware: middleware.into(),
             config,
             min_log_level: host::min_log_level(self.opts.log_level),
             max_body_bytes: self.opts.max_body_bytes,
@@ -307,9 +307,12 @@ fn call_with(
     args: &[Val],
     results: &mut [Val],
 ) -> (Box<Exchange>, Result<(), Trap>) {
+    let in_call =
+        crate::guest::log::in_call(&st(inst).shared.middleware, ex.request.request_id.as_ref());
     st(inst).exchange = Some(ex);
     let started = stats.start();
     let result = inst.call(f, args, results);
+    drop(in_call);
     if started.is_some() {
         stats.record(phase, started);
         let memory = inst.memory_size();

@@ -22,7 +22,7 @@ pub struct MiddlewareShared {
     /// The plugin's declared name.
     pub plugin: String,
     /// The middleware's name.
-    pub middleware: String,
+    pub middleware: Arc<str>,
     /// Bytes `get_config` returns.
     pub config: Vec<u8>,
     /// Lowest http-wasm log level that is enabled (from the `tracing` level in force).

@@ -183,7 +183,7 @@ impl ProxyWasmPlugin {
             .map_err(|_| PluginError::NoRuntime(middleware.to_string()))?;
         let shared = Arc::new(MiddlewareShared {
             plugin: self.name.clone(),
-            middleware: middleware.to_string(),
+            middleware: middleware.into(),
             root_id: self.opts.root_id.clone(),
             vm_config: Bytes::from(self.opts.vm_config.clone()),
             plugin_config: Bytes::from(config),

@@ -26,7 +26,7 @@ pub struct MiddlewareShared {
     /// Plugin declaration name (`plugin_name`).
     pub plugin: String,
     /// Middleware name.
-    pub middleware: String,
+    pub middleware: Arc<str>,
     /// `plugin_root_id`.
     pub root_id: String,
     /// VM configuration (buffer 6).

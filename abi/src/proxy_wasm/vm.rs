@@ -442,9 +442,18 @@ pub(crate) fn guest_call(
     let n = f.ty().params.len().min(args.len());
     let args: Vec<Val> = args[..n].iter().map(|a| Val::I32(*a)).collect();
     let mut results = vec![Val::I32(0); f.ty().results.len()];
-    state_of(inst).effective_ctx = ctx;
+    let st = state_of(inst);
+    st.effective_ctx = ctx;
+    // The stream's request, for the guest's WASI output (root contexts have none).
+    let in_call = crate::guest::log::in_call(
+        &st.shared.middleware,
+        st.streams
+            .get(&ctx)
+            .and_then(|s| s.info.request_id.as_ref()),
+    );
     let started = state_of(inst).shared.stats.start();
     let r = inst.call(&f, &args, &mut results);
+    drop(in_call);
     if started.is_some() {
         let memory = inst.memory_size();
         let st = state_of(inst);
