@@ -36,6 +36,30 @@ pub struct Request {
 #[derive(Clone, PartialEq, Eq)]
 pub struct RequestId(Bytes);
 
+/// What the TLS handshake of the client's connection negotiated; in a request's
+/// [`extensions`](Request::extensions) (as `Arc<ConnectionTls>`) when it arrived over TLS.
+/// Plugins see it as the scheme `https` and proxy-wasm's `connection.*` properties.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectionTls {
+    /// The name the client asked for (SNI), if any.
+    pub server_name: Option<String>,
+    /// The protocol ALPN chose, if any.
+    pub alpn: Option<Vec<u8>>,
+    /// `TLSv1.2` or `TLSv1.3`.
+    pub version: &'static str,
+    /// The client presented a certificate, and it was verified (mTLS).
+    pub peer_certificate: bool,
+}
+
+impl Request {
+    /// What the connection's TLS handshake negotiated; `None` for a plain connection.
+    pub fn tls(&self) -> Option<&ConnectionTls> {
+        self.extensions
+            .get::<std::sync::Arc<ConnectionTls>>()
+            .map(|t| &**t)
+    }
+}
+
 impl RequestId {
     /// The longest id kept.
     pub const MAX_LEN: usize = 128;

@@ -105,6 +105,9 @@ pub async fn handle(
     if let Some(proto) = asked {
         req.extensions.insert(upgrade::UpgradeRequested(proto));
     }
+    if let Some(tls) = &conn.tls {
+        req.extensions.insert(tls.clone());
+    }
     // What the access log needs from the request, taken before the chain owns it.
     let logged = conn.gateway.access_log.as_ref().map(|_| {
         let header = |n: &str| req.headers.get_str(n).map(str::to_string);

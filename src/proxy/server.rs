@@ -39,7 +39,7 @@ pub struct ConnectionContext {
     /// The local address it connected to.
     pub local: SocketAddr,
     /// What its TLS handshake negotiated; `None` for a plain connection.
-    pub tls: Option<TlsInfo>,
+    pub tls: Option<Arc<TlsInfo>>,
 }
 
 const DEFAULT_GRACE: Duration = Duration::from_secs(10);
@@ -360,6 +360,11 @@ impl Serving {
                 let info = TlsInfo {
                     server_name: session.server_name().map(str::to_string),
                     alpn: session.alpn_protocol().map(<[u8]>::to_vec),
+                    version: match session.protocol_version() {
+                        Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+                        _ => "TLSv1.2",
+                    },
+                    peer_certificate: session.peer_certificates().is_some_and(|c| !c.is_empty()),
                 };
                 Some(Accepted::Tls(Box::new(tls), info))
             }
@@ -394,7 +399,7 @@ impl Serving {
             clock: ConnClock::new(self.limits),
             peer,
             local,
-            tls,
+            tls: tls.map(Arc::new),
         });
         // The bytes pass a framing watcher on their way to hyper (request smuggling).
         let stream = Watched::new(stream, self.max_header, conn_ctx.framing.clone());

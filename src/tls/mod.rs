@@ -27,14 +27,8 @@ pub const DEFAULT_OPTIONS: &str = "default";
 pub const HANDSHAKE_RECORD: u8 = 0x16;
 
 /// What a connection that completed a TLS handshake negotiated, for routing, forwarded
-/// headers and logs.
-#[derive(Debug, Clone, Default)]
-pub struct TlsInfo {
-    /// The name the client asked for (SNI), if any.
-    pub server_name: Option<String>,
-    /// The protocol ALPN chose, if any.
-    pub alpn: Option<Vec<u8>>,
-}
+/// headers and plugins (the HTTP model's type: requests carry it).
+pub use wasmgate_abi::model::ConnectionTls as TlsInfo;
 
 /// The TLS of one entry point: the options of routers whose `Host` names the client's SNI,
 /// else the entry point's default ones (Traefik's choice of options).

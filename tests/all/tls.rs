@@ -621,3 +621,137 @@ tls:
         "{e}"
     );
 }
+
+/// A proxy-wasm (0.2.1) filter that copies what it sees of the connection into request
+/// headers: `connection.mtls` (`x-mtls`), `connection.requested_server_name` (`x-sni`),
+/// `request.id` (`x-rid`) and the `:scheme` of its header map (`x-scheme`).
+const CONNECTION_PROBE: &str = r#"(module
+  (import "env" "proxy_get_property" (func $prop (param i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_add_header_map_value" (func $add (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_get_header_map_value" (func $get (param i32 i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "connection\00mtls")
+  (data (i32.const 48) "connection\00requested_server_name")
+  (data (i32.const 96) "request\00id")
+  (data (i32.const 112) ":scheme")
+  (data (i32.const 128) "x-mtls")
+  (data (i32.const 144) "x-sni")
+  (data (i32.const 160) "x-rid")
+  (data (i32.const 176) "x-scheme")
+  (data (i32.const 192) "01")
+  (global $heap (mut i32) (i32.const 16384))
+  (func (export "proxy_abi_version_0_2_1"))
+  (func (export "proxy_on_memory_allocate") (param $size i32) (result i32)
+    (local $p i32)
+    (local.set $p (global.get $heap))
+    (global.set $heap (i32.add (local.get $p) (i32.and (i32.add (local.get $size) (i32.const 7)) (i32.const -8))))
+    (local.get $p))
+  (func (export "proxy_on_context_create") (param i32 i32))
+  (func (export "proxy_on_vm_start") (param i32 i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_configure") (param i32 i32) (result i32) (i32.const 1))
+  (func $copy (param $path i32) (param $len i32) (param $name i32) (param $nlen i32)
+    (if (i32.eqz (call $prop (local.get $path) (local.get $len) (i32.const 1000) (i32.const 1004)))
+      (then (drop (call $add (i32.const 0) (local.get $name) (local.get $nlen)
+        (i32.load (i32.const 1000)) (i32.load (i32.const 1004)))))))
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+    (global.set $heap (i32.const 16384))
+    (if (i32.eqz (call $prop (i32.const 16) (i32.const 15) (i32.const 1000) (i32.const 1004)))
+      (then (drop (call $add (i32.const 0) (i32.const 128) (i32.const 6)
+        (i32.add (i32.const 192) (i32.load8_u (i32.load (i32.const 1000)))) (i32.const 1)))))
+    (call $copy (i32.const 48) (i32.const 32) (i32.const 144) (i32.const 5))
+    (call $copy (i32.const 96) (i32.const 10) (i32.const 160) (i32.const 5))
+    (if (i32.eqz (call $get (i32.const 0) (i32.const 112) (i32.const 7) (i32.const 1000) (i32.const 1004)))
+      (then (drop (call $add (i32.const 0) (i32.const 176) (i32.const 8)
+        (i32.load (i32.const 1000)) (i32.load (i32.const 1004))))))
+    (i32.const 0)))"#;
+
+/// proxy-wasm filters see the connection's TLS as Envoy shows it: `:scheme` https (HTTP/1.1
+/// too), `connection.mtls` for a verified client certificate, the SNI, and `request.id`.
+async fn proxy_wasm_sees_the_connections_tls(engine: &str) {
+    let install = format!(
+        "{INSTALL}cache:\n  enabled: false\nplugins:\n  probe:\n    path: probe.wasm\n    engine: {engine}\n    abi: proxy-wasm\n"
+    );
+    let routing = r#"http:
+  routers:
+    secure: { rule: "PathPrefix(`/`)", middlewares: [probe], service: echo@internal, tls: { options: mtls } }
+    plain: { rule: "PathPrefix(`/`)", middlewares: [probe], service: echo@internal }
+  middlewares:
+    probe: { plugin: { probe: {} } }
+tls:
+  certificates:
+    - { certFile: a.crt, keyFile: a.key }
+  options:
+    mtls: { clientAuth: { caFiles: [ca.crt], clientAuthType: VerifyClientCertIfGiven } }
+"#;
+    let dir = write_files(&[("wasmgate.yaml", &install), ("routing.yaml", routing)]);
+    std::fs::write(
+        dir.path().join("probe.wasm"),
+        wat::parse_str(CONNECTION_PROBE).unwrap(),
+    )
+    .unwrap();
+    let c = certs(dir.path());
+    let client = c.ca.client(dir.path(), "client", "client-one");
+    let t = start_in(dir).await;
+    let header = |body: &str, name: &str| {
+        body.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+            .map(str::to_string)
+    };
+    let mut with = Client::new(&c.ca, "a.test");
+    with.client_cert = Some(&client);
+    let got = with.get(t.addr, "/m").await.unwrap();
+    let body = got.body.to_lowercase();
+    assert_eq!(
+        header(&body, "x-mtls").as_deref(),
+        Some("1"),
+        "{engine}: {body}"
+    );
+    assert_eq!(
+        header(&body, "x-sni").as_deref(),
+        Some("a.test"),
+        "{engine}: {body}"
+    );
+    assert_eq!(
+        header(&body, "x-scheme").as_deref(),
+        Some("https"),
+        "{engine}: {body}"
+    );
+    let rid = header(&body, "x-rid").unwrap_or_default();
+    assert_eq!(
+        header(&body, "x-request-id"),
+        Some(rid.clone()),
+        "{engine}: {body}"
+    );
+    assert_eq!(rid.len(), 32, "{engine}: {body}");
+
+    let got = Client::new(&c.ca, "a.test")
+        .get(t.addr, "/n")
+        .await
+        .unwrap();
+    let body = got.body.to_lowercase();
+    assert_eq!(
+        header(&body, "x-mtls").as_deref(),
+        Some("0"),
+        "{engine}: {body}"
+    );
+    assert_eq!(
+        header(&body, "x-scheme").as_deref(),
+        Some("https"),
+        "{engine}: {body}"
+    );
+
+    let r = send(get(t.url("/p"))).await;
+    let body = r.body.to_lowercase();
+    assert_eq!(
+        header(&body, "x-mtls").as_deref(),
+        Some("0"),
+        "{engine}: {body}"
+    );
+    assert_eq!(
+        header(&body, "x-scheme").as_deref(),
+        Some("http"),
+        "{engine}: {body}"
+    );
+    assert_eq!(header(&body, "x-sni"), None, "{engine}: {body}");
+}
+parity!(async proxy_wasm_sees_the_connections_tls);

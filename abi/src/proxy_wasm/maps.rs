@@ -16,10 +16,13 @@ pub(crate) fn request_map(req: &Request) -> Headers {
     h.append(":authority", req.host().to_string());
     h.append(":path", req.path_and_query().to_string());
     h.append(":method", req.method.as_str().to_string());
-    h.append(
-        ":scheme",
-        req.uri.scheme_str().unwrap_or("http").to_string(),
-    );
+    // HTTP/1.1 requests carry no scheme: the connection says.
+    let scheme = match (req.uri.scheme_str(), req.tls()) {
+        (Some(s), _) => s,
+        (None, Some(_)) => "https",
+        (None, None) => "http",
+    };
+    h.append(":scheme", scheme.to_string());
     for (k, v) in req.headers.iter() {
         if !k.eq_ignore_ascii_case("host") {
             h.append(k.to_ascii_lowercase(), Bytes::copy_from_slice(v));

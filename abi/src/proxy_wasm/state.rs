@@ -250,8 +250,10 @@ pub struct RequestInfo {
     pub response_size: u64,
     /// A per-process connection id stand-in (the stream id).
     pub connection_id: u64,
-    /// The request's id, for the filter's log lines.
+    /// The request's id, for the filter's log lines and `request.id`.
     pub request_id: Option<crate::model::RequestId>,
+    /// The client connection's TLS, for `connection.*` properties.
+    pub tls: Option<crate::model::ConnectionTls>,
 }
 
 impl Stream {

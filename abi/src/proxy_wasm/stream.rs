@@ -431,6 +431,7 @@ impl StreamRun {
             response_size: 0,
             connection_id: NEXT_STREAM.fetch_add(1, Ordering::Relaxed),
             request_id: req.request_id.clone(),
+            tls: req.tls().cloned(),
         };
         let map = request_map(req);
         let n = map.len() as i32;

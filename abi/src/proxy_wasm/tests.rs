@@ -169,6 +169,7 @@ impl Probe {
             response_size: 0,
             connection_id: 7,
             request_id: None,
+            tls: None,
         };
         let st = self.state();
         st.streams

@@ -82,7 +82,15 @@ fn property(st: &mut VmState, path: &[u8]) -> Option<Vec<u8>> {
         ("destination", Some("address")) => info.destination.to_string().into_bytes(),
         ("destination", Some("port")) => i64b(info.destination.port() as i64),
         ("connection", Some("id")) => info.connection_id.to_le_bytes().to_vec(),
-        ("connection", Some("mtls")) => vec![0],
+        // Envoy's attributes: mTLS is a verified client certificate on a TLS connection.
+        ("connection", Some("mtls")) => {
+            vec![info.tls.as_ref().is_some_and(|t| t.peer_certificate) as u8]
+        }
+        ("connection", Some("tls_version")) => info.tls.as_ref()?.version.as_bytes().to_vec(),
+        ("connection", Some("requested_server_name")) => {
+            info.tls.as_ref()?.server_name.clone()?.into_bytes()
+        }
+        ("request", Some("id")) => info.request_id.as_ref()?.as_str().as_bytes().to_vec(),
         _ => return None,
     };
     // Extra segments only index maps (handled above).
