@@ -428,6 +428,9 @@ fn state_of(inst: &mut dyn Instance) -> &mut VmState {
         .expect("proxy-wasm instances carry VmState")
 }
 
+/// The most parameters a proxy-wasm callback has (`proxy_on_http_call_response`: 5).
+const MAX_CALLBACK_ARGS: usize = 8;
+
 /// Calls guest callback `name` with `args` (cut to its arity) after making
 /// `ctx` the effective context. `Ok(None)`: not exported.
 pub(crate) fn guest_call(
@@ -439,9 +442,16 @@ pub(crate) fn guest_call(
     let Some(f) = inst.export(name) else {
         return Ok(None);
     };
-    let n = f.ty().params.len().min(args.len());
-    let args: Vec<Val> = args[..n].iter().map(|a| Val::I32(*a)).collect();
-    let mut results = vec![Val::I32(0); f.ty().results.len()];
+    // On the stack: a callback runs per request phase, and takes at most a few i32s
+    // (callback types are checked at load) and returns at most one.
+    let n = f.ty().params.len().min(args.len()).min(MAX_CALLBACK_ARGS);
+    let mut argv = [Val::I32(0); MAX_CALLBACK_ARGS];
+    for (slot, a) in argv.iter_mut().zip(&args[..n]) {
+        *slot = Val::I32(*a);
+    }
+    let args = &argv[..n];
+    let mut resv = [Val::I32(0); 1];
+    let results = &mut resv[..f.ty().results.len().min(1)];
     let st = state_of(inst);
     st.effective_ctx = ctx;
     // The stream's request, for the guest's WASI output (root contexts have none).
@@ -452,7 +462,7 @@ pub(crate) fn guest_call(
             .and_then(|s| s.info.request_id.as_ref()),
     );
     let started = state_of(inst).shared.stats.start();
-    let r = inst.call(&f, &args, &mut results);
+    let r = inst.call(&f, args, results);
     drop(in_call);
     if started.is_some() {
         let memory = inst.memory_size();
