@@ -235,6 +235,7 @@ impl<'de> Deserializer<'de> for KvDeserializer<'_> {
                 _ => visitor.visit_map(MapDe {
                     iter: map.iter(),
                     value: None,
+                    fields: &[],
                 }),
             },
         }
@@ -300,11 +301,13 @@ impl<'de> Deserializer<'de> for KvDeserializer<'_> {
             Node::Branch(map) => visitor.visit_map(MapDe {
                 iter: map.iter(),
                 value: None,
+                fields: &[],
             }),
             // An empty value stands for an empty section (`.../plugin/p` with no fields).
             Node::Leaf(s) if s.is_empty() => visitor.visit_map(MapDe {
                 iter: EMPTY.iter(),
                 value: None,
+                fields: &[],
             }),
             Node::Leaf(s) => Err(de::Error::invalid_type(de::Unexpected::Str(s), &visitor)),
         }
@@ -313,10 +316,20 @@ impl<'de> Deserializer<'de> for KvDeserializer<'_> {
     fn deserialize_struct<V: Visitor<'de>>(
         self,
         _name: &'static str,
-        _fields: &'static [&'static str],
+        fields: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, DeError> {
-        self.deserialize_map(visitor)
+        let map = match self.0 {
+            Node::Branch(map) => map,
+            // `.../tls = true`: the section with its defaults (Traefik's way to turn one on).
+            Node::Leaf(s) if s.is_empty() || s.trim().eq_ignore_ascii_case("true") => &EMPTY,
+            Node::Leaf(s) => return Err(de::Error::invalid_type(de::Unexpected::Str(s), &visitor)),
+        };
+        visitor.visit_map(MapDe {
+            iter: map.iter(),
+            value: None,
+            fields,
+        })
     }
 
     fn deserialize_enum<V: Visitor<'de>>(
@@ -354,6 +367,9 @@ impl<'de, 'a, I: Iterator<Item = &'a Node>> de::SeqAccess<'de> for SeqDe<'a, I> 
 struct MapDe<'a> {
     iter: std::collections::btree_map::Iter<'a, String, Node>,
     value: Option<&'a Node>,
+    /// A struct's field names (empty for a map): keys are matched to them ignoring case, as
+    /// Traefik's KV keys are (`entrypoints` is `entryPoints`).
+    fields: &'static [&'static str],
 }
 
 impl<'de> de::MapAccess<'de> for MapDe<'_> {
@@ -367,7 +383,13 @@ impl<'de> de::MapAccess<'de> for MapDe<'_> {
             return Ok(None);
         };
         self.value = Some(v);
-        let key: StrDeserializer<'_, DeError> = k.as_str().into_deserializer();
+        let k = self
+            .fields
+            .iter()
+            .find(|f| f.eq_ignore_ascii_case(k))
+            .copied()
+            .unwrap_or(k.as_str());
+        let key: StrDeserializer<'_, DeError> = k.into_deserializer();
         seed.deserialize(key).map(Some)
     }
 
@@ -423,6 +445,59 @@ mod tests {
         list.iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    /// Traefik's reference writes its keys in lower case (`entrypoints`, `loadbalancer`),
+    /// and turns TLS on with `.../tls = true`: keys name fields whatever their case.
+    #[test]
+    fn keys_ignore_case_and_a_section_may_be_true() {
+        let kv = pairs(&[
+            ("traefik/http/routers/r/rule", "Host(`a.test`)"),
+            ("traefik/http/routers/r/entrypoints/0", "websecure"),
+            ("traefik/http/routers/r/service", "s"),
+            ("traefik/http/routers/r/tls", "true"),
+            ("traefik/http/routers/o/rule", "Host(`b.test`)"),
+            ("traefik/http/routers/o/service", "s"),
+            ("traefik/http/routers/o/tls/options", "modern"),
+            (
+                "traefik/http/services/s/loadbalancer/servers/0/url",
+                "http://10.0.0.1",
+            ),
+            (
+                "traefik/http/services/s/loadbalancer/passhostheader",
+                "false",
+            ),
+            (
+                "traefik/http/middlewares/m/headers/customrequestheaders/X-Keep-Case",
+                "1",
+            ),
+        ]);
+        let r = parse("etcd", "traefik", &kv).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.http.routers["r"].entry_points, ["websecure"]);
+        assert!(r.http.routers["r"]
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.options.is_none()));
+        assert_eq!(
+            r.http.routers["o"]
+                .tls
+                .as_ref()
+                .and_then(|t| t.options.as_deref()),
+            Some("modern")
+        );
+        let lb = &r.http.services["s"].load_balancer;
+        assert_eq!(lb.servers[0].url, "http://10.0.0.1");
+        assert!(!lb.pass_host_header);
+        // Header names are a map's keys, not fields: kept as written.
+        let h = r.http.middlewares["m"].headers.as_ref().unwrap();
+        assert_eq!(h.custom_request_headers["X-Keep-Case"], "1");
+        // A section is a value only when it is true (or empty).
+        let kv = pairs(&[
+            ("traefik/http/routers/r/rule", "Host(`a.test`)"),
+            ("traefik/http/routers/r/service", "s"),
+            ("traefik/http/routers/r/tls", "yes"),
+        ]);
+        assert!(parse("etcd", "traefik", &kv).is_err());
     }
 
     /// The example of Traefik's "Routing Configuration with KV stores" page, in its keys.
