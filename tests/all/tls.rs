@@ -755,3 +755,43 @@ tls:
     assert_eq!(header(&body, "x-sni"), None, "{engine}: {body}");
 }
 parity!(async proxy_wasm_sees_the_connections_tls);
+
+/// A client that starts a handshake and stalls is cut at the entry point's `readTimeout`; one
+/// that sends garbage after the first byte is closed at once; others are served meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_and_broken_handshakes_are_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let install = INSTALL.replace(
+        "    address: \"127.0.0.1:0\"\n",
+        "    address: \"127.0.0.1:0\"\n    transport:\n      respondingTimeouts:\n        readTimeout: 1s\n",
+    );
+    let (t, c) = start_tls(ROUTING, &install).await;
+    let mut stalled = TcpStream::connect(t.addr).await.unwrap();
+    stalled.write_all(&[0x16, 0x03, 0x01]).await.unwrap();
+    let mut broken = TcpStream::connect(t.addr).await.unwrap();
+    broken
+        .write_all(&[0x16, 0xde, 0xad, 0xbe, 0xef, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
+        .await
+        .unwrap();
+    let mut buf = [0u8; 256];
+    // The broken one: an alert or nothing, then the end, well before the read timeout.
+    let closed = tokio::time::timeout(Duration::from_millis(900), async {
+        loop {
+            match broken.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "a broken handshake was left open");
+    // Served meanwhile.
+    let got = Client::new(&c.ca, "a.test").get(t.addr, "/").await.unwrap();
+    assert_eq!(got.status, 200);
+    // The stalled one: closed after about a second, not left open.
+    let cut = tokio::time::timeout(Duration::from_secs(10), stalled.read(&mut buf)).await;
+    assert!(
+        matches!(cut, Ok(Ok(0)) | Ok(Err(_))),
+        "a stalled handshake was not cut: {cut:?}"
+    );
+}
