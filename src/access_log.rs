@@ -52,6 +52,8 @@ pub struct AccessEntry<'a> {
     pub duration: Duration,
     /// The request's id (its `X-Request-Id`), which the plugins' log lines carry too.
     pub request_id: &'a str,
+    /// The client connection's TLS, if it came over TLS.
+    pub tls: Option<&'a wasmgate_abi::model::ConnectionTls>,
 }
 
 /// An open access log.
@@ -186,7 +188,7 @@ fn json_line(e: &AccessEntry<'_>) -> String {
     let start = time::OffsetDateTime::from(e.start)
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default();
-    serde_json::json!({
+    let mut line = serde_json::json!({
         "ClientAddr": e.client.to_string(),
         "ClientHost": e.client.ip().to_string(),
         "ClientPort": e.client.port().to_string(),
@@ -204,8 +206,14 @@ fn json_line(e: &AccessEntry<'_>) -> String {
         "request_User-Agent": e.user_agent,
         "request_Referer": e.referer,
         "request_X-Request-Id": e.request_id,
-    })
-    .to_string()
+    });
+    // Traefik's TLS fields, on TLS requests only: `TLSVersion` as Go writes it (`1.3`).
+    if let (Some(tls), Some(o)) = (e.tls, line.as_object_mut()) {
+        let version = tls.version.strip_prefix("TLSv").unwrap_or(tls.version);
+        o.insert("TLSVersion".into(), version.into());
+        o.insert("TLSCipher".into(), tls.cipher.into());
+    }
+    line.to_string()
 }
 
 #[cfg(test)]
@@ -229,6 +237,7 @@ mod tests {
             start: SystemTime::UNIX_EPOCH + Duration::from_secs(86_400 * 365),
             duration: Duration::from_millis(ms),
             request_id: "4f2a\"x",
+            tls: None,
         }
     }
 
@@ -250,5 +259,16 @@ mod tests {
         assert_eq!(v["Duration"], 2_000_000);
         assert_eq!(v["StartUTC"], "1971-01-01T00:00:00Z");
         assert_eq!(v["request_X-Request-Id"], "4f2a\"x");
+        assert!(v.get("TLSVersion").is_none());
+        let tls = wasmgate_abi::model::ConnectionTls {
+            version: "TLSv1.3",
+            cipher: "TLS_AES_128_GCM_SHA256",
+            ..Default::default()
+        };
+        let mut e = entry(200, 1);
+        e.tls = Some(&tls);
+        let v: serde_json::Value = serde_json::from_str(&json_line(&e)).unwrap();
+        assert_eq!(v["TLSVersion"], "1.3");
+        assert_eq!(v["TLSCipher"], "TLS_AES_128_GCM_SHA256");
     }
 }

@@ -47,6 +47,8 @@ pub struct ConnectionTls {
     pub alpn: Option<Vec<u8>>,
     /// `TLSv1.2` or `TLSv1.3`.
     pub version: &'static str,
+    /// The cipher suite, by its IANA name (`TLS_AES_128_GCM_SHA256`).
+    pub cipher: &'static str,
     /// The client presented a certificate, and it was verified (mTLS).
     pub peer_certificate: bool,
 }

@@ -219,6 +219,7 @@ pub async fn handle(
             start: *started,
             duration: start.elapsed(),
             request_id: request_id.as_str(),
+            tls: conn.tls.as_deref(),
         });
     }
     Ok(resp)

@@ -319,6 +319,16 @@ enum Accepted {
     Plain(TcpStream),
 }
 
+/// rustls names TLS 1.3 suites `TLS13_...`; their IANA (and Go's, Traefik's) names are `TLS_...`.
+fn iana_suite_name(rustls_name: &'static str) -> &'static str {
+    match rustls_name {
+        "TLS13_AES_128_GCM_SHA256" => "TLS_AES_128_GCM_SHA256",
+        "TLS13_AES_256_GCM_SHA384" => "TLS_AES_256_GCM_SHA384",
+        "TLS13_CHACHA20_POLY1305_SHA256" => "TLS_CHACHA20_POLY1305_SHA256",
+        other => other,
+    }
+}
+
 /// What hyper's connections fail with.
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -365,6 +375,11 @@ impl Serving {
                         _ => "TLSv1.2",
                     },
                     peer_certificate: session.peer_certificates().is_some_and(|c| !c.is_empty()),
+                    cipher: session
+                        .negotiated_cipher_suite()
+                        .and_then(|s| s.suite().as_str())
+                        .map(iana_suite_name)
+                        .unwrap_or(""),
                 };
                 Some(Accepted::Tls(Box::new(tls), info))
             }

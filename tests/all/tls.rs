@@ -795,3 +795,43 @@ async fn stalled_and_broken_handshakes_are_closed() {
         "a stalled handshake was not cut: {cut:?}"
     );
 }
+
+/// The JSON access log gives Traefik's `TLSVersion` and `TLSCipher` for TLS requests only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_log_names_the_tls_version_and_cipher() {
+    let install = format!("{INSTALL}accessLog:\n  filePath: access.log\n  format: json\n");
+    let (t, c) = start_tls(ROUTING, &install).await;
+    let mut tls12 = Client::new(&c.ca, "a.test");
+    tls12.tls12_only = true;
+    assert_eq!(tls12.get(t.addr, "/one").await.unwrap().status, 200);
+    assert_eq!(send(get(t.url("/two"))).await.status, 200);
+    let path = t.path("access.log");
+    let mut lines = Vec::new();
+    for _ in 0..200 {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        lines = text
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .collect();
+        if lines.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let one = lines
+        .iter()
+        .find(|l| l["RequestPath"] == "/one")
+        .expect("the TLS line");
+    assert_eq!(one["TLSVersion"], "1.2", "{one}");
+    assert!(
+        one["TLSCipher"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("TLS_ECDHE_")),
+        "{one}"
+    );
+    let two = lines
+        .iter()
+        .find(|l| l["RequestPath"] == "/two")
+        .expect("the plain line");
+    assert!(two.get("TLSVersion").is_none(), "{two}");
+}
