@@ -1,0 +1,254 @@
+;; The proxy-wasm guest that traces the stream callbacks, one template for ABI 0.1.0, 0.2.0
+;; and 0.2.1 (a line starting with `;;@V,..` is kept only for those versions, see
+;; conformance/src/case.rs). Cases in cases/b_proxy_wasm_trace.yaml.
+;;
+;; Every stream callback appends `cb:eos:n;` to the stream's trace: `cb` is `rqh`, `rqb`,
+;; `rqt`, `rsh`, `rsb` or `rst`; `eos` is the callback's `end_of_stream` (`-` where the
+;; callback has none: 0.1.0 header callbacks, trailer callbacks); `n` is the body size for
+;; body callbacks, and for header and trailer callbacks `ok` when `num_headers` equals the
+;; count of the map `proxy_get_header_map_pairs` gives (else `num_headers/count`), so the
+;; trace does not depend on which headers a host adds. `proxy_on_log` logs the whole trace
+;; at INFO (`trace <trace>`) and `on_log status=<:status>`; `proxy_on_delete` logs the order
+;; of the end callbacks (`order done,log,delete,`). Response headers get `x-served`, the
+;; number of streams this instance has run (1: a fresh instance).
+;;
+;; The `x-test-id` request header picks a behaviour: 1 pauses in request headers and a
+;; tick (the 4th, 40 ms apart) resumes the stream (`go;` in the trace); 2..10 trap
+;; (`unreachable`) in on_request_headers, on_request_body, on_request_trailers,
+;; on_response_headers, on_response_body, on_response_trailers, on_done, on_log, on_delete;
+;; 20 adds a request trailer `x-added-rt: 1` in the eos request body call and a response
+;; trailer `x-added-st: 1` in the eos response body call (no trailers arrived).
+;;
+;; Memory: constants below 512, out-params at 512/516, digits at 960..1000, the order at
+;; 1024 (64 bytes), the trace at 8192 (up to 4096 bytes), host allocations bump from 65536
+;; and restart with every stream.
+(module
+  (import "env" "proxy_log" (func $log (param i32 i32 i32) (result i32)))
+  (import "env" "proxy_get_header_map_value" (func $get_value (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_add_header_map_value" (func $add_value (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_get_header_map_pairs" (func $get_pairs (param i32 i32 i32) (result i32)))
+  (import "env" "proxy_set_tick_period_milliseconds" (func $set_tick (param i32) (result i32)))
+  (import "env" "proxy_set_effective_context" (func $set_effective_context (param i32) (result i32)))
+  ;;@0.1.0 (import "env" "proxy_continue_request" (func $continue_request (result i32)))
+  ;;@0.2.0,0.2.1 (import "env" "proxy_continue_stream" (func $continue_stream (param i32) (result i32)))
+
+  (memory (export "memory") 2)
+
+  (data (i32.const 16) "x-test-id")    ;; 9
+  (data (i32.const 32) "rqh:")         ;; 4 each
+  (data (i32.const 36) "rqb:")
+  (data (i32.const 40) "rqt:")
+  (data (i32.const 44) "rsh:")
+  (data (i32.const 48) "rsb:")
+  (data (i32.const 52) "rst:")
+  (data (i32.const 64) "trace ")       ;; 6
+  (data (i32.const 80) "order ")       ;; 6
+  (data (i32.const 96) "on_log status=") ;; 14
+  (data (i32.const 112) ":status")     ;; 7
+  (data (i32.const 128) "x-served")    ;; 8
+  (data (i32.const 144) "x-added-rt")  ;; 10
+  (data (i32.const 160) "x-added-st")  ;; 10
+  (data (i32.const 176) "done,")       ;; 5
+  (data (i32.const 184) "log,")        ;; 4
+  (data (i32.const 192) "delete,")     ;; 7
+  (data (i32.const 200) "go;")         ;; 3
+  (data (i32.const 208) "ok")          ;; 2
+  (data (i32.const 216) "1")           ;; 1
+
+  (global $heap (mut i32) (i32.const 65536))
+  (global $id (mut i32) (i32.const 0))
+  (global $tlen (mut i32) (i32.const 0))
+  (global $olen (mut i32) (i32.const 0))
+  (global $served (mut i32) (i32.const 0))
+  (global $ctx (mut i32) (i32.const 0))
+  (global $ticks (mut i32) (i32.const 0))
+
+  (func (export "proxy_abi_version_{{abi_version}}"))
+
+  (func (export "proxy_on_memory_allocate") (param $size i32) (result i32)
+    (local $p i32)
+    (local.set $p (global.get $heap))
+    (if (i32.gt_u (i32.add (local.get $p) (local.get $size)) (i32.const 131072))
+      (then (return (i32.const 0))))
+    (global.set $heap (i32.add (local.get $p) (i32.and (i32.add (local.get $size) (i32.const 7)) (i32.const -8))))
+    (local.get $p))
+
+  ;; A stream context starts a new trace.
+  (func (export "proxy_on_context_create") (param $ctx i32) (param $root i32)
+    (if (i32.ne (local.get $root) (i32.const 0))
+      (then
+        (global.set $heap (i32.const 65536))
+        (global.set $id (i32.const 0))
+        (global.set $tlen (i32.const 0))
+        (global.set $olen (i32.const 0)))))
+  (func (export "proxy_on_vm_start") (param i32 i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_configure") (param i32 i32) (result i32) (i32.const 1))
+
+  (func $put (param $p i32) (param $n i32)
+    (memory.copy (i32.add (i32.const 8192) (global.get $tlen)) (local.get $p) (local.get $n))
+    (global.set $tlen (i32.add (global.get $tlen) (local.get $n))))
+
+  (func $put_byte (param $b i32)
+    (i32.store8 (i32.add (i32.const 8192) (global.get $tlen)) (local.get $b))
+    (global.set $tlen (i32.add (global.get $tlen) (i32.const 1))))
+
+  ;; Decimal digits of $v.
+  (func $put_num (param $v i32) (local $p i32)
+    (local.set $p (i32.const 1000))
+    (loop $l
+      (local.set $p (i32.sub (local.get $p) (i32.const 1)))
+      (i32.store8 (local.get $p) (i32.add (i32.const 48) (i32.rem_u (local.get $v) (i32.const 10))))
+      (local.set $v (i32.div_u (local.get $v) (i32.const 10)))
+      (br_if $l (local.get $v)))
+    (call $put (local.get $p) (i32.sub (i32.const 1000) (local.get $p))))
+
+  ;; `cb:` (the 4 bytes at $name), then the eos (-1: `-`) and `:`.
+  (func $head (param $name i32) (param $eos i32)
+    (call $put (local.get $name) (i32.const 4))
+    (if (i32.lt_s (local.get $eos) (i32.const 0))
+      (then (call $put_byte (i32.const 45)))
+      (else (call $put_num (local.get $eos))))
+    (call $put_byte (i32.const 58)))
+
+  ;; `ok;` when $n is the size of map $map, else `n/count;`.
+  (func $count (param $map i32) (param $n i32) (local $c i32)
+    (local.set $c (i32.const -1))
+    (if (i32.eqz (call $get_pairs (local.get $map) (i32.const 512) (i32.const 516)))
+      (then
+        (local.set $c (i32.const 0))
+        (if (i32.ge_u (i32.load (i32.const 516)) (i32.const 4))
+          (then (local.set $c (i32.load (i32.load (i32.const 512))))))))
+    (if (i32.eq (local.get $c) (local.get $n))
+      (then (call $put (i32.const 208) (i32.const 2)))
+      (else
+        (call $put_num (local.get $n))
+        (call $put_byte (i32.const 47))
+        (call $put_num (local.get $c))))
+    (call $put_byte (i32.const 59)))
+
+  ;; The x-test-id request header as a number (0 when absent).
+  (func $test_id (result i32) (local $p i32) (local $end i32) (local $v i32)
+    (if (call $get_value (i32.const 0) (i32.const 16) (i32.const 9) (i32.const 512) (i32.const 516))
+      (then (return (i32.const 0))))
+    (local.set $p (i32.load (i32.const 512)))
+    (local.set $end (i32.add (local.get $p) (i32.load (i32.const 516))))
+    (block $done
+      (loop $l
+        (br_if $done (i32.ge_u (local.get $p) (local.get $end)))
+        (local.set $v (i32.add (i32.mul (local.get $v) (i32.const 10))
+          (i32.sub (i32.load8_u (local.get $p)) (i32.const 48))))
+        (local.set $p (i32.add (local.get $p) (i32.const 1)))
+        (br $l)))
+    (local.get $v))
+
+  (func $trap_if (param $want i32)
+    (if (i32.eq (global.get $id) (local.get $want)) (then unreachable)))
+
+  ;;@0.1.0 (func (export "proxy_on_request_headers") (param $ctx i32) (param $n i32) (result i32)
+  ;;@0.1.0   (call $head (i32.const 32) (i32.const -1))
+  ;;@0.2.0,0.2.1 (func (export "proxy_on_request_headers") (param $ctx i32) (param $n i32) (param $eos i32) (result i32)
+  ;;@0.2.0,0.2.1   (call $head (i32.const 32) (local.get $eos))
+    (call $count (i32.const 0) (local.get $n))
+    (global.set $served (i32.add (global.get $served) (i32.const 1)))
+    (global.set $id (call $test_id))
+    (call $trap_if (i32.const 2))
+    (if (i32.eq (global.get $id) (i32.const 1))
+      (then
+        (global.set $ctx (local.get $ctx))
+        (global.set $ticks (i32.const 0))
+        (drop (call $set_tick (i32.const 40)))
+        (return (i32.const 1))))
+    (i32.const 0))
+
+  (func (export "proxy_on_request_body") (param $ctx i32) (param $size i32) (param $eos i32) (result i32)
+    (call $head (i32.const 36) (local.get $eos))
+    (call $put_num (local.get $size))
+    (call $put_byte (i32.const 59))
+    (call $trap_if (i32.const 3))
+    (if (i32.and (local.get $eos) (i32.eq (global.get $id) (i32.const 20)))
+      (then (drop (call $add_value (i32.const 1) (i32.const 144) (i32.const 10) (i32.const 216) (i32.const 1)))))
+    (i32.const 0))
+
+  (func (export "proxy_on_request_trailers") (param $ctx i32) (param $n i32) (result i32)
+    (call $head (i32.const 40) (i32.const -1))
+    (call $count (i32.const 1) (local.get $n))
+    (call $trap_if (i32.const 4))
+    (i32.const 0))
+
+  ;;@0.1.0 (func (export "proxy_on_response_headers") (param $ctx i32) (param $n i32) (result i32)
+  ;;@0.1.0   (call $head (i32.const 44) (i32.const -1))
+  ;;@0.2.0,0.2.1 (func (export "proxy_on_response_headers") (param $ctx i32) (param $n i32) (param $eos i32) (result i32)
+  ;;@0.2.0,0.2.1   (call $head (i32.const 44) (local.get $eos))
+    (call $count (i32.const 2) (local.get $n))
+    (call $trap_if (i32.const 5))
+    (local.set $n (global.get $tlen))
+    (call $put_num (global.get $served))
+    (drop (call $add_value (i32.const 2) (i32.const 128) (i32.const 8)
+      (i32.add (i32.const 8192) (local.get $n)) (i32.sub (global.get $tlen) (local.get $n))))
+    (global.set $tlen (local.get $n))
+    (i32.const 0))
+
+  (func (export "proxy_on_response_body") (param $ctx i32) (param $size i32) (param $eos i32) (result i32)
+    (call $head (i32.const 48) (local.get $eos))
+    (call $put_num (local.get $size))
+    (call $put_byte (i32.const 59))
+    (call $trap_if (i32.const 6))
+    (if (i32.and (local.get $eos) (i32.eq (global.get $id) (i32.const 20)))
+      (then (drop (call $add_value (i32.const 3) (i32.const 160) (i32.const 10) (i32.const 216) (i32.const 1)))))
+    (i32.const 0))
+
+  (func (export "proxy_on_response_trailers") (param $ctx i32) (param $n i32) (result i32)
+    (call $head (i32.const 52) (i32.const -1))
+    (call $count (i32.const 3) (local.get $n))
+    (call $trap_if (i32.const 7))
+    (i32.const 0))
+
+  (func $order (param $p i32) (param $n i32)
+    (memory.copy (i32.add (i32.const 1024) (global.get $olen)) (local.get $p) (local.get $n))
+    (global.set $olen (i32.add (global.get $olen) (local.get $n))))
+
+  (func (export "proxy_on_done") (param $ctx i32) (result i32)
+    (if (i32.eqz (global.get $tlen)) (then (return (i32.const 1))))
+    (call $order (i32.const 176) (i32.const 5))
+    (call $trap_if (i32.const 8))
+    (i32.const 1))
+
+  (func (export "proxy_on_log") (param $ctx i32) (local $n i32)
+    ;; Root contexts have no trace.
+    (if (i32.eqz (global.get $tlen)) (then (return)))
+    (call $order (i32.const 184) (i32.const 4))
+    (call $trap_if (i32.const 9))
+    (local.set $n (global.get $tlen))
+    (call $put (i32.const 64) (i32.const 6))
+    (call $put (i32.const 8192) (local.get $n))
+    (drop (call $log (i32.const 2) (i32.add (i32.const 8192) (local.get $n)) (i32.sub (global.get $tlen) (local.get $n))))
+    (global.set $tlen (local.get $n))
+    (call $put (i32.const 96) (i32.const 14))
+    (if (i32.eqz (call $get_value (i32.const 2) (i32.const 112) (i32.const 7) (i32.const 512) (i32.const 516)))
+      (then (call $put (i32.load (i32.const 512)) (i32.load (i32.const 516)))))
+    (drop (call $log (i32.const 2) (i32.add (i32.const 8192) (local.get $n)) (i32.sub (global.get $tlen) (local.get $n))))
+    (global.set $tlen (local.get $n)))
+
+  (func (export "proxy_on_delete") (param $ctx i32)
+    (if (i32.eqz (global.get $tlen)) (then (return)))
+    (call $order (i32.const 192) (i32.const 7))
+    (call $trap_if (i32.const 10))
+    (global.set $tlen (i32.const 0))
+    (call $put (i32.const 80) (i32.const 6))
+    (call $put (i32.const 1024) (global.get $olen))
+    (drop (call $log (i32.const 2) (i32.const 8192) (global.get $tlen)))
+    (global.set $tlen (i32.const 0)))
+
+  ;; Test 1: the 4th tick resumes the paused request.
+  (func (export "proxy_on_tick") (param $root i32)
+    (if (i32.ne (global.get $id) (i32.const 1)) (then (return)))
+    (global.set $ticks (i32.add (global.get $ticks) (i32.const 1)))
+    (if (i32.lt_u (global.get $ticks) (i32.const 4)) (then (return)))
+    (drop (call $set_tick (i32.const 0)))
+    (global.set $id (i32.const 0))
+    (drop (call $set_effective_context (global.get $ctx)))
+    (call $put (i32.const 200) (i32.const 3))
+    ;;@0.1.0 (drop (call $continue_request))
+    ;;@0.2.0,0.2.1 (drop (call $continue_stream (i32.const 0)))
+  )
+)
