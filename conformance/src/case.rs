@@ -292,6 +292,10 @@ pub const CASE_FILES: &[(&str, &str)] = &[
         include_str!("../cases/start_section.yaml"),
     ),
     (
+        "b_http_wasm.yaml",
+        include_str!("../cases/b_http_wasm.yaml"),
+    ),
+    (
         "b_proxy_wasm_trace.yaml",
         include_str!("../cases/b_proxy_wasm_trace.yaml"),
     ),
