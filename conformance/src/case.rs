@@ -146,6 +146,13 @@ pub const GUESTS: &[Guest] = &[
         variants: PROXY_WASM_VERSIONS,
         sdk: None,
     },
+    Guest {
+        name: "http_wasm_start_fn",
+        abi: Abi::HttpWasm,
+        wat: include_str!("../guests/http_wasm_start_fn.wat"),
+        variants: &[],
+        sdk: None,
+    },
     // Built with the plugin SDKs from examples/ (see src/sdk.rs); cases in cases/sdk.yaml.
     sdk_guest(
         "sdk_http_wasm_add_headers",
