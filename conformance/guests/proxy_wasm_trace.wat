@@ -16,6 +16,7 @@
 ;; tick (the 4th, 40 ms apart) resumes the stream (`go;` in the trace); 2..10 trap
 ;; (`unreachable`) in on_request_headers, on_request_body, on_request_trailers,
 ;; on_response_headers, on_response_body, on_response_trailers, on_done, on_log, on_delete;
+;; 11 pauses in request headers like 1, and the first tick traps;
 ;; 20 adds a request trailer `x-added-rt: 1` in the eos request body call and a response
 ;; trailer `x-added-st: 1` in the eos response body call (no trailers arrived).
 ;; `proxy_set_buffer_bytes` on the request body in its eos call: 31 (0, size, empty), 32 (0,
@@ -275,7 +276,7 @@
       (return (i32.const 1))))
     (if (i32.eq (global.get $id) (i32.const 52)) (then
       (return (call $fail_on (call $rewrite_path)))))
-    (if (i32.eq (global.get $id) (i32.const 1))
+    (if (i32.or (i32.eq (global.get $id) (i32.const 1)) (i32.eq (global.get $id) (i32.const 11)))
       (then
         (global.set $ctx (local.get $ctx))
         (global.set $ticks (i32.const 0))
@@ -381,6 +382,7 @@
 
   ;; Test 1: the 4th tick resumes the paused request.
   (func (export "proxy_on_tick") (param $root i32)
+    (call $trap_if (i32.const 11))
     (if (i32.ne (global.get $id) (i32.const 1)) (then (return)))
     (global.set $ticks (i32.add (global.get $ticks) (i32.const 1)))
     (if (i32.lt_u (global.get $ticks) (i32.const 4)) (then (return)))
