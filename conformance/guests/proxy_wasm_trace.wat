@@ -16,7 +16,9 @@
 ;; tick (the 4th, 40 ms apart) resumes the stream (`go;` in the trace); 2..10 trap
 ;; (`unreachable`) in on_request_headers, on_request_body, on_request_trailers,
 ;; on_response_headers, on_response_body, on_response_trailers, on_done, on_log, on_delete;
-;; 11 pauses in request headers like 1, and the first tick traps;
+;; 11 pauses in request headers like 1, and the first tick traps; 12 makes an http call
+;; (GET /call to `upstream`, the request's `x-conformance-key` forwarded) and pauses, and
+;; proxy_on_http_call_response traps;
 ;; 20 adds a request trailer `x-added-rt: 1` in the eos request body call and a response
 ;; trailer `x-added-st: 1` in the eos response body call (no trailers arrived).
 ;; `proxy_set_buffer_bytes` on the request body in its eos call: 31 (0, size, empty), 32 (0,
@@ -39,6 +41,7 @@
   (import "env" "proxy_get_header_map_pairs" (func $get_pairs (param i32 i32 i32) (result i32)))
   (import "env" "proxy_set_tick_period_milliseconds" (func $set_tick (param i32) (result i32)))
   (import "env" "proxy_set_effective_context" (func $set_effective_context (param i32) (result i32)))
+  (import "env" "proxy_http_call" (func $http_call (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_set_header_map_pairs" (func $set_pairs (param i32 i32 i32) (result i32)))
   (import "env" "proxy_set_buffer_bytes" (func $set_buffer_bytes (param i32 i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_send_local_response" (func $send_local_response (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
@@ -77,6 +80,10 @@
   (data (i32.const 280) "/rewritten?y=2") ;; 14
   (data (i32.const 296) "grpc says no") ;; 12
   (data (i32.const 312) "local")       ;; 5
+  ;; An http call's headers but the last value, serialized data part: 62 bytes.
+  (data (i32.const 320) ":method\00GET\00:path\00/call\00:authority\00upstream\00x-conformance-key\00")
+  (data (i32.const 384) "x-conformance-key") ;; 17
+  (data (i32.const 408) "upstream")    ;; 8
 
   (global $heap (mut i32) (i32.const 65536))
   (global $id (mut i32) (i32.const 0))
@@ -246,6 +253,28 @@
     (drop (call $log (i32.const 2) (i32.add (i32.const 8192) (local.get $n)) (i32.sub (global.get $tlen) (local.get $n))))
     (global.set $tlen (local.get $n)))
 
+  ;; Test 12: the http call; its status.
+  (func $call_upstream (result i32) (local $kl i32)
+    (if (call $get_value (i32.const 0) (i32.const 384) (i32.const 17) (i32.const 512) (i32.const 516))
+      (then (return (i32.const -1))))
+    (local.set $kl (i32.load (i32.const 516)))
+    (i32.store (i32.const 16384) (i32.const 4))
+    (i32.store (i32.const 16388) (i32.const 7))
+    (i32.store (i32.const 16392) (i32.const 3))
+    (i32.store (i32.const 16396) (i32.const 5))
+    (i32.store (i32.const 16400) (i32.const 5))
+    (i32.store (i32.const 16404) (i32.const 10))
+    (i32.store (i32.const 16408) (i32.const 8))
+    (i32.store (i32.const 16412) (i32.const 17))
+    (i32.store (i32.const 16416) (local.get $kl))
+    (memory.copy (i32.const 16420) (i32.const 320) (i32.const 62))
+    (memory.copy (i32.const 16482) (i32.load (i32.const 512)) (local.get $kl))
+    (i32.store8 (i32.add (i32.const 16482) (local.get $kl)) (i32.const 0))
+    (call $http_call (i32.const 408) (i32.const 8)
+      (i32.const 16384) (i32.add (i32.const 99) (local.get $kl))
+      (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0)
+      (i32.const 5000) (i32.const 520)))
+
   (func $trap_if (param $want i32)
     (if (i32.eq (global.get $id) (local.get $want)) (then unreachable)))
 
@@ -273,6 +302,9 @@
       (call $x_pairs (i32.const 0))
       (drop (call $local (i32.const 200) (i32.add (i32.const 8192) (local.get $n)) (i32.sub (global.get $tlen) (local.get $n)) (i32.const -1)))
       (global.set $tlen (local.get $n))
+      (return (i32.const 1))))
+    (if (i32.eq (global.get $id) (i32.const 12)) (then
+      (if (call $fail_on (call $call_upstream)) (then (return (i32.const 1))))
       (return (i32.const 1))))
     (if (i32.eq (global.get $id) (i32.const 52)) (then
       (return (call $fail_on (call $rewrite_path)))))
@@ -379,6 +411,9 @@
     (call $put (i32.const 1024) (global.get $olen))
     (drop (call $log (i32.const 2) (i32.const 8192) (global.get $tlen)))
     (global.set $tlen (i32.const 0)))
+
+  (func (export "proxy_on_http_call_response") (param i32 i32 i32 i32 i32)
+    (call $trap_if (i32.const 12)))
 
   ;; Test 1: the 4th tick resumes the paused request.
   (func (export "proxy_on_tick") (param $root i32)
