@@ -16,7 +16,8 @@
 ;; tick (the 4th, 40 ms apart) resumes the stream (`go;` in the trace); 2..10 trap
 ;; (`unreachable`) in on_request_headers, on_request_body, on_request_trailers,
 ;; on_response_headers, on_response_body, on_response_trailers, on_done, on_log, on_delete;
-;; 11 pauses in request headers like 1, and the first tick traps; 12 makes an http call
+;; 11 pauses in request headers like 1, and the first tick traps; 13 pauses in response
+;; headers and the 4th tick resumes the response (`go;`); 12 makes an http call
 ;; (GET /call to `upstream`, the request's `x-conformance-key` forwarded) and pauses, and
 ;; proxy_on_http_call_response traps;
 ;; 20 adds a request trailer `x-added-rt: 1` in the eos request body call and a response
@@ -46,6 +47,7 @@
   (import "env" "proxy_set_buffer_bytes" (func $set_buffer_bytes (param i32 i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_send_local_response" (func $send_local_response (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
   ;;@0.1.0 (import "env" "proxy_continue_request" (func $continue_request (result i32)))
+  ;;@0.1.0 (import "env" "proxy_continue_response" (func $continue_response (result i32)))
   ;;@0.2.0,0.2.1 (import "env" "proxy_continue_stream" (func $continue_stream (param i32) (result i32)))
 
   (memory (export "memory") 2)
@@ -346,6 +348,11 @@
   ;;@0.2.0,0.2.1   (call $head (i32.const 44) (local.get $eos))
     (call $count (i32.const 2) (local.get $n))
     (call $trap_if (i32.const 5))
+    (if (i32.eq (global.get $id) (i32.const 13)) (then
+      (global.set $ctx (local.get $ctx))
+      (global.set $ticks (i32.const 0))
+      (drop (call $set_tick (i32.const 40)))
+      (return (i32.const 1))))
     (if (i32.eq (global.get $id) (i32.const 51)) (then
       (local.set $n (global.get $tlen))
       (call $x_pairs (i32.const 2))
@@ -417,14 +424,20 @@
 
   ;; Test 1: the 4th tick resumes the paused request.
   (func (export "proxy_on_tick") (param $root i32)
+    (local $resp i32)
     (call $trap_if (i32.const 11))
-    (if (i32.ne (global.get $id) (i32.const 1)) (then (return)))
+    (local.set $resp (i32.eq (global.get $id) (i32.const 13)))
+    (if (i32.and (i32.ne (global.get $id) (i32.const 1)) (i32.eqz (local.get $resp))) (then (return)))
     (global.set $ticks (i32.add (global.get $ticks) (i32.const 1)))
     (if (i32.lt_u (global.get $ticks) (i32.const 4)) (then (return)))
     (drop (call $set_tick (i32.const 0)))
     (global.set $id (i32.const 0))
     (drop (call $set_effective_context (global.get $ctx)))
     (call $put (i32.const 200) (i32.const 3))
+    (if (local.get $resp) (then
+      ;;@0.1.0 (drop (call $continue_response))
+      ;;@0.2.0,0.2.1 (drop (call $continue_stream (i32.const 1)))
+      (return)))
     ;;@0.1.0 (drop (call $continue_request))
     ;;@0.2.0,0.2.1 (drop (call $continue_stream (i32.const 0)))
   )
