@@ -897,11 +897,18 @@ impl StreamRun {
         let (local, closed) = {
             let mut g = self.guest().await?;
             let s = g.stream(self.ctx);
-            (s.local_response.take(), s.closed)
+            let local = s.local_response.take().map(local_response);
+            // The local reply is the response the end callbacks see (on_log reads its
+            // `:status`), as Envoy runs it through the response path.
+            if let Some(answer) = &local {
+                s.response_headers = Some(response_map(answer));
+                s.info.response_code = Some(answer.status.as_u16());
+            }
+            (local, s.closed)
         };
         self.finish().await?;
         match local {
-            Some(l) => Ok(local_response(l)),
+            Some(answer) => Ok(answer),
             // The filter's own choice, not a failure: its 502 goes out as it is.
             None if closed => Err(Failure::Pass(ProxyError::new(
                 ErrorSource::Plugin,
