@@ -60,6 +60,7 @@
   (data (i32.const 496) "x-trailer-names")  ;; 15
   (data (i32.const 512) "content-length")   ;; 14
   (data (i32.const 528) "0")                ;; 1
+  (data (i32.const 544) "is_error=")        ;; 9
 
   (global $id (mut i32) (i32.const 0))
   (global $out (mut i32) (i32.const 0))
@@ -530,8 +531,9 @@
     (if (i32.eq (local.get $t) (i32.const 112)) (then
       (call $write_body (i32.const 1) (i32.const 336) (i32.const 20))
       (return (i64.const 1))))
-    ;; 114: buffer_response and next; handle_response traps (unreachable).
-    (if (i32.eq (local.get $t) (i32.const 114)) (then
+    ;; 114: buffer_response and next; handle_response traps (unreachable). 119: the same;
+    ;; handle_response logs `is_error=N` at info.
+    (if (i32.or (i32.eq (local.get $t) (i32.const 114)) (i32.eq (local.get $t) (i32.const 119))) (then
       (drop (call $enable_features (i32.const 2)))
       (return (i64.const 1))))
     ;; 115: the guest's own answer, a WAF's block: 403, content-length 0, nothing written.
@@ -611,6 +613,11 @@
     (if (i32.eq (global.get $id) (i32.const 117)) (then
       (drop (call $read_body (i32.const 1) (i32.const 65536) (i32.const 16)))))
     (if (i32.eq (global.get $id) (i32.const 114)) (then unreachable))
+    (if (i32.eq (global.get $id) (i32.const 119)) (then
+      (call $emit (i32.const 544) (i32.const 9))
+      (call $emit_num (i64.extend_i32_u (local.get $is_error)))
+      (call $log (i32.const 0) (i32.const 8192) (global.get $out))
+      (global.set $out (i32.const 0))))
     ;; The upstream's trailer names in header x-trailer-names; trailer x-a: set added.
     (if (i32.eq (global.get $id) (i32.const 81)) (then
       (call $emit_count_list (call $get_header_names (i32.const 3) (i32.const 65536) (i32.const 4096)) (i32.const 65536))
