@@ -13,7 +13,8 @@
 ;; number of streams this instance has run (1: a fresh instance).
 ;;
 ;; The `x-test-id` request header picks a behaviour: 1 pauses in request headers and a
-;; tick (the 4th, 40 ms apart) resumes the stream (`go;` in the trace); 2..10 trap
+;; tick (the 4th, 75 ms apart: 300 ms, well after a case's chunks, 40 ms) resumes the
+;; stream (`go;` in the trace); 2..10 trap
 ;; (`unreachable`) in on_request_headers, on_request_body, on_request_trailers,
 ;; on_response_headers, on_response_body, on_response_trailers, on_done, on_log, on_delete;
 ;; 11 pauses in request headers like 1, and the first tick traps; 13 pauses in response
@@ -314,7 +315,7 @@
       (then
         (global.set $ctx (local.get $ctx))
         (global.set $ticks (i32.const 0))
-        (drop (call $set_tick (i32.const 40)))
+        (drop (call $set_tick (i32.const 75)))
         (return (i32.const 1))))
     (i32.const 0))
 
@@ -351,7 +352,7 @@
     (if (i32.eq (global.get $id) (i32.const 13)) (then
       (global.set $ctx (local.get $ctx))
       (global.set $ticks (i32.const 0))
-      (drop (call $set_tick (i32.const 40)))
+      (drop (call $set_tick (i32.const 75)))
       (return (i32.const 1))))
     (if (i32.eq (global.get $id) (i32.const 51)) (then
       (local.set $n (global.get $tlen))
