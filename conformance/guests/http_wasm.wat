@@ -4,7 +4,8 @@
 ;; guest writes itself, so the runner compares exact bytes.
 ;;
 ;; Memory: constant strings below 960, decimal digits built at 960..1000, the test id read
-;; at 2048, the reply assembled at 8192 (OUT), a scratch buffer at 65536 (S).
+;; at 2048, the reply assembled at 8192 (OUT), a scratch buffer at 65536 (S), a second one at
+;; 98304 (B, tests 130..).
 (module
   (import "http_handler" "enable_features" (func $enable_features (param i32) (result i32)))
   (import "http_handler" "get_config" (func $get_config (param i32 i32) (result i32)))
@@ -59,6 +60,7 @@
   (data (i32.const 496) "x-trailer-names")  ;; 15
   (data (i32.const 512) "content-length")   ;; 14
   (data (i32.const 528) "0")                ;; 1
+  (data (i32.const 544) "is_error=")        ;; 9
 
   (global $id (mut i32) (i32.const 0))
   (global $out (mut i32) (i32.const 0))
@@ -166,6 +168,55 @@
     (call $emit_byte (i32.const 58))
     (call $emit (i32.const 65536) (i32.const 1))
     (call $reply))
+
+  ;; Getter $w (0 method, 1 uri, 2 protocol version, 3 config, 4 source address, 5 request
+  ;; header names, 6 request header x-a values) into ($p, $limit); the byte length it returns.
+  (func $getter (param $w i32) (param $p i32) (param $limit i32) (result i32)
+    (if (i32.eq (local.get $w) (i32.const 0)) (then (return (call $get_method (local.get $p) (local.get $limit)))))
+    (if (i32.eq (local.get $w) (i32.const 1)) (then (return (call $get_uri (local.get $p) (local.get $limit)))))
+    (if (i32.eq (local.get $w) (i32.const 2)) (then (return (call $get_protocol_version (local.get $p) (local.get $limit)))))
+    (if (i32.eq (local.get $w) (i32.const 3)) (then (return (call $get_config (local.get $p) (local.get $limit)))))
+    (if (i32.eq (local.get $w) (i32.const 4)) (then (return (call $get_source_addr (local.get $p) (local.get $limit)))))
+    (if (i32.eq (local.get $w) (i32.const 5)) (then
+      (return (i32.wrap_i64 (call $get_header_names (i32.const 0) (local.get $p) (local.get $limit))))))
+    (i32.wrap_i64 (call $get_header_values (i32.const 0) (i32.const 32) (i32.const 3) (local.get $p) (local.get $limit))))
+
+  ;; Test 130, one getter: `L:` then `w` when buf_limit == L wrote exactly the value (and not
+  ;; a byte past it), else `x`; then `n` when buf_limit == L - 1 wrote nothing and still
+  ;; returned L, else `x` (`-` for L = 0); then `;`.
+  (func $limit_edges (param $w i32)
+    (local $len i32) (local $i i32) (local $ok i32)
+    (local.set $len (call $getter (local.get $w) (i32.const 98304) (i32.const 4096)))
+    (call $emit_num (i64.extend_i32_u (local.get $len)))
+    (call $emit_byte (i32.const 58))
+    (memory.fill (i32.const 65536) (i32.const 35) (i32.add (local.get $len) (i32.const 1)))
+    (local.set $ok (i32.eq (call $getter (local.get $w) (i32.const 65536) (local.get $len)) (local.get $len)))
+    (if (i32.ne (i32.load8_u (i32.add (i32.const 65536) (local.get $len))) (i32.const 35)) (then (local.set $ok (i32.const 0))))
+    (local.set $i (i32.const 0))
+    (block $done
+      (loop $l
+        (br_if $done (i32.ge_u (local.get $i) (local.get $len)))
+        (if (i32.ne (i32.load8_u (i32.add (i32.const 65536) (local.get $i))) (i32.load8_u (i32.add (i32.const 98304) (local.get $i))))
+          (then (local.set $ok (i32.const 0))))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $l)))
+    (call $emit_byte (select (i32.const 119) (i32.const 120) (local.get $ok)))
+    (if (i32.eqz (local.get $len)) (then
+      (call $emit_byte (i32.const 45))
+      (call $emit_byte (i32.const 59))
+      (return)))
+    (memory.fill (i32.const 65536) (i32.const 35) (local.get $len))
+    (local.set $ok (i32.eq (call $getter (local.get $w) (i32.const 65536) (i32.sub (local.get $len) (i32.const 1))) (local.get $len)))
+    (local.set $i (i32.const 0))
+    (block $done
+      (loop $l
+        (br_if $done (i32.ge_u (local.get $i) (local.get $len)))
+        (if (i32.ne (i32.load8_u (i32.add (i32.const 65536) (local.get $i))) (i32.const 35))
+          (then (local.set $ok (i32.const 0))))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $l)))
+    (call $emit_byte (select (i32.const 110) (i32.const 120) (local.get $ok)))
+    (call $emit_byte (i32.const 59)))
 
   (func (export "handle_request") (result i64)
     (local $t i32) (local $r i64) (local $n i32) (local $i i32) (local $b i32)
@@ -470,6 +521,44 @@
       (call $emit (i32.const 384) (i32.const 6))
       (return (call $reply))))
 
+    ;; ---- issue 17 part 2 (ids 100..139) ----
+    ;; 100..111, 116, 117: next with no feature; handle_response then makes a call the rules
+    ;; around next forbid there (it must trap).
+    (if (i32.or (i32.and (i32.ge_u (local.get $t) (i32.const 100)) (i32.le_u (local.get $t) (i32.const 111)))
+          (i32.or (i32.eq (local.get $t) (i32.const 116)) (i32.eq (local.get $t) (i32.const 117)))) (then
+      (return (i64.const 1))))
+    ;; 112: write_body(response) before next, then next.
+    (if (i32.eq (local.get $t) (i32.const 112)) (then
+      (call $write_body (i32.const 1) (i32.const 336) (i32.const 20))
+      (return (i64.const 1))))
+    ;; 114: buffer_response and next; handle_response traps (unreachable). 119: the same;
+    ;; handle_response logs `is_error=N` at info.
+    (if (i32.or (i32.eq (local.get $t) (i32.const 114)) (i32.eq (local.get $t) (i32.const 119))) (then
+      (drop (call $enable_features (i32.const 2)))
+      (return (i64.const 1))))
+    ;; 115: the guest's own answer, a WAF's block: 403, content-length 0, nothing written.
+    (if (i32.eq (local.get $t) (i32.const 115)) (then
+      (call $set_status_code (i32.const 403))
+      (call $set_header_value (i32.const 1) (i32.const 512) (i32.const 14) (i32.const 528) (i32.const 1))
+      (return (i64.const 0))))
+    ;; 118: buffer_request; write_body(request) twice (replace, then append), then next.
+    (if (i32.eq (local.get $t) (i32.const 118)) (then
+      (drop (call $enable_features (i32.const 1)))
+      (call $write_body (i32.const 0) (i32.const 192) (i32.const 2))
+      (call $write_body (i32.const 0) (i32.const 200) (i32.const 2))
+      (return (i64.const 1))))
+    ;; 130: buf_limit == length writes, length - 1 writes nothing, for every single-value
+    ;; getter and both lists (see $limit_edges).
+    (if (i32.eq (local.get $t) (i32.const 130)) (then
+      (local.set $i (i32.const 0))
+      (block $done
+        (loop $l
+          (br_if $done (i32.gt_u (local.get $i) (i32.const 6)))
+          (call $limit_edges (local.get $i))
+          (local.set $i (i32.add (local.get $i) (i32.const 1)))
+          (br $l)))
+      (return (call $reply))))
+
     ;; Anything else: pass the request on unchanged.
     (i64.const 1))
 
@@ -502,6 +591,33 @@
     (if (i32.eq (global.get $id) (i32.const 92)) (then
       (call $set_header_value (i32.const 1) (i32.const 512) (i32.const 14) (i32.const 528) (i32.const 1))
       (call $write_body (i32.const 1) (i32.const 336) (i32.const 20))))
+    ;; -- issue 17 part 2: calls that must trap after next --
+    (if (i32.eq (global.get $id) (i32.const 100)) (then (call $set_method (i32.const 64) (i32.const 3))))
+    (if (i32.eq (global.get $id) (i32.const 101)) (then (call $set_uri (i32.const 80) (i32.const 14))))
+    (if (i32.eq (global.get $id) (i32.const 102)) (then
+      (call $set_header_value (i32.const 0) (i32.const 32) (i32.const 3) (i32.const 128) (i32.const 3))))
+    (if (i32.eq (global.get $id) (i32.const 103)) (then
+      (call $add_header_value (i32.const 0) (i32.const 32) (i32.const 3) (i32.const 128) (i32.const 3))))
+    (if (i32.eq (global.get $id) (i32.const 104)) (then (call $remove_header (i32.const 0) (i32.const 32) (i32.const 3))))
+    (if (i32.eq (global.get $id) (i32.const 105)) (then (call $write_body (i32.const 0) (i32.const 192) (i32.const 2))))
+    (if (i32.eq (global.get $id) (i32.const 106)) (then
+      (drop (call $read_body (i32.const 0) (i32.const 65536) (i32.const 16)))))
+    (if (i32.eq (global.get $id) (i32.const 107)) (then
+      (call $set_header_value (i32.const 1) (i32.const 32) (i32.const 3) (i32.const 128) (i32.const 3))))
+    (if (i32.eq (global.get $id) (i32.const 108)) (then (call $write_body (i32.const 1) (i32.const 192) (i32.const 2))))
+    (if (i32.eq (global.get $id) (i32.const 109)) (then (call $set_status_code (i32.const 202))))
+    (if (i32.eq (global.get $id) (i32.const 110)) (then (drop (call $get_status_code))))
+    (if (i32.eq (global.get $id) (i32.const 111)) (then (call $remove_header (i32.const 1) (i32.const 32) (i32.const 3))))
+    (if (i32.eq (global.get $id) (i32.const 116)) (then
+      (call $add_header_value (i32.const 1) (i32.const 32) (i32.const 3) (i32.const 128) (i32.const 3))))
+    (if (i32.eq (global.get $id) (i32.const 117)) (then
+      (drop (call $read_body (i32.const 1) (i32.const 65536) (i32.const 16)))))
+    (if (i32.eq (global.get $id) (i32.const 114)) (then unreachable))
+    (if (i32.eq (global.get $id) (i32.const 119)) (then
+      (call $emit (i32.const 544) (i32.const 9))
+      (call $emit_num (i64.extend_i32_u (local.get $is_error)))
+      (call $log (i32.const 0) (i32.const 8192) (global.get $out))
+      (global.set $out (i32.const 0))))
     ;; The upstream's trailer names in header x-trailer-names; trailer x-a: set added.
     (if (i32.eq (global.get $id) (i32.const 81)) (then
       (call $emit_count_list (call $get_header_names (i32.const 3) (i32.const 65536) (i32.const 4096)) (i32.const 65536))

@@ -138,6 +138,21 @@ pub const GUESTS: &[Guest] = &[
         variants: &[],
         sdk: None,
     },
+    // Part 2 behaviours of issue 17 (cases in cases/b_*.yaml).
+    Guest {
+        name: "proxy_wasm_trace",
+        abi: Abi::ProxyWasm,
+        wat: include_str!("../guests/proxy_wasm_trace.wat"),
+        variants: PROXY_WASM_VERSIONS,
+        sdk: None,
+    },
+    Guest {
+        name: "http_wasm_start_fn",
+        abi: Abi::HttpWasm,
+        wat: include_str!("../guests/http_wasm_start_fn.wat"),
+        variants: &[],
+        sdk: None,
+    },
     // Built with the plugin SDKs from examples/ (see src/sdk.rs); cases in cases/sdk.yaml.
     sdk_guest(
         "sdk_http_wasm_add_headers",
@@ -282,6 +297,14 @@ pub const CASE_FILES: &[(&str, &str)] = &[
     (
         "start_section.yaml",
         include_str!("../cases/start_section.yaml"),
+    ),
+    (
+        "b_http_wasm.yaml",
+        include_str!("../cases/b_http_wasm.yaml"),
+    ),
+    (
+        "b_proxy_wasm_trace.yaml",
+        include_str!("../cases/b_proxy_wasm_trace.yaml"),
     ),
     // Last: slot numbers of the cases above do not depend on whether SDK cases run.
     ("sdk.yaml", include_str!("../cases/sdk.yaml")),

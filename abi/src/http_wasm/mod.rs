@@ -654,6 +654,22 @@ impl HttpWasmMiddleware {
         // with 403 and `content-length: 0`); a body it wrote wins and is framed anew.
         let mut declared = false;
         resp.body = match (ex.response.written, stream_body) {
+            // Bytes written before next, then next's streamed body: the reference host writes
+            // both to the client, in that order. Next's length grows by the guest's bytes.
+            (Some((Phase::Request, w)), Some(stream)) => {
+                let extra = w.len();
+                let total = resp
+                    .headers
+                    .get_str("content-length")
+                    .and_then(|v| v.trim().parse::<usize>().ok());
+                match total {
+                    Some(n) => resp.headers.set("content-length", (n + extra).to_string()),
+                    None => {
+                        resp.headers.remove("content-length");
+                    }
+                }
+                Body::put_back([w.freeze()], None, stream)
+            }
             (Some((_, w)), _) => Body::from(BufferedBody {
                 data: w.freeze(),
                 trailers: ex.response.trailers,

@@ -28,8 +28,10 @@
 //! are recorded by the stream that found them. A stream that fails on a sound VM (a pause)
 //! has its context ended properly; the VM goes on with its other streams.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Instant, SystemTime};
 
 use async_trait::async_trait;
@@ -167,6 +169,7 @@ impl Middleware for ProxyWasmMiddleware {
             open: false,
             keep: self.failures.policy() == FailurePolicy::Open,
             kept: None,
+            held_by_pause: false,
         };
         let end = run.run(req, next).await;
         // Still open: the stream stopped outside the guest (a 413) or on a failure that left
@@ -287,6 +290,60 @@ struct Kept {
     trailers: Option<Headers>,
 }
 
+/// The body a header callback's pause held: read while the stream waited for its resume.
+#[derive(Default)]
+struct Held {
+    chunks: Vec<Bytes>,
+    trailers: Option<http::HeaderMap>,
+    bytes: usize,
+    /// The body ended (its end or its trailers were read).
+    ended: bool,
+    failed: Option<crate::body::BodyError>,
+}
+
+impl Held {
+    /// Whether to read on: not over, not failed, not past the buffer limit (the filter would
+    /// refuse it anyway; what is left waits in the connection).
+    fn reading(&self, limit: usize) -> bool {
+        !self.ended && self.failed.is_none() && self.bytes <= limit
+    }
+
+    fn push(&mut self, f: Option<Result<http_body::Frame<Bytes>, crate::body::BodyError>>) {
+        match f {
+            None => self.ended = true,
+            Some(Err(e)) => self.failed = Some(e),
+            Some(Ok(f)) => match f.into_data() {
+                Ok(data) => {
+                    self.bytes += data.len();
+                    self.chunks.push(data);
+                }
+                Err(f) => {
+                    if let Ok(t) = f.into_trailers() {
+                        self.trailers = Some(t);
+                        self.ended = true;
+                    }
+                }
+            },
+        }
+    }
+
+    /// Puts what was read back in front of `body`; the error the body failed with, if any.
+    fn put_back(self, body: &mut Body) -> Option<crate::body::BodyError> {
+        if self.failed.is_some() {
+            return self.failed;
+        }
+        if !self.chunks.is_empty() || self.trailers.is_some() || self.ended {
+            let rest = if self.ended {
+                Body::empty()
+            } else {
+                std::mem::take(body)
+            };
+            *body = Body::put_back(self.chunks, self.trailers, rest);
+        }
+        None
+    }
+}
+
 /// One stream on one VM.
 struct StreamRun {
     set: Arc<VmSet>,
@@ -300,6 +357,9 @@ struct StreamRun {
     keep: bool,
     /// What the current phase kept (`keep` only).
     kept: Option<Kept>,
+    /// The last headers callback paused: the body that arrived meanwhile was held, and the
+    /// first body call gets all of it.
+    held_by_pause: bool,
 }
 
 impl Drop for StreamRun {
@@ -419,7 +479,8 @@ impl StreamRun {
 
     /// Creates the stream's context and runs the request headers callback, in one turn on
     /// the VM; `Ok(true)`: the stream must stop here.
-    async fn open(&mut self, req: &Request, eos: bool) -> Step<bool> {
+    async fn open(&mut self, req: &Request, body: &mut Body) -> Step<bool> {
+        let eos = body.is_end_stream();
         let info = RequestInfo {
             version: req.version,
             source: req.source_addr,
@@ -465,23 +526,26 @@ impl StreamRun {
             let args = [n, eos as i32];
             break self.run_callback(&mut g, d.headers_callback(), &args, d, |_| {})?;
         };
-        self.after_callback(paused, stop, calls, d).await
+        self.after_callback(paused, stop, calls, d, Some(body))
+            .await
     }
 
     /// Runs a stream callback (after `prepare` on the stream) and everything it started;
-    /// `Ok(true)`: the stream must stop here (a local response or a close).
+    /// `Ok(true)`: the stream must stop here (a local response or a close). `body`: the body
+    /// still to come, read into the host while the callback's pause lasts.
     async fn callback(
         &mut self,
         name: &str,
         args: &[i32],
         d: Direction,
         prepare: impl FnOnce(&mut Stream),
+        body: Option<&mut Body>,
     ) -> Step<bool> {
         let (paused, stop, calls) = {
             let mut g = self.guest().await?;
             self.run_callback(&mut g, name, args, d, prepare)?
         };
-        self.after_callback(paused, stop, calls, d).await
+        self.after_callback(paused, stop, calls, d, body).await
     }
 
     /// The guest side of a stream callback: whether it paused, whether the filter stopped
@@ -516,22 +580,56 @@ impl StreamRun {
         stop: bool,
         calls: Vec<PendingCall>,
         d: Direction,
+        body: Option<&mut Body>,
     ) -> Step<bool> {
         if stop {
             spawn_drive(&self.set, &self.vm, calls);
             return Ok(true);
         }
-        self.settle(calls, paused, d).await
+        self.held_by_pause = paused;
+        self.settle(calls, paused, d, body).await
     }
 
     /// After a stream callback: sends the calls it made; then, if it paused, waits for a
     /// resume with the VM free. `Ok(true)`: the filter stopped the stream. A pause nothing
     /// can resume, or one past [`MAX_PAUSE`], is the guest's failure.
-    async fn settle(&mut self, calls: Vec<PendingCall>, paused: bool, d: Direction) -> Step<bool> {
+    ///
+    /// While a header callback's pause lasts, the host reads the body (`body`) and holds it
+    /// (cpp-host's StopAllIterationAndWatermark, up to the buffer limit), so the first body
+    /// call after the resume gets all that arrived.
+    async fn settle(
+        &mut self,
+        calls: Vec<PendingCall>,
+        paused: bool,
+        d: Direction,
+        mut body: Option<&mut Body>,
+    ) -> Step<bool> {
         // Nothing ran since the callback, which did not stop the stream: nothing to look at.
         if calls.is_empty() && !paused {
             return Ok(false);
         }
+        let mut held = Held::default();
+        let r = self
+            .wait_resume(calls, paused, d, body.as_deref_mut(), &mut held)
+            .await;
+        if let Some(b) = body {
+            if let Some(e) = held.put_back(b) {
+                return Err(Failure::Pass(body_failed(d, e)));
+            }
+        }
+        r
+    }
+
+    /// [`StreamRun::settle`]'s wait, reading `body` into `held` meanwhile.
+    async fn wait_resume(
+        &mut self,
+        calls: Vec<PendingCall>,
+        paused: bool,
+        d: Direction,
+        mut body: Option<&mut Body>,
+        held: &mut Held,
+    ) -> Step<bool> {
+        let limit = self.set.shared.max_body_bytes;
         self.drive(calls).await?;
         let deadline = tokio::time::Instant::now() + MAX_PAUSE;
         loop {
@@ -561,10 +659,29 @@ impl StreamRun {
                     )));
                 }
             }
-            if tokio::time::timeout_at(deadline, self.vm.woken(&self.wake, changed))
-                .await
-                .is_err()
-            {
+            let woken = tokio::time::timeout_at(deadline, self.vm.woken(&self.wake, changed));
+            let woke = match body.as_deref_mut() {
+                Some(b) if held.reading(limit) => {
+                    let mut woken = std::pin::pin!(woken);
+                    // Whichever comes first: the wake-up, or a frame of the body.
+                    let first = std::future::poll_fn(|cx| {
+                        if let Poll::Ready(r) = woken.as_mut().poll(cx) {
+                            return Poll::Ready(Ok(r));
+                        }
+                        http_body::Body::poll_frame(std::pin::Pin::new(&mut *b), cx).map(Err)
+                    })
+                    .await;
+                    match first {
+                        Ok(r) => r,
+                        Err(f) => {
+                            held.push(f);
+                            continue;
+                        }
+                    }
+                }
+                _ => woken.await,
+            };
+            if woke.is_err() {
                 return Err(Failure::broken(self.plugin_error(format!(
                     "stream stayed paused longer than {MAX_PAUSE:?}"
                 ))));
@@ -595,12 +712,15 @@ impl StreamRun {
         let has_trailers_cb = self.set.has_export(tcb);
         let mut forwarded = BytesMut::new();
         let mut trailers: Option<Headers> = None;
+        // Trailers the filter added in the end-of-stream body call, none having arrived.
+        let mut added = false;
+        let mut coalesce = std::mem::take(&mut self.held_by_pause);
         let no_body = body.is_end_stream();
         if has_body_cb && !no_body {
             let mut held = BytesMut::new();
             loop {
                 let frame = body.frame().await;
-                let (eos, chunk) = match frame {
+                let (mut eos, mut chunk) = match frame {
                     // With trailers the body never ends itself (Envoy): no end-of-stream
                     // body call; what a pause held goes on with the trailers.
                     None if trailers.as_ref().is_some_and(|t| !t.is_empty()) => {
@@ -629,6 +749,47 @@ impl StreamRun {
                     if let Some(k) = &mut self.kept {
                         k.chunks.push(chunk.clone());
                     }
+                }
+                // The headers callback paused: as cpp-host (StopAllIterationAndWatermark), the
+                // host held the body meanwhile, and what arrived comes in this one call.
+                if std::mem::take(&mut coalesce) && !eos {
+                    let mut joined = BytesMut::from(&chunk[..]);
+                    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+                    loop {
+                        let polled = std::pin::pin!(body.frame()).poll(&mut cx);
+                        match polled {
+                            Poll::Ready(Some(Ok(f))) => match f.into_data() {
+                                Ok(data) => {
+                                    if let Some(k) = &mut self.kept {
+                                        k.chunks.push(data.clone());
+                                    }
+                                    joined.extend_from_slice(&data);
+                                    if body.is_end_stream() {
+                                        eos = true;
+                                        break;
+                                    }
+                                }
+                                Err(f) => {
+                                    if let Ok(t) = f.into_trailers() {
+                                        trailers = Some(Headers::from(&t));
+                                        if let Some(k) = &mut self.kept {
+                                            k.trailers = trailers.clone();
+                                        }
+                                    }
+                                    break;
+                                }
+                            },
+                            Poll::Ready(None) => {
+                                eos = true;
+                                break;
+                            }
+                            Poll::Ready(Some(Err(e))) => {
+                                return Err(Failure::Pass(body_failed(d, e)))
+                            }
+                            Poll::Pending => break,
+                        }
+                    }
+                    chunk = joined.freeze();
                 }
                 if !eos && chunk.is_empty() {
                     continue;
@@ -667,11 +828,18 @@ impl StreamRun {
                 }
                 // Calls the callback made run now; a pause at the end waits for a resume.
                 if eos {
-                    if self.settle(calls, paused, d).await? {
+                    if self.settle(calls, paused, d, None).await? {
                         return Ok(None);
                     }
                     let mut g = self.guest().await?;
-                    held = g.stream(self.ctx).body_mut(d).take().unwrap_or_default();
+                    let s = g.stream(self.ctx);
+                    held = s.body_mut(d).take().unwrap_or_default();
+                    // The trailer map is writable in the end-of-stream call (cpp-host's
+                    // addRequestTrailers): trailers added there go on, with no trailers call.
+                    if !s.trailers_mut(d).is_empty() {
+                        trailers = Some(s.trailers_mut(d).clone());
+                        added = true;
+                    }
                 } else {
                     self.drive(calls).await?;
                 }
@@ -699,11 +867,11 @@ impl StreamRun {
             trailers = b.trailers;
         }
         if let Some(t) = trailers.clone().filter(|t| !t.is_empty()) {
-            if has_trailers_cb {
+            if has_trailers_cb && !added {
                 let n = t.len() as i32;
                 // Trailers end the stream: a 3-parameter trailers callback gets end_of_stream = 1.
                 if self
-                    .callback(tcb, &[n, 1], d, |s| *s.trailers_mut(d) = t)
+                    .callback(tcb, &[n, 1], d, |s| *s.trailers_mut(d) = t, None)
                     .await?
                 {
                     return Ok(None);
@@ -731,11 +899,18 @@ impl StreamRun {
         let (local, closed) = {
             let mut g = self.guest().await?;
             let s = g.stream(self.ctx);
-            (s.local_response.take(), s.closed)
+            let local = s.local_response.take().map(local_response);
+            // The local reply is the response the end callbacks see (on_log reads its
+            // `:status`), as Envoy runs it through the response path.
+            if let Some(answer) = &local {
+                s.response_headers = Some(response_map(answer));
+                s.info.response_code = Some(answer.status.as_u16());
+            }
+            (local, s.closed)
         };
         self.finish().await?;
         match local {
-            Some(l) => Ok(local_response(l)),
+            Some(answer) => Ok(answer),
             // The filter's own choice, not a failure: its 502 goes out as it is.
             None if closed => Err(Failure::Pass(ProxyError::new(
                 ErrorSource::Plugin,
@@ -752,7 +927,7 @@ impl StreamRun {
     async fn request_phase(&mut self, req: &Request, body: &mut Body) -> Step<Forward> {
         let d = Direction::Request;
         let eos = body.is_end_stream();
-        if self.open(req, eos).await? {
+        if self.open(req, body).await? {
             return self.stopped().await.map(Forward::Answer);
         }
         // A request without a body (headers said end of stream) passes untouched.
@@ -808,7 +983,13 @@ impl StreamRun {
             s.response_headers = Some(map);
         };
         if self
-            .callback(d.headers_callback(), &[n, eos as i32], d, prepare)
+            .callback(
+                d.headers_callback(),
+                &[n, eos as i32],
+                d,
+                prepare,
+                Some(body),
+            )
             .await?
         {
             return self.stopped().await.map(Back::Answer);

@@ -70,7 +70,7 @@ pub(super) fn define(t: &mut Table) {
          body_size: u32,
          headers_data: u32,
          headers_size: u32,
-         _grpc_status: i32| {
+         grpc_status: i32| {
             let details = rd(c, details_data, details_size)?;
             let body = rd(c, body_data, body_size)?;
             let raw = rd(c, headers_data, headers_size)?;
@@ -96,13 +96,73 @@ pub(super) fn define(t: &mut Table) {
                 tracing::debug!(target: "wasmgate::plugin", plugin = %sh.plugin, middleware = %sh.middleware,
                 "local response {code}: {}", String::from_utf8_lossy(&details));
             }
-            s.local_response = Some(LocalResponse {
+            let mut reply = LocalResponse {
                 status: code as u16,
                 headers,
                 body: Bytes::from(body),
-            });
+            };
+            let grpc = s
+                .request_headers
+                .get_str("content-type")
+                .is_some_and(|t| t.starts_with("application/grpc"));
+            if grpc {
+                reply = grpc_local_reply(reply, grpc_status);
+            }
+            s.local_response = Some(reply);
             s.wake.notify_one();
             Ok(status::OK)
         },
 );
+}
+
+/// A local reply to a gRPC request, as Envoy's `sendLocalReply` makes it: trailers-only,
+/// HTTP 200, `grpc-status` the guest's (−1: mapped from the HTTP code), the body as
+/// `grpc-message` (percent-encoded), no body.
+fn grpc_local_reply(mut reply: LocalResponse, grpc_status: i32) -> LocalResponse {
+    let status = if grpc_status >= 0 {
+        grpc_status as u32
+    } else {
+        // Envoy's Grpc::Utility::httpToGrpcStatus.
+        match reply.status {
+            400 => 13,
+            401 => 16,
+            403 => 7,
+            404 => 12,
+            429 | 502..=504 => 14,
+            _ => 2,
+        }
+    };
+    reply
+        .headers
+        .retain(|(k, _)| !k.eq_ignore_ascii_case("content-type"));
+    reply.headers.push((
+        "content-type".into(),
+        Bytes::from_static(b"application/grpc"),
+    ));
+    // A grpc-status among the guest's headers stays (Envoy sets it only when absent).
+    if !reply
+        .headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("grpc-status"))
+    {
+        reply
+            .headers
+            .push(("grpc-status".into(), Bytes::from(status.to_string())));
+    }
+    if !reply.body.is_empty() {
+        let mut msg = String::new();
+        for &b in reply.body.iter() {
+            if (0x20..=0x7e).contains(&b) && b != b'%' {
+                msg.push(b as char);
+            } else {
+                msg.push_str(&format!("%{b:02X}"));
+            }
+        }
+        reply
+            .headers
+            .push(("grpc-message".into(), Bytes::from(msg)));
+    }
+    reply.status = 200;
+    reply.body = Bytes::new();
+    reply
 }
