@@ -27,6 +27,7 @@
   (import "env" "proxy_set_tick_period_milliseconds" (func $set_tick (param i32) (result i32)))
   (import "env" "proxy_done" (func $done (result i32)))
   (import "env" "proxy_get_status" (func $get_status (param i32 i32 i32) (result i32)))
+  (import "env" "proxy_log" (func $log (param i32 i32 i32) (result i32)))
   ;;@0.1.0 (import "env" "proxy_continue_request" (func $continue_request (result i32)))
   ;;@0.1.0 (import "env" "proxy_continue_response" (func $continue_response (result i32)))
   ;;@0.2.0,0.2.1 (import "env" "proxy_continue_stream" (func $continue_stream (param i32) (result i32)))
@@ -77,6 +78,7 @@
   (data (i32.const 448) "-d-missing")        ;; suffixes: "-d" 2, "-missing" 8 at 450
   (data (i32.const 464) "-q-nope")           ;; "-q" 2, "-nope" 5 at 466
   (data (i32.const 480) "-c-g-h-r")          ;; "-c" 480, "-g" 482, "-h" 484, "-r" 486
+  (data (i32.const 496) "call response")     ;; 13
 
   ;; Test ids that pause, and what they wait for.
   (global $id (mut i32) (i32.const 0))
@@ -90,6 +92,7 @@
   (global $key_len (mut i32) (i32.const 0))
   (global $sb (mut i32) (i32.const 0))
   (global $pairs (mut i32) (i32.const 0))
+  (global $call_timeout (mut i32) (i32.const 5000))
 
   (func (export "proxy_abi_version_{{abi_version}}"))
 
@@ -102,7 +105,9 @@
     (local.get $p))
 
   (func (export "proxy_on_context_create") (param i32 i32))
-  (func (export "proxy_on_vm_start") (param i32 i32) (result i32) (i32.const 1))
+  ;; A VM configuration of 6 bytes (`reject`) is refused: the plugin must fail to load.
+  (func (export "proxy_on_vm_start") (param i32 i32) (result i32)
+    (i32.ne (local.get 1) (i32.const 6)))
   (func (export "proxy_on_configure") (param i32 i32) (result i32) (i32.const 1))
 
   ;; ---- reply helpers ----
@@ -245,7 +250,7 @@
       (i32.const 4096) (call $serialize)
       (i32.const 176) (i32.const 4)
       (i32.const 0) (i32.const 0)
-      (i32.const 5000) (i32.const 528)))
+      (global.get $call_timeout) (i32.const 528)))
     (global.set $token (i32.load (i32.const 528)))
     (local.get $s))
 
@@ -312,6 +317,12 @@
     ;; 7: a call that cannot be sent: the response callback sees the failure.
     (if (i32.eq (local.get $t) (i32.const 7))
       (then (return (call $call_and_pause (i32.const 7)))))
+    ;; 90: a call to the upstream with a 200 ms timeout; the callback answers as 7 does, and
+    ;; logs `call response` at INFO, level 2 (for cases where the stream ends first: no callback).
+    (global.set $call_timeout (i32.const 5000))
+    (if (i32.eq (local.get $t) (i32.const 90)) (then
+      (global.set $call_timeout (i32.const 200))
+      (return (call $call_and_pause (i32.const 0)))))
     ;; 9: outside a call response, map 6 is BAD_ARGUMENT and buffer 4 NOT_FOUND.
     (if (i32.eq (local.get $t) (i32.const 9)) (then
       (call $st (call $get_value (i32.const 6) (i32.const 208) (i32.const 7) (i32.const 512) (i32.const 516)))
@@ -593,8 +604,10 @@
       (drop (call $add_value (i32.const 0) (i32.const 256) (i32.const 13) (i32.load (i32.const 512)) (i32.load (i32.const 516))))
       (call $resume_request)
       (return)))
-    ;; 7: a failed call: `headers,body,trailers|status code`.
-    (if (i32.eq (global.get $id) (i32.const 7)) (then
+    (if (i32.eq (global.get $id) (i32.const 90))
+      (then (drop (call $log (i32.const 2) (i32.const 496) (i32.const 13)))))
+    ;; 7, 90: a failed call: `headers,body,trailers|status code`.
+    (if (i32.or (i32.eq (global.get $id) (i32.const 7)) (i32.eq (global.get $id) (i32.const 90))) (then
       (call $st (local.get $nh))
       (call $st (local.get $size))
       (call $emit_num (local.get $nt))

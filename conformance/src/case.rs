@@ -283,6 +283,11 @@ pub const CASE_FILES: &[(&str, &str)] = &[
         "start_section.yaml",
         include_str!("../cases/start_section.yaml"),
     ),
+    ("a_format.yaml", include_str!("../cases/a_format.yaml")),
+    (
+        "a_proxy_wasm_calls.yaml",
+        include_str!("../cases/a_proxy_wasm_calls.yaml"),
+    ),
     // Last: slot numbers of the cases above do not depend on whether SDK cases run.
     ("sdk.yaml", include_str!("../cases/sdk.yaml")),
 ];
