@@ -832,4 +832,40 @@ mod tests {
         .unwrap_err();
         assert!(format!("{err:#}").contains("has no version 9.9"), "{err:#}");
     }
+
+    #[test]
+    fn bodies_as_hex_base64_and_repeats() {
+        let r: RequestSpec = serde_yaml::from_str("{ body_hex: \"00 ff 0a\" }").unwrap();
+        assert_eq!(r.body_bytes().unwrap(), [0, 255, 10]);
+        let r: RequestSpec = serde_yaml::from_str("{ body_base64: \"AP8K\" }").unwrap();
+        assert_eq!(r.body_bytes().unwrap(), [0, 255, 10]);
+        let r: RequestSpec = serde_yaml::from_str("{ body_base64: \"aGk=\" }").unwrap();
+        assert_eq!(r.body_bytes().unwrap(), b"hi");
+        let r: RequestSpec =
+            serde_yaml::from_str("{ body_repeat: { text: ab, times: 3 } }").unwrap();
+        assert_eq!(r.body_bytes().unwrap(), b"ababab");
+        let r: RequestSpec = serde_yaml::from_str("{ body: x, body_hex: \"00\" }").unwrap();
+        assert!(r.body_bytes().is_err());
+        let r: RequestSpec = serde_yaml::from_str("{ body_hex: \"0g\" }").unwrap();
+        assert!(r.body_bytes().is_err());
+    }
+
+    #[test]
+    fn profiles_settings_and_load_expectations_parse() {
+        let cases = parse_cases(
+            "t.yaml",
+            "- name: a\n  spec: s\n  guest: http_wasm\n  test: 1\n  plugin: { log_level: warn, limits: { maxBodyBytes: 10 } }\n  expect: { load: fail, load_error: boom }\n  profiles:\n    envoy: { expect: { status: 500 }, cite: somewhere }\n",
+        )
+        .unwrap();
+        let c = &cases[0];
+        assert!(c.load_fails());
+        assert_eq!(c.profiles["envoy"].expect.status, Some(500));
+        assert_eq!(c.plugin.as_ref().unwrap().limits["maxBodyBytes"], 10);
+        let err = parse_cases(
+            "t.yaml",
+            "- { name: b, spec: s, guest: http_wasm, test: 1, expect: {}, profiles: { envoy: { expect: {} } } }",
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("cite"), "{err:#}");
+    }
 }

@@ -907,4 +907,55 @@ mod tests {
             .contains("expected `N|item"));
         assert!(check_list_count("x|a,", 1).unwrap().contains("not a count"));
     }
+
+    fn got(headers: &[(&str, &str)]) -> Got {
+        Got {
+            status: 200,
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+            body: String::new(),
+            body_len: 0,
+            trailers: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn header_lines_are_compared_in_order_for_the_listed_names() {
+        let e = expect(r#"{ header_lines: [[X-M, "1"], [x-m, "2"]] }"#);
+        let ok = got(&[("x-m", "1"), ("x-n", "a"), ("x-m", "2")]);
+        assert!(compare_answers(&e, &[Answer::Got(ok)], 0).is_empty());
+        let swapped = got(&[("x-m", "2"), ("x-m", "1")]);
+        assert_eq!(compare_answers(&e, &[Answer::Got(swapped)], 0).len(), 1);
+        let joined = got(&[("x-m", "1, 2")]);
+        assert_eq!(compare_answers(&e, &[Answer::Got(joined)], 0).len(), 1);
+    }
+
+    #[test]
+    fn resets_aborts_and_copies() {
+        let reset = expect("{ reset: true, upstream_calls: 1 }");
+        assert!(compare_answers(&reset, &[Answer::Failed("closed".into())], 1).is_empty());
+        assert_eq!(
+            compare_answers(&reset, &[Answer::Got(got(&[]))], 1),
+            vec!["reset: expected no response, got status 200"]
+        );
+        let plain = expect("{ status: 200 }");
+        assert_eq!(
+            compare_answers(&plain, &[Answer::Failed("closed".into())], 0),
+            vec!["request failed: closed"]
+        );
+        assert_eq!(
+            compare_answers(&plain, &[Answer::Aborted], 0),
+            vec!["the client gave up before an answer came"]
+        );
+        assert!(
+            compare_answers(&expect("{ upstream_calls: 1 }"), &[Answer::Aborted], 1).is_empty()
+        );
+        let two = [Answer::Got(got(&[])), Answer::Failed("x".into())];
+        assert_eq!(
+            compare_answers(&plain, &two, 0),
+            vec!["copy 2: request failed: x"]
+        );
+    }
 }
