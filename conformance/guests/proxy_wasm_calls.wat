@@ -68,6 +68,8 @@
   (data (i32.const 272) "x-resumed-by")      ;; 12
   (data (i32.const 288) "tick")              ;; 4
   (data (i32.const 304) "x-ticks")           ;; 7
+  (data (i32.const 320) "te")                ;; 2
+  (data (i32.const 324) "trailers")          ;; 8
   (data (i32.const 336) "timeout")           ;; 7
   (data (i32.const 352) "qready:")           ;; 7
   (data (i32.const 368) "qseen:")            ;; 6
@@ -243,6 +245,9 @@
     (if (i32.ne (local.get $variant) (i32.const 6))
       (then (call $pair (i32.const 96) (i32.const 10) (i32.const 144) (i32.const 8))))
     (call $pair (i32.const 32) (i32.const 17) (i32.const 1024) (global.get $key_len))
+    ;; Variant 8 asks for response trailers (servers send them only to `te: trailers`).
+    (if (i32.eq (local.get $variant) (i32.const 8))
+      (then (call $pair (i32.const 320) (i32.const 2) (i32.const 324) (i32.const 8))))
     (i32.store (i32.const 528) (i32.const 0))
     (local.set $s (call $http_call
       (select (i32.const 160) (i32.const 144) (i32.eq (local.get $variant) (i32.const 3)))
@@ -323,6 +328,9 @@
     (if (i32.eq (local.get $t) (i32.const 90)) (then
       (global.set $call_timeout (i32.const 200))
       (return (call $call_and_pause (i32.const 0)))))
+    ;; 91: as 1, the call sent with `te: trailers`, so the answer's trailers come too.
+    (if (i32.eq (local.get $t) (i32.const 91))
+      (then (return (call $call_and_pause (i32.const 8)))))
     ;; 9: outside a call response, map 6 is BAD_ARGUMENT and buffer 4 NOT_FOUND.
     (if (i32.eq (local.get $t) (i32.const 9)) (then
       (call $st (call $get_value (i32.const 6) (i32.const 208) (i32.const 7) (i32.const 512) (i32.const 516)))
@@ -581,8 +589,8 @@
     (local $s i32)
     (global.set $heap (i32.const 65536))
     (global.set $out (i32.const 0))
-    ;; 1: `:status|x-u|trailer count|body` of the call response.
-    (if (i32.eq (global.get $id) (i32.const 1)) (then
+    ;; 1, 91: `:status|x-u|trailer count|body` of the call response.
+    (if (i32.or (i32.eq (global.get $id) (i32.const 1)) (i32.eq (global.get $id) (i32.const 91))) (then
       (if (i32.ne (local.get $token) (global.get $token))
         (then (call $emit (i32.const 416) (i32.const 9))))
       (call $emit_result (call $get_value (i32.const 6) (i32.const 208) (i32.const 7) (i32.const 512) (i32.const 516)))
