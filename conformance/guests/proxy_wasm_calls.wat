@@ -71,6 +71,7 @@
   (data (i32.const 320) "te")                ;; 2
   (data (i32.const 324) "trailers")          ;; 8
   (data (i32.const 336) "timeout")           ;; 7
+  (data (i32.const 344) "badroot")           ;; 7
   (data (i32.const 352) "qready:")           ;; 7
   (data (i32.const 368) "qseen:")            ;; 6
   (data (i32.const 384) "hello")             ;; 5
@@ -106,7 +107,10 @@
     (global.set $heap (i32.add (local.get $p) (i32.and (i32.add (local.get $size) (i32.const 7)) (i32.const -8))))
     (local.get $p))
 
-  (func (export "proxy_on_context_create") (param i32 i32))
+  ;; The root context's id, to check proxy_on_queue_ready reaches it.
+  (global $root_id (mut i32) (i32.const 0))
+  (func (export "proxy_on_context_create") (param $ctx i32) (param $parent i32)
+    (if (i32.eqz (local.get $parent)) (then (global.set $root_id (local.get $ctx)))))
   ;; A VM configuration of 6 bytes (`reject`) is refused: the plugin must fail to load.
   (func (export "proxy_on_vm_start") (param i32 i32) (result i32)
     (i32.ne (local.get 1) (i32.const 6)))
@@ -702,6 +706,11 @@
       (then (return)))
     (if (call $dequeue (local.get $qid) (i32.const 512) (i32.const 516))
       (then (return)))
+    ;; Delivered to another context than the root that registered the queue: hand back
+    ;; `badroot` instead of the item (spec: on_queue_ready goes to the registering root).
+    (if (i32.ne (local.get $root) (global.get $root_id)) (then
+      (i32.store (i32.const 512) (i32.const 344))
+      (i32.store (i32.const 516) (i32.const 7))))
     (call $sb_reset)
     (call $sb_add (i32.const 368) (i32.const 6))
     (call $sb_num (local.get $qid))
