@@ -152,6 +152,20 @@ pub fn run_cli(args: &ConformanceArgs) -> anyhow::Result<Report> {
     if cases.is_empty() {
         anyhow::bail!("no case matches the filters");
     }
+    if let Some(p) = &args.profile {
+        // A misspelt host name would silently turn every recorded difference into a failure.
+        let known: std::collections::BTreeSet<&str> = all
+            .iter()
+            .flat_map(|c| c.profiles.keys().map(String::as_str))
+            .collect();
+        if !known.contains(p.as_str()) {
+            let known: Vec<&str> = known.into_iter().collect();
+            anyhow::bail!(
+                "no case has a profile named {p:?} (known: {})",
+                known.join(", ")
+            );
+        }
+    }
     let engines = engines_or_all(&args.engine);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
