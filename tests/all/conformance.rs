@@ -83,6 +83,29 @@ fn every_host_function_has_a_case_on_every_abi_version() {
     assert!(gaps.is_empty(), "host functions no case checks: {gaps:#?}");
 }
 
+/// Profiles name the reference hosts, each with a citation, and differ from `expect` (a
+/// profile equal to it would record no difference).
+#[test]
+fn profiles_name_reference_hosts_and_cite_them() {
+    let cases = builtin_cases().unwrap();
+    let mut n = 0;
+    for c in &cases {
+        for (host, p) in &c.profiles {
+            n += 1;
+            assert!(
+                ["envoy", "kong", "http-wasm-host-go"].contains(&host.as_str()),
+                "{}: unknown host {host}",
+                c.name
+            );
+            assert!(p.cite.len() > 20, "{}: {host} has no real citation", c.name);
+            let same = serde_json::to_value(&p.expect).unwrap()
+                == serde_json::to_value(&c.expect).unwrap();
+            assert!(!same, "{}: {host}'s profile is its expect", c.name);
+        }
+    }
+    assert!(n >= 15, "only {n} profiles");
+}
+
 #[test]
 fn the_suite_has_at_least_150_cases() {
     let n = builtin_cases().unwrap().len();
