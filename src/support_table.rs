@@ -169,6 +169,68 @@ pub fn replace_in(readme: &str, table: &str) -> Option<String> {
     Some(format!("{}{table}{}", &readme[..start], &readme[end..]))
 }
 
+/// How many distinct cases `cases` holds: (http-wasm, proxy-wasm, SDK-guest) cases, a case
+/// of a versioned guest counted once whatever its versions, and the runs of the first two
+/// across the ABI versions.
+pub fn case_counts(cases: &[Case]) -> CaseCounts {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut n = CaseCounts::default();
+    for c in cases {
+        let base = c.name.split_once('@').map(|(b, _)| b).unwrap_or(&c.name);
+        let kind = if c.is_sdk() {
+            2
+        } else {
+            n.runs += 1;
+            match c.abi() {
+                wasmgate_conformance::Abi::HttpWasm => 0,
+                wasmgate_conformance::Abi::ProxyWasm => 1,
+            }
+        };
+        if seen.insert(base.to_string()) {
+            match kind {
+                0 => n.http_wasm += 1,
+                1 => n.proxy_wasm += 1,
+                _ => n.sdk += 1,
+            }
+        }
+    }
+    n
+}
+
+/// Distinct cases per kind (see [`case_counts`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CaseCounts {
+    /// http-wasm cases of the WAT guests.
+    pub http_wasm: usize,
+    /// proxy-wasm cases of the WAT guests, each counted once over its versions.
+    pub proxy_wasm: usize,
+    /// Runs of those across the ABI versions (one per proxy-wasm version a case runs on).
+    pub runs: usize,
+    /// Cases of the SDK-built guests.
+    pub sdk: usize,
+}
+
+/// `readme` with the counts of its feature-table line on the conformance suite
+/// (`N http-wasm cases, M proxy-wasm cases (R runs ..., K SDK-guest cases`) set to `n`;
+/// `None` when the line is not found.
+pub fn replace_counts(readme: &str, n: CaseCounts) -> Option<String> {
+    let re = regex::Regex::new(
+        r"\d+ http-wasm cases, \d+ proxy-wasm cases \(\d+ runs across the ABI versions([^)]*)\), \d+ SDK-guest cases",
+    )
+    .ok()?;
+    let m = re.captures(readme)?;
+    let whole = m.get(0)?;
+    let text = format!(
+        "{} http-wasm cases, {} proxy-wasm cases ({} runs across the ABI versions{}), {} SDK-guest cases",
+        n.http_wasm, n.proxy_wasm, n.runs, &m[1], n.sdk
+    );
+    Some(format!(
+        "{}{text}{}",
+        &readme[..whole.start()],
+        &readme[whole.end()..]
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,7 +1,8 @@
 ;; An http-wasm guest whose exported `_start` (not the core start section) calls host
 ;; functions, as TinyGo guests do from `main`: it enables buffer_response and keeps what
 ;; get_config returned; when the configuration's first key starts with `exit` it then calls
-;; WASI `proc_exit(0)`, as TinyGo 0.35 does after `main` (success: the instance is kept).
+;; WASI `proc_exit(0)`, as TinyGo 0.35 does after `main` (success: the instance is kept); when
+;; it starts with `trap`, `_start` traps (a guest whose `main` panics).
 ;; `handle_response` replaces next's response (only buffer_response allows it) with a 201 and
 ;; the body `features=<what enable_features returned> config=<the configuration>`.
 ;;
@@ -28,7 +29,11 @@
     ;; {"exit...: the configuration asks for proc_exit(0).
     (if (i32.and (i32.ge_u (global.get $cfg_len) (i32.const 6))
           (i32.eq (i32.load (i32.const 1026)) (i32.const 0x74697865))) ;; "exit" little-endian
-      (then (call $proc_exit (i32.const 0)))))
+      (then (call $proc_exit (i32.const 0))))
+    ;; {"trap...: `_start` fails.
+    (if (i32.and (i32.ge_u (global.get $cfg_len) (i32.const 6))
+          (i32.eq (i32.load (i32.const 1026)) (i32.const 0x70617274))) ;; "trap" little-endian
+      (then unreachable)))
 
   (func (export "handle_request") (result i64) (i64.const 1))
 

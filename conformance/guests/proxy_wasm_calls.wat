@@ -27,6 +27,7 @@
   (import "env" "proxy_set_tick_period_milliseconds" (func $set_tick (param i32) (result i32)))
   (import "env" "proxy_done" (func $done (result i32)))
   (import "env" "proxy_get_status" (func $get_status (param i32 i32 i32) (result i32)))
+  (import "env" "proxy_log" (func $log (param i32 i32 i32) (result i32)))
   ;;@0.1.0 (import "env" "proxy_continue_request" (func $continue_request (result i32)))
   ;;@0.1.0 (import "env" "proxy_continue_response" (func $continue_response (result i32)))
   ;;@0.2.0,0.2.1 (import "env" "proxy_continue_stream" (func $continue_stream (param i32) (result i32)))
@@ -67,7 +68,10 @@
   (data (i32.const 272) "x-resumed-by")      ;; 12
   (data (i32.const 288) "tick")              ;; 4
   (data (i32.const 304) "x-ticks")           ;; 7
+  (data (i32.const 320) "te")                ;; 2
+  (data (i32.const 324) "trailers")          ;; 8
   (data (i32.const 336) "timeout")           ;; 7
+  (data (i32.const 344) "badroot")           ;; 7
   (data (i32.const 352) "qready:")           ;; 7
   (data (i32.const 368) "qseen:")            ;; 6
   (data (i32.const 384) "hello")             ;; 5
@@ -77,6 +81,7 @@
   (data (i32.const 448) "-d-missing")        ;; suffixes: "-d" 2, "-missing" 8 at 450
   (data (i32.const 464) "-q-nope")           ;; "-q" 2, "-nope" 5 at 466
   (data (i32.const 480) "-c-g-h-r")          ;; "-c" 480, "-g" 482, "-h" 484, "-r" 486
+  (data (i32.const 496) "call response")     ;; 13
 
   ;; Test ids that pause, and what they wait for.
   (global $id (mut i32) (i32.const 0))
@@ -90,6 +95,7 @@
   (global $key_len (mut i32) (i32.const 0))
   (global $sb (mut i32) (i32.const 0))
   (global $pairs (mut i32) (i32.const 0))
+  (global $call_timeout (mut i32) (i32.const 5000))
 
   (func (export "proxy_abi_version_{{abi_version}}"))
 
@@ -101,8 +107,13 @@
     (global.set $heap (i32.add (local.get $p) (i32.and (i32.add (local.get $size) (i32.const 7)) (i32.const -8))))
     (local.get $p))
 
-  (func (export "proxy_on_context_create") (param i32 i32))
-  (func (export "proxy_on_vm_start") (param i32 i32) (result i32) (i32.const 1))
+  ;; The root context's id, to check proxy_on_queue_ready reaches it.
+  (global $root_id (mut i32) (i32.const 0))
+  (func (export "proxy_on_context_create") (param $ctx i32) (param $parent i32)
+    (if (i32.eqz (local.get $parent)) (then (global.set $root_id (local.get $ctx)))))
+  ;; A VM configuration of 6 bytes (`reject`) is refused: the plugin must fail to load.
+  (func (export "proxy_on_vm_start") (param i32 i32) (result i32)
+    (i32.ne (local.get 1) (i32.const 6)))
   (func (export "proxy_on_configure") (param i32 i32) (result i32) (i32.const 1))
 
   ;; ---- reply helpers ----
@@ -238,6 +249,9 @@
     (if (i32.ne (local.get $variant) (i32.const 6))
       (then (call $pair (i32.const 96) (i32.const 10) (i32.const 144) (i32.const 8))))
     (call $pair (i32.const 32) (i32.const 17) (i32.const 1024) (global.get $key_len))
+    ;; Variant 8 asks for response trailers (servers send them only to `te: trailers`).
+    (if (i32.eq (local.get $variant) (i32.const 8))
+      (then (call $pair (i32.const 320) (i32.const 2) (i32.const 324) (i32.const 8))))
     (i32.store (i32.const 528) (i32.const 0))
     (local.set $s (call $http_call
       (select (i32.const 160) (i32.const 144) (i32.eq (local.get $variant) (i32.const 3)))
@@ -245,7 +259,7 @@
       (i32.const 4096) (call $serialize)
       (i32.const 176) (i32.const 4)
       (i32.const 0) (i32.const 0)
-      (i32.const 5000) (i32.const 528)))
+      (global.get $call_timeout) (i32.const 528)))
     (global.set $token (i32.load (i32.const 528)))
     (local.get $s))
 
@@ -312,6 +326,15 @@
     ;; 7: a call that cannot be sent: the response callback sees the failure.
     (if (i32.eq (local.get $t) (i32.const 7))
       (then (return (call $call_and_pause (i32.const 7)))))
+    ;; 90: a call to the upstream with a 200 ms timeout; the callback answers as 7 does, and
+    ;; logs `call response` at INFO, level 2 (for cases where the stream ends first: no callback).
+    (global.set $call_timeout (i32.const 5000))
+    (if (i32.eq (local.get $t) (i32.const 90)) (then
+      (global.set $call_timeout (i32.const 200))
+      (return (call $call_and_pause (i32.const 0)))))
+    ;; 91: as 1, the call sent with `te: trailers`, so the answer's trailers come too.
+    (if (i32.eq (local.get $t) (i32.const 91))
+      (then (return (call $call_and_pause (i32.const 8)))))
     ;; 9: outside a call response, map 6 is BAD_ARGUMENT and buffer 4 NOT_FOUND.
     (if (i32.eq (local.get $t) (i32.const 9)) (then
       (call $st (call $get_value (i32.const 6) (i32.const 208) (i32.const 7) (i32.const 512) (i32.const 516)))
@@ -570,8 +593,8 @@
     (local $s i32)
     (global.set $heap (i32.const 65536))
     (global.set $out (i32.const 0))
-    ;; 1: `:status|x-u|trailer count|body` of the call response.
-    (if (i32.eq (global.get $id) (i32.const 1)) (then
+    ;; 1, 91: `:status|x-u|trailer count|body` of the call response.
+    (if (i32.or (i32.eq (global.get $id) (i32.const 1)) (i32.eq (global.get $id) (i32.const 91))) (then
       (if (i32.ne (local.get $token) (global.get $token))
         (then (call $emit (i32.const 416) (i32.const 9))))
       (call $emit_result (call $get_value (i32.const 6) (i32.const 208) (i32.const 7) (i32.const 512) (i32.const 516)))
@@ -593,8 +616,10 @@
       (drop (call $add_value (i32.const 0) (i32.const 256) (i32.const 13) (i32.load (i32.const 512)) (i32.load (i32.const 516))))
       (call $resume_request)
       (return)))
-    ;; 7: a failed call: `headers,body,trailers|status code`.
-    (if (i32.eq (global.get $id) (i32.const 7)) (then
+    (if (i32.eq (global.get $id) (i32.const 90))
+      (then (drop (call $log (i32.const 2) (i32.const 496) (i32.const 13)))))
+    ;; 7, 90: a failed call: `headers,body,trailers|status code`.
+    (if (i32.or (i32.eq (global.get $id) (i32.const 7)) (i32.eq (global.get $id) (i32.const 90))) (then
       (call $st (local.get $nh))
       (call $st (local.get $size))
       (call $emit_num (local.get $nt))
@@ -681,6 +706,11 @@
       (then (return)))
     (if (call $dequeue (local.get $qid) (i32.const 512) (i32.const 516))
       (then (return)))
+    ;; Delivered to another context than the root that registered the queue: hand back
+    ;; `badroot` instead of the item (spec: on_queue_ready goes to the registering root).
+    (if (i32.ne (local.get $root) (global.get $root_id)) (then
+      (i32.store (i32.const 512) (i32.const 344))
+      (i32.store (i32.const 516) (i32.const 7))))
     (call $sb_reset)
     (call $sb_add (i32.const 368) (i32.const 6))
     (call $sb_num (local.get $qid))

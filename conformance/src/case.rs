@@ -138,6 +138,21 @@ pub const GUESTS: &[Guest] = &[
         variants: &[],
         sdk: None,
     },
+    // Modules that must not load: no ABI version marker, an unknown one (cases/b_markers.yaml).
+    Guest {
+        name: "proxy_wasm_no_marker",
+        abi: Abi::ProxyWasm,
+        wat: include_str!("../guests/proxy_wasm_no_marker.wat"),
+        variants: &[],
+        sdk: None,
+    },
+    Guest {
+        name: "proxy_wasm_unknown_marker",
+        abi: Abi::ProxyWasm,
+        wat: include_str!("../guests/proxy_wasm_unknown_marker.wat"),
+        variants: &[],
+        sdk: None,
+    },
     // Part 2 behaviours of issue 17 (cases in cases/b_*.yaml).
     Guest {
         name: "proxy_wasm_trace",
@@ -306,6 +321,13 @@ pub const CASE_FILES: &[(&str, &str)] = &[
         "b_proxy_wasm_trace.yaml",
         include_str!("../cases/b_proxy_wasm_trace.yaml"),
     ),
+    ("b_start.yaml", include_str!("../cases/b_start.yaml")),
+    ("b_markers.yaml", include_str!("../cases/b_markers.yaml")),
+    ("a_format.yaml", include_str!("../cases/a_format.yaml")),
+    (
+        "a_proxy_wasm_calls.yaml",
+        include_str!("../cases/a_proxy_wasm_calls.yaml"),
+    ),
     // Last: slot numbers of the cases above do not depend on whether SDK cases run.
     ("sdk.yaml", include_str!("../cases/sdk.yaml")),
 ];
@@ -335,8 +357,49 @@ pub struct Case {
     /// What the upstream answers; it echoes the request when absent.
     #[serde(default)]
     pub upstream: Option<UpstreamSpec>,
-    /// What must come back.
+    /// Settings of the plugin declaration the case runs on (root id, VM configuration, log
+    /// level, limits); a case with settings gets a plugin declaration of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin: Option<PluginSettings>,
+    /// What must come back: the spec's answer, or wasmgate's documented choice where the
+    /// spec is silent. In process only this counts.
     pub expect: Expect,
+    /// Other hosts' answers where they differ from `expect`, by host name (`envoy`, `kong`,
+    /// `http-wasm-host-go`): a `--target --profile NAME` run reports a case that gives NAME's
+    /// answer as "behaves as NAME" instead of failing it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub profiles: BTreeMap<String, Profile>,
+}
+
+/// A reference host's answer to a case, where it differs from the case's `expect`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    /// What that host gives (checked as `expect` is).
+    pub expect: Expect,
+    /// Where that behaviour comes from: a URL, or a source file and function of the host.
+    pub cite: String,
+}
+
+/// Settings of the plugin declaration a case runs on. They are part of the slot key: cases
+/// with different settings get different declarations (and so different VMs).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginSettings {
+    /// proxy-wasm: the VM configuration (`vmConfig`, buffer 6 in `proxy_on_vm_start`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm_config: Option<String>,
+    /// proxy-wasm: the root id (`rootId`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_id: Option<String>,
+    /// The most verbose level the plugin logs at (`logLevel`: trace, debug, info, warn,
+    /// error, off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_level: Option<String>,
+    /// Other declaration fields as wasmgate names them (`maxBodyBytes`, `callTimeout`,
+    /// `maxInstances`...), copied into the declaration as they are.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub limits: serde_json::Map<String, serde_json::Value>,
 }
 
 /// The request a case sends.
@@ -370,6 +433,102 @@ pub struct RequestSpec {
     /// `HTTP/1.1` (default), `HTTP/1.0` or `HTTP/2` (cleartext, prior knowledge).
     #[serde(default = "default_version")]
     pub version: String,
+    /// The body as hexadecimal (instead of `body`), for bytes that are not UTF-8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_hex: Option<String>,
+    /// The body as standard base64 (instead of `body`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_base64: Option<String>,
+    /// The body as a text repeated (instead of `body`), for large bodies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_repeat: Option<Repeat>,
+    /// How many copies of the request go at once, each on its own connection; every answer
+    /// is compared (default 1).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub concurrent: u32,
+    /// The client gives up this many milliseconds after sending the head (closing the
+    /// connection); the case then checks only what does not need an answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abort_after_ms: Option<u64>,
+}
+
+/// A text repeated, for large bodies.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Repeat {
+    /// The text.
+    pub text: String,
+    /// How many times.
+    pub times: usize,
+}
+
+impl RequestSpec {
+    /// The body bytes: `body_hex`, `body_base64`, `body_repeat` or `body`, whichever is given.
+    pub fn body_bytes(&self) -> anyhow::Result<Vec<u8>> {
+        body_bytes(
+            &self.body,
+            self.body_hex.as_deref(),
+            self.body_base64.as_deref(),
+            self.body_repeat.as_ref(),
+        )
+    }
+}
+
+/// The bytes of a body given as text, hex, base64 or a repeated text (at most one of the last
+/// three).
+pub fn body_bytes(
+    text: &str,
+    hex: Option<&str>,
+    base64: Option<&str>,
+    repeat: Option<&Repeat>,
+) -> anyhow::Result<Vec<u8>> {
+    let given = [hex.is_some(), base64.is_some(), repeat.is_some()];
+    if given.iter().filter(|g| **g).count() > 1 || (given.contains(&true) && !text.is_empty()) {
+        anyhow::bail!("give one of body, body_hex, body_base64, body_repeat");
+    }
+    if let Some(h) = hex {
+        return decode_hex(h);
+    }
+    if let Some(b) = base64 {
+        return decode_base64(b);
+    }
+    if let Some(r) = repeat {
+        return Ok(r.text.repeat(r.times).into_bytes());
+    }
+    Ok(text.as_bytes().to_vec())
+}
+
+fn decode_hex(h: &str) -> anyhow::Result<Vec<u8>> {
+    let h: Vec<u8> = h.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+    if h.len() % 2 != 0 {
+        anyhow::bail!("body_hex: odd number of digits");
+    }
+    h.chunks(2)
+        .map(|p| {
+            let s = std::str::from_utf8(p)?;
+            u8::from_str_radix(s, 16).with_context(|| format!("body_hex: {s:?} is not hex"))
+        })
+        .collect()
+}
+
+fn decode_base64(b: &str) -> anyhow::Result<Vec<u8>> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::new();
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in b.bytes().filter(|c| !c.is_ascii_whitespace() && *c != b'=') {
+        let v = ALPHABET
+            .iter()
+            .position(|a| *a == c)
+            .with_context(|| format!("body_base64: {:?} is not base64", c as char))?;
+        acc = (acc << 6) | v as u32;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Ok(out)
 }
 
 impl Default for RequestSpec {
@@ -383,6 +542,11 @@ impl Default for RequestSpec {
             trailers: Vec::new(),
             repeat: 1,
             version: default_version(),
+            body_hex: None,
+            body_base64: None,
+            body_repeat: None,
+            concurrent: 1,
+            abort_after_ms: None,
         }
     }
 }
@@ -422,6 +586,22 @@ pub struct UpstreamSpec {
     /// Response trailers (sent when the request asked for them with `te: trailers`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub trailers: Vec<(String, String)>,
+    /// The body as hexadecimal (instead of `body`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_hex: Option<String>,
+    /// The body as a text repeated (instead of `body`), for large bodies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_repeat: Option<Repeat>,
+    /// Milliseconds the upstream waits before answering (after reading the request).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_ms: Option<u64>,
+    /// The upstream closes the connection without reading or answering (as a refused or
+    /// dead server looks to the proxy once connected).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub refuse: bool,
+    /// The upstream sends the head and part of the body, then drops the connection.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reset: bool,
 }
 
 /// What must come back. Every field present is checked.
@@ -440,6 +620,9 @@ pub struct Expect {
     /// The exact body.
     #[serde(default)]
     pub body: Option<String>,
+    /// The body's length in bytes (for large and binary bodies).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_len: Option<usize>,
     /// Texts the body must contain.
     #[serde(default)]
     pub body_contains: Vec<String>,
@@ -467,6 +650,27 @@ pub struct Expect {
     /// proxy-wasm metrics of the case's plugin and the values they must have after the case.
     #[serde(default)]
     pub metrics: BTreeMap<String, i64>,
+    /// `true`: the stream is reset, or the connection closed, without a response.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reset: Option<bool>,
+    /// Exact response header lines, in order, of the names listed (other names ignored):
+    /// `[[x-a, "1"], [x-a, "2"]]` is two `x-a` lines, in that order, and no other.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub header_lines: Vec<(String, String)>,
+    /// `fail`: the plugin must fail to load (the case sends nothing; see `load_error`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<LoadExpect>,
+    /// With `load: fail`: a regular expression the load error must match (anywhere).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_error: Option<String>,
+}
+
+/// What loading the plugin must do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LoadExpect {
+    /// Loading fails.
+    Fail,
 }
 
 /// Parses one case file; cases of guests with variants come back expanded.
@@ -561,6 +765,11 @@ fn check_unique(cases: &[Case]) -> anyhow::Result<()> {
 }
 
 impl Case {
+    /// Whether the case's plugin must fail to load (`expect.load: fail`).
+    pub fn load_fails(&self) -> bool {
+        self.expect.load == Some(LoadExpect::Fail)
+    }
+
     /// Whether the case's guest is built with an SDK (and so needs the source tree and the
     /// SDK's toolchain).
     pub fn is_sdk(&self) -> bool {
@@ -662,5 +871,41 @@ mod tests {
         )
         .unwrap_err();
         assert!(format!("{err:#}").contains("has no version 9.9"), "{err:#}");
+    }
+
+    #[test]
+    fn bodies_as_hex_base64_and_repeats() {
+        let r: RequestSpec = serde_yaml::from_str("{ body_hex: \"00 ff 0a\" }").unwrap();
+        assert_eq!(r.body_bytes().unwrap(), [0, 255, 10]);
+        let r: RequestSpec = serde_yaml::from_str("{ body_base64: \"AP8K\" }").unwrap();
+        assert_eq!(r.body_bytes().unwrap(), [0, 255, 10]);
+        let r: RequestSpec = serde_yaml::from_str("{ body_base64: \"aGk=\" }").unwrap();
+        assert_eq!(r.body_bytes().unwrap(), b"hi");
+        let r: RequestSpec =
+            serde_yaml::from_str("{ body_repeat: { text: ab, times: 3 } }").unwrap();
+        assert_eq!(r.body_bytes().unwrap(), b"ababab");
+        let r: RequestSpec = serde_yaml::from_str("{ body: x, body_hex: \"00\" }").unwrap();
+        assert!(r.body_bytes().is_err());
+        let r: RequestSpec = serde_yaml::from_str("{ body_hex: \"0g\" }").unwrap();
+        assert!(r.body_bytes().is_err());
+    }
+
+    #[test]
+    fn profiles_settings_and_load_expectations_parse() {
+        let cases = parse_cases(
+            "t.yaml",
+            "- name: a\n  spec: s\n  guest: http_wasm\n  test: 1\n  plugin: { log_level: warn, limits: { maxBodyBytes: 10 } }\n  expect: { load: fail, load_error: boom }\n  profiles:\n    envoy: { expect: { status: 500 }, cite: somewhere }\n",
+        )
+        .unwrap();
+        let c = &cases[0];
+        assert!(c.load_fails());
+        assert_eq!(c.profiles["envoy"].expect.status, Some(500));
+        assert_eq!(c.plugin.as_ref().unwrap().limits["maxBodyBytes"], 10);
+        let err = parse_cases(
+            "t.yaml",
+            "- { name: b, spec: s, guest: http_wasm, test: 1, expect: {}, profiles: { envoy: { expect: {} } } }",
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("cite"), "{err:#}");
     }
 }

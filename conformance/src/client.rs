@@ -23,6 +23,9 @@ pub struct Got {
     pub headers: Vec<(String, String)>,
     /// Body (lossy UTF-8).
     pub body: String,
+    /// The body's length in bytes, as received.
+    #[serde(skip)]
+    pub body_len: usize,
     /// Trailer fields, names lower-cased.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub trailers: Vec<(String, String)>,
@@ -58,7 +61,10 @@ pub async fn send(
     let (mut sender, driver) = if version == "HTTP/2" {
         let (sender, conn) =
             hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await?;
-        (Sender::H2(sender), tokio::spawn(conn))
+        (
+            Sender::H2(sender),
+            tokio::spawn(async { conn.await.map(|_| ()).unwrap_or(()) }),
+        )
     } else {
         // Names go out in title case (`X-Mixed-Case`), as most clients write them: a host must
         // show them to guests lower-cased, and a case checking that can only fail if the
@@ -69,9 +75,11 @@ pub async fn send(
             .await?;
         (
             Sender::H1(sender),
-            tokio::spawn(async { conn.await.map(|_| ()) }),
+            tokio::spawn(async { conn.await.map(|_| ()).unwrap_or(()) }),
         )
     };
+    // Dropping this future (a client that gives up) must close the connection too.
+    let _driver = AbortOnDrop(driver);
     let fut = async {
         let resp = match &mut sender {
             Sender::H1(s) => s.send_request(req).await?,
@@ -86,14 +94,21 @@ pub async fn send(
             status,
             headers,
             body: String::from_utf8_lossy(&body).into_owned(),
+            body_len: body.len(),
             trailers,
         })
     };
-    let got = tokio::time::timeout(Duration::from_secs(30), fut)
+    tokio::time::timeout(Duration::from_secs(30), fut)
         .await
-        .map_err(|_| anyhow::anyhow!("no answer within 30 s"))?;
-    driver.abort();
-    got
+        .map_err(|_| anyhow::anyhow!("no answer within 30 s"))?
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 type ReqBody = BoxBody<Bytes, std::convert::Infallible>;
@@ -150,7 +165,7 @@ fn request(
         req = req.header(n, v);
     }
     let f = framed(
-        Bytes::from(spec.body.clone()),
+        Bytes::from(spec.body_bytes()?),
         &spec.chunks,
         trailer_map(&spec.trailers)?,
     );

@@ -206,6 +206,25 @@ fn envoy(
         {
             plugin_config["root_id"] = json!(root_id);
         }
+        // A case's plugin settings: Envoy has a root id and a VM configuration; log levels
+        // and limits are Envoy-wide (command line, buffer limits), so they are not written.
+        if let Some(set) = &s.settings {
+            if let Some(r) = &set.root_id {
+                plugin_config["root_id"] = json!(r);
+            }
+            if let Some(v) = &set.vm_config {
+                plugin_config["vm_config"]["configuration"] = json!({
+                    "@type": "type.googleapis.com/google.protobuf.StringValue",
+                    "value": v,
+                });
+            }
+            if set.log_level.is_some() || !set.limits.is_empty() {
+                done.skipped.push(format!(
+                    "envoy: m{i} ({}) sets a log level or limits, which Envoy sets for the whole proxy",
+                    s.guest
+                ));
+            }
+        }
         listeners.push(json!({
             "name": format!("m{i}"),
             "address": {"socket_address": {

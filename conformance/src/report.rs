@@ -26,6 +26,10 @@ pub struct CaseResult {
     pub mismatches: Vec<String>,
     /// What came back (absent when the request failed).
     pub got: Option<Got>,
+    /// With `--profile NAME`: `NAME` when the case gave that host's answer rather than
+    /// `expect`'s (then `passed` is true).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub behaves_as: Option<String>,
 }
 
 /// Every result of a run.
@@ -48,9 +52,32 @@ impl Report {
         self.results.len() - self.passed()
     }
 
-    /// `N passed, M failed`.
+    /// Passed results that gave a profile host's answer rather than `expect`'s.
+    pub fn behaved_as(&self) -> usize {
+        self.results
+            .iter()
+            .filter(|r| r.behaves_as.is_some())
+            .count()
+    }
+
+    /// `N passed, M failed`; with profile answers, `N passed (K behave as HOST), M failed`.
     pub fn summary(&self) -> String {
-        format!("{} passed, {} failed", self.passed(), self.failed())
+        let k = self.behaved_as();
+        if k == 0 {
+            return format!("{} passed, {} failed", self.passed(), self.failed());
+        }
+        let hosts: std::collections::BTreeSet<&str> = self
+            .results
+            .iter()
+            .filter_map(|r| r.behaves_as.as_deref())
+            .collect();
+        let hosts: Vec<&str> = hosts.into_iter().collect();
+        format!(
+            "{} passed ({k} behave as {}), {} failed",
+            self.passed(),
+            hosts.join(", "),
+            self.failed()
+        )
     }
 
     /// Case name → engine → passed.
@@ -90,8 +117,12 @@ impl Report {
                     .results
                     .iter()
                     .find(|x| x.case == r.case && &x.engine == e)
-                    .map(|x| if x.passed { "pass" } else { "FAIL" })
-                    .unwrap_or("-");
+                    .map(|x| match (&x.behaves_as, x.passed) {
+                        (Some(h), _) => format!("as {h}"),
+                        (None, true) => "pass".to_string(),
+                        (None, false) => "FAIL".to_string(),
+                    })
+                    .unwrap_or_else(|| "-".to_string());
                 let _ = write!(s, "  {cell:9}");
             }
             s.push('\n');
@@ -117,6 +148,7 @@ impl Report {
             "engines": self.engines,
             "passed": self.passed(),
             "failed": self.failed(),
+            "behaves_as": self.behaved_as(),
             "results": self.results,
         }))
         .unwrap_or_default()

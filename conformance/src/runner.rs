@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use crate::case::{guest, guest_wasm, Case, Expect};
+use crate::case::{guest, guest_wasm, Case, Expect, PluginSettings};
 use crate::client::{send, Got};
 use crate::report::{CaseResult, Report};
 use crate::upstream::{Upstream, CASE_KEY_HEADER};
@@ -25,6 +25,10 @@ pub const TEST_ID_HEADER: &str = "x-test-id";
 /// How long the runner waits for expected log lines and metric values after the response:
 /// proxy-wasm `on_log` and `on_delete` may run after the response has been sent.
 pub const SETTLE: Duration = Duration::from_millis(200);
+
+/// How long the runner waits after a client gave up (`abort_after_ms`) before it looks at
+/// upstream calls, log lines and metrics.
+pub const ABORT_SETTLE: Duration = Duration::from_millis(500);
 
 /// The plugin log lines of the proxy under test, for `expect.logs`.
 pub trait LogSource: Send + Sync {
@@ -59,37 +63,69 @@ pub struct Slot {
     pub engine: String,
     /// The middleware configuration.
     pub config: serde_json::Value,
+    /// The case's plugin settings, if any (then the slot has a declaration of its own).
+    pub settings: Option<PluginSettings>,
+    /// The name of the plugin declaration the slot's middleware uses.
+    pub plugin: String,
 }
 
-/// The numbering of slots (`mN`): every distinct (guest, config) of a case list, in order,
-/// repeated once per engine of [`ENGINES`] (engine-major). It depends only on that list, so
-/// files written for the whole suite match a later run of a few of its cases; and the first
-/// engine's slots come first, so hosts with no engine choice need only `m0`..`m{n-1}`.
+/// The numbering of slots (`mN`): every distinct (guest, config, plugin settings) of a case
+/// list, in order, repeated once per engine of [`ENGINES`] (engine-major). It depends only
+/// on that list, so files written for the whole suite match a later run of a few of its
+/// cases; and the first engine's slots come first, so hosts with no engine choice need only
+/// `m0`..`m{n-1}`. Cases whose plugin must fail to load (`expect.load: fail`) have no slot:
+/// one plugin that fails to load stops the whole proxy, so each gets a file of its own
+/// ([`Prepared::load_install_file`]).
 #[derive(Debug, Clone)]
 pub struct Slots {
-    base: Vec<(String, serde_json::Value)>,
+    base: Vec<SlotKey>,
+    /// Distinct (guest, settings) with settings, numbered for their declarations' names.
+    decls: Vec<(String, PluginSettings)>,
+}
+
+type SlotKey = (String, serde_json::Value, Option<PluginSettings>);
+
+fn key_of(case: &Case) -> SlotKey {
+    (case.guest.clone(), config_of(case), case.plugin.clone())
 }
 
 impl Slots {
     /// Numbers the slots of `universe`.
     pub fn new(universe: &[Case]) -> Slots {
         let mut base = Vec::new();
-        for case in universe {
-            let b = (case.guest.clone(), config_of(case));
+        let mut decls = Vec::new();
+        for case in universe.iter().filter(|c| !c.load_fails()) {
+            let b = key_of(case);
+            if let Some(set) = &b.2 {
+                let d = (b.0.clone(), set.clone());
+                if !decls.contains(&d) {
+                    decls.push(d);
+                }
+            }
             if !base.contains(&b) {
                 base.push(b);
             }
         }
-        Slots { base }
+        Slots { base, decls }
     }
 
-    /// The number of `case` on `engine`; `None` when the case's (guest, config) is not in the
-    /// numbered list or the engine is not in [`ENGINES`].
+    /// The number of `case` on `engine`; `None` when the case's (guest, config, settings) is
+    /// not in the numbered list or the engine is not in [`ENGINES`].
     pub fn index(&self, case: &Case, engine: &str) -> Option<usize> {
         let e = ENGINES.iter().position(|x| *x == engine)?;
-        let b = (case.guest.clone(), config_of(case));
+        let b = key_of(case);
         let i = self.base.iter().position(|x| *x == b)?;
         Some(e * self.base.len() + i)
+    }
+
+    /// The name of the plugin declaration `guest` with `settings` has on `engine`.
+    pub fn plugin(&self, guest: &str, settings: Option<&PluginSettings>, engine: &str) -> String {
+        let d =
+            settings.and_then(|set| self.decls.iter().position(|(g, x)| g == guest && x == set));
+        match d {
+            Some(d) => format!("{}-p{d}-{engine}", file_stem(guest)),
+            None => plugin_name(guest, engine),
+        }
     }
 
     /// Every slot on `engines`, with its number, in number order.
@@ -99,11 +135,13 @@ impl Slots {
             if !engines.iter().any(|x| x == engine) {
                 continue;
             }
-            for (i, (g, c)) in self.base.iter().enumerate() {
+            for (i, (g, c, set)) in self.base.iter().enumerate() {
                 let slot = Slot {
                     guest: g.clone(),
                     engine: engine.to_string(),
                     config: c.clone(),
+                    settings: set.clone(),
+                    plugin: self.plugin(g, set.as_ref(), engine),
                 };
                 out.push((e * self.base.len() + i, slot));
             }
@@ -113,7 +151,7 @@ impl Slots {
 
     /// The guests the slots use, sorted.
     pub fn guests(&self) -> Vec<String> {
-        let mut g: Vec<String> = self.base.iter().map(|(g, _)| g.clone()).collect();
+        let mut g: Vec<String> = self.base.iter().map(|(g, _, _)| g.clone()).collect();
         g.sort();
         g.dedup();
         g
@@ -156,6 +194,7 @@ pub struct Prepared {
     slots: Slots,
     upstream: Upstream,
     dir: tempfile::TempDir,
+    profile: Option<String>,
 }
 
 impl Prepared {
@@ -175,7 +214,7 @@ impl Prepared {
         engines: &[String],
         upstream: SocketAddr,
     ) -> anyhow::Result<Prepared> {
-        for case in &cases {
+        for case in cases.iter().filter(|c| !c.load_fails()) {
             for engine in engines {
                 if slots.index(case, engine).is_none() {
                     anyhow::bail!("case {} on {engine} has no slot", case.name);
@@ -202,6 +241,7 @@ impl Prepared {
             slots,
             upstream,
             dir,
+            profile: None,
         })
     }
 
@@ -240,51 +280,13 @@ impl Prepared {
     }
 
     /// Runs every case on every engine against `target`, checking `expect.logs` and
-    /// `expect.metrics` with `observers`.
+    /// `expect.metrics` with `observers`. Cases whose plugin must fail to load are not run
+    /// here (see [`Prepared::load_cases`]).
     pub async fn run_observed(&self, target: Target, observers: Observers<'_>) -> Report {
         let mut results = Vec::new();
-        for case in &self.cases {
+        for case in self.cases.iter().filter(|c| !c.load_fails()) {
             for engine in &self.engines {
-                // `start` checked every (case, engine) has a slot.
-                let idx = self.slots.index(case, engine).unwrap_or(0);
-                let key = format!("{}@{}", case.name, engine);
-                self.upstream.set_answer(&key, case.upstream.clone());
-                let headers = vec![
-                    (ROUTE_HEADER.to_string(), format!("m{idx}")),
-                    (TEST_ID_HEADER.to_string(), case.test.to_string()),
-                    (CASE_KEY_HEADER.to_string(), key.clone()),
-                ];
-                if let Some(logs) = observers.logs {
-                    logs.start_case();
-                }
-                let r = &case.request;
-                let mut got = Err(anyhow::anyhow!("no request sent"));
-                for _ in 0..r.repeat.max(1) {
-                    got = match target.addr(idx) {
-                        Ok(addr) => send(addr, r, &headers).await,
-                        Err(e) => Err(e),
-                    };
-                    if got.is_err() {
-                        break;
-                    }
-                }
-                let calls = self.upstream.calls(&key);
-                let (mut mismatches, got) = match got {
-                    Ok(g) => (compare(case, &g, calls), Some(g)),
-                    Err(e) => (vec![format!("request failed: {e:#}")], None),
-                };
-                let plugin = plugin_name(&case.guest, engine);
-                mismatches.extend(settle_observed(&case.expect, &plugin, observers).await);
-                results.push(CaseResult {
-                    case: case.name.clone(),
-                    spec: case.spec.clone(),
-                    abi: case.abi().name().to_string(),
-                    version: case.abi_version(),
-                    engine: engine.clone(),
-                    passed: mismatches.is_empty(),
-                    mismatches,
-                    got,
-                });
+                results.push(self.run_case(case, engine, target, observers).await);
             }
         }
         Report {
@@ -292,6 +294,245 @@ impl Prepared {
             results,
         }
     }
+
+    /// Reports a case that matches its `--profile` host's answer as "behaves as" that host
+    /// (`None`: only `expect` counts, as in process).
+    pub fn set_profile(&mut self, profile: Option<String>) {
+        self.profile = profile;
+    }
+
+    async fn run_case(
+        &self,
+        case: &Case,
+        engine: &str,
+        target: Target,
+        observers: Observers<'_>,
+    ) -> CaseResult {
+        // `start` checked every (case, engine) has a slot.
+        let idx = self.slots.index(case, engine).unwrap_or(0);
+        let key = format!("{}@{}", case.name, engine);
+        self.upstream.set_answer(&key, case.upstream.clone());
+        let headers = vec![
+            (ROUTE_HEADER.to_string(), format!("m{idx}")),
+            (TEST_ID_HEADER.to_string(), case.test.to_string()),
+            (CASE_KEY_HEADER.to_string(), key.clone()),
+        ];
+        if let Some(logs) = observers.logs {
+            logs.start_case();
+        }
+        let r = &case.request;
+        let mut answers = vec![Answer::Failed("no request sent".to_string())];
+        for _ in 0..r.repeat.max(1) {
+            answers = match target.addr(idx) {
+                Ok(addr) => send_copies(addr, r, &headers).await,
+                Err(e) => vec![Answer::Failed(format!("{e:#}"))],
+            };
+            if answers.iter().any(|a| matches!(a, Answer::Failed(_))) {
+                break;
+            }
+        }
+        if answers.iter().any(|a| matches!(a, Answer::Aborted)) {
+            // What a host does after a client gave up (callbacks that must not come) happens
+            // later: give it time before looking.
+            tokio::time::sleep(ABORT_SETTLE).await;
+        }
+        let calls = self.upstream.calls(&key);
+        let plugin = self.slots.plugin(&case.guest, case.plugin.as_ref(), engine);
+        let mut mismatches = compare_answers(&case.expect, &answers, calls);
+        mismatches.extend(settle_observed(&case.expect, &plugin, observers).await);
+        let mut behaves_as = None;
+        let profile = self
+            .profile
+            .as_ref()
+            .and_then(|n| case.profiles.get_key_value(n));
+        if let (false, Some((name, p))) = (mismatches.is_empty(), profile) {
+            let mut m = compare_answers(&p.expect, &answers, calls);
+            if m.is_empty() {
+                m = settle_observed(&p.expect, &plugin, observers).await;
+            }
+            if m.is_empty() {
+                mismatches.clear();
+                behaves_as = Some(name.clone());
+            }
+        }
+        let got = answers.into_iter().rev().find_map(|a| match a {
+            Answer::Got(g) => Some(g),
+            _ => None,
+        });
+        CaseResult {
+            case: case.name.clone(),
+            spec: case.spec.clone(),
+            abi: case.abi().name().to_string(),
+            version: case.abi_version(),
+            engine: engine.to_string(),
+            passed: mismatches.is_empty(),
+            mismatches,
+            got,
+            behaves_as,
+        }
+    }
+
+    /// The cases whose plugin must fail to load (`expect.load: fail`): the caller starts
+    /// the proxy on [`Prepared::load_install_file`] for each, on each engine, and hands what
+    /// happened to [`Prepared::load_result`].
+    pub fn load_cases(&self) -> impl Iterator<Item = (&Case, &str)> {
+        self.cases
+            .iter()
+            .filter(|c| c.load_fails())
+            .flat_map(|c| self.engines.iter().map(move |e| (c, e.as_str())))
+    }
+
+    /// An install file with only `case`'s plugin on `engine` (one plugin that fails to load
+    /// stops the whole proxy, so such a case cannot share the suite's file).
+    pub fn load_install_file(&self, case: &Case, engine: &str) -> anyhow::Result<PathBuf> {
+        let mut alone = case.clone();
+        alone.expect.load = None;
+        let slots = Slots::new(std::slice::from_ref(&alone));
+        let guests = write_guests(self.dir.path(), &slots.guests())?;
+        let engines = [engine.to_string()];
+        let yaml = install_file(
+            self.dir.path(),
+            &guests,
+            &engines,
+            &slots,
+            self.upstream.addr,
+            "127.0.0.1:0",
+        )?;
+        let path = self
+            .dir
+            .path()
+            .join(format!("load-{}-{engine}.yaml", file_stem(&case.name)));
+        std::fs::write(&path, yaml).with_context(|| format!("writing {}", path.display()))?;
+        Ok(path)
+    }
+
+    /// The result of a load case given what starting the proxy on its file did (`Err` with
+    /// the error's text when it failed).
+    pub fn load_result(&self, case: &Case, engine: &str, loaded: Result<(), String>) -> CaseResult {
+        let mut mismatches = Vec::new();
+        match loaded {
+            Ok(()) => mismatches.push("load: expected to fail, but the plugin loaded".to_string()),
+            Err(err) => {
+                if let Some(re) = &case.expect.load_error {
+                    match regex::Regex::new(re) {
+                        Ok(r) if r.is_match(&err) => {}
+                        Ok(_) => mismatches.push(format!(
+                            "load_error: expected a match for /{re}/, got {err:?}"
+                        )),
+                        Err(e) => mismatches.push(format!("load_error: bad regex {re:?}: {e}")),
+                    }
+                }
+            }
+        }
+        CaseResult {
+            case: case.name.clone(),
+            spec: case.spec.clone(),
+            abi: case.abi().name().to_string(),
+            version: case.abi_version(),
+            engine: engine.to_string(),
+            passed: mismatches.is_empty(),
+            mismatches,
+            got: None,
+            behaves_as: None,
+        }
+    }
+}
+
+/// What one copy of a request got.
+enum Answer {
+    /// A whole response.
+    Got(Got),
+    /// No whole response: refused, reset, closed, timed out.
+    Failed(String),
+    /// The client gave up first (`abort_after_ms`).
+    Aborted,
+}
+
+/// Sends `concurrent` copies of the request at once (each on its own connection).
+async fn send_copies(
+    addr: SocketAddr,
+    r: &crate::case::RequestSpec,
+    headers: &[(String, String)],
+) -> Vec<Answer> {
+    let mut tasks = Vec::new();
+    for _ in 0..r.concurrent.max(1) {
+        let (r, headers) = (r.clone(), headers.to_vec());
+        tasks.push(tokio::spawn(async move {
+            let sent = send(addr, &r, &headers);
+            match r.abort_after_ms {
+                Some(ms) => match tokio::time::timeout(Duration::from_millis(ms), sent).await {
+                    Ok(Ok(g)) => Answer::Got(g),
+                    Ok(Err(e)) => Answer::Failed(format!("{e:#}")),
+                    Err(_) => Answer::Aborted,
+                },
+                None => match sent.await {
+                    Ok(g) => Answer::Got(g),
+                    Err(e) => Answer::Failed(format!("{e:#}")),
+                },
+            }
+        }));
+    }
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap_or_else(|e| Answer::Failed(e.to_string())));
+    }
+    out
+}
+
+/// Every way `answers` differ from `e`; with several copies each line names its copy.
+fn compare_answers(e: &Expect, answers: &[Answer], upstream_calls: u32) -> Vec<String> {
+    let mut out = Vec::new();
+    let many = answers.len() > 1;
+    for (i, a) in answers.iter().enumerate() {
+        let lines = match a {
+            Answer::Got(g) => {
+                let mut l = Vec::new();
+                if e.reset == Some(true) {
+                    l.push(format!(
+                        "reset: expected no response, got status {}",
+                        g.status
+                    ));
+                }
+                l.extend(compare_response(e, g));
+                l
+            }
+            Answer::Failed(_) if e.reset == Some(true) => Vec::new(),
+            Answer::Failed(err) => vec![format!("request failed: {err}")],
+            Answer::Aborted if expects_response(e) || e.reset == Some(true) => {
+                vec!["the client gave up before an answer came".to_string()]
+            }
+            Answer::Aborted => Vec::new(),
+        };
+        for l in lines {
+            out.push(if many {
+                format!("copy {}: {l}", i + 1)
+            } else {
+                l
+            });
+        }
+    }
+    if let Some(n) = e.upstream_calls {
+        if n != upstream_calls {
+            out.push(format!(
+                "upstream calls: expected {n}, got {upstream_calls}"
+            ));
+        }
+    }
+    out
+}
+
+/// Whether `e` says anything about a response.
+fn expects_response(e: &Expect) -> bool {
+    e.status.is_some()
+        || !e.headers.is_empty()
+        || !e.trailers.is_empty()
+        || e.body.is_some()
+        || !e.body_contains.is_empty()
+        || !e.body_not_contains.is_empty()
+        || e.body_matches.is_some()
+        || e.body_len.is_some()
+        || e.list_count.is_some()
+        || !e.header_lines.is_empty()
 }
 
 /// `guest@0.2.1` → `guest-0_2_1`: a name fit for files and for wasmgate plugin names, where
@@ -398,18 +639,15 @@ pub fn install_file(
     let mut plugins = Map::new();
     for g in guests {
         for e in engines {
-            let stem = file_stem(g);
-            let mut decl = json!({
-                "path": dir.join(format!("{stem}.wasm")).display().to_string(),
-                "engine": e,
-            });
-            if let Some(root_id) = guest(g)
-                .and_then(|g| g.sdk.as_ref())
-                .and_then(|s| s.root_id)
-            {
-                decl["rootId"] = json!(root_id);
-            }
-            plugins.insert(plugin_name(g, e), decl);
+            plugins.insert(plugin_name(g, e), declaration(dir, g, e, None));
+        }
+    }
+    for (g, set) in &slots.decls {
+        for e in engines {
+            plugins.insert(
+                slots.plugin(g, Some(set), e),
+                declaration(dir, g, e, Some(set)),
+            );
         }
     }
     let mut routers = Map::new();
@@ -417,7 +655,7 @@ pub fn install_file(
     for (i, s) in slots.on(engines) {
         let m = format!("m{i}");
         let mut plugin = Map::new();
-        plugin.insert(plugin_name(&s.guest, &s.engine), s.config.clone());
+        plugin.insert(s.plugin.clone(), s.config.clone());
         middlewares.insert(m.clone(), json!({ "plugin": Value::Object(plugin) }));
         routers.insert(
             format!("r{i}"),
@@ -445,6 +683,41 @@ pub fn install_file(
     Ok(serde_yaml::to_string(&doc)?)
 }
 
+/// The plugin declaration of `guest` on `engine` with `settings`.
+fn declaration(
+    dir: &Path,
+    guest_name: &str,
+    engine: &str,
+    settings: Option<&PluginSettings>,
+) -> serde_json::Value {
+    use serde_json::json;
+    let mut decl = json!({
+        "path": dir.join(format!("{}.wasm", file_stem(guest_name))).display().to_string(),
+        "engine": engine,
+    });
+    if let Some(root_id) = guest(guest_name)
+        .and_then(|g| g.sdk.as_ref())
+        .and_then(|s| s.root_id)
+    {
+        decl["rootId"] = json!(root_id);
+    }
+    if let Some(set) = settings {
+        if let Some(r) = &set.root_id {
+            decl["rootId"] = json!(r);
+        }
+        if let Some(v) = &set.vm_config {
+            decl["vmConfig"] = json!(v);
+        }
+        if let Some(l) = &set.log_level {
+            decl["logLevel"] = json!(l);
+        }
+        for (k, v) in &set.limits {
+            decl[k.as_str()] = v.clone();
+        }
+    }
+    decl
+}
+
 /// A guest's `N|item,item,` list whose count `N` does not match its items (`per_entry` items
 /// per counted entry), as a line.
 fn check_list_count(body: &str, per_entry: usize) -> Option<String> {
@@ -463,7 +736,11 @@ fn check_list_count(body: &str, per_entry: usize) -> Option<String> {
 
 /// Every way `got` differs from what `case` expects, as readable lines.
 pub fn compare(case: &Case, got: &Got, upstream_calls: u32) -> Vec<String> {
-    let e = &case.expect;
+    compare_answers(&case.expect, &[Answer::Got(got.clone())], upstream_calls)
+}
+
+/// Every way the response `got` differs from `e` (the response fields only).
+fn compare_response(e: &Expect, got: &Got) -> Vec<String> {
     let mut out = Vec::new();
     if let Some(s) = e.status {
         if s != got.status {
@@ -494,9 +771,35 @@ pub fn compare(case: &Case, got: &Got, upstream_calls: u32) -> Vec<String> {
             }
         }
     }
+    if !e.header_lines.is_empty() {
+        let names: Vec<String> = e
+            .header_lines
+            .iter()
+            .map(|(n, _)| n.to_ascii_lowercase())
+            .collect();
+        let want: Vec<(String, String)> = e
+            .header_lines
+            .iter()
+            .map(|(n, v)| (n.to_ascii_lowercase(), v.clone()))
+            .collect();
+        let have: Vec<(String, String)> = got
+            .headers
+            .iter()
+            .filter(|(n, _)| names.contains(n))
+            .cloned()
+            .collect();
+        if have != want {
+            out.push(format!("header lines: expected {want:?}, got {have:?}"));
+        }
+    }
     if let Some(b) = &e.body {
         if *b != got.body {
             out.push(format!("body: expected {b:?}, got {:?}", got.body));
+        }
+    }
+    if let Some(n) = e.body_len {
+        if n != got.body_len {
+            out.push(format!("body length: expected {n}, got {}", got.body_len));
         }
     }
     for c in &e.body_contains {
@@ -527,13 +830,6 @@ pub fn compare(case: &Case, got: &Got, upstream_calls: u32) -> Vec<String> {
     }
     if let Some(per_entry) = e.list_count {
         out.extend(check_list_count(&got.body, per_entry));
-    }
-    if let Some(n) = e.upstream_calls {
-        if n != upstream_calls {
-            out.push(format!(
-                "upstream calls: expected {n}, got {upstream_calls}"
-            ));
-        }
     }
     out
 }
@@ -610,5 +906,56 @@ mod tests {
             .unwrap()
             .contains("expected `N|item"));
         assert!(check_list_count("x|a,", 1).unwrap().contains("not a count"));
+    }
+
+    fn got(headers: &[(&str, &str)]) -> Got {
+        Got {
+            status: 200,
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+            body: String::new(),
+            body_len: 0,
+            trailers: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn header_lines_are_compared_in_order_for_the_listed_names() {
+        let e = expect(r#"{ header_lines: [[X-M, "1"], [x-m, "2"]] }"#);
+        let ok = got(&[("x-m", "1"), ("x-n", "a"), ("x-m", "2")]);
+        assert!(compare_answers(&e, &[Answer::Got(ok)], 0).is_empty());
+        let swapped = got(&[("x-m", "2"), ("x-m", "1")]);
+        assert_eq!(compare_answers(&e, &[Answer::Got(swapped)], 0).len(), 1);
+        let joined = got(&[("x-m", "1, 2")]);
+        assert_eq!(compare_answers(&e, &[Answer::Got(joined)], 0).len(), 1);
+    }
+
+    #[test]
+    fn resets_aborts_and_copies() {
+        let reset = expect("{ reset: true, upstream_calls: 1 }");
+        assert!(compare_answers(&reset, &[Answer::Failed("closed".into())], 1).is_empty());
+        assert_eq!(
+            compare_answers(&reset, &[Answer::Got(got(&[]))], 1),
+            vec!["reset: expected no response, got status 200"]
+        );
+        let plain = expect("{ status: 200 }");
+        assert_eq!(
+            compare_answers(&plain, &[Answer::Failed("closed".into())], 0),
+            vec!["request failed: closed"]
+        );
+        assert_eq!(
+            compare_answers(&plain, &[Answer::Aborted], 0),
+            vec!["the client gave up before an answer came"]
+        );
+        assert!(
+            compare_answers(&expect("{ upstream_calls: 1 }"), &[Answer::Aborted], 1).is_empty()
+        );
+        let two = [Answer::Got(got(&[])), Answer::Failed("x".into())];
+        assert_eq!(
+            compare_answers(&plain, &two, 0),
+            vec!["copy 2: request failed: x"]
+        );
     }
 }

@@ -2,9 +2,9 @@
 //! answer a case asked for, and counts the requests of each case.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
@@ -12,7 +12,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use crate::case::UpstreamSpec;
+use crate::case::{body_bytes, UpstreamSpec};
 use crate::chunks::{framed, trailer_map};
 
 /// The request header that tells the upstream which case a request belongs to.
@@ -83,12 +83,27 @@ impl Upstream {
     }
 }
 
+/// Why the upstream did not answer: a case's `refuse` (hyper then closes the connection
+/// without a response).
+#[derive(Debug)]
+struct Refused;
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("refused as the case asks")
+    }
+}
+
+impl std::error::Error for Refused {}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Echo format: `METHOD URI VERSION\n`, one `name: value\n` per header line, `\n`, the body;
 /// the request's trailers come back as the response's trailers.
 async fn answer(
     shared: Arc<Mutex<Shared>>,
     req: hyper::Request<hyper::body::Incoming>,
-) -> Result<hyper::Response<BoxBody<Bytes, Infallible>>, Infallible> {
+) -> Result<hyper::Response<BoxBody<Bytes, BoxError>>, Refused> {
     let key = req
         .headers()
         .get(CASE_KEY_HEADER)
@@ -113,6 +128,27 @@ async fn answer(
         Err(_) => (Bytes::new(), None),
     };
     let mut resp = hyper::Response::builder();
+    if let Some(spec) = &fixed {
+        if spec.refuse {
+            return Err(Refused);
+        }
+        if let Some(ms) = spec.delay_ms {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+        if spec.reset {
+            // A head promising more than comes, then an error: hyper drops the connection.
+            let body = CutShort {
+                part: Some(Bytes::from_static(b"partial")),
+                sleep: None,
+                done: false,
+            };
+            return Ok(resp
+                .status(spec.status.unwrap_or(200))
+                .header("content-length", "1000")
+                .body(body.boxed())
+                .unwrap_or_else(|e| error_response(e.to_string())));
+        }
+    }
     let (data, chunks, trailers) = match fixed {
         Some(spec) => {
             resp = resp.status(spec.status.unwrap_or(200));
@@ -120,7 +156,14 @@ async fn answer(
                 resp = resp.header(n, v);
             }
             let t = trailer_map(&spec.trailers).unwrap_or_default();
-            (Bytes::from(spec.body), spec.chunks, t)
+            let data = body_bytes(
+                &spec.body,
+                spec.body_hex.as_deref(),
+                None,
+                spec.body_repeat.as_ref(),
+            )
+            .unwrap_or_else(|e| e.to_string().into_bytes());
+            (Bytes::from(data), spec.chunks, t)
         }
         None => {
             resp = resp.header("x-upstream", "echo");
@@ -141,6 +184,46 @@ async fn answer(
         resp = resp.header("transfer-encoding", "chunked");
     }
     Ok(resp
-        .body(f.body)
-        .unwrap_or_else(|e| hyper::Response::new(Full::new(Bytes::from(e.to_string())).boxed())))
+        .body(f.body.map_err(|e| match e {}).boxed())
+        .unwrap_or_else(|e| error_response(e.to_string())))
+}
+
+fn error_response(text: String) -> hyper::Response<BoxBody<Bytes, BoxError>> {
+    hyper::Response::new(Full::new(Bytes::from(text)).map_err(|e| match e {}).boxed())
+}
+
+/// A body that sends a part, then after a moment fails, which makes hyper drop the
+/// connection mid-body.
+struct CutShort {
+    part: Option<Bytes>,
+    sleep: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    done: bool,
+}
+
+impl http_body::Body for CutShort {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        use std::future::Future;
+        use std::task::Poll;
+        if let Some(p) = self.part.take() {
+            return Poll::Ready(Some(Ok(http_body::Frame::data(p))));
+        }
+        if self.done {
+            return Poll::Ready(None);
+        }
+        // Let the part reach the proxy before the connection goes.
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(Duration::from_millis(20))));
+        if sleep.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        self.done = true;
+        Poll::Ready(Some(Err("reset as the case asks".into())))
+    }
 }

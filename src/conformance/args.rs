@@ -47,6 +47,11 @@ pub struct ConformanceArgs {
     /// `/stats/prometheus`), so cases that expect proxy-wasm metrics can pass.
     #[arg(long, value_name = "http://HOST:PORT/PATH")]
     pub metrics_url: Option<String>,
+    /// With a target: the reference host it is (`envoy`, `kong`, `http-wasm-host-go`); a case
+    /// that gives that host's recorded answer (its profile) is reported as "behaves as NAME"
+    /// rather than failed. In process only the spec's (or wasmgate's) answer counts.
+    #[arg(long, value_name = "NAME")]
+    pub profile: Option<String>,
     /// Where the suite's upstream listens: default 127.0.0.1:9099 with a target (what
     /// `guests --out` writes), any free port in process.
     #[arg(long, value_name = "HOST:PORT")]

@@ -77,8 +77,21 @@ async fn run_in_process(
             .then_some(&logs as &dyn LogSource),
         metrics: Some(&metrics),
     };
-    let report = prepared.run_observed(Target::One(addr), observers).await;
+    let mut report = prepared.run_observed(Target::One(addr), observers).await;
     server.shutdown().await;
+    // Each plugin that must fail to load gets a start of its own (one failing plugin stops
+    // the whole proxy).
+    let handle = tokio::runtime::Handle::current();
+    for (case, engine) in prepared.load_cases() {
+        let path = prepared.load_install_file(case, engine)?;
+        let loaded = match Gateway::load(&path, &handle) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(format!("{e:#}")),
+        };
+        report
+            .results
+            .push(prepared.load_result(case, engine, loaded));
+    }
     Ok(report)
 }
 
@@ -100,8 +113,18 @@ pub async fn run_target(
     target: Target,
     upstream: SocketAddr,
     observe: &TargetObservers,
+    profile: Option<String>,
 ) -> anyhow::Result<Report> {
-    let prepared = Prepared::start(cases, Slots::new(all), engines, upstream).await?;
+    // The proxy under test was started once, on files without them.
+    let (load, cases): (Vec<Case>, Vec<Case>) = cases.into_iter().partition(|c| c.load_fails());
+    if !load.is_empty() {
+        eprintln!(
+            "({} load-time cases left out: each needs a proxy started on its own plugin)",
+            load.len()
+        );
+    }
+    let mut prepared = Prepared::start(cases, Slots::new(all), engines, upstream).await?;
+    prepared.set_profile(profile);
     eprintln!("upstream listening on {}", prepared.upstream_addr());
     // Every case would fail alike; one clear error says more.
     if let Some(addr) = prepared.first_addr(target)? {
@@ -129,6 +152,20 @@ pub fn run_cli(args: &ConformanceArgs) -> anyhow::Result<Report> {
     if cases.is_empty() {
         anyhow::bail!("no case matches the filters");
     }
+    if let Some(p) = &args.profile {
+        // A misspelt host name would silently turn every recorded difference into a failure.
+        let known: std::collections::BTreeSet<&str> = all
+            .iter()
+            .flat_map(|c| c.profiles.keys().map(String::as_str))
+            .collect();
+        if !known.contains(p.as_str()) {
+            let known: Vec<&str> = known.into_iter().collect();
+            anyhow::bail!(
+                "no case has a profile named {p:?} (known: {})",
+                known.join(", ")
+            );
+        }
+    }
     let engines = engines_or_all(&args.engine);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -140,6 +177,9 @@ pub fn run_cli(args: &ConformanceArgs) -> anyhow::Result<Report> {
             (None, Some(url)) => Some(Target::PerSlot(resolve(url).await?)),
             (None, None) => None,
         };
+        if target.is_none() && args.profile.is_some() {
+            anyhow::bail!("--profile names the host under test: it needs --target or --target-per-slot");
+        }
         if target.is_none() && (args.log_file.is_some() || args.metrics_url.is_some()) {
             anyhow::bail!("--log-file and --metrics-url observe a proxy under test: they need --target or --target-per-slot");
         }
@@ -157,7 +197,16 @@ pub fn run_cli(args: &ConformanceArgs) -> anyhow::Result<Report> {
                         .map(PrometheusScrape::new)
                         .transpose()?,
                 };
-                run_target(cases, &all, &engines, t, upstream, &observe).await
+                run_target(
+                    cases,
+                    &all,
+                    &engines,
+                    t,
+                    upstream,
+                    &observe,
+                    args.profile.clone(),
+                )
+                .await
             }
             None => {
                 let upstream = args

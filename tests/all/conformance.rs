@@ -31,6 +31,31 @@ async fn the_whole_suite_passes_on_both_engines_alike() {
     readme_support_table_is_current(&report);
 }
 
+/// The README's case counts must be the suite's distinct cases (a case run on three ABI
+/// versions counts once).
+#[test]
+fn readme_case_counts_are_distinct_cases() {
+    use wasmgate::support_table::{case_counts, replace_counts};
+    let n = case_counts(&builtin_cases().unwrap());
+    let expanded = builtin_cases().unwrap().len();
+    assert!(n.http_wasm + n.proxy_wasm + n.sdk < expanded, "{n:?}");
+    assert_eq!(n.runs + n.sdk, expanded, "{n:?}");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
+    let readme = std::fs::read_to_string(&path).unwrap();
+    let current = replace_counts(&readme, n).expect("README.md lacks the case counts line");
+    if current == readme {
+        return;
+    }
+    if std::env::var_os("WASMGATE_BLESS").is_some() {
+        std::fs::write(&path, current).unwrap();
+        return;
+    }
+    panic!(
+        "README.md's case counts are stale ({n:?}); rewrite them with \
+         `WASMGATE_BLESS=1 cargo test -p wasmgate --test all conformance::`"
+    );
+}
+
 /// The README's support table must be what this run produces.
 fn readme_support_table_is_current(report: &wasmgate_conformance::Report) {
     use wasmgate::support_table::{render, replace_in};
@@ -56,6 +81,29 @@ fn readme_support_table_is_current(report: &wasmgate_conformance::Report) {
 fn every_host_function_has_a_case_on_every_abi_version() {
     let gaps = wasmgate::support_table::uncovered(&builtin_cases().unwrap());
     assert!(gaps.is_empty(), "host functions no case checks: {gaps:#?}");
+}
+
+/// Profiles name the reference hosts, each with a citation, and differ from `expect` (a
+/// profile equal to it would record no difference).
+#[test]
+fn profiles_name_reference_hosts_and_cite_them() {
+    let cases = builtin_cases().unwrap();
+    let mut n = 0;
+    for c in &cases {
+        for (host, p) in &c.profiles {
+            n += 1;
+            assert!(
+                ["envoy", "kong", "http-wasm-host-go"].contains(&host.as_str()),
+                "{}: unknown host {host}",
+                c.name
+            );
+            assert!(p.cite.len() > 20, "{}: {host} has no real citation", c.name);
+            let same = serde_json::to_value(&p.expect).unwrap()
+                == serde_json::to_value(&c.expect).unwrap();
+            assert!(!same, "{}: {host}'s profile is its expect", c.name);
+        }
+    }
+    assert!(n >= 15, "only {n} profiles");
 }
 
 #[test]
@@ -111,6 +159,72 @@ async fn a_wrong_expectation_is_reported_with_what_came_back(engine: &str) {
     assert!(text.ends_with("1 passed, 1 failed\n"), "{text}");
 }
 parity!(async a_wrong_expectation_is_reported_with_what_came_back);
+
+/// A case giving a profile host's answer passes as "behaves as" that host, only in a run
+/// told to expect that host; otherwise only `expect` counts.
+async fn a_profile_answer_behaves_as_that_host_only_when_asked(engine: &str) {
+    use wasmgate_conformance::{Prepared, Target};
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("profiles.yaml"),
+        r#"
+- name: as_envoy
+  spec: "http-handler-abi#get_method"
+  guest: http_wasm
+  test: 1
+  expect: { status: 200, body: "POST" }
+  profiles:
+    envoy: { expect: { status: 200, body: "GET" }, cite: "this test" }
+- name: as_kong_only
+  spec: "http-handler-abi#get_method"
+  guest: http_wasm
+  test: 1
+  expect: { body: "POST" }
+  profiles:
+    kong: { expect: { body: "GET" }, cite: "this test" }
+"#,
+    )
+    .unwrap();
+    let cases = load_dir(dir.path()).unwrap();
+    let mut prepared = Prepared::new(cases, &[engine.to_string()]).await.unwrap();
+    let gateway = crate::common::load(&prepared.config_path()).unwrap();
+    let server = wasmgate::proxy::start(gateway).await.unwrap();
+    let target = Target::One(server.addrs["web"]);
+
+    let report = prepared.run_target(target).await;
+    assert_eq!(
+        report.summary(),
+        "0 passed, 2 failed",
+        "{}",
+        report.to_text()
+    );
+
+    prepared.set_profile(Some("envoy".to_string()));
+    let report = prepared.run_target(target).await;
+    let text = report.to_text();
+    assert_eq!(
+        report.summary(),
+        "1 passed (1 behave as envoy), 1 failed",
+        "{text}"
+    );
+    let r = report
+        .results
+        .iter()
+        .find(|r| r.case == "as_envoy")
+        .unwrap();
+    assert!(r.passed && r.mismatches.is_empty());
+    assert_eq!(r.behaves_as.as_deref(), Some("envoy"));
+    assert!(text.contains("as envoy"), "{text}");
+    assert!(text.contains("FAILED as_kong_only"), "{text}");
+    assert!(
+        text.contains("body: expected \"POST\", got \"GET\""),
+        "{text}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
+    assert_eq!(json["behaves_as"], 1);
+    server.shutdown().await;
+}
+parity!(async a_profile_answer_behaves_as_that_host_only_when_asked);
 
 #[test]
 fn the_command_filters_prints_the_summary_and_exits_by_result() {

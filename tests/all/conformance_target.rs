@@ -172,6 +172,37 @@ fn target_urls_and_subcommand_conflicts_are_checked() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("expected http://HOST:PORT"));
 
+    // A profile names a host some case has a profile for.
+    let o = wasmgate(&[
+        "conformance",
+        "--target",
+        "http://127.0.0.1:1",
+        "--profile",
+        "envoi",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("no case has a profile named \"envoi\""),
+        "{err}"
+    );
+    assert!(err.contains("envoy") && err.contains("kong"), "{err}");
+
+    // A profile names the host under test: in process only `expect` counts.
+    let o = wasmgate(&[
+        "conformance",
+        "--profile",
+        "envoy",
+        "--case",
+        "get_uri_root",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("--profile names the host under test"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+
     // The run flags and the `guests` subcommand do not mix.
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("x");
