@@ -133,6 +133,14 @@ thread_local! {
 #[must_use = "the call is marked only while the guard lives"]
 pub struct InCall(Option<CallTag>);
 
+/// Whether a module can write to its WASI stdout or stderr (it imports `fd_write`): only then
+/// is a guest call worth marking with [`in_call`].
+pub fn writes_stdio(info: &wasmgate_engines::ModuleInfo) -> bool {
+    info.imports
+        .iter()
+        .any(|i| i.name == "fd_write" && i.module.starts_with("wasi"))
+}
+
 /// Marks the guest call about to run on this thread; see [`InCall`].
 pub fn in_call(middleware: &Arc<str>, request_id: Option<&RequestId>) -> InCall {
     let tag = CallTag {

@@ -51,6 +51,8 @@ pub struct HttpWasmPlugin {
     /// The guest imports a header function: with the trailers feature on from start-up it
     /// may read the request trailers during a call.
     touches_headers: bool,
+    /// The guest imports WASI `fd_write` (see [`crate::guest::log::in_call`]).
+    writes_stdio: bool,
 }
 
 /// Whether the guest imports `name` from `http_handler`.
@@ -123,6 +125,7 @@ impl HttpWasmPlugin {
             opts,
             reads_body: imports(info, "read_body"),
             touches_headers: imports_header_functions(info),
+            writes_stdio: crate::guest::log::writes_stdio(info),
         })
     }
 
@@ -156,6 +159,7 @@ impl HttpWasmPlugin {
             min_log_level: host::min_log_level(self.opts.log_level),
             max_body_bytes: self.opts.max_body_bytes,
             max_host_bytes: self.opts.max_host_bytes,
+            writes_stdio: self.writes_stdio,
         });
         let stats = Arc::new(GuestStats::new(&PHASES, self.opts.collect_metrics));
         let for_factory = (shared.clone(), stats.clone());
@@ -307,8 +311,11 @@ fn call_with(
     args: &[Val],
     results: &mut [Val],
 ) -> (Box<Exchange>, Result<(), Trap>) {
-    let in_call =
-        crate::guest::log::in_call(&st(inst).shared.middleware, ex.request.request_id.as_ref());
+    // Only a guest that can write to stdout needs its calls marked (it costs a little).
+    let shared = &st(inst).shared;
+    let in_call = shared
+        .writes_stdio
+        .then(|| crate::guest::log::in_call(&shared.middleware, ex.request.request_id.as_ref()));
     st(inst).exchange = Some(ex);
     let started = stats.start();
     let result = inst.call(f, args, results);

@@ -31,6 +31,8 @@ pub struct MiddlewareShared {
     pub max_body_bytes: usize,
     /// `maxHostBytes`: most bytes the host functions copy from the guest during one request.
     pub max_host_bytes: usize,
+    /// The module imports WASI `fd_write`: its calls are marked for its stdout's log lines.
+    pub writes_stdio: bool,
 }
 
 /// The host data of one http-wasm instance.

@@ -80,6 +80,7 @@ fn shared(config: &[u8]) -> Arc<MiddlewareShared> {
         min_log_level: -1,
         max_body_bytes: 1 << 20,
         max_host_bytes: crate::guest::DEFAULT_MAX_HOST_BYTES,
+        writes_stdio: true,
     })
 }
 

@@ -71,6 +71,8 @@ pub struct ProxyWasmPlugin {
     version: AbiVersion,
     allocator: &'static str,
     vm: Arc<VmShared>,
+    /// The guest imports WASI `fd_write` (see [`crate::guest::log::in_call`]).
+    writes_stdio: bool,
 }
 
 impl ProxyWasmPlugin {
@@ -129,6 +131,7 @@ impl ProxyWasmPlugin {
             version,
             allocator,
             vm: VmShared::with_max_host_bytes(&vm_id, opts.max_host_bytes),
+            writes_stdio: crate::guest::log::writes_stdio(info),
             opts,
         })
     }
@@ -191,6 +194,7 @@ impl ProxyWasmPlugin {
             services,
             version: self.version,
             log_level: host::min_log_level(self.opts.log_level),
+            writes_stdio: self.writes_stdio,
             max_body_bytes: self.opts.max_body_bytes,
             max_host_bytes: self.opts.max_host_bytes,
             stats: Arc::new(GuestStats::new(

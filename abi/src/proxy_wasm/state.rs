@@ -47,6 +47,8 @@ pub struct MiddlewareShared {
     pub max_host_bytes: usize,
     /// `KEY=VALUE` strings WASI `environ_get` hands out.
     pub env: Vec<String>,
+    /// The module imports WASI `fd_write`: its calls are marked for its stdout's log lines.
+    pub writes_stdio: bool,
     /// Calls by callback and the VMs' memory, for metrics.
     pub stats: Arc<GuestStats>,
 }

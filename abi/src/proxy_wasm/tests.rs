@@ -119,6 +119,7 @@ fn shared(version: AbiVersion, vm: Arc<VmShared>) -> Arc<MiddlewareShared> {
         max_body_bytes: 1 << 20,
         max_host_bytes: crate::guest::DEFAULT_MAX_HOST_BYTES,
         env: vec!["A=1".into(), "GREETING=hello world".into()],
+        writes_stdio: true,
         stats: Arc::new(crate::guest::GuestStats::new(&[], false)),
     })
 }

@@ -454,13 +454,16 @@ pub(crate) fn guest_call(
     let results = &mut resv[..f.ty().results.len().min(1)];
     let st = state_of(inst);
     st.effective_ctx = ctx;
-    // The stream's request, for the guest's WASI output (root contexts have none).
-    let in_call = crate::guest::log::in_call(
-        &st.shared.middleware,
-        st.streams
-            .get(&ctx)
-            .and_then(|s| s.info.request_id.as_ref()),
-    );
+    // The stream's request, for the guest's WASI output (root contexts have none); only a
+    // guest that can write to stdout needs its calls marked.
+    let in_call = st.shared.writes_stdio.then(|| {
+        crate::guest::log::in_call(
+            &st.shared.middleware,
+            st.streams
+                .get(&ctx)
+                .and_then(|s| s.info.request_id.as_ref()),
+        )
+    });
     let started = state_of(inst).shared.stats.start();
     let r = inst.call(&f, args, results);
     drop(in_call);
