@@ -294,3 +294,20 @@ pub fn assemblyscript_example() -> PathBuf {
         .expect("building examples/proxy-wasm-as")
         .join("build/add_header.wasm")
 }
+
+/// The access log's JSON lines, once there are `n` (the writer thread writes them shortly
+/// after each response).
+pub async fn access_lines(path: &std::path::Path, n: usize) -> Vec<serde_json::Value> {
+    for _ in 0..200 {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<_> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        if lines.len() >= n {
+            return lines;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("fewer than {n} access log lines in {}", path.display());
+}

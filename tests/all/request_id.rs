@@ -132,23 +132,6 @@ fn upstream_id(echo: &str) -> String {
         .to_string()
 }
 
-/// The access log's JSON lines, once there are `n` (the writer thread writes them shortly
-/// after each response).
-async fn access_lines(path: &std::path::Path, n: usize) -> Vec<serde_json::Value> {
-    for _ in 0..200 {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        let lines: Vec<_> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        if lines.len() >= n {
-            return lines;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("fewer than {n} access log lines in {}", path.display());
-}
-
 /// Three requests through a logging guest of `abi` on `engine`: no id (one is made), a sane
 /// client id (kept), a 200-character one (replaced).
 fn ids_reach_the_upstream_the_plugin_log_and_the_access_log(engine: &str, abi: &str) {

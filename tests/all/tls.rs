@@ -805,19 +805,7 @@ async fn access_log_names_the_tls_version_and_cipher() {
     tls12.tls12_only = true;
     assert_eq!(tls12.get(t.addr, "/one").await.unwrap().status, 200);
     assert_eq!(send(get(t.url("/two"))).await.status, 200);
-    let path = t.path("access.log");
-    let mut lines = Vec::new();
-    for _ in 0..200 {
-        let text = std::fs::read_to_string(&path).unwrap_or_default();
-        lines = text
-            .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-            .collect();
-        if lines.len() >= 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let lines = access_lines(&t.path("access.log"), 2).await;
     let one = lines
         .iter()
         .find(|l| l["RequestPath"] == "/one")
