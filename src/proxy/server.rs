@@ -259,11 +259,7 @@ async fn serve_entry_point(
         match tls {
             None => {
                 let conn = serving.connection(stream, peer, local, None);
-                tokio::spawn(
-                    serving
-                        .clone()
-                        .finish(conn, graceful.watcher(), peer, guards),
-                );
+                tokio::spawn(finish(conn, graceful.watcher(), peer, guards));
             }
             Some(tls) => {
                 let (serving, watcher) = (serving.clone(), graceful.watcher());
@@ -274,11 +270,11 @@ async fn serve_entry_point(
                     match accepted {
                         Accepted::Tls(stream, info) => {
                             let conn = serving.connection(stream, peer, local, Some(info));
-                            serving.finish(conn, watcher, peer, guards).await
+                            finish(conn, watcher, peer, guards).await
                         }
                         Accepted::Plain(stream) => {
                             let conn = serving.connection(stream, peer, local, None);
-                            serving.finish(conn, watcher, peer, guards).await
+                            finish(conn, watcher, peer, guards).await
                         }
                     }
                 });
@@ -426,15 +422,15 @@ impl Serving {
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned()
     }
+}
 
-    /// Runs a connection to its end under the graceful-shutdown watch, then frees its slot.
-    async fn finish<C, G>(self: Arc<Self>, conn: C, watcher: Watcher, peer: SocketAddr, guards: G)
-    where
-        C: GracefulConnection<Error = BoxError> + Send + 'static,
-    {
-        if let Err(e) = watcher.watch(conn).await {
-            tracing::debug!(client = %peer, "connection ended: {e}");
-        }
-        drop(guards);
+/// Runs a connection to its end under the graceful-shutdown watch, then frees its slot.
+async fn finish<C, G>(conn: C, watcher: Watcher, peer: SocketAddr, guards: G)
+where
+    C: GracefulConnection<Error = BoxError> + Send + 'static,
+{
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!(client = %peer, "connection ended: {e}");
     }
+    drop(guards);
 }

@@ -14,8 +14,6 @@ pub struct CertStore {
     by_name: HashMap<String, Arc<CertifiedKey>>,
     /// `tls.stores.default.defaultCertificate`.
     default: Option<Arc<CertifiedKey>>,
-    /// How many certificates were added (for logs).
-    count: usize,
 }
 
 impl CertStore {
@@ -28,7 +26,6 @@ impl CertStore {
                 .entry(name.clone())
                 .or_insert_with(|| key.clone());
         }
-        self.count += 1;
         Ok(names)
     }
 

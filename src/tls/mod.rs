@@ -23,6 +23,9 @@ use certs::CertStore;
 /// The options used where none are named.
 pub const DEFAULT_OPTIONS: &str = "default";
 
+/// The one certificate store there is, as in Traefik.
+const DEFAULT_STORE: &str = "default";
+
 /// The first byte of a TLS record carrying a handshake (a ClientHello).
 pub const HANDSHAKE_RECORD: u8 = 0x16;
 
@@ -60,11 +63,6 @@ impl TlsTable {
     pub fn get(&self, entry_point: &str) -> Option<&Arc<EntryPointTls>> {
         self.by_entry_point.get(entry_point)
     }
-
-    /// Whether no entry point serves TLS.
-    pub fn is_empty(&self) -> bool {
-        self.by_entry_point.is_empty()
-    }
 }
 
 /// One request for TLS: an entry point, the options it names and the config path that asked
@@ -92,13 +90,6 @@ pub fn build(
 ) -> Result<TlsTable, Vec<ConfigError>> {
     let mut errors = Vec::new();
     let store = Arc::new(load_store(tls, file, base, &mut errors));
-    if uses.is_empty() {
-        return if errors.is_empty() {
-            Ok(TlsTable::default())
-        } else {
-            Err(errors)
-        };
-    }
     let mut built: HashMap<String, Option<Arc<ServerConfig>>> = HashMap::new();
     let mut table = TlsTable::default();
     for (entry_point, asked) in uses {
@@ -241,7 +232,7 @@ fn load_store(
     let mut store = CertStore::default();
     for (i, c) in tls.certificates.iter().enumerate() {
         let path = format!("tls.certificates[{i}]");
-        if let Some(s) = c.stores.iter().find(|s| *s != DEFAULT_OPTIONS) {
+        if let Some(s) = c.stores.iter().find(|s| *s != DEFAULT_STORE) {
             errors.push(ConfigError::at(
                 file,
                 format!("{path}.stores"),
@@ -265,7 +256,7 @@ fn load_store(
     }
     for (name, s) in &tls.stores {
         let path = format!("tls.stores.{name}");
-        if name != DEFAULT_OPTIONS {
+        if name != DEFAULT_STORE {
             errors.push(ConfigError::at(
                 file,
                 path.clone(),
