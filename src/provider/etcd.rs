@@ -129,14 +129,7 @@ pub async fn run(gateway: Arc<Gateway>, cfg: EtcdProvider, base: std::path::Path
             Err(e) => Err(format!("cannot connect: {e}")),
         };
         let Err(e) = outcome;
-        let delay = backoff.next_delay();
-        tracing::warn!(
-            provider = "etcd",
-            endpoints,
-            attempt = backoff.attempt,
-            "{e}; next attempt in {delay:?} (the current routing keeps serving)"
-        );
-        tokio::time::sleep(delay).await;
+        backoff.wait_after("etcd", &endpoints, &e).await;
     }
 }
 

@@ -220,6 +220,19 @@ impl Backoff {
         d
     }
 
+    /// After a failed session of `provider` (at `endpoints`): logs why and when the next
+    /// attempt comes, then waits for it.
+    pub async fn wait_after(&mut self, provider: &str, endpoints: &str, error: &str) {
+        let delay = self.next_delay();
+        tracing::warn!(
+            provider,
+            endpoints,
+            attempt = self.attempt,
+            "{error}; next attempt in {delay:?} (the current routing keeps serving)"
+        );
+        tokio::time::sleep(delay).await;
+    }
+
     /// The store answered: the next failure starts again from 1 s.
     pub fn reset(&mut self) {
         *self = Backoff::default();

@@ -159,14 +159,7 @@ pub async fn run(gateway: Arc<Gateway>, cfg: RedisProvider) {
     let endpoints = cfg.endpoints.join(",");
     loop {
         let Err(e) = session(&gateway, &cfg, &mut backoff).await;
-        let delay = backoff.next_delay();
-        tracing::warn!(
-            provider = "redis",
-            endpoints,
-            attempt = backoff.attempt,
-            "{e}; next attempt in {delay:?} (the current routing keeps serving)"
-        );
-        tokio::time::sleep(delay).await;
+        backoff.wait_after("redis", &endpoints, &e).await;
     }
 }
 
