@@ -168,6 +168,14 @@ pub const GUESTS: &[Guest] = &[
         variants: &[],
         sdk: None,
     },
+    // A body-size change after the response headers were continued (cases/d_body_after_headers.yaml).
+    Guest {
+        name: "proxy_wasm_cite",
+        abi: Abi::ProxyWasm,
+        wat: include_str!("../guests/proxy_wasm_cite.wat"),
+        variants: PROXY_WASM_VERSIONS,
+        sdk: None,
+    },
     // Built with the plugin SDKs from examples/ (see src/sdk.rs); cases in cases/sdk.yaml.
     sdk_guest(
         "sdk_http_wasm_add_headers",
@@ -327,6 +335,10 @@ pub const CASE_FILES: &[(&str, &str)] = &[
     (
         "a_proxy_wasm_calls.yaml",
         include_str!("../cases/a_proxy_wasm_calls.yaml"),
+    ),
+    (
+        "d_body_after_headers.yaml",
+        include_str!("../cases/d_body_after_headers.yaml"),
     ),
     // Last: slot numbers of the cases above do not depend on whether SDK cases run.
     ("sdk.yaml", include_str!("../cases/sdk.yaml")),
