@@ -35,8 +35,11 @@ fn guest_dir() -> (tempfile::TempDir, String) {
     (dir, path.display().to_string())
 }
 
+/// A middleware: (name, plugin, configuration).
+type Mw<'a> = (&'a str, &'a str, &'a str);
+
 /// One router per prefix, each with its middlewares in order, to the upstream `up`.
-fn routing(routes: &[(&str, &[(&str, &str, &str)])], up: std::net::SocketAddr) -> String {
+fn routing(routes: &[(&str, &[Mw])], up: std::net::SocketAddr) -> String {
     let mut routers = String::new();
     let mut middlewares = String::new();
     for (i, (prefix, chain)) in routes.iter().enumerate() {
