@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 use wasmgate_abi::plugin::{AbiChoice as AbiKindChoice, AbiKind, EngineKind, Limits};
+use wasmgate_abi::proxy_wasm::shared::VmRegistry;
 use wasmgate_abi::proxy_wasm::ServiceDirectory;
 use wasmgate_abi::{Engines, FailurePolicy, Middleware, Plugin, PluginOptions};
 
@@ -86,6 +87,9 @@ fn options(decl: Option<&PluginDecl>) -> PluginOptions {
     }
     if let Some(r) = &d.root_id {
         o.root_id = r.clone();
+    }
+    if let Some(v) = &d.vm_id {
+        o.vm_id = v.clone();
     }
     if let Some(p) = d.failure_policy {
         o.failure_policy = p.into();
@@ -231,8 +235,11 @@ impl PluginCatalog {
             .metrics
             .as_ref()
             .is_some_and(|m| m.prometheus.is_some());
+        // One registry for the gateway's plugins: those declaring one VM id share its state.
+        let vm_registry = VmRegistry::new();
         let options = |decl: Option<&PluginDecl>| PluginOptions {
             collect_metrics,
+            vm_registry: vm_registry.clone(),
             ..options(decl)
         };
         let mut plugins: BTreeMap<String, PluginSource> = BTreeMap::new();

@@ -153,6 +153,14 @@ pub const GUESTS: &[Guest] = &[
         variants: &[],
         sdk: None,
     },
+    // Plugins of one chain sharing a VM id, or not (cases in cases/c_vm_id.yaml).
+    Guest {
+        name: "proxy_wasm_vm",
+        abi: Abi::ProxyWasm,
+        wat: include_str!("../guests/proxy_wasm_vm.wat"),
+        variants: PROXY_WASM_VERSIONS,
+        sdk: None,
+    },
     // Part 2 behaviours of issue 17 (cases in cases/b_*.yaml).
     Guest {
         name: "proxy_wasm_trace",
@@ -340,6 +348,7 @@ pub const CASE_FILES: &[(&str, &str)] = &[
         "d_body_after_headers.yaml",
         include_str!("../cases/d_body_after_headers.yaml"),
     ),
+    ("c_vm_id.yaml", include_str!("../cases/c_vm_id.yaml")),
     // Last: slot numbers of the cases above do not depend on whether SDK cases run.
     ("sdk.yaml", include_str!("../cases/sdk.yaml")),
 ];
@@ -373,6 +382,12 @@ pub struct Case {
     /// level, limits); a case with settings gets a plugin declaration of its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plugin: Option<PluginSettings>,
+    /// Several plugins in one router, in order, instead of the one the case's `guest`,
+    /// `config` and `plugin` describe (a case with a chain has neither `config` nor `plugin`).
+    /// Every plugin sees the same request headers (one `x-test-id`), so the guests of a chain
+    /// tell their roles apart by their configuration.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chain: Vec<Link>,
     /// What must come back: the spec's answer, or wasmgate's documented choice where the
     /// spec is silent. In process only this counts.
     pub expect: Expect,
@@ -404,6 +419,9 @@ pub struct PluginSettings {
     /// proxy-wasm: the root id (`rootId`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub root_id: Option<String>,
+    /// proxy-wasm: the VM id (`vmId`): plugins with one VM id share data, queues and metrics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm_id: Option<String>,
     /// The most verbose level the plugin logs at (`logLevel`: trace, debug, info, warn,
     /// error, off).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -412,6 +430,21 @@ pub struct PluginSettings {
     /// `maxInstances`...), copied into the declaration as they are.
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
     pub limits: serde_json::Map<String, serde_json::Value>,
+}
+
+/// One plugin of a case's chain.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Link {
+    /// The guest (default: the case's); a guest with versions runs at the case's version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest: Option<String>,
+    /// Its middleware configuration (`{}` when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<serde_json::Value>,
+    /// Its plugin declaration's settings, as a case's `plugin`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin: Option<PluginSettings>,
 }
 
 /// The request a case sends.
@@ -694,6 +727,12 @@ pub fn parse_cases(file: &str, text: &str) -> anyhow::Result<Vec<Case>> {
         if c.spec.is_empty() {
             anyhow::bail!("{file}: case {}: no spec section", c.name);
         }
+        if !c.chain.is_empty() && (c.config.is_some() || c.plugin.is_some()) {
+            anyhow::bail!(
+                "{file}: case {}: a case with a chain gives config and plugin per link",
+                c.name
+            );
+        }
         out.extend(expand_variants(c).with_context(|| format!("case file {file}"))?);
     }
     Ok(out)
@@ -706,6 +745,20 @@ pub fn expand_variants(case: Case) -> anyhow::Result<Vec<Case>> {
         .iter()
         .find(|g| g.name == case.guest)
         .with_context(|| format!("case {}: unknown guest {:?}", case.name, case.guest))?;
+    for link in &case.chain {
+        let Some(name) = &link.guest else { continue };
+        let lg = GUESTS
+            .iter()
+            .find(|x| x.name == name)
+            .with_context(|| format!("case {}: unknown chain guest {name:?}", case.name))?;
+        if lg.abi != g.abi || lg.variants != g.variants {
+            anyhow::bail!(
+                "case {}: chain guest {name} has another ABI or other versions than {}",
+                case.name,
+                g.name
+            );
+        }
+    }
     if g.variants.is_empty() {
         if !case.versions.is_empty() {
             anyhow::bail!("case {}: guest {} has no versions", case.name, g.name);
@@ -734,6 +787,14 @@ pub fn expand_variants(case: Case) -> anyhow::Result<Vec<Case>> {
             spec: case.spec.replace("{version}", v),
             guest: format!("{}@{v}", case.guest),
             versions: vec![v.to_string()],
+            chain: case
+                .chain
+                .iter()
+                .map(|l| Link {
+                    guest: l.guest.as_ref().map(|g| format!("{g}@{v}")),
+                    ..l.clone()
+                })
+                .collect(),
             ..case.clone()
         })
         .collect())
@@ -786,6 +847,27 @@ impl Case {
     /// SDK's toolchain).
     pub fn is_sdk(&self) -> bool {
         guest(&self.guest).is_some_and(|g| g.sdk.is_some())
+    }
+
+    /// The plugins the case's router runs, in order, as (guest, config, settings): its chain,
+    /// or its one guest.
+    pub fn links(&self) -> Vec<(String, serde_json::Value, Option<PluginSettings>)> {
+        let config =
+            |c: &Option<serde_json::Value>| c.clone().unwrap_or_else(|| serde_json::json!({}));
+        if self.chain.is_empty() {
+            return vec![(
+                self.guest.clone(),
+                config(&self.config),
+                self.plugin.clone(),
+            )];
+        }
+        self.chain
+            .iter()
+            .map(|l| {
+                let guest = l.guest.clone().unwrap_or_else(|| self.guest.clone());
+                (guest, config(&l.config), l.plugin.clone())
+            })
+            .collect()
     }
 
     /// The ABI of the case's guest.
@@ -900,6 +982,34 @@ mod tests {
         assert!(r.body_bytes().is_err());
         let r: RequestSpec = serde_yaml::from_str("{ body_hex: \"0g\" }").unwrap();
         assert!(r.body_bytes().is_err());
+    }
+
+    #[test]
+    fn chains_expand_per_version_with_their_links() {
+        let cases = parse_cases(
+            "t.yaml",
+            "- name: c\n  spec: s\n  guest: proxy_wasm_vm\n  test: 1\n  versions: [0.2.1]\n  chain:\n    - { config: r, plugin: { vm_id: a } }\n    - { guest: proxy_wasm_vm, config: e a }\n  expect: {}\n",
+        )
+        .unwrap();
+        let links = cases[0].links();
+        assert_eq!(links.len(), 2);
+        assert_eq!(links[0].0, "proxy_wasm_vm@0.2.1");
+        assert_eq!(links[0].1, serde_json::json!("r"));
+        assert_eq!(links[0].2.as_ref().unwrap().vm_id.as_deref(), Some("a"));
+        assert_eq!(links[1].0, "proxy_wasm_vm@0.2.1");
+        assert_eq!(links[1].2, None);
+        let err = parse_cases(
+            "t.yaml",
+            "- { name: d, spec: s, guest: proxy_wasm_vm, test: 1, config: x, chain: [{}], expect: {} }",
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("per link"), "{err:#}");
+        let err = parse_cases(
+            "t.yaml",
+            "- { name: e, spec: s, guest: proxy_wasm_vm, test: 1, chain: [{ guest: http_wasm }], expect: {} }",
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("another ABI"), "{err:#}");
     }
 
     #[test]

@@ -9,7 +9,10 @@ use anyhow::Context;
 use serde_json::{json, Map, Value};
 
 use crate::case::{guest, Abi, Case};
-use crate::runner::{file_stem, install_file, write_guests, Slot, Slots, ENGINES, ROUTE_HEADER};
+use crate::runner::{
+    file_stem, install_file, middleware_name, write_guests, Slot, SlotLink, Slots, ENGINES,
+    ROUTE_HEADER,
+};
 
 /// What to write.
 #[derive(Debug, Clone)]
@@ -77,8 +80,9 @@ fn write(path: &Path, text: &str, done: &mut Exported) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The ABI of a slot's plugins (a chain's are all of one ABI).
 fn abi_of(slot: &Slot) -> Option<Abi> {
-    guest(&slot.guest).map(|g| g.abi)
+    guest(&slot.links.first()?.guest).map(|g| g.abi)
 }
 
 /// `traefik/`: the static file, the dynamic file and one local plugin per http-wasm guest.
@@ -97,44 +101,48 @@ fn traefik(
             continue;
         }
         // Traefik hands a plugin its settings as a JSON object; a bare string has no form.
-        if !s.config.is_object() {
+        if let Some(l) = s.links.iter().find(|l| !l.config.is_object()) {
             done.skipped.push(format!(
                 "traefik: m{i} ({}) has a non-object config {}",
-                s.guest, s.config
+                l.guest, l.config
             ));
             continue;
         }
-        if !local_plugins.contains_key(&s.guest) {
-            let src = dir.join("plugins-local/src").join(&s.guest);
-            let manifest = json!({
-                "displayName": format!("wasmgate conformance {}", s.guest),
-                "type": "middleware",
-                "runtime": "wasm",
-                "wasmPath": "plugin.wasm",
-                "summary": "A guest of the wasmgate conformance suite",
-                "testData": {},
-            });
-            write(
-                &src.join(".traefik.yml"),
-                &serde_yaml::to_string(&manifest)?,
-                done,
-            )?;
-            let wasm = out.join(format!("{}.wasm", file_stem(&s.guest)));
-            let to = src.join("plugin.wasm");
-            std::fs::copy(&wasm, &to).with_context(|| format!("writing {}", to.display()))?;
-            done.files.push(to);
-            local_plugins.insert(s.guest.clone(), json!({ "moduleName": s.guest }));
+        let mut names = Vec::new();
+        for (l, link) in s.links.iter().enumerate() {
+            if !local_plugins.contains_key(&link.guest) {
+                let src = dir.join("plugins-local/src").join(&link.guest);
+                let manifest = json!({
+                    "displayName": format!("wasmgate conformance {}", link.guest),
+                    "type": "middleware",
+                    "runtime": "wasm",
+                    "wasmPath": "plugin.wasm",
+                    "summary": "A guest of the wasmgate conformance suite",
+                    "testData": {},
+                });
+                write(
+                    &src.join(".traefik.yml"),
+                    &serde_yaml::to_string(&manifest)?,
+                    done,
+                )?;
+                let wasm = out.join(format!("{}.wasm", file_stem(&link.guest)));
+                let to = src.join("plugin.wasm");
+                std::fs::copy(&wasm, &to).with_context(|| format!("writing {}", to.display()))?;
+                done.files.push(to);
+                local_plugins.insert(link.guest.clone(), json!({ "moduleName": link.guest }));
+            }
+            let m = middleware_name(*i, l);
+            let mut plugin = Map::new();
+            plugin.insert(link.guest.clone(), link.config.clone());
+            middlewares.insert(m.clone(), json!({ "plugin": Value::Object(plugin) }));
+            names.push(m);
         }
-        let m = format!("m{i}");
-        let mut plugin = Map::new();
-        plugin.insert(s.guest.clone(), s.config.clone());
-        middlewares.insert(m.clone(), json!({ "plugin": Value::Object(plugin) }));
         routers.insert(
             format!("r{i}"),
             json!({
-                "rule": format!("Header(`{ROUTE_HEADER}`, `{m}`)"),
+                "rule": format!("Header(`{ROUTE_HEADER}`, `m{i}`)"),
                 "entryPoints": ["web"],
-                "middlewares": [m],
+                "middlewares": names,
                 "service": "upstream",
             }),
         );
@@ -165,7 +173,7 @@ fn traefik(
 }
 
 /// `envoy.yaml`: one listener per proxy-wasm slot, on `base_port + N` for slot `mN`, each
-/// with its own Wasm filter, all routing to the upstream. Envoy's HTTP filter chain belongs
+/// with its own Wasm filter (one per plugin of a chain, in order), all routing to the upstream. Envoy's HTTP filter chain belongs
 /// to a listener's connection manager, so a listener per slot is what picks the middleware.
 fn envoy(
     out: &Path,
@@ -181,50 +189,22 @@ fn envoy(
         let port = u16::try_from(usize::from(opts.base_port) + i)
             .ok()
             .with_context(|| format!("slot m{i} is past the last port from {}", opts.base_port))?;
-        let configuration = match &s.config {
-            Value::String(text) => text.clone(),
-            other => other.to_string(),
-        };
-        let filename = out
-            .join(format!("{}.wasm", file_stem(&s.guest)))
-            .display()
-            .to_string();
-        let mut plugin_config = json!({
-            "name": format!("m{i}"),
-            "configuration": {
-                "@type": "type.googleapis.com/google.protobuf.StringValue",
-                "value": configuration,
-            },
-            "vm_config": {
-                "runtime": "envoy.wasm.runtime.v8",
-                "code": {"local": {"filename": filename}},
-            },
-        });
-        if let Some(root_id) = guest(&s.guest)
-            .and_then(|g| g.sdk.as_ref())
-            .and_then(|x| x.root_id)
-        {
-            plugin_config["root_id"] = json!(root_id);
+        let mut http_filters = Vec::new();
+        for (l, link) in s.links.iter().enumerate() {
+            http_filters.push(json!({
+                "name": "envoy.filters.http.wasm",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+                    "config": envoy_plugin(out, *i, l, link, done),
+                },
+            }));
         }
-        // A case's plugin settings: Envoy has a root id and a VM configuration; log levels
-        // and limits are Envoy-wide (command line, buffer limits), so they are not written.
-        if let Some(set) = &s.settings {
-            if let Some(r) = &set.root_id {
-                plugin_config["root_id"] = json!(r);
-            }
-            if let Some(v) = &set.vm_config {
-                plugin_config["vm_config"]["configuration"] = json!({
-                    "@type": "type.googleapis.com/google.protobuf.StringValue",
-                    "value": v,
-                });
-            }
-            if set.log_level.is_some() || !set.limits.is_empty() {
-                done.skipped.push(format!(
-                    "envoy: m{i} ({}) sets a log level or limits, which Envoy sets for the whole proxy",
-                    s.guest
-                ));
-            }
-        }
+        http_filters.push(json!({
+            "name": "envoy.filters.http.router",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",
+            },
+        }));
         listeners.push(json!({
             "name": format!("m{i}"),
             "address": {"socket_address": {
@@ -245,21 +225,7 @@ fn envoy(
                             "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "upstream"}}],
                         }],
                     },
-                    "http_filters": [
-                        {
-                            "name": "envoy.filters.http.wasm",
-                            "typed_config": {
-                                "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-                                "config": plugin_config,
-                            },
-                        },
-                        {
-                            "name": "envoy.filters.http.router",
-                            "typed_config": {
-                                "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",
-                            },
-                        },
-                    ],
+                    "http_filters": http_filters,
                 },
             }]}],
         }));
@@ -282,6 +248,65 @@ fn envoy(
         }
     });
     write(&out.join("envoy.yaml"), &serde_yaml::to_string(&doc)?, done)
+}
+
+/// The Wasm filter configuration (`PluginConfig`) of middleware `link` of slot `idx`.
+fn envoy_plugin(
+    out: &Path,
+    idx: usize,
+    link_idx: usize,
+    link: &SlotLink,
+    done: &mut Exported,
+) -> Value {
+    let configuration = match &link.config {
+        Value::String(text) => text.clone(),
+        other => other.to_string(),
+    };
+    let filename = out
+        .join(format!("{}.wasm", file_stem(&link.guest)))
+        .display()
+        .to_string();
+    let mut plugin_config = json!({
+        "name": middleware_name(idx, link_idx),
+        "configuration": {
+            "@type": "type.googleapis.com/google.protobuf.StringValue",
+            "value": configuration,
+        },
+        "vm_config": {
+            "runtime": "envoy.wasm.runtime.v8",
+            "code": {"local": {"filename": filename}},
+        },
+    });
+    if let Some(root_id) = guest(&link.guest)
+        .and_then(|g| g.sdk.as_ref())
+        .and_then(|x| x.root_id)
+    {
+        plugin_config["root_id"] = json!(root_id);
+    }
+    // A case's plugin settings: Envoy has a root id, a VM id and a VM configuration; log
+    // levels and limits are Envoy-wide (command line, buffer limits), so they are not written.
+    if let Some(set) = &link.settings {
+        if let Some(r) = &set.root_id {
+            plugin_config["root_id"] = json!(r);
+        }
+        if let Some(v) = &set.vm_id {
+            plugin_config["vm_config"]["vm_id"] = json!(v);
+        }
+        if let Some(v) = &set.vm_config {
+            plugin_config["vm_config"]["configuration"] = json!({
+                "@type": "type.googleapis.com/google.protobuf.StringValue",
+                "value": v,
+            });
+        }
+        if set.log_level.is_some() || !set.limits.is_empty() {
+            done.skipped.push(format!(
+                "envoy: {} ({}) sets a log level or limits, which Envoy sets for the whole proxy",
+                middleware_name(idx, link_idx),
+                link.guest
+            ));
+        }
+    }
+    plugin_config
 }
 
 #[cfg(test)]

@@ -54,23 +54,39 @@ pub struct Observers<'a> {
     pub metrics: Option<&'a dyn MetricSource>,
 }
 
-/// A middleware of the install file: one guest on one engine with one configuration.
+/// A router of the install file: its middlewares (one, or a case's chain) on one engine.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Slot {
+    /// The engine its plugins are declared on.
+    pub engine: String,
+    /// Its middlewares, in order: `mN`, then `mN-1`, `mN-2`... for the rest of a chain.
+    pub links: Vec<SlotLink>,
+}
+
+/// One middleware of a slot: one guest with one configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SlotLink {
     /// The guest.
     pub guest: String,
-    /// The engine it is declared on.
-    pub engine: String,
     /// The middleware configuration.
     pub config: serde_json::Value,
-    /// The case's plugin settings, if any (then the slot has a declaration of its own).
+    /// The plugin settings, if any (then the guest has a declaration of its own).
     pub settings: Option<PluginSettings>,
-    /// The name of the plugin declaration the slot's middleware uses.
+    /// The name of the plugin declaration the middleware uses.
     pub plugin: String,
 }
 
-/// The numbering of slots (`mN`): every distinct (guest, config, plugin settings) of a case
-/// list, in order, repeated once per engine of [`ENGINES`] (engine-major). It depends only
+/// The name of middleware `link` of slot `idx`: `mN` for the first, `mN-L` for the others.
+pub fn middleware_name(idx: usize, link: usize) -> String {
+    match link {
+        0 => format!("m{idx}"),
+        l => format!("m{idx}-{l}"),
+    }
+}
+
+/// The numbering of slots (`mN`): every distinct chain of (guest, config, plugin settings) of
+/// a case list (most cases: a chain of one), in order, repeated once per engine of
+/// [`ENGINES`] (engine-major). It depends only
 /// on that list, so files written for the whole suite match a later run of a few of its
 /// cases; and the first engine's slots come first, so hosts with no engine choice need only
 /// `m0`..`m{n-1}`. Cases whose plugin must fail to load (`expect.load: fail`) have no slot:
@@ -83,10 +99,10 @@ pub struct Slots {
     decls: Vec<(String, PluginSettings)>,
 }
 
-type SlotKey = (String, serde_json::Value, Option<PluginSettings>);
+type SlotKey = Vec<(String, serde_json::Value, Option<PluginSettings>)>;
 
 fn key_of(case: &Case) -> SlotKey {
-    (case.guest.clone(), config_of(case), case.plugin.clone())
+    case.links()
 }
 
 impl Slots {
@@ -96,10 +112,12 @@ impl Slots {
         let mut decls = Vec::new();
         for case in universe.iter().filter(|c| !c.load_fails()) {
             let b = key_of(case);
-            if let Some(set) = &b.2 {
-                let d = (b.0.clone(), set.clone());
-                if !decls.contains(&d) {
-                    decls.push(d);
+            for (g, _, set) in &b {
+                if let Some(set) = set {
+                    let d = (g.clone(), set.clone());
+                    if !decls.contains(&d) {
+                        decls.push(d);
+                    }
                 }
             }
             if !base.contains(&b) {
@@ -109,8 +127,8 @@ impl Slots {
         Slots { base, decls }
     }
 
-    /// The number of `case` on `engine`; `None` when the case's (guest, config, settings) is
-    /// not in the numbered list or the engine is not in [`ENGINES`].
+    /// The number of `case` on `engine`; `None` when the case's chain is not in the numbered
+    /// list or the engine is not in [`ENGINES`].
     pub fn index(&self, case: &Case, engine: &str) -> Option<usize> {
         let e = ENGINES.iter().position(|x| *x == engine)?;
         let b = key_of(case);
@@ -128,6 +146,13 @@ impl Slots {
         }
     }
 
+    /// The declaration `case`'s first plugin has on `engine` (whose metrics the case checks).
+    pub fn case_plugin(&self, case: &Case, engine: &str) -> String {
+        let links = case.links();
+        let (g, _, set) = &links[0];
+        self.plugin(g, set.as_ref(), engine)
+    }
+
     /// Every slot on `engines`, with its number, in number order.
     pub fn on(&self, engines: &[String]) -> Vec<(usize, Slot)> {
         let mut out = Vec::new();
@@ -135,13 +160,18 @@ impl Slots {
             if !engines.iter().any(|x| x == engine) {
                 continue;
             }
-            for (i, (g, c, set)) in self.base.iter().enumerate() {
+            for (i, links) in self.base.iter().enumerate() {
                 let slot = Slot {
-                    guest: g.clone(),
                     engine: engine.to_string(),
-                    config: c.clone(),
-                    settings: set.clone(),
-                    plugin: self.plugin(g, set.as_ref(), engine),
+                    links: links
+                        .iter()
+                        .map(|(g, c, set)| SlotLink {
+                            guest: g.clone(),
+                            config: c.clone(),
+                            settings: set.clone(),
+                            plugin: self.plugin(g, set.as_ref(), engine),
+                        })
+                        .collect(),
                 };
                 out.push((e * self.base.len() + i, slot));
             }
@@ -151,15 +181,16 @@ impl Slots {
 
     /// The guests the slots use, sorted.
     pub fn guests(&self) -> Vec<String> {
-        let mut g: Vec<String> = self.base.iter().map(|(g, _, _)| g.clone()).collect();
+        let mut g: Vec<String> = self
+            .base
+            .iter()
+            .flatten()
+            .map(|(g, _, _)| g.clone())
+            .collect();
         g.sort();
         g.dedup();
         g
     }
-}
-
-fn config_of(case: &Case) -> serde_json::Value {
-    case.config.clone().unwrap_or_else(|| serde_json::json!({}))
 }
 
 /// Where the cases go.
@@ -337,7 +368,7 @@ impl Prepared {
             tokio::time::sleep(ABORT_SETTLE).await;
         }
         let calls = self.upstream.calls(&key);
-        let plugin = self.slots.plugin(&case.guest, case.plugin.as_ref(), engine);
+        let plugin = self.slots.case_plugin(case, engine);
         let mut mismatches = compare_answers(&case.expect, &answers, calls);
         mismatches.extend(settle_observed(&case.expect, &plugin, observers).await);
         let mut behaves_as = None;
@@ -653,15 +684,19 @@ pub fn install_file(
     let mut routers = Map::new();
     let mut middlewares = Map::new();
     for (i, s) in slots.on(engines) {
-        let m = format!("m{i}");
-        let mut plugin = Map::new();
-        plugin.insert(s.plugin.clone(), s.config.clone());
-        middlewares.insert(m.clone(), json!({ "plugin": Value::Object(plugin) }));
+        let mut names = Vec::new();
+        for (l, link) in s.links.iter().enumerate() {
+            let m = middleware_name(i, l);
+            let mut plugin = Map::new();
+            plugin.insert(link.plugin.clone(), link.config.clone());
+            middlewares.insert(m.clone(), json!({ "plugin": Value::Object(plugin) }));
+            names.push(m);
+        }
         routers.insert(
             format!("r{i}"),
             json!({
-                "rule": format!("Header(`{ROUTE_HEADER}`, `{m}`)"),
-                "middlewares": [m],
+                "rule": format!("Header(`{ROUTE_HEADER}`, `m{i}`)"),
+                "middlewares": names,
                 "service": "upstream",
             }),
         );
@@ -707,6 +742,9 @@ fn declaration(
         }
         if let Some(v) = &set.vm_config {
             decl["vmConfig"] = json!(v);
+        }
+        if let Some(v) = &set.vm_id {
+            decl["vmId"] = json!(v);
         }
         if let Some(l) = &set.log_level {
             decl["logLevel"] = json!(l);

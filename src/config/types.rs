@@ -539,6 +539,11 @@ pub struct PluginDecl {
     /// proxy-wasm only: the root id (`plugin_root_id` property); default empty.
     #[serde(default)]
     pub root_id: Option<String>,
+    /// proxy-wasm only: the VM id (`plugin_vm_id` property; default the plugin's name).
+    /// Plugins with one VM id share shared data, shared queues and metrics, as in Envoy, and
+    /// must then declare the same `maxHostBytes`.
+    #[serde(default)]
+    pub vm_id: Option<String>,
     /// proxy-wasm only: environment variables the guest sees through WASI `environ_get`.
     #[serde(default)]
     pub env: BTreeMap<String, String>,

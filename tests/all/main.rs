@@ -34,3 +34,4 @@ mod routing;
 mod timeouts;
 mod tls;
 mod upgrade;
+mod vm_ids;

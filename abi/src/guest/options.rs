@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use super::{FailurePolicy, DEFAULT_MAX_HOST_BYTES};
+use crate::proxy_wasm::shared::{VmJoinError, VmRegistry};
 use wasmgate_engines::{EngineError, EngineKind, FuncType, Limits, PoolError, Trap};
 
 /// Which ABI a declaration asks for.
@@ -64,8 +65,13 @@ pub struct PluginOptions {
     pub vm_config: Vec<u8>,
     /// proxy-wasm: the root id (`plugin_root_id` property).
     pub root_id: String,
-    /// proxy-wasm: the VM id (`plugin_vm_id`); empty means the plugin's name.
+    /// proxy-wasm: the VM id (`plugin_vm_id`); empty means the plugin's name. Plugins with
+    /// one VM id (in one [`VmRegistry`]) share shared data, queues and metrics, as in Envoy.
     pub vm_id: String,
+    /// proxy-wasm: where the state of each VM id lives. Give every plugin of one gateway the
+    /// same registry (clones share it), or VM ids are shared by nobody; the default is a
+    /// registry of its own.
+    pub vm_registry: VmRegistry,
     /// proxy-wasm: the environment WASI `environ_get` gives the guest.
     pub env: Vec<(String, String)>,
     /// What a guest failure does to its request and the ones after it (default `closed`).
@@ -93,6 +99,7 @@ impl Default for PluginOptions {
             vm_config: Vec::new(),
             root_id: String::new(),
             vm_id: String::new(),
+            vm_registry: VmRegistry::default(),
             env: Vec::new(),
             failure_policy: FailurePolicy::Closed,
             collect_metrics: false,
@@ -166,6 +173,9 @@ pub enum PluginError {
     /// The middleware's first instances could not be taken from its pool.
     #[error(transparent)]
     Pool(PoolError),
+    /// A proxy-wasm plugin could not join its VM id's state (see [`VmJoinError`]).
+    #[error(transparent)]
+    VmId(#[from] VmJoinError),
     /// A proxy-wasm middleware was created outside a tokio runtime: its dispatcher (ticks,
     /// queue readiness) would not run until the first request.
     #[error(

@@ -1,8 +1,8 @@
 //! The proxy-wasm host: runs proxy-wasm filters (ABI 0.1.0, 0.2.0, 0.2.1) as middlewares.
 //!
-//! As in Envoy, a VM carries many streams. One compiled module per plugin declaration; its
-//! shared data, shared queues and metrics ([`shared::VmShared`]) are shared by every VM of
-//! every middleware using it. Each middleware has a small, fixed set of VMs (instances): one
+//! As in Envoy, a VM carries many streams. One compiled module per plugin declaration; the
+//! shared data, shared queues and metrics of its VM id ([`shared::VmShared`]) are shared by
+//! every VM of every middleware of every plugin with that VM id. Each middleware has a small, fixed set of VMs (instances): one
 //! per tokio runtime worker, or `maxInstances` when the declaration sets it (`poolSize` does
 //! not apply to proxy-wasm). Each VM has one root context, created and configured with the
 //! VM (`proxy_on_context_create(root, 0)`, `proxy_on_vm_start`, `proxy_on_configure`; a

@@ -63,7 +63,8 @@ pub fn detect_version(info: &ModuleInfo) -> Result<AbiVersion, PluginError> {
     })
 }
 
-/// A compiled proxy-wasm plugin (one VM).
+/// A compiled proxy-wasm plugin; its VM id's shared state comes from the options'
+/// [`VmRegistry`](super::shared::VmRegistry).
 pub struct ProxyWasmPlugin {
     name: String,
     module: Arc<dyn CompiledModule>,
@@ -130,7 +131,7 @@ impl ProxyWasmPlugin {
             module,
             version,
             allocator,
-            vm: VmShared::with_max_host_bytes(&vm_id, opts.max_host_bytes),
+            vm: opts.vm_registry.join(&vm_id, opts.max_host_bytes, name)?,
             writes_stdio: crate::guest::log::writes_stdio(info),
             opts,
         })
@@ -146,7 +147,8 @@ impl ProxyWasmPlugin {
         self.version
     }
 
-    /// The VM's shared data, queues and metrics (metric values are read here).
+    /// Its VM id's shared data, queues and metrics (metric values are read here), shared with
+    /// every plugin of the same VM id in the same registry.
     pub fn vm(&self) -> &Arc<VmShared> {
         &self.vm
     }

@@ -1,4 +1,6 @@
-//! Shared data and shared queues, shared by every VM of the plugin ([`VmShared`]).
+//! Shared data and shared queues, shared by every VM of every plugin with the same VM id
+//! ([`VmShared`]); a queue of another VM id is resolved by (vm_id, name), and its id works in
+//! any VM.
 //!
 //! [`VmShared`]: crate::proxy_wasm::shared::VmShared
 
