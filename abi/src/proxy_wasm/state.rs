@@ -207,6 +207,11 @@ pub struct Stream {
     pub response_headers: Option<Headers>,
     /// Response trailers.
     pub response_trailers: Headers,
+    /// The filter wrote to the request header map: only then is it applied back to the
+    /// request (most filters only read it, and applying means rebuilding the headers).
+    pub request_headers_written: bool,
+    /// The filter wrote to the response header map (see `request_headers_written`).
+    pub response_headers_written: bool,
     /// Response body as buffered so far.
     pub response_body: Option<BytesMut>,
     /// A local reply asked for.
@@ -269,6 +274,8 @@ impl Stream {
             request_body: None,
             response_headers: None,
             response_trailers: Headers::new(),
+            request_headers_written: false,
+            response_headers_written: false,
             response_body: None,
             local_response: None,
             resume_request: false,

@@ -250,11 +250,12 @@ enum End<'a> {
 
 /// What the request phase hands on, or the answer the filter gave.
 enum Forward {
-    /// The request goes on: its body, its framing, and the headers as the filter left them.
+    /// The request goes on: its body, its framing, and the headers as the filter left them
+    /// (`None`: the filter wrote none, the request's own stand).
     On {
         body: Body,
         framing: Framing,
-        map: Headers,
+        map: Option<Headers>,
     },
     /// The filter answered (a local response).
     Answer(Response),
@@ -263,11 +264,11 @@ enum Forward {
 /// What the response phase gives.
 enum Back {
     /// The response goes back: its body, whether the filter buffered it, and the headers as
-    /// the filter left them.
+    /// the filter left them (`None`: it wrote none).
     On {
         body: Body,
         buffered: bool,
-        map: Headers,
+        map: Option<Headers>,
     },
     /// The filter answered instead.
     Answer(Response),
@@ -405,7 +406,10 @@ async fn end_context(
     let calls = g.take_calls();
     drop(g);
     spawn_drive(set, vm, calls);
-    Ok(stream.and_then(|s| s.response_headers))
+    // Only a map the filter wrote to goes back to the response.
+    Ok(stream
+        .filter(|s| s.response_headers_written)
+        .and_then(|s| s.response_headers))
 }
 
 /// Sends calls whose dispatcher does not wait for them (a stream that stopped or ended).
@@ -954,7 +958,7 @@ impl StreamRun {
             let mut g = self.guest().await?;
             let s = g.stream(self.ctx);
             s.phase = Phase::Upstream;
-            s.request_headers.clone()
+            s.request_headers_written.then(|| s.request_headers.clone())
         };
         // An untouched body is taken only now: had the step above failed, `open` passes it on.
         let fwd = if has_body_work {
@@ -1006,7 +1010,7 @@ impl StreamRun {
         } else {
             None
         };
-        let map = self.finish().await?.unwrap_or_default();
+        let map = self.finish().await?;
         // An untouched body is taken only now: had the end of the context failed, `open`
         // passes it on.
         let out = out.unwrap_or_else(|| std::mem::take(body));
@@ -1045,7 +1049,9 @@ impl StreamRun {
             extensions: req.extensions,
             request_id: req.request_id,
         };
-        apply_request_map(&mut next_req, &map);
+        if let Some(map) = map {
+            apply_request_map(&mut next_req, &map);
+        }
         match framing {
             Framing::AsItCame => {}
             Framing::Length(n) => {
@@ -1072,7 +1078,9 @@ impl StreamRun {
                 map,
             }) => {
                 resp.body = body;
-                apply_response_map(&mut resp, &map);
+                if let Some(map) = map {
+                    apply_response_map(&mut resp, &map);
+                }
                 if buffered {
                     resp.headers.remove("content-length");
                 }

@@ -1346,7 +1346,8 @@ async fn open_a_response_phase_failure_gives_the_response_as_it_came(e: EngineKi
             None,
             "{what}"
         );
-        // Exactly the upstream's header fields.
+        // Exactly the upstream's header fields; the request went on as it came (the filter
+        // wrote nothing to its map), so its headers in their order.
         let fields: Vec<String> = r
             .headers
             .iter()
@@ -1356,8 +1357,8 @@ async fn open_a_response_phase_failure_gives_the_response_as_it_came(e: EngineKi
             fields,
             [
                 "content-type: text/plain; charset=utf-8",
-                "echo-x-trap: 1",
-                "echo-host: example.com"
+                "echo-host: example.com",
+                "echo-x-trap: 1"
             ],
             "{what}"
         );

@@ -52,8 +52,15 @@ fn map_for(st: &mut VmState, ty: i32, write: bool) -> Result<&mut Headers, i32> 
         return Err(status::BAD_ARGUMENT);
     }
     match (d, trailers) {
-        (Direction::Request, false) => Ok(&mut s.request_headers),
-        (Direction::Response, false) => s.response_headers.as_mut().ok_or(status::BAD_ARGUMENT),
+        (Direction::Request, false) => {
+            s.request_headers_written |= write;
+            Ok(&mut s.request_headers)
+        }
+        (Direction::Response, false) => {
+            let h = s.response_headers.as_mut().ok_or(status::BAD_ARGUMENT)?;
+            s.response_headers_written |= write;
+            Ok(h)
+        }
         // Response trailers exist once the response does.
         (Direction::Response, true) if s.response_headers.is_none() => Err(status::BAD_ARGUMENT),
         (d, true) => Ok(s.trailers_mut(d)),
