@@ -419,6 +419,39 @@ pub struct VmState {
     pub budget: HostBudget,
     /// This VM's share of the middleware's linear memory, for metrics.
     pub memory: MemoryShare,
+    /// The callbacks' export handles (see [`CallbackExports`]).
+    pub exports: CallbackExports,
+}
+
+/// The export handles of the callbacks a VM was called with, by the address of the callback's
+/// name: a callback runs several times per stream, and looking an export up by name hashes and
+/// compares the name every time. Names are `'static` (the host's own list), so an address
+/// stands for one name for the life of the process; a name at another address (the same text
+/// elsewhere) gets its own entry, at most one per place in the host that names a callback.
+#[derive(Default)]
+pub struct CallbackExports {
+    /// Address of the name, and the handle (`None`: the guest does not export it). A handle
+    /// is out of its slot while its call runs.
+    slots: Vec<(usize, Option<wasmgate_engines::ExportFunc>)>,
+}
+
+impl CallbackExports {
+    /// The slot of `name`, if it was resolved before.
+    pub fn slot(
+        &mut self,
+        name: &'static str,
+    ) -> Option<&mut Option<wasmgate_engines::ExportFunc>> {
+        let key = name.as_ptr() as usize;
+        self.slots
+            .iter_mut()
+            .find(|(k, _)| *k == key)
+            .map(|(_, f)| f)
+    }
+
+    /// Records what `name` resolved to.
+    pub fn insert(&mut self, name: &'static str, f: Option<wasmgate_engines::ExportFunc>) {
+        self.slots.push((name.as_ptr() as usize, f));
+    }
 }
 
 impl VmState {
@@ -433,6 +466,7 @@ impl VmState {
             next_ctx: 2,
             effective_ctx: 1,
             callback: Callback::Other,
+            exports: CallbackExports::default(),
             streams: HashMap::default(),
             tick_period: None,
             last_tick: Instant::now(),

@@ -442,7 +442,7 @@ impl StreamRun {
     }
 
     /// Calls `name` on this stream's context; a trap poisons the VM (and is recorded there).
-    fn call(&self, g: &mut Guest<'_>, name: &str, args: &[i32]) -> Step<Option<i32>> {
+    fn call(&self, g: &mut Guest<'_>, name: &'static str, args: &[i32]) -> Step<Option<i32>> {
         g.call(name, self.ctx, args)
             .map_err(|t| Failure::recorded(self.set.trapped(g, &t)))
     }
@@ -539,7 +539,7 @@ impl StreamRun {
     /// still to come, read into the host while the callback's pause lasts.
     async fn callback(
         &mut self,
-        name: &str,
+        name: &'static str,
         args: &[i32],
         d: Direction,
         prepare: impl FnOnce(&mut Stream),
@@ -557,7 +557,7 @@ impl StreamRun {
     fn run_callback(
         &self,
         g: &mut Guest<'_>,
-        name: &str,
+        name: &'static str,
         args: &[i32],
         d: Direction,
         prepare: impl FnOnce(&mut Stream),
@@ -565,9 +565,12 @@ impl StreamRun {
         let s = g.stream(self.ctx);
         prepare(s);
         *s.resumed_mut(d) = false;
-        let mut full = vec![self.ctx as i32];
-        full.extend_from_slice(args);
-        let r = self.call(g, name, &full)?;
+        // The context first, then the callback's own arguments (at most 2 for a stream).
+        let mut full = [0i32; 4];
+        let n = args.len().min(full.len() - 1);
+        full[0] = self.ctx as i32;
+        full[1..=n].copy_from_slice(&args[..n]);
+        let r = self.call(g, name, &full[..=n])?;
         let stop = g.stream(self.ctx).stopped();
         Ok((
             r.is_some_and(|a| a != action::CONTINUE),

@@ -119,7 +119,12 @@ impl Guest<'_> {
     }
 
     /// Calls guest callback `name` on context `ctx` (see [`guest_call`]).
-    pub fn call(&mut self, name: &str, ctx: u32, args: &[i32]) -> Result<Option<i32>, Trap> {
+    pub fn call(
+        &mut self,
+        name: &'static str,
+        ctx: u32,
+        args: &[i32],
+    ) -> Result<Option<i32>, Trap> {
         guest_call(&mut **self.inst, name, ctx, args)
     }
 
@@ -435,13 +440,37 @@ const MAX_CALLBACK_ARGS: usize = 8;
 /// `ctx` the effective context. `Ok(None)`: not exported.
 pub(crate) fn guest_call(
     inst: &mut dyn Instance,
-    name: &str,
+    name: &'static str,
     ctx: u32,
     args: &[i32],
 ) -> Result<Option<i32>, Trap> {
-    let Some(f) = inst.export(name) else {
+    // Taken out of its slot for the call (no reference counting), put back after it.
+    let found = match state_of(inst).exports.slot(name) {
+        Some(slot) => slot.take(),
+        None => {
+            let f = inst.export(name);
+            state_of(inst).exports.insert(name, None);
+            f
+        }
+    };
+    let Some(f) = found else {
         return Ok(None);
     };
+    let r = call_export(inst, &f, name, ctx, args);
+    if let Some(slot) = state_of(inst).exports.slot(name) {
+        *slot = Some(f);
+    }
+    r
+}
+
+/// [`guest_call`] once the export is known.
+fn call_export(
+    inst: &mut dyn Instance,
+    f: &wasmgate_engines::ExportFunc,
+    name: &'static str,
+    ctx: u32,
+    args: &[i32],
+) -> Result<Option<i32>, Trap> {
     // On the stack: a callback runs per request phase, and takes at most a few i32s
     // (callback types are checked at load) and returns at most one.
     let n = f.ty().params.len().min(args.len()).min(MAX_CALLBACK_ARGS);
@@ -465,7 +494,7 @@ pub(crate) fn guest_call(
         )
     });
     let started = state_of(inst).shared.stats.start();
-    let r = inst.call(&f, args, results);
+    let r = inst.call(f, args, results);
     drop(in_call);
     if started.is_some() {
         let memory = inst.memory_size();
