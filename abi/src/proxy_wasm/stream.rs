@@ -158,7 +158,7 @@ impl Middleware for ProxyWasmMiddleware {
                     err,
                     unrecorded: true,
                 };
-                return self.request_failed(g, req, next).await;
+                return Box::pin(self.request_failed(g, req, next)).await;
             }
         };
         let mut run = StreamRun {
@@ -187,7 +187,7 @@ impl Middleware for ProxyWasmMiddleware {
                 }
                 result
             }
-            End::Request(g, req, next) => self.request_failed(g, *req, next).await,
+            End::Request(g, req, next) => Box::pin(self.request_failed(g, *req, next)).await,
             End::Response(g, resp) => match self.verdict(g) {
                 Verdict::Answer(answer) => Ok(answer),
                 Verdict::Skip => Ok(resp),
@@ -616,9 +616,9 @@ impl StreamRun {
             return Ok(false);
         }
         let mut held = Held::default();
-        let r = self
-            .wait_resume(calls, paused, d, body.as_deref_mut(), &mut held)
-            .await;
+        // Boxed: the wait is rare (calls or a pause), and its state would otherwise make the
+        // future of every callback, hence of every stream, larger (moved on each poll).
+        let r = Box::pin(self.wait_resume(calls, paused, d, body.as_deref_mut(), &mut held)).await;
         if let Some(b) = body {
             if let Some(e) = held.put_back(b) {
                 return Err(Failure::Pass(body_failed(d, e)));
@@ -935,7 +935,7 @@ impl StreamRun {
         let d = Direction::Request;
         let eos = body.is_end_stream();
         if self.open(req, body).await? {
-            return self.stopped().await.map(Forward::Answer);
+            return Box::pin(self.stopped()).await.map(Forward::Answer);
         }
         // A request without a body (headers said end of stream) passes untouched.
         let has_body_work = !eos
@@ -943,8 +943,8 @@ impl StreamRun {
                 || self.set.has_export(d.trailers_callback()));
         // With body callbacks the body is buffered (and maybe changed): frame it anew.
         let (fwd, framing) = if has_body_work {
-            match self.filter_body(body, d).await? {
-                None => return self.stopped().await.map(Forward::Answer),
+            match Box::pin(self.filter_body(body, d)).await? {
+                None => return Box::pin(self.stopped()).await.map(Forward::Answer),
                 Some(b) => {
                     let framing = if b.trailers.as_ref().is_none_or(|t| t.is_empty()) {
                         Framing::Length(b.data.len())
@@ -999,15 +999,15 @@ impl StreamRun {
             )
             .await?
         {
-            return self.stopped().await.map(Back::Answer);
+            return Box::pin(self.stopped()).await.map(Back::Answer);
         }
         // A response without a body (HEAD, 204, 304) keeps its framing headers.
         let has_body_work = !eos
             && (self.set.has_export(d.body_callback())
                 || self.set.has_export(d.trailers_callback()));
         let out = if has_body_work {
-            match self.filter_body(body, d).await? {
-                None => return self.stopped().await.map(Back::Answer),
+            match Box::pin(self.filter_body(body, d)).await? {
+                None => return Box::pin(self.stopped()).await.map(Back::Answer),
                 Some(b) => Some(Body::from(b)),
             }
         } else {
