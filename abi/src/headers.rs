@@ -39,6 +39,13 @@ impl Headers {
         Self::default()
     }
 
+    /// An empty list with room for `n` field lines.
+    pub fn with_capacity(n: usize) -> Self {
+        Headers {
+            entries: Vec::with_capacity(n),
+        }
+    }
+
     /// Number of field lines.
     pub fn len(&self) -> usize {
         self.entries.len()
@@ -64,6 +71,12 @@ impl Headers {
     /// Every field line, in order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
         self.entries.iter().map(|(n, v)| (n.as_str(), v.as_ref()))
+    }
+
+    /// Every field line, in order, values as shared [`Bytes`] (a copy costs a reference
+    /// count, not the bytes).
+    pub fn iter_shared(&self) -> impl Iterator<Item = (&str, &Bytes)> {
+        self.entries.iter().map(|(n, v)| (n.as_str(), v))
     }
 
     /// The first value of `name`.

@@ -738,6 +738,8 @@ enum WmFunc {
     I32I32(TypedFunction<i32, i32>),
     I32x2V(TypedFunction<(i32, i32), ()>),
     I32x2I32(TypedFunction<(i32, i32), i32>),
+    /// proxy-wasm's stream callbacks: (context, size or count, end_of_stream) -> action.
+    I32x3I32(TypedFunction<(i32, i32, i32), i32>),
     Dyn(Function),
 }
 
@@ -824,6 +826,7 @@ impl Backend for WmBackend {
             ([I32], [I32]) => func.typed(store).ok().map(WmFunc::I32I32),
             ([I32, I32], []) => func.typed(store).ok().map(WmFunc::I32x2V),
             ([I32, I32], [I32]) => func.typed(store).ok().map(WmFunc::I32x2I32),
+            ([I32, I32, I32], [I32]) => func.typed(store).ok().map(WmFunc::I32x3I32),
             _ => None,
         }
         .unwrap_or(WmFunc::Dyn(func));
@@ -850,6 +853,9 @@ impl Backend for WmBackend {
             WmFunc::I32x2V(t) => t.call(st, i32_at(args, 0), i32_at(args, 1)),
             WmFunc::I32x2I32(t) => t
                 .call(st, i32_at(args, 0), i32_at(args, 1))
+                .map(|v| results[0] = Val::I32(v)),
+            WmFunc::I32x3I32(t) => t
+                .call(st, i32_at(args, 0), i32_at(args, 1), i32_at(args, 2))
                 .map(|v| results[0] = Val::I32(v)),
             WmFunc::Dyn(func) => {
                 let r = call_dyn(func, st, name, args, results);

@@ -519,6 +519,8 @@ enum WtFunc {
     I32I32(TypedFunc<i32, i32>),
     I32x2V(TypedFunc<(i32, i32), ()>),
     I32x2I32(TypedFunc<(i32, i32), i32>),
+    /// proxy-wasm's stream callbacks: (context, size or count, end_of_stream) -> action.
+    I32x3I32(TypedFunc<(i32, i32, i32), i32>),
     Dyn(Func),
 }
 
@@ -578,6 +580,7 @@ impl Backend for WtBackend {
             ([I32], [I32]) => func.typed(s).ok().map(WtFunc::I32I32),
             ([I32, I32], []) => func.typed(s).ok().map(WtFunc::I32x2V),
             ([I32, I32], [I32]) => func.typed(s).ok().map(WtFunc::I32x2I32),
+            ([I32, I32, I32], [I32]) => func.typed(s).ok().map(WtFunc::I32x3I32),
             _ => None,
         }
         .unwrap_or(WtFunc::Dyn(func));
@@ -605,6 +608,9 @@ impl Backend for WtBackend {
             WtFunc::I32x2V(t) => t.call(st, (i32_at(args, 0), i32_at(args, 1))),
             WtFunc::I32x2I32(t) => t
                 .call(st, (i32_at(args, 0), i32_at(args, 1)))
+                .map(|v| results[0] = Val::I32(v)),
+            WtFunc::I32x3I32(t) => t
+                .call(st, (i32_at(args, 0), i32_at(args, 1), i32_at(args, 2)))
                 .map(|v| results[0] = Val::I32(v)),
             WtFunc::Dyn(func) => {
                 let r = call_dyn(func, &mut self.store, name, args, results);

@@ -79,6 +79,8 @@ const TYPES_WAT: &str = r#"(module
   (func (export "add_f32") (param f32 f32) (result f32) local.get 0 local.get 1 f32.add)
   (func (export "add_f64") (param f64 f64) (result f64) local.get 0 local.get 1 f64.add)
   (func (export "neg_i32") (param i32) (result i32) i32.const 0 local.get 0 i32.sub)
+  (func (export "weigh3_i32") (param i32 i32 i32) (result i32)
+    local.get 0 local.get 1 i32.const 10 i32.mul i32.add local.get 2 i32.const 100 i32.mul i32.add)
   (func (export "const_i64") (result i64) i64.const -1234567890123)
   (func (export "const_i32") (result i32) i32.const 42)
   (func (export "noop"))
@@ -110,6 +112,11 @@ fn value_types(kind: EngineKind) {
         Val::F64(0.1 + 0.2)
     );
     assert_eq!(call1(i, "neg_i32", &[Val::I32(5)]).unwrap(), Val::I32(-5));
+    // Each argument in its place (the typed path proxy-wasm's stream callbacks take).
+    assert_eq!(
+        call1(i, "weigh3_i32", &[Val::I32(1), Val::I32(2), Val::I32(3)]).unwrap(),
+        Val::I32(321)
+    );
     assert_eq!(
         call1(i, "const_i64", &[]).unwrap(),
         Val::I64(-1234567890123)

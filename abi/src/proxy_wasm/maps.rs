@@ -2,7 +2,6 @@
 //! `:method`, `:path`, `:authority`, `:scheme` pseudo-headers first, responses with
 //! `:status`; and back, once the filter is done with them.
 
-use bytes::Bytes;
 use http::{Method, StatusCode, Uri};
 
 use super::state::LocalResponse;
@@ -12,7 +11,7 @@ use crate::model::{Request, Response};
 
 /// The request's header map as the filter sees it.
 pub(crate) fn request_map(req: &Request) -> Headers {
-    let mut h = Headers::new();
+    let mut h = Headers::with_capacity(req.headers.len() + 4);
     h.append(":authority", req.host().to_string());
     h.append(":path", req.path_and_query().to_string());
     h.append(":method", req.method.as_str().to_string());
@@ -23,9 +22,9 @@ pub(crate) fn request_map(req: &Request) -> Headers {
         (None, None) => "http",
     };
     h.append(":scheme", scheme.to_string());
-    for (k, v) in req.headers.iter() {
+    for (k, v) in req.headers.iter_shared() {
         if !k.eq_ignore_ascii_case("host") {
-            h.append(k.to_ascii_lowercase(), Bytes::copy_from_slice(v));
+            h.append(k.to_ascii_lowercase(), v.clone());
         }
     }
     h
@@ -48,10 +47,10 @@ pub(crate) fn apply_request_map(req: &mut Request, map: &Headers) {
             }
         }
     }
-    let mut h = Headers::new();
-    for (k, v) in map.iter() {
+    let mut h = Headers::with_capacity(map.len());
+    for (k, v) in map.iter_shared() {
         if !k.starts_with(':') {
-            h.append(k.to_string(), Bytes::copy_from_slice(v));
+            h.append(k.to_string(), v.clone());
         }
     }
     if let Some(a) = authority.filter(|a| !a.is_empty()) {
@@ -69,10 +68,10 @@ pub(crate) fn apply_request_map(req: &mut Request, map: &Headers) {
 
 /// The response's header map as the filter sees it.
 pub(crate) fn response_map(resp: &Response) -> Headers {
-    let mut h = Headers::new();
-    h.append(":status", resp.status.as_u16().to_string());
-    for (k, v) in resp.headers.iter() {
-        h.append(k.to_ascii_lowercase(), Bytes::copy_from_slice(v));
+    let mut h = Headers::with_capacity(resp.headers.len() + 1);
+    h.append(":status", resp.status.as_str().to_string());
+    for (k, v) in resp.headers.iter_shared() {
+        h.append(k.to_ascii_lowercase(), v.clone());
     }
     h
 }
@@ -86,10 +85,10 @@ pub(crate) fn apply_response_map(resp: &mut Response, map: &Headers) {
     {
         resp.status = code;
     }
-    let mut h = Headers::new();
-    for (k, v) in map.iter() {
+    let mut h = Headers::with_capacity(map.len());
+    for (k, v) in map.iter_shared() {
         if !k.starts_with(':') {
-            h.append(k.to_string(), Bytes::copy_from_slice(v));
+            h.append(k.to_string(), v.clone());
         }
     }
     resp.headers = h;

@@ -457,7 +457,9 @@ pub(crate) fn guest_call(
         return Ok(None);
     };
     let r = call_export(inst, &f, name, ctx, args);
-    if let Some(slot) = state_of(inst).exports.slot(name) {
+    let st = state_of(inst);
+    st.callback = Callback::Other;
+    if let Some(slot) = st.exports.slot(name) {
         *slot = Some(f);
     }
     r
@@ -493,7 +495,7 @@ fn call_export(
                 .and_then(|s| s.info.request_id.as_ref()),
         )
     });
-    let started = state_of(inst).shared.stats.start();
+    let started = st.shared.stats.start();
     let r = inst.call(f, args, results);
     drop(in_call);
     if started.is_some() {
@@ -504,7 +506,6 @@ fn call_export(
             .record(super::state::phase_of(name), started);
         st.memory.update(memory);
     }
-    state_of(inst).callback = Callback::Other;
     r?;
     Ok(Some(results.first().and_then(Val::i32).unwrap_or(0)))
 }
