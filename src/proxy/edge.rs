@@ -5,6 +5,7 @@
 
 use std::net::IpAddr;
 
+use bytes::Bytes;
 use http::uri::PathAndQuery;
 use http::Uri;
 use ipnet::IpNet;
@@ -194,28 +195,34 @@ pub fn remove_connection_options(headers: &mut Headers) {
 /// an untrusted peer, the client's are first removed; then the peer's address is appended to
 /// `X-Forwarded-For` and the others are set where missing.
 /// `tls`: the client connected over TLS (`X-Forwarded-Proto: https`, port 443 by default).
-pub fn set_forwarded_headers(req: &mut Request, trusted: bool, tls: bool) {
+pub fn set_forwarded_headers(req: &mut Request, trusted: bool, tls: bool, client_ip: &Bytes) {
     if !trusted {
-        for name in req.headers.names() {
-            if is_forwarded_header(&name) {
-                req.headers.remove(&name);
+        req.headers.retain(|name| !is_forwarded_header(name));
+    }
+    let xff = {
+        let mut sent = req.headers.get_all("x-forwarded-for").peekable();
+        match sent.peek() {
+            None => client_ip.clone(),
+            Some(_) => {
+                let mut joined = Vec::new();
+                for v in sent {
+                    joined.extend_from_slice(v);
+                    joined.extend_from_slice(b", ");
+                }
+                joined.extend_from_slice(client_ip);
+                Bytes::from(joined)
             }
         }
-    }
-    let ip = req.source_addr.ip().to_canonical().to_string();
-    let xff: Vec<String> = req
-        .headers
-        .get_all("x-forwarded-for")
-        .map(|v| String::from_utf8_lossy(v).into_owned())
-        .chain(std::iter::once(ip.clone()))
-        .collect();
-    req.headers.set("x-forwarded-for", xff.join(", "));
+    };
+    req.headers.set("x-forwarded-for", xff);
     if !req.headers.contains("x-real-ip") {
-        req.headers.set("x-real-ip", ip);
+        req.headers.set("x-real-ip", client_ip.clone());
     }
     if !req.headers.contains("x-forwarded-proto") {
-        req.headers
-            .set("x-forwarded-proto", if tls { "https" } else { "http" });
+        req.headers.set(
+            "x-forwarded-proto",
+            Bytes::from_static(if tls { b"https" } else { b"http" }),
+        );
     }
     let host = req.host().to_string();
     if !req.headers.contains("x-forwarded-port") {
@@ -228,6 +235,11 @@ pub fn set_forwarded_headers(req: &mut Request, trusted: bool, tls: bool) {
     if !host.is_empty() && !req.headers.contains("x-forwarded-host") {
         req.headers.set("x-forwarded-host", host);
     }
+}
+
+/// The client's IP as the forwarded headers carry it (an IPv4-mapped IPv6 address as IPv4).
+pub fn client_ip(peer: std::net::SocketAddr) -> Bytes {
+    Bytes::from(peer.ip().to_canonical().to_string())
 }
 
 /// The port of a `host[:port]` authority, if it has one.

@@ -241,7 +241,7 @@ fn arrive(conn: &ConnectionContext, req: &mut Request, smuggles: bool) -> Result
     }
     edge::remove_connection_options(&mut req.headers);
     let trusted = conn.edge.trusts(req.source_addr.ip());
-    edge::set_forwarded_headers(req, trusted, conn.tls.is_some());
+    edge::set_forwarded_headers(req, trusted, conn.tls.is_some(), &conn.client_ip);
     Ok(())
 }
 

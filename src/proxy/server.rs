@@ -40,6 +40,9 @@ pub struct ConnectionContext {
     pub local: SocketAddr,
     /// What its TLS handshake negotiated; `None` for a plain connection.
     pub tls: Option<Arc<TlsInfo>>,
+    /// The client's IP as `X-Forwarded-For` and `X-Real-Ip` carry it, written once per
+    /// connection rather than per request.
+    pub client_ip: bytes::Bytes,
 }
 
 const DEFAULT_GRACE: Duration = Duration::from_secs(10);
@@ -411,6 +414,7 @@ impl Serving {
             peer,
             local,
             tls: tls.map(Arc::new),
+            client_ip: super::edge::client_ip(peer),
         });
         // The bytes pass a framing watcher on their way to hyper (request smuggling).
         let stream = Watched::new(stream, self.max_header, conn_ctx.framing.clone());
