@@ -6,6 +6,7 @@
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
+use smol_str::SmolStr;
 
 /// Most field lines a plugin may leave in one header list (proxy-wasm-cpp-host's limit on a
 /// serialized map): past it a guest's add fails instead of growing host memory without bound.
@@ -14,9 +15,13 @@ pub const GUEST_MAX_FIELD_LINES: usize = 1024;
 pub const GUEST_MAX_HEADER_BYTES: usize = 1 << 20;
 
 /// An ordered multi-value header list. Names compare case-insensitively.
+///
+/// Names are [`SmolStr`]s: up to 23 bytes (nearly every header name) they are held inline, so
+/// building a list or copying one (each plugin of a chain gets its own view) costs no
+/// allocation per name; values are shared [`Bytes`].
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Headers {
-    entries: Vec<(String, Bytes)>,
+    entries: Vec<(SmolStr, Bytes)>,
 }
 
 /// A header name or value that cannot go on the wire.
@@ -75,8 +80,8 @@ impl Headers {
 
     /// Every field line, in order, values as shared [`Bytes`] (a copy costs a reference
     /// count, not the bytes).
-    pub fn iter_shared(&self) -> impl Iterator<Item = (&str, &Bytes)> {
-        self.entries.iter().map(|(n, v)| (n.as_str(), v))
+    pub fn iter_shared(&self) -> impl Iterator<Item = (&SmolStr, &Bytes)> {
+        self.entries.iter().map(|(n, v)| (n, v))
     }
 
     /// The first value of `name`.
@@ -117,7 +122,7 @@ impl Headers {
     }
 
     /// Adds one field line at the end.
-    pub fn append(&mut self, name: impl Into<String>, value: impl Into<Bytes>) {
+    pub fn append(&mut self, name: impl Into<SmolStr>, value: impl Into<Bytes>) {
         self.entries.push((name.into(), value.into()));
     }
 
@@ -138,8 +143,13 @@ impl Headers {
                     keep
                 });
             }
-            None => self.entries.push((name.to_string(), value)),
+            None => self.entries.push((SmolStr::new(name), value)),
         }
+    }
+
+    /// Keeps the field lines whose name `keep` accepts, in order.
+    pub fn retain(&mut self, mut keep: impl FnMut(&str) -> bool) {
+        self.entries.retain(|(n, _)| keep(n));
     }
 
     /// Removes every value of `name`; returns whether there was one.
@@ -155,10 +165,10 @@ impl Headers {
         let too_many = |_| InvalidHeader::TooMany(self.entries.len());
         let mut map = HeaderMap::try_with_capacity(self.entries.len()).map_err(too_many)?;
         for (n, v) in &self.entries {
-            let name =
-                HeaderName::from_bytes(n.as_bytes()).map_err(|_| InvalidHeader::Name(n.clone()))?;
+            let name = HeaderName::from_bytes(n.as_bytes())
+                .map_err(|_| InvalidHeader::Name(n.to_string()))?;
             let value = HeaderValue::from_maybe_shared(v.clone())
-                .map_err(|_| InvalidHeader::Value(n.clone()))?;
+                .map_err(|_| InvalidHeader::Value(n.to_string()))?;
             map.try_append(name, value).map_err(too_many)?;
         }
         Ok(map)
@@ -169,13 +179,18 @@ impl From<&HeaderMap> for Headers {
     fn from(map: &HeaderMap) -> Self {
         let entries = map
             .iter()
-            .map(|(n, v)| (n.as_str().to_string(), Bytes::copy_from_slice(v.as_bytes())))
+            .map(|(n, v)| {
+                (
+                    SmolStr::new(n.as_str()),
+                    Bytes::copy_from_slice(v.as_bytes()),
+                )
+            })
             .collect();
         Headers { entries }
     }
 }
 
-impl<N: Into<String>, V: Into<Bytes>> FromIterator<(N, V)> for Headers {
+impl<N: Into<SmolStr>, V: Into<Bytes>> FromIterator<(N, V)> for Headers {
     fn from_iter<I: IntoIterator<Item = (N, V)>>(iter: I) -> Self {
         Headers {
             entries: iter

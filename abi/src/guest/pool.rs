@@ -70,22 +70,12 @@ impl GuestPool {
     /// start-up, which may take long) runs on the blocking pool, never on the runtime worker
     /// that polls this future.
     pub async fn acquire(&self) -> Result<Lease, ProxyError> {
-        // Fast path: a free permit needs no timer.
+        // Fast path, with no await: a free permit and a warm instance. The waits are boxed:
+        // their state (a timer, a blocking task) would otherwise be part of every caller's
+        // future, which is moved as a whole.
         let permit = match self.permits.clone().try_acquire_owned() {
             Ok(p) => p,
-            Err(_) => tokio::time::timeout(self.wait, self.permits.clone().acquire_owned())
-                .await
-                .map_err(|_| {
-                    ProxyError::new(
-                        ErrorSource::Plugin,
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        format!(
-                            "middleware {}: no plugin instance free within {:?}",
-                            self.middleware, self.wait
-                        ),
-                    )
-                })?
-                .map_err(|_| ProxyError::internal("instance semaphore closed"))?,
+            Err(_) => Box::pin(self.wait_for_permit()).await?,
         };
         if let Some(inst) = self
             .pool
@@ -97,6 +87,28 @@ impl GuestPool {
                 _permit: permit,
             });
         }
+        Box::pin(self.create(permit)).await
+    }
+
+    /// A permit, waiting up to `pool_wait` for one.
+    async fn wait_for_permit(&self) -> Result<OwnedSemaphorePermit, ProxyError> {
+        tokio::time::timeout(self.wait, self.permits.clone().acquire_owned())
+            .await
+            .map_err(|_| {
+                ProxyError::new(
+                    ErrorSource::Plugin,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "middleware {}: no plugin instance free within {:?}",
+                        self.middleware, self.wait
+                    ),
+                )
+            })?
+            .map_err(|_| ProxyError::internal("instance semaphore closed"))
+    }
+
+    /// A new instance under `permit`, created on the blocking pool.
+    async fn create(&self, permit: OwnedSemaphorePermit) -> Result<Lease, ProxyError> {
         let pool = self.pool.clone();
         // The permit moves along: if this request goes away meanwhile, the instance being
         // created still counts against the cap until it is back in the pool.

@@ -438,7 +438,10 @@ impl Middleware for HttpWasmMiddleware {
         if let Some(resp) = self.failures.refused() {
             return Ok(resp);
         }
-        match self.exchange(req, next).await {
+        let fut = self.exchange(req, next);
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| eprintln!("SIZE exchange {}", std::mem::size_of_val(&fut)));
+        match fut.await {
             Ok(Ok(resp)) => {
                 self.failures.succeeded();
                 Ok(resp)
@@ -451,7 +454,7 @@ impl Middleware for HttpWasmMiddleware {
                     Failed::Response { error, from_next } => (error, from_next.map(Err)),
                 };
                 match (self.failures.failed(&error, || self.pool.recycle()), skip) {
-                    (Verdict::Skip, Some(Ok(req))) => next.run(req).await,
+                    (Verdict::Skip, Some(Ok(req))) => Box::pin(next.run(req)).await,
                     (Verdict::Skip, Some(Err(from_next))) => from_next,
                     (Verdict::Answer(resp), _) => Ok(resp),
                     (Verdict::Skip, None) => unreachable!("open saves what it skips with"),
@@ -475,11 +478,13 @@ impl HttpWasmMiddleware {
         // a guest call never waits for the client, and no instance waits on a slow one.
         let mut body = RequestBody::new(std::mem::take(&mut req.body));
         if !body.eof {
+            // Boxed, as every wait below that a request without a body never takes: their
+            // state would otherwise make every exchange's future larger, and it is moved.
             let read = if self.buffers_request {
                 // Buffered whole for next and handle_response: larger than the limit is 413.
-                body.buffer_rest(limit).await
+                Box::pin(body.buffer_rest(limit)).await
             } else if self.reads_ahead {
-                body.read_ahead(limit).await
+                Box::pin(body.read_ahead(limit)).await
             } else {
                 Ok(())
             };
@@ -509,7 +514,7 @@ impl HttpWasmMiddleware {
         if ex.has(feature::BUFFER_REQUEST) && !ex.body.eof {
             // Start-up features are the same on every instance, so `buffers_request` read it
             // all already; kept in case an instance ever differs.
-            if let Err(e) = ex.body.buffer_rest(limit).await {
+            if let Err(e) = Box::pin(ex.body.buffer_rest(limit)).await {
                 return Ok(Err(buffer_error(e, StatusCode::PAYLOAD_TOO_LARGE)));
             }
         }
@@ -589,7 +594,7 @@ impl HttpWasmMiddleware {
                 ex.response.available = true;
                 extensions = resp.extensions;
                 if ex.has(feature::BUFFER_RESPONSE) {
-                    match resp.body.buffer(limit).await {
+                    match Box::pin(resp.body.buffer(limit)).await {
                         Ok(buffered) => {
                             ex.response.buffered = Some(buffered.data);
                             ex.response.trailers = buffered.trailers;

@@ -334,7 +334,7 @@ impl Exchange {
         req.request_id = self.request.request_id.clone();
         if keep {
             // The guest may read the whole body again in handle_response: buffer it all.
-            self.body.buffer_rest(limit).await?;
+            Box::pin(self.body.buffer_rest(limit)).await?;
             let whole = self.body.whole();
             self.body.replay = Some(whole.clone());
             let data = match &self.body.written {

@@ -3,6 +3,7 @@
 //! `:status`; and back, once the filter is done with them.
 
 use http::{Method, StatusCode, Uri};
+use smol_str::SmolStr;
 
 use super::state::LocalResponse;
 use crate::body::Body;
@@ -24,10 +25,19 @@ pub(crate) fn request_map(req: &Request) -> Headers {
     h.append(":scheme", scheme.to_string());
     for (k, v) in req.headers.iter_shared() {
         if !k.eq_ignore_ascii_case("host") {
-            h.append(k.to_ascii_lowercase(), v.clone());
+            h.append(lower_case(k), v.clone());
         }
     }
     h
+}
+
+/// `name` in lower case (proxy-wasm's maps are), without a copy when it already is.
+fn lower_case(name: &SmolStr) -> SmolStr {
+    if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        SmolStr::new(name.to_ascii_lowercase())
+    } else {
+        name.clone()
+    }
 }
 
 /// Applies the filter's request map to the request.
@@ -50,7 +60,7 @@ pub(crate) fn apply_request_map(req: &mut Request, map: &Headers) {
     let mut h = Headers::with_capacity(map.len());
     for (k, v) in map.iter_shared() {
         if !k.starts_with(':') {
-            h.append(k.to_string(), v.clone());
+            h.append(k.clone(), v.clone());
         }
     }
     if let Some(a) = authority.filter(|a| !a.is_empty()) {
@@ -88,7 +98,7 @@ pub(crate) fn apply_response_map(resp: &mut Response, map: &Headers) {
     let mut h = Headers::with_capacity(map.len());
     for (k, v) in map.iter_shared() {
         if !k.starts_with(':') {
-            h.append(k.to_string(), v.clone());
+            h.append(k.clone(), v.clone());
         }
     }
     resp.headers = h;
