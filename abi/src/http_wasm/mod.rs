@@ -438,10 +438,7 @@ impl Middleware for HttpWasmMiddleware {
         if let Some(resp) = self.failures.refused() {
             return Ok(resp);
         }
-        let fut = self.exchange(req, next);
-        static ONCE: std::sync::Once = std::sync::Once::new();
-        ONCE.call_once(|| eprintln!("SIZE exchange {}", std::mem::size_of_val(&fut)));
-        match fut.await {
+        match self.exchange(req, next).await {
             Ok(Ok(resp)) => {
                 self.failures.succeeded();
                 Ok(resp)
