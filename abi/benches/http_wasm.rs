@@ -1,6 +1,7 @@
-//! What an http-wasm plugin costs per request, on each engine, beside the same chain without it.
+//! What an http-wasm plugin and a proxy-wasm filter cost per request, on each engine, beside
+//! the same chain without them.
 //!
-//! `cargo bench -p wasmgate-abi --bench http_wasm`
+//! `cargo bench -p wasmgate-abi --bench http_wasm` (`-- proxy_wasm` for the filters only)
 
 use std::sync::Arc;
 
@@ -9,6 +10,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use http::{Method, StatusCode};
 use wasmgate_abi::http_wasm::HttpWasmPlugin;
 use wasmgate_abi::plugin::{EngineKind, PluginOptions};
+use wasmgate_abi::proxy_wasm::{NoServices, ProxyWasmPlugin};
 use wasmgate_abi::{Endpoint, Engines, Middleware, Next, ProxyError, Request, Response};
 use wasmgate_engines::ModuleInfo;
 
@@ -38,6 +40,21 @@ const HEADER: &str = r#"(module
     (call $shv (i32.const 0) (i32.const 0) (i32.const 8) (i32.const 1024) (local.get $n))
     (i64.const 1))
   (func (export "handle_response") (param i32 i32)))"#;
+
+/// proxy-wasm 0.2.1: header callbacks that continue and do nothing else (as
+/// `bench/guests/pw_noop.wat`).
+const PW_NOOP: &str = r#"(module
+  (memory (export "memory") 2)
+  (global $heap (mut i32) (i32.const 65536))
+  (func (export "proxy_abi_version_0_2_1"))
+  (func (export "proxy_on_memory_allocate") (param $size i32) (result i32)
+    (local $p i32)
+    (local.set $p (global.get $heap))
+    (global.set $heap (i32.add (local.get $p) (local.get $size)))
+    (local.get $p))
+  (func (export "proxy_on_context_create") (param i32 i32))
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) (i32.const 0))
+  (func (export "proxy_on_response_headers") (param i32 i32 i32) (result i32) (i32.const 0)))"#;
 
 fn request() -> Request {
     let mut r = Request::new(
@@ -94,5 +111,44 @@ fn bench(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench);
+fn bench_proxy_wasm(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    // Filters start their VMs on the runtime they are made in.
+    let _in_rt = rt.enter();
+    let engines = Engines::new(None);
+    let endpoint = Ok200;
+    let wasm = wat::parse_str(PW_NOOP).unwrap();
+    let info = ModuleInfo::parse(&wasm).unwrap();
+    for engine in EngineKind::ALL {
+        let e = engines.get(engine).unwrap();
+        let opts = PluginOptions {
+            engine,
+            ..PluginOptions::default()
+        };
+        let plugin = ProxyWasmPlugin::load("bench", &wasm, &info, e.as_ref(), opts).unwrap();
+        let filter = || {
+            Arc::new(
+                plugin
+                    .middleware("bench", Vec::new(), Arc::new(NoServices))
+                    .unwrap(),
+            ) as Arc<dyn Middleware>
+        };
+        let one = vec![filter()];
+        c.bench_function(&format!("proxy_wasm/{engine}/noop"), |b| {
+            b.to_async(&rt)
+                .iter(|| async { Next::new(&one, &endpoint).run(request()).await.unwrap() })
+        });
+        let ten: Vec<Arc<dyn Middleware>> = (0..10).map(|_| filter()).collect();
+        c.bench_function(&format!("proxy_wasm/{engine}/noop_x10"), |b| {
+            b.to_async(&rt)
+                .iter(|| async { Next::new(&ten, &endpoint).run(request()).await.unwrap() })
+        });
+    }
+}
+
+criterion_group!(benches, bench, bench_proxy_wasm);
 criterion_main!(benches);

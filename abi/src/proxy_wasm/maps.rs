@@ -13,16 +13,22 @@ use crate::model::{Request, Response};
 /// The request's header map as the filter sees it.
 pub(crate) fn request_map(req: &Request) -> Headers {
     let mut h = Headers::with_capacity(req.headers.len() + 4);
-    h.append(":authority", req.host().to_string());
-    h.append(":path", req.path_and_query().to_string());
-    h.append(":method", req.method.as_str().to_string());
+    h.append(SmolStr::new_static(":authority"), req.host().to_string());
+    h.append(
+        SmolStr::new_static(":path"),
+        req.path_and_query().to_string(),
+    );
+    h.append(
+        SmolStr::new_static(":method"),
+        req.method.as_str().to_string(),
+    );
     // HTTP/1.1 requests carry no scheme: the connection says.
     let scheme = match (req.uri.scheme_str(), req.tls()) {
         (Some(s), _) => s,
         (None, Some(_)) => "https",
         (None, None) => "http",
     };
-    h.append(":scheme", scheme.to_string());
+    h.append(SmolStr::new_static(":scheme"), scheme.to_string());
     for (k, v) in req.headers.iter_shared() {
         if !k.eq_ignore_ascii_case("host") {
             h.append(lower_case(k), v.clone());
@@ -79,7 +85,10 @@ pub(crate) fn apply_request_map(req: &mut Request, map: &Headers) {
 /// The response's header map as the filter sees it.
 pub(crate) fn response_map(resp: &Response) -> Headers {
     let mut h = Headers::with_capacity(resp.headers.len() + 1);
-    h.append(":status", resp.status.as_str().to_string());
+    h.append(
+        SmolStr::new_static(":status"),
+        resp.status.as_str().to_string(),
+    );
     for (k, v) in resp.headers.iter_shared() {
         h.append(k.to_ascii_lowercase(), v.clone());
     }

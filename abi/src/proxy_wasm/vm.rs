@@ -249,6 +249,29 @@ impl VmSet {
     /// The VM a new stream goes to: the ready one with the fewest live streams (counted as
     /// taken). When every VM is being replaced, waits for one, up to the pool wait.
     pub async fn pick(self: &Arc<Self>) -> Result<Arc<Vm>, ProxyError> {
+        // Fast path: a sound VM is ready; no waiter registered, no clock read.
+        if let Some(vm) = self.ready_vm() {
+            return Ok(vm);
+        }
+        Box::pin(self.pick_waiting()).await
+    }
+
+    /// The sound VM with the fewest streams, counted as taken.
+    fn ready_vm(&self) -> Option<Arc<Vm>> {
+        let slots = self.slots();
+        let best = slots
+            .iter()
+            .filter_map(|s| match s {
+                Slot::Ready(vm) if !vm.is_poisoned() => Some(vm),
+                _ => None,
+            })
+            .min_by_key(|vm| vm.live.load(Ordering::Relaxed))?;
+        best.live.fetch_add(1, Ordering::Relaxed);
+        Some(best.clone())
+    }
+
+    /// [`VmSet::pick`] when no VM was ready: rebuilds what failed and waits for one.
+    async fn pick_waiting(self: &Arc<Self>) -> Result<Arc<Vm>, ProxyError> {
         let deadline = tokio::time::Instant::now() + self.wait;
         loop {
             let changed = self.changed.notified();
