@@ -90,7 +90,7 @@ pub(crate) fn response_map(resp: &Response) -> Headers {
         resp.status.as_str().to_string(),
     );
     for (k, v) in resp.headers.iter_shared() {
-        h.append(k.to_ascii_lowercase(), v.clone());
+        h.append(lower_case(k), v.clone());
     }
     h
 }

@@ -258,16 +258,7 @@ impl VmSet {
 
     /// The sound VM with the fewest streams, counted as taken.
     fn ready_vm(&self) -> Option<Arc<Vm>> {
-        let slots = self.slots();
-        let best = slots
-            .iter()
-            .filter_map(|s| match s {
-                Slot::Ready(vm) if !vm.is_poisoned() => Some(vm),
-                _ => None,
-            })
-            .min_by_key(|vm| vm.live.load(Ordering::Relaxed))?;
-        best.live.fetch_add(1, Ordering::Relaxed);
-        Some(best.clone())
+        take_best(&self.slots())
     }
 
     /// [`VmSet::pick`] when no VM was ready: rebuilds what failed and waits for one.
@@ -280,16 +271,8 @@ impl VmSet {
             let mut last_error = None;
             {
                 let mut slots = self.slots();
-                let best = slots
-                    .iter()
-                    .filter_map(|s| match s {
-                        Slot::Ready(vm) if !vm.is_poisoned() => Some(vm),
-                        _ => None,
-                    })
-                    .min_by_key(|vm| vm.live.load(Ordering::Relaxed));
-                if let Some(vm) = best {
-                    vm.live.fetch_add(1, Ordering::Relaxed);
-                    return Ok(vm.clone());
+                if let Some(vm) = take_best(&slots) {
+                    return Ok(vm);
                 }
                 for (i, s) in slots.iter_mut().enumerate() {
                     match s {
@@ -448,6 +431,19 @@ async fn dispatcher(set: Weak<VmSet>, vm: Weak<Vm>) {
             return;
         }
     }
+}
+
+/// The sound VM of `slots` with the fewest streams, counted as taken.
+fn take_best(slots: &[Slot]) -> Option<Arc<Vm>> {
+    let best = slots
+        .iter()
+        .filter_map(|s| match s {
+            Slot::Ready(vm) if !vm.is_poisoned() => Some(vm),
+            _ => None,
+        })
+        .min_by_key(|vm| vm.live.load(Ordering::Relaxed))?;
+    best.live.fetch_add(1, Ordering::Relaxed);
+    Some(best.clone())
 }
 
 fn state_of(inst: &mut dyn Instance) -> &mut VmState {
