@@ -68,12 +68,17 @@ fn request() -> Request {
     r
 }
 
-fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
+/// One worker, as the proxy runs under the benchmark harness (one core).
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+fn bench(c: &mut Criterion) {
+    let rt = runtime();
     let engines = Engines::new(None);
     let endpoint = Ok200;
     let empty: Vec<Arc<dyn Middleware>> = vec![];
@@ -112,11 +117,7 @@ fn bench(c: &mut Criterion) {
 }
 
 fn bench_proxy_wasm(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     // Filters start their VMs on the runtime they are made in.
     let _in_rt = rt.enter();
     let engines = Engines::new(None);
