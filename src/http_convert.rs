@@ -5,20 +5,21 @@
 use std::net::SocketAddr;
 
 use bytes::Bytes;
+use http::header::{self, HeaderName};
 use http::Uri;
 use wasmgate_abi::{Body, BodyError, Headers, ProxyError, Request, Response};
 
 /// Hop-by-hop headers: they describe one connection and are never forwarded (RFC 9110 §7.6.1).
 /// `Trailer` is end to end (RFC 9110 §6.6.2): HTTP/1 needs it to send the trailers at all.
-pub const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "proxy-connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "transfer-encoding",
-    "upgrade",
+pub const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("proxy-connection"),
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
 
 /// Removes the fixed hop-by-hop headers. A request's `Connection` options were removed when
@@ -81,7 +82,7 @@ where
         method: parts.method,
         uri: parts.uri,
         version: parts.version,
-        headers: Headers::from(&parts.headers),
+        headers: Headers::from(parts.headers),
         body: Body::from_stream(body),
         source_addr,
         local_addr,
@@ -94,16 +95,15 @@ where
 /// Declares the trailers a buffered body will end with (see [`Body::trailer_names`]).
 fn declare_trailers(headers: &mut Headers, body: &Body) {
     if let Some(names) = body.trailer_names() {
-        headers.set("trailer", names);
+        headers.set(http::header::TRAILER, names);
     }
 }
 
 /// A response from the chain, ready for hyper to send.
 pub fn response_to_hyper(mut resp: Response) -> Result<hyper::Response<Body>, ProxyError> {
     declare_trailers(&mut resp.headers, &resp.body);
-    let headers = resp
-        .headers
-        .to_header_map()
+    let headers = std::mem::take(&mut resp.headers)
+        .into_header_map()
         .map_err(|e| ProxyError::plugin(format!("response header rejected: {e}")))?;
     let mut out = hyper::Response::new(resp.body);
     *out.status_mut() = resp.status;
@@ -115,9 +115,8 @@ pub fn response_to_hyper(mut resp: Response) -> Result<hyper::Response<Body>, Pr
 /// A request for an upstream at `uri` (absolute form).
 pub fn request_to_hyper(mut req: Request, uri: Uri) -> Result<hyper::Request<Body>, ProxyError> {
     declare_trailers(&mut req.headers, &req.body);
-    let headers = req
-        .headers
-        .to_header_map()
+    let headers = std::mem::take(&mut req.headers)
+        .into_header_map()
         .map_err(|e| ProxyError::plugin(format!("request header rejected: {e}")))?;
     let mut out = hyper::Request::new(req.body);
     *out.method_mut() = req.method;
@@ -136,7 +135,7 @@ where
     Response {
         status: parts.status,
         version: parts.version,
-        headers: Headers::from(&parts.headers),
+        headers: Headers::from(parts.headers),
         body: Body::from_stream(body),
         extensions: parts.extensions,
     }

@@ -137,7 +137,7 @@ impl Body {
                 }
                 Err(frame) => {
                     if let Ok(t) = frame.into_trailers() {
-                        trailers = Some(Headers::from(&t));
+                        trailers = Some(Headers::from(t));
                     }
                 }
             }
@@ -155,7 +155,7 @@ impl From<BufferedBody> for Body {
             return Body::full(b.data);
         };
         // Invalid trailer bytes were put there by a middleware; drop them rather than fail the stream.
-        let map = trailers.to_header_map().unwrap_or_default();
+        let map = trailers.into_header_map().unwrap_or_default();
         Body {
             inner: Inner::Trailed(Box::new(DataThenTrailers {
                 data: Some(b.data).filter(|d| !d.is_empty()),

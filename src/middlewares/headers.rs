@@ -8,15 +8,28 @@ use crate::config::HeadersMiddlewareConfig;
 
 /// Traefik's `headers` middleware: `customRequestHeaders` and `customResponseHeaders`, an empty value removing.
 pub struct HeadersMiddleware {
-    request: Vec<(String, String)>,
-    response: Vec<(String, String)>,
+    request: Vec<Change>,
+    response: Vec<Change>,
 }
+
+/// One header to set (`Some`) or remove (`None`), parsed once when the middleware is built.
+type Change = (HeaderName, Option<HeaderValue>);
 
 impl HeadersMiddleware {
     /// Builds it from its config.
     pub fn new(cfg: &HeadersMiddlewareConfig) -> Self {
+        // What cannot go on the wire was refused when the configuration was checked
+        // (`invalid_fields`).
         let pairs = |m: &std::collections::BTreeMap<String, String>| {
-            m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+            m.iter()
+                .filter_map(|(k, v)| {
+                    let name = HeaderName::from_bytes(k.as_bytes()).ok()?;
+                    if v.is_empty() {
+                        return Some((name, None));
+                    }
+                    Some((name, Some(HeaderValue::from_str(v).ok()?)))
+                })
+                .collect()
         };
         HeadersMiddleware {
             request: pairs(&cfg.custom_request_headers),
@@ -56,12 +69,13 @@ impl HeadersMiddleware {
     }
 }
 
-fn apply(headers: &mut wasmgate_abi::Headers, changes: &[(String, String)]) {
+fn apply(headers: &mut wasmgate_abi::Headers, changes: &[Change]) {
     for (name, value) in changes {
-        if value.is_empty() {
-            headers.remove(name);
-        } else {
-            headers.set(name, value.clone());
+        match value {
+            None => {
+                headers.remove(name.as_str());
+            }
+            Some(v) => headers.set(name, v),
         }
     }
 }

@@ -7,8 +7,9 @@ use std::net::IpAddr;
 
 use bytes::Bytes;
 use http::uri::PathAndQuery;
-use http::Uri;
+use http::{HeaderValue, Uri};
 use ipnet::IpNet;
+use wasmgate_abi::headers::names;
 use wasmgate_abi::{Headers, Request};
 
 use crate::config::check::trusted_ips;
@@ -184,7 +185,7 @@ fn is_forwarded_header(name: &str) -> bool {
 /// forwarding step handles (it keeps `TE: trailers`).
 pub fn remove_connection_options(headers: &mut Headers) {
     for name in connection_options(headers) {
-        if !is_forwarded_header(&name) && !HOP_BY_HOP.contains(&name.as_str()) {
+        if !is_forwarded_header(&name) && !HOP_BY_HOP.iter().any(|h| h == name.as_str()) {
             headers.remove(&name);
         }
     }
@@ -214,26 +215,30 @@ pub fn set_forwarded_headers(req: &mut Request, trusted: bool, tls: bool, client
             }
         }
     };
-    req.headers.set("x-forwarded-for", xff);
+    req.headers.set(names::X_FORWARDED_FOR, xff);
     if !req.headers.contains("x-real-ip") {
-        req.headers.set("x-real-ip", client_ip.clone());
+        req.headers.set(names::X_REAL_IP, client_ip.clone());
     }
     if !req.headers.contains("x-forwarded-proto") {
-        req.headers.set(
-            "x-forwarded-proto",
-            Bytes::from_static(if tls { b"https" } else { b"http" }),
-        );
+        let proto = HeaderValue::from_static(if tls { "https" } else { "http" });
+        req.headers.set(names::X_FORWARDED_PROTO, proto);
     }
-    let host = req.host().to_string();
-    if !req.headers.contains("x-forwarded-port") {
+    let host = req.host();
+    let port = if req.headers.contains("x-forwarded-port") {
+        None
+    } else {
         // The port the client asked for (behind a port mapping, not the one wasmgate
         // listens on), else the scheme's.
         let default = if tls { "443" } else { "80" };
-        let port = host_port(&host).unwrap_or(default).to_string();
-        req.headers.set("x-forwarded-port", port);
+        Some(HeaderValue::from_str(host_port(host).unwrap_or(default)))
+    };
+    let host = (!host.is_empty() && !req.headers.contains("x-forwarded-host"))
+        .then(|| HeaderValue::from_str(host));
+    if let Some(Ok(port)) = port {
+        req.headers.set(names::X_FORWARDED_PORT, port);
     }
-    if !host.is_empty() && !req.headers.contains("x-forwarded-host") {
-        req.headers.set("x-forwarded-host", host);
+    if let Some(Ok(host)) = host {
+        req.headers.set(names::X_FORWARDED_HOST, host);
     }
 }
 
@@ -333,7 +338,9 @@ mod tests {
         .into_iter()
         .collect();
         remove_connection_options(&mut h);
-        assert_eq!(h.names(), vec!["x-forwarded-for", "te", "x-kept"]);
+        let mut names = h.names();
+        names.sort();
+        assert_eq!(names, vec!["te", "x-forwarded-for", "x-kept"]);
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::StatusCode;
+use http::{HeaderName, StatusCode};
 use http_body::Body as _;
 use hyper::body::Incoming;
 use wasmgate_abi::model::RequestId;
@@ -252,7 +252,7 @@ fn arrive(conn: &ConnectionContext, req: &mut Request, smuggles: bool) -> Result
 /// `preserve_external_request_id`).
 fn assign_request_id(req: &mut Request) -> RequestId {
     let sent = {
-        let mut values = req.headers.get_all(REQUEST_ID_HEADER);
+        let mut values = req.headers.get_all(&REQUEST_ID_HEADER);
         match (values.next(), values.next()) {
             (Some(v), None) if RequestId::is_valid(v) => Some(Bytes::copy_from_slice(v)),
             _ => None,
@@ -271,7 +271,7 @@ fn assign_request_id(req: &mut Request) -> RequestId {
 }
 
 /// The header a request's id travels in.
-const REQUEST_ID_HEADER: &str = "x-request-id";
+const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
 /// A new request id, unique in this process and unlikely to repeat across processes: a random
 /// 64-bit prefix chosen once per process, then a counter, 32 hex digits in all. No lock, one
@@ -336,7 +336,7 @@ mod tests {
         let id = assign_request_id(&mut req);
         assert_eq!(id.as_str(), "client-id-1");
         assert_eq!(req.request_id.as_ref(), Some(&id));
-        assert_eq!(req.headers.get_str(REQUEST_ID_HEADER), Some("client-id-1"));
+        assert_eq!(req.headers.get_str(&REQUEST_ID_HEADER), Some("client-id-1"));
     }
 
     #[test]
@@ -355,7 +355,7 @@ mod tests {
             assert_eq!(id.as_str().len(), 32, "{ids:?}");
             assert!(id.as_str().bytes().all(|b| b.is_ascii_hexdigit()));
             // One header line, the new id.
-            let sent: Vec<_> = req.headers.get_all(REQUEST_ID_HEADER).collect();
+            let sent: Vec<_> = req.headers.get_all(&REQUEST_ID_HEADER).collect();
             assert_eq!(sent, vec![id.as_str().as_bytes()], "{ids:?}");
             assert!(seen.insert(id.as_str().to_string()), "ids are unique");
         }

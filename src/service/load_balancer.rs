@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use http::uri::{Authority, Scheme};
-use http::{StatusCode, Uri};
+use http::{HeaderValue, StatusCode, Uri};
 use wasmgate_abi::{Body, Endpoint, ErrorSource, ProxyError, Request, Response};
 
 use super::health::{self, Checked, Health, HealthCheck};
@@ -202,13 +202,14 @@ impl Endpoint for LoadBalancer {
         if trailers {
             // As Envoy: TE is hop by hop, but the client's `trailers` is kept, or the upstream
             // would not send the trailers the client asked for.
-            req.headers.set("te", "trailers".to_string());
+            req.headers
+                .set(http::header::TE, HeaderValue::from_static("trailers"));
         }
         if self.pass_host_header {
             // HTTP/2 clients send :authority instead of Host; an HTTP/1 upstream needs Host.
             if !req.headers.contains("host") {
                 if let Some(a) = req.uri.authority() {
-                    req.headers.set("host", a.as_str().to_string());
+                    req.headers.set(http::header::HOST, a.as_str());
                 }
             }
         } else {

@@ -189,16 +189,20 @@ fn past_read_ahead(body: &mut RequestBody, msg: String) -> HostError {
     trap(msg)
 }
 
-fn validate_header(name: &[u8], value: &[u8], func: &str) -> Result<(String, Bytes), HostError> {
+fn validate_header(
+    name: &[u8],
+    value: Vec<u8>,
+    func: &str,
+) -> Result<(HeaderName, HeaderValue), HostError> {
     let name = HeaderName::from_bytes(name).map_err(|_| {
         trap(format!(
             "{func}: invalid header name {:?}",
             String::from_utf8_lossy(name)
         ))
     })?;
-    HeaderValue::from_bytes(value)
+    let value = HeaderValue::from_maybe_shared(Bytes::from(value))
         .map_err(|_| trap(format!("{func}: invalid value for header {name}")))?;
-    Ok((name.as_str().to_string(), Bytes::copy_from_slice(value)))
+    Ok((name, value))
 }
 
 /// The lowest http-wasm log level enabled for a plugin whose `logLevel` is `configured`,
@@ -407,13 +411,13 @@ pub fn functions(plugin: &str) -> HostFunctions {
                 charge(c, name_len.saturating_add(value_len), func)?;
                 let name = read_name(c, name, name_len, func)?;
                 let value = c.read(value, value_len)?;
-                let (name, value) = validate_header(&name, &value, func)?;
+                let (name, value) = validate_header(&name, value, func)?;
                 request_trailers_arrived(c, kind, func)?;
                 let ex = exchange(c, func)?;
-                let is_length = name.eq_ignore_ascii_case("content-length");
+                let is_length = name == http::header::CONTENT_LENGTH;
                 let headers = headers_for(ex, kind, true, func)?
                     .ok_or_else(|| trap(format!("{func}: no such header list now")))?;
-                if !headers.fits_one_more(&name, value.len()) {
+                if !headers.fits_one_more(name.as_str(), value.len()) {
                     return Err(trap(format!(
                         "{func}: a header list may hold at most {GUEST_MAX_FIELD_LINES} field \
                          lines and {GUEST_MAX_HEADER_BYTES} bytes"
@@ -422,7 +426,7 @@ pub fn functions(plugin: &str) -> HostFunctions {
                 if add {
                     headers.append(name, value);
                 } else {
-                    headers.set(&name, value);
+                    headers.set(name, value);
                 }
                 if is_length {
                     mark_length_set(ex, kind, true);

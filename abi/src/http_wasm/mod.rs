@@ -446,6 +446,8 @@ impl Middleware for HttpWasmMiddleware {
             // Not the guest's failure (the client's body, an inner middleware, the upstream).
             Ok(Err(e)) => Err(e),
             Err(failed) => {
+                // A failure path: the size of what it moves does not matter.
+                #[allow(clippy::result_large_err)]
                 let (error, skip) = match failed {
                     Failed::Request { error, arrived } => (error, arrived.map(|r| Ok(*r))),
                     Failed::Response { error, from_next } => (error, from_next.map(Err)),
@@ -574,16 +576,10 @@ impl HttpWasmMiddleware {
         match result {
             Ok(mut resp) => {
                 // Headers the guest set before next are merged into next's response.
-                let names = if guest_set.is_empty() {
-                    Vec::new()
-                } else {
-                    guest_set.names()
-                };
-                for name in names {
-                    resp.headers.remove(&name);
-                    for v in guest_set.get_all(&name) {
-                        resp.headers
-                            .append(name.clone(), bytes::Bytes::copy_from_slice(v));
+                for name in guest_set.header_map().keys() {
+                    resp.headers.remove(name.as_str());
+                    for v in guest_set.header_map().get_all(name) {
+                        resp.headers.append(name, v);
                     }
                 }
                 ex.response.status = resp.status.as_u16();

@@ -141,7 +141,7 @@ impl RequestBody {
                     Ok(data) => self.pending.extend_from_slice(&data),
                     Err(frame) => {
                         if let Ok(t) = frame.into_trailers() {
-                            self.trailers = Some(Headers::from(&t));
+                            self.trailers = Some(Headers::from(t));
                         }
                     }
                 }

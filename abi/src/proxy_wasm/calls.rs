@@ -9,10 +9,11 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use http::{Method, Uri};
+use http::{header, HeaderValue, Method, Uri};
 
 use super::abi::status;
+use super::maps::pairs_of;
+use super::pairs::HeaderPairs;
 use super::state::{CallResponse, MiddlewareShared, PendingCall};
 use super::vm::{Vm, VmSet};
 use super::MAX_CALL_TIMEOUT;
@@ -124,22 +125,16 @@ pub(crate) async fn execute(
     req.headers.append("host", get(b":authority"));
     for (k, v) in &call.headers {
         if !k.starts_with(b":") && !k.eq_ignore_ascii_case(b"host") {
-            req.headers.append(
-                String::from_utf8_lossy(k).into_owned(),
-                Bytes::from(v.clone()),
-            );
+            req.headers
+                .append(&*String::from_utf8_lossy(k), v.as_slice());
         }
     }
     if !call.body.is_empty() {
-        req.headers
-            .set("content-length", call.body.len().to_string());
+        req.headers.set(header::CONTENT_LENGTH, call.body.len());
     }
     let mut trailers = Headers::new();
     for (k, v) in &call.trailers {
-        trailers.append(
-            String::from_utf8_lossy(k).into_owned(),
-            Bytes::from(v.clone()),
-        );
+        trailers.append(&*String::from_utf8_lossy(k), v.as_slice());
     }
     req.body = Body::from(BufferedBody {
         data: call.body.clone(),
@@ -153,15 +148,15 @@ pub(crate) async fn execute(
     let fut = async move {
         let resp = endpoint.call(req).await.map_err(|e| e.message.clone())?;
         let b = resp.body.buffer(limit).await.map_err(|e| e.to_string())?;
-        let mut headers = Headers::new();
-        headers.append(":status", resp.status.as_u16().to_string());
-        for (k, v) in resp.headers.iter() {
-            headers.append(k.to_ascii_lowercase(), Bytes::copy_from_slice(v));
+        let mut headers = HeaderPairs::with_capacity(resp.headers.len() + 1);
+        headers.append(":status", HeaderValue::from(resp.status.as_u16()));
+        for (k, v) in resp.headers.iter_fields() {
+            headers.append(k.as_str(), v.clone());
         }
         Ok::<_, String>(CallResponse {
             headers,
             body: b.data,
-            trailers: b.trailers.unwrap_or_default(),
+            trailers: b.trailers.map(|t| pairs_of(&t)).unwrap_or_default(),
         })
     };
     match tokio::time::timeout(timeout, fut).await {

@@ -2,52 +2,63 @@
 //! `:method`, `:path`, `:authority`, `:scheme` pseudo-headers first, responses with
 //! `:status`; and back, once the filter is done with them.
 
-use http::{Method, StatusCode, Uri};
-use smol_str::SmolStr;
+use http::{HeaderValue, Method, StatusCode, Uri};
 
+use super::pairs::HeaderPairs;
 use super::state::LocalResponse;
 use crate::body::Body;
 use crate::headers::Headers;
 use crate::model::{Request, Response};
 
+/// A value the host made from a message that already went through hyper's checks (a
+/// method, a path, an authority).
+fn value(s: &str) -> HeaderValue {
+    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
 /// The request's header map as the filter sees it.
-pub(crate) fn request_map(req: &Request) -> Headers {
-    let mut h = Headers::with_capacity(req.headers.len() + 4);
-    h.append(SmolStr::new_static(":authority"), req.host().to_string());
-    h.append(
-        SmolStr::new_static(":path"),
-        req.path_and_query().to_string(),
-    );
-    h.append(
-        SmolStr::new_static(":method"),
-        req.method.as_str().to_string(),
-    );
+pub(crate) fn request_map(req: &Request) -> HeaderPairs {
+    let mut h = HeaderPairs::with_capacity(req.headers.len() + 4);
+    h.append(":authority", value(req.host()));
+    h.append(":path", value(req.path_and_query()));
+    h.append(":method", value(req.method.as_str()));
     // HTTP/1.1 requests carry no scheme: the connection says.
     let scheme = match (req.uri.scheme_str(), req.tls()) {
         (Some(s), _) => s,
         (None, Some(_)) => "https",
         (None, None) => "http",
     };
-    h.append(SmolStr::new_static(":scheme"), scheme.to_string());
-    for (k, v) in req.headers.iter_shared() {
-        if !k.eq_ignore_ascii_case("host") {
-            h.append(lower_case(k), v.clone());
+    h.append(":scheme", value(scheme));
+    for (k, v) in req.headers.iter_fields() {
+        if k != http::header::HOST {
+            h.append(k.as_str(), v.clone());
         }
     }
     h
 }
 
-/// `name` in lower case (proxy-wasm's maps are), without a copy when it already is.
-fn lower_case(name: &SmolStr) -> SmolStr {
-    if name.bytes().any(|b| b.is_ascii_uppercase()) {
-        SmolStr::new(name.to_ascii_lowercase())
-    } else {
-        name.clone()
+/// Trailers (or any map without pseudo-headers) as the filter sees them.
+pub(crate) fn pairs_of(headers: &Headers) -> HeaderPairs {
+    let mut h = HeaderPairs::with_capacity(headers.len());
+    for (k, v) in headers.iter_fields() {
+        h.append(k.as_str(), v.clone());
     }
+    h
+}
+
+/// The filter's map without its pseudo-headers, as the message carries it.
+pub(crate) fn headers_of(map: &HeaderPairs) -> Headers {
+    let mut h = Headers::with_capacity(map.len());
+    for (k, v) in map.pairs() {
+        if !k.starts_with(':') {
+            h.append(k.as_str(), v);
+        }
+    }
+    h
 }
 
 /// Applies the filter's request map to the request.
-pub(crate) fn apply_request_map(req: &mut Request, map: &Headers) {
+pub(crate) fn apply_request_map(req: &mut Request, map: &HeaderPairs) {
     if let Some(m) = map.get(":method").and_then(|m| Method::from_bytes(m).ok()) {
         req.method = m;
     }
@@ -63,12 +74,7 @@ pub(crate) fn apply_request_map(req: &mut Request, map: &Headers) {
             }
         }
     }
-    let mut h = Headers::with_capacity(map.len());
-    for (k, v) in map.iter_shared() {
-        if !k.starts_with(':') {
-            h.append(k.clone(), v.clone());
-        }
-    }
+    let mut h = headers_of(map);
     if let Some(a) = authority.filter(|a| !a.is_empty()) {
         if a != req.host() {
             if let (Some(s), Ok(pa)) = (req.uri.scheme_str(), req.path_and_query().parse::<Uri>()) {
@@ -77,26 +83,23 @@ pub(crate) fn apply_request_map(req: &mut Request, map: &Headers) {
                 }
             }
         }
-        h.set("host", a);
+        h.set(http::header::HOST, a);
     }
     req.headers = h;
 }
 
 /// The response's header map as the filter sees it.
-pub(crate) fn response_map(resp: &Response) -> Headers {
-    let mut h = Headers::with_capacity(resp.headers.len() + 1);
-    h.append(
-        SmolStr::new_static(":status"),
-        resp.status.as_str().to_string(),
-    );
-    for (k, v) in resp.headers.iter_shared() {
-        h.append(lower_case(k), v.clone());
+pub(crate) fn response_map(resp: &Response) -> HeaderPairs {
+    let mut h = HeaderPairs::with_capacity(resp.headers.len() + 1);
+    h.append(":status", HeaderValue::from(resp.status.as_u16()));
+    for (k, v) in resp.headers.iter_fields() {
+        h.append(k.as_str(), v.clone());
     }
     h
 }
 
 /// Applies the filter's response map to the response (`:status` included).
-pub(crate) fn apply_response_map(resp: &mut Response, map: &Headers) {
+pub(crate) fn apply_response_map(resp: &mut Response, map: &HeaderPairs) {
     if let Some(code) = map
         .get_str(":status")
         .and_then(|s| s.parse::<u16>().ok())
@@ -104,13 +107,7 @@ pub(crate) fn apply_response_map(resp: &mut Response, map: &Headers) {
     {
         resp.status = code;
     }
-    let mut h = Headers::with_capacity(map.len());
-    for (k, v) in map.iter_shared() {
-        if !k.starts_with(':') {
-            h.append(k.clone(), v.clone());
-        }
-    }
-    resp.headers = h;
+    resp.headers = headers_of(map);
 }
 
 /// The response a filter's `proxy_send_local_response` asked for.

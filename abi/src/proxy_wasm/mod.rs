@@ -30,6 +30,7 @@
 //! - `stream`: the stream driver, [`ProxyWasmMiddleware`] and its phase machine;
 //! - `calls`: sending `proxy_http_call` requests and delivering their responses;
 //! - `maps`: header maps between the HTTP model and the filter's view;
+//! - `pairs`: a header map as the filter sees it ([`HeaderPairs`](pairs::HeaderPairs));
 //! - `state`: what host functions see (per-middleware, per-VM, per-stream);
 //! - [`host`]: the host functions, one file per family; [`abi`], [`serial`]: the spec's
 //!   constants and header map encoding.
@@ -38,6 +39,7 @@ pub mod abi;
 mod calls;
 pub mod host;
 mod maps;
+mod pairs;
 pub mod plugin;
 pub mod serial;
 pub mod shared;

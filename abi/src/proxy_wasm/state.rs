@@ -16,10 +16,10 @@ use http::Version;
 use tokio::sync::Notify;
 
 use super::abi::{buffer, map, stream, AbiVersion};
+use super::pairs::HeaderPairs;
 use super::shared::{QueueWaiter, VmShared};
 use super::ServiceDirectory;
 use crate::guest::{Charge, GuestStats, HostBudget, MemoryShare, OverBudget};
-use crate::headers::Headers;
 
 /// What one middleware's VMs share.
 pub struct MiddlewareShared {
@@ -111,7 +111,7 @@ pub struct LocalResponse {
     /// Status code.
     pub status: u16,
     /// Extra headers.
-    pub headers: Vec<(String, Bytes)>,
+    pub headers: Vec<(String, http::HeaderValue)>,
     /// Body.
     pub body: Bytes,
 }
@@ -198,15 +198,15 @@ pub struct Stream {
     /// Where it is.
     pub phase: Phase,
     /// Request headers with `:method`, `:path`, `:authority`, `:scheme` first.
-    pub request_headers: Headers,
+    pub request_headers: HeaderPairs,
     /// Request trailers.
-    pub request_trailers: Headers,
+    pub request_trailers: HeaderPairs,
     /// Request body as buffered so far (available in request body callbacks).
     pub request_body: Option<BytesMut>,
     /// Response headers with `:status` first (available once the response arrived).
-    pub response_headers: Option<Headers>,
+    pub response_headers: Option<HeaderPairs>,
     /// Response trailers.
-    pub response_trailers: Headers,
+    pub response_trailers: HeaderPairs,
     /// The filter wrote to the request header map: only then is it applied back to the
     /// request (most filters only read it, and applying means rebuilding the headers).
     pub request_headers_written: bool,
@@ -265,15 +265,15 @@ pub struct RequestInfo {
 
 impl Stream {
     /// A fresh stream.
-    pub fn new(ctx: u32, request_headers: Headers, info: RequestInfo) -> Stream {
+    pub fn new(ctx: u32, request_headers: HeaderPairs, info: RequestInfo) -> Stream {
         Stream {
             ctx,
             phase: Phase::Request,
             request_headers,
-            request_trailers: Headers::new(),
+            request_trailers: HeaderPairs::new(),
             request_body: None,
             response_headers: None,
-            response_trailers: Headers::new(),
+            response_trailers: HeaderPairs::new(),
             request_headers_written: false,
             response_headers_written: false,
             response_body: None,
@@ -298,7 +298,7 @@ impl Stream {
     }
 
     /// The trailers of direction `d`.
-    pub fn trailers_mut(&mut self, d: Direction) -> &mut Headers {
+    pub fn trailers_mut(&mut self, d: Direction) -> &mut HeaderPairs {
         match d {
             Direction::Request => &mut self.request_trailers,
             Direction::Response => &mut self.response_trailers,
@@ -351,11 +351,11 @@ pub struct PendingCall {
 #[derive(Debug, Clone, Default)]
 pub struct CallResponse {
     /// Headers with `:status`.
-    pub headers: Headers,
+    pub headers: HeaderPairs,
     /// Body.
     pub body: Bytes,
     /// Trailers.
-    pub trailers: Headers,
+    pub trailers: HeaderPairs,
 }
 
 /// Hashes context ids (small integers, unique in a VM) as themselves: the stream map is

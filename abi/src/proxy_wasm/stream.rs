@@ -42,8 +42,10 @@ use tokio::sync::Notify;
 
 use super::abi::action;
 use super::maps::{
-    apply_request_map, apply_response_map, local_response, request_map, response_map,
+    apply_request_map, apply_response_map, headers_of, local_response, pairs_of, request_map,
+    response_map,
 };
+use super::pairs::HeaderPairs;
 use super::state::{Direction, PendingCall, Phase, RequestInfo, Stream};
 use super::vm::{Guest, Vm, VmSet};
 use super::MAX_PAUSE;
@@ -255,7 +257,7 @@ enum Forward {
     On {
         body: Body,
         framing: Framing,
-        map: Option<Headers>,
+        map: Option<HeaderPairs>,
     },
     /// The filter answered (a local response).
     Answer(Response),
@@ -268,7 +270,7 @@ enum Back {
     On {
         body: Body,
         buffered: bool,
-        map: Option<Headers>,
+        map: Option<HeaderPairs>,
     },
     /// The filter answered instead.
     Answer(Response),
@@ -282,6 +284,24 @@ enum Framing {
     Length(usize),
     /// Buffered, with trailers: no length (chunked).
     Chunked,
+}
+
+/// How the turn that opened a stream ended.
+enum Opened {
+    /// The filter stopped the stream (a local response or a close).
+    Stopped,
+    /// The request phase goes on (a body to filter, a pause, calls to send).
+    Continue,
+    /// The request phase ended in the same turn: the request headers as the filter left
+    /// them (`None`: it wrote none).
+    Through(Option<HeaderPairs>),
+}
+
+/// The request goes upstream: the filter's request maps are read-only from here. The map
+/// to apply to the request, if the filter wrote to it.
+fn upstream_turn(s: &mut Stream) -> Option<HeaderPairs> {
+    s.phase = Phase::Upstream;
+    s.request_headers_written.then(|| s.request_headers.clone())
 }
 
 /// Under `open`: the body chunks the filter was handed, as they came, and the trailers.
@@ -385,8 +405,21 @@ async fn end_context(
     set: &Arc<VmSet>,
     vm: &Arc<Vm>,
     ctx: u32,
-) -> Result<Option<Headers>, ProxyError> {
+) -> Result<Option<HeaderPairs>, ProxyError> {
     let mut g = vm.lock().await?;
+    let (map, calls) = end_context_locked(set, &mut g, ctx)?;
+    drop(g);
+    spawn_drive(set, vm, calls);
+    Ok(map)
+}
+
+/// [`end_context`] on a VM already locked; also the calls the end callbacks made, to send
+/// once the VM is free.
+fn end_context_locked(
+    set: &Arc<VmSet>,
+    g: &mut Guest<'_>,
+    ctx: u32,
+) -> Result<(Option<HeaderPairs>, Vec<PendingCall>), ProxyError> {
     g.stream(ctx).phase = Phase::Done;
     let arg = [ctx as i32];
     let r = g.call("proxy_on_done", ctx, &arg).and_then(|done| {
@@ -397,19 +430,18 @@ async fn end_context(
         g.call("proxy_on_delete", ctx, &arg)
     });
     if let Err(t) = r {
-        return Err(set.trapped(&mut g, &t));
+        return Err(set.trapped(g, &t));
     }
     let st = g.state();
     let stream = st.streams.remove(&ctx);
     st.calls_out.remove(&ctx);
     st.effective_ctx = st.root_ctx;
     let calls = g.take_calls();
-    drop(g);
-    spawn_drive(set, vm, calls);
     // Only a map the filter wrote to goes back to the response.
-    Ok(stream
+    let map = stream
         .filter(|s| s.response_headers_written)
-        .and_then(|s| s.response_headers))
+        .and_then(|s| s.response_headers);
+    Ok((map, calls))
 }
 
 /// Sends calls whose dispatcher does not wait for them (a stream that stopped or ended).
@@ -474,7 +506,8 @@ impl StreamRun {
             // The trailers came as a HeaderMap, so they convert back.
             Some(kept) => Body::put_back(
                 kept.chunks,
-                kept.trailers.map(|t| t.to_header_map().unwrap_or_default()),
+                kept.trailers
+                    .map(|t| t.into_header_map().unwrap_or_default()),
                 rest,
             ),
             None => rest,
@@ -482,8 +515,9 @@ impl StreamRun {
     }
 
     /// Creates the stream's context and runs the request headers callback, in one turn on
-    /// the VM; `Ok(true)`: the stream must stop here.
-    async fn open(&mut self, req: &Request, body: &mut Body) -> Step<bool> {
+    /// the VM. `ends_phase`: no body callbacks will run, so when the callback neither paused,
+    /// stopped nor made calls the request phase ends in the same turn.
+    async fn open(&mut self, req: &Request, body: &mut Body, ends_phase: bool) -> Step<Opened> {
         let eos = body.is_end_stream();
         let info = RequestInfo {
             version: req.version,
@@ -528,10 +562,21 @@ impl StreamRun {
             let args = [ctx as i32, root as i32];
             self.call(&mut g, "proxy_on_context_create", &args)?;
             let args = [n, eos as i32];
-            break self.run_callback(&mut g, d.headers_callback(), &args, d, |_| {})?;
+            let r = self.run_callback(&mut g, d.headers_callback(), &args, d, |_| {})?;
+            if ends_phase && !r.0 && !r.1 && r.2.is_empty() {
+                self.held_by_pause = false;
+                return Ok(Opened::Through(upstream_turn(g.stream(ctx))));
+            }
+            break r;
         };
-        self.after_callback(paused, stop, calls, d, Some(body))
-            .await
+        let stopped = self
+            .after_callback(paused, stop, calls, d, Some(body))
+            .await?;
+        Ok(if stopped {
+            Opened::Stopped
+        } else {
+            Opened::Continue
+        })
     }
 
     /// Runs a stream callback (after `prepare` on the stream) and everything it started;
@@ -743,7 +788,7 @@ impl StreamRun {
                         Ok(data) => (body.is_end_stream(), data),
                         Err(f) => {
                             if let Ok(t) = f.into_trailers() {
-                                trailers = Some(Headers::from(&t));
+                                trailers = Some(Headers::from(t));
                                 if let Some(k) = &mut self.kept {
                                     k.trailers = trailers.clone();
                                 }
@@ -778,7 +823,7 @@ impl StreamRun {
                                 }
                                 Err(f) => {
                                     if let Ok(t) = f.into_trailers() {
-                                        trailers = Some(Headers::from(&t));
+                                        trailers = Some(Headers::from(t));
                                         if let Some(k) = &mut self.kept {
                                             k.trailers = trailers.clone();
                                         }
@@ -844,7 +889,7 @@ impl StreamRun {
                     // The trailer map is writable in the end-of-stream call (cpp-host's
                     // addRequestTrailers): trailers added there go on, with no trailers call.
                     if !s.trailers_mut(d).is_empty() {
-                        trailers = Some(s.trailers_mut(d).clone());
+                        trailers = Some(headers_of(s.trailers_mut(d)));
                         added = true;
                     }
                 } else {
@@ -878,13 +923,13 @@ impl StreamRun {
                 let n = t.len() as i32;
                 // Trailers end the stream: a 3-parameter trailers callback gets end_of_stream = 1.
                 if self
-                    .callback(tcb, &[n, 1], d, |s| *s.trailers_mut(d) = t, None)
+                    .callback(tcb, &[n, 1], d, |s| *s.trailers_mut(d) = pairs_of(&t), None)
                     .await?
                 {
                     return Ok(None);
                 }
                 let mut g = self.guest().await?;
-                trailers = Some(g.stream(self.ctx).trailers_mut(d).clone());
+                trailers = Some(headers_of(g.stream(self.ctx).trailers_mut(d)));
             }
         }
         Ok(Some(BufferedBody {
@@ -894,7 +939,7 @@ impl StreamRun {
     }
 
     /// Ends the stream's context; the response headers as the filter left them.
-    async fn finish(&mut self) -> Step<Option<Headers>> {
+    async fn finish(&mut self) -> Step<Option<HeaderPairs>> {
         self.open = false;
         end_context(&self.set, &self.vm, self.ctx)
             .await
@@ -934,13 +979,21 @@ impl StreamRun {
     async fn request_phase(&mut self, req: &Request, body: &mut Body) -> Step<Forward> {
         let d = Direction::Request;
         let eos = body.is_end_stream();
-        if self.open(req, body).await? {
-            return Box::pin(self.stopped()).await.map(Forward::Answer);
-        }
         // A request without a body (headers said end of stream) passes untouched.
         let has_body_work = !eos
             && (self.set.has_export(d.body_callback())
                 || self.set.has_export(d.trailers_callback()));
+        match self.open(req, body, !has_body_work).await? {
+            Opened::Stopped => return Box::pin(self.stopped()).await.map(Forward::Answer),
+            Opened::Through(map) => {
+                return Ok(Forward::On {
+                    body: std::mem::take(body),
+                    framing: Framing::AsItCame,
+                    map,
+                })
+            }
+            Opened::Continue => {}
+        }
         // With body callbacks the body is buffered (and maybe changed): frame it anew.
         let (fwd, framing) = if has_body_work {
             match Box::pin(self.filter_body(body, d)).await? {
@@ -957,12 +1010,7 @@ impl StreamRun {
         } else {
             (Body::empty(), Framing::AsItCame)
         };
-        let map = {
-            let mut g = self.guest().await?;
-            let s = g.stream(self.ctx);
-            s.phase = Phase::Upstream;
-            s.request_headers_written.then(|| s.request_headers.clone())
-        };
+        let map = upstream_turn(self.guest().await?.stream(self.ctx));
         // An untouched body is taken only now: had the step above failed, `open` passes it on.
         let fwd = if has_body_work {
             fwd
@@ -989,22 +1037,36 @@ impl StreamRun {
             s.info.response_code = Some(code);
             s.response_headers = Some(map);
         };
-        if self
-            .callback(
-                d.headers_callback(),
-                &[n, eos as i32],
-                d,
-                prepare,
-                Some(body),
-            )
-            .await?
-        {
-            return Box::pin(self.stopped()).await.map(Back::Answer);
-        }
         // A response without a body (HEAD, 204, 304) keeps its framing headers.
         let has_body_work = !eos
             && (self.set.has_export(d.body_callback())
                 || self.set.has_export(d.trailers_callback()));
+        let (paused, stop, calls) = {
+            let vm = self.vm.clone();
+            let mut g = vm.lock().await.map_err(Failure::recorded)?;
+            let args = [n, eos as i32];
+            let r = self.run_callback(&mut g, d.headers_callback(), &args, d, prepare)?;
+            // Nothing to wait for and no body to filter: the context ends in the same turn.
+            if !has_body_work && !r.0 && !r.1 && r.2.is_empty() {
+                self.open = false;
+                let (map, calls) =
+                    end_context_locked(&self.set, &mut g, self.ctx).map_err(Failure::recorded)?;
+                drop(g);
+                spawn_drive(&self.set, &self.vm, calls);
+                return Ok(Back::On {
+                    body: std::mem::take(body),
+                    buffered: false,
+                    map,
+                });
+            }
+            r
+        };
+        if self
+            .after_callback(paused, stop, calls, d, Some(body))
+            .await?
+        {
+            return Box::pin(self.stopped()).await.map(Back::Answer);
+        }
         let out = if has_body_work {
             match Box::pin(self.filter_body(body, d)).await? {
                 None => return Box::pin(self.stopped()).await.map(Back::Answer),

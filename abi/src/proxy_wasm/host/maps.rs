@@ -3,6 +3,7 @@
 
 use super::prelude::*;
 use bytes::Bytes;
+use http::HeaderValue;
 
 /// A header name a filter may write: lower-cased, a token (pseudo-headers keep their colon).
 fn valid_name(name: &[u8]) -> Option<String> {
@@ -13,24 +14,24 @@ fn valid_name(name: &[u8]) -> Option<String> {
     Some(String::from_utf8_lossy(name).to_ascii_lowercase())
 }
 
-/// A header value a filter may write: no CR, LF or NUL.
-fn valid_value(v: &[u8]) -> bool {
-    !v.iter().any(|b| matches!(b, b'\r' | b'\n' | 0))
+/// A header value a filter may write: what may go on the wire (no CR, LF, NUL or other
+/// control byte but tab). Envoy refuses only CR, LF and NUL here; a value with another
+/// control byte could not be sent, so it is refused where it is written rather than failing
+/// the request later.
+fn valid_value(v: Vec<u8>) -> Option<HeaderValue> {
+    HeaderValue::from_maybe_shared(Bytes::from(v)).ok()
 }
 
 /// Validated pairs for a map a filter writes.
-pub(crate) fn valid_pairs(pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Option<Vec<(String, Bytes)>> {
+pub(crate) fn valid_pairs(pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Option<Vec<(String, HeaderValue)>> {
     pairs
         .into_iter()
-        .map(|(k, v)| {
-            let name = valid_name(&k)?;
-            valid_value(&v).then(|| (name, Bytes::from(v)))
-        })
+        .map(|(k, v)| Some((valid_name(&k)?, valid_value(v)?)))
         .collect()
 }
 
 /// The header map `ty` names now: `Err(BAD_ARGUMENT)` when unknown, absent or read-only for a write.
-fn map_for(st: &mut VmState, ty: i32, write: bool) -> Result<&mut Headers, i32> {
+fn map_for(st: &mut VmState, ty: i32, write: bool) -> Result<&mut HeaderPairs, i32> {
     if matches!(
         ty,
         map::HTTP_CALL_RESPONSE_HEADERS | map::HTTP_CALL_RESPONSE_TRAILERS
@@ -106,7 +107,7 @@ pub(super) fn define(t: &mut Table) {
             let Ok(h) = map_for(st, map_type, true) else {
                 return Ok(status::BAD_ARGUMENT);
             };
-            *h = Headers::new();
+            *h = HeaderPairs::with_capacity(pairs.len());
             for (k, v) in pairs {
                 h.append(k, v);
             }
@@ -180,7 +181,7 @@ pub(super) fn define(t: &mut Table) {
                   value_size: u32| {
                 let key = rd(c, key_data, key_size)?;
                 let value = rd(c, value_data, value_size)?;
-                let (Some(key), true) = (valid_name(&key), valid_value(&value)) else {
+                let (Some(key), Some(value)) = (valid_name(&key), valid_value(value)) else {
                     return Ok(status::BAD_ARGUMENT);
                 };
                 let st = state(c)?;

@@ -30,9 +30,9 @@ use wasmgate_engines::{
 };
 
 use super::abi::{status, AbiVersion, MODULE};
+use super::pairs::HeaderPairs;
 use super::serial;
 use super::state::VmState;
-use crate::headers::Headers;
 
 pub use self::logs::min_log_level;
 
@@ -46,12 +46,12 @@ mod prelude {
     pub(super) use super::super::abi::{
         buffer, log_level, map, status, stream, AbiVersion, MetricKind,
     };
+    pub(super) use super::super::pairs::HeaderPairs;
     pub(super) use super::super::serial;
     pub(super) use super::super::state::{
         Callback, Direction, LocalResponse, PendingCall, VmState,
     };
     pub(super) use super::{out, rd, ser, state, Table, OVER_BUDGET};
-    pub(super) use crate::headers::Headers;
     pub(super) use wasmgate_engines::Caller;
 }
 
@@ -234,7 +234,7 @@ fn out(c: &mut dyn Caller, data: &[u8], ptr_ptr: u32, size_ptr: u32) -> Result<(
     Ok(())
 }
 
-fn ser(h: &Headers) -> Vec<u8> {
+fn ser(h: &HeaderPairs) -> Vec<u8> {
     serial::serialize(h.iter().map(|(k, v)| (k.as_bytes(), v)))
 }
 

@@ -42,13 +42,13 @@ fn property(st: &mut VmState, path: &[u8]) -> Option<Vec<u8>> {
     }
     let s = st.active_stream()?;
     let info = &s.info;
-    let header_value = |h: &Headers, name: Option<&String>| -> Option<Vec<u8>> {
+    let header_value = |h: &HeaderPairs, name: Option<&String>| -> Option<Vec<u8>> {
         match name {
             None => Some(ser(h)),
             Some(n) => h.get(n).map(|v| v.to_vec()),
         }
     };
-    let pseudo = |h: &Headers, n: &str| h.get(n).map(|v| v.to_vec());
+    let pseudo = |h: &HeaderPairs, n: &str| h.get(n).map(|v| v.to_vec());
     let v = match (first, second) {
         ("request", Some("path")) => pseudo(&s.request_headers, ":path")?,
         ("request", Some("url_path")) => {

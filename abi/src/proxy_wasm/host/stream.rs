@@ -137,7 +137,7 @@ fn grpc_local_reply(mut reply: LocalResponse, grpc_status: i32) -> LocalResponse
         .retain(|(k, _)| !k.eq_ignore_ascii_case("content-type"));
     reply.headers.push((
         "content-type".into(),
-        Bytes::from_static(b"application/grpc"),
+        http::HeaderValue::from_static("application/grpc"),
     ));
     // A grpc-status among the guest's headers stays (Envoy sets it only when absent).
     if !reply
@@ -147,7 +147,7 @@ fn grpc_local_reply(mut reply: LocalResponse, grpc_status: i32) -> LocalResponse
     {
         reply
             .headers
-            .push(("grpc-status".into(), Bytes::from(status.to_string())));
+            .push(("grpc-status".into(), http::HeaderValue::from(status)));
     }
     if !reply.body.is_empty() {
         let mut msg = String::new();
@@ -158,9 +158,11 @@ fn grpc_local_reply(mut reply: LocalResponse, grpc_status: i32) -> LocalResponse
                 msg.push_str(&format!("%{b:02X}"));
             }
         }
-        reply
-            .headers
-            .push(("grpc-message".into(), Bytes::from(msg)));
+        reply.headers.push((
+            "grpc-message".into(),
+            http::HeaderValue::from_maybe_shared(Bytes::from(msg))
+                .unwrap_or_else(|_| http::HeaderValue::from_static("")),
+        ));
     }
     reply.status = 200;
     reply.body = Bytes::new();
