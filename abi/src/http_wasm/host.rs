@@ -48,12 +48,9 @@ fn write_value(c: &mut dyn Caller, buf: u32, limit: u32, value: &[u8]) -> Result
 }
 
 /// Writes a NUL-terminated list if it all fits; returns `count << 32 | length`.
-fn write_list<'a>(
-    c: &mut dyn Caller,
-    buf: u32,
-    limit: u32,
-    items: impl Iterator<Item = &'a [u8]>,
-) -> Result<i64, HostError> {
+/// NUL-terminated items, joined while the list they come from is borrowed (one allocation
+/// per call, none when there are no items), and how many there are.
+fn join_list<'a>(items: impl Iterator<Item = &'a [u8]>) -> (Vec<u8>, usize) {
     let mut out = Vec::new();
     let mut count = 0;
     for item in items {
@@ -61,6 +58,16 @@ fn write_list<'a>(
         out.push(0);
         count += 1;
     }
+    (out, count)
+}
+
+/// Writes a [`join_list`] result if it fits `limit`; the spec's count and length either way.
+fn write_list(
+    c: &mut dyn Caller,
+    buf: u32,
+    limit: u32,
+    (out, count): (Vec<u8>, usize),
+) -> Result<i64, HostError> {
     if count == 0 {
         return Ok(0);
     }
@@ -70,11 +77,39 @@ fn write_list<'a>(
     Ok(count_len(count, out.len()))
 }
 
-fn read_name(c: &mut dyn Caller, ptr: u32, len: u32, func: &str) -> Result<Vec<u8>, HostError> {
+/// Longest header name read onto the stack; longer ones are read onto the heap.
+const INLINE_NAME: usize = 64;
+
+/// A header name read from guest memory: on the stack when it is short (nearly every name),
+/// so reading one costs no allocation.
+enum NameBuf {
+    Inline([u8; INLINE_NAME], usize),
+    Heap(Vec<u8>),
+}
+
+impl std::ops::Deref for NameBuf {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            NameBuf::Inline(b, n) => &b[..*n],
+            NameBuf::Heap(v) => v,
+        }
+    }
+}
+
+fn read_name(c: &mut dyn Caller, ptr: u32, len: u32, func: &str) -> Result<NameBuf, HostError> {
     if len == 0 {
         return Err(trap(format!("{func}: empty header name")));
     }
-    c.read(ptr, len)
+    let n = len as usize;
+    if n <= INLINE_NAME {
+        let mut b = [0u8; INLINE_NAME];
+        c.read_into(ptr, &mut b[..n])?;
+        Ok(NameBuf::Inline(b, n))
+    } else {
+        c.read(ptr, len).map(NameBuf::Heap)
+    }
 }
 
 fn header_kind(v: i32, func: &str) -> Result<HeaderKind, HostError> {
@@ -366,10 +401,11 @@ pub fn functions(plugin: &str) -> HostFunctions {
             let kind = header_kind(kind, "get_header_names")?;
             request_trailers_arrived(c, kind, "get_header_names")?;
             let ex = exchange(c, "get_header_names")?;
-            let names = headers_for(ex, kind, false, "get_header_names")?
-                .map(|h| h.names())
-                .unwrap_or_default();
-            write_list(c, buf, limit, names.iter().map(|n| n.as_bytes()))
+            let joined = match headers_for(ex, kind, false, "get_header_names")? {
+                Some(h) => join_list(h.header_map().keys().map(|n| n.as_str().as_bytes())),
+                None => (Vec::new(), 0),
+            };
+            write_list(c, buf, limit, joined)
         },
     );
     t.func_wrap(
@@ -386,14 +422,14 @@ pub fn functions(plugin: &str) -> HostFunctions {
             let name = read_name(c, name, name_len, "get_header_values")?;
             request_trailers_arrived(c, kind, "get_header_values")?;
             let ex = exchange(c, "get_header_values")?;
-            let values: Vec<Bytes> = match (
+            let joined = match (
                 headers_for(ex, kind, false, "get_header_values")?,
                 std::str::from_utf8(&name),
             ) {
-                (Some(h), Ok(name)) => h.get_all(name).map(Bytes::copy_from_slice).collect(),
-                _ => Vec::new(),
+                (Some(h), Ok(name)) => join_list(h.get_all(name)),
+                _ => (Vec::new(), 0),
             };
-            write_list(c, buf, limit, values.iter().map(|v| v.as_ref()))
+            write_list(c, buf, limit, joined)
         },
     );
     for (func, add) in [("set_header_value", false), ("add_header_value", true)] {
