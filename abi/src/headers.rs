@@ -25,12 +25,29 @@ pub const GUEST_MAX_HEADER_BYTES: usize = 1 << 20;
 /// the first such refusal and [`Headers::into_header_map`] reports it, so the message fails
 /// where it would have been sent instead of going out without the header. The ABI hosts check
 /// what guests write before it gets here and answer the guest themselves.
-#[derive(Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default)]
 pub struct Headers {
-    map: HeaderMap,
-    /// Boxed: it is rare, and every request and response carries the field.
-    refused: Option<Box<InvalidHeader>>,
+    /// Boxed, and absent while empty: a request or a response is moved from link to link of
+    /// a chain (and copied into each link's future), so it is kept small.
+    inner: Option<Box<Inner>>,
 }
+
+#[derive(Clone, Default)]
+struct Inner {
+    map: HeaderMap,
+    refused: Option<InvalidHeader>,
+}
+
+/// What an empty [`Headers`] lends out as its map.
+static EMPTY: std::sync::LazyLock<HeaderMap> = std::sync::LazyLock::new(HeaderMap::new);
+
+impl PartialEq for Headers {
+    fn eq(&self, other: &Headers) -> bool {
+        self.map() == other.map() && self.refused() == other.refused()
+    }
+}
+
+impl Eq for Headers {}
 
 /// The values of one name, in order ([`Headers::get_all`]).
 pub type Values<'a> =
@@ -173,25 +190,22 @@ impl Headers {
 
     /// An empty map with room for `n` field lines.
     pub fn with_capacity(n: usize) -> Self {
-        Headers {
-            map: HeaderMap::try_with_capacity(n).unwrap_or_default(),
-            refused: None,
-        }
+        Headers::from(HeaderMap::try_with_capacity(n).unwrap_or_default())
     }
 
     /// Number of field lines.
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.map().len()
     }
 
     /// Whether there are no field lines.
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.map().is_empty()
     }
 
     /// Bytes of all names and values.
     pub fn byte_len(&self) -> usize {
-        self.map
+        self.map()
             .iter()
             .map(|(n, v)| n.as_str().len() + v.len())
             .sum()
@@ -200,24 +214,24 @@ impl Headers {
     /// Whether one more field line of `name` and `value_len` bytes keeps the map within
     /// what a plugin may build ([`GUEST_MAX_FIELD_LINES`], [`GUEST_MAX_HEADER_BYTES`]).
     pub fn fits_one_more(&self, name: &str, value_len: usize) -> bool {
-        self.map.len() < GUEST_MAX_FIELD_LINES
+        self.map().len() < GUEST_MAX_FIELD_LINES
             && self.byte_len() + name.len() + value_len <= GUEST_MAX_HEADER_BYTES
     }
 
     /// Every field line, in order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
-        self.map.iter().map(|(n, v)| (n.as_str(), v.as_bytes()))
+        self.map().iter().map(|(n, v)| (n.as_str(), v.as_bytes()))
     }
 
     /// Every field line, in order, as the map holds it (a copy of a value costs a reference
     /// count, not the bytes).
     pub fn iter_fields(&self) -> http::header::Iter<'_, HeaderValue> {
-        self.map.iter()
+        self.map().iter()
     }
 
     /// The first value of `name` (a `&str` or a [`HeaderName`]).
     pub fn get(&self, name: impl AsHeaderName) -> Option<&[u8]> {
-        self.map.get(name).map(HeaderValue::as_bytes)
+        self.map().get(name).map(HeaderValue::as_bytes)
     }
 
     /// The first value of `name` as text, if it is valid UTF-8.
@@ -227,7 +241,7 @@ impl Headers {
 
     /// Every value of `name`, in order. A `&str` that is not a name finds nothing.
     pub fn get_all(&self, name: impl AsHeaderName) -> Values<'_> {
-        self.map
+        self.map()
             .get_all(name)
             .into_iter()
             .map(HeaderValue::as_bytes as fn(&HeaderValue) -> &[u8])
@@ -235,19 +249,19 @@ impl Headers {
 
     /// Whether `name` has at least one value.
     pub fn contains(&self, name: impl AsHeaderName) -> bool {
-        self.map.contains_key(name)
+        self.map().contains_key(name)
     }
 
     /// Distinct names, lower-cased, in the map's order.
     pub fn names(&self) -> Vec<String> {
-        self.map.keys().map(|n| n.as_str().to_string()).collect()
+        self.map().keys().map(|n| n.as_str().to_string()).collect()
     }
 
     /// Adds one field line after the other values of its name.
     pub fn append(&mut self, name: impl IntoHeaderName, value: impl IntoHeaderValue) {
         if let Some((name, value)) = self.checked(name, value) {
-            if self.map.try_append(name, value).is_err() {
-                self.refuse(InvalidHeader::TooMany(self.map.len() + 1));
+            if self.map_mut().try_append(name, value).is_err() {
+                self.refuse(InvalidHeader::TooMany(self.len() + 1));
             }
         }
     }
@@ -255,8 +269,8 @@ impl Headers {
     /// Replaces every value of `name` by `value`, keeping the place of the first one.
     pub fn set(&mut self, name: impl IntoHeaderName, value: impl IntoHeaderValue) {
         if let Some((name, value)) = self.checked(name, value) {
-            if self.map.try_insert(name, value).is_err() {
-                self.refuse(InvalidHeader::TooMany(self.map.len() + 1));
+            if self.map_mut().try_insert(name, value).is_err() {
+                self.refuse(InvalidHeader::TooMany(self.len() + 1));
             }
         }
     }
@@ -264,36 +278,57 @@ impl Headers {
     /// Keeps the names `keep` accepts, with all their values, in order.
     pub fn retain(&mut self, mut keep: impl FnMut(&str) -> bool) {
         let gone: Vec<HeaderName> = self
-            .map
+            .map()
             .keys()
             .filter(|n| !keep(n.as_str()))
             .cloned()
             .collect();
         for n in gone {
-            self.map.remove(n);
+            self.map_mut().remove(n);
         }
     }
 
     /// Removes every value of `name`; returns whether there was one.
     pub fn remove(&mut self, name: impl AsHeaderName) -> bool {
-        self.map.remove(name).is_some()
+        match &mut self.inner {
+            Some(inner) => inner.map.remove(name).is_some(),
+            None => false,
+        }
     }
 
     /// The map itself.
     pub fn header_map(&self) -> &HeaderMap {
-        &self.map
+        self.map()
     }
 
     /// The map, for what this type does not say (typed names, entries).
     pub fn header_map_mut(&mut self) -> &mut HeaderMap {
-        &mut self.map
+        self.map_mut()
+    }
+
+    fn map(&self) -> &HeaderMap {
+        match &self.inner {
+            Some(inner) => &inner.map,
+            None => &EMPTY,
+        }
+    }
+
+    fn map_mut(&mut self) -> &mut HeaderMap {
+        &mut self.inner.get_or_insert_with(Box::default).map
+    }
+
+    fn refused(&self) -> Option<&InvalidHeader> {
+        self.inner.as_ref().and_then(|i| i.refused.as_ref())
     }
 
     /// The map to send, or the first name or value that was refused on the way.
     pub fn into_header_map(self) -> Result<HeaderMap, InvalidHeader> {
-        match self.refused {
-            Some(e) => Err(*e),
-            None => Ok(self.map),
+        match self.inner {
+            None => Ok(HeaderMap::new()),
+            Some(inner) => match inner.refused {
+                Some(e) => Err(e),
+                None => Ok(inner.map),
+            },
         }
     }
 
@@ -324,13 +359,15 @@ impl Headers {
     }
 
     fn refuse(&mut self, e: InvalidHeader) {
-        self.refused.get_or_insert_with(|| Box::new(e));
+        let inner = self.inner.get_or_insert_with(Box::default);
+        inner.refused.get_or_insert(e);
     }
 }
 
 impl From<HeaderMap> for Headers {
     fn from(map: HeaderMap) -> Self {
-        Headers { map, refused: None }
+        let inner = (map.capacity() > 0).then(|| Box::new(Inner { map, refused: None }));
+        Headers { inner }
     }
 }
 
@@ -354,11 +391,11 @@ impl std::fmt::Debug for Headers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mut l = f.debug_list();
         l.entries(
-            self.map
+            self.map()
                 .iter()
                 .map(|(n, v)| (n.as_str(), String::from_utf8_lossy(v.as_bytes()))),
         );
-        if let Some(e) = &self.refused {
+        if let Some(e) = self.refused() {
             l.entry(&format_args!("refused: {e}"));
         }
         l.finish()

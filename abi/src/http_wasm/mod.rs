@@ -337,7 +337,7 @@ fn guest_response(ex: Box<Exchange>) -> Response {
     let mut resp = Response::new(state::status_code(ex.response.status));
     resp.headers = ex.response.headers;
     // The server frames the body the guest wrote; a guest-set length could disagree with it.
-    resp.headers.remove("content-length");
+    resp.headers.remove(http::header::CONTENT_LENGTH);
     let data = ex
         .response
         .written
@@ -446,8 +446,6 @@ impl Middleware for HttpWasmMiddleware {
             // Not the guest's failure (the client's body, an inner middleware, the upstream).
             Ok(Err(e)) => Err(e),
             Err(failed) => {
-                // A failure path: the size of what it moves does not matter.
-                #[allow(clippy::result_large_err)]
                 let (error, skip) = match failed {
                     Failed::Request { error, arrived } => (error, arrived.map(|r| Ok(*r))),
                     Failed::Response { error, from_next } => (error, from_next.map(Err)),
@@ -668,9 +666,11 @@ impl HttpWasmMiddleware {
                     .get_str("content-length")
                     .and_then(|v| v.trim().parse::<usize>().ok());
                 match total {
-                    Some(n) => resp.headers.set("content-length", (n + extra).to_string()),
+                    Some(n) => resp
+                        .headers
+                        .set(http::header::CONTENT_LENGTH, (n + extra).to_string()),
                     None => {
-                        resp.headers.remove("content-length");
+                        resp.headers.remove(http::header::CONTENT_LENGTH);
                     }
                 }
                 Body::put_back([w.freeze()], None, stream)
@@ -694,7 +694,7 @@ impl HttpWasmMiddleware {
         };
         if buffered_response && !declared {
             // The guest may have changed the body's length; the server frames it anew.
-            resp.headers.remove("content-length");
+            resp.headers.remove(http::header::CONTENT_LENGTH);
         }
         Ok(Ok(resp))
     }
