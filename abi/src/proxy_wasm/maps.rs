@@ -2,6 +2,7 @@
 //! `:method`, `:path`, `:authority`, `:scheme` pseudo-headers first, responses with
 //! `:status`; and back, once the filter is done with them.
 
+use http::header::HOST;
 use http::{HeaderValue, Method, StatusCode, Uri};
 
 use super::pairs::HeaderPairs;
@@ -19,22 +20,61 @@ fn value(s: &str) -> HeaderValue {
 /// The request's header map as the filter sees it.
 pub(crate) fn request_map(req: &Request) -> HeaderPairs {
     let mut h = HeaderPairs::with_capacity(req.headers.len() + 4);
-    h.append(":authority", value(req.host()));
+    // The Host header's own value when the authority is that (no copy).
+    let authority = match (req.uri.authority(), req.headers.header_map().get(HOST)) {
+        (None, Some(v)) => v.clone(),
+        _ => value(req.host()),
+    };
+    h.append(":authority", authority);
     h.append(":path", value(req.path_and_query()));
-    h.append(":method", value(req.method.as_str()));
+    h.append(":method", method_value(&req.method));
     // HTTP/1.1 requests carry no scheme: the connection says.
     let scheme = match (req.uri.scheme_str(), req.tls()) {
-        (Some(s), _) => s,
-        (None, Some(_)) => "https",
-        (None, None) => "http",
+        (Some("https"), _) | (None, Some(_)) => HeaderValue::from_static("https"),
+        (Some("http"), _) | (None, None) => HeaderValue::from_static("http"),
+        (Some(s), _) => value(s),
     };
-    h.append(":scheme", value(scheme));
+    h.append(":scheme", scheme);
     for (k, v) in req.headers.iter_fields() {
-        if k != http::header::HOST {
+        if k != HOST {
             h.append(k.as_str(), v.clone());
         }
     }
     h
+}
+
+/// A method as a value, without an allocation for the standard ones.
+fn method_value(m: &Method) -> HeaderValue {
+    let known = [
+        Method::GET,
+        Method::POST,
+        Method::PUT,
+        Method::DELETE,
+        Method::HEAD,
+        Method::OPTIONS,
+        Method::PATCH,
+        Method::CONNECT,
+        Method::TRACE,
+    ];
+    const NAMES: [&str; 9] = [
+        "GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "CONNECT", "TRACE",
+    ];
+    match known.iter().position(|k| k == m) {
+        Some(i) => HeaderValue::from_static(NAMES[i]),
+        None => value(m.as_str()),
+    }
+}
+
+/// A status code as a value, without an allocation for the common ones.
+fn status_value(code: StatusCode) -> HeaderValue {
+    const COMMON: [&str; 14] = [
+        "200", "201", "204", "206", "301", "302", "304", "400", "401", "403", "404", "500", "502",
+        "503",
+    ];
+    match COMMON.iter().find(|c| **c == code.as_str()) {
+        Some(c) => HeaderValue::from_static(c),
+        None => HeaderValue::from(code.as_u16()),
+    }
 }
 
 /// Trailers (or any map without pseudo-headers) as the filter sees them.
@@ -83,7 +123,7 @@ pub(crate) fn apply_request_map(req: &mut Request, map: &HeaderPairs) {
                 }
             }
         }
-        h.set(http::header::HOST, a);
+        h.set(HOST, a);
     }
     req.headers = h;
 }
@@ -91,7 +131,7 @@ pub(crate) fn apply_request_map(req: &mut Request, map: &HeaderPairs) {
 /// The response's header map as the filter sees it.
 pub(crate) fn response_map(resp: &Response) -> HeaderPairs {
     let mut h = HeaderPairs::with_capacity(resp.headers.len() + 1);
-    h.append(":status", HeaderValue::from(resp.status.as_u16()));
+    h.append(":status", status_value(resp.status));
     for (k, v) in resp.headers.iter_fields() {
         h.append(k.as_str(), v.clone());
     }
