@@ -56,7 +56,7 @@ pub fn connection_options(headers: &Headers) -> Vec<String> {
 
 /// Whether the TE header says the client accepts trailer fields (RFC 9110 §10.1.4).
 pub fn accepts_trailers(headers: &Headers) -> bool {
-    headers.get_all("te").any(|v| {
+    headers.get_all(http::header::TE).any(|v| {
         String::from_utf8_lossy(v).split(',').any(|t| {
             t.split(';')
                 .next()

@@ -131,7 +131,7 @@ impl Request {
     pub fn host(&self) -> &str {
         match self.uri.authority() {
             Some(a) => a.as_str(),
-            None => self.headers.get_str("host").unwrap_or(""),
+            None => self.headers.get_str(http::header::HOST).unwrap_or(""),
         }
     }
 }

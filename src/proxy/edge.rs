@@ -189,7 +189,7 @@ pub fn remove_connection_options(headers: &mut Headers) {
             headers.remove(&name);
         }
     }
-    headers.remove("connection");
+    headers.remove(http::header::CONNECTION);
 }
 
 /// Sets `X-Forwarded-For`, `-Proto`, `-Host`, `-Port` and `X-Real-Ip` as Traefik does: from
@@ -201,7 +201,7 @@ pub fn set_forwarded_headers(req: &mut Request, trusted: bool, tls: bool, client
         req.headers.retain(|name| !is_forwarded_header(name));
     }
     let xff = {
-        let mut sent = req.headers.get_all("x-forwarded-for").peekable();
+        let mut sent = req.headers.get_all(names::X_FORWARDED_FOR).peekable();
         match sent.peek() {
             None => client_ip.clone(),
             Some(_) => {
@@ -216,15 +216,15 @@ pub fn set_forwarded_headers(req: &mut Request, trusted: bool, tls: bool, client
         }
     };
     req.headers.set(names::X_FORWARDED_FOR, xff);
-    if !req.headers.contains("x-real-ip") {
+    if !req.headers.contains(names::X_REAL_IP) {
         req.headers.set(names::X_REAL_IP, client_ip.clone());
     }
-    if !req.headers.contains("x-forwarded-proto") {
+    if !req.headers.contains(names::X_FORWARDED_PROTO) {
         let proto = HeaderValue::from_static(if tls { "https" } else { "http" });
         req.headers.set(names::X_FORWARDED_PROTO, proto);
     }
     let host = req.host();
-    let port = if req.headers.contains("x-forwarded-port") {
+    let port = if req.headers.contains(names::X_FORWARDED_PORT) {
         None
     } else {
         // The port the client asked for (behind a port mapping, not the one wasmgate
@@ -232,7 +232,7 @@ pub fn set_forwarded_headers(req: &mut Request, trusted: bool, tls: bool, client
         let default = if tls { "443" } else { "80" };
         Some(HeaderValue::from_str(host_port(host).unwrap_or(default)))
     };
-    let host = (!host.is_empty() && !req.headers.contains("x-forwarded-host"))
+    let host = (!host.is_empty() && !req.headers.contains(names::X_FORWARDED_HOST))
         .then(|| HeaderValue::from_str(host));
     if let Some(Ok(port)) = port {
         req.headers.set(names::X_FORWARDED_PORT, port);

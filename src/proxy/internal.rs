@@ -73,7 +73,8 @@ pub fn answer(
             let text =
                 crate::rawdata::build(&snapshot.routing_text, snapshot.generation).to_string();
             let mut resp = Response::text(StatusCode::OK, text);
-            resp.headers.set("content-type", "application/json");
+            resp.headers
+                .set(http::header::CONTENT_TYPE, "application/json");
             Some((resp, API_ROUTER))
         }
         _ => None,

@@ -36,7 +36,7 @@ pub fn requested<B>(req: &hyper::Request<B>) -> Option<HeaderValue> {
 /// Sets the headers that make `headers` an upgrade to `protocol` (after the hop-by-hop ones
 /// were removed).
 pub fn set_upgrade_headers(headers: &mut wasmgate_abi::Headers, protocol: &HeaderValue) {
-    headers.set("connection", "upgrade");
+    headers.set(http::header::CONNECTION, "upgrade");
     headers.set(
         "upgrade",
         bytes::Bytes::copy_from_slice(protocol.as_bytes()),

@@ -207,7 +207,7 @@ impl Endpoint for LoadBalancer {
         }
         if self.pass_host_header {
             // HTTP/2 clients send :authority instead of Host; an HTTP/1 upstream needs Host.
-            if !req.headers.contains("host") {
+            if !req.headers.contains(http::header::HOST) {
                 if let Some(a) = req.uri.authority() {
                     req.headers.set(http::header::HOST, a.as_str());
                 }
@@ -218,7 +218,7 @@ impl Endpoint for LoadBalancer {
         }
         if server.h2c {
             // HTTP/2 carries the host as :authority, taken from the target URI.
-            req.headers.remove("host");
+            req.headers.remove(http::header::HOST);
         }
         let mut authority = &server.authority;
         let passed;
@@ -227,12 +227,12 @@ impl Endpoint for LoadBalancer {
             // header beside a different :authority is refused by some servers), HTTP/1.1 as
             // Host. The server is dialled all the same. Past the hosts a server may be sent
             // that way, the Host header goes as it is.
-            let host = req.headers.get("host").map(Authority::try_from);
+            let host = req.headers.get(http::header::HOST).map(Authority::try_from);
             if let Some(Ok(host)) = host {
                 if host == server.authority || https.may_carry(&host) {
                     passed = host;
                     authority = &passed;
-                    req.headers.remove("host");
+                    req.headers.remove(http::header::HOST);
                 }
             }
         }

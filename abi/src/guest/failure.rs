@@ -90,7 +90,7 @@ pub fn closed_response(middleware: &str) -> Response {
     let mut resp = Response::new(StatusCode::SERVICE_UNAVAILABLE);
     resp.headers
         .set(FAILED_MIDDLEWARE_HEADER, middleware.to_string());
-    resp.headers.set("content-length", "0");
+    resp.headers.set(http::header::CONTENT_LENGTH, "0");
     resp
 }
 

@@ -249,9 +249,11 @@ impl Exchange {
     /// is ignored: it was taken, and maybe read ahead, before).
     pub fn new(mut request: Request, body: RequestBody, module_features: u32) -> Box<Exchange> {
         // HTTP/2 requests carry the host as :authority; guests look for a Host header.
-        if !request.headers.contains("host") {
+        if !request.headers.contains(http::header::HOST) {
             if let Some(a) = request.uri.authority() {
-                request.headers.append("host", a.as_str().to_string());
+                request
+                    .headers
+                    .append(http::header::HOST, a.as_str().to_string());
             }
         }
         Box::new(Exchange {
@@ -371,7 +373,7 @@ impl Exchange {
 }
 
 fn content_length(headers: &Headers) -> Option<u64> {
-    let v = headers.get_all("content-length").next()?;
+    let v = headers.get_all(http::header::CONTENT_LENGTH).next()?;
     std::str::from_utf8(v).ok()?.trim().parse().ok()
 }
 
@@ -390,11 +392,11 @@ pub fn honour_declared_length(headers: &mut Headers, body: Bytes) -> Bytes {
     match declared {
         Some(n) => {
             let keep = usize::try_from(n).unwrap_or(usize::MAX).min(body.len());
-            headers.set("content-length", keep.to_string());
+            headers.set(http::header::CONTENT_LENGTH, keep.to_string());
             body.slice(..keep)
         }
         None => {
-            headers.remove("content-length");
+            headers.remove(http::header::CONTENT_LENGTH);
             body
         }
     }
@@ -403,13 +405,13 @@ pub fn honour_declared_length(headers: &mut Headers, body: Bytes) -> Bytes {
 /// Keeps a `content-length` the request already had true to the body next gets: `len`,
 /// or no `content-length` at all when the length is not known.
 fn fix_content_length(headers: &mut Headers, len: Option<u64>) {
-    if !headers.contains("content-length") {
+    if !headers.contains(http::header::CONTENT_LENGTH) {
         return;
     }
     match len {
-        Some(n) => headers.set("content-length", n.to_string()),
+        Some(n) => headers.set(http::header::CONTENT_LENGTH, n.to_string()),
         None => {
-            headers.remove("content-length");
+            headers.remove(http::header::CONTENT_LENGTH);
         }
     }
 }

@@ -122,7 +122,7 @@ pub(crate) async fn execute(
         .parse()
         .map_err(|e: http::uri::InvalidUri| e.to_string())?;
     let mut req = Request::new(method, uri, SocketAddr::from(([127, 0, 0, 1], 0)));
-    req.headers.append("host", get(b":authority"));
+    req.headers.append(http::header::HOST, get(b":authority"));
     for (k, v) in &call.headers {
         if !k.starts_with(b":") && !k.eq_ignore_ascii_case(b"host") {
             req.headers

@@ -1120,12 +1120,14 @@ impl StreamRun {
         match framing {
             Framing::AsItCame => {}
             Framing::Length(n) => {
-                next_req.headers.remove("transfer-encoding");
-                next_req.headers.set("content-length", n.to_string());
+                next_req.headers.remove(http::header::TRANSFER_ENCODING);
+                next_req
+                    .headers
+                    .set(http::header::CONTENT_LENGTH, n.to_string());
             }
             Framing::Chunked => {
-                next_req.headers.remove("transfer-encoding");
-                next_req.headers.remove("content-length");
+                next_req.headers.remove(http::header::TRANSFER_ENCODING);
+                next_req.headers.remove(http::header::CONTENT_LENGTH);
             }
         }
         // The rest of the chain's errors pass through: not this guest's failure.
@@ -1147,7 +1149,7 @@ impl StreamRun {
                     apply_response_map(&mut resp, &map);
                 }
                 if buffered {
-                    resp.headers.remove("content-length");
+                    resp.headers.remove(http::header::CONTENT_LENGTH);
                 }
                 End::Done(Ok(resp))
             }
