@@ -245,9 +245,8 @@ pub struct RequestInfo {
     pub source: SocketAddr,
     /// Address the client connected to.
     pub destination: SocketAddr,
-    /// When the request reached the filter.
-    pub start: SystemTime,
-    /// Monotonic start.
+    /// When the request reached the filter (its wall-clock time is derived when a filter
+    /// asks: one clock read per stream instead of two).
     pub started: Instant,
     /// Request body bytes seen.
     pub request_size: u64,
@@ -261,6 +260,15 @@ pub struct RequestInfo {
     pub request_id: Option<crate::model::RequestId>,
     /// The client connection's TLS, for `connection.*` properties.
     pub tls: Option<crate::model::ConnectionTls>,
+}
+
+impl RequestInfo {
+    /// The wall-clock time the request reached the filter (`request.time`).
+    pub fn start_time(&self) -> SystemTime {
+        SystemTime::now()
+            .checked_sub(self.started.elapsed())
+            .unwrap_or(SystemTime::UNIX_EPOCH)
+    }
 }
 
 impl Stream {

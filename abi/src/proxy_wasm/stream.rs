@@ -32,7 +32,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
@@ -523,7 +523,6 @@ impl StreamRun {
             version: req.version,
             source: req.source_addr,
             destination: req.local_addr,
-            start: SystemTime::now(),
             started: Instant::now(),
             request_size: 0,
             response_code: None,

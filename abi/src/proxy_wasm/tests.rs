@@ -168,7 +168,6 @@ impl Probe {
             version: http::Version::HTTP_11,
             source: "10.0.0.1:5555".parse().unwrap(),
             destination: "10.0.0.2:80".parse().unwrap(),
-            start: std::time::SystemTime::now(),
             started: Instant::now(),
             request_size: 0,
             response_code: None,

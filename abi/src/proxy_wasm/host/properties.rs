@@ -67,7 +67,7 @@ fn property(st: &mut VmState, path: &[u8]) -> Option<Vec<u8>> {
         },
         ("request", Some("headers")) => header_value(&s.request_headers, names.get(2))?,
         ("request", Some("time")) => i64b(
-            info.start
+            info.start_time()
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_nanos() as i64)
                 .unwrap_or(0),
