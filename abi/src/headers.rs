@@ -8,6 +8,8 @@
 //! writes through the same map: no HTTP semantics hang on the order of different names
 //! (RFC 9110 §5.3), only on that of one name's values.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use http::header::{self, AsHeaderName, HeaderName, HeaderValue};
 use http::HeaderMap;
@@ -25,11 +27,16 @@ pub const GUEST_MAX_HEADER_BYTES: usize = 1 << 20;
 /// the first such refusal and [`Headers::into_header_map`] reports it, so the message fails
 /// where it would have been sent instead of going out without the header. The ABI hosts check
 /// what guests write before it gets here and answer the guest themselves.
+///
+/// A clone shares the map until one of the two writes to it (copy on write): an http-wasm
+/// link keeps the request head its guest may read after next while next gets the same head,
+/// so a chain copies a request's headers at most once, where something downstream changes
+/// them, instead of once per link.
 #[derive(Clone, Default)]
 pub struct Headers {
-    /// Boxed, and absent while empty: a request or a response is moved from link to link of
-    /// a chain (and copied into each link's future), so it is kept small.
-    inner: Option<Box<Inner>>,
+    /// Behind a pointer, and absent while empty: a request or a response is moved from link
+    /// to link of a chain (and copied into each link's future), so it is kept small.
+    inner: Option<Arc<Inner>>,
 }
 
 #[derive(Clone, Default)]
@@ -289,11 +296,9 @@ impl Headers {
     }
 
     /// Removes every value of `name`; returns whether there was one.
-    pub fn remove(&mut self, name: impl AsHeaderName) -> bool {
-        match &mut self.inner {
-            Some(inner) => inner.map.remove(name).is_some(),
-            None => false,
-        }
+    pub fn remove<N: AsHeaderName + Clone>(&mut self, name: N) -> bool {
+        // A shared map is copied only when there is something to remove.
+        self.contains(name.clone()) && self.map_mut().remove(name).is_some()
     }
 
     /// The map itself.
@@ -314,7 +319,7 @@ impl Headers {
     }
 
     fn map_mut(&mut self) -> &mut HeaderMap {
-        &mut self.inner.get_or_insert_with(Box::default).map
+        &mut Arc::make_mut(self.inner.get_or_insert_with(Arc::default)).map
     }
 
     fn refused(&self) -> Option<&InvalidHeader> {
@@ -323,12 +328,13 @@ impl Headers {
 
     /// The map to send, or the first name or value that was refused on the way.
     pub fn into_header_map(self) -> Result<HeaderMap, InvalidHeader> {
-        match self.inner {
-            None => Ok(HeaderMap::new()),
-            Some(inner) => match inner.refused {
-                Some(e) => Err(e),
-                None => Ok(inner.map),
-            },
+        let Some(inner) = self.inner else {
+            return Ok(HeaderMap::new());
+        };
+        let inner = Arc::try_unwrap(inner).unwrap_or_else(|shared| (*shared).clone());
+        match inner.refused {
+            Some(e) => Err(e),
+            None => Ok(inner.map),
         }
     }
 
@@ -359,14 +365,14 @@ impl Headers {
     }
 
     fn refuse(&mut self, e: InvalidHeader) {
-        let inner = self.inner.get_or_insert_with(Box::default);
+        let inner = Arc::make_mut(self.inner.get_or_insert_with(Arc::default));
         inner.refused.get_or_insert(e);
     }
 }
 
 impl From<HeaderMap> for Headers {
     fn from(map: HeaderMap) -> Self {
-        let inner = (map.capacity() > 0).then(|| Box::new(Inner { map, refused: None }));
+        let inner = (map.capacity() > 0).then(|| Arc::new(Inner { map, refused: None }));
         Headers { inner }
     }
 }
@@ -427,6 +433,29 @@ pub mod names {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_clone_shares_the_map_until_one_side_writes() {
+        let mut a = Headers::new();
+        a.append("x-a", "1");
+        let mut b = a.clone();
+        let shared = |a: &Headers, b: &Headers| {
+            Arc::ptr_eq(a.inner.as_ref().unwrap(), b.inner.as_ref().unwrap())
+        };
+        assert!(shared(&a, &b));
+        // Removing a name that is not there copies nothing.
+        assert!(!b.remove("x-missing"));
+        assert!(shared(&a, &b));
+        b.set("x-a", "2");
+        assert!(!shared(&a, &b));
+        assert_eq!(a.get("x-a"), Some(&b"1"[..]));
+        assert_eq!(b.get("x-a"), Some(&b"2"[..]));
+        // Sent while the other side still holds it: the sender gets its own copy.
+        let c = a.clone();
+        let sent = c.into_header_map().unwrap();
+        assert_eq!(sent.get("x-a").unwrap(), "1");
+        assert_eq!(a.get("x-a"), Some(&b"1"[..]));
+    }
 
     #[test]
     fn keeps_each_names_values_in_order() {
