@@ -65,6 +65,10 @@ pub trait Endpoint: Send + Sync {
     async fn call(&self, req: Request) -> Result<Response, ProxyError>;
 }
 
+/// What the rest of a chain answers with, once awaited ([`Next::run`]).
+pub type ChainFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Response, ProxyError>> + Send + 'a>>;
+
 /// The rest of the chain after the current middleware.
 ///
 /// `Copy`: a middleware that fails open runs the rest of the chain itself after its guest
@@ -85,20 +89,20 @@ impl<'a> Next<'a> {
     }
 
     /// Runs the rest of the chain and the endpoint.
-    pub async fn run(self, req: Request) -> Result<Response, ProxyError> {
+    ///
+    /// Not an `async fn`: it hands back the next link's own (boxed) future, so a caller's
+    /// future holds a pointer across `next.run(req).await` instead of a state with the
+    /// request in it, and the request is not copied once more on its way down.
+    pub fn run(self, req: Request) -> ChainFuture<'a> {
         match self.rest.split_first() {
-            Some((first, rest)) => {
-                first
-                    .handle(
-                        req,
-                        Next {
-                            rest,
-                            endpoint: self.endpoint,
-                        },
-                    )
-                    .await
-            }
-            None => self.endpoint.call(req).await,
+            Some((first, rest)) => first.handle(
+                req,
+                Next {
+                    rest,
+                    endpoint: self.endpoint,
+                },
+            ),
+            None => self.endpoint.call(req),
         }
     }
 }

@@ -18,6 +18,8 @@ pub mod abi;
 mod host;
 mod state;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -219,7 +221,7 @@ fn start_instance(inst: &mut dyn Instance) -> Result<(), Trap> {
     };
     let memory = inst.memory_size();
     if let Some(st) = inst.data().downcast_mut::<HttpWasmState>() {
-        st.handlers = Some(handlers);
+        st.handlers = Some(Arc::new(handlers));
         if st.memory.wanted() {
             st.memory.update(memory);
         }
@@ -378,13 +380,14 @@ struct ArrivedRequest {
 }
 
 impl ArrivedRequest {
-    fn save(req: &Request, body: &RequestBody) -> ArrivedRequest {
+    /// The request's head; what is read ahead of its body is added once it was read.
+    fn head(req: &Request) -> ArrivedRequest {
         ArrivedRequest {
             method: req.method.clone(),
             uri: req.uri.clone(),
             version: req.version,
             headers: req.headers.clone(),
-            read_ahead: bytes::Bytes::copy_from_slice(&body.pending),
+            read_ahead: bytes::Bytes::new(),
         }
     }
 
@@ -433,12 +436,41 @@ impl Middleware for HttpWasmMiddleware {
         })
     }
 
-    async fn handle(&self, req: Request, next: Next<'_>) -> Result<Response, ProxyError> {
+    // Written out rather than `async fn`: the request goes into its exchange's box before the
+    // future is made, so the future (moved into a box of its own, once per link) holds a
+    // pointer instead of the request.
+    fn handle<'s, 'n, 'f>(
+        &'s self,
+        mut req: Request,
+        next: Next<'n>,
+    ) -> Pin<Box<dyn Future<Output = Result<Response, ProxyError>> + Send + 'f>>
+    where
+        's: 'f,
+        'n: 'f,
+        Self: 'f,
+    {
+        let open = self.failures.policy() == FailurePolicy::Open;
+        // Boxed: only `open` needs it, and it would make every exchange's future larger.
+        let arrived = open.then(|| Box::new(ArrivedRequest::head(&req)));
+        let body = RequestBody::new(std::mem::take(&mut req.body));
+        let ex = Exchange::new(req, body, 0);
+        Box::pin(self.answer(ex, arrived, next))
+    }
+}
+
+impl HttpWasmMiddleware {
+    /// Runs `ex` through the guest and answers for its failures by the failure policy.
+    async fn answer(
+        &self,
+        ex: Box<Exchange>,
+        arrived: Option<Box<ArrivedRequest>>,
+        next: Next<'_>,
+    ) -> Result<Response, ProxyError> {
         // `reload` in backoff: the guest is not entered.
         if let Some(resp) = self.failures.refused() {
             return Ok(resp);
         }
-        match self.exchange(req, next).await {
+        match self.exchange(ex, arrived, next).await {
             Ok(Ok(resp)) => {
                 self.failures.succeeded();
                 Ok(resp)
@@ -459,21 +491,21 @@ impl Middleware for HttpWasmMiddleware {
             }
         }
     }
-}
 
-impl HttpWasmMiddleware {
     /// One request through the guest: `Err` when the guest failed (the failure policy decides
     /// the answer), `Ok(Err)` for errors that are not the guest's.
     async fn exchange(
         &self,
-        mut req: Request,
+        mut ex: Box<Exchange>,
+        mut arrived: Option<Box<ArrivedRequest>>,
         next: Next<'_>,
     ) -> Result<Result<Response, ProxyError>, Failed> {
         let limit = self.shared.max_body_bytes;
-        let open = self.failures.policy() == FailurePolicy::Open;
+        // Saved under `open` only.
+        let open = arrived.is_some();
         // What the guest may read during its calls is read now, before an instance is taken:
         // a guest call never waits for the client, and no instance waits on a slow one.
-        let mut body = RequestBody::new(std::mem::take(&mut req.body));
+        let body = &mut ex.body;
         if !body.eof {
             // Boxed, as every wait below that a request without a body never takes: their
             // state would otherwise make every exchange's future larger, and it is moved.
@@ -489,11 +521,13 @@ impl HttpWasmMiddleware {
                 return Ok(Err(buffer_error(e, StatusCode::PAYLOAD_TOO_LARGE)));
             }
         }
-        let arrived = open.then(|| ArrivedRequest::save(&req, &body));
+        if let Some(a) = &mut arrived {
+            a.read_ahead = bytes::Bytes::copy_from_slice(&ex.body.pending);
+        }
         let inst = match self.pool.acquire().await {
             Ok(inst) => inst,
             Err(error) if crate::guest::is_start_failure(&error) => {
-                let arrived = arrived.map(|a| Box::new(a.restore(&mut req, &mut body)));
+                let arrived = arrived.map(|a| Box::new(a.restore(&mut ex.request, &mut ex.body)));
                 return Err(Failed::Request { error, arrived });
             }
             Err(e) => return Ok(Err(e)),
@@ -507,7 +541,7 @@ impl HttpWasmMiddleware {
             .handlers
             .clone()
             .expect("handlers are cached at start-up");
-        let mut ex = Exchange::new(req, body, st(inst).module_features);
+        ex.features = st(inst).module_features;
         if ex.has(feature::BUFFER_REQUEST) && !ex.body.eof {
             // Start-up features are the same on every instance, so `buffers_request` read it
             // all already; kept in case an instance ever differs.

@@ -45,7 +45,7 @@ pub struct HttpWasmState {
     /// guest call, and moving a pointer is cheaper than moving the exchange).
     pub exchange: Option<Box<Exchange>>,
     /// The guest's handler exports, looked up once at start-up.
-    pub handlers: Option<super::Handlers>,
+    pub handlers: Option<std::sync::Arc<super::Handlers>>,
     /// This instance's share of the middleware's linear memory, for metrics.
     pub memory: crate::guest::MemoryShare,
 }
@@ -323,6 +323,17 @@ impl Exchange {
     /// Finishes the request phase: the request next receives.
     pub async fn request_for_next(&mut self, limit: usize) -> Result<Request, BufferError> {
         let keep = self.has(feature::BUFFER_REQUEST) || self.request_trailers.is_some();
+        if keep {
+            // The guest may read the whole body again in handle_response: buffer it all.
+            // Before the request is built, so that no request is held across the wait.
+            Box::pin(self.body.buffer_rest(limit)).await?;
+        }
+        Ok(self.next_request(keep))
+    }
+
+    /// The request next receives; `keep`: the body was buffered whole, and is kept for a
+    /// second reading in handle_response.
+    fn next_request(&mut self, keep: bool) -> Request {
         let mut req = Request::new(
             self.request.method.clone(),
             self.request.uri.clone(),
@@ -335,8 +346,6 @@ impl Exchange {
         // Cloned, not moved: handle_response's log lines carry it too.
         req.request_id = self.request.request_id.clone();
         if keep {
-            // The guest may read the whole body again in handle_response: buffer it all.
-            Box::pin(self.body.buffer_rest(limit)).await?;
             let whole = self.body.whole();
             self.body.replay = Some(whole.clone());
             let data = match &self.body.written {
@@ -368,7 +377,7 @@ impl Exchange {
                 }),
             };
         }
-        Ok(req)
+        req
     }
 }
 
