@@ -147,7 +147,26 @@ impl Middleware for ProxyWasmMiddleware {
         })
     }
 
-    async fn handle(&self, req: Request, next: Next<'_>) -> Result<Response, ProxyError> {
+    // Written out rather than `async fn`: the request is boxed before the future is made, so
+    // the future (moved into a box of its own, once per link) holds a pointer instead of it.
+    fn handle<'s, 'n, 'f>(
+        &'s self,
+        req: Request,
+        next: Next<'n>,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<Response, ProxyError>> + Send + 'f>>
+    where
+        's: 'f,
+        'n: 'f,
+        Self: 'f,
+    {
+        Box::pin(self.answer(Box::new(req), next))
+    }
+}
+
+impl ProxyWasmMiddleware {
+    /// Runs `req` through a stream on one of the filter's VMs and answers for the guest's
+    /// failures by the failure policy.
+    async fn answer(&self, req: Box<Request>, next: Next<'_>) -> Result<Response, ProxyError> {
         // `reload` in backoff: the guest is not entered.
         if let Some(resp) = self.failures.refused() {
             return Ok(resp);
@@ -160,7 +179,7 @@ impl Middleware for ProxyWasmMiddleware {
                     err,
                     unrecorded: true,
                 };
-                return Box::pin(self.request_failed(g, req, next)).await;
+                return Box::pin(self.request_failed(g, *req, next)).await;
             }
         };
         let mut run = StreamRun {
@@ -1088,7 +1107,7 @@ impl StreamRun {
     /// The stream, phase by phase. The request and the response are edited only once their
     /// phase went through, so a failure finds them as they came (but for the body, which
     /// [`StreamRun::replay`] gives back under `open`).
-    async fn run<'a>(&mut self, mut req: Request, next: Next<'a>) -> End<'a> {
+    async fn run<'a>(&mut self, mut req: Box<Request>, next: Next<'a>) -> End<'a> {
         self.start_keeping();
         let mut body = std::mem::take(&mut req.body);
         let (fwd, framing, map) = match self.request_phase(&req, &mut body).await {
@@ -1097,22 +1116,13 @@ impl StreamRun {
             Err(Failure::Pass(e)) => return End::Done(Err(e)),
             Err(Failure::Guest(g)) => {
                 req.body = self.replay(body);
-                return End::Request(g, Box::new(req), next);
+                return End::Request(g, req, next);
             }
         };
         // What the request phase kept is not needed any more.
         self.kept = None;
-        let mut next_req = Request {
-            method: req.method,
-            uri: req.uri,
-            version: req.version,
-            headers: req.headers,
-            body: fwd,
-            source_addr: req.source_addr,
-            local_addr: req.local_addr,
-            extensions: req.extensions,
-            request_id: req.request_id,
-        };
+        let mut next_req = req;
+        next_req.body = fwd;
         if let Some(map) = map {
             apply_request_map(&mut next_req, &map);
         }
@@ -1130,7 +1140,7 @@ impl StreamRun {
             }
         }
         // The rest of the chain's errors pass through: not this guest's failure.
-        let mut resp = match next.run(next_req).await {
+        let mut resp = match next.run(*next_req).await {
             Ok(resp) => resp,
             Err(e) => return End::Done(Err(e)),
         };
