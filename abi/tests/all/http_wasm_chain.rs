@@ -889,13 +889,14 @@ async fn call_timeout_does_not_count_the_wait_for_the_body(engine: EngineKind) {
     };
     let mw = middleware(engine, READER, b"", short);
     let (tx, rx) = tokio::sync::mpsc::channel(4);
+    // Before the feeder is spawned: on another worker it may start its first sleep at once.
+    let started = std::time::Instant::now();
     let feeder = tokio::spawn(async move {
         for chunk in [&b"ab"[..], b"cd", b"ef", b"gh"] {
             tokio::time::sleep(Duration::from_millis(150)).await;
             tx.send(bytes::Bytes::from_static(chunk)).await.unwrap();
         }
     });
-    let started = std::time::Instant::now();
     let r = run_body(
         &mw,
         Some("x-read-all"),
