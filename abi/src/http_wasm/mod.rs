@@ -18,8 +18,6 @@ pub mod abi;
 mod host;
 mod state;
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -37,7 +35,7 @@ use crate::guest::{
     AbiKind, FailurePolicy, Failures, GuestPool, GuestStats, MemoryShare, MiddlewareStats,
     PluginError, PluginOptions, Verdict, PREWARM,
 };
-use crate::middleware::{Middleware, Next};
+use crate::middleware::{ChainFuture, Middleware, Next};
 use crate::model::{Request, Response};
 
 pub use self::host::functions as host_functions;
@@ -439,11 +437,7 @@ impl Middleware for HttpWasmMiddleware {
     // Written out rather than `async fn`: the request goes into its exchange's box before the
     // future is made, so the future (moved into a box of its own, once per link) holds a
     // pointer instead of the request.
-    fn handle<'s, 'n, 'f>(
-        &'s self,
-        mut req: Request,
-        next: Next<'n>,
-    ) -> Pin<Box<dyn Future<Output = Result<Response, ProxyError>> + Send + 'f>>
+    fn handle<'s, 'n, 'f>(&'s self, mut req: Request, next: Next<'n>) -> ChainFuture<'f>
     where
         's: 'f,
         'n: 'f,

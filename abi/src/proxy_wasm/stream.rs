@@ -55,7 +55,7 @@ use crate::guest::{
     closed_response, CustomKind, FailurePolicy, Failures, MiddlewareStats, Verdict,
 };
 use crate::headers::Headers;
-use crate::middleware::{Middleware, Next};
+use crate::middleware::{ChainFuture, Middleware, Next};
 use crate::model::{Request, Response};
 
 /// A middleware running a proxy-wasm filter on a small set of VMs.
@@ -149,11 +149,7 @@ impl Middleware for ProxyWasmMiddleware {
 
     // Written out rather than `async fn`: the request is boxed before the future is made, so
     // the future (moved into a box of its own, once per link) holds a pointer instead of it.
-    fn handle<'s, 'n, 'f>(
-        &'s self,
-        req: Request,
-        next: Next<'n>,
-    ) -> std::pin::Pin<Box<dyn Future<Output = Result<Response, ProxyError>> + Send + 'f>>
+    fn handle<'s, 'n, 'f>(&'s self, req: Request, next: Next<'n>) -> ChainFuture<'f>
     where
         's: 'f,
         'n: 'f,
