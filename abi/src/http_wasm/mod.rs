@@ -691,7 +691,7 @@ impl HttpWasmMiddleware {
                 let extra = w.len();
                 let total = resp
                     .headers
-                    .get_str("content-length")
+                    .get_str(http::header::CONTENT_LENGTH)
                     .and_then(|v| v.trim().parse::<usize>().ok());
                 match total {
                     Some(n) => resp

@@ -45,22 +45,11 @@ pub(crate) fn request_map(req: &Request) -> HeaderPairs {
 
 /// A method as a value, without an allocation for the standard ones.
 fn method_value(m: &Method) -> HeaderValue {
-    let known = [
-        Method::GET,
-        Method::POST,
-        Method::PUT,
-        Method::DELETE,
-        Method::HEAD,
-        Method::OPTIONS,
-        Method::PATCH,
-        Method::CONNECT,
-        Method::TRACE,
-    ];
-    const NAMES: [&str; 9] = [
+    const STANDARD: [&str; 9] = [
         "GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "CONNECT", "TRACE",
     ];
-    match known.iter().position(|k| k == m) {
-        Some(i) => HeaderValue::from_static(NAMES[i]),
+    match STANDARD.iter().find(|s| **s == m.as_str()) {
+        Some(s) => HeaderValue::from_static(s),
         None => value(m.as_str()),
     }
 }
