@@ -49,7 +49,7 @@ mod wasmer_interrupt;
 mod wasmtime_backend;
 
 pub use info::{Export, ExportKind, Import, ImportKind, MissingImport, ModuleInfo};
-pub use pool::{InstancePool, PoolError, PooledInstance};
+pub use pool::{InstancePool, PoolError, PooledInstance, Slot, DEFAULT_IDLE_LIMIT};
 pub use start::START_EXPORT;
 pub use typed::{IntoHostFunc, WasmResults, WasmTy};
 

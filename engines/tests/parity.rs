@@ -720,6 +720,88 @@ fn pool_recycle_replaces_idle_and_in_use_instances(kind: EngineKind) {
 }
 parity!(pool_recycle_replaces_idle_and_in_use_instances);
 
+/// The lease takes no lock, so this is its concurrency check: threads lease, call, poison
+/// and give back instances of a small pool while one of them recycles it. The cap holds at
+/// every moment, no instance made before a recycle is handed out after it, and every slot
+/// comes back.
+fn pool_lease_is_sound_under_contention(kind: EngineKind) {
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+    const THREADS: usize = 4;
+    const MAX: usize = 3;
+    const ROUNDS: u64 = 2000;
+    let module = compile(kind, TRAPS_WAT, env_host(), Limits::default());
+    let ids = Arc::new(AtomicU64::new(0));
+    let next_id = ids.clone();
+    let released = Arc::new(AtomicUsize::new(0));
+    let hook = released.clone();
+    let pool = InstancePool::new(module, MAX, move || {
+        Box::new(next_id.fetch_add(1, Ordering::SeqCst) + 1) as Box<dyn Any + Send>
+    })
+    .with_idle_limit(2)
+    .on_release(move || {
+        hook.fetch_add(1, Ordering::SeqCst);
+    });
+    // Instances with an id up to this were made before the last recycle began.
+    let retired_up_to = Arc::new(AtomicU64::new(0));
+    let held = Arc::new(AtomicUsize::new(0));
+    let leases = Arc::new(AtomicUsize::new(0));
+    let threads: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let (pool, ids, retired_up_to) = (pool.clone(), ids.clone(), retired_up_to.clone());
+            let (held, leases) = (held.clone(), leases.clone());
+            std::thread::spawn(move || {
+                for round in 0..ROUNDS {
+                    if t == 0 && round % 50 == 25 {
+                        let mark = ids.load(Ordering::SeqCst);
+                        pool.recycle();
+                        retired_up_to.fetch_max(mark, Ordering::SeqCst);
+                    }
+                    let retired = retired_up_to.load(Ordering::SeqCst);
+                    let mut inst = match pool.acquire() {
+                        Ok(i) => i,
+                        Err(PoolError::Exhausted(n)) => {
+                            assert!(n <= MAX, "{kind}: {n} slots taken");
+                            std::thread::yield_now();
+                            continue;
+                        }
+                        Err(e) => panic!("{kind}: {e}"),
+                    };
+                    leases.fetch_add(1, Ordering::SeqCst);
+                    let now = held.fetch_add(1, Ordering::SeqCst) + 1;
+                    assert!(now <= MAX, "{kind}: {now} instances held at once");
+                    let id = *inst.data().downcast_ref::<u64>().unwrap();
+                    assert!(
+                        id > retired,
+                        "{kind}: instance {id} handed out after a recycle that retired up to {retired}"
+                    );
+                    assert_eq!(call1(&mut *inst, "ok", &[]).unwrap(), Val::I32(1));
+                    if round % 7 == 3 {
+                        inst.poison();
+                    }
+                    held.fetch_sub(1, Ordering::SeqCst);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let leases = leases.load(Ordering::SeqCst);
+    assert!(leases > 0, "{kind}");
+    assert_eq!(pool.in_use(), 0, "{kind}: every slot came back");
+    assert!(pool.idle() <= 2, "{kind}: {} idle", pool.idle());
+    assert!(
+        pool.created() >= pool.discarded() + pool.idle() as u64,
+        "{kind}: created {} discarded {} idle {}",
+        pool.created(),
+        pool.discarded(),
+        pool.idle()
+    );
+    // One release per lease: an acquire that found the pool full took no slot.
+    assert_eq!(released.load(Ordering::SeqCst), leases, "{kind}");
+}
+parity!(pool_lease_is_sound_under_contention);
+
 const GROW_WAT: &str = r#"(module
   (memory (export "memory") 1)
   (func (export "grow") (param i32) (result i32) local.get 0 memory.grow)

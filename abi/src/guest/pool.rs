@@ -1,12 +1,14 @@
 //! A middleware's instances: a pool that owns its limit, and the one guard a request holds.
 
-use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::StatusCode;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use wasmgate_engines::{CompiledModule, Instance, InstancePool, PoolError, PooledInstance, Trap};
+use tokio::sync::Notify;
+use wasmgate_engines::{
+    CompiledModule, Instance, InstancePool, PoolError, PooledInstance, Slot, Trap,
+};
 
 use super::PluginOptions;
 use crate::error::{ErrorSource, ProxyError};
@@ -14,17 +16,53 @@ use crate::error::{ErrorSource, ProxyError};
 /// How many instances a middleware starts with, at most (the rest are made on demand).
 pub const PREWARM: usize = 2;
 
-/// A middleware's instance pool and the permits that bound it: `pool_size` instances kept
-/// warm, at most `max_instances` at once (unbounded when not set).
+/// A middleware's instance pool: `pool_size` instances kept warm, at most `max_instances`
+/// at once (unbounded when not set).
 ///
-/// The semaphore holds as many permits as the pool may have instances, so when a cap is set
-/// requests queue for a permit instead of multiplying instances; past `pool_wait` a request
-/// gets a 503. Cheap to share: the engines' pool is itself shared.
+/// The pool's slots are the permits: when a cap is set, requests wait for a slot instead
+/// of multiplying instances, and past `pool_wait` a request gets a 503. Taking a slot and
+/// an idle instance takes no lock; only a request that finds the pool full registers as a
+/// waiter. Cheap to share: the engines' pool is itself shared.
 pub struct GuestPool {
     pool: InstancePool,
-    permits: Arc<Semaphore>,
+    waiters: Arc<Waiters>,
     wait: Duration,
     middleware: String,
+}
+
+/// The requests waiting for a slot of a full pool.
+#[derive(Default)]
+struct Waiters {
+    /// How many wait (sequentially consistent, against the pool's slot count).
+    count: AtomicUsize,
+    /// Told each time a slot is given back while someone waits.
+    freed: Notify,
+}
+
+impl Waiters {
+    /// The pool's release hook: wakes one waiter, if any. A release costs one load when no
+    /// request waits.
+    fn slot_freed(&self) {
+        if self.count.load(Ordering::SeqCst) > 0 {
+            self.freed.notify_one();
+        }
+    }
+}
+
+/// Counts one waiter for as long as it lives.
+struct Waiting<'a>(&'a Waiters);
+
+impl<'a> Waiting<'a> {
+    fn new(w: &'a Waiters) -> Self {
+        w.count.fetch_add(1, Ordering::SeqCst);
+        Waiting(w)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.count.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl GuestPool {
@@ -37,16 +75,16 @@ impl GuestPool {
         factory: impl Fn() -> Box<dyn std::any::Any + Send> + Send + Sync + 'static,
         init: impl Fn(&mut dyn Instance) -> Result<(), Trap> + Send + Sync + 'static,
     ) -> GuestPool {
-        let max = opts
-            .max_instances
-            .unwrap_or(Semaphore::MAX_PERMITS)
-            .clamp(1, Semaphore::MAX_PERMITS);
+        let max = opts.max_instances.unwrap_or(usize::MAX).max(1);
+        let waiters = Arc::new(Waiters::default());
+        let hook = waiters.clone();
         let pool = InstancePool::new(module, max, factory)
             .with_idle_limit(opts.pool_size)
-            .with_init(init);
+            .with_init(init)
+            .on_release(move || hook.slot_freed());
         GuestPool {
             pool,
-            permits: Arc::new(Semaphore::new(max)),
+            waiters,
             wait: opts.pool_wait,
             middleware: middleware.to_string(),
         }
@@ -64,62 +102,66 @@ impl GuestPool {
         (0..n).map(|_| self.pool.acquire()).collect()
     }
 
-    /// A permit and an instance for one request, waiting up to `pool_wait` for a permit.
+    /// A slot and an instance for one request, waiting up to `pool_wait` for a slot.
     ///
     /// A warm instance is handed out at once. Creating one (instantiate plus the guest's
     /// start-up, which may take long) runs on the blocking pool, never on the runtime worker
     /// that polls this future.
     pub async fn acquire(&self) -> Result<Lease, ProxyError> {
-        // Fast path, with no await: a free permit and a warm instance. The waits are boxed:
-        // their state (a timer, a blocking task) would otherwise be part of every caller's
-        // future, which is moved as a whole.
-        let permit = match self.permits.clone().try_acquire_owned() {
-            Ok(p) => p,
-            Err(_) => Box::pin(self.wait_for_permit()).await?,
+        // Fast path, with no await and no lock: a free slot and a warm instance. A request
+        // that arrives while others wait queues behind them instead of taking the slot just
+        // freed for them. The waits are boxed: their state (a timer, a blocking task) would
+        // otherwise be part of every caller's future, which is moved as a whole.
+        let free = match self.waiters.count.load(Ordering::SeqCst) {
+            0 => self.pool.reserve().ok(),
+            _ => None,
         };
-        if let Some(inst) = self
-            .pool
-            .try_acquire_idle()
-            .map_err(|e| self.pool_error(e))?
-        {
-            return Ok(Lease {
-                inst,
-                _permit: permit,
-            });
+        let slot = match free {
+            Some(slot) => slot,
+            None => Box::pin(self.wait_for_slot()).await?,
+        };
+        match slot.take_idle() {
+            Ok(inst) => Ok(inst),
+            Err(slot) => Box::pin(self.create(slot)).await,
         }
-        Box::pin(self.create(permit)).await
     }
 
-    /// A permit, waiting up to `pool_wait` for one.
-    async fn wait_for_permit(&self) -> Result<OwnedSemaphorePermit, ProxyError> {
-        tokio::time::timeout(self.wait, self.permits.clone().acquire_owned())
-            .await
-            .map_err(|_| {
-                ProxyError::new(
-                    ErrorSource::Plugin,
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!(
-                        "middleware {}: no plugin instance free within {:?}",
-                        self.middleware, self.wait
-                    ),
-                )
-            })?
-            .map_err(|_| ProxyError::internal("instance semaphore closed"))
-    }
-
-    /// A new instance under `permit`, created on the blocking pool.
-    async fn create(&self, permit: OwnedSemaphorePermit) -> Result<Lease, ProxyError> {
-        let pool = self.pool.clone();
-        // The permit moves along: if this request goes away meanwhile, the instance being
-        // created still counts against the cap until it is back in the pool.
-        let created = tokio::task::spawn_blocking(move || {
-            pool.acquire().map(|inst| Lease {
-                inst,
-                _permit: permit,
-            })
+    /// A slot, waiting up to `pool_wait` for one.
+    async fn wait_for_slot(&self) -> Result<Slot, ProxyError> {
+        let _waiting = Waiting::new(&self.waiters);
+        let slot = async {
+            loop {
+                // Registered before looking, so a slot freed after the look wakes it.
+                let freed = self.waiters.freed.notified();
+                tokio::pin!(freed);
+                freed.as_mut().enable();
+                if let Ok(slot) = self.pool.reserve() {
+                    return slot;
+                }
+                freed.await;
+            }
+        };
+        tokio::time::timeout(self.wait, slot).await.map_err(|_| {
+            ProxyError::new(
+                ErrorSource::Plugin,
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "middleware {}: no plugin instance free within {:?}",
+                    self.middleware, self.wait
+                ),
+            )
         })
-        .await
-        .map_err(|e| ProxyError::internal("creating a plugin instance panicked").with_source(e))?;
+    }
+
+    /// A new instance under `slot`, created on the blocking pool.
+    async fn create(&self, slot: Slot) -> Result<Lease, ProxyError> {
+        // The slot moves along: if this request goes away meanwhile, the instance being
+        // created still counts against the cap until it is back in the pool.
+        let created = tokio::task::spawn_blocking(move || slot.create())
+            .await
+            .map_err(|e| {
+                ProxyError::internal("creating a plugin instance panicked").with_source(e)
+            })?;
         created.map_err(|e| self.pool_error(e))
     }
 
@@ -150,24 +192,7 @@ pub fn is_start_failure(e: &ProxyError) -> bool {
     e.source_kind == ErrorSource::Plugin && e.status == StatusCode::INTERNAL_SERVER_ERROR
 }
 
-/// One instance leased from a [`GuestPool`], with the permit that bounds it: dropping the
-/// lease gives both back (the instance is thrown away instead if it was poisoned).
-pub struct Lease {
-    inst: PooledInstance,
-    // Released after the instance is back in the pool (fields drop in order), so a waiting
-    // request finds it idle.
-    _permit: OwnedSemaphorePermit,
-}
-
-impl Deref for Lease {
-    type Target = PooledInstance;
-    fn deref(&self) -> &PooledInstance {
-        &self.inst
-    }
-}
-
-impl DerefMut for Lease {
-    fn deref_mut(&mut self) -> &mut PooledInstance {
-        &mut self.inst
-    }
-}
+/// One instance leased from a [`GuestPool`]: its pool slot is the permit that bounds the
+/// pool, and dropping the lease gives both back (the instance is thrown away instead if it
+/// was poisoned).
+pub type Lease = PooledInstance;

@@ -262,6 +262,43 @@ parity!(
     async an_exhausted_pool_makes_requests_wait_then_503
 );
 
+async fn waiters_for_a_full_pool_are_all_woken_under_churn(engine: EngineKind) {
+    // Two instances, 32 tasks leasing them back to back: every give-back races with requests
+    // that are about to wait. A wake-up lost there would leave a request waiting out
+    // `pool_wait` into a 503.
+    let capped = PluginOptions {
+        max_instances: Some(2),
+        pool_wait: Duration::from_secs(10),
+        ..opts(2)
+    };
+    let mw = middleware(engine, PHASES, b"", capped);
+    let up = upstream(Duration::ZERO);
+    let mut tasks = Vec::new();
+    for _ in 0..32 {
+        let (mw, up) = (mw.clone(), up.clone());
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..25 {
+                let status = run(&mw, &up, &[]).await.map(|r| r.status);
+                assert_eq!(status.unwrap(), StatusCode::OK);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(up.calls.load(Ordering::SeqCst), 32 * 25, "{engine}");
+    assert!(
+        mw.pool().created() <= 2,
+        "{engine}: {}",
+        mw.pool().created()
+    );
+    assert_eq!(mw.pool().in_use(), 0, "{engine}");
+}
+parity!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async waiters_for_a_full_pool_are_all_woken_under_churn
+);
+
 async fn without_a_cap_the_pool_grows_for_a_burst_then_keeps_pool_size_warm(engine: EngineKind) {
     // Two warm instances, no cap: 12 slow requests at once all run, none waits.
     let mw = middleware(engine, PHASES, b"", opts(2));
