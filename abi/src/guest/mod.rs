@@ -1,7 +1,7 @@
 //! What both plugin ABIs share, whatever the ABI: how a plugin is run
 //! ([`PluginOptions`]) and why it could not be loaded ([`PluginError`]), the
-//! instance pool a middleware draws on ([`GuestPool`], whose [`Lease`] carries
-//! both the instance and its permit), the budget of what the host holds for a guest
+//! instance pool a middleware draws on ([`GuestPool`], whose [`Lease`] is an instance
+//! and the pool slot that bounds it), the budget of what the host holds for a guest
 //! ([`HostBudget`], `maxHostBytes`), what a trap does to a request
 //! ([`trap_error`]) and what the middleware's [`FailurePolicy`] then makes of it, and where a guest's logs go ([`log`]).
 //!

@@ -47,32 +47,53 @@ fn write_value(c: &mut dyn Caller, buf: u32, limit: u32, value: &[u8]) -> Result
     Ok(value.len() as i32)
 }
 
-/// Writes a NUL-terminated list if it all fits; returns `count << 32 | length`.
-/// NUL-terminated items, joined while the list they come from is borrowed (one allocation
-/// per call, none when there are no items), and how many there are.
-fn join_list<'a>(items: impl Iterator<Item = &'a [u8]>) -> (Vec<u8>, usize) {
-    let mut out = Vec::new();
+/// The instance's scratch buffer, emptied, taken out of its state for one call (the state
+/// is borrowed again while the buffer is filled); [`give_back`] returns it.
+fn take_scratch(c: &mut dyn Caller) -> Result<Vec<u8>, HostError> {
+    let mut buf = std::mem::take(&mut state(c)?.scratch);
+    buf.clear();
+    Ok(buf)
+}
+
+/// A scratch buffer grown past this is let go after the call rather than kept (a guest that
+/// once read a huge header list does not hold that much memory for good).
+const SCRATCH_KEEP: usize = 16 << 10;
+
+/// Puts the scratch buffer back, with what it has grown to, for the next call.
+fn give_back(c: &mut dyn Caller, buf: Vec<u8>) {
+    if buf.capacity() <= SCRATCH_KEEP {
+        if let Ok(st) = state(c) {
+            st.scratch = buf;
+        }
+    }
+}
+
+/// Appends `items` to `out` NUL-terminated, while the list they come from is borrowed;
+/// returns how many there are.
+fn join_list<'a>(out: &mut Vec<u8>, items: impl Iterator<Item = &'a [u8]>) -> usize {
     let mut count = 0;
     for item in items {
         out.extend_from_slice(item);
         out.push(0);
         count += 1;
     }
-    (out, count)
+    count
 }
 
-/// Writes a [`join_list`] result if it fits `limit`; the spec's count and length either way.
+/// Writes a joined list of `count` items if it fits `limit`; the spec's count and length
+/// either way.
 fn write_list(
     c: &mut dyn Caller,
     buf: u32,
     limit: u32,
-    (out, count): (Vec<u8>, usize),
+    out: &[u8],
+    count: usize,
 ) -> Result<i64, HostError> {
     if count == 0 {
         return Ok(0);
     }
     if out.len() <= limit as usize {
-        c.write(buf, &out)?;
+        c.write(buf, out)?;
     }
     Ok(count_len(count, out.len()))
 }
@@ -364,13 +385,15 @@ pub fn functions(plugin: &str) -> HostFunctions {
         MODULE,
         "get_uri",
         |c: &mut dyn Caller, buf: u32, limit: u32| -> Result<i32, HostError> {
-            let uri = exchange(c, "get_uri")?.uri_text().as_bytes().to_vec();
+            let mut uri = take_scratch(c)?;
+            uri.extend_from_slice(exchange(c, "get_uri")?.uri_text().as_bytes());
             #[cfg(feature = "fault-injection")]
-            let uri = match crate::faults::active(crate::faults::Fault::HttpWasmGetUriDecoded) {
-                true => crate::faults::percent_decode(std::str::from_utf8(&uri).unwrap_or("")),
-                false => uri,
-            };
-            write_value(c, buf, limit, &uri)
+            if crate::faults::active(crate::faults::Fault::HttpWasmGetUriDecoded) {
+                uri = crate::faults::percent_decode(std::str::from_utf8(&uri).unwrap_or(""));
+            }
+            let written = write_value(c, buf, limit, &uri);
+            give_back(c, uri);
+            written
         },
     );
     t.func_wrap(
@@ -400,12 +423,18 @@ pub fn functions(plugin: &str) -> HostFunctions {
         |c: &mut dyn Caller, kind: i32, buf: u32, limit: u32| -> Result<i64, HostError> {
             let kind = header_kind(kind, "get_header_names")?;
             request_trailers_arrived(c, kind, "get_header_names")?;
+            let mut out = take_scratch(c)?;
             let ex = exchange(c, "get_header_names")?;
-            let joined = match headers_for(ex, kind, false, "get_header_names")? {
-                Some(h) => join_list(h.header_map().keys().map(|n| n.as_str().as_bytes())),
-                None => (Vec::new(), 0),
+            let count = match headers_for(ex, kind, false, "get_header_names")? {
+                Some(h) => join_list(
+                    &mut out,
+                    h.header_map().keys().map(|n| n.as_str().as_bytes()),
+                ),
+                None => 0,
             };
-            write_list(c, buf, limit, joined)
+            let written = write_list(c, buf, limit, &out, count);
+            give_back(c, out);
+            written
         },
     );
     t.func_wrap(
@@ -421,15 +450,18 @@ pub fn functions(plugin: &str) -> HostFunctions {
             let kind = header_kind(kind, "get_header_values")?;
             let name = read_name(c, name, name_len, "get_header_values")?;
             request_trailers_arrived(c, kind, "get_header_values")?;
+            let mut out = take_scratch(c)?;
             let ex = exchange(c, "get_header_values")?;
-            let joined = match (
+            let count = match (
                 headers_for(ex, kind, false, "get_header_values")?,
                 std::str::from_utf8(&name),
             ) {
-                (Some(h), Ok(name)) => join_list(h.get_all(name)),
-                _ => (Vec::new(), 0),
+                (Some(h), Ok(name)) => join_list(&mut out, h.get_all(name)),
+                _ => 0,
             };
-            write_list(c, buf, limit, joined)
+            let written = write_list(c, buf, limit, &out, count);
+            give_back(c, out);
+            written
         },
     );
     for (func, add) in [("set_header_value", false), ("add_header_value", true)] {

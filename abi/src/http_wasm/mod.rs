@@ -168,13 +168,10 @@ impl HttpWasmPlugin {
             &self.opts,
             middleware,
             move || {
-                Box::new(HttpWasmState {
-                    shared: for_factory.0.clone(),
-                    module_features: 0,
-                    exchange: None,
-                    handlers: None,
-                    memory: MemoryShare::new(for_factory.1.clone()),
-                })
+                Box::new(HttpWasmState::new(
+                    for_factory.0.clone(),
+                    MemoryShare::new(for_factory.1.clone()),
+                ))
             },
             start_instance,
         );

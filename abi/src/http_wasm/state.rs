@@ -48,6 +48,23 @@ pub struct HttpWasmState {
     pub handlers: Option<std::sync::Arc<super::Handlers>>,
     /// This instance's share of the middleware's linear memory, for metrics.
     pub memory: crate::guest::MemoryShare,
+    /// Where the host functions that return a list or the URI build it before copying it to
+    /// the guest: kept across calls, so a call allocates nothing once it has grown.
+    pub scratch: Vec<u8>,
+}
+
+impl HttpWasmState {
+    /// The state of a new instance of the middleware `shared` describes, before start-up.
+    pub fn new(shared: Arc<MiddlewareShared>, memory: crate::guest::MemoryShare) -> Self {
+        HttpWasmState {
+            shared,
+            module_features: 0,
+            exchange: None,
+            handlers: None,
+            memory,
+            scratch: Vec::new(),
+        }
+    }
 }
 
 /// Which handler is running.

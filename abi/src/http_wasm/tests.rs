@@ -96,13 +96,7 @@ struct Probe {
 impl Probe {
     fn new(engine: EngineKind, config: &[u8]) -> Probe {
         let inst = module(engine)
-            .instantiate(Box::new(HttpWasmState {
-                shared: shared(config),
-                module_features: 0,
-                exchange: None,
-                handlers: None,
-                memory: unmetered(),
-            }))
+            .instantiate(Box::new(HttpWasmState::new(shared(config), unmetered())))
             .unwrap();
         let mut p = Probe { inst };
         p.inst.write(0, &vec![FILL; 65536]).unwrap();
@@ -249,6 +243,8 @@ fn header_names_and_values_lists(k: EngineKind) {
         count_len(2, 5)
     );
     assert_eq!(p.mem(BUF, 5), b"a\0bb\0");
+    // The lists are built in the instance's scratch buffer, kept for the next call.
+    assert!(p.state().scratch.capacity() >= want.len(), "{k}");
     // Absent: 0.
     let (name, len) = p.put(100, b"nope");
     assert_eq!(
@@ -775,16 +771,13 @@ fn host_table_signatures_are_the_abi_ones() {
 /// A probe whose requests may make the host hold at most `max_host_bytes` guest bytes.
 fn probe_with_budget(k: EngineKind, max_host_bytes: usize) -> Probe {
     let inst = module(k)
-        .instantiate(Box::new(HttpWasmState {
-            shared: Arc::new(MiddlewareShared {
+        .instantiate(Box::new(HttpWasmState::new(
+            Arc::new(MiddlewareShared {
                 max_host_bytes,
                 ..Arc::into_inner(shared(b"")).unwrap()
             }),
-            module_features: 0,
-            memory: unmetered(),
-            exchange: None,
-            handlers: None,
-        }))
+            unmetered(),
+        )))
         .unwrap();
     let mut p = Probe { inst };
     p.inst.write(0, &vec![FILL; 65536]).unwrap();
