@@ -45,6 +45,7 @@ pub mod serial;
 pub mod shared;
 mod state;
 mod stream;
+mod turn_lock;
 mod vm;
 
 use std::collections::HashMap;

@@ -554,34 +554,37 @@ impl StreamRun {
         let mut moves = 0;
         let (paused, stop, calls) = loop {
             let vm = self.vm.clone();
-            let mut g = match vm.lock().await {
-                Ok(g) => g,
-                Err(e) if moves == MAX_MOVES => return Err(Failure::recorded(e)),
-                Err(_) => {
-                    moves += 1;
-                    let fresh = self.set.pick().await.map_err(Failure::broken)?;
-                    self.vm.live.fetch_sub(1, Ordering::Relaxed);
-                    self.vm = fresh;
-                    continue;
+            // The turn is taken in a block of its own: the move to another VM awaits, and the
+            // lock's guard (not `Send`) must be out of scope there.
+            let poisoned = match vm.lock().await {
+                Err(e) => e,
+                Ok(mut g) => {
+                    let st = g.state();
+                    let (ctx, root) = (st.next_ctx, st.root_ctx);
+                    st.next_ctx += 1;
+                    let stream = Stream::new(ctx, map, info);
+                    self.wake = stream.wake.clone();
+                    st.streams.insert(ctx, stream);
+                    self.ctx = ctx;
+                    self.open = true;
+                    let args = [ctx as i32, root as i32];
+                    self.call(&mut g, "proxy_on_context_create", &args)?;
+                    let args = [n, eos as i32];
+                    let r = self.run_callback(&mut g, d.headers_callback(), &args, d, |_| {})?;
+                    if ends_phase && !r.0 && !r.1 && r.2.is_empty() {
+                        self.held_by_pause = false;
+                        return Ok(Opened::Through(upstream_turn(g.stream(ctx))));
+                    }
+                    break r;
                 }
             };
-            let st = g.state();
-            let (ctx, root) = (st.next_ctx, st.root_ctx);
-            st.next_ctx += 1;
-            let stream = Stream::new(ctx, map, info);
-            self.wake = stream.wake.clone();
-            st.streams.insert(ctx, stream);
-            self.ctx = ctx;
-            self.open = true;
-            let args = [ctx as i32, root as i32];
-            self.call(&mut g, "proxy_on_context_create", &args)?;
-            let args = [n, eos as i32];
-            let r = self.run_callback(&mut g, d.headers_callback(), &args, d, |_| {})?;
-            if ends_phase && !r.0 && !r.1 && r.2.is_empty() {
-                self.held_by_pause = false;
-                return Ok(Opened::Through(upstream_turn(g.stream(ctx))));
+            if moves == MAX_MOVES {
+                return Err(Failure::recorded(poisoned));
             }
-            break r;
+            moves += 1;
+            let fresh = self.set.pick().await.map_err(Failure::broken)?;
+            self.vm.live.fetch_sub(1, Ordering::Relaxed);
+            self.vm = fresh;
         };
         let stopped = self
             .after_callback(paused, stop, calls, d, Some(body))

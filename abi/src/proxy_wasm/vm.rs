@@ -3,8 +3,8 @@
 //! readiness, the root context's http calls).
 //!
 //! A VM is an instance with its root context and the streams alive on it ([`VmState`]). Its
-//! lock is a `tokio::sync::Mutex`: a stream that finds the VM busy waits without blocking a
-//! worker, and the lock is held only around the synchronous guest calls of one phase.
+//! lock is a [`TurnLock`]: a stream that finds the VM busy waits without blocking a worker,
+//! and the lock is held only around the synchronous guest calls of one phase.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -17,6 +17,7 @@ use wasmgate_engines::{CompiledModule, Instance, Trap, TrapReason, Val, ValType}
 
 use super::shared::QueueWaiter;
 use super::state::{Callback, MiddlewareShared, PendingCall, Stream, VmState};
+use super::turn_lock::{TurnGuard, TurnLock};
 use crate::error::ProxyError;
 use crate::guest::Failures;
 
@@ -27,7 +28,7 @@ const IDLE_CHECK: Duration = Duration::from_millis(500);
 pub(crate) struct Vm {
     /// Its place in the set (a replacement takes the same).
     slot: usize,
-    guest: tokio::sync::Mutex<Box<dyn Instance>>,
+    guest: TurnLock<Box<dyn Instance>>,
     /// Streams on it now (the set gives new streams to the VM with the fewest).
     pub live: AtomicUsize,
     /// Http calls taken out of the VM and not yet answered to it.
@@ -101,7 +102,7 @@ impl Vm {
 /// A locked VM.
 pub(crate) struct Guest<'a> {
     vm: &'a Vm,
-    inst: tokio::sync::MutexGuard<'a, Box<dyn Instance>>,
+    inst: TurnGuard<'a, Box<dyn Instance>>,
 }
 
 impl Guest<'_> {
@@ -232,7 +233,7 @@ impl VmSet {
         start_instance(&mut *inst)?;
         let vm = Arc::new(Vm {
             slot,
-            guest: tokio::sync::Mutex::new(inst),
+            guest: TurnLock::new(inst),
             live: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
             poisoned: OnceLock::new(),
