@@ -14,6 +14,7 @@ pub mod log;
 mod options;
 mod pool;
 mod stats;
+pub(crate) mod waiters;
 
 use wasmgate_engines::{Instance, Trap};
 

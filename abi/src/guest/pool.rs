@@ -1,15 +1,14 @@
 //! A middleware's instances: a pool that owns its limit, and the one guard a request holds.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::StatusCode;
-use tokio::sync::Notify;
 use wasmgate_engines::{
     CompiledModule, Instance, InstancePool, PoolError, PooledInstance, Slot, Trap,
 };
 
+use super::waiters::Waiters;
 use super::PluginOptions;
 use crate::error::{ErrorSource, ProxyError};
 
@@ -30,41 +29,6 @@ pub struct GuestPool {
     middleware: String,
 }
 
-/// The requests waiting for a slot of a full pool.
-#[derive(Default)]
-struct Waiters {
-    /// How many wait (sequentially consistent, against the pool's slot count).
-    count: AtomicUsize,
-    /// Told each time a slot is given back while someone waits.
-    freed: Notify,
-}
-
-impl Waiters {
-    /// The pool's release hook: wakes one waiter, if any. A release costs one load when no
-    /// request waits.
-    fn slot_freed(&self) {
-        if self.count.load(Ordering::SeqCst) > 0 {
-            self.freed.notify_one();
-        }
-    }
-}
-
-/// Counts one waiter for as long as it lives.
-struct Waiting<'a>(&'a Waiters);
-
-impl<'a> Waiting<'a> {
-    fn new(w: &'a Waiters) -> Self {
-        w.count.fetch_add(1, Ordering::SeqCst);
-        Waiting(w)
-    }
-}
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        self.0.count.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
 impl GuestPool {
     /// The pool of `middleware`'s instances of `module`: `factory` makes each new instance's
     /// host data, `init` starts it (`_start`, the ABI's configuration calls) before first use.
@@ -81,7 +45,7 @@ impl GuestPool {
         let pool = InstancePool::new(module, max, factory)
             .with_idle_limit(opts.pool_size)
             .with_init(init)
-            .on_release(move || hook.slot_freed());
+            .on_release(move || hook.released());
         GuestPool {
             pool,
             waiters,
@@ -112,9 +76,9 @@ impl GuestPool {
         // that arrives while others wait queues behind them instead of taking the slot just
         // freed for them. The waits are boxed: their state (a timer, a blocking task) would
         // otherwise be part of every caller's future, which is moved as a whole.
-        let free = match self.waiters.count.load(Ordering::SeqCst) {
-            0 => self.pool.reserve().ok(),
-            _ => None,
+        let free = match self.waiters.any() {
+            false => self.pool.reserve().ok(),
+            true => None,
         };
         let slot = match free {
             Some(slot) => slot,
@@ -128,19 +92,7 @@ impl GuestPool {
 
     /// A slot, waiting up to `pool_wait` for one.
     async fn wait_for_slot(&self) -> Result<Slot, ProxyError> {
-        let _waiting = Waiting::new(&self.waiters);
-        let slot = async {
-            loop {
-                // Registered before looking, so a slot freed after the look wakes it.
-                let freed = self.waiters.freed.notified();
-                tokio::pin!(freed);
-                freed.as_mut().enable();
-                if let Ok(slot) = self.pool.reserve() {
-                    return slot;
-                }
-                freed.await;
-            }
-        };
+        let slot = self.waiters.wait_for(|| self.pool.reserve().ok());
         tokio::time::timeout(self.wait, slot).await.map_err(|_| {
             ProxyError::new(
                 ErrorSource::Plugin,

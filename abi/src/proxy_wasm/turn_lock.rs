@@ -3,52 +3,41 @@
 //! Every stream takes it at least twice, so a free lock costs what a free `std` mutex costs
 //! (one compare-and-swap to take, one swap to give back) plus a fence, with no lock inside
 //! (tokio's `Mutex` takes its waiter list's lock on every release). A stream that finds it
-//! taken waits without blocking a worker; only then does a release wake anyone.
+//! taken waits without blocking a worker ([`Waiters`]); only then does a release wake
+//! anyone.
 
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{fence, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, TryLockError};
 
-use tokio::sync::Notify;
+use crate::guest::waiters::Waiters;
 
 /// An async lock around `T`, free of locks while nobody waits.
 ///
-/// Only ever tried, never blocked on: `Mutex::try_lock` is the whole of taking it. A release
-/// and a waiter each write one thing, fence, then read the other's (the lock; `waiting`), so
-/// at least one of them sees the other: a waiter that failed to take the lock is woken by
-/// the release that follows.
+/// Only ever tried, never blocked on: `Mutex::try_lock` is the whole of taking it, and a
+/// task that finds it held waits in [`Waiters`] for a release.
 pub(crate) struct TurnLock<T> {
     value: Mutex<T>,
-    /// Tasks waiting for the lock.
-    waiting: AtomicUsize,
-    /// Told on a release while someone waits.
-    released: Notify,
-    /// How many times a task had to wait (the tests check they reached that path).
-    #[cfg(test)]
-    waited: AtomicUsize,
+    waiters: Waiters,
 }
 
 impl<T> TurnLock<T> {
     pub fn new(value: T) -> Self {
         TurnLock {
             value: Mutex::new(value),
-            waiting: AtomicUsize::new(0),
-            released: Notify::new(),
-            #[cfg(test)]
-            waited: AtomicUsize::new(0),
+            waiters: Waiters::default(),
         }
     }
 
     /// Takes the lock, waiting for it when it is held. A task that arrives while others wait
     /// queues behind them rather than taking the lock just given back for them.
     pub async fn lock(&self) -> TurnGuard<'_, T> {
-        if self.waiting.load(Ordering::SeqCst) == 0 {
+        if !self.waiters.any() {
             if let Some(g) = self.try_lock() {
                 return g;
             }
         }
         // Boxed: the wait's state would otherwise be part of every caller's future.
-        Box::pin(self.lock_waiting()).await
+        Box::pin(self.waiters.wait_for(|| self.try_lock())).await
     }
 
     fn try_lock(&self) -> Option<TurnGuard<'_, T>> {
@@ -63,33 +52,6 @@ impl<T> TurnLock<T> {
             lock: self,
             guard: Some(guard),
         })
-    }
-
-    async fn lock_waiting(&self) -> TurnGuard<'_, T> {
-        self.waiting.fetch_add(1, Ordering::SeqCst);
-        #[cfg(test)]
-        self.waited.fetch_add(1, Ordering::Relaxed);
-        let _registered = Registered(&self.waiting);
-        loop {
-            // Enabled before looking, so a release after the look wakes it.
-            let released = self.released.notified();
-            tokio::pin!(released);
-            released.as_mut().enable();
-            fence(Ordering::SeqCst);
-            if let Some(g) = self.try_lock() {
-                return g;
-            }
-            released.await;
-        }
-    }
-}
-
-/// Counts a waiter until it has the lock or is dropped (its request went away).
-struct Registered<'a>(&'a AtomicUsize);
-
-impl Drop for Registered<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -116,16 +78,14 @@ impl<T> DerefMut for TurnGuard<'_, T> {
 impl<T> Drop for TurnGuard<'_, T> {
     fn drop(&mut self) {
         drop(self.guard.take());
-        fence(Ordering::SeqCst);
-        if self.lock.waiting.load(Ordering::Relaxed) > 0 {
-            self.lock.released.notify_one();
-        }
+        self.lock.waiters.released();
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::Ordering;
     use std::sync::Arc;
     use std::time::Duration;
 
@@ -162,9 +122,9 @@ mod tests {
             .await
             .expect("every waiter was woken");
         assert_eq!(*lock.lock().await, 16 * 200);
-        assert_eq!(lock.waiting.load(Ordering::SeqCst), 0);
+        assert_eq!(lock.waiters.count(), 0);
         assert!(
-            lock.waited.load(Ordering::SeqCst) > 0,
+            lock.waiters.waited.load(Ordering::SeqCst) > 0,
             "no turn ever waited: the test did not reach the waiting path"
         );
     }
@@ -176,7 +136,7 @@ mod tests {
         // Waits, then is dropped (its request cancelled) while the lock is held.
         let gave_up = tokio::time::timeout(Duration::from_millis(20), lock.lock()).await;
         assert!(gave_up.is_err());
-        assert_eq!(lock.waiting.load(Ordering::SeqCst), 0);
+        assert_eq!(lock.waiters.count(), 0);
         drop(held);
         assert_eq!(*lock.lock().await, 1);
     }
