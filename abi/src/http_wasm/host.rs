@@ -47,25 +47,24 @@ fn write_value(c: &mut dyn Caller, buf: u32, limit: u32, value: &[u8]) -> Result
     Ok(value.len() as i32)
 }
 
-/// The instance's scratch buffer, emptied, taken out of its state for one call (the state
-/// is borrowed again while the buffer is filled); [`give_back`] returns it.
-fn take_scratch(c: &mut dyn Caller) -> Result<Vec<u8>, HostError> {
-    let mut buf = std::mem::take(&mut state(c)?.scratch);
-    buf.clear();
-    Ok(buf)
-}
-
 /// A scratch buffer grown past this is let go after the call rather than kept (a guest that
 /// once read a huge header list does not hold that much memory for good).
 const SCRATCH_KEEP: usize = 16 << 10;
 
-/// Puts the scratch buffer back, with what it has grown to, for the next call.
-fn give_back(c: &mut dyn Caller, buf: Vec<u8>) {
+/// Runs `f` with the instance's scratch buffer, emptied: taken out of the instance's state
+/// for the call (`f` borrows the state again while it fills it), then put back with what it
+/// has grown to, so a call that returns a list or the URI allocates nothing once it has grown.
+fn with_scratch<R>(
+    c: &mut dyn Caller,
+    f: impl FnOnce(&mut dyn Caller, &mut Vec<u8>) -> Result<R, HostError>,
+) -> Result<R, HostError> {
+    let mut buf = std::mem::take(&mut state(c)?.scratch);
+    buf.clear();
+    let result = f(c, &mut buf);
     if buf.capacity() <= SCRATCH_KEEP {
-        if let Ok(st) = state(c) {
-            st.scratch = buf;
-        }
+        state(c)?.scratch = buf;
     }
+    result
 }
 
 /// Appends `items` to `out` NUL-terminated, while the list they come from is borrowed;
@@ -385,15 +384,14 @@ pub fn functions(plugin: &str) -> HostFunctions {
         MODULE,
         "get_uri",
         |c: &mut dyn Caller, buf: u32, limit: u32| -> Result<i32, HostError> {
-            let mut uri = take_scratch(c)?;
-            uri.extend_from_slice(exchange(c, "get_uri")?.uri_text().as_bytes());
-            #[cfg(feature = "fault-injection")]
-            if crate::faults::active(crate::faults::Fault::HttpWasmGetUriDecoded) {
-                uri = crate::faults::percent_decode(std::str::from_utf8(&uri).unwrap_or(""));
-            }
-            let written = write_value(c, buf, limit, &uri);
-            give_back(c, uri);
-            written
+            with_scratch(c, |c, uri| {
+                uri.extend_from_slice(exchange(c, "get_uri")?.uri_text().as_bytes());
+                #[cfg(feature = "fault-injection")]
+                if crate::faults::active(crate::faults::Fault::HttpWasmGetUriDecoded) {
+                    *uri = crate::faults::percent_decode(std::str::from_utf8(uri).unwrap_or(""));
+                }
+                write_value(c, buf, limit, uri)
+            })
         },
     );
     t.func_wrap(
@@ -423,18 +421,14 @@ pub fn functions(plugin: &str) -> HostFunctions {
         |c: &mut dyn Caller, kind: i32, buf: u32, limit: u32| -> Result<i64, HostError> {
             let kind = header_kind(kind, "get_header_names")?;
             request_trailers_arrived(c, kind, "get_header_names")?;
-            let mut out = take_scratch(c)?;
-            let ex = exchange(c, "get_header_names")?;
-            let count = match headers_for(ex, kind, false, "get_header_names")? {
-                Some(h) => join_list(
-                    &mut out,
-                    h.header_map().keys().map(|n| n.as_str().as_bytes()),
-                ),
-                None => 0,
-            };
-            let written = write_list(c, buf, limit, &out, count);
-            give_back(c, out);
-            written
+            with_scratch(c, |c, out| {
+                let ex = exchange(c, "get_header_names")?;
+                let count = match headers_for(ex, kind, false, "get_header_names")? {
+                    Some(h) => join_list(out, h.header_map().keys().map(|n| n.as_str().as_bytes())),
+                    None => 0,
+                };
+                write_list(c, buf, limit, out, count)
+            })
         },
     );
     t.func_wrap(
@@ -450,18 +444,17 @@ pub fn functions(plugin: &str) -> HostFunctions {
             let kind = header_kind(kind, "get_header_values")?;
             let name = read_name(c, name, name_len, "get_header_values")?;
             request_trailers_arrived(c, kind, "get_header_values")?;
-            let mut out = take_scratch(c)?;
-            let ex = exchange(c, "get_header_values")?;
-            let count = match (
-                headers_for(ex, kind, false, "get_header_values")?,
-                std::str::from_utf8(&name),
-            ) {
-                (Some(h), Ok(name)) => join_list(&mut out, h.get_all(name)),
-                _ => 0,
-            };
-            let written = write_list(c, buf, limit, &out, count);
-            give_back(c, out);
-            written
+            with_scratch(c, |c, out| {
+                let ex = exchange(c, "get_header_values")?;
+                let count = match (
+                    headers_for(ex, kind, false, "get_header_values")?,
+                    std::str::from_utf8(&name),
+                ) {
+                    (Some(h), Ok(name)) => join_list(out, h.get_all(name)),
+                    _ => 0,
+                };
+                write_list(c, buf, limit, out, count)
+            })
         },
     );
     for (func, add) in [("set_header_value", false), ("add_header_value", true)] {
