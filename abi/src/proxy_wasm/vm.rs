@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use tokio::runtime::Handle;
 use tokio::sync::Notify;
 use wasmgate_engines::{CompiledModule, Instance, Trap, TrapReason, Val, ValType};
@@ -152,6 +153,9 @@ pub(crate) struct VmSet {
     module: Arc<dyn CompiledModule>,
     allocator: &'static str,
     slots: Mutex<Vec<Slot>>,
+    /// The VMs of the `Ready` slots, republished (under `slots`' lock) whenever a slot
+    /// changes: a new stream picks from it without taking a lock.
+    ready: ArcSwap<Vec<Arc<Vm>>>,
     /// A slot got a VM (or failed to).
     changed: Notify,
     created: AtomicU64,
@@ -177,6 +181,7 @@ impl VmSet {
             module,
             allocator,
             slots: Mutex::new(Vec::new()),
+            ready: ArcSwap::default(),
             changed: Notify::new(),
             created: AtomicU64::new(0),
             wait,
@@ -189,13 +194,25 @@ impl VmSet {
     pub fn start(self: &Arc<Self>, count: usize) -> Result<(), Trap> {
         for slot in 0..count {
             let vm = self.build(slot)?;
-            self.slots().push(Slot::Ready(vm));
+            let mut slots = self.slots();
+            slots.push(Slot::Ready(vm));
+            self.publish(&slots);
         }
         Ok(())
     }
 
     fn slots(&self) -> std::sync::MutexGuard<'_, Vec<Slot>> {
         self.slots.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes the `Ready` slots of `slots` (locked: publishes happen in the order of the
+    /// changes) the VMs new streams pick from.
+    fn publish(&self, slots: &[Slot]) {
+        let ready = slots.iter().filter_map(|s| match s {
+            Slot::Ready(vm) => Some(vm.clone()),
+            _ => None,
+        });
+        self.ready.store(Arc::new(ready.collect()));
     }
 
     /// The number of VMs the set keeps.
@@ -259,7 +276,7 @@ impl VmSet {
 
     /// The sound VM with the fewest streams, counted as taken.
     fn ready_vm(&self) -> Option<Arc<Vm>> {
-        take_best(&self.slots())
+        take_best(&self.ready.load())
     }
 
     /// [`VmSet::pick`] when no VM was ready: rebuilds what failed and waits for one.
@@ -272,7 +289,7 @@ impl VmSet {
             let mut last_error = None;
             {
                 let mut slots = self.slots();
-                if let Some(vm) = take_best(&slots) {
+                if let Some(vm) = self.ready_vm() {
                     return Ok(vm);
                 }
                 for (i, s) in slots.iter_mut().enumerate() {
@@ -285,6 +302,7 @@ impl VmSet {
                     *s = Slot::Building;
                     self.rebuild(i);
                 }
+                self.publish(&slots);
             }
             if tokio::time::timeout_at(deadline, changed).await.is_err() {
                 let why = last_error.map(|e| format!(": {e}")).unwrap_or_default();
@@ -312,6 +330,7 @@ impl VmSet {
                 // failure is logged (throttled) with the middleware's others.
                 Err(t) => Slot::Failed(t.to_string()),
             };
+            set.publish(&slots);
             drop(slots);
             set.changed.notify_waiters();
         });
@@ -347,6 +366,7 @@ impl VmSet {
         let mut slots = self.slots();
         if matches!(slots.get(vm.slot), Some(Slot::Ready(v)) if std::ptr::eq(&**v, vm)) {
             slots[vm.slot] = Slot::Building;
+            self.publish(&slots);
             drop(slots);
             self.rebuild(vm.slot);
         }
@@ -367,6 +387,7 @@ impl VmSet {
                 fresh.push(i);
             }
         }
+        self.publish(&slots);
         drop(slots);
         for i in fresh {
             self.rebuild(i);
@@ -434,14 +455,11 @@ async fn dispatcher(set: Weak<VmSet>, vm: Weak<Vm>) {
     }
 }
 
-/// The sound VM of `slots` with the fewest streams, counted as taken.
-fn take_best(slots: &[Slot]) -> Option<Arc<Vm>> {
-    let best = slots
+/// The sound VM of `ready` with the fewest streams, counted as taken.
+fn take_best(ready: &[Arc<Vm>]) -> Option<Arc<Vm>> {
+    let best = ready
         .iter()
-        .filter_map(|s| match s {
-            Slot::Ready(vm) if !vm.is_poisoned() => Some(vm),
-            _ => None,
-        })
+        .filter(|vm| !vm.is_poisoned())
         .min_by_key(|vm| vm.live.load(Ordering::Relaxed))?;
     best.live.fetch_add(1, Ordering::Relaxed);
     Some(best.clone())
