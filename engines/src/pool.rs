@@ -205,7 +205,7 @@ impl InstancePool {
     pub fn acquire(&self) -> Result<PooledInstance, PoolError> {
         match self.reserve()?.take_idle() {
             Ok(inst) => Ok(inst),
-            Err(slot) => slot.create(),
+            Err(slot) => Ok(slot.create()?),
         }
     }
 
@@ -285,8 +285,9 @@ impl Slot {
     }
 
     /// A new instance under this slot: instantiated, then started by the pool's init hook.
-    /// On failure the slot is given back.
-    pub fn create(self) -> Result<PooledInstance, PoolError> {
+    /// The slot is already held, so the only failure is the instance's own (it did not
+    /// instantiate or its start trapped); the slot is then given back.
+    pub fn create(self) -> Result<PooledInstance, Trap> {
         let inner = &self.inner;
         let generation = inner.generation.load(Ordering::SeqCst);
         let mut inst = inner.module.instantiate((inner.factory)())?;

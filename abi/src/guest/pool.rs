@@ -76,9 +76,10 @@ impl GuestPool {
         // that arrives while others wait queues behind them instead of taking the slot just
         // freed for them. The waits are boxed: their state (a timer, a blocking task) would
         // otherwise be part of every caller's future, which is moved as a whole.
-        let free = match self.waiters.any() {
-            false => self.pool.reserve().ok(),
-            true => None,
+        let free = if self.waiters.any() {
+            None
+        } else {
+            self.pool.reserve().ok()
         };
         let slot = match free {
             Some(slot) => slot,
@@ -114,7 +115,7 @@ impl GuestPool {
             .map_err(|e| {
                 ProxyError::internal("creating a plugin instance panicked").with_source(e)
             })?;
-        created.map_err(|e| self.pool_error(e))
+        created.map_err(|t| self.start_error(t))
     }
 
     /// Replaces every instance with a fresh one (see [`InstancePool::recycle`]).
@@ -123,15 +124,12 @@ impl GuestPool {
     }
 
     /// A new instance that could not start is the guest's failure (500, see
-    /// [`is_start_failure`]); a full pool is a 503, like a wait that timed out.
-    fn pool_error(&self, e: PoolError) -> ProxyError {
-        let status = match e {
-            PoolError::Exhausted(_) => StatusCode::SERVICE_UNAVAILABLE,
-            PoolError::Instantiate(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        };
+    /// [`is_start_failure`]); a full pool is a 503 from the wait instead.
+    fn start_error(&self, t: Trap) -> ProxyError {
+        let e = PoolError::Instantiate(t);
         ProxyError::new(
             ErrorSource::Plugin,
-            status,
+            StatusCode::INTERNAL_SERVER_ERROR,
             format!("middleware {}: {e}", self.middleware),
         )
         .with_source(e)
