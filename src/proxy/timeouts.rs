@@ -235,16 +235,26 @@ fn timed_out(what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::TimedOut, format!("{what} timeout"))
 }
 
-/// Polls `timer` set to `deadline`: ready once it has passed.
+/// Polls `timer` toward `deadline`: ready once it has passed. A timer set to go off before
+/// `deadline` is left as it is, and moved when it goes off: the idle deadline moves with every
+/// request, and moving a timer takes the timer wheel's lock.
 fn expired(timer: &mut Option<Pin<Box<Sleep>>>, deadline: Instant, cx: &mut Context<'_>) -> bool {
-    match timer {
-        Some(t) if t.deadline() == deadline => {}
-        Some(t) => t.as_mut().reset(deadline),
-        None => *timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+    let t = match timer {
+        Some(t) => {
+            if t.deadline() > deadline {
+                t.as_mut().reset(deadline);
+            }
+            t
+        }
+        None => timer.insert(Box::pin(tokio::time::sleep_until(deadline))),
+    };
+    while t.as_mut().poll(cx).is_ready() {
+        if t.deadline() >= deadline {
+            return true;
+        }
+        t.as_mut().reset(deadline);
     }
-    timer
-        .as_mut()
-        .is_some_and(|t| t.as_mut().poll(cx).is_ready())
+    false
 }
 
 /// A client socket whose reads and writes fail past the connection's deadlines.
@@ -494,5 +504,44 @@ impl http_body::Body for ResponseBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One look at `timer` toward `deadline`.
+    async fn poll(timer: &mut Option<Pin<Box<Sleep>>>, deadline: Instant) -> bool {
+        std::future::poll_fn(|cx| Poll::Ready(expired(timer, deadline, cx))).await
+    }
+
+    /// The idle deadline moves later with every request; the timer is not moved each time,
+    /// but the deadline still holds: not before it, and at it.
+    #[tokio::test(start_paused = true)]
+    async fn a_timer_left_early_still_keeps_the_later_deadline() {
+        let start = Instant::now();
+        let mut timer = None;
+        let (first, later) = (
+            start + Duration::from_secs(10),
+            start + Duration::from_secs(25),
+        );
+        assert!(!poll(&mut timer, first).await);
+        // Moved later: the timer stays where it was.
+        assert!(!poll(&mut timer, later).await);
+        assert_eq!(timer.as_ref().unwrap().deadline(), first);
+        // It goes off at the first deadline: not expired yet, moved to the later one.
+        tokio::time::sleep_until(first + Duration::from_millis(1)).await;
+        assert!(!poll(&mut timer, later).await);
+        assert_eq!(timer.as_ref().unwrap().deadline(), later);
+        // Moved sooner: the timer follows at once.
+        let sooner = start + Duration::from_secs(20);
+        assert!(!poll(&mut timer, sooner).await);
+        assert_eq!(timer.as_ref().unwrap().deadline(), sooner);
+        tokio::time::sleep_until(sooner).await;
+        assert!(poll(&mut timer, sooner).await);
+        // And expired: a deadline already gone is at once.
+        let mut fresh = None;
+        assert!(poll(&mut fresh, start).await);
     }
 }
