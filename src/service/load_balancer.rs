@@ -79,16 +79,21 @@ impl Server {
 
     /// The URI a request goes to: the server's, or for an `https://` server, `authority` (the
     /// host it should see; its clients dial the server whatever the URI says).
-    fn target(&self, authority: &Authority, path_and_query: &str) -> Result<Uri, ProxyError> {
-        Uri::builder()
+    fn target(&self, authority: &Authority, sent: &Uri) -> Result<Uri, ProxyError> {
+        let builder = Uri::builder()
             .scheme(self.scheme.clone())
-            .authority(authority.clone())
-            .path_and_query(format!("{}{}", self.base_path, path_and_query))
-            .build()
-            .map_err(|e| {
-                ProxyError::bad_request(format!("cannot forward request target: {e}"))
-                    .with_source(e)
-            })
+            .authority(authority.clone());
+        let builder = match (self.base_path.is_empty(), sent.path_and_query()) {
+            // The request's own, shared rather than written out and parsed again.
+            (true, Some(pq)) => builder.path_and_query(pq.clone()),
+            _ => {
+                let pq = sent.path_and_query().map_or("/", |p| p.as_str());
+                builder.path_and_query(format!("{}{pq}", self.base_path))
+            }
+        };
+        builder.build().map_err(|e| {
+            ProxyError::bad_request(format!("cannot forward request target: {e}")).with_source(e)
+        })
     }
 }
 
@@ -236,7 +241,7 @@ impl Endpoint for LoadBalancer {
                 }
             }
         }
-        let target = server.target(authority, req.path_and_query())?;
+        let target = server.target(authority, &req.uri)?;
         let upstream_req = convert::request_to_hyper(req, target)?;
         // As Go's net/http, responseHeaderTimeout starts once the request is written, body
         // included: a slow upload does not count against it.
@@ -341,15 +346,28 @@ mod tests {
     fn server_urls() {
         let s = Server::parse("http://127.0.0.1:5000/base/", 1).unwrap();
         assert_eq!(
-            s.target(&s.authority, "/a%2Fb?x=1").unwrap().to_string(),
+            s.target(&s.authority, &Uri::from_static("/a%2Fb?x=1"))
+                .unwrap()
+                .to_string(),
             "http://127.0.0.1:5000/base/a%2Fb?x=1"
         );
+        // Without a base path the request's own path and query go as they are, whatever form
+        // its target had.
+        let s = Server::parse("http://127.0.0.1:5000", 1).unwrap();
+        for (sent, to) in [
+            ("/a%2Fb?x=1", "http://127.0.0.1:5000/a%2Fb?x=1"),
+            ("http://client.test/p?q", "http://127.0.0.1:5000/p?q"),
+            ("http://client.test", "http://127.0.0.1:5000/"),
+        ] {
+            let target = s.target(&s.authority, &Uri::from_static(sent)).unwrap();
+            assert_eq!(target.to_string(), to, "{sent}");
+        }
         assert!(Server::parse("h2c://127.0.0.1:5000", 1).unwrap().h2c);
         assert!(Server::parse("127.0.0.1:5000", 1).is_err());
         let s = Server::parse("https://x.test/b", 1).unwrap();
         assert_eq!(s.scheme(), &Scheme::HTTPS);
         assert_eq!(
-            s.target(&"y.test:8443".parse().unwrap(), "/p")
+            s.target(&"y.test:8443".parse().unwrap(), &Uri::from_static("/p"))
                 .unwrap()
                 .to_string(),
             "https://y.test:8443/b/p"
