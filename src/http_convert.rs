@@ -28,8 +28,7 @@ pub const HOP_BY_HOP: [HeaderName; 8] = [
 pub fn strip_hop_by_hop(headers: &mut Headers) {
     // Most messages carry none: one look at the names they do carry costs less than a lookup
     // (a hash) per hop-by-hop name.
-    let carried = |h: &Headers| h.header_map().keys().any(|n| HOP_BY_HOP.contains(n));
-    if carried(headers) {
+    if headers.header_map().keys().any(|n| HOP_BY_HOP.contains(n)) {
         for name in HOP_BY_HOP {
             headers.remove(name);
         }

@@ -83,11 +83,11 @@ impl Server {
         let builder = Uri::builder()
             .scheme(self.scheme.clone())
             .authority(authority.clone());
-        let builder = match (self.base_path.is_empty(), sent.path_and_query()) {
+        let builder = match sent.path_and_query() {
             // The request's own, shared rather than written out and parsed again.
-            (true, Some(pq)) => builder.path_and_query(pq.clone()),
-            _ => {
-                let pq = sent.path_and_query().map_or("/", |p| p.as_str());
+            Some(pq) if self.base_path.is_empty() => builder.path_and_query(pq.clone()),
+            pq => {
+                let pq = pq.map_or("/", |p| p.as_str());
                 builder.path_and_query(format!("{}{pq}", self.base_path))
             }
         };
