@@ -72,16 +72,10 @@ impl GuestPool {
     /// start-up, which may take long) runs on the blocking pool, never on the runtime worker
     /// that polls this future.
     pub async fn acquire(&self) -> Result<Lease, ProxyError> {
-        // Fast path, with no await and no lock: a free slot and a warm instance. A request
-        // that arrives while others wait queues behind them instead of taking the slot just
-        // freed for them. The waits are boxed: their state (a timer, a blocking task) would
-        // otherwise be part of every caller's future, which is moved as a whole.
-        let free = if self.waiters.any() {
-            None
-        } else {
-            self.pool.reserve().ok()
-        };
-        let slot = match free {
+        // Fast path, with no await and no lock: a free slot and a warm instance. The waits
+        // are boxed: their state (a timer, a blocking task) would otherwise be part of every
+        // caller's future, which is moved as a whole.
+        let slot = match self.waiters.take_unless_queued(|| self.pool.reserve().ok()) {
             Some(slot) => slot,
             None => Box::pin(self.wait_for_slot()).await?,
         };

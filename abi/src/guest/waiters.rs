@@ -21,10 +21,13 @@ pub(crate) struct Waiters {
 }
 
 impl Waiters {
-    /// Whether anyone waits: a newcomer then queues behind them rather than taking what was
-    /// just released for them.
-    pub fn any(&self) -> bool {
-        self.count.load(Ordering::SeqCst) > 0
+    /// `take`, unless anyone waits: a newcomer then queues behind them rather than taking
+    /// what was just released for them. The fast path: no lock, no wake-up.
+    pub fn take_unless_queued<T>(&self, take: impl FnOnce() -> Option<T>) -> Option<T> {
+        if self.count.load(Ordering::SeqCst) > 0 {
+            return None;
+        }
+        take()
     }
 
     /// To call after each release, once it is visible: wakes one waiter, if any. Costs a

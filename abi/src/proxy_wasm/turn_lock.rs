@@ -31,10 +31,8 @@ impl<T> TurnLock<T> {
     /// Takes the lock, waiting for it when it is held. A task that arrives while others wait
     /// queues behind them rather than taking the lock just given back for them.
     pub async fn lock(&self) -> TurnGuard<'_, T> {
-        if !self.waiters.any() {
-            if let Some(g) = self.try_lock() {
-                return g;
-            }
+        if let Some(g) = self.waiters.take_unless_queued(|| self.try_lock()) {
+            return g;
         }
         // Boxed: the wait's state would otherwise be part of every caller's future.
         Box::pin(self.waiters.wait_for(|| self.try_lock())).await
